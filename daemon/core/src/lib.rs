@@ -1,0 +1,31 @@
+//! # scaivault-core
+//!
+//! The certificate-authority core of ScaiVault: everything that decides what goes into a
+//! certificate, and nothing that talks HTTP, SQL or PKCS#11. Keys are reached only through the
+//! [`scaivault_hsm::Signer`] trait, so the whole module is testable with the in-memory
+//! `SoftToken` and a fixed clock.
+//!
+//! - [`serial`]: serial numbers (RFC 5280 §4.1.2.2: positive, at most 20 octets; CA/B BR §7.1: at
+//!   least 64 bits from a CSPRNG).
+//! - [`name`]: distinguished names from API fields.
+//! - [`duration`]: Go-style durations (`168h`, `30m`, `90d`).
+//! - [`profile`]: the CA certificate profile (RFC 5280 §4.2) and its lint before signing.
+//! - [`sign`]: assembling and checking signed objects (certificates, CSRs).
+//! - [`verify`]: signature verification in software, for checks after the token has signed and for
+//!   certificates that arrive from outside.
+//! - [`pem`]: PEM helpers.
+//!
+//! Non-goals here: storage, authorization, audit (the daemon owns those).
+
+pub mod duration;
+mod error;
+pub mod ids;
+pub mod name;
+pub mod pem;
+pub mod profile;
+pub mod serial;
+pub mod sign;
+pub mod time_util;
+pub mod verify;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,133 @@
+//! Distinguished names built from API fields (RFC 5280 §4.1.2.4, upper bounds from Appendix A.1).
+
+use crate::{Error, Result};
+use const_oid::db::rfc4519;
+use const_oid::ObjectIdentifier;
+use der::asn1::{Any, PrintableStringRef, SetOfVec, Utf8StringRef};
+use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+
+/// The subject fields a request may carry.
+#[derive(Debug, Clone, Default)]
+pub struct DnFields {
+    /// `CN` (required, at most 64 characters).
+    pub common_name: String,
+    /// `O`.
+    pub organization: Option<String>,
+    /// `OU`.
+    pub organizational_unit: Option<String>,
+    /// `C`: two ASCII letters.
+    pub country: Option<String>,
+    /// `L`.
+    pub locality: Option<String>,
+    /// `ST`.
+    pub province: Option<String>,
+}
+
+impl DnFields {
+    /// Builds the name in the conventional order C, ST, L, O, OU, CN (one attribute per RDN).
+    ///
+    /// # Errors
+    /// `invalid_subject` naming the field that is empty, too long, or not printable.
+    pub fn to_name(&self) -> Result<Name> {
+        let mut rdns = Vec::new();
+        if let Some(c) = &self.country {
+            if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()) {
+                return Err(Error::invalid(
+                    "invalid_subject",
+                    format!("country {c:?} must be two letters (ISO 3166)"),
+                ));
+            }
+            let v = PrintableStringRef::new(c.as_str())
+                .map_err(|_| Error::invalid("invalid_subject", "country is not printable"))?;
+            rdns.push(rdn(rfc4519::C, Any::encode_from(&v)?)?);
+        }
+        let utf8 = [
+            (rfc4519::ST, "province", &self.province, 128),
+            (rfc4519::L, "locality", &self.locality, 128),
+            (rfc4519::O, "organization", &self.organization, 64),
+            (rfc4519::OU, "organizational_unit", &self.organizational_unit, 64),
+        ];
+        for (oid, field, value, max) in utf8 {
+            if let Some(v) = value {
+                rdns.push(utf8_rdn(oid, field, v, max)?);
+            }
+        }
+        rdns.push(utf8_rdn(rfc4519::CN, "common_name", &self.common_name, 64)?);
+        Ok(RdnSequence(rdns))
+    }
+}
+
+fn utf8_rdn(oid: ObjectIdentifier, field: &str, value: &str, max: usize) -> Result<RelativeDistinguishedName> {
+    let chars = value.chars().count();
+    if value.trim().is_empty() || chars > max {
+        return Err(Error::invalid(
+            "invalid_subject",
+            format!("{field} must be 1 to {max} characters, got {chars}"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_subject",
+            format!("{field} contains control characters"),
+        ));
+    }
+    let v = Utf8StringRef::new(value).map_err(|e| Error::invalid("invalid_subject", e.to_string()))?;
+    rdn(oid, Any::encode_from(&v)?)
+}
+
+fn rdn(oid: ObjectIdentifier, value: Any) -> Result<RelativeDistinguishedName> {
+    let set = SetOfVec::try_from(vec![AttributeTypeAndValue { oid, value }])?;
+    Ok(RelativeDistinguishedName(set))
+}
+
+/// The value of the first `CN` in a name, if any.
+pub fn common_name(name: &Name) -> Option<String> {
+    name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
+        if atv.oid == rfc4519::CN {
+            atv.value.decode_as::<String>().ok().or_else(|| {
+                atv.value
+                    .decode_as::<PrintableStringRef<'_>>()
+                    .ok()
+                    .map(|s| s.to_string())
+            })
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use der::Encode;
+
+    #[test]
+    fn builds_and_reads_back() {
+        let f = DnFields {
+            common_name: "Acme Root CA".into(),
+            organization: Some("Acme, Inc.".into()),
+            country: Some("NL".into()),
+            ..Default::default()
+        };
+        let n = f.to_name().unwrap();
+        assert_eq!(common_name(&n).as_deref(), Some("Acme Root CA"));
+        // RFC 4514 writes the most specific RDN first.
+        assert_eq!(n.to_string(), "CN=Acme Root CA,O=Acme\\, Inc.,C=NL");
+        assert!(n.to_der().is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let mut f = DnFields { common_name: String::new(), ..Default::default() };
+        assert!(f.to_name().is_err());
+        f.common_name = "x".repeat(65);
+        assert!(f.to_name().is_err());
+        f.common_name = "ok".into();
+        f.country = Some("NLD".into());
+        assert!(f.to_name().is_err());
+        f.country = None;
+        f.organization = Some("a\u{0}b".into());
+        assert!(f.to_name().is_err());
+    }
+}

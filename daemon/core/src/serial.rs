@@ -1,0 +1,133 @@
+//! Certificate serial numbers.
+//!
+//! RFC 5280 §4.1.2.2: a positive integer of at most 20 octets. CA/Browser Forum BR §7.1: at least
+//! 64 bits of CSPRNG output. We draw 128 bits (16 octets) from the OS CSPRNG and clear the top
+//! bit so the DER INTEGER stays positive without a sign octet; a leading zero octet is redrawn so
+//! every serial has exactly 16 significant octets (at least 120 random bits).
+
+use crate::{Error, Result};
+use rand::RngCore;
+
+/// A serial number as its big-endian magnitude bytes (no sign octet, no leading zeros).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Serial(Vec<u8>);
+
+impl Serial {
+    /// A fresh random serial.
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        loop {
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            b[0] &= 0x7f;
+            if b[0] != 0 {
+                return Serial(b.to_vec());
+            }
+        }
+    }
+
+    /// From the magnitude bytes of a DER INTEGER (as `x509_cert::serial_number::SerialNumber`
+    /// holds them, possibly with a leading 0x00 sign octet).
+    ///
+    /// # Errors
+    /// `invalid_serial` for an empty, zero or over-long value.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        if trimmed.is_empty() || trimmed.len() > 20 {
+            return Err(Error::invalid(
+                "invalid_serial",
+                format!("serial of {} octets is not 1..=20", trimmed.len()),
+            ));
+        }
+        Ok(Serial(trimmed))
+    }
+
+    /// Parses the API form: hex, any case, with or without `:` between pairs.
+    ///
+    /// # Errors
+    /// `invalid_serial` when it is not hex or not 1..=20 octets.
+    pub fn parse(s: &str) -> Result<Self> {
+        let hex_digits: String = s.trim().chars().filter(|c| *c != ':').collect();
+        let padded = if hex_digits.len() % 2 == 1 {
+            format!("0{hex_digits}")
+        } else {
+            hex_digits
+        };
+        let bytes = hex::decode(&padded)
+            .map_err(|_| Error::invalid("invalid_serial", format!("serial {s:?} is not hex")))?;
+        Serial::from_bytes(&bytes)
+    }
+
+    /// The magnitude bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The DER INTEGER content octets (a 0x00 sign octet when the top bit is set).
+    pub fn der_bytes(&self) -> Vec<u8> {
+        match self.0.first() {
+            Some(b) if b & 0x80 != 0 => {
+                let mut v = Vec::with_capacity(self.0.len() + 1);
+                v.push(0);
+                v.extend_from_slice(&self.0);
+                v
+            }
+            _ => self.0.clone(),
+        }
+    }
+
+    /// As an `x509-cert` serial number.
+    ///
+    /// # Errors
+    /// Never for serials made by this module; `invalid_serial` otherwise.
+    pub fn to_x509(&self) -> Result<x509_cert::serial_number::SerialNumber> {
+        x509_cert::serial_number::SerialNumber::new(&self.der_bytes())
+            .map_err(|e| Error::invalid("invalid_serial", e.to_string()))
+    }
+
+    /// The canonical key used for storage and lookups: uppercase hex without separators.
+    pub fn key(&self) -> String {
+        hex::encode_upper(&self.0)
+    }
+}
+
+impl std::fmt::Display for Serial {
+    /// Uppercase hex pairs joined by `:` (`1A:2B:3C`), the API form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|b| format!("{b:02X}")).collect();
+        f.write_str(&parts.join(":"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_serials_are_positive_16_octets_and_distinct() {
+        let a = Serial::random();
+        let b = Serial::random();
+        assert_ne!(a, b);
+        assert_eq!(a.as_bytes().len(), 16);
+        assert!(a.as_bytes()[0] & 0x80 == 0 && a.as_bytes()[0] != 0);
+        assert_eq!(a.der_bytes(), a.as_bytes());
+    }
+
+    #[test]
+    fn parse_accepts_any_case_and_colons() {
+        let s = Serial::parse("1a:2B:3c").unwrap();
+        assert_eq!(s.to_string(), "1A:2B:3C");
+        assert_eq!(Serial::parse("1A2B3C").unwrap(), s);
+        assert_eq!(Serial::parse("0x".trim_start_matches("0x")).is_err(), true);
+        assert!(Serial::parse("zz").is_err());
+        assert!(Serial::parse(&"ab".repeat(21)).is_err());
+        assert!(Serial::parse("00").is_err());
+    }
+
+    #[test]
+    fn high_bit_gets_a_sign_octet() {
+        let s = Serial::from_bytes(&[0x00, 0x80, 0x01]).unwrap();
+        assert_eq!(s.as_bytes(), &[0x80, 0x01]);
+        assert_eq!(s.der_bytes(), vec![0, 0x80, 0x01]);
+        assert_eq!(s.to_string(), "80:01");
+    }
+}

@@ -1,0 +1,132 @@
+//! Signature verification in software: after the token signs (a wrong signature never leaves
+//! the daemon) and for certificates and CSRs that arrive from outside.
+//!
+//! Supported: ECDSA P-256/P-384 with SHA-256/384/512, RSA PKCS#1 v1.5 with SHA-256/384/512,
+//! Ed25519.
+
+use crate::{Error, Result};
+use const_oid::db::{rfc5912, rfc8410};
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use signature::hazmat::PrehashVerifier;
+use signature::Verifier;
+use spki::{AlgorithmIdentifierOwned, DecodePublicKey, SubjectPublicKeyInfoOwned};
+use x509_cert::Certificate;
+
+#[derive(Clone, Copy)]
+enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Hash {
+    fn digest(self, msg: &[u8]) -> Vec<u8> {
+        match self {
+            Hash::Sha256 => Sha256::digest(msg).to_vec(),
+            Hash::Sha384 => Sha384::digest(msg).to_vec(),
+            Hash::Sha512 => Sha512::digest(msg).to_vec(),
+        }
+    }
+}
+
+/// Verifies `sig` over `msg` under the public key `spki_der` with signature algorithm `alg`.
+///
+/// # Errors
+/// [`Error::BadSignature`] when it does not verify or the algorithm does not fit the key;
+/// `unsupported_algorithm` for algorithms this module does not know.
+pub fn verify_signature(spki_der: &[u8], alg: &AlgorithmIdentifierOwned, msg: &[u8], sig: &[u8]) -> Result<()> {
+    let bad = |e: &dyn std::fmt::Display| Error::BadSignature(e.to_string());
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| Error::decode("public key", e))?;
+    let key_alg = spki.algorithm.oid;
+    let oid = alg.oid;
+    let ecdsa_hash = match oid {
+        o if o == rfc5912::ECDSA_WITH_SHA_256 => Some(Hash::Sha256),
+        o if o == rfc5912::ECDSA_WITH_SHA_384 => Some(Hash::Sha384),
+        o if o == rfc5912::ECDSA_WITH_SHA_512 => Some(Hash::Sha512),
+        _ => None,
+    };
+    let rsa_hash = match oid {
+        o if o == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => Some(Hash::Sha256),
+        o if o == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => Some(Hash::Sha384),
+        o if o == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => Some(Hash::Sha512),
+        _ => None,
+    };
+    if let Some(h) = ecdsa_hash {
+        if key_alg != rfc5912::ID_EC_PUBLIC_KEY {
+            return Err(Error::BadSignature("ECDSA signature with a non-EC key".into()));
+        }
+        let curve: Option<ObjectIdentifier> = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        let digest = h.digest(msg);
+        return match curve {
+            Some(c) if c == rfc5912::SECP_256_R_1 => {
+                let vk = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+                let s = p256::ecdsa::Signature::from_der(sig).map_err(|e| bad(&e))?;
+                vk.verify_prehash(&digest, &s).map_err(|e| bad(&e))
+            }
+            Some(c) if c == rfc5912::SECP_384_R_1 => {
+                let vk = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+                let s = p384::ecdsa::Signature::from_der(sig).map_err(|e| bad(&e))?;
+                vk.verify_prehash(&digest, &s).map_err(|e| bad(&e))
+            }
+            _ => Err(Error::invalid("unsupported_algorithm", "EC curve other than P-256 or P-384")),
+        };
+    }
+    if let Some(h) = rsa_hash {
+        if key_alg != rfc5912::RSA_ENCRYPTION {
+            return Err(Error::BadSignature("RSA signature with a non-RSA key".into()));
+        }
+        let pk = rsa::RsaPublicKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+        let digest = h.digest(msg);
+        let scheme = match h {
+            Hash::Sha256 => rsa::Pkcs1v15Sign::new::<Sha256>(),
+            Hash::Sha384 => rsa::Pkcs1v15Sign::new::<Sha384>(),
+            Hash::Sha512 => rsa::Pkcs1v15Sign::new::<Sha512>(),
+        };
+        return pk.verify(scheme, &digest, sig).map_err(|e| bad(&e));
+    }
+    if oid == rfc8410::ID_ED_25519 {
+        if key_alg != rfc8410::ID_ED_25519 {
+            return Err(Error::BadSignature("Ed25519 signature with a non-Ed25519 key".into()));
+        }
+        let vk = ed25519_dalek::VerifyingKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+        let s = ed25519_dalek::Signature::from_slice(sig).map_err(|e| bad(&e))?;
+        return vk.verify(msg, &s).map_err(|e| bad(&e));
+    }
+    Err(Error::invalid(
+        "unsupported_algorithm",
+        format!("signature algorithm {oid} is not supported"),
+    ))
+}
+
+/// Verifies that `cert` was signed by the key `issuer_spki_der`.
+///
+/// # Errors
+/// As [`verify_signature`].
+pub fn verify_certificate(cert: &Certificate, issuer_spki_der: &[u8]) -> Result<()> {
+    if cert.signature_algorithm != cert.tbs_certificate.signature {
+        return Err(Error::BadSignature(
+            "outer and inner signature algorithms differ".into(),
+        ));
+    }
+    let tbs = cert.tbs_certificate.to_der()?;
+    let sig = cert
+        .signature
+        .as_bytes()
+        .ok_or_else(|| Error::BadSignature("signature has unused bits".into()))?;
+    verify_signature(issuer_spki_der, &cert.signature_algorithm, &tbs, sig)
+}
+
+/// Whether two SubjectPublicKeyInfos hold the same key (same algorithm and key bits; parameters
+/// compared too).
+pub fn same_key(a: &SubjectPublicKeyInfoOwned, b: &SubjectPublicKeyInfoOwned) -> bool {
+    a.algorithm.oid == b.algorithm.oid
+        && a.subject_public_key == b.subject_public_key
+        && a.algorithm.parameters.as_ref().map(|p| p.to_der().ok())
+            == b.algorithm.parameters.as_ref().map(|p| p.to_der().ok())
+}

@@ -1,0 +1,310 @@
+//! `/v1/pki/ca`: create, list, get, certificate (PEM/DER), chain, signed-certificate, import,
+//! retire.
+
+use super::problem::Body;
+use crate::app::{App, Caller};
+use crate::auth::Perm;
+use crate::ca::{self, CaSettings, ImportCa, NewCa};
+use crate::error::ApiError;
+use rocket::http::{ContentType, Status};
+use rocket::serde::json::Json;
+use rocket::{delete, get, post, routes, Route, State};
+use scaivault_core::name::DnFields;
+use scaivault_core::pem;
+use scaivault_hsm::KeySpec;
+use scaivault_store::CaRow;
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Vec<Route> {
+    routes![create, list, get_one, certificate, chain, signed_certificate, import, retire]
+}
+
+/// `POST /v1/pki/ca`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCaRequest {
+    name: String,
+    common_name: String,
+    ca_type: String,
+    #[serde(default)]
+    key_type: Option<String>,
+    #[serde(default)]
+    key_size: Option<u32>,
+    validity_days: i64,
+    #[serde(default)]
+    parent_ca_id: Option<String>,
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default)]
+    organizational_unit: Option<String>,
+    #[serde(default)]
+    country: Option<String>,
+    #[serde(default)]
+    locality: Option<String>,
+    #[serde(default)]
+    province: Option<String>,
+    #[serde(default)]
+    max_path_length: Option<u8>,
+    #[serde(default)]
+    permitted_dns_domains: Vec<String>,
+    #[serde(default)]
+    excluded_dns_domains: Vec<String>,
+    #[serde(default)]
+    permitted_ip_ranges: Vec<String>,
+    #[serde(default)]
+    crl_interval: Option<String>,
+    #[serde(default)]
+    ocsp_validity: Option<String>,
+}
+
+/// A CA as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct CaResponse {
+    id: String,
+    name: String,
+    common_name: String,
+    ca_type: String,
+    parent_ca_id: Option<String>,
+    status: String,
+    key_type: String,
+    key_size: u32,
+    certificate: Option<String>,
+    serial_number: Option<String>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csr: Option<String>,
+    crl_interval: String,
+    ocsp_validity: String,
+}
+
+impl CaResponse {
+    fn from_row(r: CaRow) -> Result<Self, ApiError> {
+        let settings = ca::settings(&r);
+        let certificate = r.cert_der.as_deref().map(pem::certificate).transpose()?;
+        let serial_number = r
+            .serial
+            .as_deref()
+            .map(scaivault_core::serial::Serial::parse)
+            .transpose()?
+            .map(|s| s.to_string());
+        Ok(CaResponse {
+            id: r.id,
+            name: r.name,
+            common_name: r.common_name,
+            ca_type: r.ca_type,
+            parent_ca_id: r.parent_ca_id,
+            status: r.status,
+            key_type: r.key_type,
+            key_size: r.key_size,
+            certificate,
+            serial_number,
+            not_before: r.not_before,
+            not_after: r.not_after,
+            created_at: r.created_at,
+            csr: r.csr_pem,
+            crl_interval: settings.crl_interval,
+            ocsp_validity: settings.ocsp_validity,
+        })
+    }
+}
+
+fn settings_from(
+    crl_interval: Option<String>,
+    ocsp_validity: Option<String>,
+    max_path_length: Option<u8>,
+    permitted_dns_domains: Vec<String>,
+    excluded_dns_domains: Vec<String>,
+    permitted_ip_ranges: Vec<String>,
+) -> Result<CaSettings, ApiError> {
+    let crl_interval = crl_interval.unwrap_or_else(|| "1h".into());
+    let ocsp_validity = ocsp_validity.unwrap_or_else(|| "12h".into());
+    let crl = scaivault_core::duration::parse_seconds(&crl_interval)?;
+    if !(60..=31 * 86_400).contains(&crl) {
+        return Err(ApiError::bad_request("invalid_duration", "crl_interval must be between 1m and 31d"));
+    }
+    let ocsp = scaivault_core::duration::parse_seconds(&ocsp_validity)?;
+    if !(60..=7 * 86_400).contains(&ocsp) {
+        return Err(ApiError::bad_request("invalid_duration", "ocsp_validity must be between 1m and 7d"));
+    }
+    Ok(CaSettings {
+        max_path_length,
+        permitted_dns_domains,
+        excluded_dns_domains,
+        permitted_ip_ranges,
+        crl_interval,
+        ocsp_validity,
+    })
+}
+
+fn new_ca(b: CreateCaRequest) -> Result<NewCa, ApiError> {
+    let key_type = b.key_type.as_deref().unwrap_or("ec");
+    let key = KeySpec::from_api(key_type, b.key_size).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_key_type",
+            format!(
+                "key type {key_type:?} with size {} is not supported: ec 256|384, rsa 2048|3072|4096, ed25519",
+                b.key_size.map_or("default".into(), |s| s.to_string())
+            ),
+        )
+    })?;
+    Ok(NewCa {
+        name: b.name,
+        subject: DnFields {
+            common_name: b.common_name,
+            organization: b.organization,
+            organizational_unit: b.organizational_unit,
+            country: b.country,
+            locality: b.locality,
+            province: b.province,
+        },
+        ca_type: b.ca_type,
+        key,
+        validity_days: b.validity_days,
+        parent_ca_id: b.parent_ca_id,
+        settings: settings_from(
+            b.crl_interval,
+            b.ocsp_validity,
+            b.max_path_length,
+            b.permitted_dns_domains,
+            b.excluded_dns_domains,
+            b.permitted_ip_ranges,
+        )?,
+    })
+}
+
+#[post("/v1/pki/ca", data = "<body>")]
+async fn create(app: &State<App>, caller: Caller, body: Body<CreateCaRequest>) -> Result<(Status, Json<CaResponse>), ApiError> {
+    app.require(&caller, Perm::CaWrite, "ca.create").await?;
+    let res = async {
+        let req = new_ca(body.0)?;
+        let row = ca::create(app, &caller, req).await?;
+        CaResponse::from_row(row)
+    }
+    .await;
+    let out = app.finish(&caller, "ca.create", None, res).await?;
+    Ok((Status::Created, Json(out)))
+}
+
+#[derive(Debug, Serialize)]
+struct ListResponse<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+pub(super) fn page_limit(app: &App, limit: Option<usize>) -> Result<usize, ApiError> {
+    let max = app.config.limits.max_page;
+    match limit {
+        None => Ok(100.min(max)),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request("invalid_limit", format!("limit {n} is not between 1 and {max}"))),
+    }
+}
+
+#[get("/v1/pki/ca?<limit>&<cursor>")]
+async fn list(app: &State<App>, caller: Caller, limit: Option<usize>, cursor: Option<String>) -> Result<Json<ListResponse<CaResponse>>, ApiError> {
+    app.require(&caller, Perm::CaRead, "ca.list").await?;
+    let limit = page_limit(app, limit)?;
+    let tenant = caller.tenant_id.clone();
+    let page = app
+        .db(move |s| {
+            s.read(|tx| tx.list_cas(&tenant, cursor.as_deref(), limit)).map_err(|e| match e {
+                scaivault_store::Error::Conflict(_) => ApiError::bad_request("invalid_cursor", "cursor is not valid"),
+                other => ApiError::from(other),
+            })
+        })
+        .await?;
+    Ok(Json(ListResponse {
+        items: page.items.into_iter().map(CaResponse::from_row).collect::<Result<_, _>>()?,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[get("/v1/pki/ca/<id>", rank = 2)]
+async fn get_one(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CaResponse>, ApiError> {
+    app.require(&caller, Perm::CaRead, "ca.read").await?;
+    Ok(Json(CaResponse::from_row(ca::get(app, &caller.tenant_id, id).await?)?))
+}
+
+/// `GET /v1/pki/ca/<id>/certificate[?format=der]` — public, like Vault's `/pki/ca`.
+#[get("/v1/pki/ca/<id>/certificate?<format>")]
+async fn certificate(app: &State<App>, id: &str, format: Option<&str>) -> Result<(ContentType, Vec<u8>), ApiError> {
+    let row = ca::get_public(app, id).await?;
+    let der = row
+        .cert_der
+        .ok_or_else(|| ApiError::conflict("ca_pending_signature", format!("CA {id} has no certificate yet")))?;
+    match format.unwrap_or("pem") {
+        "pem" => Ok((ContentType::new("application", "x-pem-file"), pem::certificate(&der)?.into_bytes())),
+        "der" => Ok((ContentType::new("application", "pkix-cert"), der)),
+        other => Err(ApiError::bad_request("invalid_format", format!("format {other:?} is not pem or der"))),
+    }
+}
+
+/// `GET /v1/pki/ca/<id>/chain` — public; this CA up to its root, PEM.
+#[get("/v1/pki/ca/<id>/chain")]
+async fn chain(app: &State<App>, id: &str) -> Result<(ContentType, String), ApiError> {
+    let row = ca::get_public(app, id).await?;
+    Ok((ContentType::new("application", "x-pem-file"), ca::chain_pem(app, &row).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedCertificateRequest {
+    certificate_pem: String,
+    chain_pem: String,
+}
+
+#[post("/v1/pki/ca/<id>/signed-certificate", data = "<body>")]
+async fn signed_certificate(app: &State<App>, caller: Caller, id: &str, body: Body<SignedCertificateRequest>) -> Result<Json<CaResponse>, ApiError> {
+    app.require(&caller, Perm::CaWrite, "ca.install_certificate").await?;
+    let res = async {
+        let row = ca::install_signed(app, &caller, id, &body.0.certificate_pem, &body.0.chain_pem).await?;
+        CaResponse::from_row(row)
+    }
+    .await;
+    Ok(Json(app.finish(&caller, "ca.install_certificate", Some(id), res).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    name: String,
+    key_label: String,
+    certificate_pem: String,
+    #[serde(default)]
+    chain_pem: Option<String>,
+    #[serde(default)]
+    parent_ca_id: Option<String>,
+    #[serde(default)]
+    crl_interval: Option<String>,
+    #[serde(default)]
+    ocsp_validity: Option<String>,
+}
+
+#[post("/v1/pki/ca/import", data = "<body>")]
+async fn import(app: &State<App>, caller: Caller, body: Body<ImportRequest>) -> Result<(Status, Json<CaResponse>), ApiError> {
+    app.require(&caller, Perm::CaWrite, "ca.import").await?;
+    let res = async {
+        let b = body.0;
+        let req = ImportCa {
+            name: b.name,
+            key_label: b.key_label,
+            certificate_pem: b.certificate_pem,
+            chain_pem: b.chain_pem,
+            parent_ca_id: b.parent_ca_id,
+            settings: settings_from(b.crl_interval, b.ocsp_validity, None, vec![], vec![], vec![])?,
+        };
+        CaResponse::from_row(ca::import(app, &caller, req).await?)
+    }
+    .await;
+    let out = app.finish(&caller, "ca.import", None, res).await?;
+    Ok((Status::Created, Json(out)))
+}
+
+#[delete("/v1/pki/ca/<id>")]
+async fn retire(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CaResponse>, ApiError> {
+    app.require(&caller, Perm::CaWrite, "ca.retire").await?;
+    let res = async { CaResponse::from_row(ca::retire(app, &caller, id).await?) }.await;
+    Ok(Json(app.finish(&caller, "ca.retire", Some(id), res).await?))
+}

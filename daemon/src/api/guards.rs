@@ -1,0 +1,99 @@
+//! Request guards and the request fairing: a request id for every request (echoed as
+//! `X-Request-Id`, written into problems and audit records), the bearer-token guard that resolves
+//! a [`Caller`], and one log line per request (method, path, status, duration, request id; never
+//! headers or bodies).
+
+use super::problem::remember;
+use crate::app::{App, Caller};
+use crate::error::ApiError;
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::http::Header;
+use rocket::request::{FromRequest, Outcome};
+use rocket::{Data, Request, Response};
+use std::time::Instant;
+
+/// This request's id: the client's `X-Request-Id` when it is short and plain, else a new one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        RequestId(scaivault_core::ids::new_id("req"))
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Started(Instant);
+
+/// Assigns request ids, sets `X-Request-Id`, logs one line per request.
+pub struct RequestLog;
+
+#[rocket::async_trait]
+impl Fairing for RequestLog {
+    fn info(&self) -> Info {
+        Info {
+            name: "request id and log",
+            kind: Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        let given = req
+            .headers()
+            .get_one("X-Request-Id")
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            })
+            .map(str::to_owned);
+        let _ = req.local_cache(|| given.map(RequestId).unwrap_or_default());
+        let _ = req.local_cache(|| Started(Instant::now()));
+    }
+
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
+        let id = req.local_cache(RequestId::new).0.clone();
+        let ms = req.local_cache(|| Started(Instant::now())).0.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "scaivault::http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            status = res.status().code,
+            ms = format_args!("{ms:.2}"),
+            request_id = %id,
+        );
+        res.set_header(Header::new("X-Request-Id", id));
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Caller {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let request_id = req.local_cache(RequestId::new).0.clone();
+        let Some(app) = req.rocket().state::<App>() else {
+            return Outcome::Error(remember(req, ApiError::internal("application state missing")));
+        };
+        let header = req.headers().get_one("Authorization").unwrap_or("");
+        let token = match header.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim().to_owned(),
+            _ => {
+                return Outcome::Error(remember(
+                    req,
+                    ApiError::unauthorized("missing bearer token (Authorization: Bearer <token>)"),
+                ))
+            }
+        };
+        match app.authenticate(token, request_id).await {
+            Ok(c) => Outcome::Success(c),
+            Err(e) => Outcome::Error(remember(req, e)),
+        }
+    }
+}

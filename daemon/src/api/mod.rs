@@ -1,0 +1,52 @@
+//! The HTTP API (Rocket). Handlers are thin: they decode, check the caller's policy, call the
+//! operation in `crate::ca` (or the store) and render. Errors become problem documents in one place
+//! (`problem`). Unauthenticated paths are listed here, in one place: health, the public CA
+//! certificate and chain (the AIA "CA issuers" URL points at them).
+
+mod audit;
+mod ca;
+mod guards;
+mod health;
+mod problem;
+pub mod tokens;
+
+pub use guards::RequestId;
+pub use tokens::new_token;
+
+use crate::app::App;
+use rocket::data::{ByteUnit, Limits};
+use rocket::{Build, Rocket};
+
+/// Paths answered without a token.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "GET /v1/sys/health",
+    "GET /v1/pki/ca/<id>/certificate",
+    "GET /v1/pki/ca/<id>/chain",
+];
+
+/// Builds the Rocket instance for `app`.
+pub fn build(app: App) -> Rocket<Build> {
+    let body = ByteUnit::from(app.config.limits.body_bytes);
+    let limits = Limits::default()
+        .limit("json", body)
+        .limit("bytes", body)
+        .limit("string", body)
+        .limit("form", body)
+        .limit("data-form", body)
+        .limit("file", body);
+    let figment = rocket::Config::figment()
+        .merge(("address", app.config.server.listen.ip()))
+        .merge(("port", app.config.server.listen.port()))
+        .merge(("limits", limits))
+        .merge(("ident", "ScaiVault"))
+        .merge(("log_level", rocket::config::LogLevel::Off))
+        .merge(("cli_colors", false));
+    rocket::custom(figment)
+        .manage(app)
+        .attach(guards::RequestLog)
+        .mount("/", health::routes())
+        .mount("/", ca::routes())
+        .mount("/", tokens::routes())
+        .mount("/", audit::routes())
+        .register("/", problem::catchers())
+}

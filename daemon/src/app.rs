@@ -1,0 +1,167 @@
+//! The application state shared by the HTTP layer, the CLI and the scheduler: configuration, the
+//! store, the token, and the helpers that run blocking work off the async runtime and write audit
+//! records.
+
+use crate::auth::{self, Perm};
+use crate::config::Config;
+use crate::error::ApiError;
+use scaivault_hsm::Token;
+use scaivault_store::{AuditRecord, Store, TokenRow};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+/// Who is calling: resolved from the bearer token by the request guard.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's tenant.
+    pub tenant_id: String,
+    /// The token id (never the token).
+    pub token_id: String,
+    /// The token's policies.
+    pub policies: Vec<String>,
+    /// This request's id.
+    pub request_id: String,
+}
+
+impl Caller {
+    /// An audit record for this caller.
+    pub fn record(&self, action: &str, object_id: Option<&str>, outcome: &str) -> AuditRecord {
+        AuditRecord {
+            time: scaivault_core::time_util::rfc3339(scaivault_core::time_util::now()),
+            tenant_id: Some(self.tenant_id.clone()),
+            token_id: Some(self.token_id.clone()),
+            action: action.to_owned(),
+            object_id: object_id.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            request_id: Some(self.request_id.clone()),
+        }
+    }
+}
+
+/// Shared state.
+pub struct App {
+    /// Loaded configuration.
+    pub config: Config,
+    /// Metadata store.
+    pub store: Arc<Store>,
+    /// The token with the CA keys.
+    pub token: Arc<dyn Token>,
+    /// Unix time of the scheduler's last tick.
+    pub scheduler_beat: Arc<AtomicI64>,
+}
+
+impl App {
+    /// Runs `f` with the store on the blocking pool.
+    ///
+    /// # Errors
+    /// What `f` returns; `internal_error` if the task panicked.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    /// Runs blocking work (HSM calls) on the blocking pool.
+    ///
+    /// # Errors
+    /// What `f` returns; `internal_error` if the task panicked.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+    }
+
+    /// Writes one audit record in its own transaction.
+    ///
+    /// # Errors
+    /// `503 audit_unavailable` when it cannot be written.
+    pub async fn audit(&self, rec: AuditRecord) -> Result<(), ApiError> {
+        let action = rec.action.clone();
+        self.db(move |s| {
+            s.write(|tx| tx.append_audit(&rec)).map_err(|e| {
+                tracing::error!(error = %e, action = %action, "audit write failed");
+                ApiError::audit_unavailable()
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Checks a permission; a refusal is audited (outcome `denied`) and answered `403`.
+    ///
+    /// # Errors
+    /// `403 forbidden`, or `503` when the denial cannot be audited.
+    pub async fn require(&self, caller: &Caller, perm: Perm, action: &str) -> Result<(), ApiError> {
+        if auth::allows(&caller.policies, perm) {
+            return Ok(());
+        }
+        self.audit(caller.record(action, None, "denied")).await?;
+        Err(ApiError::forbidden(format!("the token's policies do not allow {action}")))
+    }
+
+    /// Finishes a state-changing call: a failure is audited with its code (success is audited
+    /// by the operation itself, inside its transaction).
+    ///
+    /// # Errors
+    /// The original error, or `503` when even the failure cannot be audited.
+    pub async fn finish<T>(&self, caller: &Caller, action: &str, object: Option<&str>, res: Result<T, ApiError>) -> Result<T, ApiError> {
+        match res {
+            Ok(v) => Ok(v),
+            Err(e) if e.code == "audit_unavailable" => Err(e),
+            Err(e) => {
+                self.audit(caller.record(action, object, &format!("error:{}", e.code))).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Resolves a bearer token to a caller.
+    ///
+    /// # Errors
+    /// `401` for an unknown, malformed, revoked or expired token.
+    pub async fn authenticate(&self, token: String, request_id: String) -> Result<Caller, ApiError> {
+        let Some(id) = auth::token_id(&token) else {
+            return Err(ApiError::unauthorized("malformed bearer token"));
+        };
+        let found = self
+            .db(move |s| match s.read(|tx| tx.token_by_id(&id)) {
+                Ok(v) => Ok(Some(v)),
+                Err(scaivault_store::Error::NotFound) => Ok(None),
+                Err(e) => Err(ApiError::from(e)),
+            })
+            .await?;
+        let Some((row, stored)) = found else {
+            return Err(ApiError::unauthorized("unknown token"));
+        };
+        if !auth::hash_matches(&token, &stored) {
+            return Err(ApiError::unauthorized("unknown token"));
+        }
+        check_token_usable(&row)?;
+        Ok(Caller {
+            tenant_id: row.tenant_id,
+            token_id: row.id,
+            policies: row.policies,
+            request_id,
+        })
+    }
+}
+
+fn check_token_usable(row: &TokenRow) -> Result<(), ApiError> {
+    if row.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("token revoked"));
+    }
+    if let Some(exp) = &row.expires_at {
+        let exp = scaivault_core::time_util::parse_rfc3339(exp).map_err(ApiError::internal)?;
+        if exp <= time::OffsetDateTime::now_utc() {
+            return Err(ApiError::unauthorized("token expired"));
+        }
+    }
+    Ok(())
+}

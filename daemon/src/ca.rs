@@ -1,0 +1,595 @@
+//! Certificate-authority operations: create (root, intermediate under an internal parent, or
+//! pending for an external parent), install an externally signed certificate, import, retire,
+//! chains. Policy and profile live in `scaivault-core`; this module orders the steps so that
+//! nothing is signed unless its audit record could be written, and nothing half-made stays
+//! behind on the token or in the database.
+
+use crate::app::{App, Caller};
+use crate::error::ApiError;
+use der::{Decode, Encode};
+use scaivault_core::name::DnFields;
+use scaivault_core::profile::{self, CaTemplate, Constraints, IpRange, IssuerInfo, LintExpect};
+use scaivault_core::serial::Serial;
+use scaivault_core::{pem, sign, time_util, verify};
+use scaivault_hsm::{KeySpec, Signer, Token};
+use scaivault_store::{CaRow, CertRow};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+use x509_cert::Certificate;
+
+/// Longest CA validity accepted (100 years).
+const MAX_VALIDITY_DAYS: i64 = 36_500;
+
+/// What a new CA should be.
+#[derive(Debug, Clone)]
+pub struct NewCa {
+    /// Unique per tenant.
+    pub name: String,
+    /// Subject fields.
+    pub subject: DnFields,
+    /// `root` or `intermediate`.
+    pub ca_type: String,
+    /// Key type and size.
+    pub key: KeySpec,
+    /// Validity in days.
+    pub validity_days: i64,
+    /// Internal parent of an intermediate.
+    pub parent_ca_id: Option<String>,
+    /// Stored settings.
+    pub settings: CaSettings,
+}
+
+/// Settings kept with a CA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CaSettings {
+    /// pathLenConstraint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_path_length: Option<u8>,
+    /// Name constraints: permitted DNS subtrees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted_dns_domains: Vec<String>,
+    /// Name constraints: excluded DNS subtrees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_dns_domains: Vec<String>,
+    /// Name constraints: permitted IP ranges (CIDR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted_ip_ranges: Vec<String>,
+    /// CRL regeneration interval (Go duration).
+    pub crl_interval: String,
+    /// OCSP response validity (Go duration).
+    pub ocsp_validity: String,
+}
+
+impl CaSettings {
+    fn constraints(&self) -> Result<Constraints, ApiError> {
+        Ok(Constraints {
+            permitted_dns_domains: self.permitted_dns_domains.clone(),
+            excluded_dns_domains: self.excluded_dns_domains.clone(),
+            permitted_ip_ranges: self
+                .permitted_ip_ranges
+                .iter()
+                .map(|r| IpRange::parse(r))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn parse_settings(row: &CaRow) -> CaSettings {
+    serde_json::from_str(&row.settings).unwrap_or_default()
+}
+
+/// The issuer data of an active CA, with its signing key.
+fn issuer_of(token: &dyn Token, row: &CaRow) -> Result<(IssuerInfo, Arc<dyn Signer>), ApiError> {
+    let der = row
+        .cert_der
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("parent_ca_not_active", format!("CA {} has no certificate yet", row.id)))?;
+    let cert = pem::from_der(der)?;
+    let key = token.find(&row.key_label)?;
+    let info = sign::issuer_info(&cert, key.algorithm_der())?;
+    Ok((info, key))
+}
+
+fn check_new(req: &NewCa) -> Result<(), ApiError> {
+    if req.name.trim().is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_name", "name must be 1 to 128 printable characters"));
+    }
+    if !(1..=MAX_VALIDITY_DAYS).contains(&req.validity_days) {
+        return Err(ApiError::bad_request(
+            "invalid_validity",
+            format!("validity_days must be between 1 and {MAX_VALIDITY_DAYS}, got {}", req.validity_days),
+        ));
+    }
+    match (req.ca_type.as_str(), &req.parent_ca_id) {
+        ("root", Some(_)) => Err(ApiError::bad_request("invalid_parent", "a root CA takes no parent_ca_id")),
+        ("root" | "intermediate", _) => Ok(()),
+        (other, _) => Err(ApiError::bad_request(
+            "invalid_ca_type",
+            format!("ca_type {other:?} is not root or intermediate"),
+        )),
+    }
+}
+
+/// Creates a CA. The key pair is generated on the token; a `started` audit record is written
+/// before the token is touched and the success record with the CA rows in one transaction.
+///
+/// # Errors
+/// `400` for bad input or an unusable parent, `409` for a taken name, `503` when the token,
+/// database or audit log is unavailable.
+pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, ApiError> {
+    check_new(&req)?;
+    let constraints = req.settings.constraints()?;
+    let subject = req.subject.to_name()?;
+    let tenant = caller.tenant_id.clone();
+    let (name, parent_id) = (req.name.clone(), req.parent_ca_id.clone());
+    let parent = app
+        .db(move |s| {
+            s.read(|tx| {
+                if tx.ca_name_taken(&tenant, &name)? {
+                    return Ok(Err(ApiError::conflict("ca_name_taken", format!("a CA named {name:?} exists"))));
+                }
+                match parent_id {
+                    None => Ok(Ok(None)),
+                    Some(pid) => match tx.get_ca(&tenant, &pid) {
+                        Ok(p) => Ok(Ok(Some(p))),
+                        Err(scaivault_store::Error::NotFound) => Ok(Err(ApiError::bad_request(
+                            "parent_ca_not_found",
+                            format!("parent CA {pid:?} not found"),
+                        ))),
+                        Err(e) => Err(e),
+                    },
+                }
+            })
+            .map_err(ApiError::from)
+        })
+        .await??;
+    if let Some(p) = &parent {
+        if p.status != "active" {
+            return Err(ApiError::bad_request(
+                "parent_ca_not_active",
+                format!("parent CA {} is {}", p.id, p.status),
+            ));
+        }
+    }
+    let now = time_util::now();
+    let not_after = now + Duration::days(req.validity_days);
+    if let Some(p) = &parent {
+        let parent_end = p.not_after.as_deref().map(time_util::parse_rfc3339).transpose()?;
+        if parent_end.is_some_and(|end| not_after > end) {
+            return Err(ApiError::bad_request(
+                "validity_exceeds_parent",
+                format!(
+                    "the CA would end {} but its parent {} ends {}",
+                    time_util::rfc3339(not_after),
+                    p.id,
+                    p.not_after.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    let id = scaivault_core::ids::new_id("ca");
+    app.audit(caller.record("ca.create", Some(&id), "started")).await?;
+
+    let pending = req.ca_type == "intermediate" && parent.is_none();
+    let template = CaTemplate {
+        subject: subject.clone(),
+        spki_der: Vec::new(),
+        serial: Serial::random(),
+        not_before: now,
+        not_after,
+        max_path_length: req.settings.max_path_length,
+        constraints,
+    };
+    let token = app.token.clone();
+    let (label, spec, parent_row) = (id.clone(), req.key, parent.clone());
+    let made = app
+        .blocking(move || {
+            let key = token.generate(spec, &label)?;
+            let result = build_ca_material(token.as_ref(), key.as_ref(), template, parent_row.as_ref(), pending);
+            if result.is_err() {
+                if let Err(e) = token.destroy(&label) {
+                    tracing::error!(error = %e, key = %label, "could not remove the key of a failed CA");
+                }
+            }
+            result
+        })
+        .await?;
+
+    let row = CaRow {
+        id: id.clone(),
+        tenant_id: caller.tenant_id.clone(),
+        name: req.name.clone(),
+        common_name: req.subject.common_name.clone(),
+        ca_type: req.ca_type.clone(),
+        parent_ca_id: req.parent_ca_id.clone(),
+        status: if pending { "pending_signature" } else { "active" }.into(),
+        key_type: req.key.type_name().into(),
+        key_size: req.key.bits(),
+        key_label: id.clone(),
+        cert_der: made.cert_der.clone(),
+        chain_pem: None,
+        csr_pem: made.csr_pem.clone(),
+        serial: made.serial.as_ref().map(Serial::key),
+        not_before: made.cert_der.as_ref().map(|_| time_util::rfc3339(now)),
+        not_after: made.cert_der.as_ref().map(|_| time_util::rfc3339(not_after)),
+        settings: serde_json::to_string(&req.settings).map_err(ApiError::internal)?,
+        created_at: time_util::rfc3339(now),
+    };
+    let rec = caller.record("ca.create", Some(&id), "success");
+    let (r2, token) = (row.clone(), app.token.clone());
+    app.db(move |s| {
+        let res = s.write(|tx| {
+            tx.insert_ca(&r2)?;
+            if let (Some(der), Some(serial)) = (&r2.cert_der, &r2.serial) {
+                tx.insert_certificate(&CertRow {
+                    issuer_ca_id: r2.parent_ca_id.clone().unwrap_or_else(|| r2.id.clone()),
+                    serial: serial.clone(),
+                    tenant_id: r2.tenant_id.clone(),
+                    kind: "ca".into(),
+                    subject_ca_id: Some(r2.id.clone()),
+                    role: None,
+                    common_name: Some(r2.common_name.clone()),
+                    sans: None,
+                    cert_der: Some(der.clone()),
+                    status: "valid".into(),
+                    not_before: r2.not_before.clone(),
+                    not_after: r2.not_after.clone(),
+                    created_at: r2.created_at.clone(),
+                })?;
+            }
+            tx.append_audit(&rec)
+        });
+        if let Err(e) = &res {
+            if let Err(d) = token.destroy(&r2.key_label) {
+                tracing::error!(error = %d, key = %r2.key_label, "could not remove the key of a CA that was not stored");
+            }
+            tracing::error!(error = %e, ca = %r2.id, "storing the new CA failed");
+        }
+        res.map_err(|e| match e {
+            scaivault_store::Error::Conflict(what) => ApiError::conflict("ca_name_taken", what),
+            other => ApiError::from(other),
+        })
+    })
+    .await?;
+    Ok(row)
+}
+
+struct Material {
+    cert_der: Option<Vec<u8>>,
+    csr_pem: Option<String>,
+    serial: Option<Serial>,
+}
+
+fn build_ca_material(
+    token: &dyn Token,
+    key: &dyn Signer,
+    mut t: CaTemplate,
+    parent: Option<&CaRow>,
+    pending: bool,
+) -> Result<Material, ApiError> {
+    if pending {
+        let csr = sign::build_csr(&t.subject, key)?;
+        return Ok(Material {
+            cert_der: None,
+            csr_pem: Some(csr),
+            serial: None,
+        });
+    }
+    t.spki_der = key.public_key_der().to_vec();
+    let serial = t.serial.clone();
+    let der = match parent {
+        None => {
+            let alg = key.algorithm_der();
+            let tbs = profile::ca_tbs(&t, None, &alg)?;
+            sign::sign_certificate(tbs, LintExpect { issuer: None, ca: true, algorithm_der: &alg }, key)?
+        }
+        Some(p) => {
+            let (info, parent_key) = issuer_of(token, p)?;
+            let tbs = profile::ca_tbs(&t, Some(&info), &key.algorithm_der())?;
+            sign::sign_certificate(
+                tbs,
+                LintExpect { issuer: Some(&info), ca: true, algorithm_der: &info.algorithm_der },
+                parent_key.as_ref(),
+            )?
+        }
+    };
+    Ok(Material {
+        cert_der: Some(der),
+        csr_pem: None,
+        serial: Some(serial),
+    })
+}
+
+/// Loads a CA of the caller's tenant.
+///
+/// # Errors
+/// `404 ca_not_found` (also for another tenant's CA).
+pub async fn get(app: &App, tenant_id: &str, id: &str) -> Result<CaRow, ApiError> {
+    let (t, i) = (tenant_id.to_owned(), id.to_owned());
+    app.db(move |s| {
+        s.read(|tx| tx.get_ca(&t, &i)).map_err(|e| match e {
+            scaivault_store::Error::NotFound => ApiError::not_found("ca_not_found", "CA"),
+            other => ApiError::from(other),
+        })
+    })
+    .await
+}
+
+/// Loads a CA by id whatever its tenant (public certificate, chain, CRL and OCSP endpoints).
+///
+/// # Errors
+/// `404 ca_not_found`.
+pub async fn get_public(app: &App, id: &str) -> Result<CaRow, ApiError> {
+    let i = id.to_owned();
+    app.db(move |s| {
+        s.read(|tx| tx.get_ca_any_tenant(&i)).map_err(|e| match e {
+            scaivault_store::Error::NotFound => ApiError::not_found("ca_not_found", "CA"),
+            other => ApiError::from(other),
+        })
+    })
+    .await
+}
+
+/// The CA's certificate followed by its issuers up to the root, as PEM.
+///
+/// # Errors
+/// `409 ca_pending_signature` when the CA has no certificate yet.
+pub async fn chain_pem(app: &App, row: &CaRow) -> Result<String, ApiError> {
+    let mut out = String::new();
+    let mut current = row.clone();
+    for _ in 0..16 {
+        let der = current.cert_der.as_deref().ok_or_else(|| {
+            ApiError::conflict("ca_pending_signature", format!("CA {} has no certificate yet", current.id))
+        })?;
+        out.push_str(&pem::certificate(der)?);
+        if let Some(chain) = &current.chain_pem {
+            out.push_str(chain);
+            if !chain.ends_with('\n') {
+                out.push('\n');
+            }
+            return Ok(out);
+        }
+        match &current.parent_ca_id {
+            None => return Ok(out),
+            Some(pid) => current = get_public(app, pid).await?,
+        }
+    }
+    Err(ApiError::internal("CA chain longer than 16"))
+}
+
+/// Checks that `chain` links `cert` to a self-signed root: each certificate is signed by the next,
+/// every issuer is a CA, names chain, and the last one signs itself.
+fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiError> {
+    let bad = |d: String| ApiError::bad_request("chain_invalid", d);
+    let mut child = cert;
+    for (i, issuer) in chain.iter().enumerate() {
+        if child.tbs_certificate.issuer.to_der().ok() != issuer.tbs_certificate.subject.to_der().ok() {
+            return Err(bad(format!("certificate {i} of the chain is not the issuer of the one before")));
+        }
+        if !is_ca(issuer) {
+            return Err(bad(format!("certificate {i} of the chain is not a CA certificate")));
+        }
+        let spki = issuer.tbs_certificate.subject_public_key_info.to_der().map_err(ApiError::internal)?;
+        verify::verify_certificate(child, &spki)
+            .map_err(|e| bad(format!("certificate {i} of the chain did not sign the one before: {e}")))?;
+        child = issuer;
+    }
+    let spki = child.tbs_certificate.subject_public_key_info.to_der().map_err(ApiError::internal)?;
+    if child.tbs_certificate.issuer.to_der().ok() != child.tbs_certificate.subject.to_der().ok()
+        || verify::verify_certificate(child, &spki).is_err()
+    {
+        return Err(bad("the chain does not end in a self-signed root".into()));
+    }
+    Ok(())
+}
+
+fn is_ca(cert: &Certificate) -> bool {
+    use der::oid::AssociatedOid;
+    use x509_cert::ext::pkix::BasicConstraints;
+    cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]).iter().any(|e| {
+        e.extn_id == BasicConstraints::OID
+            && BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|bc| bc.ca)
+    })
+}
+
+
+fn check_current(cert: &Certificate) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
+    let nb = time_util::from_x509(&cert.tbs_certificate.validity.not_before);
+    let na = time_util::from_x509(&cert.tbs_certificate.validity.not_after);
+    let now = time_util::now();
+    if now < nb - Duration::minutes(5) || now >= na {
+        return Err(ApiError::bad_request(
+            "certificate_not_current",
+            format!("the certificate is valid from {} to {}", time_util::rfc3339(nb), time_util::rfc3339(na)),
+        ));
+    }
+    Ok((nb, na))
+}
+
+/// Installs the certificate an external parent signed for a `pending_signature` intermediate.
+///
+/// # Errors
+/// `409 ca_not_pending`; `400 certificate_key_mismatch`, `not_a_ca_certificate`, `chain_invalid`,
+/// `certificate_not_current`.
+pub async fn install_signed(app: &App, caller: &Caller, id: &str, cert_pem: &str, chain_pem: &str) -> Result<CaRow, ApiError> {
+    let mut row = get(app, &caller.tenant_id, id).await?;
+    if row.status != "pending_signature" {
+        return Err(ApiError::conflict("ca_not_pending", format!("CA {id} is {}, not pending_signature", row.status)));
+    }
+    let cert = pem::parse_certificate(cert_pem)?;
+    let chain = pem::parse_certificates(chain_pem)?;
+    let token = app.token.clone();
+    let label = row.key_label.clone();
+    let key_spki = app.blocking(move || Ok(token.find(&label)?.public_key_der().to_vec())).await?;
+    let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(&key_spki).map_err(ApiError::internal)?;
+    if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
+        return Err(ApiError::bad_request(
+            "certificate_key_mismatch",
+            "the certificate is not for this CA's key",
+        ));
+    }
+    if !is_ca(&cert) {
+        return Err(ApiError::bad_request("not_a_ca_certificate", "the certificate lacks basicConstraints CA:TRUE"));
+    }
+    let (nb, na) = check_current(&cert)?;
+    verify_chain(&cert, &chain)?;
+    let mut chain_text = String::new();
+    for c in &chain {
+        chain_text.push_str(&pem::certificate(&pem::to_der(c)?)?);
+    }
+    row.status = "active".into();
+    row.cert_der = Some(pem::to_der(&cert)?);
+    row.chain_pem = Some(chain_text);
+    row.serial = Some(Serial::from_bytes(cert.tbs_certificate.serial_number.as_bytes())?.key());
+    row.not_before = Some(time_util::rfc3339(nb));
+    row.not_after = Some(time_util::rfc3339(na));
+    let rec = caller.record("ca.install_certificate", Some(id), "success");
+    let r2 = row.clone();
+    app.db(move |s| s.write(|tx| {
+        tx.update_ca(&r2)?;
+        tx.append_audit(&rec)
+    }).map_err(ApiError::from))
+    .await?;
+    Ok(row)
+}
+
+/// What an import names: a key already on the token and its certificate.
+#[derive(Debug, Clone)]
+pub struct ImportCa {
+    /// Unique per tenant.
+    pub name: String,
+    /// CKA_LABEL of the existing key pair.
+    pub key_label: String,
+    /// The CA certificate.
+    pub certificate_pem: String,
+    /// Issuers up to a root, for a CA signed outside ScaiVault.
+    pub chain_pem: Option<String>,
+    /// An internal parent that signed it.
+    pub parent_ca_id: Option<String>,
+    /// Settings.
+    pub settings: CaSettings,
+}
+
+/// Imports an existing CA whose key already sits on the token.
+///
+/// # Errors
+/// `400 key_not_found`, `certificate_key_mismatch`, `not_a_ca_certificate`, `chain_invalid`;
+/// `409` for a taken name or a key label already in use.
+pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, ApiError> {
+    if req.name.trim().is_empty() || req.name.len() > 128 {
+        return Err(ApiError::bad_request("invalid_name", "name must be 1 to 128 characters"));
+    }
+    let cert = pem::parse_certificate(&req.certificate_pem)?;
+    let token = app.token.clone();
+    let label = req.key_label.clone();
+    let key = app
+        .blocking(move || {
+            token.find(&label).map_err(|e| match e {
+                scaivault_hsm::Error::KeyNotFound { label } => {
+                    ApiError::bad_request("key_not_found", format!("no key labelled {label:?} on the token"))
+                }
+                other => ApiError::from(other),
+            })
+        })
+        .await?;
+    let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key_der()).map_err(ApiError::internal)?;
+    if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
+        return Err(ApiError::bad_request("certificate_key_mismatch", "the certificate is not for that key"));
+    }
+    if !is_ca(&cert) {
+        return Err(ApiError::bad_request("not_a_ca_certificate", "the certificate lacks basicConstraints CA:TRUE"));
+    }
+    let (nb, na) = check_current(&cert)?;
+    let self_signed = cert.tbs_certificate.issuer.to_der().ok() == cert.tbs_certificate.subject.to_der().ok();
+    let mut chain_text = None;
+    if let Some(pid) = &req.parent_ca_id {
+        let parent = get(app, &caller.tenant_id, pid).await.map_err(|_| {
+            ApiError::bad_request("parent_ca_not_found", format!("parent CA {pid:?} not found"))
+        })?;
+        let pder = parent.cert_der.ok_or_else(|| ApiError::bad_request("parent_ca_not_active", "parent has no certificate"))?;
+        let pcert = pem::from_der(&pder)?;
+        verify::verify_certificate(&cert, &pcert.tbs_certificate.subject_public_key_info.to_der().map_err(ApiError::internal)?)
+            .map_err(|e| ApiError::bad_request("chain_invalid", format!("the parent did not sign this certificate: {e}")))?;
+    } else if let Some(chain) = &req.chain_pem {
+        let chain = pem::parse_certificates(chain)?;
+        verify_chain(&cert, &chain)?;
+        let mut t = String::new();
+        for c in &chain {
+            t.push_str(&pem::certificate(&pem::to_der(c)?)?);
+        }
+        chain_text = Some(t);
+    } else if self_signed {
+        verify_chain(&cert, &[])?;
+    } else {
+        return Err(ApiError::bad_request(
+            "chain_invalid",
+            "a certificate that is not self-signed needs parent_ca_id or chain_pem",
+        ));
+    }
+    let now = time_util::now();
+    let subject_cn = scaivault_core::name::common_name(&cert.tbs_certificate.subject).unwrap_or_default();
+    let spec = key.spec();
+    let row = CaRow {
+        id: scaivault_core::ids::new_id("ca"),
+        tenant_id: caller.tenant_id.clone(),
+        name: req.name.clone(),
+        common_name: subject_cn,
+        ca_type: if self_signed { "root" } else { "intermediate" }.into(),
+        parent_ca_id: req.parent_ca_id.clone(),
+        status: "active".into(),
+        key_type: spec.type_name().into(),
+        key_size: spec.bits(),
+        key_label: req.key_label.clone(),
+        cert_der: Some(pem::to_der(&cert)?),
+        chain_pem: chain_text,
+        csr_pem: None,
+        serial: Some(Serial::from_bytes(cert.tbs_certificate.serial_number.as_bytes())?.key()),
+        not_before: Some(time_util::rfc3339(nb)),
+        not_after: Some(time_util::rfc3339(na)),
+        settings: serde_json::to_string(&req.settings).map_err(ApiError::internal)?,
+        created_at: time_util::rfc3339(now),
+    };
+    let rec = caller.record("ca.import", Some(&row.id), "success");
+    let r2 = row.clone();
+    app.db(move |s| {
+        s.write(|tx| {
+            if tx.ca_name_taken(&r2.tenant_id, &r2.name)? {
+                return Err(scaivault_store::Error::Conflict(format!("a CA named {:?} exists", r2.name)));
+            }
+            tx.insert_ca(&r2)?;
+            tx.append_audit(&rec)
+        })
+        .map_err(|e| match e {
+            scaivault_store::Error::Conflict(what) => ApiError::conflict("ca_conflict", what),
+            other => ApiError::from(other),
+        })
+    })
+    .await?;
+    Ok(row)
+}
+
+/// Retires a CA: it stops issuing and stops being a parent; its certificate stays published.
+///
+/// # Errors
+/// `404`, `409 ca_retired` when already retired.
+pub async fn retire(app: &App, caller: &Caller, id: &str) -> Result<CaRow, ApiError> {
+    let mut row = get(app, &caller.tenant_id, id).await?;
+    if row.status == "retired" {
+        return Err(ApiError::conflict("ca_retired", format!("CA {id} is already retired")));
+    }
+    row.status = "retired".into();
+    let rec = caller.record("ca.retire", Some(id), "success");
+    let r2 = row.clone();
+    app.db(move |s| s.write(|tx| {
+        tx.update_ca(&r2)?;
+        tx.append_audit(&rec)
+    }).map_err(ApiError::from))
+    .await?;
+    Ok(row)
+}
+
+/// The settings stored with a CA.
+pub fn settings(row: &CaRow) -> CaSettings {
+    parse_settings(row)
+}

@@ -1,0 +1,231 @@
+//! Host commands that scripts rely on (`tenant`, `token`, `audit verify`, `check-config`). They
+//! use the database named by `--config` directly and need no HSM. State changes are audited with
+//! token id `cli`.
+
+use crate::config::Config;
+use crate::serve::{open_store, Context, StartError};
+use clap::Subcommand;
+use scaivault_core::time_util;
+use scaivault_store::{AuditRecord, Store, TenantRow};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `scaivault tenant …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its id.
+    Create {
+        /// Tenant name.
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+/// `scaivault token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints only the token.
+    Create {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+        /// Policy (repeatable): admin, ca-admin, auditor.
+        #[arg(long = "policy", required = true)]
+        policies: Vec<String>,
+        /// Lifetime, e.g. 720h.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A label for the token.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens of all tenants (never the secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// `tok_…`.
+        id: String,
+    },
+}
+
+/// `scaivault audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain: exit 0 when intact; otherwise exit 1 and print the first bad record.
+    Verify,
+}
+
+/// The `--config` path or a clear error.
+///
+/// # Errors
+/// When `--config` was not given.
+pub fn need_config(p: Option<&Path>) -> Result<PathBuf, StartError> {
+    p.map(Path::to_path_buf)
+        .ok_or_else(|| StartError("this command needs --config FILE".into()))
+}
+
+fn load(path: &Path) -> Result<(Config, std::sync::Arc<Store>), StartError> {
+    let cfg = Config::load(path).context("configuration")?;
+    let store = open_store(&cfg)?;
+    Ok((cfg, store))
+}
+
+fn cli_record(tenant_id: Option<&str>, action: &str, object_id: &str) -> AuditRecord {
+    AuditRecord {
+        time: time_util::rfc3339(time_util::now()),
+        tenant_id: tenant_id.map(str::to_owned),
+        token_id: Some("cli".into()),
+        action: action.into(),
+        object_id: Some(object_id.into()),
+        outcome: "success".into(),
+        request_id: None,
+    }
+}
+
+/// `check-config`.
+///
+/// # Errors
+/// The first problem found.
+pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
+    let cfg = Config::load(&path).context("configuration")?;
+    cfg.read_pin().context("hsm pin")?;
+    if !cfg.hsm.module.exists() {
+        return Err(StartError(format!("hsm.module {} does not exist", cfg.hsm.module.display())));
+    }
+    println!("{}: ok", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates a tenant (also used by dev mode).
+///
+/// # Errors
+/// A taken name or a database failure.
+pub fn create_tenant(store: &Store, name: &str) -> Result<TenantRow, StartError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(StartError(format!("tenant name {name:?} must be 1-64 of [A-Za-z0-9_-]")));
+    }
+    let row = TenantRow {
+        id: scaivault_core::ids::new_id("tn"),
+        name: name.to_owned(),
+        created_at: time_util::rfc3339(time_util::now()),
+    };
+    store
+        .write(|tx| {
+            tx.insert_tenant(&row)?;
+            tx.append_audit(&cli_record(Some(&row.id), "tenant.create", &row.id))
+        })
+        .context("tenant create")?;
+    Ok(row)
+}
+
+/// Creates a token for tenant `tenant` (also used by dev mode); returns the secret.
+///
+/// # Errors
+/// Unknown tenant or policy, bad ttl, database failure.
+pub fn create_token(store: &Store, tenant: &str, policies: Vec<String>, ttl: Option<&str>, name: Option<String>) -> Result<zeroize::Zeroizing<String>, StartError> {
+    let t = store
+        .read(|tx| tx.tenant_by_name(tenant))
+        .map_err(|e| StartError(format!("tenant {tenant:?}: {e}")))?;
+    let (row, minted) = crate::api::new_token(&t.id, policies, ttl, name).map_err(|e| StartError(e.detail))?;
+    store
+        .write(|tx| {
+            tx.insert_token(&row, &minted.hash)?;
+            tx.append_audit(&cli_record(Some(&t.id), "token.create", &row.id))
+        })
+        .context("token create")?;
+    Ok(minted.token)
+}
+
+/// `tenant …`.
+///
+/// # Errors
+/// Database failures.
+pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
+    let (_cfg, store) = load(path)?;
+    match cmd {
+        TenantCommand::Create { name } => {
+            let t = create_tenant(&store, &name)?;
+            println!("{}", t.id);
+        }
+        TenantCommand::List => {
+            for t in store.read(|tx| tx.list_tenants()).context("tenant list")? {
+                println!("{}\t{}\t{}", t.id, t.name, t.created_at);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token …`.
+///
+/// # Errors
+/// Database failures, unknown tenant or token.
+pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
+    let (_cfg, store) = load(path)?;
+    match cmd {
+        TokenCommand::Create { tenant, policies, ttl, name } => {
+            let secret = create_token(&store, &tenant, policies, ttl.as_deref(), name)?;
+            println!("{}", secret.as_str());
+        }
+        TokenCommand::List => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = store.read(|tx| tx.list_tokens(None, cursor.as_deref(), 1000)).context("token list")?;
+                for t in &page.items {
+                    println!(
+                        "{}\t{}\t{}\t{}\texpires={}\trevoked={}",
+                        t.id,
+                        t.tenant_id,
+                        t.policies.join(","),
+                        t.created_at,
+                        t.expires_at.as_deref().unwrap_or("-"),
+                        t.revoked_at.as_deref().unwrap_or("-")
+                    );
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let at = time_util::rfc3339(time_util::now());
+            store
+                .write(|tx| {
+                    tx.revoke_token(&id, None, &at)?;
+                    tx.append_audit(&cli_record(None, "token.revoke", &id))
+                })
+                .map_err(|e| StartError(format!("token {id}: {e}")))?;
+            println!("{id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`.
+///
+/// # Errors
+/// Database failures (a broken chain is exit code 1, not an error).
+pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
+    let (_cfg, store) = load(path)?;
+    match cmd {
+        AuditCommand::Verify => {
+            let check = store.read(|tx| tx.verify_audit()).context("audit verify")?;
+            match check.first_bad {
+                None => {
+                    println!("audit chain intact: {} records", check.records);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((seq, why)) => {
+                    println!("{seq}");
+                    eprintln!("audit chain broken at record {seq}: {why}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}

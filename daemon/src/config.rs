@@ -1,0 +1,280 @@
+//! The configuration file (TOML). Unknown keys are an error; every value is checked at load with
+//! a message naming the key. Secrets are never inline: the HSM PIN comes from a file, an
+//! environment variable named here, or systemd's `$CREDENTIALS_DIRECTORY/hsm-pin`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Default PKCS#11 module (Debian's SoftHSM2).
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The systemd credential name read when neither `pin_file` nor `pin_env` is set.
+pub const PIN_CREDENTIAL: &str = "hsm-pin";
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[hsm]`.
+    pub hsm: HsmConfig,
+    /// `[acme]`.
+    #[serde(default)]
+    pub acme: AcmeConfig,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// The base URL relying parties use (CRL, OCSP and CA-issuer URLs are built from it).
+    pub public_base_url: String,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite` (default) — `postgres` arrives with the multi-node work.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// SQLite file.
+    pub path: Option<PathBuf>,
+    /// Connection URL for a server backend.
+    pub url: Option<String>,
+}
+
+fn default_backend() -> String {
+    "sqlite".into()
+}
+
+/// `[hsm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// PKCS#11 module path.
+    #[serde(default = "default_module")]
+    pub module: PathBuf,
+    /// Label of the token holding the CA keys.
+    pub token_label: String,
+    /// File holding the user PIN (mode 0600 or stricter recommended).
+    pub pin_file: Option<PathBuf>,
+    /// Name of an environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// SoftHSM2 only: its configuration file (sets `SOFTHSM2_CONF` for the module).
+    pub softhsm2_conf: Option<PathBuf>,
+}
+
+fn default_module() -> PathBuf {
+    PathBuf::from(DEFAULT_MODULE)
+}
+
+/// `[acme]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// Where the http-01 challenge listener binds.
+    pub http_challenge_listen: Option<SocketAddr>,
+    /// Where the tls-alpn-01 challenge listener binds.
+    pub tls_challenge_listen: Option<SocketAddr>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body in bytes (larger bodies get `413`).
+    #[serde(default = "default_body_bytes")]
+    pub body_bytes: u64,
+    /// Page size ceiling for list endpoints.
+    #[serde(default = "default_max_page")]
+    pub max_page: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes: default_body_bytes(),
+            max_page: default_max_page(),
+        }
+    }
+}
+
+fn default_body_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_page() -> usize {
+    1000
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a `tracing` filter).
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: default_level() }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+/// Errors loading the configuration: each names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Cannot read the file.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let url = &self.server.public_base_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+            return bad(format!("server.public_base_url {url:?} must be an http(s) URL without a trailing slash"));
+        }
+        match self.storage.backend.as_str() {
+            "sqlite" if self.storage.path.is_some() => {}
+            "sqlite" => return bad("storage.path is required for the sqlite backend".into()),
+            other => return bad(format!("storage.backend {other:?} is not supported by this build (sqlite)")),
+        }
+        if self.hsm.token_label.trim().is_empty() {
+            return bad("hsm.token_label must not be empty".into());
+        }
+        if self.hsm.pin_file.is_some() && self.hsm.pin_env.is_some() {
+            return bad("set only one of hsm.pin_file and hsm.pin_env".into());
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.limits.body_bytes) {
+            return bad("limits.body_bytes must be between 1024 and 67108864".into());
+        }
+        if !(1..=10_000).contains(&self.limits.max_page) {
+            return bad("limits.max_page must be between 1 and 10000".into());
+        }
+        Ok(())
+    }
+
+    /// The SQLite path (validated present).
+    pub fn db_path(&self) -> PathBuf {
+        self.storage.path.clone().unwrap_or_else(|| PathBuf::from("scaivault.db"))
+    }
+
+    /// Reads the HSM PIN from its configured source. The PIN is never logged, never on argv.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the source (never the PIN).
+    pub fn read_pin(&self) -> Result<Zeroizing<String>, ConfigError> {
+        let trim = |s: Zeroizing<String>| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned());
+        if let Some(f) = &self.hsm.pin_file {
+            let s = std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::Invalid(format!("cannot read hsm.pin_file {}: {e}", f.display())))?;
+            return Ok(trim(Zeroizing::new(s)));
+        }
+        if let Some(var) = &self.hsm.pin_env {
+            let s = std::env::var(var)
+                .map_err(|_| ConfigError::Invalid(format!("environment variable {var} (hsm.pin_env) is not set")))?;
+            return Ok(trim(Zeroizing::new(s)));
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let p = Path::new(&dir).join(PIN_CREDENTIAL);
+            let s = std::fs::read_to_string(&p)
+                .map_err(|e| ConfigError::Invalid(format!("cannot read systemd credential {}: {e}", p.display())))?;
+            return Ok(trim(Zeroizing::new(s)));
+        }
+        Err(ConfigError::Invalid(
+            "no HSM PIN source: set hsm.pin_file or hsm.pin_env, or pass the credential hsm-pin via systemd".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8200"
+public_base_url = "http://127.0.0.1:8200"
+[storage]
+path = "/tmp/x.db"
+[hsm]
+token_label = "t"
+pin_env = "PIN"
+"#;
+
+    #[test]
+    fn parses_defaults_and_refuses_unknown_keys() {
+        let c: Config = toml::from_str(GOOD).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits.body_bytes, 1024 * 1024);
+        assert_eq!(c.hsm.module, PathBuf::from(DEFAULT_MODULE));
+        let bad = format!("{GOOD}\nbogus = 1\n");
+        let e = toml::from_str::<Config>(&bad).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let bad = GOOD.replace("pin_env = \"PIN\"", "pin_env = \"PIN\"\npin = \"1234\"");
+        assert!(toml::from_str::<Config>(&bad).is_err(), "an inline pin must be refused");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c: Config = toml::from_str(GOOD).unwrap();
+        c.server.public_base_url = "ftp://x/".into();
+        assert!(c.validate().unwrap_err().to_string().contains("public_base_url"));
+    }
+}

@@ -1,0 +1,138 @@
+//! `scaivault dev --data-dir DIR`: the embedded default. The first run creates, under DIR, a
+//! SoftHSM2 token with its own `softhsm2.conf`, random user and SO PINs (files, mode 0600), a
+//! configuration file `scaivault.toml`, the SQLite database, tenant `default` and an admin token
+//! (`admin.token`, mode 0600, printed once). Later runs reuse all of it. Then it serves.
+
+use crate::config::Config;
+use crate::serve::{self, Context, StartError};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Label of the dev token.
+pub const DEV_TOKEN_LABEL: &str = "scaivault-dev";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
+const MODULE_CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+];
+
+fn softhsm_module() -> Result<PathBuf, StartError> {
+    if let Some(p) = std::env::var_os("SCAIVAULT_PKCS11_MODULE") {
+        return Ok(PathBuf::from(p));
+    }
+    MODULE_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| StartError("SoftHSM2 is not installed: run `sudo ci/install-deps.sh` (or apt-get install softhsm2)".into()))
+}
+
+/// Writes `contents` to a new file readable only by the owner.
+fn write_private(path: &Path, contents: &str) -> Result<(), StartError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .context(&format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes()).context(&format!("cannot write {}", path.display()))?;
+    f.sync_all().context(&format!("cannot write {}", path.display()))
+}
+
+fn random_pin() -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(hex::encode(scaivault_core::ids::random_bytes(16)))
+}
+
+fn toml_str(p: &Path) -> String {
+    // TOML basic string with the characters that need escaping escaped.
+    format!("\"{}\"", p.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn first_run(dir: &Path, listen: SocketAddr) -> Result<(), StartError> {
+    let module = softhsm_module()?;
+    let hsm_dir = dir.join("softhsm");
+    let tokens = hsm_dir.join("tokens");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tokens)
+        .context(&format!("cannot create {}", tokens.display()))?;
+    let conf = hsm_dir.join("softhsm2.conf");
+    if !conf.exists() {
+        write_private(
+            &conf,
+            &format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )?;
+    }
+    let user_pin = random_pin();
+    let so_pin = random_pin();
+    write_private(&dir.join("hsm.pin"), &user_pin)?;
+    write_private(&dir.join("hsm-so.pin"), &so_pin)?;
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    scaivault_hsm::pkcs11::init_token(&module, DEV_TOKEN_LABEL, &so_pin, &user_pin)
+        .context("cannot initialize the SoftHSM2 dev token")?;
+    let config = format!(
+        "# ScaiVault dev-mode configuration, written by `scaivault dev`. See config/scaivault.example.toml.\n\
+         [server]\nlisten = \"{listen}\"\npublic_base_url = \"http://{listen}\"\n\n\
+         [storage]\npath = {db}\n\n\
+         [hsm]\nmodule = {module}\ntoken_label = \"{DEV_TOKEN_LABEL}\"\npin_file = {pin}\nsofthsm2_conf = {conf}\n\n\
+         [log]\nlevel = \"info\"\n",
+        db = toml_str(&dir.join("scaivault.db")),
+        module = toml_str(&module),
+        pin = toml_str(&dir.join("hsm.pin")),
+        conf = toml_str(&conf),
+    );
+    // Written last: its presence marks a completed first run.
+    write_private(&dir.join("scaivault.toml"), &config)
+}
+
+/// Runs dev mode.
+///
+/// # Errors
+/// Startup failures, with a sentence for the operator.
+pub fn run(dir: &Path, listen: Option<SocketAddr>) -> Result<ExitCode, StartError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .context(&format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize().context(&format!("cannot resolve {}", dir.display()))?;
+    let config_path = dir.join("scaivault.toml");
+    if !config_path.exists() {
+        let addr = match listen {
+            Some(a) => a,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        first_run(&dir, addr)?;
+    }
+    let mut cfg = Config::load(&config_path).context("configuration")?;
+    if let Some(l) = listen {
+        cfg.server.listen = l;
+        cfg.server.public_base_url = format!("http://{l}");
+    }
+    let store = serve::open_store(&cfg)?;
+    let has_default = store.read(|tx| tx.list_tenants()).context("tenants")?.iter().any(|t| t.name == "default");
+    let token_file = dir.join("admin.token");
+    if !has_default {
+        crate::cli::create_tenant(&store, "default")?;
+    }
+    if !token_file.exists() {
+        let token = crate::cli::create_token(&store, "default", vec!["admin".into()], None, Some("dev admin".into()))?;
+        write_private(&token_file, &format!("{}\n", token.as_str()))?;
+        println!("ScaiVault dev mode: data in {}", dir.display());
+        println!("admin token (also in {}): {}", token_file.display(), token.as_str());
+    } else {
+        println!("ScaiVault dev mode: data in {}; admin token in {}", dir.display(), token_file.display());
+    }
+    println!("listening on http://{}", cfg.server.listen);
+    drop(store);
+    serve::run(cfg, &config_path)
+}

@@ -1,0 +1,119 @@
+//! The daemon's one error type, [`ApiError`], and the single place where the errors of the other
+//! crates become HTTP statuses and stable problem codes (RFC 9457). Rendering lives in
+//! `api::problem`.
+
+use rocket::http::Status;
+use scaivault_core::ErrorKind;
+
+/// An error on its way to the client: status, stable code, and a detail safe to show.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: Status,
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// Human-readable detail (never a secret; generic for 5xx).
+    pub detail: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: Status, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// `400` with `code`.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(Status::BadRequest, code, detail)
+    }
+
+    /// `404`: missing, or another tenant's (indistinguishable).
+    pub fn not_found(code: &'static str, what: &str) -> Self {
+        Self::new(Status::NotFound, code, format!("{what} not found"))
+    }
+
+    /// `409`.
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(Status::Conflict, code, detail)
+    }
+
+    /// `403`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(Status::Forbidden, "forbidden", detail)
+    }
+
+    /// `401`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(Status::Unauthorized, "unauthorized", detail)
+    }
+
+    /// `503` because the audit record could not be written: the call did nothing.
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            Status::ServiceUnavailable,
+            "audit_unavailable",
+            "the audit record could not be written; nothing was done",
+        )
+    }
+
+    /// `500`, logged with its cause; the client sees a generic detail.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        Self::new(Status::InternalServerError, "internal_error", "internal error; see the server log")
+    }
+
+    /// Whether this error is on our side (5xx).
+    pub fn is_server_error(&self) -> bool {
+        self.status.code >= 500
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.code, self.code, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<scaivault_core::Error> for ApiError {
+    fn from(e: scaivault_core::Error) -> Self {
+        match e.kind() {
+            ErrorKind::Invalid => ApiError::bad_request(e.code(), e.to_string()),
+            ErrorKind::Conflict => ApiError::conflict(e.code(), e.to_string()),
+            ErrorKind::Unavailable => {
+                tracing::error!(cause = %e, "hsm unavailable");
+                ApiError::new(Status::ServiceUnavailable, e.code(), "the HSM is unavailable")
+            }
+            ErrorKind::Internal => {
+                tracing::error!(cause = %e, code = e.code(), "internal error");
+                ApiError::new(Status::InternalServerError, e.code(), "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl From<scaivault_hsm::Error> for ApiError {
+    fn from(e: scaivault_hsm::Error) -> Self {
+        ApiError::from(scaivault_core::Error::from(e))
+    }
+}
+
+impl From<scaivault_store::Error> for ApiError {
+    fn from(e: scaivault_store::Error) -> Self {
+        use scaivault_store::Error as S;
+        match e {
+            S::NotFound => ApiError::not_found("not_found", "object"),
+            S::Conflict(what) => ApiError::conflict("conflict", what),
+            S::Unavailable(cause) => {
+                tracing::error!(%cause, "database unavailable");
+                ApiError::new(Status::ServiceUnavailable, "database_unavailable", "the database is unavailable")
+            }
+            S::Corrupt(cause) | S::Sql(cause) => ApiError::internal(cause),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! # scaivault
+//!
+//! The ScaiVault PKI daemon and its host CLI. Wiring only: parse the command line, load and check
+//! the configuration, open the store and the token, start the scheduler and the HTTP API. The CA
+//! logic lives in `scaivault-core`, SQL in `scaivault-store`, PKCS#11 in `scaivault-hsm`.
+//!
+//! Commands: `dev` (the embedded default: SoftHSM token, config, database, tenant and admin token
+//! created under a data directory), `serve --config FILE` (production), `check-config`, and the
+//! host commands `tenant`, `token` and `audit verify`.
+
+mod api;
+mod app;
+mod auth;
+mod ca;
+mod cli;
+mod config;
+mod dev;
+mod error;
+mod sched;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// ScaiVault PKI: an internal certificate authority whose keys never leave the HSM.
+#[derive(Debug, Parser)]
+#[command(name = "scaivault", version)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "SCAIVAULT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Development mode: create (first run) a SoftHSM token, config, database, tenant `default`
+    /// and an admin token under DIR, then serve.
+    Dev {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Listen address (default 127.0.0.1:8200).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Serve the API with the given --config.
+    Serve,
+    /// Check the --config file and exit.
+    CheckConfig,
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: cli::TenantCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: cli::AuditCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev { data_dir, listen } => dev::run(&data_dir, listen),
+        Command::Serve => cli::need_config(cli.config.as_deref()).and_then(serve::run_with_config),
+        Command::CheckConfig => cli::need_config(cli.config.as_deref()).and_then(cli::check_config),
+        Command::Tenant { command } => cli::need_config(cli.config.as_deref()).and_then(|c| cli::tenant(&c, command)),
+        Command::Token { command } => cli::need_config(cli.config.as_deref()).and_then(|c| cli::token(&c, command)),
+        Command::Audit { command } => cli::need_config(cli.config.as_deref()).and_then(|c| cli::audit(&c, command)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("scaivault: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The crate's one error type.
+
+/// The crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Storage failures. rusqlite errors are kept as text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database cannot be reached, is locked past the busy timeout, or the disk failed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was broken (`what` names it).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Stored data is inconsistent or from a newer version.
+    #[error("database corrupt: {0}")]
+    Corrupt(String),
+    /// Any other SQL failure (a bug).
+    #[error("database error: {0}")]
+    Sql(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => Error::NotFound,
+            rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+                ErrorCode::ConstraintViolation => {
+                    Error::Conflict(msg.clone().unwrap_or_else(|| "constraint".into()))
+                }
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::NotADatabase
+                | ErrorCode::PermissionDenied
+                | ErrorCode::OutOfMemory => Error::Unavailable(e.to_string()),
+                ErrorCode::DatabaseCorrupt => Error::Corrupt(e.to_string()),
+                _ => Error::Sql(e.to_string()),
+            },
+            _ => Error::Sql(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Row types: what the store hands out and takes in.
+
+use serde::Serialize;
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantRow {
+    /// `tn_…`.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// An API token (never the token itself: only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// `tok_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Optional label.
+    pub name: Option<String>,
+    /// Policy names.
+    pub policies: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, if the token expires.
+    pub expires_at: Option<String>,
+    /// RFC 3339, once revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// A certificate authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaRow {
+    /// `ca_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique per tenant.
+    pub name: String,
+    /// Subject CN.
+    pub common_name: String,
+    /// `root` or `intermediate`.
+    pub ca_type: String,
+    /// Internal parent, if any.
+    pub parent_ca_id: Option<String>,
+    /// `active`, `pending_signature` or `retired`.
+    pub status: String,
+    /// `ec`, `rsa`, `ed25519`.
+    pub key_type: String,
+    /// Bits.
+    pub key_size: u32,
+    /// Label of the key pair on the token.
+    pub key_label: String,
+    /// The CA certificate, once it has one.
+    pub cert_der: Option<Vec<u8>>,
+    /// Issuer certificates above an externally signed CA (PEM).
+    pub chain_pem: Option<String>,
+    /// The CSR of a pending intermediate (PEM).
+    pub csr_pem: Option<String>,
+    /// Serial in canonical form (uppercase hex).
+    pub serial: Option<String>,
+    /// RFC 3339.
+    pub not_before: Option<String>,
+    /// RFC 3339.
+    pub not_after: Option<String>,
+    /// JSON settings (CRL interval, OCSP validity, constraints).
+    pub settings: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A signed certificate as recorded in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRow {
+    /// The CA that signed it.
+    pub issuer_ca_id: String,
+    /// Canonical serial.
+    pub serial: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `ca` or `leaf`.
+    pub kind: String,
+    /// For CA certificates, the CA it belongs to.
+    pub subject_ca_id: Option<String>,
+    /// Role it was issued under.
+    pub role: Option<String>,
+    /// Subject CN.
+    pub common_name: Option<String>,
+    /// JSON array of SANs.
+    pub sans: Option<String>,
+    /// DER.
+    pub cert_der: Option<Vec<u8>>,
+    /// `reserved`, `valid`, `revoked`.
+    pub status: String,
+    /// RFC 3339.
+    pub not_before: Option<String>,
+    /// RFC 3339.
+    pub not_after: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// Items in order.
+    pub items: Vec<T>,
+    /// Cursor for the next page, if any.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,366 @@
+//! Typed operations inside one transaction.
+
+use crate::audit::{self, AuditRecord, AuditRow, ChainCheck};
+use crate::rows::{CaRow, CertRow, Page, TenantRow, TokenRow};
+use crate::{Error, Result};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+
+/// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.
+pub struct Tx<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+fn cursor_of(rowid: i64) -> String {
+    format!("c{rowid}")
+}
+
+fn parse_cursor(c: Option<&str>) -> Result<i64> {
+    match c {
+        None | Some("") => Ok(0),
+        Some(s) => s
+            .strip_prefix('c')
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(|| Error::Conflict("invalid cursor".into())),
+    }
+}
+
+fn page<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(id, _)| cursor_of(*id))
+    } else {
+        None
+    };
+    Page {
+        items: rows.into_iter().map(|(_, t)| t).collect(),
+        next_cursor: next,
+    }
+}
+
+fn limit_plus_one(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(1000).saturating_add(1)
+}
+
+const CA_COLS: &str = "id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, key_size, \
+     key_label, cert_der, chain_pem, csr_pem, serial, not_before, not_after, settings, created_at, rowid";
+
+fn ca_row(r: &Row<'_>) -> rusqlite::Result<(i64, CaRow)> {
+    Ok((
+        r.get(18)?,
+        CaRow {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            name: r.get(2)?,
+            common_name: r.get(3)?,
+            ca_type: r.get(4)?,
+            parent_ca_id: r.get(5)?,
+            status: r.get(6)?,
+            key_type: r.get(7)?,
+            key_size: r.get(8)?,
+            key_label: r.get(9)?,
+            cert_der: r.get(10)?,
+            chain_pem: r.get(11)?,
+            csr_pem: r.get(12)?,
+            serial: r.get(13)?,
+            not_before: r.get(14)?,
+            not_after: r.get(15)?,
+            settings: r.get(16)?,
+            created_at: r.get(17)?,
+        },
+    ))
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<(i64, TokenRow)> {
+    let policies: String = r.get(4)?;
+    Ok((
+        r.get(8)?,
+        TokenRow {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            name: r.get(2)?,
+            policies: serde_json::from_str(&policies).unwrap_or_default(),
+            created_at: r.get(5)?,
+            expires_at: r.get(6)?,
+            revoked_at: r.get(7)?,
+        },
+    ))
+}
+
+const TOKEN_COLS: &str = "id, tenant_id, name, hash, policies, created_at, expires_at, revoked_at, rowid";
+
+impl<'a> Tx<'a> {
+    pub(crate) fn new(tx: &'a Transaction<'a>) -> Self {
+        Tx { tx }
+    }
+
+    pub(crate) fn ping(&self) -> Result<()> {
+        self.tx.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    // ---- tenants -------------------------------------------------------------------------
+
+    /// Inserts a tenant.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the name is taken.
+    pub fn insert_tenant(&self, t: &TenantRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![t.id, t.name, t.created_at],
+            )
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("tenant {:?} exists", t.name)),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// All tenants by name.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn list_tenants(&self) -> Result<Vec<TenantRow>> {
+        let mut st = self.tx.prepare("SELECT id, name, created_at FROM tenants ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok(TenantRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(Error::from)
+    }
+
+    /// The tenant with `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn tenant_by_name(&self, name: &str) -> Result<TenantRow> {
+        self.tx
+            .query_row(
+                "SELECT id, name, created_at FROM tenants WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(TenantRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(Error::from)
+    }
+
+    // ---- tokens --------------------------------------------------------------------------
+
+    /// Inserts a token with the SHA-256 `hash` of its secret.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn insert_token(&self, t: &TokenRow, hash: &[u8]) -> Result<()> {
+        let policies = serde_json::to_string(&t.policies).map_err(|e| Error::Sql(e.to_string()))?;
+        self.tx.execute(
+            "INSERT INTO tokens (id, tenant_id, name, hash, policies, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![t.id, t.tenant_id, t.name, hash, policies, t.created_at, t.expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// The token `id` and the stored SHA-256 hash of its secret (revoked and expired ones
+    /// included: the caller decides).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn token_by_id(&self, id: &str) -> Result<(TokenRow, Vec<u8>)> {
+        self.tx
+            .query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], |r| {
+                let (_, t) = token_row(r)?;
+                let h: Vec<u8> = r.get(3)?;
+                Ok((t, h))
+            })
+            .map_err(Error::from)
+    }
+
+    /// Tokens, optionally of one tenant.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn list_tokens(&self, tenant_id: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<Page<TokenRow>> {
+        let after = parse_cursor(cursor)?;
+        let mut st = self.tx.prepare(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE (?1 IS NULL OR tenant_id = ?1) AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+        ))?;
+        let rows = st
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], token_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    /// Marks a token revoked. With `tenant_id` set, only a token of that tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such (unrevoked) token.
+    pub fn revoke_token(&self, id: &str, tenant_id: Option<&str>, at: &str) -> Result<()> {
+        let n = self.tx.execute(
+            "UPDATE tokens SET revoked_at = ?3 WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2) AND revoked_at IS NULL",
+            params![id, tenant_id, at],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- certificate authorities -----------------------------------------------------------
+
+    /// Inserts a CA.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the tenant has a CA of that name.
+    pub fn insert_ca(&self, c: &CaRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO cas (id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, \
+                 key_size, key_label, cert_der, chain_pem, csr_pem, serial, not_before, not_after, settings, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                params![
+                    c.id, c.tenant_id, c.name, c.common_name, c.ca_type, c.parent_ca_id, c.status, c.key_type,
+                    c.key_size, c.key_label, c.cert_der, c.chain_pem, c.csr_pem, c.serial, c.not_before,
+                    c.not_after, c.settings, c.created_at
+                ],
+            )
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("a CA named {:?} exists", c.name)),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// Replaces the mutable fields of a CA (status, certificate, chain, CSR, serial, validity).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn update_ca(&self, c: &CaRow) -> Result<()> {
+        let n = self.tx.execute(
+            "UPDATE cas SET status = ?2, cert_der = ?3, chain_pem = ?4, csr_pem = ?5, serial = ?6, \
+             not_before = ?7, not_after = ?8 WHERE id = ?1",
+            params![c.id, c.status, c.cert_der, c.chain_pem, c.csr_pem, c.serial, c.not_before, c.not_after],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Whether the tenant has a CA called `name`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn ca_name_taken(&self, tenant_id: &str, name: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT 1 FROM cas WHERE tenant_id = ?1 AND name = ?2",
+                params![tenant_id, name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// The CA `id` of `tenant_id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when missing or another tenant's.
+    pub fn get_ca(&self, tenant_id: &str, id: &str) -> Result<CaRow> {
+        self.tx
+            .query_row(
+                &format!("SELECT {CA_COLS} FROM cas WHERE id = ?1 AND tenant_id = ?2"),
+                params![id, tenant_id],
+                ca_row,
+            )
+            .map(|(_, c)| c)
+            .map_err(Error::from)
+    }
+
+    /// The CA `id`, whatever its tenant (for unauthenticated CRL/OCSP/AIA endpoints).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_ca_any_tenant(&self, id: &str) -> Result<CaRow> {
+        self.tx
+            .query_row(&format!("SELECT {CA_COLS} FROM cas WHERE id = ?1"), [id], ca_row)
+            .map(|(_, c)| c)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's CAs in creation order.
+    ///
+    /// # Errors
+    /// SQL failures; [`Error::Conflict`] for a malformed cursor.
+    pub fn list_cas(&self, tenant_id: &str, cursor: Option<&str>, limit: usize) -> Result<Page<CaRow>> {
+        let after = parse_cursor(cursor)?;
+        let mut st = self.tx.prepare(&format!(
+            "SELECT {CA_COLS} FROM cas WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+        ))?;
+        let rows = st
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], ca_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    // ---- certificates ----------------------------------------------------------------------
+
+    /// Records a signed (or reserved, when `cert_der` is `None`) certificate.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the issuer already used the serial.
+    pub fn insert_certificate(&self, c: &CertRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
+                 sans, cert_der, status, not_before, not_after, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, c.sans,
+                    c.cert_der, c.status, c.not_before, c.not_after, c.created_at
+                ],
+            )
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("serial {} already used by this issuer", c.serial)),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    // ---- audit -----------------------------------------------------------------------------
+
+    /// Appends an audit record to the chain and returns its sequence number.
+    ///
+    /// # Errors
+    /// SQL failures (the caller's whole transaction then fails).
+    pub fn append_audit(&self, rec: &AuditRecord) -> Result<i64> {
+        audit::append(self.tx, rec)
+    }
+
+    /// A page of audit records, oldest first, optionally of one tenant.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn list_audit(&self, tenant_id: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<Page<AuditRow>> {
+        let after = parse_cursor(cursor)?;
+        let rows = audit::list(self.tx, tenant_id, after, limit_plus_one(limit))?;
+        Ok(page(rows.into_iter().map(|r| (r.seq, r)).collect(), limit))
+    }
+
+    /// Walks the whole chain.
+    ///
+    /// # Errors
+    /// SQL failures (a broken chain is a [`ChainCheck`], not an error).
+    pub fn verify_audit(&self) -> Result<ChainCheck> {
+        audit::verify(self.tx)
+    }
+}

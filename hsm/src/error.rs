@@ -1,0 +1,53 @@
+//! The crate's one error type.
+
+/// The crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a token. `cryptoki` types never appear here: the failing
+/// PKCS#11 function and return value are kept as text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The module could not be loaded, the token is absent, or the login failed.
+    #[error("hsm unavailable: {0}")]
+    Unavailable(String),
+    /// The PIN was refused by the token.
+    #[error("hsm login refused (wrong pin or locked token)")]
+    LoginRefused,
+    /// No token with the configured label.
+    #[error("no token labelled {0:?}")]
+    TokenNotFound(String),
+    /// No key with that label.
+    #[error("no key labelled {label:?} on the token")]
+    KeyNotFound {
+        /// The label looked for.
+        label: String,
+    },
+    /// A key with that label exists already.
+    #[error("a key labelled {0:?} exists already on the token")]
+    DuplicateLabel(String),
+    /// Key type or size the crate does not support.
+    #[error("unsupported key type or size: {0}")]
+    UnsupportedKey(String),
+    /// A PKCS#11 call failed.
+    #[error("pkcs#11 {function} failed: {rv}")]
+    Pkcs11 {
+        /// The PKCS#11 function, e.g. `C_Sign`.
+        function: String,
+        /// The return value, e.g. `CKR_DEVICE_ERROR`.
+        rv: String,
+    },
+    /// The token returned something the crate cannot decode (a public point, a signature).
+    #[error("unexpected data from the token: {0}")]
+    Encoding(String),
+}
+
+impl Error {
+    /// Whether retrying later may help (token absent, session lost) rather than the request being
+    /// wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::LoginRefused | Error::TokenNotFound(_)
+        )
+    }
+}

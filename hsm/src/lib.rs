@@ -1,0 +1,91 @@
+//! # scaivault-hsm
+//!
+//! The one place in ScaiVault that touches PKCS#11. CA private keys are generated inside a token
+//! (SoftHSM2 in development and CI, a hardware module in production) and never leave it: the
+//! private-key objects are `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`, and
+//! may only `CKA_SIGN`.
+//!
+//! The crate always declares the [`Token`] and [`Signer`] traits. The PKCS#11 backend
+//! ([`pkcs11::Pkcs11Token`], feature `pkcs11`, on by default) is the only code that depends on
+//! `cryptoki`; the in-memory [`soft::SoftToken`] (feature `test-util`) exists for unit tests of the
+//! CA core and is never used by the daemon.
+//!
+//! Who hashes: [`Signer::sign`] always takes the whole message (the DER of a TBSCertificate,
+//! TBSCertList or ResponseData) and returns the signature exactly as it goes into the X.509
+//! `BIT STRING`: a DER `ECDSA-Sig-Value` for ECDSA, the PKCS#1 v1.5 block for RSA, the 64 raw bytes
+//! for Ed25519. Where the token mechanism needs a digest (`CKM_ECDSA`), the backend hashes on the
+//! host.
+//!
+//! Non-goals: key export or backup (see the ceremony tooling), symmetric keys, PKCS#11 v3 profiles.
+
+mod encoding;
+mod error;
+mod key;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+#[cfg(any(test, feature = "test-util"))]
+pub mod soft;
+mod x509;
+
+pub use error::{Error, Result};
+pub use key::{KeyAttributes, KeySpec, KeyType};
+pub use x509::{X509Signature, X509Signer, X509VerifyingKey};
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// A private key that signs, wherever it lives.
+///
+/// Implementations are cheap to clone behind an `Arc` and safe to share between threads.
+pub trait Signer: Debug + Send + Sync {
+    /// What kind of key this is.
+    fn spec(&self) -> KeySpec;
+
+    /// The public key as a DER `SubjectPublicKeyInfo`.
+    fn public_key_der(&self) -> &[u8];
+
+    /// The signature `AlgorithmIdentifier` this key produces, as DER (for example
+    /// `ecdsa-with-SHA256` for P-256, `sha256WithRSAEncryption` for RSA, `id-Ed25519`).
+    fn algorithm_der(&self) -> Vec<u8>;
+
+    /// Signs `message` (the whole to-be-signed DER; the backend hashes where the mechanism needs
+    /// it) and returns the signature encoded as it goes into an X.509 `BIT STRING`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the token cannot be reached, [`Error::Pkcs11`] for other token
+    /// failures.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A key store able to generate and find signing keys: a PKCS#11 token or a software stand-in.
+pub trait Token: Debug + Send + Sync {
+    /// Generates a new key pair of `spec` on the token, labelled `label` (CKA_LABEL and CKA_ID).
+    ///
+    /// # Errors
+    /// [`Error::DuplicateLabel`] when a key with that label exists; token failures otherwise.
+    fn generate(&self, spec: KeySpec, label: &str) -> Result<Arc<dyn Signer>>;
+
+    /// Finds the private key labelled `label` and its public half.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`] when no private key carries that label.
+    fn find(&self, label: &str) -> Result<Arc<dyn Signer>>;
+
+    /// Reads the security attributes of the private key labelled `label` (for checks and tests).
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`] when no private key carries that label.
+    fn attributes(&self, label: &str) -> Result<KeyAttributes>;
+
+    /// Destroys the key pair labelled `label`, if any (used to undo a half-finished creation).
+    ///
+    /// # Errors
+    /// Token failures.
+    fn destroy(&self, label: &str) -> Result<()>;
+
+    /// Checks that the token answers and the login is alive (cheap; for health checks).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    fn ping(&self) -> Result<()>;
+}

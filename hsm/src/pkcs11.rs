@@ -1,0 +1,1029 @@
+//! The PKCS#11 backend (feature `pkcs11`): CA keys generated and used inside a token through
+//! `cryptoki`.
+//!
+//! [`Pkcs11Token::open`] loads the module (one shared, initialised `cryptoki` context per module
+//! path and process: `C_Initialize` may run only once per process), finds the slot by token label
+//! (never by index: `softhsm2-util --init-token` renumbers slots), logs in as the user and keeps a
+//! *keeper* session open for the token's whole life, because PKCS#11 login state belongs to the
+//! process and closing the last session logs it out.
+//!
+//! Operations run on a pool of R/W sessions: a caller takes a session (or opens one), runs its
+//! PKCS#11 calls without holding any lock, and hands it back. When a call fails because the session
+//! or the token went away (`CKR_SESSION_HANDLE_INVALID`, `CKR_SESSION_CLOSED`,
+//! `CKR_TOKEN_NOT_PRESENT`, `CKR_DEVICE_REMOVED`, `CKR_USER_NOT_LOGGED_IN`, `CKR_DEVICE_ERROR`),
+//! the session is dropped, the pool emptied, the keeper session checked (and the user logged in
+//! again if needed), and the operation retried once on a fresh session; a second failure gives
+//! [`Error::Unavailable`].
+//!
+//! Signers cache the private-key object handle (PKCS#11 handles are valid in every session of the
+//! process); the cache is invalidated whenever the login had to be redone, and a handle the token
+//! no longer knows (`CKR_KEY_HANDLE_INVALID`, `CKR_OBJECT_HANDLE_INVALID`) is looked up again by
+//! label. A signature therefore costs one pooled session and `C_SignInit` + `C_Sign`.
+//!
+//! Mechanisms (what SoftHSM 2.6 offers): ECDSA is `CKM_ECDSA` over a host-computed SHA-256
+//! (P-256) or SHA-384 (P-384) digest, its raw `r||s` converted to a DER `ECDSA-Sig-Value`; RSA is
+//! `CKM_SHA256_RSA_PKCS` over the message; Ed25519 is `CKM_EDDSA` over the message.
+//!
+//! The PIN lives only in [`Zeroizing`] memory (and, for the duration of a `C_Login`, in
+//! `cryptoki`'s own zeroizing secret) and is never logged. No `cryptoki` type crosses this module's
+//! boundary: failures become [`Error::Pkcs11`] with the function and return value as text.
+
+use crate::encoding;
+use crate::{Error, KeyAttributes, KeySpec, KeyType, Result, Signer, Token};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::{AuthPin, Ulong};
+use der::Decode;
+use sha2::Digest;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use zeroize::Zeroizing;
+
+/// How many idle sessions the pool keeps; sessions handed back beyond that are closed.
+const MAX_POOLED_SESSIONS: usize = 32;
+
+/// RSA public exponent F4 = 65537.
+const RSA_PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
+
+/// Where and how to reach the token.
+#[derive(Clone)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// The token label (compared after trimming the padding blanks).
+    pub token_label: String,
+    /// The user PIN.
+    pub pin: Zeroizing<String>,
+}
+
+impl fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A PKCS#11 token holding the CA keys. Cheap to share (`Arc`), safe to use from many threads.
+pub struct Pkcs11Token {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Pkcs11Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Token")
+            .field("token_label", &self.shared.token_label)
+            .field("slot", &self.shared.slot.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the token and every signer it hands out.
+struct Shared {
+    ctx: Pkcs11,
+    slot: Slot,
+    token_label: String,
+    pin: Zeroizing<String>,
+    /// The session that keeps the login alive; never used for operations.
+    keeper: Mutex<Option<Session>>,
+    /// Idle logged-in R/W sessions.
+    pool: Mutex<Vec<Session>>,
+    /// Serialises key generation and destruction (label uniqueness check + create).
+    admin: Mutex<()>,
+    /// Bumped whenever the login had to be redone or sessions were lost: cached object handles
+    /// from an older generation are not trusted.
+    generation: AtomicU64,
+}
+
+/// The process-wide `cryptoki` contexts, one per module path (`C_Initialize` is per process).
+fn context(module: &Path) -> Result<Pkcs11> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let key = std::fs::canonicalize(module).unwrap_or_else(|_| module.to_path_buf());
+    let mut contexts = lock(CONTEXTS.get_or_init(Default::default));
+    if let Some(ctx) = contexts.get(&key) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(&key).map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot load pkcs#11 module {}: {}",
+            module.display(),
+            describe(&e)
+        ))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        // Another library of this process initialised the module already: share it.
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(Error::Unavailable(format!(
+                "C_Initialize of {}: {}",
+                module.display(),
+                describe(&e)
+            )))
+        }
+    }
+    contexts.insert(key, ctx.clone());
+    Ok(ctx)
+}
+
+/// Locks a mutex, taking over a poisoned one (every guarded value stays consistent on its own).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `C_Sign` for `Function::Sign`.
+fn function_name(function: Function) -> String {
+    format!("C_{function:?}")
+}
+
+/// `CKR_PIN_INCORRECT` for `RvError::PinIncorrect`.
+fn rv_name(rv: RvError) -> String {
+    match rv {
+        RvError::VendorDefined(code) => format!("CKR_VENDOR_DEFINED({code:#x})"),
+        RvError::UnknownErrorCode(code) => format!("CKR_UNKNOWN({code:#x})"),
+        other => {
+            let camel = format!("{other:?}");
+            let mut name = String::from("CKR");
+            for c in camel.chars() {
+                if c.is_ascii_uppercase() {
+                    name.push('_');
+                }
+                name.push(c.to_ascii_uppercase());
+            }
+            name
+        }
+    }
+}
+
+/// A short text for a `cryptoki` error: `C_Sign: CKR_DEVICE_ERROR`.
+fn describe(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, function) => format!("{}: {}", function_name(*function), rv_name(*rv)),
+        other => other.to_string(),
+    }
+}
+
+/// Converts a `cryptoki` error to the crate's error.
+fn ck_error(e: CkError) -> Error {
+    match e {
+        CkError::Pkcs11(rv, function) => Error::Pkcs11 {
+            function: function_name(function),
+            rv: rv_name(rv),
+        },
+        CkError::LibraryLoading(e) => Error::Unavailable(format!("pkcs#11 module: {e}")),
+        other => Error::Pkcs11 {
+            function: "cryptoki".to_owned(),
+            rv: other.to_string(),
+        },
+    }
+}
+
+/// Whether an error means the session or the token went away (worth one reopen and retry).
+fn is_session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::TokenNotPresent
+                | RvError::DeviceRemoved
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceError,
+            _
+        )
+    )
+}
+
+/// Whether an error means an object handle is stale (look the object up again).
+fn is_stale_handle(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid, _)
+    )
+}
+
+/// The failure of one attempt of an operation on a session.
+#[derive(Debug)]
+enum OpError {
+    /// A PKCS#11 call failed.
+    Ck(CkError),
+    /// The session turned out not to be logged in (private objects invisible).
+    NotLoggedIn,
+    /// A failure that is the answer (key not found, duplicate label, bad encoding).
+    Hsm(Error),
+}
+
+impl From<CkError> for OpError {
+    fn from(e: CkError) -> Self {
+        OpError::Ck(e)
+    }
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        OpError::Hsm(e)
+    }
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Ck(e) => f.write_str(&describe(e)),
+            OpError::NotLoggedIn => f.write_str("session not logged in"),
+            OpError::Hsm(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl OpError {
+    fn is_session_lost(&self) -> bool {
+        match self {
+            OpError::Ck(e) => is_session_lost(e),
+            OpError::NotLoggedIn => true,
+            OpError::Hsm(_) => false,
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            OpError::Ck(e) => ck_error(e),
+            OpError::NotLoggedIn => Error::Unavailable("the token session is not logged in".into()),
+            OpError::Hsm(e) => e,
+        }
+    }
+}
+
+impl Shared {
+    /// Logs `session` in as the user unless the token already is (login is per process).
+    fn ensure_login(&self, session: &Session) -> Result<()> {
+        let state = session
+            .get_session_info()
+            .map_err(|e| self.unavailable("C_GetSessionInfo", &e))?
+            .session_state();
+        if matches!(state, SessionState::RwUser | SessionState::RoUser) {
+            return Ok(());
+        }
+        // The login had been lost: handles cached before may be stale.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let pin = AuthPin::from(self.pin.as_str());
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                tracing::debug!(token = %self.token_label, "logged in to the token");
+                Ok(())
+            }
+            Err(CkError::Pkcs11(
+                RvError::PinIncorrect
+                | RvError::PinLocked
+                | RvError::PinInvalid
+                | RvError::PinLenRange
+                | RvError::PinExpired,
+                _,
+            )) => {
+                tracing::error!(token = %self.token_label, "the token refused the pin");
+                Err(Error::LoginRefused)
+            }
+            Err(e) => Err(self.unavailable("C_Login", &e)),
+        }
+    }
+
+    fn unavailable(&self, what: &str, e: &CkError) -> Error {
+        Error::Unavailable(format!(
+            "token {:?}: {what}: {}",
+            self.token_label,
+            describe(e)
+        ))
+    }
+
+    /// Opens a new logged-in R/W session (and a keeper session if there is none).
+    fn open_session(&self) -> Result<Session> {
+        let session = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| self.unavailable("C_OpenSession", &e))?;
+        self.ensure_login(&session)?;
+        if lock(&self.keeper).is_none() {
+            self.refresh_keeper()?;
+        }
+        Ok(session)
+    }
+
+    /// Makes sure the keeper session exists, is valid and is logged in; replaces it otherwise.
+    /// Holds the keeper lock (never the pool lock) while doing so.
+    fn refresh_keeper(&self) -> Result<()> {
+        let mut keeper = lock(&self.keeper);
+        if let Some(current) = keeper.as_ref() {
+            if current.get_session_info().is_ok() && self.ensure_login(current).is_ok() {
+                return Ok(());
+            }
+        }
+        let fresh = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| self.unavailable("C_OpenSession", &e))?;
+        self.ensure_login(&fresh)?;
+        let stale = keeper.replace(fresh);
+        drop(keeper);
+        // Closed only now that the fresh keeper holds the login.
+        drop(stale);
+        Ok(())
+    }
+
+    /// After a lost session: forget the idle sessions (probably dead too), re-establish the keeper
+    /// and the login, and invalidate cached handles.
+    fn recover(&self) -> Result<()> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let stale = std::mem::take(&mut *lock(&self.pool));
+        self.refresh_keeper()?;
+        drop(stale);
+        Ok(())
+    }
+
+    /// Takes an idle session or opens a new one.
+    fn take_session(&self) -> Result<Session> {
+        let pooled = lock(&self.pool).pop();
+        match pooled {
+            Some(session) => Ok(session),
+            None => self.open_session(),
+        }
+    }
+
+    /// Hands a session back to the pool (or closes it when the pool is full).
+    fn give_back(&self, session: Session) {
+        let mut pool = lock(&self.pool);
+        if pool.len() < MAX_POOLED_SESSIONS {
+            pool.push(session);
+        } else {
+            drop(pool);
+            drop(session);
+        }
+    }
+
+    /// Runs `op` on a pooled session; on a session/token-lost failure reopens and retries once.
+    fn with_session<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(&Session) -> std::result::Result<T, OpError>,
+    ) -> Result<T> {
+        let session = self.take_session()?;
+        let first = op(&session);
+        match first {
+            Ok(value) => {
+                self.give_back(session);
+                Ok(value)
+            }
+            Err(e) if e.is_session_lost() => {
+                drop(session);
+                tracing::warn!(
+                    token = %self.token_label,
+                    operation = what,
+                    error = %e,
+                    "pkcs#11 session lost; reopening and retrying once"
+                );
+                self.recover()?;
+                let session = self.open_session()?;
+                match op(&session) {
+                    Ok(value) => {
+                        self.give_back(session);
+                        Ok(value)
+                    }
+                    Err(e) if e.is_session_lost() => Err(Error::Unavailable(format!(
+                        "token {:?}: {what}: {e} (again after reopening the session)",
+                        self.token_label
+                    ))),
+                    Err(e) => {
+                        self.give_back(session);
+                        Err(e.into_error())
+                    }
+                }
+            }
+            Err(e) => {
+                self.give_back(session);
+                Err(e.into_error())
+            }
+        }
+    }
+
+    /// If the session is not logged in, that explains an empty search: report it as lost login.
+    fn check_logged_in(session: &Session) -> std::result::Result<(), OpError> {
+        let state = session.get_session_info()?.session_state();
+        if matches!(state, SessionState::RwUser | SessionState::RoUser) {
+            Ok(())
+        } else {
+            Err(OpError::NotLoggedIn)
+        }
+    }
+
+    /// The one object of `class` labelled `label`.
+    fn find_one(
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> std::result::Result<Option<ObjectHandle>, OpError> {
+        let found = session.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            [..] => {
+                tracing::error!(
+                    label,
+                    count = found.len(),
+                    "several key objects share a label"
+                );
+                Err(OpError::Hsm(Error::DuplicateLabel(label.to_owned())))
+            }
+        }
+    }
+
+    /// The private key labelled `label`, or [`Error::KeyNotFound`].
+    fn find_private(session: &Session, label: &str) -> std::result::Result<ObjectHandle, OpError> {
+        match Self::find_one(session, ObjectClass::PRIVATE_KEY, label)? {
+            Some(handle) => Ok(handle),
+            None => {
+                Self::check_logged_in(session)?;
+                Err(OpError::Hsm(Error::KeyNotFound {
+                    label: label.to_owned(),
+                }))
+            }
+        }
+    }
+}
+
+impl Pkcs11Token {
+    /// Loads the module, finds the token labelled `config.token_label`, logs in with the PIN and
+    /// opens the keeper session that holds the login for the token's life.
+    ///
+    /// Opening the same module twice in one process shares one initialised `cryptoki` context;
+    /// opening the same token twice shares its (per-process) login.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the module cannot be loaded or initialised or the token does not
+    /// answer, [`Error::TokenNotFound`] when no token carries the label, [`Error::LoginRefused`]
+    /// when the PIN is refused (wrong or locked).
+    pub fn open(config: &Pkcs11Config) -> Result<Arc<Pkcs11Token>> {
+        let ctx = context(&config.module)?;
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(|e| Error::Unavailable(format!("listing pkcs#11 slots: {}", describe(&e))))?;
+        let mut found = None;
+        for slot in slots {
+            match ctx.get_token_info(slot) {
+                Ok(info) if info.label().trim() == config.token_label.trim() => {
+                    found = Some(slot);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(slot = slot.id(), error = %describe(&e), "cannot read token info");
+                }
+            }
+        }
+        let slot = found.ok_or_else(|| Error::TokenNotFound(config.token_label.clone()))?;
+        let shared = Arc::new(Shared {
+            ctx,
+            slot,
+            token_label: config.token_label.clone(),
+            pin: config.pin.clone(),
+            keeper: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
+            admin: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        });
+        shared.refresh_keeper()?;
+        tracing::info!(token = %shared.token_label, slot = slot.id(), "pkcs#11 token opened");
+        Ok(Arc::new(Pkcs11Token { shared }))
+    }
+
+    /// The label of the token.
+    pub fn token_label(&self) -> &str {
+        &self.shared.token_label
+    }
+
+    /// Test hook: closes every idle session and the keeper session (which logs the process out
+    /// of the token unless a session is in use). The next operation must recover by itself.
+    #[doc(hidden)]
+    pub fn drop_sessions_for_test(&self) {
+        let pooled = std::mem::take(&mut *lock(&self.shared.pool));
+        let keeper = lock(&self.shared.keeper).take();
+        drop(pooled);
+        drop(keeper);
+    }
+
+    /// Test hook: logs the process out of the token (`C_Logout`) while keeping every session
+    /// open, as a token reset would. The next operation must notice and log in again.
+    ///
+    /// # Errors
+    /// Token failures.
+    #[doc(hidden)]
+    pub fn logout_for_test(&self) -> Result<()> {
+        let session = self.shared.take_session()?;
+        let result = session.logout().map_err(ck_error);
+        self.shared.give_back(session);
+        result
+    }
+
+    /// Test hook: the number of idle sessions in the pool.
+    #[doc(hidden)]
+    pub fn idle_sessions_for_test(&self) -> usize {
+        lock(&self.shared.pool).len()
+    }
+
+    fn signer(
+        &self,
+        spec: KeySpec,
+        label: &str,
+        spki: Vec<u8>,
+        handle: ObjectHandle,
+        generation: u64,
+    ) -> Arc<dyn Signer> {
+        Arc::new(Pkcs11Signer {
+            shared: Arc::clone(&self.shared),
+            spec,
+            label: label.to_owned(),
+            spki,
+            handle: Mutex::new(Some((generation, handle))),
+        })
+    }
+}
+
+/// Key-pair generation mechanism and templates for `spec`.
+fn generation_templates(
+    spec: KeySpec,
+    label: &str,
+) -> Result<(Mechanism<'static>, Vec<Attribute>, Vec<Attribute>)> {
+    let id = label.as_bytes().to_vec();
+    let mut public = vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(id.clone()),
+        Attribute::Id(id.clone()),
+    ];
+    let private = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(id.clone()),
+        Attribute::Id(id),
+    ];
+    let mechanism = match spec {
+        KeySpec::EcP256 => {
+            public.push(Attribute::EcParams(encoding::PARAMS_P256.to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+        KeySpec::EcP384 => {
+            public.push(Attribute::EcParams(encoding::PARAMS_P384.to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            let bits = usize::try_from(spec.bits())
+                .ok()
+                .and_then(|bits| Ulong::try_from(bits).ok())
+                .ok_or_else(|| Error::UnsupportedKey(format!("rsa {}", spec.bits())))?;
+            public.push(Attribute::ModulusBits(bits));
+            public.push(Attribute::PublicExponent(RSA_PUBLIC_EXPONENT.to_vec()));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        KeySpec::Ed25519 => {
+            public.push(Attribute::EcParams(encoding::PARAMS_ED25519.to_vec()));
+            Mechanism::EccEdwardsKeyPairGen
+        }
+    };
+    Ok((mechanism, public, private))
+}
+
+/// The public point inside `CKA_EC_POINT`: a DER OCTET STRING around the point (PKCS#11), or
+/// the bare point (some tokens). `raw_len` is the length of a bare point.
+fn ec_point(value: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    if value.len() == raw_len {
+        return Ok(value.to_vec());
+    }
+    der::asn1::OctetString::from_der(value)
+        .map(der::asn1::OctetString::into_bytes)
+        .map_err(|e| Error::Encoding(format!("CKA_EC_POINT is not an OCTET STRING: {e}")))
+}
+
+/// Reads the given attributes of `object`, in the order asked, `None` where unavailable.
+fn read_attributes(
+    session: &Session,
+    object: ObjectHandle,
+    types: &[AttributeType],
+) -> std::result::Result<Vec<Option<Attribute>>, CkError> {
+    let got = session.get_attributes(object, types)?;
+    Ok(types
+        .iter()
+        .map(|t| got.iter().find(|a| a.attribute_type() == *t).cloned())
+        .collect())
+}
+
+/// The DER SPKI of the public-key object `public`, whose key must be of `spec`.
+fn public_key_spki(
+    session: &Session,
+    spec: KeySpec,
+    public: ObjectHandle,
+) -> std::result::Result<Vec<u8>, OpError> {
+    match spec.key_type() {
+        KeyType::Ec | KeyType::Ed25519 => {
+            let attrs = read_attributes(session, public, &[AttributeType::EcPoint])?;
+            let Some(Some(Attribute::EcPoint(value))) = attrs.into_iter().next() else {
+                return Err(Error::Encoding("public key without CKA_EC_POINT".into()).into());
+            };
+            let spki = match spec {
+                KeySpec::EcP256 => encoding::ec_spki(spec, &ec_point(&value, 65)?)?,
+                KeySpec::EcP384 => encoding::ec_spki(spec, &ec_point(&value, 97)?)?,
+                _ => encoding::ed25519_spki(&ec_point(&value, 32)?)?,
+            };
+            Ok(spki)
+        }
+        KeyType::Rsa => {
+            let attrs = read_attributes(
+                session,
+                public,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?;
+            match attrs.as_slice() {
+                [Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))] => {
+                    Ok(encoding::rsa_spki(n, e)?)
+                }
+                _ => Err(Error::Encoding(
+                    "RSA public key without CKA_MODULUS/CKA_PUBLIC_EXPONENT".into(),
+                )
+                .into()),
+            }
+        }
+    }
+}
+
+/// What kind of key the pair is: key type and curve of the private-key object `private`, or the
+/// modulus size of the public-key object `public`.
+fn key_spec(
+    session: &Session,
+    private: ObjectHandle,
+    public: ObjectHandle,
+) -> std::result::Result<KeySpec, OpError> {
+    let attrs = read_attributes(
+        session,
+        private,
+        &[AttributeType::KeyType, AttributeType::EcParams],
+    )?;
+    let [Some(Attribute::KeyType(key_type)), params] = attrs.as_slice() else {
+        return Err(Error::Encoding("private key without CKA_KEY_TYPE".into()).into());
+    };
+    let params = match params {
+        Some(Attribute::EcParams(p)) => p.as_slice(),
+        _ => &[],
+    };
+    let spec = if *key_type == CkKeyType::EC {
+        match params {
+            p if p == encoding::PARAMS_P256 => KeySpec::EcP256,
+            p if p == encoding::PARAMS_P384 => KeySpec::EcP384,
+            p => {
+                return Err(Error::UnsupportedKey(format!("EC curve {}", hex(p))).into());
+            }
+        }
+    } else if *key_type == CkKeyType::EC_EDWARDS {
+        if params == encoding::PARAMS_ED25519 || params == encoding::PARAMS_ED25519_NAME {
+            KeySpec::Ed25519
+        } else {
+            return Err(Error::UnsupportedKey(format!("Edwards curve {}", hex(params))).into());
+        }
+    } else if *key_type == CkKeyType::RSA {
+        let modulus = read_attributes(session, public, &[AttributeType::Modulus])?;
+        let Some(Some(Attribute::Modulus(n))) = modulus.first() else {
+            return Err(Error::Encoding("RSA public key without CKA_MODULUS".into()).into());
+        };
+        let bits = rsa::BigUint::from_bytes_be(n).bits();
+        match bits {
+            2048 => KeySpec::Rsa2048,
+            3072 => KeySpec::Rsa3072,
+            4096 => KeySpec::Rsa4096,
+            other => return Err(Error::UnsupportedKey(format!("rsa {other}")).into()),
+        }
+    } else {
+        return Err(Error::UnsupportedKey(format!("key type {key_type}")).into());
+    };
+    Ok(spec)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Token for Pkcs11Token {
+    fn generate(&self, spec: KeySpec, label: &str) -> Result<Arc<dyn Signer>> {
+        let _admin = lock(&self.shared.admin);
+        let (mechanism, public_template, private_template) = generation_templates(spec, label)?;
+        let (handle, spki, generation) = self.shared.with_session("generate", |session| {
+            let existing =
+                session.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
+            if !existing.is_empty() {
+                return Err(Error::DuplicateLabel(label.to_owned()).into());
+            }
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            let (public, private) =
+                session.generate_key_pair(&mechanism, &public_template, &private_template)?;
+            match public_key_spki(session, spec, public) {
+                Ok(spki) => Ok((private, spki, generation)),
+                Err(e) => {
+                    // Do not leave a key pair behind whose public half we cannot use.
+                    for object in [private, public] {
+                        if let Err(destroy) = session.destroy_object(object) {
+                            tracing::warn!(label, error = %describe(&destroy), "cannot destroy half-made key");
+                        }
+                    }
+                    Err(e)
+                }
+            }
+        })?;
+        tracing::info!(token = %self.shared.token_label, label, ?spec, "generated key pair on the token");
+        Ok(self.signer(spec, label, spki, handle, generation))
+    }
+
+    fn find(&self, label: &str) -> Result<Arc<dyn Signer>> {
+        let (spec, spki, handle, generation) = self.shared.with_session("find", |session| {
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            let private = Shared::find_private(session, label)?;
+            let public =
+                Shared::find_one(session, ObjectClass::PUBLIC_KEY, label)?.ok_or_else(|| {
+                    Error::Encoding(format!("no public key object labelled {label:?}"))
+                })?;
+            let spec = key_spec(session, private, public)?;
+            let spki = public_key_spki(session, spec, public)?;
+            Ok((spec, spki, private, generation))
+        })?;
+        Ok(self.signer(spec, label, spki, handle, generation))
+    }
+
+    fn attributes(&self, label: &str) -> Result<KeyAttributes> {
+        self.shared.with_session("attributes", |session| {
+            let private = Shared::find_private(session, label)?;
+            let attrs = read_attributes(
+                session,
+                private,
+                &[
+                    AttributeType::Token,
+                    AttributeType::Private,
+                    AttributeType::Sensitive,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::Extractable,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Sign,
+                    AttributeType::KeyType,
+                ],
+            )?;
+            let flag = |i: usize| -> bool {
+                matches!(
+                    attrs.get(i),
+                    Some(Some(
+                        Attribute::Token(true)
+                            | Attribute::Private(true)
+                            | Attribute::Sensitive(true)
+                            | Attribute::AlwaysSensitive(true)
+                            | Attribute::Extractable(true)
+                            | Attribute::NeverExtractable(true)
+                            | Attribute::Sign(true)
+                    ))
+                )
+            };
+            let secret = match attrs.get(7) {
+                Some(Some(Attribute::KeyType(t))) if *t == CkKeyType::RSA => {
+                    AttributeType::PrivateExponent
+                }
+                _ => AttributeType::Value,
+            };
+            // Try to read the secret: a compliant token refuses (CKR_ATTRIBUTE_SENSITIVE, which
+            // cryptoki reports as an unavailable attribute). Anything read is wiped at once.
+            let read = read_attributes(session, private, &[secret])?;
+            let value_read_refused = match read.into_iter().next() {
+                Some(Some(Attribute::Value(v) | Attribute::PrivateExponent(v))) => {
+                    let v = Zeroizing::new(v);
+                    v.is_empty()
+                }
+                _ => true,
+            };
+            Ok(KeyAttributes {
+                token: flag(0),
+                private: flag(1),
+                sensitive: flag(2),
+                always_sensitive: flag(3),
+                extractable: flag(4),
+                never_extractable: flag(5),
+                sign: flag(6),
+                value_read_refused,
+            })
+        })
+    }
+
+    fn destroy(&self, label: &str) -> Result<()> {
+        let _admin = lock(&self.shared.admin);
+        let destroyed = self.shared.with_session("destroy", |session| {
+            let mut destroyed = 0usize;
+            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                let found = session.find_objects(&[
+                    Attribute::Class(class),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])?;
+                for object in found {
+                    session.destroy_object(object)?;
+                    destroyed += 1;
+                }
+            }
+            Ok(destroyed)
+        })?;
+        if destroyed > 0 {
+            tracing::info!(token = %self.shared.token_label, label, destroyed, "destroyed key objects");
+        }
+        Ok(())
+    }
+
+    fn ping(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared.with_session("ping", |session| {
+            Shared::check_logged_in(session)?;
+            let slot = shared.ctx.get_slot_info(shared.slot)?;
+            if slot.token_present() {
+                Ok(())
+            } else {
+                Err(OpError::Ck(CkError::Pkcs11(
+                    RvError::TokenNotPresent,
+                    Function::GetSlotInfo,
+                )))
+            }
+        })
+    }
+}
+
+/// A private key on the token, with its public key cached.
+struct Pkcs11Signer {
+    shared: Arc<Shared>,
+    spec: KeySpec,
+    label: String,
+    spki: Vec<u8>,
+    /// The private-key handle and the login generation it was found in.
+    handle: Mutex<Option<(u64, ObjectHandle)>>,
+}
+
+impl fmt::Debug for Pkcs11Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Signer")
+            .field("token", &self.shared.token_label)
+            .field("label", &self.label)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Signer {
+    /// The cached private-key handle when it is from the current login, else a fresh lookup.
+    fn handle(
+        &self,
+        session: &Session,
+        refresh: bool,
+    ) -> std::result::Result<ObjectHandle, OpError> {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        if !refresh {
+            if let Some((cached_generation, handle)) = *lock(&self.handle) {
+                if cached_generation == generation {
+                    return Ok(handle);
+                }
+            }
+        }
+        let handle = Shared::find_private(session, &self.label)?;
+        *lock(&self.handle) = Some((generation, handle));
+        Ok(handle)
+    }
+}
+
+impl Signer for Pkcs11Signer {
+    fn spec(&self) -> KeySpec {
+        self.spec
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    fn algorithm_der(&self) -> Vec<u8> {
+        encoding::signature_algorithm(self.spec).to_vec()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let digest;
+        let (mechanism, data): (Mechanism<'_>, &[u8]) = match self.spec {
+            // SoftHSM has no CKM_ECDSA_SHA256: hash on the host. CKM_ECDSA on an unhashed
+            // message would silently truncate it.
+            KeySpec::EcP256 => {
+                digest = sha2::Sha256::digest(message).to_vec();
+                (Mechanism::Ecdsa, &digest)
+            }
+            KeySpec::EcP384 => {
+                digest = sha2::Sha384::digest(message).to_vec();
+                (Mechanism::Ecdsa, &digest)
+            }
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                (Mechanism::Sha256RsaPkcs, message)
+            }
+            KeySpec::Ed25519 => (
+                Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                message,
+            ),
+        };
+        let raw = self.shared.with_session("sign", |session| {
+            let handle = self.handle(session, false)?;
+            match session.sign(&mechanism, handle, data) {
+                Err(e) if is_stale_handle(&e) => {
+                    let handle = self.handle(session, true)?;
+                    Ok(session.sign(&mechanism, handle, data)?)
+                }
+                other => Ok(other?),
+            }
+        })?;
+        match self.spec.key_type() {
+            KeyType::Ec => encoding::ecdsa_raw_to_der(self.spec, &raw),
+            KeyType::Rsa => Ok(raw),
+            KeyType::Ed25519 if raw.len() == 64 => Ok(raw),
+            KeyType::Ed25519 => Err(Error::Encoding(format!(
+                "Ed25519 signature of {} bytes",
+                raw.len()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_values_are_named_like_the_spec() {
+        assert_eq!(rv_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            rv_name(RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
+        assert_eq!(rv_name(RvError::DeviceError), "CKR_DEVICE_ERROR");
+        assert_eq!(function_name(Function::Sign), "C_Sign");
+        assert_eq!(
+            function_name(Function::GetAttributeValue),
+            "C_GetAttributeValue"
+        );
+    }
+
+    #[test]
+    fn session_loss_is_classified() {
+        assert!(is_session_lost(&CkError::Pkcs11(
+            RvError::SessionHandleInvalid,
+            Function::Sign
+        )));
+        assert!(is_session_lost(&CkError::Pkcs11(
+            RvError::UserNotLoggedIn,
+            Function::SignInit
+        )));
+        assert!(!is_session_lost(&CkError::Pkcs11(
+            RvError::KeyHandleInvalid,
+            Function::SignInit
+        )));
+        let e = ck_error(CkError::Pkcs11(RvError::DeviceError, Function::Sign));
+        assert!(
+            matches!(e, Error::Pkcs11 { ref function, ref rv } if function == "C_Sign" && rv == "CKR_DEVICE_ERROR")
+        );
+    }
+
+    #[test]
+    fn ec_point_accepts_wrapped_and_bare_points() {
+        let mut wrapped = vec![0x04, 0x41, 0x04];
+        wrapped.extend([7u8; 64]);
+        let point = ec_point(&wrapped, 65).unwrap();
+        assert_eq!(point.len(), 65);
+        assert_eq!(ec_point(&point, 65).unwrap(), point);
+        assert!(ec_point(&[0x04, 0x05, 1], 65).is_err());
+    }
+
+    #[test]
+    fn config_debug_hides_the_pin() {
+        let config = Pkcs11Config {
+            module: PathBuf::from("/m.so"),
+            token_label: "t".into(),
+            pin: Zeroizing::new("123456".into()),
+        };
+        assert!(!format!("{config:?}").contains("123456"));
+    }
+}
