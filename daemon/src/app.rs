@@ -75,7 +75,9 @@ impl App {
         T: Send + 'static,
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     {
-        tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(ApiError::internal)?
     }
 
     /// Writes one audit record in its own transaction.
@@ -103,7 +105,9 @@ impl App {
             return Ok(());
         }
         self.audit(caller.record(action, None, "denied")).await?;
-        Err(ApiError::forbidden(format!("the token's policies do not allow {action}")))
+        Err(ApiError::forbidden(format!(
+            "the token's policies do not allow {action}"
+        )))
     }
 
     /// Finishes a state-changing call: a failure is audited with its code (success is audited
@@ -111,12 +115,19 @@ impl App {
     ///
     /// # Errors
     /// The original error, or `503` when even the failure cannot be audited.
-    pub async fn finish<T>(&self, caller: &Caller, action: &str, object: Option<&str>, res: Result<T, ApiError>) -> Result<T, ApiError> {
+    pub async fn finish<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        object: Option<&str>,
+        res: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         match res {
             Ok(v) => Ok(v),
             Err(e) if e.code == "audit_unavailable" => Err(e),
             Err(e) => {
-                self.audit(caller.record(action, object, &format!("error:{}", e.code))).await?;
+                self.audit(caller.record(action, object, &format!("error:{}", e.code)))
+                    .await?;
                 Err(e)
             }
         }
@@ -126,7 +137,11 @@ impl App {
     ///
     /// # Errors
     /// `401` for an unknown, malformed, revoked or expired token.
-    pub async fn authenticate(&self, token: String, request_id: String) -> Result<Caller, ApiError> {
+    pub async fn authenticate(
+        &self,
+        token: String,
+        request_id: String,
+    ) -> Result<Caller, ApiError> {
         let Some(id) = auth::token_id(&token) else {
             return Err(ApiError::unauthorized("malformed bearer token"));
         };

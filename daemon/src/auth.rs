@@ -42,7 +42,10 @@ pub fn allows(policies: &[String], perm: Perm) -> bool {
 /// `unknown_policy` naming the first unknown one.
 pub fn check_policies(policies: &[String]) -> Result<(), ApiError> {
     if policies.is_empty() {
-        return Err(ApiError::bad_request("invalid_policies", "at least one policy is required"));
+        return Err(ApiError::bad_request(
+            "invalid_policies",
+            "at least one policy is required",
+        ));
     }
     for p in policies {
         if !KNOWN_POLICIES.contains(&p.as_str()) {
@@ -68,7 +71,8 @@ pub struct NewToken {
 /// Mints a token.
 pub fn mint() -> NewToken {
     let id_hex = hex::encode(scaivault_core::ids::random_bytes(16));
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(scaivault_core::ids::random_bytes(32));
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(scaivault_core::ids::random_bytes(32));
     let token = zeroize::Zeroizing::new(format!("svt_{id_hex}_{secret}"));
     let hash = hash(&token);
     NewToken {

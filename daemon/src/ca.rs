@@ -81,10 +81,12 @@ fn parse_settings(row: &CaRow) -> CaSettings {
 
 /// The issuer data of an active CA, with its signing key.
 fn issuer_of(token: &dyn Token, row: &CaRow) -> Result<(IssuerInfo, Arc<dyn Signer>), ApiError> {
-    let der = row
-        .cert_der
-        .as_deref()
-        .ok_or_else(|| ApiError::bad_request("parent_ca_not_active", format!("CA {} has no certificate yet", row.id)))?;
+    let der = row.cert_der.as_deref().ok_or_else(|| {
+        ApiError::bad_request(
+            "parent_ca_not_active",
+            format!("CA {} has no certificate yet", row.id),
+        )
+    })?;
     let cert = pem::from_der(der)?;
     let key = token.find(&row.key_label)?;
     let info = sign::issuer_info(&cert, key.algorithm_der())?;
@@ -92,17 +94,27 @@ fn issuer_of(token: &dyn Token, row: &CaRow) -> Result<(IssuerInfo, Arc<dyn Sign
 }
 
 fn check_new(req: &NewCa) -> Result<(), ApiError> {
-    if req.name.trim().is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_name", "name must be 1 to 128 printable characters"));
+    if req.name.trim().is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1 to 128 printable characters",
+        ));
     }
     if !(1..=MAX_VALIDITY_DAYS).contains(&req.validity_days) {
         return Err(ApiError::bad_request(
             "invalid_validity",
-            format!("validity_days must be between 1 and {MAX_VALIDITY_DAYS}, got {}", req.validity_days),
+            format!(
+                "validity_days must be between 1 and {MAX_VALIDITY_DAYS}, got {}",
+                req.validity_days
+            ),
         ));
     }
     match (req.ca_type.as_str(), &req.parent_ca_id) {
-        ("root", Some(_)) => Err(ApiError::bad_request("invalid_parent", "a root CA takes no parent_ca_id")),
+        ("root", Some(_)) => Err(ApiError::bad_request(
+            "invalid_parent",
+            "a root CA takes no parent_ca_id",
+        )),
         ("root" | "intermediate", _) => Ok(()),
         (other, _) => Err(ApiError::bad_request(
             "invalid_ca_type",
@@ -127,7 +139,10 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
         .db(move |s| {
             s.read(|tx| {
                 if tx.ca_name_taken(&tenant, &name)? {
-                    return Ok(Err(ApiError::conflict("ca_name_taken", format!("a CA named {name:?} exists"))));
+                    return Ok(Err(ApiError::conflict(
+                        "ca_name_taken",
+                        format!("a CA named {name:?} exists"),
+                    )));
                 }
                 match parent_id {
                     None => Ok(Ok(None)),
@@ -155,7 +170,11 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
     let now = time_util::now();
     let not_after = now + Duration::days(req.validity_days);
     if let Some(p) = &parent {
-        let parent_end = p.not_after.as_deref().map(time_util::parse_rfc3339).transpose()?;
+        let parent_end = p
+            .not_after
+            .as_deref()
+            .map(time_util::parse_rfc3339)
+            .transpose()?;
         if parent_end.is_some_and(|end| not_after > end) {
             return Err(ApiError::bad_request(
                 "validity_exceeds_parent",
@@ -169,7 +188,8 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
         }
     }
     let id = scaivault_core::ids::new_id("ca");
-    app.audit(caller.record("ca.create", Some(&id), "started")).await?;
+    app.audit(caller.record("ca.create", Some(&id), "started"))
+        .await?;
 
     let pending = req.ca_type == "intermediate" && parent.is_none();
     let template = CaTemplate {
@@ -203,7 +223,12 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
         common_name: req.subject.common_name.clone(),
         ca_type: req.ca_type.clone(),
         parent_ca_id: req.parent_ca_id.clone(),
-        status: if pending { "pending_signature" } else { "active" }.into(),
+        status: if pending {
+            "pending_signature"
+        } else {
+            "active"
+        }
+        .into(),
         key_type: req.key.type_name().into(),
         key_size: req.key.bits(),
         key_label: id.clone(),
@@ -212,7 +237,10 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
         csr_pem: made.csr_pem.clone(),
         serial: made.serial.as_ref().map(Serial::key),
         not_before: made.cert_der.as_ref().map(|_| time_util::rfc3339(now)),
-        not_after: made.cert_der.as_ref().map(|_| time_util::rfc3339(not_after)),
+        not_after: made
+            .cert_der
+            .as_ref()
+            .map(|_| time_util::rfc3339(not_after)),
         settings: serde_json::to_string(&req.settings).map_err(ApiError::internal)?,
         created_at: time_util::rfc3339(now),
     };
@@ -282,14 +310,26 @@ fn build_ca_material(
         None => {
             let alg = key.algorithm_der();
             let tbs = profile::ca_tbs(&t, None, &alg)?;
-            sign::sign_certificate(tbs, LintExpect { issuer: None, ca: true, algorithm_der: &alg }, key)?
+            sign::sign_certificate(
+                tbs,
+                LintExpect {
+                    issuer: None,
+                    ca: true,
+                    algorithm_der: &alg,
+                },
+                key,
+            )?
         }
         Some(p) => {
             let (info, parent_key) = issuer_of(token, p)?;
             let tbs = profile::ca_tbs(&t, Some(&info), &key.algorithm_der())?;
             sign::sign_certificate(
                 tbs,
-                LintExpect { issuer: Some(&info), ca: true, algorithm_der: &info.algorithm_der },
+                LintExpect {
+                    issuer: Some(&info),
+                    ca: true,
+                    algorithm_der: &info.algorithm_der,
+                },
                 parent_key.as_ref(),
             )?
         }
@@ -340,7 +380,10 @@ pub async fn chain_pem(app: &App, row: &CaRow) -> Result<String, ApiError> {
     let mut current = row.clone();
     for _ in 0..16 {
         let der = current.cert_der.as_deref().ok_or_else(|| {
-            ApiError::conflict("ca_pending_signature", format!("CA {} has no certificate yet", current.id))
+            ApiError::conflict(
+                "ca_pending_signature",
+                format!("CA {} has no certificate yet", current.id),
+            )
         })?;
         out.push_str(&pem::certificate(der)?);
         if let Some(chain) = &current.chain_pem {
@@ -364,18 +407,35 @@ fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiErro
     let bad = |d: String| ApiError::bad_request("chain_invalid", d);
     let mut child = cert;
     for (i, issuer) in chain.iter().enumerate() {
-        if child.tbs_certificate.issuer.to_der().ok() != issuer.tbs_certificate.subject.to_der().ok() {
-            return Err(bad(format!("certificate {i} of the chain is not the issuer of the one before")));
+        if child.tbs_certificate.issuer.to_der().ok()
+            != issuer.tbs_certificate.subject.to_der().ok()
+        {
+            return Err(bad(format!(
+                "certificate {i} of the chain is not the issuer of the one before"
+            )));
         }
         if !is_ca(issuer) {
-            return Err(bad(format!("certificate {i} of the chain is not a CA certificate")));
+            return Err(bad(format!(
+                "certificate {i} of the chain is not a CA certificate"
+            )));
         }
-        let spki = issuer.tbs_certificate.subject_public_key_info.to_der().map_err(ApiError::internal)?;
-        verify::verify_certificate(child, &spki)
-            .map_err(|e| bad(format!("certificate {i} of the chain did not sign the one before: {e}")))?;
+        let spki = issuer
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(ApiError::internal)?;
+        verify::verify_certificate(child, &spki).map_err(|e| {
+            bad(format!(
+                "certificate {i} of the chain did not sign the one before: {e}"
+            ))
+        })?;
         child = issuer;
     }
-    let spki = child.tbs_certificate.subject_public_key_info.to_der().map_err(ApiError::internal)?;
+    let spki = child
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(ApiError::internal)?;
     if child.tbs_certificate.issuer.to_der().ok() != child.tbs_certificate.subject.to_der().ok()
         || verify::verify_certificate(child, &spki).is_err()
     {
@@ -387,12 +447,16 @@ fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiErro
 fn is_ca(cert: &Certificate) -> bool {
     use der::oid::AssociatedOid;
     use x509_cert::ext::pkix::BasicConstraints;
-    cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]).iter().any(|e| {
-        e.extn_id == BasicConstraints::OID
-            && BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|bc| bc.ca)
-    })
+    cert.tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .any(|e| {
+            e.extn_id == BasicConstraints::OID
+                && BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|bc| bc.ca)
+        })
 }
-
 
 fn check_current(cert: &Certificate) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
     let nb = time_util::from_x509(&cert.tbs_certificate.validity.not_before);
@@ -401,7 +465,11 @@ fn check_current(cert: &Certificate) -> Result<(OffsetDateTime, OffsetDateTime),
     if now < nb - Duration::minutes(5) || now >= na {
         return Err(ApiError::bad_request(
             "certificate_not_current",
-            format!("the certificate is valid from {} to {}", time_util::rfc3339(nb), time_util::rfc3339(na)),
+            format!(
+                "the certificate is valid from {} to {}",
+                time_util::rfc3339(nb),
+                time_util::rfc3339(na)
+            ),
         ));
     }
     Ok((nb, na))
@@ -412,17 +480,29 @@ fn check_current(cert: &Certificate) -> Result<(OffsetDateTime, OffsetDateTime),
 /// # Errors
 /// `409 ca_not_pending`; `400 certificate_key_mismatch`, `not_a_ca_certificate`, `chain_invalid`,
 /// `certificate_not_current`.
-pub async fn install_signed(app: &App, caller: &Caller, id: &str, cert_pem: &str, chain_pem: &str) -> Result<CaRow, ApiError> {
+pub async fn install_signed(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    cert_pem: &str,
+    chain_pem: &str,
+) -> Result<CaRow, ApiError> {
     let mut row = get(app, &caller.tenant_id, id).await?;
     if row.status != "pending_signature" {
-        return Err(ApiError::conflict("ca_not_pending", format!("CA {id} is {}, not pending_signature", row.status)));
+        return Err(ApiError::conflict(
+            "ca_not_pending",
+            format!("CA {id} is {}, not pending_signature", row.status),
+        ));
     }
     let cert = pem::parse_certificate(cert_pem)?;
     let chain = pem::parse_certificates(chain_pem)?;
     let token = app.token.clone();
     let label = row.key_label.clone();
-    let key_spki = app.blocking(move || Ok(token.find(&label)?.public_key_der().to_vec())).await?;
-    let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(&key_spki).map_err(ApiError::internal)?;
+    let key_spki = app
+        .blocking(move || Ok(token.find(&label)?.public_key_der().to_vec()))
+        .await?;
+    let key_spki =
+        spki::SubjectPublicKeyInfoOwned::from_der(&key_spki).map_err(ApiError::internal)?;
     if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
         return Err(ApiError::bad_request(
             "certificate_key_mismatch",
@@ -430,7 +510,10 @@ pub async fn install_signed(app: &App, caller: &Caller, id: &str, cert_pem: &str
         ));
     }
     if !is_ca(&cert) {
-        return Err(ApiError::bad_request("not_a_ca_certificate", "the certificate lacks basicConstraints CA:TRUE"));
+        return Err(ApiError::bad_request(
+            "not_a_ca_certificate",
+            "the certificate lacks basicConstraints CA:TRUE",
+        ));
     }
     let (nb, na) = check_current(&cert)?;
     verify_chain(&cert, &chain)?;
@@ -446,10 +529,13 @@ pub async fn install_signed(app: &App, caller: &Caller, id: &str, cert_pem: &str
     row.not_after = Some(time_util::rfc3339(na));
     let rec = caller.record("ca.install_certificate", Some(id), "success");
     let r2 = row.clone();
-    app.db(move |s| s.write(|tx| {
-        tx.update_ca(&r2)?;
-        tx.append_audit(&rec)
-    }).map_err(ApiError::from))
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.update_ca(&r2)?;
+            tx.append_audit(&rec)
+        })
+        .map_err(ApiError::from)
+    })
     .await?;
     Ok(row)
 }
@@ -478,7 +564,10 @@ pub struct ImportCa {
 /// `409` for a taken name or a key label already in use.
 pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, ApiError> {
     if req.name.trim().is_empty() || req.name.len() > 128 {
-        return Err(ApiError::bad_request("invalid_name", "name must be 1 to 128 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1 to 128 characters",
+        ));
     }
     let cert = pem::parse_certificate(&req.certificate_pem)?;
     let token = app.token.clone();
@@ -486,31 +575,57 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
     let key = app
         .blocking(move || {
             token.find(&label).map_err(|e| match e {
-                scaivault_hsm::Error::KeyNotFound { label } => {
-                    ApiError::bad_request("key_not_found", format!("no key labelled {label:?} on the token"))
-                }
+                scaivault_hsm::Error::KeyNotFound { label } => ApiError::bad_request(
+                    "key_not_found",
+                    format!("no key labelled {label:?} on the token"),
+                ),
                 other => ApiError::from(other),
             })
         })
         .await?;
-    let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key_der()).map_err(ApiError::internal)?;
+    let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key_der())
+        .map_err(ApiError::internal)?;
     if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
-        return Err(ApiError::bad_request("certificate_key_mismatch", "the certificate is not for that key"));
+        return Err(ApiError::bad_request(
+            "certificate_key_mismatch",
+            "the certificate is not for that key",
+        ));
     }
     if !is_ca(&cert) {
-        return Err(ApiError::bad_request("not_a_ca_certificate", "the certificate lacks basicConstraints CA:TRUE"));
+        return Err(ApiError::bad_request(
+            "not_a_ca_certificate",
+            "the certificate lacks basicConstraints CA:TRUE",
+        ));
     }
     let (nb, na) = check_current(&cert)?;
-    let self_signed = cert.tbs_certificate.issuer.to_der().ok() == cert.tbs_certificate.subject.to_der().ok();
+    let self_signed =
+        cert.tbs_certificate.issuer.to_der().ok() == cert.tbs_certificate.subject.to_der().ok();
     let mut chain_text = None;
     if let Some(pid) = &req.parent_ca_id {
         let parent = get(app, &caller.tenant_id, pid).await.map_err(|_| {
-            ApiError::bad_request("parent_ca_not_found", format!("parent CA {pid:?} not found"))
+            ApiError::bad_request(
+                "parent_ca_not_found",
+                format!("parent CA {pid:?} not found"),
+            )
         })?;
-        let pder = parent.cert_der.ok_or_else(|| ApiError::bad_request("parent_ca_not_active", "parent has no certificate"))?;
+        let pder = parent.cert_der.ok_or_else(|| {
+            ApiError::bad_request("parent_ca_not_active", "parent has no certificate")
+        })?;
         let pcert = pem::from_der(&pder)?;
-        verify::verify_certificate(&cert, &pcert.tbs_certificate.subject_public_key_info.to_der().map_err(ApiError::internal)?)
-            .map_err(|e| ApiError::bad_request("chain_invalid", format!("the parent did not sign this certificate: {e}")))?;
+        verify::verify_certificate(
+            &cert,
+            &pcert
+                .tbs_certificate
+                .subject_public_key_info
+                .to_der()
+                .map_err(ApiError::internal)?,
+        )
+        .map_err(|e| {
+            ApiError::bad_request(
+                "chain_invalid",
+                format!("the parent did not sign this certificate: {e}"),
+            )
+        })?;
     } else if let Some(chain) = &req.chain_pem {
         let chain = pem::parse_certificates(chain)?;
         verify_chain(&cert, &chain)?;
@@ -528,7 +643,8 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
         ));
     }
     let now = time_util::now();
-    let subject_cn = scaivault_core::name::common_name(&cert.tbs_certificate.subject).unwrap_or_default();
+    let subject_cn =
+        scaivault_core::name::common_name(&cert.tbs_certificate.subject).unwrap_or_default();
     let spec = key.spec();
     let row = CaRow {
         id: scaivault_core::ids::new_id("ca"),
@@ -555,7 +671,10 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
     app.db(move |s| {
         s.write(|tx| {
             if tx.ca_name_taken(&r2.tenant_id, &r2.name)? {
-                return Err(scaivault_store::Error::Conflict(format!("a CA named {:?} exists", r2.name)));
+                return Err(scaivault_store::Error::Conflict(format!(
+                    "a CA named {:?} exists",
+                    r2.name
+                )));
             }
             tx.insert_ca(&r2)?;
             tx.append_audit(&rec)
@@ -576,15 +695,21 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
 pub async fn retire(app: &App, caller: &Caller, id: &str) -> Result<CaRow, ApiError> {
     let mut row = get(app, &caller.tenant_id, id).await?;
     if row.status == "retired" {
-        return Err(ApiError::conflict("ca_retired", format!("CA {id} is already retired")));
+        return Err(ApiError::conflict(
+            "ca_retired",
+            format!("CA {id} is already retired"),
+        ));
     }
     row.status = "retired".into();
     let rec = caller.record("ca.retire", Some(id), "success");
     let r2 = row.clone();
-    app.db(move |s| s.write(|tx| {
-        tx.update_ca(&r2)?;
-        tx.append_audit(&rec)
-    }).map_err(ApiError::from))
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.update_ca(&r2)?;
+            tx.append_audit(&rec)
+        })
+        .map_err(ApiError::from)
+    })
     .await?;
     Ok(row)
 }

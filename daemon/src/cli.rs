@@ -91,7 +91,10 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
     let cfg = Config::load(&path).context("configuration")?;
     cfg.read_pin().context("hsm pin")?;
     if !cfg.hsm.module.exists() {
-        return Err(StartError(format!("hsm.module {} does not exist", cfg.hsm.module.display())));
+        return Err(StartError(format!(
+            "hsm.module {} does not exist",
+            cfg.hsm.module.display()
+        )));
     }
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
@@ -104,9 +107,13 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
 pub fn create_tenant(store: &Store, name: &str) -> Result<TenantRow, StartError> {
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
-        return Err(StartError(format!("tenant name {name:?} must be 1-64 of [A-Za-z0-9_-]")));
+        return Err(StartError(format!(
+            "tenant name {name:?} must be 1-64 of [A-Za-z0-9_-]"
+        )));
     }
     let row = TenantRow {
         id: scaivault_core::ids::new_id("tn"),
@@ -126,11 +133,18 @@ pub fn create_tenant(store: &Store, name: &str) -> Result<TenantRow, StartError>
 ///
 /// # Errors
 /// Unknown tenant or policy, bad ttl, database failure.
-pub fn create_token(store: &Store, tenant: &str, policies: Vec<String>, ttl: Option<&str>, name: Option<String>) -> Result<zeroize::Zeroizing<String>, StartError> {
+pub fn create_token(
+    store: &Store,
+    tenant: &str,
+    policies: Vec<String>,
+    ttl: Option<&str>,
+    name: Option<String>,
+) -> Result<zeroize::Zeroizing<String>, StartError> {
     let t = store
         .read(|tx| tx.tenant_by_name(tenant))
         .map_err(|e| StartError(format!("tenant {tenant:?}: {e}")))?;
-    let (row, minted) = crate::api::new_token(&t.id, policies, ttl, name).map_err(|e| StartError(e.detail))?;
+    let (row, minted) =
+        crate::api::new_token(&t.id, policies, ttl, name).map_err(|e| StartError(e.detail))?;
     store
         .write(|tx| {
             tx.insert_token(&row, &minted.hash)?;
@@ -167,14 +181,21 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
 pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
     let (_cfg, store) = load(path)?;
     match cmd {
-        TokenCommand::Create { tenant, policies, ttl, name } => {
+        TokenCommand::Create {
+            tenant,
+            policies,
+            ttl,
+            name,
+        } => {
             let secret = create_token(&store, &tenant, policies, ttl.as_deref(), name)?;
             println!("{}", secret.as_str());
         }
         TokenCommand::List => {
             let mut cursor: Option<String> = None;
             loop {
-                let page = store.read(|tx| tx.list_tokens(None, cursor.as_deref(), 1000)).context("token list")?;
+                let page = store
+                    .read(|tx| tx.list_tokens(None, cursor.as_deref(), 1000))
+                    .context("token list")?;
                 for t in &page.items {
                     println!(
                         "{}\t{}\t{}\t{}\texpires={}\trevoked={}",

@@ -130,7 +130,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_level() }
+        LogConfig {
+            level: default_level(),
+        }
     }
 }
 
@@ -188,12 +190,18 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let url = &self.server.public_base_url;
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
-            return bad(format!("server.public_base_url {url:?} must be an http(s) URL without a trailing slash"));
+            return bad(format!(
+                "server.public_base_url {url:?} must be an http(s) URL without a trailing slash"
+            ));
         }
         match self.storage.backend.as_str() {
             "sqlite" if self.storage.path.is_some() => {}
             "sqlite" => return bad("storage.path is required for the sqlite backend".into()),
-            other => return bad(format!("storage.backend {other:?} is not supported by this build (sqlite)")),
+            other => {
+                return bad(format!(
+                    "storage.backend {other:?} is not supported by this build (sqlite)"
+                ))
+            }
         }
         if self.hsm.token_label.trim().is_empty() {
             return bad("hsm.token_label must not be empty".into());
@@ -212,7 +220,10 @@ impl Config {
 
     /// The SQLite path (validated present).
     pub fn db_path(&self) -> PathBuf {
-        self.storage.path.clone().unwrap_or_else(|| PathBuf::from("scaivault.db"))
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("scaivault.db"))
     }
 
     /// Reads the HSM PIN from its configured source. The PIN is never logged, never on argv.
@@ -220,21 +231,30 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the source (never the PIN).
     pub fn read_pin(&self) -> Result<Zeroizing<String>, ConfigError> {
-        let trim = |s: Zeroizing<String>| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned());
+        let trim =
+            |s: Zeroizing<String>| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned());
         if let Some(f) = &self.hsm.pin_file {
-            let s = std::fs::read_to_string(f)
-                .map_err(|e| ConfigError::Invalid(format!("cannot read hsm.pin_file {}: {e}", f.display())))?;
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                ConfigError::Invalid(format!("cannot read hsm.pin_file {}: {e}", f.display()))
+            })?;
             return Ok(trim(Zeroizing::new(s)));
         }
         if let Some(var) = &self.hsm.pin_env {
-            let s = std::env::var(var)
-                .map_err(|_| ConfigError::Invalid(format!("environment variable {var} (hsm.pin_env) is not set")))?;
+            let s = std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "environment variable {var} (hsm.pin_env) is not set"
+                ))
+            })?;
             return Ok(trim(Zeroizing::new(s)));
         }
         if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
             let p = Path::new(&dir).join(PIN_CREDENTIAL);
-            let s = std::fs::read_to_string(&p)
-                .map_err(|e| ConfigError::Invalid(format!("cannot read systemd credential {}: {e}", p.display())))?;
+            let s = std::fs::read_to_string(&p).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "cannot read systemd credential {}: {e}",
+                    p.display()
+                ))
+            })?;
             return Ok(trim(Zeroizing::new(s)));
         }
         Err(ConfigError::Invalid(
@@ -268,13 +288,20 @@ pin_env = "PIN"
         let e = toml::from_str::<Config>(&bad).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
         let bad = GOOD.replace("pin_env = \"PIN\"", "pin_env = \"PIN\"\npin = \"1234\"");
-        assert!(toml::from_str::<Config>(&bad).is_err(), "an inline pin must be refused");
+        assert!(
+            toml::from_str::<Config>(&bad).is_err(),
+            "an inline pin must be refused"
+        );
     }
 
     #[test]
     fn validation_names_the_key() {
         let mut c: Config = toml::from_str(GOOD).unwrap();
         c.server.public_base_url = "ftp://x/".into();
-        assert!(c.validate().unwrap_err().to_string().contains("public_base_url"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("public_base_url"));
     }
 }

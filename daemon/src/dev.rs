@@ -40,8 +40,10 @@ fn write_private(path: &Path, contents: &str) -> Result<(), StartError> {
         .mode(0o600)
         .open(path)
         .context(&format!("cannot create {}", path.display()))?;
-    f.write_all(contents.as_bytes()).context(&format!("cannot write {}", path.display()))?;
-    f.sync_all().context(&format!("cannot write {}", path.display()))
+    f.write_all(contents.as_bytes())
+        .context(&format!("cannot write {}", path.display()))?;
+    f.sync_all()
+        .context(&format!("cannot write {}", path.display()))
 }
 
 fn random_pin() -> zeroize::Zeroizing<String> {
@@ -50,7 +52,13 @@ fn random_pin() -> zeroize::Zeroizing<String> {
 
 fn toml_str(p: &Path) -> String {
     // TOML basic string with the characters that need escaping escaped.
-    format!("\"{}\"", p.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
+    format!(
+        "\"{}\"",
+        p.display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+    )
 }
 
 fn first_run(dir: &Path, listen: SocketAddr) -> Result<(), StartError> {
@@ -77,7 +85,7 @@ fn first_run(dir: &Path, listen: SocketAddr) -> Result<(), StartError> {
     write_private(&dir.join("hsm.pin"), &user_pin)?;
     write_private(&dir.join("hsm-so.pin"), &so_pin)?;
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    scaivault_hsm::pkcs11::init_token(&module, DEV_TOKEN_LABEL, &so_pin, &user_pin)
+    scaivault_hsm::provision::init_token(&module, DEV_TOKEN_LABEL, &so_pin, &user_pin)
         .context("cannot initialize the SoftHSM2 dev token")?;
     let config = format!(
         "# ScaiVault dev-mode configuration, written by `scaivault dev`. See config/scaivault.example.toml.\n\
@@ -104,7 +112,9 @@ pub fn run(dir: &Path, listen: Option<SocketAddr>) -> Result<ExitCode, StartErro
         .mode(0o700)
         .create(dir)
         .context(&format!("cannot create {}", dir.display()))?;
-    let dir = dir.canonicalize().context(&format!("cannot resolve {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .context(&format!("cannot resolve {}", dir.display()))?;
     let config_path = dir.join("scaivault.toml");
     if !config_path.exists() {
         let addr = match listen {
@@ -119,18 +129,36 @@ pub fn run(dir: &Path, listen: Option<SocketAddr>) -> Result<ExitCode, StartErro
         cfg.server.public_base_url = format!("http://{l}");
     }
     let store = serve::open_store(&cfg)?;
-    let has_default = store.read(|tx| tx.list_tenants()).context("tenants")?.iter().any(|t| t.name == "default");
+    let has_default = store
+        .read(|tx| tx.list_tenants())
+        .context("tenants")?
+        .iter()
+        .any(|t| t.name == "default");
     let token_file = dir.join("admin.token");
     if !has_default {
         crate::cli::create_tenant(&store, "default")?;
     }
     if !token_file.exists() {
-        let token = crate::cli::create_token(&store, "default", vec!["admin".into()], None, Some("dev admin".into()))?;
+        let token = crate::cli::create_token(
+            &store,
+            "default",
+            vec!["admin".into()],
+            None,
+            Some("dev admin".into()),
+        )?;
         write_private(&token_file, &format!("{}\n", token.as_str()))?;
         println!("ScaiVault dev mode: data in {}", dir.display());
-        println!("admin token (also in {}): {}", token_file.display(), token.as_str());
+        println!(
+            "admin token (also in {}): {}",
+            token_file.display(),
+            token.as_str()
+        );
     } else {
-        println!("ScaiVault dev mode: data in {}; admin token in {}", dir.display(), token_file.display());
+        println!(
+            "ScaiVault dev mode: data in {}; admin token in {}",
+            dir.display(),
+            token_file.display()
+        );
     }
     println!("listening on http://{}", cfg.server.listen);
     drop(store);

@@ -63,7 +63,11 @@ impl ApiError {
     /// `500`, logged with its cause; the client sees a generic detail.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");
-        Self::new(Status::InternalServerError, "internal_error", "internal error; see the server log")
+        Self::new(
+            Status::InternalServerError,
+            "internal_error",
+            "internal error; see the server log",
+        )
     }
 
     /// Whether this error is on our side (5xx).
@@ -87,11 +91,19 @@ impl From<scaivault_core::Error> for ApiError {
             ErrorKind::Conflict => ApiError::conflict(e.code(), e.to_string()),
             ErrorKind::Unavailable => {
                 tracing::error!(cause = %e, "hsm unavailable");
-                ApiError::new(Status::ServiceUnavailable, e.code(), "the HSM is unavailable")
+                ApiError::new(
+                    Status::ServiceUnavailable,
+                    e.code(),
+                    "the HSM is unavailable",
+                )
             }
             ErrorKind::Internal => {
                 tracing::error!(cause = %e, code = e.code(), "internal error");
-                ApiError::new(Status::InternalServerError, e.code(), "internal error; see the server log")
+                ApiError::new(
+                    Status::InternalServerError,
+                    e.code(),
+                    "internal error; see the server log",
+                )
             }
         }
     }
@@ -111,7 +123,11 @@ impl From<scaivault_store::Error> for ApiError {
             S::Conflict(what) => ApiError::conflict("conflict", what),
             S::Unavailable(cause) => {
                 tracing::error!(%cause, "database unavailable");
-                ApiError::new(Status::ServiceUnavailable, "database_unavailable", "the database is unavailable")
+                ApiError::new(
+                    Status::ServiceUnavailable,
+                    "database_unavailable",
+                    "the database is unavailable",
+                )
             }
             S::Corrupt(cause) | S::Sql(cause) => ApiError::internal(cause),
         }

@@ -73,9 +73,15 @@ fn main() -> ExitCode {
         Command::Dev { data_dir, listen } => dev::run(&data_dir, listen),
         Command::Serve => cli::need_config(cli.config.as_deref()).and_then(serve::run_with_config),
         Command::CheckConfig => cli::need_config(cli.config.as_deref()).and_then(cli::check_config),
-        Command::Tenant { command } => cli::need_config(cli.config.as_deref()).and_then(|c| cli::tenant(&c, command)),
-        Command::Token { command } => cli::need_config(cli.config.as_deref()).and_then(|c| cli::token(&c, command)),
-        Command::Audit { command } => cli::need_config(cli.config.as_deref()).and_then(|c| cli::audit(&c, command)),
+        Command::Tenant { command } => {
+            cli::need_config(cli.config.as_deref()).and_then(|c| cli::tenant(&c, command))
+        }
+        Command::Token { command } => {
+            cli::need_config(cli.config.as_deref()).and_then(|c| cli::token(&c, command))
+        }
+        Command::Audit { command } => {
+            cli::need_config(cli.config.as_deref()).and_then(|c| cli::audit(&c, command))
+        }
     };
     match result {
         Ok(code) => code,

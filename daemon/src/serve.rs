@@ -37,8 +37,9 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
 
 /// Sets up logging to stderr at the configured level. Secrets are never logged by any target.
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},rocket=warn,_=off")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},rocket=warn,_=off"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -75,7 +76,9 @@ pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
 /// A sentence naming the database file.
 pub fn open_store(cfg: &Config) -> Result<Arc<Store>, StartError> {
     let path = cfg.db_path();
-    Store::open(&path).map(Arc::new).context(&format!("cannot open database {}", path.display()))
+    Store::open(&path)
+        .map(Arc::new)
+        .context(&format!("cannot open database {}", path.display()))
 }
 
 /// `scaivault serve --config FILE`.

@@ -23,6 +23,8 @@ mod error;
 mod key;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+#[cfg(feature = "pkcs11")]
+pub mod provision;
 #[cfg(any(test, feature = "test-util"))]
 pub mod soft;
 mod x509;

@@ -106,7 +106,7 @@ struct Shared {
 }
 
 /// The process-wide `cryptoki` contexts, one per module path (`C_Initialize` is per process).
-fn context(module: &Path) -> Result<Pkcs11> {
+pub(crate) fn context(module: &Path) -> Result<Pkcs11> {
     static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
     let key = std::fs::canonicalize(module).unwrap_or_else(|_| module.to_path_buf());
     let mut contexts = lock(CONTEXTS.get_or_init(Default::default));
@@ -173,7 +173,7 @@ fn describe(e: &CkError) -> String {
 }
 
 /// Converts a `cryptoki` error to the crate's error.
-fn ck_error(e: CkError) -> Error {
+pub(crate) fn ck_error(e: CkError) -> Error {
     match e {
         CkError::Pkcs11(rv, function) => Error::Pkcs11 {
             function: function_name(function),

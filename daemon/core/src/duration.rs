@@ -7,7 +7,12 @@ use crate::{Error, Result};
 /// # Errors
 /// `invalid_duration` naming the input when it is empty, has an unknown unit, or overflows.
 pub fn parse_seconds(s: &str) -> Result<u64> {
-    let bad = || Error::invalid("invalid_duration", format!("{s:?} is not a duration like 168h, 30m or 90d"));
+    let bad = || {
+        Error::invalid(
+            "invalid_duration",
+            format!("{s:?} is not a duration like 168h, 30m or 90d"),
+        )
+    };
     let input = s.trim();
     if input.is_empty() {
         return Err(bad());

@@ -46,7 +46,12 @@ impl DnFields {
             (rfc4519::ST, "province", &self.province, 128),
             (rfc4519::L, "locality", &self.locality, 128),
             (rfc4519::O, "organization", &self.organization, 64),
-            (rfc4519::OU, "organizational_unit", &self.organizational_unit, 64),
+            (
+                rfc4519::OU,
+                "organizational_unit",
+                &self.organizational_unit,
+                64,
+            ),
         ];
         for (oid, field, value, max) in utf8 {
             if let Some(v) = value {
@@ -58,7 +63,12 @@ impl DnFields {
     }
 }
 
-fn utf8_rdn(oid: ObjectIdentifier, field: &str, value: &str, max: usize) -> Result<RelativeDistinguishedName> {
+fn utf8_rdn(
+    oid: ObjectIdentifier,
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<RelativeDistinguishedName> {
     let chars = value.chars().count();
     if value.trim().is_empty() || chars > max {
         return Err(Error::invalid(
@@ -72,7 +82,8 @@ fn utf8_rdn(oid: ObjectIdentifier, field: &str, value: &str, max: usize) -> Resu
             format!("{field} contains control characters"),
         ));
     }
-    let v = Utf8StringRef::new(value).map_err(|e| Error::invalid("invalid_subject", e.to_string()))?;
+    let v =
+        Utf8StringRef::new(value).map_err(|e| Error::invalid("invalid_subject", e.to_string()))?;
     rdn(oid, Any::encode_from(&v)?)
 }
 
@@ -119,7 +130,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_fields() {
-        let mut f = DnFields { common_name: String::new(), ..Default::default() };
+        let mut f = DnFields {
+            common_name: String::new(),
+            ..Default::default()
+        };
         assert!(f.to_name().is_err());
         f.common_name = "x".repeat(65);
         assert!(f.to_name().is_err());

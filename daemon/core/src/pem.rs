@@ -9,7 +9,8 @@ use x509_cert::Certificate;
 /// # Errors
 /// Only on an encoder bug.
 pub fn encode(label: &str, der: &[u8]) -> Result<String> {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der).map_err(|e| Error::Encode(e.to_string()))
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der)
+        .map_err(|e| Error::Encode(e.to_string()))
 }
 
 /// A certificate's DER as PEM.
@@ -25,10 +26,17 @@ pub fn certificate(der: &[u8]) -> Result<String> {
 /// # Errors
 /// `invalid_certificate` when the text holds no certificate or one that does not decode.
 pub fn parse_certificates(pem: &str) -> Result<Vec<Certificate>> {
-    let certs = Certificate::load_pem_chain(pem.as_bytes())
-        .map_err(|e| Error::invalid("invalid_certificate", format!("certificate PEM does not decode: {e}")))?;
+    let certs = Certificate::load_pem_chain(pem.as_bytes()).map_err(|e| {
+        Error::invalid(
+            "invalid_certificate",
+            format!("certificate PEM does not decode: {e}"),
+        )
+    })?;
     if certs.is_empty() {
-        return Err(Error::invalid("invalid_certificate", "no certificate in the PEM text"));
+        return Err(Error::invalid(
+            "invalid_certificate",
+            "no certificate in the PEM text",
+        ));
     }
     Ok(certs)
 }
@@ -45,7 +53,9 @@ pub fn parse_certificate(pem: &str) -> Result<Certificate> {
             format!("expected one certificate, got {}", certs.len()),
         ));
     }
-    certs.pop().ok_or_else(|| Error::invalid("invalid_certificate", "no certificate"))
+    certs
+        .pop()
+        .ok_or_else(|| Error::invalid("invalid_certificate", "no certificate"))
 }
 
 /// Re-encodes a parsed certificate.

@@ -41,7 +41,12 @@ impl IpRange {
     /// # Errors
     /// `invalid_ip_range` naming the input.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("invalid_ip_range", format!("{s:?} is not a CIDR range like 10.0.0.0/8"));
+        let bad = || {
+            Error::invalid(
+                "invalid_ip_range",
+                format!("{s:?} is not a CIDR range like 10.0.0.0/8"),
+            )
+        };
         let (a, p) = s.split_once('/').ok_or_else(bad)?;
         let addr: IpAddr = a.parse().map_err(|_| bad())?;
         let prefix: u8 = p.parse().map_err(|_| bad())?;
@@ -130,7 +135,8 @@ pub struct CaTemplate {
 /// # Errors
 /// `invalid_encoding` when the SPKI does not decode.
 pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>> {
-    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| Error::decode("public key", e))?;
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
+        .map_err(|e| Error::decode("public key", e))?;
     Ok(Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec())
 }
 
@@ -151,8 +157,13 @@ pub fn extension<T: AssociatedOid + Encode>(value: &T, critical: bool) -> Result
 ///
 /// # Errors
 /// `invalid_*` codes for bad input; [`Error::ProfileViolation`] when the result fails the lint.
-pub fn ca_tbs(t: &CaTemplate, issuer: Option<&IssuerInfo>, self_algorithm_der: &[u8]) -> Result<TbsCertificate> {
-    let spki = SubjectPublicKeyInfoOwned::from_der(&t.spki_der).map_err(|e| Error::decode("public key", e))?;
+pub fn ca_tbs(
+    t: &CaTemplate,
+    issuer: Option<&IssuerInfo>,
+    self_algorithm_der: &[u8],
+) -> Result<TbsCertificate> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(&t.spki_der)
+        .map_err(|e| Error::decode("public key", e))?;
     let ski = key_identifier(&t.spki_der)?;
     let mut exts = vec![
         extension(
@@ -182,7 +193,8 @@ pub fn ca_tbs(t: &CaTemplate, issuer: Option<&IssuerInfo>, self_algorithm_der: &
     let tbs = TbsCertificate {
         version: Version::V3,
         serial_number: t.serial.to_x509()?,
-        signature: AlgorithmIdentifierOwned::from_der(algorithm_der).map_err(|e| Error::decode("algorithm", e))?,
+        signature: AlgorithmIdentifierOwned::from_der(algorithm_der)
+            .map_err(|e| Error::decode("algorithm", e))?,
         issuer: issuer.map_or_else(|| t.subject.clone(), |i| i.name.clone()),
         validity: Validity {
             not_before: time_util::to_x509(t.not_before)?,
@@ -201,15 +213,25 @@ fn name_constraints(c: &Constraints) -> Result<NameConstraints> {
     let dns = |d: &String| -> Result<GeneralSubtree> {
         let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
         if d.is_empty() || !d.is_ascii() {
-            return Err(Error::invalid("invalid_name_constraint", format!("{d:?} is not an ASCII DNS name")));
+            return Err(Error::invalid(
+                "invalid_name_constraint",
+                format!("{d:?} is not an ASCII DNS name"),
+            ));
         }
         Ok(GeneralSubtree {
-            base: GeneralName::DnsName(Ia5String::new(&d).map_err(|e| Error::invalid("invalid_name_constraint", e.to_string()))?),
+            base: GeneralName::DnsName(
+                Ia5String::new(&d)
+                    .map_err(|e| Error::invalid("invalid_name_constraint", e.to_string()))?,
+            ),
             minimum: 0,
             maximum: None,
         })
     };
-    let mut permitted: Vec<GeneralSubtree> = c.permitted_dns_domains.iter().map(dns).collect::<Result<_>>()?;
+    let mut permitted: Vec<GeneralSubtree> = c
+        .permitted_dns_domains
+        .iter()
+        .map(dns)
+        .collect::<Result<_>>()?;
     for r in &c.permitted_ip_ranges {
         permitted.push(GeneralSubtree {
             base: GeneralName::IpAddress(OctetString::new(r.to_constraint_bytes())?),
@@ -217,7 +239,11 @@ fn name_constraints(c: &Constraints) -> Result<NameConstraints> {
             maximum: None,
         });
     }
-    let excluded: Vec<GeneralSubtree> = c.excluded_dns_domains.iter().map(dns).collect::<Result<_>>()?;
+    let excluded: Vec<GeneralSubtree> = c
+        .excluded_dns_domains
+        .iter()
+        .map(dns)
+        .collect::<Result<_>>()?;
     Ok(NameConstraints {
         permitted_subtrees: (!permitted.is_empty()).then_some(permitted),
         excluded_subtrees: (!excluded.is_empty()).then_some(excluded),
@@ -248,7 +274,10 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
     let serial = tbs.serial_number.as_bytes();
     let magnitude: Vec<u8> = serial.iter().copied().skip_while(|b| *b == 0).collect();
     if magnitude.len() < 8 || serial.len() > 20 || serial.first().is_some_and(|b| b & 0x80 != 0) {
-        failures.push(format!("serial of {} octets is outside 8..=20 or negative", serial.len()));
+        failures.push(format!(
+            "serial of {} octets is outside 8..=20 or negative",
+            serial.len()
+        ));
     }
     let nb = time_util::from_x509(&tbs.validity.not_before);
     let na = time_util::from_x509(&tbs.validity.not_after);
@@ -276,10 +305,18 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
         }
     }
     let find = |oid| exts.iter().find(|e| e.extn_id == oid);
-    match find(BasicConstraints::OID).map(|e| (e.critical, BasicConstraints::from_der(e.extn_value.as_bytes()))) {
+    match find(BasicConstraints::OID).map(|e| {
+        (
+            e.critical,
+            BasicConstraints::from_der(e.extn_value.as_bytes()),
+        )
+    }) {
         Some((critical, Ok(bc))) => {
             if bc.ca != expect.ca {
-                failures.push(format!("basicConstraints cA is {} but must be {}", bc.ca, expect.ca));
+                failures.push(format!(
+                    "basicConstraints cA is {} but must be {}",
+                    bc.ca, expect.ca
+                ));
             }
             if expect.ca && !critical {
                 failures.push("basicConstraints of a CA must be critical".into());
@@ -301,7 +338,9 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
         None => failures.push("keyUsage missing".into()),
     }
     let spki_der = tbs.subject_public_key_info.to_der()?;
-    match find(SubjectKeyIdentifier::OID).map(|e| SubjectKeyIdentifier::from_der(e.extn_value.as_bytes())) {
+    match find(SubjectKeyIdentifier::OID)
+        .map(|e| SubjectKeyIdentifier::from_der(e.extn_value.as_bytes()))
+    {
         Some(Ok(ski)) => {
             if ski.0.as_bytes() != key_identifier(&spki_der)?.as_slice() {
                 failures.push("subjectKeyIdentifier does not match the subject key".into());
@@ -310,8 +349,12 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
         _ => failures.push("subjectKeyIdentifier missing".into()),
     }
     if let Some(i) = expect.issuer {
-        match find(AuthorityKeyIdentifier::OID).map(|e| AuthorityKeyIdentifier::from_der(e.extn_value.as_bytes())) {
-            Some(Ok(aki)) if aki.key_identifier.as_ref().map(|k| k.as_bytes()) == Some(i.key_id.as_slice()) => {}
+        match find(AuthorityKeyIdentifier::OID)
+            .map(|e| AuthorityKeyIdentifier::from_der(e.extn_value.as_bytes()))
+        {
+            Some(Ok(aki))
+                if aki.key_identifier.as_ref().map(|k| k.as_bytes())
+                    == Some(i.key_id.as_slice()) => {}
             _ => failures.push("authorityKeyIdentifier missing or not the issuer's key id".into()),
         }
     }

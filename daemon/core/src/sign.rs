@@ -21,7 +21,11 @@ use x509_cert::Certificate;
 /// # Errors
 /// [`Error::ProfileViolation`] before signing; token errors; [`Error::BadSignature`] when the
 /// token's signature does not verify (nothing is returned then).
-pub fn sign_certificate(tbs: TbsCertificate, expect: LintExpect<'_>, signer: &dyn Signer) -> Result<Vec<u8>> {
+pub fn sign_certificate(
+    tbs: TbsCertificate,
+    expect: LintExpect<'_>,
+    signer: &dyn Signer,
+) -> Result<Vec<u8>> {
     profile::lint(&tbs, expect)?;
     let tbs_der = tbs.to_der()?;
     let sig = signer.sign(&tbs_der)?;

@@ -36,9 +36,15 @@ impl Hash {
 /// # Errors
 /// [`Error::BadSignature`] when it does not verify or the algorithm does not fit the key;
 /// `unsupported_algorithm` for algorithms this module does not know.
-pub fn verify_signature(spki_der: &[u8], alg: &AlgorithmIdentifierOwned, msg: &[u8], sig: &[u8]) -> Result<()> {
+pub fn verify_signature(
+    spki_der: &[u8],
+    alg: &AlgorithmIdentifierOwned,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<()> {
     let bad = |e: &dyn std::fmt::Display| Error::BadSignature(e.to_string());
-    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| Error::decode("public key", e))?;
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
+        .map_err(|e| Error::decode("public key", e))?;
     let key_alg = spki.algorithm.oid;
     let oid = alg.oid;
     let ecdsa_hash = match oid {
@@ -55,7 +61,9 @@ pub fn verify_signature(spki_der: &[u8], alg: &AlgorithmIdentifierOwned, msg: &[
     };
     if let Some(h) = ecdsa_hash {
         if key_alg != rfc5912::ID_EC_PUBLIC_KEY {
-            return Err(Error::BadSignature("ECDSA signature with a non-EC key".into()));
+            return Err(Error::BadSignature(
+                "ECDSA signature with a non-EC key".into(),
+            ));
         }
         let curve: Option<ObjectIdentifier> = spki
             .algorithm
@@ -65,21 +73,28 @@ pub fn verify_signature(spki_der: &[u8], alg: &AlgorithmIdentifierOwned, msg: &[
         let digest = h.digest(msg);
         return match curve {
             Some(c) if c == rfc5912::SECP_256_R_1 => {
-                let vk = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+                let vk = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der)
+                    .map_err(|e| bad(&e))?;
                 let s = p256::ecdsa::Signature::from_der(sig).map_err(|e| bad(&e))?;
                 vk.verify_prehash(&digest, &s).map_err(|e| bad(&e))
             }
             Some(c) if c == rfc5912::SECP_384_R_1 => {
-                let vk = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+                let vk = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der)
+                    .map_err(|e| bad(&e))?;
                 let s = p384::ecdsa::Signature::from_der(sig).map_err(|e| bad(&e))?;
                 vk.verify_prehash(&digest, &s).map_err(|e| bad(&e))
             }
-            _ => Err(Error::invalid("unsupported_algorithm", "EC curve other than P-256 or P-384")),
+            _ => Err(Error::invalid(
+                "unsupported_algorithm",
+                "EC curve other than P-256 or P-384",
+            )),
         };
     }
     if let Some(h) = rsa_hash {
         if key_alg != rfc5912::RSA_ENCRYPTION {
-            return Err(Error::BadSignature("RSA signature with a non-RSA key".into()));
+            return Err(Error::BadSignature(
+                "RSA signature with a non-RSA key".into(),
+            ));
         }
         let pk = rsa::RsaPublicKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
         let digest = h.digest(msg);
@@ -92,7 +107,9 @@ pub fn verify_signature(spki_der: &[u8], alg: &AlgorithmIdentifierOwned, msg: &[
     }
     if oid == rfc8410::ID_ED_25519 {
         if key_alg != rfc8410::ID_ED_25519 {
-            return Err(Error::BadSignature("Ed25519 signature with a non-Ed25519 key".into()));
+            return Err(Error::BadSignature(
+                "Ed25519 signature with a non-Ed25519 key".into(),
+            ));
         }
         let vk = ed25519_dalek::VerifyingKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
         let s = ed25519_dalek::Signature::from_slice(sig).map_err(|e| bad(&e))?;

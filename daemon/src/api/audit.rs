@@ -20,16 +20,24 @@ struct AuditList {
 }
 
 #[get("/v1/audit?<limit>&<cursor>")]
-async fn list(app: &State<App>, caller: Caller, limit: Option<usize>, cursor: Option<String>) -> Result<Json<AuditList>, ApiError> {
+async fn list(
+    app: &State<App>,
+    caller: Caller,
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<Json<AuditList>, ApiError> {
     app.require(&caller, Perm::AuditRead, "audit.list").await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
     let page = app
         .db(move |s| {
-            s.read(|tx| tx.list_audit(Some(&tenant), cursor.as_deref(), limit)).map_err(|e| match e {
-                scaivault_store::Error::Conflict(_) => ApiError::bad_request("invalid_cursor", "cursor is not valid"),
-                other => ApiError::from(other),
-            })
+            s.read(|tx| tx.list_audit(Some(&tenant), cursor.as_deref(), limit))
+                .map_err(|e| match e {
+                    scaivault_store::Error::Conflict(_) => {
+                        ApiError::bad_request("invalid_cursor", "cursor is not valid")
+                    }
+                    other => ApiError::from(other),
+                })
         })
         .await?;
     Ok(Json(AuditList {

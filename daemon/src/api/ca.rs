@@ -16,7 +16,16 @@ use scaivault_store::CaRow;
 use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Vec<Route> {
-    routes![create, list, get_one, certificate, chain, signed_certificate, import, retire]
+    routes![
+        create,
+        list,
+        get_one,
+        certificate,
+        chain,
+        signed_certificate,
+        import,
+        retire
+    ]
 }
 
 /// `POST /v1/pki/ca`.
@@ -122,11 +131,17 @@ fn settings_from(
     let ocsp_validity = ocsp_validity.unwrap_or_else(|| "12h".into());
     let crl = scaivault_core::duration::parse_seconds(&crl_interval)?;
     if !(60..=31 * 86_400).contains(&crl) {
-        return Err(ApiError::bad_request("invalid_duration", "crl_interval must be between 1m and 31d"));
+        return Err(ApiError::bad_request(
+            "invalid_duration",
+            "crl_interval must be between 1m and 31d",
+        ));
     }
     let ocsp = scaivault_core::duration::parse_seconds(&ocsp_validity)?;
     if !(60..=7 * 86_400).contains(&ocsp) {
-        return Err(ApiError::bad_request("invalid_duration", "ocsp_validity must be between 1m and 7d"));
+        return Err(ApiError::bad_request(
+            "invalid_duration",
+            "ocsp_validity must be between 1m and 7d",
+        ));
     }
     Ok(CaSettings {
         max_path_length,
@@ -175,7 +190,11 @@ fn new_ca(b: CreateCaRequest) -> Result<NewCa, ApiError> {
 }
 
 #[post("/v1/pki/ca", data = "<body>")]
-async fn create(app: &State<App>, caller: Caller, body: Body<CreateCaRequest>) -> Result<(Status, Json<CaResponse>), ApiError> {
+async fn create(
+    app: &State<App>,
+    caller: Caller,
+    body: Body<CreateCaRequest>,
+) -> Result<(Status, Json<CaResponse>), ApiError> {
     app.require(&caller, Perm::CaWrite, "ca.create").await?;
     let res = async {
         let req = new_ca(body.0)?;
@@ -198,25 +217,40 @@ pub(super) fn page_limit(app: &App, limit: Option<usize>) -> Result<usize, ApiEr
     match limit {
         None => Ok(100.min(max)),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request("invalid_limit", format!("limit {n} is not between 1 and {max}"))),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit {n} is not between 1 and {max}"),
+        )),
     }
 }
 
 #[get("/v1/pki/ca?<limit>&<cursor>")]
-async fn list(app: &State<App>, caller: Caller, limit: Option<usize>, cursor: Option<String>) -> Result<Json<ListResponse<CaResponse>>, ApiError> {
+async fn list(
+    app: &State<App>,
+    caller: Caller,
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<Json<ListResponse<CaResponse>>, ApiError> {
     app.require(&caller, Perm::CaRead, "ca.list").await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
     let page = app
         .db(move |s| {
-            s.read(|tx| tx.list_cas(&tenant, cursor.as_deref(), limit)).map_err(|e| match e {
-                scaivault_store::Error::Conflict(_) => ApiError::bad_request("invalid_cursor", "cursor is not valid"),
-                other => ApiError::from(other),
-            })
+            s.read(|tx| tx.list_cas(&tenant, cursor.as_deref(), limit))
+                .map_err(|e| match e {
+                    scaivault_store::Error::Conflict(_) => {
+                        ApiError::bad_request("invalid_cursor", "cursor is not valid")
+                    }
+                    other => ApiError::from(other),
+                })
         })
         .await?;
     Ok(Json(ListResponse {
-        items: page.items.into_iter().map(CaResponse::from_row).collect::<Result<_, _>>()?,
+        items: page
+            .items
+            .into_iter()
+            .map(CaResponse::from_row)
+            .collect::<Result<_, _>>()?,
         next_cursor: page.next_cursor,
     }))
 }
@@ -224,20 +258,35 @@ async fn list(app: &State<App>, caller: Caller, limit: Option<usize>, cursor: Op
 #[get("/v1/pki/ca/<id>", rank = 2)]
 async fn get_one(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CaResponse>, ApiError> {
     app.require(&caller, Perm::CaRead, "ca.read").await?;
-    Ok(Json(CaResponse::from_row(ca::get(app, &caller.tenant_id, id).await?)?))
+    Ok(Json(CaResponse::from_row(
+        ca::get(app, &caller.tenant_id, id).await?,
+    )?))
 }
 
 /// `GET /v1/pki/ca/<id>/certificate[?format=der]` — public, like Vault's `/pki/ca`.
 #[get("/v1/pki/ca/<id>/certificate?<format>")]
-async fn certificate(app: &State<App>, id: &str, format: Option<&str>) -> Result<(ContentType, Vec<u8>), ApiError> {
+async fn certificate(
+    app: &State<App>,
+    id: &str,
+    format: Option<&str>,
+) -> Result<(ContentType, Vec<u8>), ApiError> {
     let row = ca::get_public(app, id).await?;
-    let der = row
-        .cert_der
-        .ok_or_else(|| ApiError::conflict("ca_pending_signature", format!("CA {id} has no certificate yet")))?;
+    let der = row.cert_der.ok_or_else(|| {
+        ApiError::conflict(
+            "ca_pending_signature",
+            format!("CA {id} has no certificate yet"),
+        )
+    })?;
     match format.unwrap_or("pem") {
-        "pem" => Ok((ContentType::new("application", "x-pem-file"), pem::certificate(&der)?.into_bytes())),
+        "pem" => Ok((
+            ContentType::new("application", "x-pem-file"),
+            pem::certificate(&der)?.into_bytes(),
+        )),
         "der" => Ok((ContentType::new("application", "pkix-cert"), der)),
-        other => Err(ApiError::bad_request("invalid_format", format!("format {other:?} is not pem or der"))),
+        other => Err(ApiError::bad_request(
+            "invalid_format",
+            format!("format {other:?} is not pem or der"),
+        )),
     }
 }
 
@@ -245,7 +294,10 @@ async fn certificate(app: &State<App>, id: &str, format: Option<&str>) -> Result
 #[get("/v1/pki/ca/<id>/chain")]
 async fn chain(app: &State<App>, id: &str) -> Result<(ContentType, String), ApiError> {
     let row = ca::get_public(app, id).await?;
-    Ok((ContentType::new("application", "x-pem-file"), ca::chain_pem(app, &row).await?))
+    Ok((
+        ContentType::new("application", "x-pem-file"),
+        ca::chain_pem(app, &row).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,14 +308,24 @@ struct SignedCertificateRequest {
 }
 
 #[post("/v1/pki/ca/<id>/signed-certificate", data = "<body>")]
-async fn signed_certificate(app: &State<App>, caller: Caller, id: &str, body: Body<SignedCertificateRequest>) -> Result<Json<CaResponse>, ApiError> {
-    app.require(&caller, Perm::CaWrite, "ca.install_certificate").await?;
+async fn signed_certificate(
+    app: &State<App>,
+    caller: Caller,
+    id: &str,
+    body: Body<SignedCertificateRequest>,
+) -> Result<Json<CaResponse>, ApiError> {
+    app.require(&caller, Perm::CaWrite, "ca.install_certificate")
+        .await?;
     let res = async {
-        let row = ca::install_signed(app, &caller, id, &body.0.certificate_pem, &body.0.chain_pem).await?;
+        let row = ca::install_signed(app, &caller, id, &body.0.certificate_pem, &body.0.chain_pem)
+            .await?;
         CaResponse::from_row(row)
     }
     .await;
-    Ok(Json(app.finish(&caller, "ca.install_certificate", Some(id), res).await?))
+    Ok(Json(
+        app.finish(&caller, "ca.install_certificate", Some(id), res)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,7 +345,11 @@ struct ImportRequest {
 }
 
 #[post("/v1/pki/ca/import", data = "<body>")]
-async fn import(app: &State<App>, caller: Caller, body: Body<ImportRequest>) -> Result<(Status, Json<CaResponse>), ApiError> {
+async fn import(
+    app: &State<App>,
+    caller: Caller,
+    body: Body<ImportRequest>,
+) -> Result<(Status, Json<CaResponse>), ApiError> {
     app.require(&caller, Perm::CaWrite, "ca.import").await?;
     let res = async {
         let b = body.0;
@@ -293,7 +359,14 @@ async fn import(app: &State<App>, caller: Caller, body: Body<ImportRequest>) -> 
             certificate_pem: b.certificate_pem,
             chain_pem: b.chain_pem,
             parent_ca_id: b.parent_ca_id,
-            settings: settings_from(b.crl_interval, b.ocsp_validity, None, vec![], vec![], vec![])?,
+            settings: settings_from(
+                b.crl_interval,
+                b.ocsp_validity,
+                None,
+                vec![],
+                vec![],
+                vec![],
+            )?,
         };
         CaResponse::from_row(ca::import(app, &caller, req).await?)
     }

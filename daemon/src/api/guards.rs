@@ -50,7 +50,8 @@ impl Fairing for RequestLog {
             .filter(|v| {
                 !v.is_empty()
                     && v.len() <= 64
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             })
             .map(str::to_owned);
         let _ = req.local_cache(|| given.map(RequestId).unwrap_or_default());
@@ -59,7 +60,12 @@ impl Fairing for RequestLog {
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let id = req.local_cache(RequestId::new).0.clone();
-        let ms = req.local_cache(|| Started(Instant::now())).0.elapsed().as_secs_f64() * 1000.0;
+        let ms = req
+            .local_cache(|| Started(Instant::now()))
+            .0
+            .elapsed()
+            .as_secs_f64()
+            * 1000.0;
         tracing::info!(
             target: "scaivault::http",
             method = %req.method(),
@@ -79,11 +85,16 @@ impl<'r> FromRequest<'r> for Caller {
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         let request_id = req.local_cache(RequestId::new).0.clone();
         let Some(app) = req.rocket().state::<App>() else {
-            return Outcome::Error(remember(req, ApiError::internal("application state missing")));
+            return Outcome::Error(remember(
+                req,
+                ApiError::internal("application state missing"),
+            ));
         };
         let header = req.headers().get_one("Authorization").unwrap_or("");
         let token = match header.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim().to_owned(),
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+                t.trim().to_owned()
+            }
             _ => {
                 return Outcome::Error(remember(
                     req,

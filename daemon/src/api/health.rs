@@ -26,21 +26,35 @@ const SCHEDULER_STALE_SECS: i64 = 60;
 #[get("/v1/sys/health")]
 async fn health(app: &State<App>) -> (Status, Json<Health>) {
     let token = app.token.clone();
-    let token_ok = tokio::task::spawn_blocking(move || token.ping().is_ok()).await.unwrap_or(false);
+    let token_ok = tokio::task::spawn_blocking(move || token.ping().is_ok())
+        .await
+        .unwrap_or(false);
     let store = app.store.clone();
-    let db_ok = tokio::task::spawn_blocking(move || store.ping().is_ok()).await.unwrap_or(false);
+    let db_ok = tokio::task::spawn_blocking(move || store.ping().is_ok())
+        .await
+        .unwrap_or(false);
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sched_ok = beat > 0 && now - beat <= SCHEDULER_STALE_SECS;
     let ok = token_ok && db_ok && sched_ok;
     let word = |b: bool| if b { "ok" } else { "unavailable" };
     (
-        if ok { Status::Ok } else { Status::ServiceUnavailable },
+        if ok {
+            Status::Ok
+        } else {
+            Status::ServiceUnavailable
+        },
         Json(Health {
             status: word(ok),
             token: word(token_ok),
             database: word(db_ok),
-            scheduler: if beat == 0 { "starting" } else if sched_ok { "ok" } else { "stalled" },
+            scheduler: if beat == 0 {
+                "starting"
+            } else if sched_ok {
+                "ok"
+            } else {
+                "stalled"
+            },
             version: env!("CARGO_PKG_VERSION"),
         }),
     )

@@ -10,7 +10,6 @@ mod health;
 mod problem;
 pub mod tokens;
 
-pub use guards::RequestId;
 pub use tokens::new_token;
 
 use crate::app::App;

@@ -46,31 +46,55 @@ fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         if self.is_server_error() {
-            tracing::warn!(status = self.status.code, code = self.code, "request failed");
+            tracing::warn!(
+                status = self.status.code,
+                code = self.code,
+                "request failed"
+            );
         }
         Ok(render(req, &self))
     }
 }
 
 #[catch(default)]
-fn default_catcher(status: Status, req: &Request<'_>) -> Response<'static> {
+fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
     if let Some(e) = req.local_cache(|| GuardError(OnceLock::new())).0.get() {
         if e.status == status {
-            return render(req, e);
+            return e.clone();
         }
     }
     let e = match status.code {
         400 => ApiError::bad_request("bad_request", "the request could not be understood"),
         401 => ApiError::unauthorized("a valid bearer token is required"),
         403 => ApiError::forbidden("forbidden"),
-        404 => ApiError::new(status, "not_found", format!("no route for {} {}", req.method(), req.uri().path())),
-        413 => ApiError::new(status, "body_too_large", "the request body exceeds the configured limit"),
-        415 => ApiError::new(status, "unsupported_media_type", "expected application/json"),
-        422 => ApiError::new(Status::BadRequest, "invalid_body", "the request body is not valid for this endpoint"),
-        500..=599 => ApiError::new(status, "internal_error", "internal error; see the server log"),
+        404 => ApiError::new(
+            status,
+            "not_found",
+            format!("no route for {} {}", req.method(), req.uri().path()),
+        ),
+        413 => ApiError::new(
+            status,
+            "body_too_large",
+            "the request body exceeds the configured limit",
+        ),
+        415 => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "expected application/json",
+        ),
+        422 => ApiError::new(
+            Status::BadRequest,
+            "invalid_body",
+            "the request body is not valid for this endpoint",
+        ),
+        500..=599 => ApiError::new(
+            status,
+            "internal_error",
+            "internal error; see the server log",
+        ),
         _ => ApiError::new(status, "error", status.reason().unwrap_or("error")),
     };
-    render(req, &e)
+    e
 }
 
 /// The catchers to register at `/`.
@@ -102,7 +126,10 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
                 ))
             }
             Err(e) => {
-                return DataOutcome::Error(remember(req, ApiError::bad_request("invalid_body", format!("cannot read the body: {e}"))))
+                return DataOutcome::Error(remember(
+                    req,
+                    ApiError::bad_request("invalid_body", format!("cannot read the body: {e}")),
+                ))
             }
         };
         match serde_json::from_str::<T>(&text) {
@@ -110,8 +137,12 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
             Err(e) => {
                 let msg = e.to_string();
                 let code = match e.classify() {
-                    serde_json::error::Category::Data if msg.starts_with("unknown field") => "unknown_field",
-                    serde_json::error::Category::Data if msg.starts_with("missing field") => "missing_field",
+                    serde_json::error::Category::Data if msg.starts_with("unknown field") => {
+                        "unknown_field"
+                    }
+                    serde_json::error::Category::Data if msg.starts_with("missing field") => {
+                        "missing_field"
+                    }
                     serde_json::error::Category::Data => "invalid_field",
                     _ => "invalid_json",
                 };

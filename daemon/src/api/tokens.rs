@@ -62,7 +62,12 @@ impl From<TokenRow> for TokenView {
 ///
 /// # Errors
 /// `400` for unknown policies or a bad ttl.
-pub fn new_token(tenant_id: &str, policies: Vec<String>, ttl: Option<&str>, name: Option<String>) -> Result<(TokenRow, auth::NewToken), ApiError> {
+pub fn new_token(
+    tenant_id: &str,
+    policies: Vec<String>,
+    ttl: Option<&str>,
+    name: Option<String>,
+) -> Result<(TokenRow, auth::NewToken), ApiError> {
     auth::check_policies(&policies)?;
     let now = time_util::now();
     let expires_at = match ttl {
@@ -70,9 +75,13 @@ pub fn new_token(tenant_id: &str, policies: Vec<String>, ttl: Option<&str>, name
         Some(t) => {
             let secs = scaivault_core::duration::parse_seconds(t)?;
             if secs == 0 {
-                return Err(ApiError::bad_request("invalid_duration", "ttl must be positive"));
+                return Err(ApiError::bad_request(
+                    "invalid_duration",
+                    "ttl must be positive",
+                ));
             }
-            let secs = i64::try_from(secs).map_err(|_| ApiError::bad_request("invalid_duration", "ttl too large"))?;
+            let secs = i64::try_from(secs)
+                .map_err(|_| ApiError::bad_request("invalid_duration", "ttl too large"))?;
             Some(time_util::rfc3339(now + time::Duration::seconds(secs)))
         }
     };
@@ -90,17 +99,25 @@ pub fn new_token(tenant_id: &str, policies: Vec<String>, ttl: Option<&str>, name
 }
 
 #[post("/v1/auth/tokens", data = "<body>")]
-async fn create(app: &State<App>, caller: Caller, body: Body<CreateTokenRequest>) -> Result<(Status, Json<CreatedToken>), ApiError> {
-    app.require(&caller, Perm::TokenAdmin, "token.create").await?;
+async fn create(
+    app: &State<App>,
+    caller: Caller,
+    body: Body<CreateTokenRequest>,
+) -> Result<(Status, Json<CreatedToken>), ApiError> {
+    app.require(&caller, Perm::TokenAdmin, "token.create")
+        .await?;
     let res = async {
         let b = body.0;
         let (row, minted) = new_token(&caller.tenant_id, b.policies, b.ttl.as_deref(), b.name)?;
         let rec = caller.record("token.create", Some(&row.id), "success");
         let (r2, hash) = (row.clone(), minted.hash.clone());
-        app.db(move |s| s.write(|tx| {
-            tx.insert_token(&r2, &hash)?;
-            tx.append_audit(&rec)
-        }).map_err(ApiError::from))
+        app.db(move |s| {
+            s.write(|tx| {
+                tx.insert_token(&r2, &hash)?;
+                tx.append_audit(&rec)
+            })
+            .map_err(ApiError::from)
+        })
         .await?;
         Ok(CreatedToken {
             id: row.id,
@@ -121,16 +138,24 @@ struct TokenList {
 }
 
 #[get("/v1/auth/tokens?<limit>&<cursor>")]
-async fn list(app: &State<App>, caller: Caller, limit: Option<usize>, cursor: Option<String>) -> Result<Json<TokenList>, ApiError> {
+async fn list(
+    app: &State<App>,
+    caller: Caller,
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<Json<TokenList>, ApiError> {
     app.require(&caller, Perm::TokenAdmin, "token.list").await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
     let page = app
         .db(move |s| {
-            s.read(|tx| tx.list_tokens(Some(&tenant), cursor.as_deref(), limit)).map_err(|e| match e {
-                scaivault_store::Error::Conflict(_) => ApiError::bad_request("invalid_cursor", "cursor is not valid"),
-                other => ApiError::from(other),
-            })
+            s.read(|tx| tx.list_tokens(Some(&tenant), cursor.as_deref(), limit))
+                .map_err(|e| match e {
+                    scaivault_store::Error::Conflict(_) => {
+                        ApiError::bad_request("invalid_cursor", "cursor is not valid")
+                    }
+                    other => ApiError::from(other),
+                })
         })
         .await?;
     Ok(Json(TokenList {
@@ -147,7 +172,8 @@ struct Revoked {
 
 #[delete("/v1/auth/tokens/<id>")]
 async fn revoke(app: &State<App>, caller: Caller, id: &str) -> Result<Json<Revoked>, ApiError> {
-    app.require(&caller, Perm::TokenAdmin, "token.revoke").await?;
+    app.require(&caller, Perm::TokenAdmin, "token.revoke")
+        .await?;
     let res = async {
         let at = time_util::rfc3339(time_util::now());
         let rec = caller.record("token.revoke", Some(id), "success");
@@ -163,8 +189,13 @@ async fn revoke(app: &State<App>, caller: Caller, id: &str) -> Result<Json<Revok
             })
         })
         .await?;
-        Ok(Revoked { id: id.to_owned(), revoked_at: at })
+        Ok(Revoked {
+            id: id.to_owned(),
+            revoked_at: at,
+        })
     }
     .await;
-    Ok(Json(app.finish(&caller, "token.revoke", Some(id), res).await?))
+    Ok(Json(
+        app.finish(&caller, "token.revoke", Some(id), res).await?,
+    ))
 }

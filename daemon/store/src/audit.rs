@@ -94,7 +94,9 @@ fn hash(prev: &str, seq: i64, r: &AuditRecord) -> String {
 
 pub(crate) fn append(tx: &Transaction<'_>, r: &AuditRecord) -> Result<i64> {
     let head: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
     let seq = prev_seq + 1;
@@ -127,14 +129,21 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
-const COLS: &str = "seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash";
+const COLS: &str =
+    "seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash";
 
-pub(crate) fn list(tx: &Transaction<'_>, tenant_id: Option<&str>, after: i64, limit: i64) -> Result<Vec<AuditRow>> {
+pub(crate) fn list(
+    tx: &Transaction<'_>,
+    tenant_id: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>> {
     let mut st = tx.prepare(&format!(
         "SELECT {COLS} FROM audit WHERE (?1 IS NULL OR tenant_id = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
     let rows = st.query_map(params![tenant_id, after, limit], row)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(Error::from)
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(Error::from)
 }
 
 pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
@@ -151,10 +160,20 @@ pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
         let a = row(r)?;
         count += 1;
         if a.seq != expected_seq {
-            return Ok(bad(a.seq, &format!("expected record {expected_seq} here (missing, moved or duplicated record)"), count));
+            return Ok(bad(
+                a.seq,
+                &format!(
+                    "expected record {expected_seq} here (missing, moved or duplicated record)"
+                ),
+                count,
+            ));
         }
         if a.prev_hash != prev {
-            return Ok(bad(a.seq, "prev_hash does not match the previous record", count));
+            return Ok(bad(
+                a.seq,
+                "prev_hash does not match the previous record",
+                count,
+            ));
         }
         let rec = AuditRecord {
             time: a.time.clone(),
@@ -166,20 +185,38 @@ pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
             request_id: a.request_id.clone(),
         };
         if hash(&prev, a.seq, &rec) != a.hash {
-            return Ok(bad(a.seq, "record content does not match its hash (edited)", count));
+            return Ok(bad(
+                a.seq,
+                "record content does not match its hash (edited)",
+                count,
+            ));
         }
         prev = a.hash;
         expected_seq += 1;
     }
     let head: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     let last = expected_seq - 1;
     match head {
         None if last == 0 => {}
         Some((s, h)) if s == last && h == prev => {}
-        Some((s, _)) if s > last => return Ok(bad(last + 1, "records at the end of the chain were removed", count)),
-        _ => return Ok(bad(last, "the chain head does not match the newest record", count)),
+        Some((s, _)) if s > last => {
+            return Ok(bad(
+                last + 1,
+                "records at the end of the chain were removed",
+                count,
+            ))
+        }
+        _ => {
+            return Ok(bad(
+                last,
+                "the chain head does not match the newest record",
+                count,
+            ))
+        }
     }
     Ok(ChainCheck {
         records: count,

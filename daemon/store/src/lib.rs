@@ -41,9 +41,12 @@ impl Store {
     /// [`Error::Unavailable`] when the file cannot be opened or is not a database;
     /// [`Error::Corrupt`] when it is newer than this build.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(Error::from)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
+        let mut conn = Connection::open(path)
+            .map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(Error::from)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
@@ -63,7 +66,10 @@ impl Store {
     /// # Errors
     /// What `f` returns, or [`Error::Unavailable`].
     pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| Error::Unavailable("store lock poisoned".into()))?;
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Unavailable("store lock poisoned".into()))?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
         let out = f(&Tx::new(&tx))?;
         tx.commit()?;
@@ -75,7 +81,10 @@ impl Store {
     /// # Errors
     /// What `f` returns, or the commit's error; nothing is written then.
     pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| Error::Unavailable("store lock poisoned".into()))?;
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Unavailable("store lock poisoned".into()))?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&Tx::new(&tx))?;
         tx.commit()?;
@@ -99,7 +108,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             "database schema version {version} is newer than this build ({known})"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i + 1)?;

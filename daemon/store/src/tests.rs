@@ -16,11 +16,16 @@ fn store_with(n: usize) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
     s.write(|tx| {
-        tx.insert_tenant(&TenantRow { id: "tn_1".into(), name: "default".into(), created_at: "x".into() })
+        tx.insert_tenant(&TenantRow {
+            id: "tn_1".into(),
+            name: "default".into(),
+            created_at: "x".into(),
+        })
     })
     .unwrap();
     for i in 0..n {
-        s.write(|tx| tx.append_audit(&rec(&format!("a{i}")))).unwrap();
+        s.write(|tx| tx.append_audit(&rec(&format!("a{i}"))))
+            .unwrap();
     }
     (dir, s)
 }
@@ -34,7 +39,13 @@ fn raw(s: &Store, sql: &str) {
 fn intact_chain_verifies_and_reopen_keeps_it() {
     let (dir, s) = store_with(5);
     let check = s.read(|tx| tx.verify_audit()).unwrap();
-    assert_eq!(check, ChainCheck { records: 5, first_bad: None });
+    assert_eq!(
+        check,
+        ChainCheck {
+            records: 5,
+            first_bad: None
+        }
+    );
     drop(s);
     let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
     s.write(|tx| tx.append_audit(&rec("after-reopen"))).unwrap();
@@ -61,7 +72,9 @@ fn edits_deletions_swaps_and_duplicates_are_detected() {
         let (_d, s) = store_with(5);
         raw(&s, sql);
         let check = s.read(|tx| tx.verify_audit()).unwrap();
-        let (seq, why) = check.first_bad.unwrap_or_else(|| panic!("not detected: {sql}"));
+        let (seq, why) = check
+            .first_bad
+            .unwrap_or_else(|| panic!("not detected: {sql}"));
         assert_eq!(seq, bad_seq, "{sql}: {why}");
     }
 }
@@ -84,9 +97,17 @@ fn pagination_and_tenant_conflicts() {
     let (_d, s) = store_with(5);
     let p1 = s.read(|tx| tx.list_audit(None, None, 2)).unwrap();
     assert_eq!(p1.items.len(), 2);
-    let p2 = s.read(|tx| tx.list_audit(None, p1.next_cursor.as_deref(), 10)).unwrap();
+    let p2 = s
+        .read(|tx| tx.list_audit(None, p1.next_cursor.as_deref(), 10))
+        .unwrap();
     assert_eq!(p2.items.len(), 3);
     assert_eq!(p2.next_cursor, None);
-    let dup = s.write(|tx| tx.insert_tenant(&TenantRow { id: "tn_2".into(), name: "default".into(), created_at: "x".into() }));
+    let dup = s.write(|tx| {
+        tx.insert_tenant(&TenantRow {
+            id: "tn_2".into(),
+            name: "default".into(),
+            created_at: "x".into(),
+        })
+    });
     assert!(matches!(dup, Err(Error::Conflict(_))));
 }

@@ -86,7 +86,8 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<(i64, TokenRow)> {
     ))
 }
 
-const TOKEN_COLS: &str = "id, tenant_id, name, hash, policies, created_at, expires_at, revoked_at, rowid";
+const TOKEN_COLS: &str =
+    "id, tenant_id, name, hash, policies, created_at, expires_at, revoked_at, rowid";
 
 impl<'a> Tx<'a> {
     pub(crate) fn new(tx: &'a Transaction<'a>) -> Self {
@@ -122,7 +123,9 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn list_tenants(&self) -> Result<Vec<TenantRow>> {
-        let mut st = self.tx.prepare("SELECT id, name, created_at FROM tenants ORDER BY name")?;
+        let mut st = self
+            .tx
+            .prepare("SELECT id, name, created_at FROM tenants ORDER BY name")?;
         let rows = st.query_map([], |r| {
             Ok(TenantRow {
                 id: r.get(0)?,
@@ -130,7 +133,8 @@ impl<'a> Tx<'a> {
                 created_at: r.get(2)?,
             })
         })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(Error::from)
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Error::from)
     }
 
     /// The tenant with `name`.
@@ -164,7 +168,15 @@ impl<'a> Tx<'a> {
         self.tx.execute(
             "INSERT INTO tokens (id, tenant_id, name, hash, policies, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![t.id, t.tenant_id, t.name, hash, policies, t.created_at, t.expires_at],
+            params![
+                t.id,
+                t.tenant_id,
+                t.name,
+                hash,
+                policies,
+                t.created_at,
+                t.expires_at
+            ],
         )?;
         Ok(())
     }
@@ -176,11 +188,15 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn token_by_id(&self, id: &str) -> Result<(TokenRow, Vec<u8>)> {
         self.tx
-            .query_row(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"), [id], |r| {
-                let (_, t) = token_row(r)?;
-                let h: Vec<u8> = r.get(3)?;
-                Ok((t, h))
-            })
+            .query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
+                [id],
+                |r| {
+                    let (_, t) = token_row(r)?;
+                    let h: Vec<u8> = r.get(3)?;
+                    Ok((t, h))
+                },
+            )
             .map_err(Error::from)
     }
 
@@ -188,7 +204,12 @@ impl<'a> Tx<'a> {
     ///
     /// # Errors
     /// SQL failures.
-    pub fn list_tokens(&self, tenant_id: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<Page<TokenRow>> {
+    pub fn list_tokens(
+        &self,
+        tenant_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TokenRow>> {
         let after = parse_cursor(cursor)?;
         let mut st = self.tx.prepare(&format!(
             "SELECT {TOKEN_COLS} FROM tokens WHERE (?1 IS NULL OR tenant_id = ?1) AND rowid > ?2 ORDER BY rowid LIMIT ?3"
@@ -292,7 +313,11 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn get_ca_any_tenant(&self, id: &str) -> Result<CaRow> {
         self.tx
-            .query_row(&format!("SELECT {CA_COLS} FROM cas WHERE id = ?1"), [id], ca_row)
+            .query_row(
+                &format!("SELECT {CA_COLS} FROM cas WHERE id = ?1"),
+                [id],
+                ca_row,
+            )
             .map(|(_, c)| c)
             .map_err(Error::from)
     }
@@ -301,7 +326,12 @@ impl<'a> Tx<'a> {
     ///
     /// # Errors
     /// SQL failures; [`Error::Conflict`] for a malformed cursor.
-    pub fn list_cas(&self, tenant_id: &str, cursor: Option<&str>, limit: usize) -> Result<Page<CaRow>> {
+    pub fn list_cas(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CaRow>> {
         let after = parse_cursor(cursor)?;
         let mut st = self.tx.prepare(&format!(
             "SELECT {CA_COLS} FROM cas WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
@@ -350,7 +380,12 @@ impl<'a> Tx<'a> {
     ///
     /// # Errors
     /// SQL failures.
-    pub fn list_audit(&self, tenant_id: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<Page<AuditRow>> {
+    pub fn list_audit(
+        &self,
+        tenant_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditRow>> {
         let after = parse_cursor(cursor)?;
         let rows = audit::list(self.tx, tenant_id, after, limit_plus_one(limit))?;
         Ok(page(rows.into_iter().map(|r| (r.seq, r)).collect(), limit))

@@ -32,7 +32,12 @@ use time::Duration;
 fn template(cn: &str, spki: &[u8], years: i64) -> CaTemplate {
     let now = time_util::now();
     CaTemplate {
-        subject: DnFields { common_name: cn.into(), ..Default::default() }.to_name().unwrap(),
+        subject: DnFields {
+            common_name: cn.into(),
+            ..Default::default()
+        }
+        .to_name()
+        .unwrap(),
         spki_der: spki.to_vec(),
         serial: Serial::random(),
         not_before: now,
@@ -43,8 +48,15 @@ fn template(cn: &str, spki: &[u8], years: i64) -> CaTemplate {
 }
 
 fn openssl_ok(args: &[&str]) -> String {
-    let out = Command::new("openssl").args(args).output().expect("openssl on PATH");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl on PATH");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -52,12 +64,29 @@ fn openssl_ok(args: &[&str]) -> String {
 fn root_and_intermediate_for_every_key_type_verify_with_openssl() {
     let token = SoftToken::new();
     let dir = tempfile::tempdir().unwrap();
-    for (i, spec) in [KeySpec::EcP256, KeySpec::EcP384, KeySpec::Ed25519, KeySpec::Rsa2048].into_iter().enumerate() {
+    for (i, spec) in [
+        KeySpec::EcP256,
+        KeySpec::EcP384,
+        KeySpec::Ed25519,
+        KeySpec::Rsa2048,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let root_key = token.generate(spec, &format!("root{i}")).unwrap();
         let t = template("Test Root", root_key.public_key_der(), 10);
         let tbs = ca_tbs(&t, None, &root_key.algorithm_der()).unwrap();
         let alg = root_key.algorithm_der();
-        let root_der = sign_certificate(tbs, LintExpect { issuer: None, ca: true, algorithm_der: &alg }, root_key.as_ref()).unwrap();
+        let root_der = sign_certificate(
+            tbs,
+            LintExpect {
+                issuer: None,
+                ca: true,
+                algorithm_der: &alg,
+            },
+            root_key.as_ref(),
+        )
+        .unwrap();
         let root = pem::from_der(&root_der).unwrap();
         let issuer = issuer_info(&root, alg.clone()).unwrap();
 
@@ -70,19 +99,36 @@ fn root_and_intermediate_for_every_key_type_verify_with_openssl() {
             permitted_ip_ranges: vec![IpRange::parse("10.0.0.0/8").unwrap()],
         };
         let tbs2 = ca_tbs(&t2, Some(&issuer), &int_key.algorithm_der()).unwrap();
-        let int_der = sign_certificate(tbs2, LintExpect { issuer: Some(&issuer), ca: true, algorithm_der: &alg }, root_key.as_ref()).unwrap();
+        let int_der = sign_certificate(
+            tbs2,
+            LintExpect {
+                issuer: Some(&issuer),
+                ca: true,
+                algorithm_der: &alg,
+            },
+            root_key.as_ref(),
+        )
+        .unwrap();
 
         let rp = dir.path().join(format!("root{i}.pem"));
         let ip = dir.path().join(format!("int{i}.pem"));
         std::fs::write(&rp, pem::certificate(&root_der).unwrap()).unwrap();
         std::fs::write(&ip, pem::certificate(&int_der).unwrap()).unwrap();
-        let out = openssl_ok(&["verify", "-CAfile", rp.to_str().unwrap(), ip.to_str().unwrap()]);
+        let out = openssl_ok(&[
+            "verify",
+            "-CAfile",
+            rp.to_str().unwrap(),
+            ip.to_str().unwrap(),
+        ]);
         assert!(out.contains(": OK"), "{out}");
         let text = openssl_ok(&["x509", "-in", ip.to_str().unwrap(), "-noout", "-text"]);
         assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
         assert!(text.contains("Certificate Sign, CRL Sign"), "{text}");
         assert!(text.contains("X509v3 Authority Key Identifier"), "{text}");
-        assert!(text.contains("Permitted:") && text.contains("DNS:svc.cluster.local"), "{text}");
+        assert!(
+            text.contains("Permitted:") && text.contains("DNS:svc.cluster.local"),
+            "{text}"
+        );
         assert!(text.contains("IP:10.0.0.0/255.0.0.0"), "{text}");
     }
 }
@@ -90,37 +136,87 @@ fn root_and_intermediate_for_every_key_type_verify_with_openssl() {
 #[test]
 fn lint_stops_a_bad_certificate_before_the_signer() {
     let token = SoftToken::new();
-    let root_key = Counting(token.generate(KeySpec::EcP256, "r").unwrap(), AtomicUsize::new(0));
+    let root_key = Counting(
+        token.generate(KeySpec::EcP256, "r").unwrap(),
+        AtomicUsize::new(0),
+    );
     let alg = root_key.algorithm_der();
     let mut t = template("Root", root_key.public_key_der(), 1);
     t.not_after = t.not_before - Duration::days(1);
     let tbs = ca_tbs(&t, None, &alg).unwrap();
-    let err = sign_certificate(tbs, LintExpect { issuer: None, ca: true, algorithm_der: &alg }, &root_key).unwrap_err();
+    let err = sign_certificate(
+        tbs,
+        LintExpect {
+            issuer: None,
+            ca: true,
+            algorithm_der: &alg,
+        },
+        &root_key,
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "profile_violation");
-    assert_eq!(root_key.1.load(Ordering::SeqCst), 0, "the signer must not be called");
+    assert_eq!(
+        root_key.1.load(Ordering::SeqCst),
+        0,
+        "the signer must not be called"
+    );
 
     // An intermediate outliving its issuer.
     let t = template("Root", root_key.public_key_der(), 1);
-    let root_der = sign_certificate(ca_tbs(&t, None, &alg).unwrap(), LintExpect { issuer: None, ca: true, algorithm_der: &alg }, &root_key).unwrap();
+    let root_der = sign_certificate(
+        ca_tbs(&t, None, &alg).unwrap(),
+        LintExpect {
+            issuer: None,
+            ca: true,
+            algorithm_der: &alg,
+        },
+        &root_key,
+    )
+    .unwrap();
     assert_eq!(root_key.1.load(Ordering::SeqCst), 1);
     let issuer = issuer_info(&pem::from_der(&root_der).unwrap(), alg.clone()).unwrap();
     let int_key = token.generate(KeySpec::EcP256, "i").unwrap();
     let t2 = template("Int", int_key.public_key_der(), 5);
     let tbs2 = ca_tbs(&t2, Some(&issuer), &alg).unwrap();
-    let err = sign_certificate(tbs2, LintExpect { issuer: Some(&issuer), ca: true, algorithm_der: &alg }, &root_key).unwrap_err();
+    let err = sign_certificate(
+        tbs2,
+        LintExpect {
+            issuer: Some(&issuer),
+            ca: true,
+            algorithm_der: &alg,
+        },
+        &root_key,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("past the issuer"), "{err}");
-    assert_eq!(root_key.1.load(Ordering::SeqCst), 1, "the signer must not be called for the intermediate");
+    assert_eq!(
+        root_key.1.load(Ordering::SeqCst),
+        1,
+        "the signer must not be called for the intermediate"
+    );
 }
 
 #[test]
 fn csr_verifies_with_openssl() {
     let token = SoftToken::new();
     let key = token.generate(KeySpec::EcP384, "csr").unwrap();
-    let subject = DnFields { common_name: "Pending Intermediate".into(), ..Default::default() }.to_name().unwrap();
+    let subject = DnFields {
+        common_name: "Pending Intermediate".into(),
+        ..Default::default()
+    }
+    .to_name()
+    .unwrap();
     let csr = build_csr(&subject, key.as_ref()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("r.csr");
     std::fs::write(&p, csr).unwrap();
-    let out = Command::new("openssl").args(["req", "-in", p.to_str().unwrap(), "-noout", "-verify"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(["req", "-in", p.to_str().unwrap(), "-noout", "-verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
