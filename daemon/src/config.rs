@@ -194,6 +194,22 @@ impl Config {
                 "server.public_base_url {url:?} must be an http(s) URL without a trailing slash"
             ));
         }
+        if self.storage.backend == "sqlite" && self.storage.url.is_some() {
+            return bad(
+                "storage.url is for server backends; the sqlite backend takes storage.path".into(),
+            );
+        }
+        for (key, addr) in [
+            (
+                "acme.http_challenge_listen",
+                self.acme.http_challenge_listen,
+            ),
+            ("acme.tls_challenge_listen", self.acme.tls_challenge_listen),
+        ] {
+            if addr == Some(self.server.listen) {
+                return bad(format!("{key} must differ from server.listen"));
+            }
+        }
         match self.storage.backend.as_str() {
             "sqlite" if self.storage.path.is_some() => {}
             "sqlite" => return bad("storage.path is required for the sqlite backend".into()),

@@ -1,3 +1,344 @@
-//! Test kit for ScaiVault's system tests: starts the real `scaivault` binary in dev mode on a free
-//! port with a fresh data directory (its own SoftHSM2 token and SQLite file), and helpers to call
-//! the API, run the CLI and ask `openssl` for a verdict.
+//! Test kit for ScaiVault's system tests. [`Daemon::start`] runs the real `scaivault` binary in dev
+//! mode on a free loopback port with a fresh data directory (its own SoftHSM2 token and SQLite
+//! file) and waits for `/v1/sys/health`; helpers call the API, run the CLI, and ask the `openssl`
+//! command line for an independent verdict.
+//!
+//! The binary is `$SCAIVAULT_BIN`, or `target/debug/scaivault` of this workspace (honouring
+//! `$CARGO_TARGET_DIR`); build it first (`cargo build -p scaivault`, as `ci/test.sh` does).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: failing loudly is the point
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The scaivault binary under test.
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SCAIVAULT_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug/scaivault");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p scaivault` first (ci/test.sh does), or set SCAIVAULT_BIN",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// `X-Request-Id`.
+    pub request_id: Option<String>,
+    /// Raw body.
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Asserts an RFC 9457 problem with `status` and `code`; returns the document.
+    pub fn problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(
+            self.content_type,
+            "application/problem+json",
+            "body: {}",
+            self.text()
+        );
+        let v = self.json();
+        assert_eq!(v["code"], code, "{v}");
+        assert_eq!(v["status"], status, "{v}");
+        assert!(
+            v["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:scaivault:problem:"),
+            "{v}"
+        );
+        assert!(v["title"].is_string() && v["detail"].is_string(), "{v}");
+        assert_eq!(v["request_id"].as_str(), self.request_id.as_deref(), "{v}");
+        v
+    }
+}
+
+/// A running dev-mode daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token of tenant `default`.
+    pub admin: String,
+    /// The daemon's stderr log.
+    pub log: PathBuf,
+    /// The daemon's stdout.
+    pub out: PathBuf,
+    http: reqwest::blocking::Client,
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh data directory.
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("scaivault-test-")
+            .tempdir()
+            .unwrap();
+        Self::start_in(dir)
+    }
+
+    /// Starts a daemon in `dir` (a fresh or a previously used data directory).
+    pub fn start_in(dir: tempfile::TempDir) -> Daemon {
+        let port = free_port();
+        let log = dir.path().join("daemon.log");
+        let out = dir.path().join("daemon.out");
+        let child = Command::new(bin())
+            .args(["dev", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "debug,rocket=info,hyper=info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            admin: String::new(),
+            log,
+            out,
+            dir,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        };
+        d.wait_healthy();
+        d.admin = std::fs::read_to_string(d.data().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        d
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "daemon exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if let Ok(r) = self.http.get(format!("{}/v1/sys/health", self.base)).send() {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not healthy in 60 s: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The data directory the daemon was given.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The generated configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.data().join("scaivault.toml")
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a request; `token` is sent as a bearer token when given.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.http.request(m, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            rb = rb.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            rb = rb
+                .header("Content-Type", "application/json")
+                .body(b.to_vec());
+        }
+        let r = rb.send().unwrap();
+        let status = r.status().as_u16();
+        let header = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let request_id = header("x-request-id");
+        let mut bytes = Vec::new();
+        let mut r = r;
+        r.read_to_end(&mut bytes).unwrap();
+        Reply {
+            status,
+            content_type,
+            request_id,
+            bytes,
+        }
+    }
+
+    /// `POST` JSON with the admin token.
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(
+            "POST",
+            path,
+            Some(&self.admin),
+            Some(body.to_string().as_bytes()),
+        )
+    }
+
+    /// `GET` with the admin token.
+    pub fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, Some(&self.admin), None)
+    }
+
+    /// Runs `scaivault --config <this daemon's config> ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Creates a root CA, asserting `201`; returns the response.
+    pub fn create_root(&self, name: &str, key_type: &str, key_size: Option<u32>) -> Value {
+        let mut body = serde_json::json!({
+            "name": name, "common_name": format!("{name} Root CA"), "ca_type": "root",
+            "key_type": key_type, "validity_days": 3650
+        });
+        if let Some(s) = key_size {
+            body["key_size"] = s.into();
+        }
+        let r = self.post("/v1/pki/ca", &body);
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+
+    /// Stops the daemon (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the daemon and hands back its directory (to restart in it).
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        self.stop();
+        let tmp = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, tmp)
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `openssl ARGS`.
+pub fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl on PATH")
+}
+
+/// Runs `openssl ARGS`, asserting success; returns stdout.
+pub fn openssl_ok(args: &[&str]) -> String {
+    let out = openssl(args);
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `text` to `dir/name` and returns the path as a string.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// Runs `sqlite3 DB SQL`, asserting success.
+pub fn sqlite(db: &Path, sql: &str) {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 on PATH");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

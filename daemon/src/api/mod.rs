@@ -1,7 +1,13 @@
 //! The HTTP API (Rocket). Handlers are thin: they decode, check the caller's policy, call the
 //! operation in `crate::ca` (or the store) and render. Errors become problem documents in one place
-//! (`problem`). Unauthenticated paths are listed here, in one place: health, the public CA
-//! certificate and chain (the AIA "CA issuers" URL points at them).
+//! (`problem`).
+//!
+//! Unauthenticated paths, all of them, in one place (like Vault's `PathsSpecial`):
+//! - `GET /v1/sys/health`
+//! - `GET /v1/pki/ca/<id>/certificate` (the AIA "CA issuers" URL of issued certificates)
+//! - `GET /v1/pki/ca/<id>/chain`
+//!
+//! Every other route takes a `Caller` guard (bearer token) and checks a policy.
 
 mod audit;
 mod ca;
@@ -15,13 +21,6 @@ pub use tokens::new_token;
 use crate::app::App;
 use rocket::data::{ByteUnit, Limits};
 use rocket::{Build, Rocket};
-
-/// Paths answered without a token.
-pub const PUBLIC_PATHS: &[&str] = &[
-    "GET /v1/sys/health",
-    "GET /v1/pki/ca/<id>/certificate",
-    "GET /v1/pki/ca/<id>/chain",
-];
 
 /// Builds the Rocket instance for `app`.
 pub fn build(app: App) -> Rocket<Build> {

@@ -1,0 +1,361 @@
+//! Certificate authorities over HTTP, judged by `openssl`: a root and an intermediate for every
+//! key type, the CA profile, the pending intermediate signed by an external parent, validity and
+//! parent rules.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use serde_json::json;
+
+const KEY_TYPES: &[(&str, Option<u32>, &str)] = &[
+    ("ec", Some(256), "prime256v1"),
+    ("ec", Some(384), "secp384r1"),
+    ("rsa", Some(2048), "2048 bit"),
+    ("rsa", Some(3072), "3072 bit"),
+    ("rsa", Some(4096), "4096 bit"),
+    ("ed25519", None, "ED25519"),
+];
+
+#[test]
+fn root_and_intermediate_for_every_key_type_verify_with_openssl() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    for (i, (kt, size, marker)) in KEY_TYPES.iter().enumerate() {
+        let root = d.create_root(&format!("root-{i}"), kt, *size);
+        assert_eq!(root["status"], "active");
+        assert_eq!(root["key_type"], *kt);
+        assert_eq!(root["ca_type"], "root");
+        let serial = root["serial_number"].as_str().unwrap();
+        assert!(
+            serial.len() >= 8 * 3 - 1
+                && serial
+                    .split(':')
+                    .all(|p| p.len() == 2 && p == p.to_uppercase()),
+            "{serial}"
+        );
+        let int = d.post(
+            "/v1/pki/ca",
+            &json!({
+                "name": format!("int-{i}"), "common_name": format!("Intermediate {i}"), "ca_type": "intermediate",
+                "parent_ca_id": root["id"], "key_type": kt, "key_size": size, "validity_days": 1825,
+                "max_path_length": 0, "organization": "Acme", "country": "NL",
+                "permitted_dns_domains": ["svc.cluster.local"], "permitted_ip_ranges": ["10.0.0.0/8"]
+            }),
+        );
+        assert_eq!(int.status, 201, "{}", int.text());
+        let int = int.json();
+        assert_eq!(int["parent_ca_id"], root["id"]);
+
+        // The certificate endpoints (PEM and DER) agree with the JSON.
+        let rid = root["id"].as_str().unwrap();
+        let iid = int["id"].as_str().unwrap();
+        let pem = d.call("GET", &format!("/v1/pki/ca/{rid}/certificate"), None, None);
+        assert_eq!(pem.status, 200);
+        assert_eq!(pem.content_type, "application/x-pem-file");
+        assert_eq!(pem.text(), root["certificate"].as_str().unwrap());
+        let der = d.call(
+            "GET",
+            &format!("/v1/pki/ca/{rid}/certificate?format=der"),
+            None,
+            None,
+        );
+        assert_eq!(der.content_type, "application/pkix-cert");
+        let der_path = tmp.join(format!("root{i}.der"));
+        std::fs::write(&der_path, &der.bytes).unwrap();
+
+        let root_pem = write(
+            tmp,
+            &format!("root{i}.pem"),
+            root["certificate"].as_str().unwrap(),
+        );
+        let int_pem = write(
+            tmp,
+            &format!("int{i}.pem"),
+            int["certificate"].as_str().unwrap(),
+        );
+        let out = openssl_ok(&["verify", "-x509_strict", "-CAfile", &root_pem, &int_pem]);
+        assert!(out.trim_end().ends_with(": OK"), "{out}");
+        let same = openssl_ok(&[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            der_path.to_str().unwrap(),
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ]);
+        assert_eq!(
+            same,
+            openssl_ok(&[
+                "x509",
+                "-in",
+                &root_pem,
+                "-noout",
+                "-fingerprint",
+                "-sha256"
+            ])
+        );
+
+        let rt = openssl_ok(&["x509", "-in", &root_pem, "-noout", "-text"]);
+        assert!(rt.contains(marker), "{kt}: {rt}");
+        assert!(
+            rt.contains("X509v3 Basic Constraints: critical") && rt.contains("CA:TRUE"),
+            "{rt}"
+        );
+        assert!(
+            rt.contains("X509v3 Key Usage: critical") && rt.contains("Certificate Sign, CRL Sign"),
+            "{rt}"
+        );
+        assert!(rt.contains("X509v3 Subject Key Identifier"), "{rt}");
+        let it = openssl_ok(&["x509", "-in", &int_pem, "-noout", "-text"]);
+        assert!(it.contains("CA:TRUE, pathlen:0"), "{it}");
+        assert!(
+            it.contains("X509v3 Key Usage: critical") && it.contains("Certificate Sign, CRL Sign"),
+            "{it}"
+        );
+        assert!(
+            it.contains("X509v3 Subject Key Identifier")
+                && it.contains("X509v3 Authority Key Identifier"),
+            "{it}"
+        );
+        assert!(
+            it.contains("X509v3 Name Constraints: critical")
+                && it.contains("DNS:svc.cluster.local"),
+            "{it}"
+        );
+        assert!(it.contains("IP:10.0.0.0/255.0.0.0"), "{it}");
+        assert!(
+            it.contains("Subject: C = NL, O = Acme, CN = Intermediate"),
+            "{it}"
+        );
+
+        // The chain endpoint: intermediate then root.
+        let chain = d
+            .call("GET", &format!("/v1/pki/ca/{iid}/chain"), None, None)
+            .text();
+        assert_eq!(
+            chain,
+            format!(
+                "{}{}",
+                int["certificate"].as_str().unwrap(),
+                root["certificate"].as_str().unwrap()
+            )
+        );
+    }
+    let list = d.get("/v1/pki/ca?limit=5").json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+    let next = list["next_cursor"].as_str().unwrap();
+    let rest = d.get(&format!("/v1/pki/ca?limit=100&cursor={next}")).json();
+    assert_eq!(
+        rest["items"].as_array().unwrap().len(),
+        KEY_TYPES.len() * 2 - 5
+    );
+    assert!(rest["next_cursor"].is_null());
+}
+
+#[test]
+fn parent_and_validity_rules() {
+    let d = Daemon::start();
+    let root = d.create_root("r", "ec", None);
+    let too_long = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "i", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 4000}),
+    );
+    too_long.problem(400, "validity_exceeds_parent");
+    let missing = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "i", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": "ca_00", "validity_days": 10}),
+    );
+    missing.problem(400, "parent_ca_not_found");
+    d.post("/v1/pki/ca", &json!({"name": "r2", "common_name": "R", "ca_type": "root", "key_type": "rsa", "key_size": 1024, "validity_days": 10}))
+        .problem(400, "invalid_key_type");
+    d.post(
+        "/v1/pki/ca",
+        &json!({"name": "r2", "common_name": "R", "ca_type": "root", "validity_days": 0}),
+    )
+    .problem(400, "invalid_validity");
+    d.post(
+        "/v1/pki/ca",
+        &json!({"name": "r2", "common_name": "R", "ca_type": "leaf", "validity_days": 10}),
+    )
+    .problem(400, "invalid_ca_type");
+    d.post(
+        "/v1/pki/ca",
+        &json!({"name": "r", "common_name": "R", "ca_type": "root", "validity_days": 10}),
+    )
+    .problem(409, "ca_name_taken");
+    // A retired CA stops being a parent.
+    let rid = root["id"].as_str().unwrap();
+    let retired = d.call("DELETE", &format!("/v1/pki/ca/{rid}"), Some(&d.admin), None);
+    assert_eq!(retired.status, 200, "{}", retired.text());
+    assert_eq!(retired.json()["status"], "retired");
+    d.post("/v1/pki/ca", &json!({"name": "i2", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": rid, "validity_days": 10}))
+        .problem(400, "parent_ca_not_active");
+    // Its certificate stays published.
+    assert_eq!(
+        d.call("GET", &format!("/v1/pki/ca/{rid}/certificate"), None, None)
+            .status,
+        200
+    );
+    d.call("GET", "/v1/pki/ca/ca_missing/certificate", None, None)
+        .problem(404, "ca_not_found");
+}
+
+#[test]
+fn pending_intermediate_signed_by_an_external_root() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let r = d.post("/v1/pki/ca", &json!({"name": "ext", "common_name": "Externally Signed", "ca_type": "intermediate", "key_type": "ec", "key_size": 384, "validity_days": 365}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ca = r.json();
+    assert_eq!(ca["status"], "pending_signature");
+    assert!(ca["certificate"].is_null());
+    let id = ca["id"].as_str().unwrap();
+    d.call("GET", &format!("/v1/pki/ca/{id}/certificate"), None, None)
+        .problem(409, "ca_pending_signature");
+    let csr = write(tmp, "p.csr", ca["csr"].as_str().unwrap());
+    openssl_ok(&["req", "-in", &csr, "-noout", "-verify"]);
+    let subj = openssl_ok(&["req", "-in", &csr, "-noout", "-subject"]);
+    assert!(subj.contains("CN = Externally Signed"), "{subj}");
+
+    // An offline root made by openssl signs the CSR.
+    let key = tmp.join("ext-root.key").to_str().unwrap().to_owned();
+    let root = tmp.join("ext-root.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &root,
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=Offline Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    let ext = write(tmp, "ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
+    let signed = tmp.join("signed.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &root,
+        "-CAkey",
+        &key,
+        "-CAcreateserial",
+        "-days",
+        "365",
+        "-extfile",
+        &ext,
+        "-out",
+        &signed,
+    ]);
+    let signed_pem = std::fs::read_to_string(&signed).unwrap();
+    let root_pem = std::fs::read_to_string(&root).unwrap();
+
+    // A certificate for another key is refused.
+    let other_key = tmp.join("o.key").to_str().unwrap().to_owned();
+    let other = tmp.join("o.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-nodes",
+        "-keyout",
+        &other_key,
+        "-subj",
+        "/CN=Other",
+        "-out",
+        &tmp.join("o.csr").to_string_lossy(),
+    ]);
+    openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &tmp.join("o.csr").to_string_lossy(),
+        "-CA",
+        &root,
+        "-CAkey",
+        &key,
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &ext,
+        "-out",
+        &other,
+    ]);
+    let path = format!("/v1/pki/ca/{id}/signed-certificate");
+    d.post(&path, &json!({"certificate_pem": std::fs::read_to_string(&other).unwrap(), "chain_pem": root_pem}))
+        .problem(400, "certificate_key_mismatch");
+    // A chain that does not lead to the signer is refused.
+    d.post(&path, &json!({"certificate_pem": signed_pem, "chain_pem": std::fs::read_to_string(&other).unwrap()}))
+        .problem(400, "chain_invalid");
+    d.post(
+        &path,
+        &json!({"certificate_pem": "not pem", "chain_pem": root_pem}),
+    )
+    .problem(400, "invalid_certificate");
+
+    let ok = d.post(
+        &path,
+        &json!({"certificate_pem": signed_pem, "chain_pem": root_pem}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let ca = ok.json();
+    assert_eq!(ca["status"], "active");
+    assert!(ca["serial_number"].is_string());
+    let chain = d
+        .call("GET", &format!("/v1/pki/ca/{id}/chain"), None, None)
+        .text();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+    let chain_path = write(tmp, "chain.pem", &chain);
+    let out = openssl(&["verify", "-CAfile", &root, &chain_path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Installing twice is a state conflict.
+    d.post(
+        &path,
+        &json!({"certificate_pem": signed_pem, "chain_pem": root_pem}),
+    )
+    .problem(409, "ca_not_pending");
+
+    // The now active CA issues intermediates of its own, signed on the token.
+    let child = d.post("/v1/pki/ca", &json!({"name": "child", "common_name": "Child", "ca_type": "intermediate", "parent_ca_id": id, "validity_days": 100}));
+    assert_eq!(child.status, 201, "{}", child.text());
+    let child_pem = write(
+        tmp,
+        "child.pem",
+        child.json()["certificate"].as_str().unwrap(),
+    );
+    let out = openssl(&[
+        "verify",
+        "-CAfile",
+        &root,
+        "-untrusted",
+        &signed,
+        &child_pem,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
