@@ -159,12 +159,13 @@ pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
     while let Some(r) = rows.next()? {
         let a = row(r)?;
         count += 1;
+        if a.seq > expected_seq {
+            return Ok(bad(expected_seq, "record missing (deleted)", count));
+        }
         if a.seq != expected_seq {
             return Ok(bad(
                 a.seq,
-                &format!(
-                    "expected record {expected_seq} here (missing, moved or duplicated record)"
-                ),
+                &format!("expected record {expected_seq} here (moved or duplicated record)"),
                 count,
             ));
         }

@@ -56,7 +56,7 @@ fn intact_chain_verifies_and_reopen_keeps_it() {
 fn edits_deletions_swaps_and_duplicates_are_detected() {
     let cases = [
         ("UPDATE audit SET outcome = 'denied' WHERE seq = 3", 3),
-        ("DELETE FROM audit WHERE seq = 2", 3),
+        ("DELETE FROM audit WHERE seq = 2", 2),
         ("DELETE FROM audit WHERE seq = 5", 5),
         (
             "UPDATE audit SET seq = -1 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = -1",

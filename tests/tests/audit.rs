@@ -1,0 +1,165 @@
+//! The audit trail: one record per state change, hash-chained; `scaivault audit verify` passes on
+//! an intact chain and fails after an edit, a deletion or a swap made with `sqlite3`; when the
+//! record cannot be written the call fails with 503 and nothing is signed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{bin, sqlite, Daemon};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+fn verify(config: &Path) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Copies the daemon's database to `name` with a config pointing at it.
+fn copy(d: &Daemon, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let db = d.dir.path().join(format!("{name}.db"));
+    sqlite(
+        &d.data().join("scaivault.db"),
+        &format!(".backup '{}'", db.display()),
+    );
+    let cfg = std::fs::read_to_string(d.config()).unwrap();
+    let old = format!("path = \"{}\"", d.data().join("scaivault.db").display());
+    assert!(cfg.contains(&old), "{cfg}");
+    let cfg = cfg.replace(&old, &format!("path = \"{}\"", db.display()));
+    let cfg_path = d.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&cfg_path, cfg).unwrap();
+    (db, cfg_path)
+}
+
+#[test]
+fn audit_verify_detects_edits_deletions_and_swaps() {
+    let d = Daemon::start();
+    let root = d.create_root("r", "ec", None);
+    d.post("/v1/pki/ca", &json!({"name": "i", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 30}));
+    d.post("/v1/auth/tokens", &json!({"policies": ["auditor"]}));
+    d.post(
+        "/v1/pki/ca",
+        &json!({"name": "r", "common_name": "dup", "ca_type": "root", "validity_days": 30}),
+    )
+    .problem(409, "ca_name_taken");
+
+    let records = d.get("/v1/audit?limit=1000").json();
+    let items = records["items"].as_array().unwrap().clone();
+    let actions: Vec<(&str, &str)> = items
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("ca.create", "started")), "{actions:?}");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == ("ca.create", "success"))
+            .count(),
+        2,
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("token.create", "success")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("ca.create", "error:ca_name_taken")),
+        "{actions:?}"
+    );
+    for r in &items {
+        assert!(
+            r["request_id"].as_str().is_some_and(|s| !s.is_empty()) || r["token_id"] == "cli",
+            "{r}"
+        );
+        assert_eq!(r["tenant_id"], items[0]["tenant_id"]);
+    }
+    // No secret reaches the audit log.
+    let text = records.to_string();
+    assert!(!text.contains(&d.admin) && !text.contains("svt_"), "{text}");
+
+    let (ok, out, _) = verify(&d.config());
+    assert!(ok, "{out}");
+    assert!(out.contains("intact"), "{out}");
+    assert!(items.len() >= 6);
+
+    let (_, cfg) = copy(&d, "edited");
+    let db = d.dir.path().join("edited.db");
+    sqlite(&db, "UPDATE audit SET outcome = 'success' WHERE seq = 3");
+    let (ok, out, err) = verify(&cfg);
+    assert!(!ok);
+    assert_eq!(out, "3", "{err}");
+
+    let (db, cfg) = copy(&d, "deleted");
+    sqlite(&db, "DELETE FROM audit WHERE seq = 4");
+    let (ok, out, err) = verify(&cfg);
+    assert!(!ok);
+    assert_eq!(out, "4", "{err}");
+
+    let (db, cfg) = copy(&d, "swapped");
+    sqlite(&db, "UPDATE audit SET seq = -1 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = -1;");
+    let (ok, out, err) = verify(&cfg);
+    assert!(!ok);
+    assert_eq!(out, "2", "{err}");
+
+    let (db, cfg) = copy(&d, "truncated");
+    let last = items.len();
+    sqlite(&db, &format!("DELETE FROM audit WHERE seq = {last}"));
+    let (ok, _, err) = verify(&cfg);
+    assert!(!ok, "removing the newest record must be detected: {err}");
+}
+
+#[test]
+fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
+    let d = Daemon::start();
+    let db = d.data().join("scaivault.db");
+    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    let r = d.post("/v1/pki/ca", &json!({"name": "blocked", "common_name": "Blocked", "ca_type": "root", "validity_days": 30}));
+    r.problem(503, "audit_unavailable");
+    sqlite(&db, "DROP TRIGGER no_audit");
+    assert_eq!(
+        d.get("/v1/pki/ca").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // No key was generated on the token.
+    let conf = d.data().join("softhsm/softhsm2.conf");
+    let pin = std::fs::read_to_string(d.data().join("hsm.pin")).unwrap();
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "scaivault-dev",
+            "--login",
+            "--pin",
+            pin.trim(),
+            "--list-objects",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("Private Key Object"), "{listing}");
+    // And the daemon goes on working once the audit log is writable again.
+    d.create_root("after", "ec", None);
+    assert!(verify(&d.config()).0);
+}

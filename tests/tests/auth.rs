@@ -1,0 +1,181 @@
+//! Authentication, policies and tenant isolation over HTTP, with tenants and tokens made by the
+//! host CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::Daemon;
+use serde_json::json;
+
+fn cli_ok(d: &Daemon, args: &[&str]) -> String {
+    let out = d.cli(args);
+    assert!(
+        out.status.success(),
+        "scaivault {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn tenants_are_isolated_and_policies_deny_by_default() {
+    let d = Daemon::start();
+    let root = d.create_root("a-root", "ec", None);
+    let id = root["id"].as_str().unwrap();
+
+    let tid = cli_ok(&d, &["tenant", "create", "tenant-b"]);
+    assert!(tid.starts_with("tn_"), "{tid}");
+    let list = cli_ok(&d, &["tenant", "list"]);
+    assert!(
+        list.contains("default") && list.contains("tenant-b"),
+        "{list}"
+    );
+    let b_admin = cli_ok(
+        &d,
+        &[
+            "token", "create", "--tenant", "tenant-b", "--policy", "admin",
+        ],
+    );
+    assert!(
+        b_admin.starts_with("svt_") && !b_admin.contains('\n'),
+        "token create prints only the token: {b_admin}"
+    );
+    let auditor = cli_ok(
+        &d,
+        &[
+            "token", "create", "--tenant", "default", "--policy", "auditor", "--ttl", "1h",
+        ],
+    );
+
+    // Tenant B cannot see tenant A's CA: 404, exactly like a missing one.
+    let theirs = d.call("GET", &format!("/v1/pki/ca/{id}"), Some(&b_admin), None);
+    let missing = d.call(
+        "GET",
+        "/v1/pki/ca/ca_0123456789abcdef0123456789abcdef",
+        Some(&b_admin),
+        None,
+    );
+    let a = theirs.problem(404, "ca_not_found");
+    let b = missing.problem(404, "ca_not_found");
+    assert_eq!(a["detail"], b["detail"]);
+    let blist = d.call("GET", "/v1/pki/ca", Some(&b_admin), None).json();
+    assert_eq!(blist["items"].as_array().unwrap().len(), 0);
+    // …nor use it as a parent.
+    d.call("POST", "/v1/pki/ca", Some(&b_admin), Some(json!({"name": "x", "common_name": "X", "ca_type": "intermediate", "parent_ca_id": id, "validity_days": 10}).to_string().as_bytes()))
+        .problem(400, "parent_ca_not_found");
+
+    // No token, a malformed token, an unknown token: 401.
+    d.call("GET", "/v1/pki/ca", None, None)
+        .problem(401, "unauthorized");
+    d.call("GET", "/v1/pki/ca", Some("nonsense"), None)
+        .problem(401, "unauthorized");
+    let forged = format!("{}x", &d.admin);
+    d.call("GET", "/v1/pki/ca", Some(&forged), None)
+        .problem(401, "unauthorized");
+
+    // The auditor reads but cannot create a CA or mint tokens.
+    assert_eq!(
+        d.call("GET", "/v1/pki/ca", Some(&auditor), None).status,
+        200
+    );
+    assert_eq!(d.call("GET", "/v1/audit", Some(&auditor), None).status, 200);
+    d.call(
+        "POST",
+        "/v1/pki/ca",
+        Some(&auditor),
+        Some(
+            json!({"name": "n", "common_name": "N", "ca_type": "root", "validity_days": 10})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .problem(403, "forbidden");
+    d.call(
+        "POST",
+        "/v1/auth/tokens",
+        Some(&auditor),
+        Some(br#"{"policies":["admin"]}"#),
+    )
+    .problem(403, "forbidden");
+    // The denial is audited.
+    let audit = d
+        .call("GET", "/v1/audit?limit=1000", Some(&auditor), None)
+        .json();
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "ca.create" && r["outcome"] == "denied"),
+        "{audit}"
+    );
+
+    // A ca-admin creates CAs but cannot read the audit log.
+    let ca_admin = d.post(
+        "/v1/auth/tokens",
+        &json!({"policies": ["ca-admin"], "ttl": "1h", "name": "ops"}),
+    );
+    assert_eq!(ca_admin.status, 201, "{}", ca_admin.text());
+    let ca_admin = ca_admin.json();
+    assert!(ca_admin["expires_at"].is_string());
+    let t = ca_admin["token"].as_str().unwrap();
+    let made = d.call("POST", "/v1/pki/ca", Some(t), Some(json!({"name": "by-ops", "common_name": "Ops Root", "ca_type": "root", "validity_days": 10}).to_string().as_bytes()));
+    assert_eq!(made.status, 201, "{}", made.text());
+    d.call("GET", "/v1/audit", Some(t), None)
+        .problem(403, "forbidden");
+    d.post("/v1/auth/tokens", &json!({"policies": ["root"]}))
+        .problem(400, "unknown_policy");
+
+    // Token listing never shows secrets; revocation takes effect at once.
+    let toks = d.get("/v1/auth/tokens").text();
+    assert!(!toks.contains("svt_"), "{toks}");
+    let tok_id = ca_admin["id"].as_str().unwrap();
+    let rev = d.call(
+        "DELETE",
+        &format!("/v1/auth/tokens/{tok_id}"),
+        Some(&d.admin),
+        None,
+    );
+    assert_eq!(rev.status, 200, "{}", rev.text());
+    d.call("GET", "/v1/pki/ca", Some(t), None)
+        .problem(401, "unauthorized");
+    // Tenant B cannot revoke tenant A's tokens.
+    let admin_id = d.get("/v1/auth/tokens").json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.call(
+        "DELETE",
+        &format!("/v1/auth/tokens/{admin_id}"),
+        Some(&b_admin),
+        None,
+    )
+    .problem(404, "token_not_found");
+
+    // The CLI revokes too.
+    let b_id = cli_ok(&d, &["token", "list"])
+        .lines()
+        .find(|l| l.contains(&tid))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    cli_ok(&d, &["token", "revoke", &b_id]);
+    d.call("GET", "/v1/pki/ca", Some(&b_admin), None)
+        .problem(401, "unauthorized");
+}
+
+#[test]
+fn expired_tokens_are_refused() {
+    let d = Daemon::start();
+    let short = d
+        .post(
+            "/v1/auth/tokens",
+            &json!({"policies": ["auditor"], "ttl": "1s"}),
+        )
+        .json();
+    let t = short["token"].as_str().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = d.call("GET", "/v1/audit", Some(t), None);
+    let p = r.problem(401, "unauthorized");
+    assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
+}
