@@ -23,7 +23,7 @@ struct AuditList {
 async fn list(
     app: &State<App>,
     caller: Caller,
-    limit: Option<usize>,
+    limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<AuditList>, ApiError> {
     app.require(&caller, Perm::AuditRead, "audit.list").await?;

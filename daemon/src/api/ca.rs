@@ -212,14 +212,17 @@ struct ListResponse<T> {
     next_cursor: Option<String>,
 }
 
-pub(super) fn page_limit(app: &App, limit: Option<usize>) -> Result<usize, ApiError> {
+/// The page size from `?limit=`: default 100, at most `limits.max_page`.
+pub(super) fn page_limit(app: &App, limit: Option<&str>) -> Result<usize, ApiError> {
     let max = app.config.limits.max_page;
-    match limit {
-        None => Ok(100.min(max)),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(
+    let Some(text) = limit else {
+        return Ok(100.min(max));
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(
             "invalid_limit",
-            format!("limit {n} is not between 1 and {max}"),
+            format!("limit {text:?} is not a number between 1 and {max}"),
         )),
     }
 }
@@ -228,7 +231,7 @@ pub(super) fn page_limit(app: &App, limit: Option<usize>) -> Result<usize, ApiEr
 async fn list(
     app: &State<App>,
     caller: Caller,
-    limit: Option<usize>,
+    limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<ListResponse<CaResponse>>, ApiError> {
     app.require(&caller, Perm::CaRead, "ca.list").await?;

@@ -141,7 +141,7 @@ struct TokenList {
 async fn list(
     app: &State<App>,
     caller: Caller,
-    limit: Option<usize>,
+    limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<TokenList>, ApiError> {
     app.require(&caller, Perm::TokenAdmin, "token.list").await?;

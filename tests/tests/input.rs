@@ -1,0 +1,136 @@
+//! Hostile and malformed input gets a problem document with a stable code, never a 500, and the
+//! daemon keeps serving; secrets never reach the log, the process's command line or the audit
+//! trail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::Daemon;
+use serde_json::json;
+
+#[test]
+fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
+    let d = Daemon::start();
+    let post = |body: &[u8]| d.call("POST", "/v1/pki/ca", Some(&d.admin), Some(body));
+    post(b"{not json").problem(400, "invalid_json");
+    post(b"").problem(400, "invalid_json");
+    post(b"[]").problem(400, "invalid_field");
+    post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"bogus":true}"#)
+        .problem(400, "unknown_field");
+    post(br#"{"name":"a","ca_type":"root","validity_days":1}"#).problem(400, "missing_field");
+    post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":"ten"}"#)
+        .problem(400, "invalid_field");
+    post(br#"{"name":"a","common_name":"A","ca_type":"root","key_type":"dsa","validity_days":1}"#)
+        .problem(400, "invalid_key_type");
+    post(br#"{"name":"a","common_name":"A","ca_type":"root","key_type":"ec","key_size":521,"validity_days":1}"#).problem(400, "invalid_key_type");
+    post(br#"{"name":"a","common_name":"","ca_type":"root","validity_days":1}"#)
+        .problem(400, "invalid_subject");
+    post(
+        format!(
+            r#"{{"name":"a","common_name":"{}","ca_type":"root","validity_days":1}}"#,
+            "x".repeat(65)
+        )
+        .as_bytes(),
+    )
+    .problem(400, "invalid_subject");
+    post(br#"{"name":"a","common_name":"A","country":"Netherlands","ca_type":"root","validity_days":1}"#).problem(400, "invalid_subject");
+    post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"crl_interval":"soon"}"#).problem(400, "invalid_duration");
+    post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"permitted_ip_ranges":["10.0.0.0/33"]}"#).problem(400, "invalid_ip_range");
+    post(
+        br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":99999999999999999999}"#,
+    )
+    .problem(400, "invalid_field");
+    post(br#"{"name":"a","common_name":"A\u0000B","ca_type":"root","validity_days":1}"#)
+        .problem(400, "invalid_subject");
+    // Larger than the 1 MiB default limit.
+    let big = json!({"name": "x".repeat(1_100_000)}).to_string();
+    post(big.as_bytes()).problem(413, "body_too_large");
+    // Unknown routes and bad parameters.
+    d.get("/v1/nothing-here").problem(404, "not_found");
+    d.get("/v1/pki/ca?limit=0").problem(400, "invalid_limit");
+    d.get("/v1/pki/ca?limit=abc").problem(400, "invalid_limit");
+    d.get("/v1/pki/ca?cursor=zzz")
+        .problem(400, "invalid_cursor");
+    d.call("GET", "/v1/pki/ca/ca_x/certificate?format=txt", None, None)
+        .problem(404, "ca_not_found");
+    d.post(
+        "/v1/pki/ca/ca_x/signed-certificate",
+        &json!({"certificate_pem": "x", "chain_pem": "y"}),
+    )
+    .problem(404, "ca_not_found");
+    // A client-chosen request id is echoed when plain, replaced when not.
+    assert_eq!(d.call("GET", "/v1/sys/health", None, None).status, 200);
+    let health = d.get("/v1/sys/health").json();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["token"], "ok");
+    assert_eq!(health["database"], "ok");
+    // Still serving real work.
+    d.create_root("still-alive", "ec", None);
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn secrets_stay_out_of_logs_cmdline_and_audit() {
+    let d = Daemon::start();
+    let root = d.create_root("r", "rsa", Some(2048));
+    d.post("/v1/pki/ca", &json!({"name": "i", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 30}));
+    let minted = d
+        .post("/v1/auth/tokens", &json!({"policies": ["auditor"]}))
+        .json();
+    let new_token = minted["token"].as_str().unwrap().to_owned();
+    d.call("GET", "/v1/audit", Some(&new_token), None);
+    d.call(
+        "GET",
+        "/v1/pki/ca",
+        Some("svt_0123456789abcdef0123456789abcdef_wrongsecret"),
+        None,
+    );
+
+    let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let so_pin = std::fs::read_to_string(d.data().join("hsm-so.pin"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(pin.len() >= 16);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(cmdline.contains("dev"), "{cmdline}");
+    let environ = std::fs::read(format!("/proc/{}/environ", d.pid())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    let log = d.log_text();
+    assert!(
+        log.contains("request_id"),
+        "the log is being written: {log}"
+    );
+    let audit = d.get("/v1/audit?limit=1000").text();
+    for (what, text) in [
+        ("cmdline", cmdline.as_ref()),
+        ("environ", environ.as_ref()),
+        ("log", log.as_str()),
+        ("audit", audit.as_str()),
+    ] {
+        assert!(!text.contains(&pin), "the PIN appears in the {what}");
+        assert!(!text.contains(&so_pin), "the SO PIN appears in the {what}");
+        assert!(!text.contains(&new_token), "a token appears in the {what}");
+        assert!(
+            !text.contains("wrongsecret"),
+            "a presented token appears in the {what}"
+        );
+    }
+    // Only the admin token's single first-run print reaches stdout.
+    let out = std::fs::read_to_string(&d.out).unwrap();
+    assert_eq!(out.matches("svt_").count(), 1, "{out}");
+    assert!(!log.contains(&d.admin));
+    // Secret files are private.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["hsm.pin", "hsm-so.pin", "admin.token", "scaivault.toml"] {
+        let mode = std::fs::metadata(d.data().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+}
