@@ -28,11 +28,13 @@ pub enum Perm {
 
 /// Whether `policies` grant `perm`.
 pub fn allows(policies: &[String], perm: Perm) -> bool {
-    policies.iter().any(|p| match (p.as_str(), perm) {
-        ("admin", _) => true,
-        ("ca-admin", Perm::CaWrite | Perm::CaRead) => true,
-        ("auditor", Perm::AuditRead | Perm::CaRead) => true,
-        _ => false,
+    policies.iter().any(|p| {
+        matches!(
+            (p.as_str(), perm),
+            ("admin", _)
+                | ("ca-admin", Perm::CaWrite | Perm::CaRead)
+                | ("auditor", Perm::AuditRead | Perm::CaRead)
+        )
     })
 }
 

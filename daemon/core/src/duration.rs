@@ -48,9 +48,9 @@ pub fn parse_seconds(s: &str) -> Result<u64> {
 
 /// Formats seconds back into the shortest Go-style form (`720h`, `90m`, `45s`).
 pub fn format_seconds(secs: u64) -> String {
-    if secs % 3600 == 0 {
+    if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: builds the daemon binary the system tests drive, then runs every test of
+# the workspace (unit tests of hsm/core/store/daemon against SoftSigner and a throwaway SoftHSM
+# token; system tests in tests/ against the real binary, SoftHSM2, SQLite and openssl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# A fresh machine: install SoftHSM2, OpenSC, openssl and sqlite3 first (needs root).
+if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v pkcs11-tool >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1; then
+  bash ci/install-deps.sh
+fi
+cargo build --locked -p scaivault
+export SCAIVAULT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/scaivault"
+cargo test --locked --workspace -- --test-threads "${TEST_THREADS:-4}"
