@@ -129,9 +129,10 @@ fn check_new(req: &NewCa) -> Result<(), ApiError> {
 /// # Errors
 /// `400` for bad input or an unusable parent, `409` for a taken name, `503` when the token,
 /// database or audit log is unavailable.
-pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, ApiError> {
+pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow, ApiError> {
     check_new(&req)?;
     let constraints = req.settings.constraints()?;
+    profile::check_constraints(&constraints)?;
     let subject = req.subject.to_name()?;
     let tenant = caller.tenant_id.clone();
     let (name, parent_id) = (req.name.clone(), req.parent_ca_id.clone());
@@ -166,6 +167,7 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
                 format!("parent CA {} is {}", p.id, p.status),
             ));
         }
+        req.settings.max_path_length = effective_path_length(p, req.settings.max_path_length)?;
     }
     let now = time_util::now();
     let not_after = now + Duration::days(req.validity_days);
@@ -281,6 +283,38 @@ pub async fn create(app: &App, caller: &Caller, req: NewCa) -> Result<CaRow, Api
     })
     .await?;
     Ok(row)
+}
+
+/// The pathLenConstraint a sub-CA of `parent` may carry (RFC 5280 §4.2.1.9): refused when the
+/// parent allows no further CA below it or a larger value is asked for; inherited as
+/// `parent - 1` when none is asked for.
+fn effective_path_length(parent: &CaRow, asked: Option<u8>) -> Result<Option<u8>, ApiError> {
+    let Some(der) = parent.cert_der.as_deref() else {
+        return Ok(asked);
+    };
+    let Some(limit) = sign::path_len_constraint(&pem::from_der(der)?) else {
+        return Ok(asked);
+    };
+    let Some(allowed) = limit.checked_sub(1) else {
+        return Err(ApiError::bad_request(
+            "parent_path_length_exceeded",
+            format!(
+                "parent CA {} has pathLenConstraint 0: no CA may be created below it",
+                parent.id
+            ),
+        ));
+    };
+    match asked {
+        Some(n) if n > allowed => Err(ApiError::bad_request(
+            "parent_path_length_exceeded",
+            format!(
+                "max_path_length {n} exceeds the {allowed} that parent CA {} allows",
+                parent.id
+            ),
+        )),
+        Some(n) => Ok(Some(n)),
+        None => Ok(Some(allowed)),
+    }
 }
 
 struct Material {
@@ -602,11 +636,15 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
         cert.tbs_certificate.issuer.to_der().ok() == cert.tbs_certificate.subject.to_der().ok();
     let mut chain_text = None;
     if let Some(pid) = &req.parent_ca_id {
-        let parent = get(app, &caller.tenant_id, pid).await.map_err(|_| {
-            ApiError::bad_request(
-                "parent_ca_not_found",
-                format!("parent CA {pid:?} not found"),
-            )
+        let parent = get(app, &caller.tenant_id, pid).await.map_err(|e| {
+            if e.code == "ca_not_found" {
+                ApiError::bad_request(
+                    "parent_ca_not_found",
+                    format!("parent CA {pid:?} not found"),
+                )
+            } else {
+                e
+            }
         })?;
         let pder = parent.cert_der.ok_or_else(|| {
             ApiError::bad_request("parent_ca_not_active", "parent has no certificate")

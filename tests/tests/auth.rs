@@ -123,6 +123,13 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
         .problem(403, "forbidden");
     d.post("/v1/auth/tokens", &json!({"policies": ["root"]}))
         .problem(400, "unknown_policy");
+    d.post(
+        "/v1/auth/tokens",
+        &json!({"policies": ["auditor"], "ttl": "10000000000h"}),
+    )
+    .problem(400, "invalid_duration");
+    d.post("/v1/auth/tokens", &json!({"policies": []}))
+        .problem(400, "invalid_policies");
 
     // Token listing never shows secrets; revocation takes effect at once.
     let toks = d.get("/v1/auth/tokens").text();

@@ -184,6 +184,30 @@ fn parent_and_validity_rules() {
         &json!({"name": "r", "common_name": "R", "ca_type": "root", "validity_days": 10}),
     )
     .problem(409, "ca_name_taken");
+    // pathLenConstraint of the parent is honoured (RFC 5280 §4.2.1.9).
+    let leafish = d.post("/v1/pki/ca", &json!({"name": "pl0", "common_name": "PL0", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 30, "max_path_length": 0}));
+    assert_eq!(leafish.status, 201, "{}", leafish.text());
+    d.post("/v1/pki/ca", &json!({"name": "below-pl0", "common_name": "X", "ca_type": "intermediate", "parent_ca_id": leafish.json()["id"], "validity_days": 10}))
+        .problem(400, "parent_path_length_exceeded");
+    let pl2 = d.post("/v1/pki/ca", &json!({"name": "pl2", "common_name": "PL2", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 30, "max_path_length": 2})).json();
+    d.post("/v1/pki/ca", &json!({"name": "pl3", "common_name": "X", "ca_type": "intermediate", "parent_ca_id": pl2["id"], "validity_days": 10, "max_path_length": 2}))
+        .problem(400, "parent_path_length_exceeded");
+    let inherited = d.post("/v1/pki/ca", &json!({"name": "pl1", "common_name": "PL1", "ca_type": "intermediate", "parent_ca_id": pl2["id"], "validity_days": 10}));
+    assert_eq!(inherited.status, 201, "{}", inherited.text());
+    let text = openssl_ok(&[
+        "x509",
+        "-noout",
+        "-text",
+        "-in",
+        &write(
+            d.dir.path(),
+            "pl1.pem",
+            inherited.json()["certificate"].as_str().unwrap(),
+        ),
+    ]);
+    assert!(text.contains("CA:TRUE, pathlen:1"), "{text}");
+    d.post("/v1/pki/ca", &json!({"name": "nc", "common_name": "NC", "ca_type": "root", "validity_days": 10, "permitted_dns_domains": ["bücher.example"]}))
+        .problem(400, "invalid_name_constraint");
     // A retired CA stops being a parent.
     let rid = root["id"].as_str().unwrap();
     let retired = d.call("DELETE", &format!("/v1/pki/ca/{rid}"), Some(&d.admin), None);
@@ -242,7 +266,7 @@ fn pending_intermediate_signed_by_an_external_root() {
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
-    let ext = write(tmp, "ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
+    let ext = write(tmp, "ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
     let signed = tmp.join("signed.pem").to_str().unwrap().to_owned();
     openssl_ok(&[
         "x509",
@@ -358,4 +382,150 @@ fn pending_intermediate_signed_by_an_external_root() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn import_a_ca_whose_key_is_already_on_the_token() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let conf = d.data().join("softhsm/softhsm2.conf");
+    let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let module = "/usr/lib/softhsm/libsofthsm2.so";
+    // A security officer generates a key on the token outside ScaiVault…
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--module",
+                module,
+                "--token-label",
+                "scaivault-dev",
+                "--login",
+                "--pin",
+                &pin,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pkcs11-tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "ceremony-key",
+        "--id",
+        "c0ffee",
+        "--usage-sign",
+    ]);
+    let pub_der = tmp.join("pub.der").to_str().unwrap().to_owned();
+    tool(&[
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--label",
+        "ceremony-key",
+        "-o",
+        &pub_der,
+    ]);
+    let pub_pem = tmp.join("pub.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "pkey", "-pubin", "-inform", "DER", "-in", &pub_der, "-out", &pub_pem,
+    ]);
+    // …and an offline root certifies it.
+    let rk = tmp.join("rk.pem").to_str().unwrap().to_owned();
+    let r = tmp.join("r.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &rk,
+        "-out",
+        &r,
+        "-subj",
+        "/CN=Ceremony Root",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    let ext = write(tmp, "imp.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
+    let cert = tmp.join("imp.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "x509",
+        "-new",
+        "-force_pubkey",
+        &pub_pem,
+        "-subj",
+        "/CN=Imported Issuing CA",
+        "-CA",
+        &r,
+        "-CAkey",
+        &rk,
+        "-days",
+        "10",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    let root_pem = std::fs::read_to_string(&r).unwrap();
+
+    d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "no-such-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
+        .problem(400, "key_not_found");
+    d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "ceremony-key", "certificate_pem": root_pem, "chain_pem": root_pem}))
+        .problem(400, "certificate_key_mismatch");
+    d.post(
+        "/v1/pki/ca/import",
+        &json!({"name": "imp", "key_label": "ceremony-key", "certificate_pem": cert_pem}),
+    )
+    .problem(400, "chain_invalid");
+    let ok = d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "ceremony-key", "certificate_pem": cert_pem, "chain_pem": root_pem}));
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    let ca = ok.json();
+    assert_eq!(ca["status"], "active");
+    assert_eq!(ca["ca_type"], "intermediate");
+    assert_eq!(ca["common_name"], "Imported Issuing CA");
+    d.post("/v1/pki/ca/import", &json!({"name": "imp2", "key_label": "ceremony-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
+        .problem(409, "ca_conflict");
+
+    // The imported key signs on the token.
+    let child = d.post("/v1/pki/ca", &json!({"name": "under-imp", "common_name": "Under Imported", "ca_type": "intermediate", "parent_ca_id": ca["id"], "validity_days": 5}));
+    assert_eq!(child.status, 201, "{}", child.text());
+    let child_pem = write(
+        tmp,
+        "under.pem",
+        child.json()["certificate"].as_str().unwrap(),
+    );
+    let out = openssl(&["verify", "-CAfile", &r, "-untrusted", &cert, &child_pem]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain = d
+        .call(
+            "GET",
+            &format!("/v1/pki/ca/{}/chain", ca["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .text();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
 }

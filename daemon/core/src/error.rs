@@ -32,6 +32,9 @@ pub enum Error {
     /// The to-be-signed object broke the profile: nothing was signed.
     #[error("profile violation: {0}")]
     ProfileViolation(String),
+    /// The token's own signature did not verify under its public key: nothing is handed out.
+    #[error("the token produced a signature that does not verify: {0}")]
+    TokenSignatureInvalid(String),
     /// A signature did not verify.
     #[error("signature does not verify: {0}")]
     BadSignature(String),
@@ -69,7 +72,10 @@ impl Error {
             Error::Hsm(e) if e.is_unavailable() => ErrorKind::Unavailable,
             Error::Hsm(scaivault_hsm::Error::UnsupportedKey(_)) => ErrorKind::Invalid,
             Error::Hsm(scaivault_hsm::Error::DuplicateLabel(_)) => ErrorKind::Conflict,
-            Error::Hsm(_) | Error::ProfileViolation(_) | Error::Encode(_) => ErrorKind::Internal,
+            Error::Hsm(_)
+            | Error::ProfileViolation(_)
+            | Error::TokenSignatureInvalid(_)
+            | Error::Encode(_) => ErrorKind::Internal,
         }
     }
 
@@ -79,6 +85,8 @@ impl Error {
             Error::Invalid { code, .. } => code,
             Error::ProfileViolation(_) => "profile_violation",
             Error::BadSignature(_) => "bad_signature",
+            Error::TokenSignatureInvalid(_) => "hsm_signature_invalid",
+            Error::Hsm(scaivault_hsm::Error::DuplicateLabel(_)) => "key_label_taken",
             Error::Decode { .. } => "invalid_encoding",
             Error::Hsm(scaivault_hsm::Error::UnsupportedKey(_)) => "invalid_key_type",
             Error::Hsm(e) if e.is_unavailable() => "hsm_unavailable",

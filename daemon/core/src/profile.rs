@@ -209,6 +209,14 @@ pub fn ca_tbs(
     Ok(tbs)
 }
 
+/// Checks constraints before any key is made (the same rules [`ca_tbs`] applies).
+///
+/// # Errors
+/// `invalid_name_constraint`.
+pub fn check_constraints(c: &Constraints) -> Result<()> {
+    name_constraints(c).map(|_| ())
+}
+
 fn name_constraints(c: &Constraints) -> Result<NameConstraints> {
     let dns = |d: &String| -> Result<GeneralSubtree> {
         let d = d.trim().trim_end_matches('.').to_ascii_lowercase();

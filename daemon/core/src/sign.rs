@@ -33,7 +33,8 @@ pub fn sign_certificate(
         Some(i) => i.spki_der.clone(),
         None => tbs.subject_public_key_info.to_der()?,
     };
-    verify::verify_signature(&verify_key, &tbs.signature, &tbs_der, &sig)?;
+    verify::verify_signature(&verify_key, &tbs.signature, &tbs_der, &sig)
+        .map_err(|e| Error::TokenSignatureInvalid(e.to_string()))?;
     let cert = Certificate {
         signature_algorithm: tbs.signature.clone(),
         tbs_certificate: tbs,
@@ -58,7 +59,8 @@ pub fn build_csr(subject: &Name, signer: &dyn Signer) -> Result<String> {
     let sig = signer.sign(&info_der)?;
     let algorithm = AlgorithmIdentifierOwned::from_der(&signer.algorithm_der())
         .map_err(|e| Error::decode("algorithm", e))?;
-    verify::verify_signature(signer.public_key_der(), &algorithm, &info_der, &sig)?;
+    verify::verify_signature(signer.public_key_der(), &algorithm, &info_der, &sig)
+        .map_err(|e| Error::TokenSignatureInvalid(e.to_string()))?;
     let req = CertReq {
         info,
         algorithm,
@@ -84,6 +86,19 @@ pub fn issuer_info(cert: &Certificate, algorithm_der: Vec<u8>) -> Result<IssuerI
         spki_der,
         algorithm_der,
     })
+}
+
+/// The pathLenConstraint of a CA certificate's BasicConstraints, if any (RFC 5280 §4.2.1.9).
+pub fn path_len_constraint(cert: &Certificate) -> Option<u8> {
+    use const_oid::AssociatedOid;
+    use x509_cert::ext::pkix::BasicConstraints;
+    cert.tbs_certificate
+        .extensions
+        .as_deref()?
+        .iter()
+        .find(|e| e.extn_id == BasicConstraints::OID)
+        .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|bc| bc.path_len_constraint)
 }
 
 /// The SubjectKeyIdentifier extension's value, if present.

@@ -82,7 +82,11 @@ pub fn new_token(
             }
             let secs = i64::try_from(secs)
                 .map_err(|_| ApiError::bad_request("invalid_duration", "ttl too large"))?;
-            Some(time_util::rfc3339(now + time::Duration::seconds(secs)))
+            let end = now
+                .checked_add(time::Duration::seconds(secs))
+                .filter(|t| t.year() <= 9999)
+                .ok_or_else(|| ApiError::bad_request("invalid_duration", "ttl is too large"))?;
+            Some(time_util::rfc3339(end))
         }
     };
     let minted = auth::mint();
