@@ -5,10 +5,13 @@
 use crate::auth::{self, Perm};
 use crate::config::Config;
 use crate::error::ApiError;
+use scaivault_core::profile::IssuerInfo;
+use scaivault_hsm::Signer;
 use scaivault_hsm::Token;
 use scaivault_store::{AuditRecord, Store, TokenRow};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Who is calling: resolved from the bearer token by the request guard.
 #[derive(Debug, Clone)]
@@ -48,6 +51,24 @@ pub struct App {
     pub token: Arc<dyn Token>,
     /// Unix time of the scheduler's last tick.
     pub scheduler_beat: Arc<AtomicI64>,
+    /// Pre-generated RSA keys for issuance.
+    pub rsa_pool: Arc<crate::leafkey::RsaPool>,
+    /// Issuing CAs ready to sign, by CA id (checked against the stored serial on every use).
+    pub issuers: RwLock<HashMap<String, Arc<Issuer>>>,
+}
+
+/// An active CA ready to sign: its issuer data, its key on the token, its chain.
+pub struct Issuer {
+    /// CA id.
+    pub ca_id: String,
+    /// The CA certificate's serial (canonical), to notice a replaced certificate.
+    pub serial: String,
+    /// Issuer name, key id, validity end, public key, algorithm.
+    pub info: IssuerInfo,
+    /// The CA key on the token.
+    pub signer: Arc<dyn Signer>,
+    /// PEM certificates from this CA up to its root.
+    pub chain: Vec<String>,
 }
 
 impl App {
@@ -80,6 +101,53 @@ impl App {
             .map_err(ApiError::internal)?
     }
 
+    /// The tenant's CA `ca_id`, active and ready to sign.
+    ///
+    /// # Errors
+    /// `400 ca_not_found` / `ca_not_active`; token failures.
+    pub async fn issuer(&self, tenant_id: &str, ca_id: &str) -> Result<Arc<Issuer>, ApiError> {
+        let row = crate::ca::get(self, tenant_id, ca_id).await.map_err(|e| {
+            if e.code == "ca_not_found" {
+                ApiError::bad_request("ca_not_found", format!("CA {ca_id:?} not found"))
+            } else {
+                e
+            }
+        })?;
+        if row.status != "active" {
+            return Err(ApiError::bad_request(
+                "ca_not_active",
+                format!("CA {ca_id} is {}", row.status),
+            ));
+        }
+        let serial = row.serial.clone().unwrap_or_default();
+        if let Ok(cache) = self.issuers.read() {
+            if let Some(i) = cache.get(ca_id).filter(|i| i.serial == serial) {
+                return Ok(i.clone());
+            }
+        }
+        let chain_text = crate::ca::chain_pem(self, &row).await?;
+        let chain = split_pem(&chain_text);
+        let der = row.cert_der.clone().ok_or_else(|| {
+            ApiError::bad_request("ca_not_active", format!("CA {ca_id} has no certificate"))
+        })?;
+        let token = self.token.clone();
+        let label = row.key_label.clone();
+        let signer = self.blocking(move || Ok(token.find(&label)?)).await?;
+        let cert = scaivault_core::pem::from_der(&der)?;
+        let info = scaivault_core::sign::issuer_info(&cert, signer.algorithm_der())?;
+        let issuer = Arc::new(Issuer {
+            ca_id: ca_id.to_owned(),
+            serial,
+            info,
+            signer,
+            chain,
+        });
+        if let Ok(mut cache) = self.issuers.write() {
+            cache.insert(ca_id.to_owned(), issuer.clone());
+        }
+        Ok(issuer)
+    }
+
     /// Writes one audit record in its own transaction.
     ///
     /// # Errors
@@ -107,6 +175,26 @@ impl App {
         self.audit(caller.record(action, None, "denied")).await?;
         Err(ApiError::forbidden(format!(
             "the token's policies do not allow {action}"
+        )))
+    }
+
+    /// Checks that the caller may issue under `role`; a refusal is audited and answered `403`.
+    ///
+    /// # Errors
+    /// `403 forbidden`, or `503` when the denial cannot be audited.
+    pub async fn require_issuer(
+        &self,
+        caller: &Caller,
+        role: &str,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        if auth::may_issue(&caller.policies, role) {
+            return Ok(());
+        }
+        self.audit(caller.record(action, Some(role), "denied"))
+            .await?;
+        Err(ApiError::forbidden(format!(
+            "the token's policies do not allow {action} under role {role}"
         )))
     }
 
@@ -166,6 +254,16 @@ impl App {
             request_id,
         })
     }
+}
+
+/// Splits concatenated PEM certificates into one string each.
+pub fn split_pem(text: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    text.split_inclusive(END)
+        .map(str::trim_start)
+        .filter(|p| p.contains(END))
+        .map(|p| format!("{p}\n"))
+        .collect()
 }
 
 fn check_token_usable(row: &TokenRow) -> Result<(), ApiError> {

@@ -10,7 +10,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Policies known to this build.
+/// Policies known to this build, besides `issuer:<role>` (issue and sign under that role only).
 pub const KNOWN_POLICIES: &[&str] = &["admin", "ca-admin", "auditor"];
 
 /// What a call needs.
@@ -24,6 +24,12 @@ pub enum Perm {
     AuditRead,
     /// Manage tokens.
     TokenAdmin,
+    /// Create, change, delete roles.
+    RoleWrite,
+    /// Read roles and the certificate inventory.
+    InventoryRead,
+    /// Read stored private keys of issued certificates.
+    KeyRead,
 }
 
 /// Whether `policies` grant `perm`.
@@ -32,10 +38,23 @@ pub fn allows(policies: &[String], perm: Perm) -> bool {
         matches!(
             (p.as_str(), perm),
             ("admin", _)
-                | ("ca-admin", Perm::CaWrite | Perm::CaRead)
-                | ("auditor", Perm::AuditRead | Perm::CaRead)
+                | (
+                    "ca-admin",
+                    Perm::CaWrite | Perm::CaRead | Perm::RoleWrite | Perm::InventoryRead
+                )
+                | (
+                    "auditor",
+                    Perm::AuditRead | Perm::CaRead | Perm::InventoryRead
+                )
         )
     })
+}
+
+/// Whether `policies` let a token issue or sign under `role`: `admin`, or `issuer:<role>`.
+pub fn may_issue(policies: &[String], role: &str) -> bool {
+    policies
+        .iter()
+        .any(|p| p == "admin" || p.strip_prefix("issuer:").is_some_and(|r| r == role))
 }
 
 /// Checks that every policy is known.
@@ -50,10 +69,19 @@ pub fn check_policies(policies: &[String]) -> Result<(), ApiError> {
         ));
     }
     for p in policies {
-        if !KNOWN_POLICIES.contains(&p.as_str()) {
+        let issuer_ok = p.strip_prefix("issuer:").is_some_and(|r| {
+            !r.is_empty()
+                && r.len() <= 128
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+        if !KNOWN_POLICIES.contains(&p.as_str()) && !issuer_ok {
             return Err(ApiError::bad_request(
                 "unknown_policy",
-                format!("policy {p:?} is not one of {}", KNOWN_POLICIES.join(", ")),
+                format!(
+                    "policy {p:?} is not one of {}, issuer:<role>",
+                    KNOWN_POLICIES.join(", ")
+                ),
             ));
         }
     }
@@ -132,5 +160,11 @@ mod tests {
         assert!(!allows(&[], Perm::CaRead));
         assert!(!allows(&p("issuer:x"), Perm::CaRead));
         assert!(check_policies(&p("root")).is_err());
+        assert!(check_policies(&p("issuer:svc-mtls")).is_ok());
+        assert!(check_policies(&p("issuer:")).is_err());
+        assert!(may_issue(&p("issuer:svc-mtls"), "svc-mtls"));
+        assert!(!may_issue(&p("issuer:svc-mtls"), "other"));
+        assert!(!may_issue(&p("ca-admin"), "svc-mtls"));
+        assert!(!allows(&p("issuer:svc-mtls"), Perm::InventoryRead));
     }
 }

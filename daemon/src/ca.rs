@@ -265,6 +265,8 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
                     status: "valid".into(),
                     not_before: r2.not_before.clone(),
                     not_after: r2.not_after.clone(),
+                    revoked_at: None,
+                    revocation_reason: None,
                     created_at: r2.created_at.clone(),
                 })?;
             }

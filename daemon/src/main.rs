@@ -16,6 +16,9 @@ mod cli;
 mod config;
 mod dev;
 mod error;
+mod issue;
+mod leafkey;
+mod roles;
 mod sched;
 mod serve;
 

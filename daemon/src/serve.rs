@@ -106,6 +106,8 @@ pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
         store,
         token,
         scheduler_beat: beat.clone(),
+        rsa_pool: crate::leafkey::RsaPool::start(&[2048]),
+        issuers: Default::default(),
     };
     let rocket = crate::api::build(app);
     rocket::execute(async move {

@@ -39,6 +39,10 @@ pub enum Error {
     /// The token returned something the crate cannot decode (a public point, a signature).
     #[error("unexpected data from the token: {0}")]
     Encoding(String),
+    /// A ciphertext did not decrypt under the key-encryption key: it was tampered with, truncated,
+    /// or made under another key. Retrying does not help.
+    #[error("decryption refused: {0}")]
+    Decrypt(String),
 }
 
 impl Error {

@@ -16,7 +16,14 @@
 //! for Ed25519. Where the token mechanism needs a digest (`CKM_ECDSA`), the backend hashes on the
 //! host.
 //!
-//! Non-goals: key export or backup (see the ceremony tooling), symmetric keys, PKCS#11 v3 profiles.
+//! Key-encryption keys: besides signing keys a token holds AES-256 key-encryption keys (KEKs,
+//! [`Token::ensure_kek`]) that never leave it. [`Token::kek_encrypt`] / [`Token::kek_decrypt`]
+//! seal small secrets with AES-256-GCM on the token; callers use them to wrap a random data key,
+//! and seal the bulk data (for example an issued leaf private key) in software with that data key.
+//! The sealed form is `IV (12 bytes) || ciphertext || tag (16 bytes)`, with no associated data.
+//!
+//! Non-goals: key export or backup (see the ceremony tooling), symmetric keys other than KEKs,
+//! PKCS#11 v3 profiles.
 
 mod encoding;
 mod error;
@@ -90,4 +97,42 @@ pub trait Token: Debug + Send + Sync {
     /// # Errors
     /// [`Error::Unavailable`] when it does not.
     fn ping(&self) -> Result<()>;
+
+    /// Creates, unless it exists, the AES-256 key-encryption key labelled `label`: a private,
+    /// sensitive, never extractable token object that may only encrypt and decrypt (no wrap,
+    /// unwrap, sign, verify or derive). Idempotent; concurrent callers of one process create one
+    /// key.
+    ///
+    /// # Errors
+    /// [`Error::DuplicateLabel`] when a signing key (or other object) carries `label`;
+    /// [`Error::UnsupportedKey`] when a secret key labelled `label` exists but is not a sensitive,
+    /// non-extractable AES-256 key; token failures otherwise.
+    fn ensure_kek(&self, label: &str) -> Result<()>;
+
+    /// Encrypts `plaintext` (typically a 32-byte data key) under the KEK labelled `label` with
+    /// AES-256-GCM: a fresh random 12-byte IV from the host CSPRNG, a 128-bit tag, no associated
+    /// data. Returns `IV || ciphertext || tag` (`plaintext.len() + 28` bytes).
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`] when no KEK carries `label`; [`Error::Unavailable`] when the token
+    /// (or the host CSPRNG) cannot be reached; token failures otherwise.
+    fn kek_encrypt(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>>;
+
+    /// Decrypts and authenticates what [`Token::kek_encrypt`] returned.
+    ///
+    /// # Errors
+    /// [`Error::Decrypt`] when the ciphertext is too short, was tampered with or was made under
+    /// another key; [`Error::KeyNotFound`] when no KEK carries `label`; token failures otherwise.
+    fn kek_decrypt(&self, label: &str, ciphertext: &[u8]) -> Result<Vec<u8>>;
+
+    /// Reads the security attributes of the KEK labelled `label` (`sign` is always false).
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`] when no KEK carries `label`.
+    fn kek_attributes(&self, label: &str) -> Result<KeyAttributes>;
 }
+
+/// Length of the GCM IV at the start of a KEK ciphertext.
+pub const KEK_IV_LEN: usize = 12;
+/// Length of the GCM tag at the end of a KEK ciphertext.
+pub const KEK_TAG_LEN: usize = 16;

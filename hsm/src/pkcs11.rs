@@ -20,6 +20,26 @@
 //! no longer knows (`CKR_KEY_HANDLE_INVALID`, `CKR_OBJECT_HANDLE_INVALID`) is looked up again by
 //! label. A signature therefore costs one pooled session and `C_SignInit` + `C_Sign`.
 //!
+//! Session copies: a token object makes SoftHSM open, lock and read the token files on every
+//! signature, which serialises the threads of a process. Signers therefore sign with a *session
+//! object* copy of the private key (`C_CopyObject(key, {CKA_TOKEN = false})`), made once per key
+//! and login generation in the keeper session, so that it is visible to every session of the
+//! process and lives as long as the keeper. The copy keeps `CKA_SENSITIVE` and not
+//! `CKA_EXTRACTABLE` (checked after copying; a copy that does not is destroyed at once) and is
+//! never a token object. Copies are shared by all signers of a label, made again after a
+//! recovery or re-login (a new generation) and destroyed with the key by [`Token::destroy`].
+//! When the token refuses the copy (`CKA_COPYABLE = false`: `CKR_ACTION_PROHIBITED`), the signer
+//! uses the token object. Setting the environment variable `SCAIVAULT_HSM_NO_SESSION_COPY=1`
+//! when the token is opened turns copies off (for measurements and troubleshooting).
+//!
+//! Key-encryption keys ([`Token::ensure_kek`]) are AES-256 token secret keys (private,
+//! sensitive, not extractable, encrypt/decrypt only). [`Token::kek_encrypt`] runs `CKM_AES_GCM`
+//! on the token with a random 12-byte IV from the host CSPRNG and a 128-bit tag (SoftHSM 2.6.1
+//! supports it; it reports a failed tag check as `CKR_GENERAL_ERROR` from `C_Decrypt`, which
+//! becomes [`Error::Decrypt`]). `CKM_AES_KEY_WRAP_PAD` is not an alternative there: SoftHSM
+//! 2.6.1 offers it only for `C_WrapKey`/`C_UnwrapKey`, `C_EncryptInit` refuses it with
+//! `CKR_MECHANISM_INVALID`.
+//!
 //! Mechanisms (what SoftHSM 2.6 offers): ECDSA is `CKM_ECDSA` over a host-computed SHA-256
 //! (P-256) or SHA-384 (P-384) digest, its raw `r||s` converted to a DER `ECDSA-Sig-Value`; RSA is
 //! `CKM_SHA256_RSA_PKCS` over the message; Ed25519 is `CKM_EDDSA` over the message.
@@ -30,8 +50,10 @@
 
 use crate::encoding;
 use crate::{Error, KeyAttributes, KeySpec, KeyType, Result, Signer, Token};
+use crate::{KEK_IV_LEN, KEK_TAG_LEN};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
@@ -39,6 +61,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::{AuthPin, Ulong};
 use der::Decode;
+use rand_core::{OsRng, RngCore};
 use sha2::Digest;
 use std::collections::HashMap;
 use std::fmt;
@@ -49,6 +72,16 @@ use zeroize::Zeroizing;
 
 /// How many idle sessions the pool keeps; sessions handed back beyond that are closed.
 const MAX_POOLED_SESSIONS: usize = 32;
+
+/// The environment variable that, set to `1` when a token is opened, makes its signers sign with
+/// the token object instead of a session-object copy.
+pub const NO_SESSION_COPY_ENV: &str = "SCAIVAULT_HSM_NO_SESSION_COPY";
+
+/// AES-256 key length in bytes (CKA_VALUE_LEN of a KEK).
+const KEK_KEY_BYTES: u64 = 32;
+
+/// GCM tag length in bits.
+const GCM_TAG_BITS: u64 = 128;
 
 /// RSA public exponent F4 = 65537.
 const RSA_PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
@@ -100,9 +133,26 @@ struct Shared {
     pool: Mutex<Vec<Session>>,
     /// Serialises key generation and destruction (label uniqueness check + create).
     admin: Mutex<()>,
-    /// Bumped whenever the login had to be redone or sessions were lost: cached object handles
-    /// from an older generation are not trusted.
+    /// Bumped whenever the login had to be redone, the keeper replaced or sessions were lost:
+    /// cached object handles (and session copies) from an older generation are not trusted.
     generation: AtomicU64,
+    /// Whether signers sign with a session-object copy of the private key.
+    session_copy: bool,
+    /// The session-object copies of private keys, by label. Lock order: `copies`, then `keeper`.
+    copies: Mutex<HashMap<String, SessionCopy>>,
+    /// KEK handles by label, with the generation they were found in.
+    keks: Mutex<HashMap<String, (u64, ObjectHandle)>>,
+}
+
+/// The session-object copy of one private key.
+#[derive(Debug, Clone, Copy)]
+struct SessionCopy {
+    /// The login generation the copy was made in.
+    generation: u64,
+    /// The token object it copies.
+    source: ObjectHandle,
+    /// The copy, or `None` when the token refused to copy (sign with `source`).
+    copy: Option<ObjectHandle>,
 }
 
 /// The process-wide `cryptoki` contexts, one per module path (`C_Initialize` is per process).
@@ -331,6 +381,8 @@ impl Shared {
             .map_err(|e| self.unavailable("C_OpenSession", &e))?;
         self.ensure_login(&fresh)?;
         let stale = keeper.replace(fresh);
+        // Session objects (key copies) of the old keeper die with it.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         drop(keeper);
         // Closed only now that the fresh keeper holds the login.
         drop(stale);
@@ -428,8 +480,10 @@ impl Shared {
         class: ObjectClass,
         label: &str,
     ) -> std::result::Result<Option<ObjectHandle>, OpError> {
+        // Token objects only: the session copies of a key carry its label too.
         let found = session.find_objects(&[
             Attribute::Class(class),
+            Attribute::Token(true),
             Attribute::Label(label.as_bytes().to_vec()),
         ])?;
         match found.as_slice() {
@@ -458,6 +512,326 @@ impl Shared {
             }
         }
     }
+
+    /// The AES secret key labelled `label`, if any.
+    fn find_kek(
+        session: &Session,
+        label: &str,
+    ) -> std::result::Result<Option<ObjectHandle>, OpError> {
+        let found = session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(CkKeyType::AES),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            [..] => {
+                tracing::error!(label, count = found.len(), "several KEKs share a label");
+                Err(OpError::Hsm(Error::DuplicateLabel(label.to_owned())))
+            }
+        }
+    }
+
+    /// The KEK labelled `label` (cached per generation unless `refresh`), or
+    /// [`Error::KeyNotFound`].
+    fn kek_handle(
+        &self,
+        session: &Session,
+        label: &str,
+        refresh: bool,
+    ) -> std::result::Result<ObjectHandle, OpError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if !refresh {
+            if let Some(&(cached_generation, handle)) = lock(&self.keks).get(label) {
+                if cached_generation == generation {
+                    return Ok(handle);
+                }
+            }
+        }
+        let Some(handle) = Self::find_kek(session, label)? else {
+            Self::check_logged_in(session)?;
+            return Err(OpError::Hsm(Error::KeyNotFound {
+                label: label.to_owned(),
+            }));
+        };
+        lock(&self.keks).insert(label.to_owned(), (generation, handle));
+        Ok(handle)
+    }
+
+    /// Runs `op` with the KEK labelled `label`; looks the key up again once if its cached handle
+    /// turns out stale.
+    fn with_kek<T>(
+        &self,
+        session: &Session,
+        label: &str,
+        op: impl Fn(ObjectHandle) -> std::result::Result<T, CkError>,
+    ) -> std::result::Result<T, OpError> {
+        let key = self.kek_handle(session, label, false)?;
+        match op(key) {
+            Err(e) if is_stale_handle(&e) => {
+                let key = self.kek_handle(session, label, true)?;
+                Ok(op(key)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The object to sign with for the private key `source` labelled `label`: its session copy
+    /// (made now unless one of this `generation` exists and is not `failed`), or `source` when
+    /// copies are off or refused.
+    fn signing_key(
+        &self,
+        label: &str,
+        generation: u64,
+        source: ObjectHandle,
+        failed: Option<ObjectHandle>,
+    ) -> std::result::Result<ObjectHandle, OpError> {
+        if !self.session_copy {
+            return Ok(source);
+        }
+        let mut copies = lock(&self.copies);
+        if let Some(entry) = copies.get(label) {
+            let usable = entry.generation == generation
+                && entry.source == source
+                && (failed.is_none() || entry.copy != failed);
+            if usable {
+                return Ok(entry.copy.unwrap_or(source));
+            }
+        }
+        let replaced = copies.remove(label).and_then(|entry| entry.copy);
+        let copy = self.copy_in_keeper(label, source, replaced)?;
+        copies.insert(
+            label.to_owned(),
+            SessionCopy {
+                generation,
+                source,
+                copy,
+            },
+        );
+        Ok(copy.unwrap_or(source))
+    }
+
+    /// Makes a session-object copy of `source` in the keeper session (destroying `replaced`, an
+    /// older copy, first). `None` when the token refuses the copy or the copy would not be
+    /// sensitive, non-extractable and a session object.
+    fn copy_in_keeper(
+        &self,
+        label: &str,
+        source: ObjectHandle,
+        replaced: Option<ObjectHandle>,
+    ) -> std::result::Result<Option<ObjectHandle>, OpError> {
+        let keeper = lock(&self.keeper);
+        // No keeper: the sessions were lost; recovery makes a new one.
+        let Some(keeper) = keeper.as_ref() else {
+            return Err(OpError::NotLoggedIn);
+        };
+        if let Some(old) = replaced {
+            destroy_own_copy(keeper, old, label);
+        }
+        let copy = match keeper.copy_object(source, &[Attribute::Token(false)]) {
+            Ok(copy) => copy,
+            Err(e) if is_session_lost(&e) || is_stale_handle(&e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(
+                    token = %self.token_label,
+                    label,
+                    error = %describe(&e),
+                    "the token refused a session copy of the key; signing with the token object"
+                );
+                return Ok(None);
+            }
+        };
+        let attrs = read_attributes(
+            keeper,
+            copy,
+            &[
+                AttributeType::Token,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+            ],
+        )?;
+        let safe = matches!(
+            attrs.as_slice(),
+            [
+                Some(Attribute::Token(false)),
+                Some(Attribute::Sensitive(true)),
+                Some(Attribute::Extractable(false))
+            ]
+        );
+        if !safe {
+            tracing::error!(
+                token = %self.token_label,
+                label,
+                "the session copy of the key is not a sensitive, non-extractable session object; \
+                 destroyed it, signing with the token object"
+            );
+            if let Err(e) = keeper.destroy_object(copy) {
+                tracing::error!(label, error = %describe(&e), "cannot destroy the unsafe key copy");
+            }
+            return Ok(None);
+        }
+        tracing::debug!(token = %self.token_label, label, "made a session copy of the key");
+        Ok(Some(copy))
+    }
+}
+
+/// Destroys `handle` if it still is a session-object private key labelled `label` (one of our
+/// copies; a handle number the token reused for another object is left alone). Best effort.
+fn destroy_own_copy(session: &Session, handle: ObjectHandle, label: &str) {
+    let Ok(attrs) = read_attributes(
+        session,
+        handle,
+        &[
+            AttributeType::Token,
+            AttributeType::Class,
+            AttributeType::Label,
+        ],
+    ) else {
+        // Gone with its session or login.
+        return;
+    };
+    let own = match attrs.as_slice() {
+        [Some(Attribute::Token(false)), Some(Attribute::Class(class)), Some(Attribute::Label(l))] => {
+            *class == ObjectClass::PRIVATE_KEY && l.as_slice() == label.as_bytes()
+        }
+        _ => false,
+    };
+    if own {
+        if let Err(e) = session.destroy_object(handle) {
+            tracing::debug!(label, error = %describe(&e), "cannot destroy an old key copy");
+        }
+    }
+}
+
+/// Whether a `C_Decrypt` failure under AES-GCM means the ciphertext does not authenticate
+/// (SoftHSM 2.6.1 says `CKR_GENERAL_ERROR`; the standard says `CKR_ENCRYPTED_DATA_INVALID`).
+fn is_decrypt_refused(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::GeneralError | RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            Function::Decrypt
+        )
+    )
+}
+
+/// The template of an AES-256 key-encryption key labelled `label`.
+fn kek_template(label: &str) -> Vec<Attribute> {
+    let id = label.as_bytes().to_vec();
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(CkKeyType::AES),
+        Attribute::ValueLen(Ulong::from(KEK_KEY_BYTES)),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(id.clone()),
+        Attribute::Id(id),
+    ]
+}
+
+/// Checks that the existing secret key `kek` is a sensitive, non-extractable AES-256 key that
+/// encrypts and decrypts.
+fn check_kek(
+    session: &Session,
+    kek: ObjectHandle,
+    label: &str,
+) -> std::result::Result<(), OpError> {
+    let attrs = read_attributes(
+        session,
+        kek,
+        &[
+            AttributeType::ValueLen,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::Encrypt,
+            AttributeType::Decrypt,
+        ],
+    )?;
+    let fits = match attrs.as_slice() {
+        [Some(Attribute::ValueLen(len)), Some(Attribute::Sensitive(true)), Some(Attribute::Extractable(false)), Some(Attribute::Encrypt(true)), Some(Attribute::Decrypt(true))] => {
+            u64::from(*len) == KEK_KEY_BYTES
+        }
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedKey(format!(
+            "the secret key labelled {label:?} is not a sensitive, non-extractable AES-256 \
+             encryption key"
+        ))
+        .into())
+    }
+}
+
+/// Reads the security attributes of the key object `key` and tries to read its secret value.
+fn object_attributes(
+    session: &Session,
+    key: ObjectHandle,
+) -> std::result::Result<KeyAttributes, OpError> {
+    let attrs = read_attributes(
+        session,
+        key,
+        &[
+            AttributeType::Token,
+            AttributeType::Private,
+            AttributeType::Sensitive,
+            AttributeType::AlwaysSensitive,
+            AttributeType::Extractable,
+            AttributeType::NeverExtractable,
+            AttributeType::Sign,
+            AttributeType::KeyType,
+        ],
+    )?;
+    let flag = |i: usize| -> bool {
+        matches!(
+            attrs.get(i),
+            Some(Some(
+                Attribute::Token(true)
+                    | Attribute::Private(true)
+                    | Attribute::Sensitive(true)
+                    | Attribute::AlwaysSensitive(true)
+                    | Attribute::Extractable(true)
+                    | Attribute::NeverExtractable(true)
+                    | Attribute::Sign(true)
+            ))
+        )
+    };
+    let secret = match attrs.get(7) {
+        Some(Some(Attribute::KeyType(t))) if *t == CkKeyType::RSA => AttributeType::PrivateExponent,
+        _ => AttributeType::Value,
+    };
+    // Try to read the secret: a compliant token refuses (CKR_ATTRIBUTE_SENSITIVE, which
+    // cryptoki reports as an unavailable attribute). Anything read is wiped at once.
+    let read = read_attributes(session, key, &[secret])?;
+    let value_read_refused = match read.into_iter().next() {
+        Some(Some(Attribute::Value(v) | Attribute::PrivateExponent(v))) => {
+            let v = Zeroizing::new(v);
+            v.is_empty()
+        }
+        _ => true,
+    };
+    Ok(KeyAttributes {
+        token: flag(0),
+        private: flag(1),
+        sensitive: flag(2),
+        always_sensitive: flag(3),
+        extractable: flag(4),
+        never_extractable: flag(5),
+        sign: flag(6),
+        value_read_refused,
+    })
 }
 
 impl Pkcs11Token {
@@ -490,6 +864,7 @@ impl Pkcs11Token {
             }
         }
         let slot = found.ok_or_else(|| Error::TokenNotFound(config.token_label.clone()))?;
+        let session_copy = std::env::var_os(NO_SESSION_COPY_ENV).is_none_or(|v| v != "1");
         let shared = Arc::new(Shared {
             ctx,
             slot,
@@ -499,9 +874,17 @@ impl Pkcs11Token {
             pool: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
             generation: AtomicU64::new(0),
+            session_copy,
+            copies: Mutex::new(HashMap::new()),
+            keks: Mutex::new(HashMap::new()),
         });
         shared.refresh_keeper()?;
-        tracing::info!(token = %shared.token_label, slot = slot.id(), "pkcs#11 token opened");
+        tracing::info!(
+            token = %shared.token_label,
+            slot = slot.id(),
+            session_copy,
+            "pkcs#11 token opened"
+        );
         Ok(Arc::new(Pkcs11Token { shared }))
     }
 
@@ -539,6 +922,100 @@ impl Pkcs11Token {
         lock(&self.shared.pool).len()
     }
 
+    /// Whether signers of this token sign with session-object copies (see
+    /// [`NO_SESSION_COPY_ENV`]).
+    pub fn session_copies_enabled(&self) -> bool {
+        self.shared.session_copy
+    }
+
+    /// Test hook: the attributes of every session object (not token object) of the process that
+    /// is a private key labelled `label`: the session copies of that key.
+    ///
+    /// # Errors
+    /// Token failures.
+    #[doc(hidden)]
+    pub fn session_copies_for_test(&self, label: &str) -> Result<Vec<KeyAttributes>> {
+        self.shared.with_session("session copies", |session| {
+            Shared::check_logged_in(session)?;
+            let found = session.find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Token(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            found
+                .into_iter()
+                .map(|copy| object_attributes(session, copy))
+                .collect()
+        })
+    }
+
+    /// Test hook: the number of token objects (any class) labelled `label`.
+    ///
+    /// # Errors
+    /// Token failures.
+    #[doc(hidden)]
+    pub fn token_objects_for_test(&self, label: &str) -> Result<usize> {
+        self.shared.with_session("count objects", |session| {
+            Shared::check_logged_in(session)?;
+            let found = session.find_objects(&[
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            Ok(found.len())
+        })
+    }
+
+    /// Test hook: generates a key pair whose private key has `CKA_COPYABLE = false`, so that
+    /// signers must fall back to the token object.
+    ///
+    /// # Errors
+    /// As [`Token::generate`].
+    #[doc(hidden)]
+    pub fn generate_uncopyable_for_test(
+        &self,
+        spec: KeySpec,
+        label: &str,
+    ) -> Result<Arc<dyn Signer>> {
+        self.generate_with(spec, label, false)
+    }
+
+    /// Generates a key pair (see [`Token::generate`]); `copyable` is the private key's
+    /// `CKA_COPYABLE`.
+    fn generate_with(&self, spec: KeySpec, label: &str, copyable: bool) -> Result<Arc<dyn Signer>> {
+        let _admin = lock(&self.shared.admin);
+        let (mechanism, public_template, mut private_template) = generation_templates(spec, label)?;
+        if !copyable {
+            private_template.push(Attribute::Copyable(false));
+        }
+        let (handle, spki, generation) = self.shared.with_session("generate", |session| {
+            Shared::check_logged_in(session)?;
+            let existing = session.find_objects(&[
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            if !existing.is_empty() {
+                return Err(Error::DuplicateLabel(label.to_owned()).into());
+            }
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            let (public, private) =
+                session.generate_key_pair(&mechanism, &public_template, &private_template)?;
+            match public_key_spki(session, spec, public) {
+                Ok(spki) => Ok((private, spki, generation)),
+                Err(e) => {
+                    // Do not leave a key pair behind whose public half we cannot use.
+                    for object in [private, public] {
+                        if let Err(destroy) = session.destroy_object(object) {
+                            tracing::warn!(label, error = %describe(&destroy), "cannot destroy half-made key");
+                        }
+                    }
+                    Err(e)
+                }
+            }
+        })?;
+        tracing::info!(token = %self.shared.token_label, label, ?spec, "generated key pair on the token");
+        Ok(self.signer(spec, label, spki, handle, generation))
+    }
+
     fn signer(
         &self,
         spec: KeySpec,
@@ -552,7 +1029,11 @@ impl Pkcs11Token {
             spec,
             label: label.to_owned(),
             spki,
-            handle: Mutex::new(Some((generation, handle))),
+            cache: Mutex::new(Some(CachedKey {
+                generation,
+                source: handle,
+                key: None,
+            })),
         })
     }
 }
@@ -729,32 +1210,7 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Token for Pkcs11Token {
     fn generate(&self, spec: KeySpec, label: &str) -> Result<Arc<dyn Signer>> {
-        let _admin = lock(&self.shared.admin);
-        let (mechanism, public_template, private_template) = generation_templates(spec, label)?;
-        let (handle, spki, generation) = self.shared.with_session("generate", |session| {
-            let existing =
-                session.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
-            if !existing.is_empty() {
-                return Err(Error::DuplicateLabel(label.to_owned()).into());
-            }
-            let generation = self.shared.generation.load(Ordering::SeqCst);
-            let (public, private) =
-                session.generate_key_pair(&mechanism, &public_template, &private_template)?;
-            match public_key_spki(session, spec, public) {
-                Ok(spki) => Ok((private, spki, generation)),
-                Err(e) => {
-                    // Do not leave a key pair behind whose public half we cannot use.
-                    for object in [private, public] {
-                        if let Err(destroy) = session.destroy_object(object) {
-                            tracing::warn!(label, error = %describe(&destroy), "cannot destroy half-made key");
-                        }
-                    }
-                    Err(e)
-                }
-            }
-        })?;
-        tracing::info!(token = %self.shared.token_label, label, ?spec, "generated key pair on the token");
-        Ok(self.signer(spec, label, spki, handle, generation))
+        self.generate_with(spec, label, true)
     }
 
     fn find(&self, label: &str) -> Result<Arc<dyn Signer>> {
@@ -775,67 +1231,17 @@ impl Token for Pkcs11Token {
     fn attributes(&self, label: &str) -> Result<KeyAttributes> {
         self.shared.with_session("attributes", |session| {
             let private = Shared::find_private(session, label)?;
-            let attrs = read_attributes(
-                session,
-                private,
-                &[
-                    AttributeType::Token,
-                    AttributeType::Private,
-                    AttributeType::Sensitive,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::Extractable,
-                    AttributeType::NeverExtractable,
-                    AttributeType::Sign,
-                    AttributeType::KeyType,
-                ],
-            )?;
-            let flag = |i: usize| -> bool {
-                matches!(
-                    attrs.get(i),
-                    Some(Some(
-                        Attribute::Token(true)
-                            | Attribute::Private(true)
-                            | Attribute::Sensitive(true)
-                            | Attribute::AlwaysSensitive(true)
-                            | Attribute::Extractable(true)
-                            | Attribute::NeverExtractable(true)
-                            | Attribute::Sign(true)
-                    ))
-                )
-            };
-            let secret = match attrs.get(7) {
-                Some(Some(Attribute::KeyType(t))) if *t == CkKeyType::RSA => {
-                    AttributeType::PrivateExponent
-                }
-                _ => AttributeType::Value,
-            };
-            // Try to read the secret: a compliant token refuses (CKR_ATTRIBUTE_SENSITIVE, which
-            // cryptoki reports as an unavailable attribute). Anything read is wiped at once.
-            let read = read_attributes(session, private, &[secret])?;
-            let value_read_refused = match read.into_iter().next() {
-                Some(Some(Attribute::Value(v) | Attribute::PrivateExponent(v))) => {
-                    let v = Zeroizing::new(v);
-                    v.is_empty()
-                }
-                _ => true,
-            };
-            Ok(KeyAttributes {
-                token: flag(0),
-                private: flag(1),
-                sensitive: flag(2),
-                always_sensitive: flag(3),
-                extractable: flag(4),
-                never_extractable: flag(5),
-                sign: flag(6),
-                value_read_refused,
-            })
+            object_attributes(session, private)
         })
     }
 
     fn destroy(&self, label: &str) -> Result<()> {
         let _admin = lock(&self.shared.admin);
+        // Held throughout: no signer makes a new session copy while the key goes.
+        let mut copies = lock(&self.shared.copies);
         let destroyed = self.shared.with_session("destroy", |session| {
             let mut destroyed = 0usize;
+            // Token objects and their session copies (same class and label) alike.
             for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
                 let found = session.find_objects(&[
                     Attribute::Class(class),
@@ -848,6 +1254,8 @@ impl Token for Pkcs11Token {
             }
             Ok(destroyed)
         })?;
+        copies.remove(label);
+        drop(copies);
         if destroyed > 0 {
             tracing::info!(token = %self.shared.token_label, label, destroyed, "destroyed key objects");
         }
@@ -869,6 +1277,91 @@ impl Token for Pkcs11Token {
             }
         })
     }
+
+    fn ensure_kek(&self, label: &str) -> Result<()> {
+        // The admin lock makes "look, then create" atomic within the process.
+        let _admin = lock(&self.shared.admin);
+        let template = kek_template(label);
+        let created = self.shared.with_session("ensure_kek", |session| {
+            // Logged out, the private KEK would be invisible: do not conclude it is absent.
+            Shared::check_logged_in(session)?;
+            if let Some(existing) = Shared::find_kek(session, label)? {
+                check_kek(session, existing, label)?;
+                return Ok(false);
+            }
+            let others = session.find_objects(&[
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            if !others.is_empty() {
+                return Err(Error::DuplicateLabel(label.to_owned()).into());
+            }
+            session.generate_key(&Mechanism::AesKeyGen, &template)?;
+            Ok(true)
+        })?;
+        if created {
+            tracing::info!(token = %self.shared.token_label, label, "generated AES-256 KEK on the token");
+        }
+        Ok(())
+    }
+
+    fn kek_encrypt(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut iv = [0u8; KEK_IV_LEN];
+        OsRng
+            .try_fill_bytes(&mut iv)
+            .map_err(|e| Error::Unavailable(format!("host random generator: {e}")))?;
+        let shared = &self.shared;
+        let sealed = shared.with_session("kek_encrypt", |session| {
+            shared.with_kek(session, label, |kek| {
+                let mut iv = iv;
+                let params = GcmParams::new(&mut iv, &[], Ulong::from(GCM_TAG_BITS))?;
+                session.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
+            })
+        })?;
+        if sealed.len() != plaintext.len() + KEK_TAG_LEN {
+            return Err(Error::Encoding(format!(
+                "AES-GCM gave {} bytes for {} bytes of plaintext",
+                sealed.len(),
+                plaintext.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(KEK_IV_LEN + sealed.len());
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn kek_decrypt(&self, label: &str, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        if ciphertext.len() < KEK_IV_LEN + KEK_TAG_LEN {
+            return Err(Error::Decrypt(format!(
+                "{} bytes are shorter than IV and tag",
+                ciphertext.len()
+            )));
+        }
+        let (iv, sealed) = ciphertext.split_at(KEK_IV_LEN);
+        let shared = &self.shared;
+        shared.with_session("kek_decrypt", |session| {
+            let opened = shared.with_kek(session, label, |kek| {
+                let mut iv_buf = [0u8; KEK_IV_LEN];
+                iv_buf.copy_from_slice(iv);
+                let params = GcmParams::new(&mut iv_buf, &[], Ulong::from(GCM_TAG_BITS))?;
+                session.decrypt(&Mechanism::AesGcm(params), kek, sealed)
+            });
+            match opened {
+                Err(OpError::Ck(e)) if is_decrypt_refused(&e) => Err(OpError::Hsm(Error::Decrypt(
+                    format!("the ciphertext does not authenticate under KEK {label:?}"),
+                ))),
+                other => other,
+            }
+        })
+    }
+
+    fn kek_attributes(&self, label: &str) -> Result<KeyAttributes> {
+        self.shared.with_session("kek_attributes", |session| {
+            let kek = self.shared.kek_handle(session, label, true)?;
+            object_attributes(session, kek)
+        })
+    }
 }
 
 /// A private key on the token, with its public key cached.
@@ -877,8 +1370,19 @@ struct Pkcs11Signer {
     spec: KeySpec,
     label: String,
     spki: Vec<u8>,
-    /// The private-key handle and the login generation it was found in.
-    handle: Mutex<Option<(u64, ObjectHandle)>>,
+    /// The handles to sign with and the login generation they were found in.
+    cache: Mutex<Option<CachedKey>>,
+}
+
+/// The handles a signer signs with.
+#[derive(Debug, Clone, Copy)]
+struct CachedKey {
+    /// The login generation they are from.
+    generation: u64,
+    /// The private-key token object.
+    source: ObjectHandle,
+    /// What to sign with (the session copy or `source`); `None` until decided.
+    key: Option<ObjectHandle>,
 }
 
 impl fmt::Debug for Pkcs11Signer {
@@ -892,23 +1396,34 @@ impl fmt::Debug for Pkcs11Signer {
 }
 
 impl Pkcs11Signer {
-    /// The cached private-key handle when it is from the current login, else a fresh lookup.
-    fn handle(
-        &self,
-        session: &Session,
-        refresh: bool,
-    ) -> std::result::Result<ObjectHandle, OpError> {
+    /// The object to sign with: the cached one when it is from the current login, else the
+    /// private key looked up by label and its session copy. `refresh` (after a stale-handle
+    /// failure of the cached one) looks both up again.
+    fn key(&self, session: &Session, refresh: bool) -> std::result::Result<ObjectHandle, OpError> {
         let generation = self.shared.generation.load(Ordering::SeqCst);
-        if !refresh {
-            if let Some((cached_generation, handle)) = *lock(&self.handle) {
-                if cached_generation == generation {
-                    return Ok(handle);
-                }
-            }
+        let cached = *lock(&self.cache);
+        let current = cached.filter(|c| c.generation == generation && !refresh);
+        if let Some(CachedKey { key: Some(key), .. }) = current {
+            return Ok(key);
         }
-        let handle = Shared::find_private(session, &self.label)?;
-        *lock(&self.handle) = Some((generation, handle));
-        Ok(handle)
+        let source = match current {
+            Some(c) => c.source,
+            None => Shared::find_private(session, &self.label)?,
+        };
+        let failed = if refresh {
+            cached.and_then(|c| c.key)
+        } else {
+            None
+        };
+        let key = self
+            .shared
+            .signing_key(&self.label, generation, source, failed)?;
+        *lock(&self.cache) = Some(CachedKey {
+            generation,
+            source,
+            key: Some(key),
+        });
+        Ok(key)
     }
 }
 
@@ -947,13 +1462,15 @@ impl Signer for Pkcs11Signer {
             ),
         };
         let raw = self.shared.with_session("sign", |session| {
-            let handle = self.handle(session, false)?;
-            match session.sign(&mechanism, handle, data) {
-                Err(e) if is_stale_handle(&e) => {
-                    let handle = self.handle(session, true)?;
-                    Ok(session.sign(&mechanism, handle, data)?)
+            let first = self
+                .key(session, false)
+                .and_then(|key| Ok(session.sign(&mechanism, key, data)?));
+            match first {
+                Err(OpError::Ck(e)) if is_stale_handle(&e) => {
+                    let key = self.key(session, true)?;
+                    Ok(session.sign(&mechanism, key, data)?)
                 }
-                other => Ok(other?),
+                other => other,
             }
         })?;
         match self.spec.key_type() {

@@ -4,17 +4,23 @@
 //! `ed25519-dalek`) and produces exactly the same public-key, algorithm-identifier and signature
 //! encodings as the PKCS#11 backend, so code tested against it works unchanged against a token.
 //! It reports the attributes a compliant token reports for a CA key (sensitive, never extractable,
-//! value unreadable). It offers no protection at all and is never used by the daemon.
+//! value unreadable). Its key-encryption keys are random in-memory AES-256 keys used with the
+//! `aes-gcm` crate, in the same `IV || ciphertext || tag` layout as the token's. It offers no
+//! protection at all and is never used by the daemon.
 
 use crate::encoding;
 use crate::{Error, KeyAttributes, KeySpec, Result, Signer, Token};
-use rand_core::OsRng;
+use crate::{KEK_IV_LEN, KEK_TAG_LEN};
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand_core::{OsRng, RngCore};
 use sha2::Sha256;
 use signature::{SignatureEncoding, Signer as _};
 use spki::EncodePublicKey;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use zeroize::Zeroizing;
 
 /// The software key material of one key.
 enum SoftKey {
@@ -117,17 +123,54 @@ impl Signer for SoftSigner {
     }
 }
 
-/// An in-memory [`Token`] for tests: keys live in a map keyed by label.
+/// An in-memory [`Token`] for tests: keys live in maps keyed by label.
 #[derive(Default)]
 pub struct SoftToken {
-    keys: Mutex<HashMap<String, Arc<SoftSigner>>>,
+    state: Mutex<State>,
+}
+
+/// The keys of a [`SoftToken`]; one label names a signing key or a KEK, not both.
+#[derive(Default)]
+struct State {
+    keys: HashMap<String, Arc<SoftSigner>>,
+    keks: HashMap<String, Zeroizing<[u8; 32]>>,
+}
+
+impl State {
+    fn contains_key(&self, label: &str) -> bool {
+        self.keys.contains_key(label) || self.keks.contains_key(label)
+    }
+
+    fn get(&self, label: &str) -> Option<&Arc<SoftSigner>> {
+        self.keys.get(label)
+    }
+
+    fn remove(&mut self, label: &str) {
+        self.keys.remove(label);
+    }
+
+    fn insert(&mut self, label: String, signer: Arc<SoftSigner>) {
+        self.keys.insert(label, signer);
+    }
+
+    /// The AES-256-GCM cipher of the KEK labelled `label`.
+    fn kek(&self, label: &str) -> Result<Aes256Gcm> {
+        let key = self.keks.get(label).ok_or_else(|| Error::KeyNotFound {
+            label: label.to_owned(),
+        })?;
+        Aes256Gcm::new_from_slice(key.as_slice())
+            .map_err(|e| Error::Encoding(format!("KEK {label:?}: {e}")))
+    }
 }
 
 impl fmt::Debug for SoftToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let labels: Vec<String> = self.lock().keys().cloned().collect();
+        let state = self.lock();
+        let labels: Vec<&String> = state.keys.keys().collect();
+        let keks: Vec<&String> = state.keks.keys().collect();
         f.debug_struct("SoftToken")
             .field("labels", &labels)
+            .field("keks", &keks)
             .finish()
     }
 }
@@ -138,9 +181,9 @@ impl SoftToken {
         Self::default()
     }
 
-    /// The key map; a poisoned lock is taken over (the map itself stays consistent).
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<SoftSigner>>> {
-        self.keys
+    /// The key maps; a poisoned lock is taken over (the maps themselves stay consistent).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -171,7 +214,7 @@ impl Token for SoftToken {
     }
 
     fn attributes(&self, label: &str) -> Result<KeyAttributes> {
-        if !self.lock().contains_key(label) {
+        if self.lock().get(label).is_none() {
             return Err(Error::KeyNotFound {
                 label: label.to_owned(),
             });
@@ -195,6 +238,73 @@ impl Token for SoftToken {
 
     fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn ensure_kek(&self, label: &str) -> Result<()> {
+        let mut state = self.lock();
+        if state.keks.contains_key(label) {
+            return Ok(());
+        }
+        if state.keys.contains_key(label) {
+            return Err(Error::DuplicateLabel(label.to_owned()));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        OsRng
+            .try_fill_bytes(key.as_mut_slice())
+            .map_err(|e| Error::Unavailable(format!("host random generator: {e}")))?;
+        state.keks.insert(label.to_owned(), key);
+        Ok(())
+    }
+
+    fn kek_encrypt(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let cipher = self.lock().kek(label)?;
+        let mut iv = [0u8; KEK_IV_LEN];
+        OsRng
+            .try_fill_bytes(&mut iv)
+            .map_err(|e| Error::Unavailable(format!("host random generator: {e}")))?;
+        let sealed = cipher
+            .encrypt(&Nonce::from(iv), plaintext)
+            .map_err(|e| Error::Encoding(format!("AES-GCM: {e}")))?;
+        let mut out = Vec::with_capacity(KEK_IV_LEN + sealed.len());
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn kek_decrypt(&self, label: &str, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let cipher = self.lock().kek(label)?;
+        if ciphertext.len() < KEK_IV_LEN + KEK_TAG_LEN {
+            return Err(Error::Decrypt(format!(
+                "{} bytes are shorter than IV and tag",
+                ciphertext.len()
+            )));
+        }
+        let (iv, sealed) = ciphertext.split_at(KEK_IV_LEN);
+        let mut nonce = [0u8; KEK_IV_LEN];
+        nonce.copy_from_slice(iv);
+        cipher.decrypt(&Nonce::from(nonce), sealed).map_err(|_| {
+            Error::Decrypt(format!(
+                "the ciphertext does not authenticate under KEK {label:?}"
+            ))
+        })
+    }
+
+    fn kek_attributes(&self, label: &str) -> Result<KeyAttributes> {
+        if !self.lock().keks.contains_key(label) {
+            return Err(Error::KeyNotFound {
+                label: label.to_owned(),
+            });
+        }
+        Ok(KeyAttributes {
+            token: true,
+            private: true,
+            sensitive: true,
+            always_sensitive: true,
+            extractable: false,
+            never_extractable: true,
+            sign: false,
+            value_read_refused: true,
+        })
     }
 }
 
@@ -274,5 +384,50 @@ mod tests {
             Err(Error::KeyNotFound { .. })
         ));
         token.ping().unwrap();
+    }
+
+    #[test]
+    fn kek_seals_and_refuses_tampering() {
+        let token = SoftToken::new();
+        assert!(matches!(
+            token.kek_encrypt("kek", b"x"),
+            Err(Error::KeyNotFound { .. })
+        ));
+        token.ensure_kek("kek").unwrap();
+        token.ensure_kek("kek").unwrap();
+        let data_key = [9u8; 32];
+        let a = token.kek_encrypt("kek", &data_key).unwrap();
+        let b = token.kek_encrypt("kek", &data_key).unwrap();
+        assert_eq!(a.len(), KEK_IV_LEN + 32 + KEK_TAG_LEN);
+        assert_ne!(a[..KEK_IV_LEN], b[..KEK_IV_LEN]);
+        assert_eq!(token.kek_decrypt("kek", &a).unwrap(), data_key);
+        assert_eq!(token.kek_decrypt("kek", &b).unwrap(), data_key);
+        for i in [0, KEK_IV_LEN, a.len() - 1] {
+            let mut bad = a.clone();
+            bad[i] ^= 0x01;
+            let err = token.kek_decrypt("kek", &bad).unwrap_err();
+            assert!(matches!(err, Error::Decrypt(_)) && !err.is_unavailable());
+        }
+        assert!(matches!(
+            token.kek_decrypt("kek", &a[..20]),
+            Err(Error::Decrypt(_))
+        ));
+        token.ensure_kek("other").unwrap();
+        assert!(matches!(
+            token.kek_decrypt("other", &a),
+            Err(Error::Decrypt(_))
+        ));
+        let attrs = token.kek_attributes("kek").unwrap();
+        assert!(attrs.sensitive && !attrs.extractable && !attrs.sign);
+        // One label names a signing key or a KEK.
+        token.generate(KeySpec::EcP256, "ca").unwrap();
+        assert!(matches!(
+            token.ensure_kek("ca"),
+            Err(Error::DuplicateLabel(_))
+        ));
+        assert!(matches!(
+            token.generate(KeySpec::EcP256, "kek"),
+            Err(Error::DuplicateLabel(_))
+        ));
     }
 }

@@ -10,7 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
-use scaivault_hsm::{Error, KeySpec, Signer, Token, X509Signature, X509Signer};
+use scaivault_hsm::{
+    Error, KeySpec, Signer, Token, X509Signature, X509Signer, KEK_IV_LEN, KEK_TAG_LEN,
+};
 use sha2::Sha256;
 use signature::Verifier;
 use spki::DecodePublicKey;
@@ -327,6 +329,30 @@ fn signing_recovers_after_sessions_are_closed_or_logged_out() {
             scope.spawn(move || sign_and_verify(signer.as_ref(), t));
         }
     });
+    // The copies of the lost sessions are gone; one fresh copy signs.
+    let expected = usize::from(token.session_copies_enabled());
+    assert_eq!(
+        token.session_copies_for_test(&label).unwrap().len(),
+        expected
+    );
+
+    // The KEK works across a lost login too.
+    let kek = unique("recover-kek");
+    token.ensure_kek(&kek).unwrap();
+    let sealed = token.kek_encrypt(&kek, &[3; 32]).unwrap();
+    token.logout_for_test().unwrap();
+    assert_eq!(token.kek_decrypt(&kek, &sealed).unwrap(), [3; 32]);
+    token.drop_sessions_for_test();
+    let again = token.kek_encrypt(&kek, &[4; 32]).unwrap();
+    token.logout_for_test().unwrap();
+    token.ensure_kek(&kek).unwrap();
+    assert_eq!(token.token_objects_for_test(&kek).unwrap(), 1);
+    assert_eq!(token.kek_decrypt(&kek, &again).unwrap(), [4; 32]);
+    sign_and_verify(signer.as_ref(), 9);
+    assert_eq!(
+        token.session_copies_for_test(&label).unwrap().len(),
+        expected
+    );
 }
 
 #[test]
@@ -408,4 +434,201 @@ fn softhsm_keys_make_self_signed_roots_openssl_accepts() {
 #[test]
 fn ping_answers() {
     token().ping().unwrap();
+}
+
+#[test]
+fn kek_seals_a_data_key_on_the_token() {
+    let label = unique("kek");
+    assert!(matches!(
+        token().kek_encrypt(&label, b"x"),
+        Err(Error::KeyNotFound { .. })
+    ));
+    token().ensure_kek(&label).unwrap();
+    let data_key: Vec<u8> = (0..32u8).collect();
+    let a = token().kek_encrypt(&label, &data_key).unwrap();
+    let b = token().kek_encrypt(&label, &data_key).unwrap();
+    assert_eq!(a.len(), KEK_IV_LEN + data_key.len() + KEK_TAG_LEN);
+    // A fresh IV each time, hence different ciphertexts.
+    assert_ne!(a[..KEK_IV_LEN], b[..KEK_IV_LEN]);
+    assert_ne!(a[KEK_IV_LEN..], b[KEK_IV_LEN..]);
+    assert_eq!(token().kek_decrypt(&label, &a).unwrap(), data_key);
+    assert_eq!(token().kek_decrypt(&label, &b).unwrap(), data_key);
+    // Empty and longer plaintexts too.
+    let empty = token().kek_encrypt(&label, &[]).unwrap();
+    assert!(token().kek_decrypt(&label, &empty).unwrap().is_empty());
+    let long = message(5);
+    let sealed = token().kek_encrypt(&label, &long).unwrap();
+    assert_eq!(token().kek_decrypt(&label, &sealed).unwrap(), long);
+
+    // Idempotent: the same key stays, old ciphertexts still open.
+    token().ensure_kek(&label).unwrap();
+    assert_eq!(token().kek_decrypt(&label, &a).unwrap(), data_key);
+    assert_eq!(token().token_objects_for_test(&label).unwrap(), 1);
+}
+
+#[test]
+fn kek_refuses_tampered_ciphertext() {
+    let label = unique("kek-tamper");
+    token().ensure_kek(&label).unwrap();
+    let sealed = token().kek_encrypt(&label, &[0x5a; 32]).unwrap();
+    // A flipped bit in the IV, the ciphertext or the tag.
+    for i in [
+        0,
+        KEK_IV_LEN - 1,
+        KEK_IV_LEN,
+        KEK_IV_LEN + 31,
+        sealed.len() - 1,
+    ] {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x80;
+        let err = token().kek_decrypt(&label, &bad).unwrap_err();
+        assert!(matches!(err, Error::Decrypt(_)), "byte {i}: {err:?}");
+        assert!(!err.is_unavailable());
+    }
+    // Truncated, extended, too short for IV and tag.
+    for bad in [
+        &sealed[..sealed.len() - 1],
+        &sealed[..KEK_IV_LEN + KEK_TAG_LEN],
+        &sealed[..10],
+    ] {
+        let err = token().kek_decrypt(&label, bad).unwrap_err();
+        assert!(
+            matches!(err, Error::Decrypt(_)),
+            "{} bytes: {err:?}",
+            bad.len()
+        );
+    }
+    let mut longer = sealed.clone();
+    longer.push(0);
+    assert!(matches!(
+        token().kek_decrypt(&label, &longer),
+        Err(Error::Decrypt(_))
+    ));
+    // Another KEK cannot open it.
+    let other = unique("kek-other");
+    token().ensure_kek(&other).unwrap();
+    assert!(matches!(
+        token().kek_decrypt(&other, &sealed),
+        Err(Error::Decrypt(_))
+    ));
+    // The session is still usable after the refused decryptions.
+    assert_eq!(token().kek_decrypt(&label, &sealed).unwrap(), [0x5a; 32]);
+}
+
+#[test]
+fn kek_is_sensitive_and_never_extractable() {
+    let label = unique("kek-attrs");
+    token().ensure_kek(&label).unwrap();
+    let a = token().kek_attributes(&label).unwrap();
+    assert!(a.token && a.private, "{a:?}");
+    assert!(a.sensitive && a.always_sensitive, "{a:?}");
+    assert!(!a.extractable && a.never_extractable, "{a:?}");
+    assert!(!a.sign, "{a:?}");
+    assert!(a.value_read_refused, "{a:?}");
+    assert!(matches!(
+        token().kek_attributes("no-such-kek"),
+        Err(Error::KeyNotFound { .. })
+    ));
+}
+
+#[test]
+fn kek_and_signing_keys_do_not_share_labels() {
+    let ca = unique("kek-vs-ca");
+    token().generate(KeySpec::EcP256, &ca).unwrap();
+    assert!(matches!(
+        token().ensure_kek(&ca),
+        Err(Error::DuplicateLabel(_))
+    ));
+    let kek = unique("kek-first");
+    token().ensure_kek(&kek).unwrap();
+    assert!(matches!(
+        token().generate(KeySpec::EcP256, &kek),
+        Err(Error::DuplicateLabel(_))
+    ));
+    // Destroying "the key pair" of a KEK label leaves the KEK alone.
+    token().destroy(&kek).unwrap();
+    let sealed = token().kek_encrypt(&kek, b"k").unwrap();
+    assert_eq!(token().kek_decrypt(&kek, &sealed).unwrap(), b"k");
+}
+
+#[test]
+fn concurrent_ensure_kek_creates_one_key() {
+    let label = unique("kek-race");
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                barrier.wait();
+                token().ensure_kek(&label).unwrap();
+            });
+        }
+    });
+    assert_eq!(token().token_objects_for_test(&label).unwrap(), 1);
+    let sealed = token().kek_encrypt(&label, &[1; 32]).unwrap();
+    assert_eq!(token().kek_decrypt(&label, &sealed).unwrap(), [1; 32]);
+}
+
+#[test]
+fn signers_share_one_sensitive_session_copy() {
+    let label = unique("copy");
+    let signer = token().generate(KeySpec::EcP256, &label).unwrap();
+    sign_and_verify(signer.as_ref(), 1);
+    let expected = usize::from(token().session_copies_enabled());
+    let copies = token().session_copies_for_test(&label).unwrap();
+    assert_eq!(copies.len(), expected, "{copies:?}");
+    for c in &copies {
+        assert!(!c.token, "the copy must be a session object: {c:?}");
+        assert!(c.private && c.sign, "{c:?}");
+        assert!(c.sensitive && c.always_sensitive, "{c:?}");
+        assert!(!c.extractable && c.never_extractable, "{c:?}");
+        assert!(c.value_read_refused, "{c:?}");
+    }
+    // The copy is no token object: the token holds the key pair only.
+    assert_eq!(token().token_objects_for_test(&label).unwrap(), 2);
+    // The token object itself is what `attributes` describes.
+    assert!(token().attributes(&label).unwrap().token);
+
+    // Another signer of the same key and many threads reuse the one copy.
+    let again = token().find(&label).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4u8 {
+            let (signer, again) = (Arc::clone(&signer), Arc::clone(&again));
+            scope.spawn(move || {
+                for i in 0..10u8 {
+                    sign_and_verify(signer.as_ref(), t * 16 + i);
+                    sign_and_verify(again.as_ref(), t * 16 + i);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        token().session_copies_for_test(&label).unwrap().len(),
+        expected
+    );
+
+    // Destroying the key destroys its copy; its signers fail cleanly.
+    token().destroy(&label).unwrap();
+    assert!(token().session_copies_for_test(&label).unwrap().is_empty());
+    assert!(matches!(signer.sign(b"x"), Err(Error::KeyNotFound { .. })));
+    assert!(matches!(again.sign(b"x"), Err(Error::KeyNotFound { .. })));
+}
+
+#[test]
+fn uncopyable_key_signs_with_the_token_object() {
+    let label = unique("nocopy");
+    let signer = token()
+        .generate_uncopyable_for_test(KeySpec::EcP256, &label)
+        .unwrap();
+    sign_and_verify(signer.as_ref(), 1);
+    sign_and_verify(signer.as_ref(), 2);
+    assert!(token().session_copies_for_test(&label).unwrap().is_empty());
+    let rsa_label = unique("nocopy-rsa");
+    let rsa = token()
+        .generate_uncopyable_for_test(KeySpec::Rsa2048, &rsa_label)
+        .unwrap();
+    sign_and_verify(rsa.as_ref(), 3);
+    assert!(token()
+        .session_copies_for_test(&rsa_label)
+        .unwrap()
+        .is_empty());
 }

@@ -10,6 +10,8 @@
 //! - [`name`]: distinguished names from API fields.
 //! - [`duration`]: Go-style durations (`168h`, `30m`, `90d`).
 //! - [`profile`]: the CA certificate profile (RFC 5280 §4.2) and its lint before signing.
+//! - [`leaf`]: the end-entity profile and its extra lint.
+//! - [`role`]: what names a role allows.
 //! - [`sign`]: assembling and checking signed objects (certificates, CSRs).
 //! - [`verify`]: signature verification in software, for checks after the token has signed and for
 //!   certificates that arrive from outside.
@@ -17,12 +19,15 @@
 //!
 //! Non-goals here: storage, authorization, audit (the daemon owns those).
 
+pub mod csr;
 pub mod duration;
 mod error;
 pub mod ids;
+pub mod leaf;
 pub mod name;
 pub mod pem;
 pub mod profile;
+pub mod role;
 pub mod serial;
 pub mod sign;
 pub mod time_util;

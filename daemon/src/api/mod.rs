@@ -11,9 +11,12 @@
 
 mod audit;
 mod ca;
+mod certs;
 mod guards;
 mod health;
+mod issue;
 mod problem;
+mod roles;
 pub mod tokens;
 
 pub use tokens::new_token;
@@ -46,5 +49,8 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", ca::routes())
         .mount("/", tokens::routes())
         .mount("/", audit::routes())
+        .mount("/", roles::routes())
+        .mount("/", issue::routes())
+        .mount("/", certs::routes())
         .register("/", problem::catchers())
 }

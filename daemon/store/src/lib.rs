@@ -18,14 +18,17 @@ mod tx;
 
 pub use audit::{AuditRecord, AuditRow, ChainCheck};
 pub use error::{Error, Result};
-pub use rows::{CaRow, CertRow, Page, TenantRow, TokenRow};
+pub use rows::{CaRow, CertFilter, CertRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow};
 pub use tx::Tx;
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_roles.sql"),
+];
 
 /// The metadata store.
 #[derive(Debug)]

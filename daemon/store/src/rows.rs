@@ -101,7 +101,56 @@ pub struct CertRow {
     /// RFC 3339.
     pub not_after: Option<String>,
     /// RFC 3339.
+    pub revoked_at: Option<String>,
+    /// RFC 5280 reason name.
+    pub revocation_reason: Option<String>,
+    /// RFC 3339.
     pub created_at: String,
+}
+
+/// A PKI role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRow {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique per tenant.
+    pub name: String,
+    /// The issuing CA.
+    pub ca_id: String,
+    /// JSON of the role's fields.
+    pub config: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A sealed leaf private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKeyRow {
+    /// Issuer of the certificate.
+    pub issuer_ca_id: String,
+    /// Canonical serial.
+    pub serial: String,
+    /// The data key, encrypted by the token's KEK.
+    pub wrapped_key: Vec<u8>,
+    /// Nonce and AES-256-GCM ciphertext of the key.
+    pub sealed: Vec<u8>,
+}
+
+/// Filters of the certificate inventory.
+#[derive(Debug, Clone, Default)]
+pub struct CertFilter {
+    /// Only certificates of this issuer.
+    pub ca_id: Option<String>,
+    /// Only certificates issued under this role.
+    pub role: Option<String>,
+    /// `valid`, `revoked` or `expired` (expired: valid status, not_after before `now`).
+    pub status: Option<String>,
+    /// Only certificates whose not_after is before this time (RFC 3339) and after `now`.
+    pub expiring_before: Option<String>,
+    /// The current time (RFC 3339), for `expired` and `expiring_before`.
+    pub now: String,
 }
 
 /// One page of a list.

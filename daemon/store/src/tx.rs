@@ -1,7 +1,7 @@
 //! Typed operations inside one transaction.
 
 use crate::audit::{self, AuditRecord, AuditRow, ChainCheck};
-use crate::rows::{CaRow, CertRow, Page, TenantRow, TokenRow};
+use crate::rows::{CaRow, CertFilter, CertRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow};
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
@@ -82,6 +82,49 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<(i64, TokenRow)> {
             created_at: r.get(5)?,
             expires_at: r.get(6)?,
             revoked_at: r.get(7)?,
+        },
+    ))
+}
+
+const CERT_COLS: &str =
+    "issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, sans, cert_der, \
+     status, not_before, not_after, revoked_at, revocation_reason, created_at, rowid";
+
+fn cert_row(r: &Row<'_>) -> rusqlite::Result<(i64, CertRow)> {
+    Ok((
+        r.get(15)?,
+        CertRow {
+            issuer_ca_id: r.get(0)?,
+            serial: r.get(1)?,
+            tenant_id: r.get(2)?,
+            kind: r.get(3)?,
+            subject_ca_id: r.get(4)?,
+            role: r.get(5)?,
+            common_name: r.get(6)?,
+            sans: r.get(7)?,
+            cert_der: r.get(8)?,
+            status: r.get(9)?,
+            not_before: r.get(10)?,
+            not_after: r.get(11)?,
+            revoked_at: r.get(12)?,
+            revocation_reason: r.get(13)?,
+            created_at: r.get(14)?,
+        },
+    ))
+}
+
+const ROLE_COLS: &str = "tenant_id, name, ca_id, config, created_at, updated_at, rowid";
+
+fn role_row(r: &Row<'_>) -> rusqlite::Result<(i64, RoleRow)> {
+    Ok((
+        r.get(6)?,
+        RoleRow {
+            tenant_id: r.get(0)?,
+            name: r.get(1)?,
+            ca_id: r.get(2)?,
+            config: r.get(3)?,
+            created_at: r.get(4)?,
+            updated_at: r.get(5)?,
         },
     ))
 }
@@ -352,11 +395,11 @@ impl<'a> Tx<'a> {
         self.tx
             .execute(
                 "INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
-                 sans, cert_der, status, not_before, not_after, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, c.sans,
-                    c.cert_der, c.status, c.not_before, c.not_after, c.created_at
+                    c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, c.created_at
                 ],
             )
             .map_err(|e| match Error::from(e) {
@@ -364,6 +407,205 @@ impl<'a> Tx<'a> {
                 other => other,
             })?;
         Ok(())
+    }
+
+    /// Fills in a reserved serial with the signed certificate (status `valid`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the serial was not reserved.
+    pub fn complete_certificate(&self, c: &CertRow) -> Result<()> {
+        let n = self.tx.execute(
+            "UPDATE certificates SET cert_der = ?3, status = 'valid', common_name = ?4, sans = ?5, \
+             not_before = ?6, not_after = ?7 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'",
+            params![c.issuer_ca_id, c.serial, c.cert_der, c.common_name, c.sans, c.not_before, c.not_after],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Drops a reservation that was never signed.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn release_serial(&self, issuer_ca_id: &str, serial: &str) -> Result<()> {
+        self.tx.execute(
+            "DELETE FROM certificates WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'",
+            params![issuer_ca_id, serial],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a sealed leaf key.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn insert_stored_key(&self, k: &StoredKeyRow) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO stored_keys (issuer_ca_id, serial, wrapped_key, sealed) VALUES (?1, ?2, ?3, ?4)",
+            params![k.issuer_ca_id, k.serial, k.wrapped_key, k.sealed],
+        )?;
+        Ok(())
+    }
+
+    /// The sealed key of a certificate.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_stored_key(&self, issuer_ca_id: &str, serial: &str) -> Result<StoredKeyRow> {
+        self.tx
+            .query_row(
+                "SELECT issuer_ca_id, serial, wrapped_key, sealed FROM stored_keys WHERE issuer_ca_id = ?1 AND serial = ?2",
+                params![issuer_ca_id, serial],
+                |r| {
+                    Ok(StoredKeyRow {
+                        issuer_ca_id: r.get(0)?,
+                        serial: r.get(1)?,
+                        wrapped_key: r.get(2)?,
+                        sealed: r.get(3)?,
+                    })
+                },
+            )
+            .map_err(Error::from)
+    }
+
+    /// The tenant's issued certificate with `serial` (canonical form), of any issuer.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_certificate(&self, tenant_id: &str, serial: &str) -> Result<CertRow> {
+        self.tx
+            .query_row(
+                &format!("SELECT {CERT_COLS} FROM certificates WHERE tenant_id = ?1 AND serial = ?2 AND status != 'reserved' ORDER BY rowid LIMIT 1"),
+                params![tenant_id, serial],
+                cert_row,
+            )
+            .map(|(_, c)| c)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's certificates, newest last, filtered.
+    ///
+    /// # Errors
+    /// SQL failures; [`Error::Conflict`] for a malformed cursor.
+    pub fn list_certificates(
+        &self,
+        tenant_id: &str,
+        f: &CertFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CertRow>> {
+        let after = parse_cursor(cursor)?;
+        let mut st = self.tx.prepare(&format!(
+            "SELECT {CERT_COLS} FROM certificates WHERE tenant_id = ?1 AND rowid > ?2 AND status != 'reserved' \
+             AND (?3 IS NULL OR issuer_ca_id = ?3) AND (?4 IS NULL OR role = ?4) \
+             AND (?5 IS NULL OR (?5 = 'revoked' AND status = 'revoked') \
+                  OR (?5 = 'valid' AND status = 'valid' AND not_after > ?6) \
+                  OR (?5 = 'expired' AND status = 'valid' AND not_after <= ?6)) \
+             AND (?7 IS NULL OR (status = 'valid' AND not_after > ?6 AND not_after <= ?7)) \
+             ORDER BY rowid LIMIT ?8"
+        ))?;
+        let rows = st
+            .query_map(
+                params![
+                    tenant_id,
+                    after,
+                    f.ca_id,
+                    f.role,
+                    f.status,
+                    f.now,
+                    f.expiring_before,
+                    limit_plus_one(limit)
+                ],
+                cert_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    // ---- roles -----------------------------------------------------------------------------
+
+    /// Inserts a role.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the tenant has a role of that name.
+    pub fn insert_role(&self, r: &RoleRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO roles (tenant_id, name, ca_id, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.tenant_id, r.name, r.ca_id, r.config, r.created_at, r.updated_at],
+            )
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("a role named {:?} exists", r.name)),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// Replaces a role's CA and fields.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn update_role(&self, r: &RoleRow) -> Result<()> {
+        let n = self.tx.execute(
+            "UPDATE roles SET ca_id = ?3, config = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND name = ?2",
+            params![r.tenant_id, r.name, r.ca_id, r.config, r.updated_at],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Deletes a role.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn delete_role(&self, tenant_id: &str, name: &str) -> Result<()> {
+        let n = self.tx.execute(
+            "DELETE FROM roles WHERE tenant_id = ?1 AND name = ?2",
+            params![tenant_id, name],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The tenant's role `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_role(&self, tenant_id: &str, name: &str) -> Result<RoleRow> {
+        self.tx
+            .query_row(
+                &format!("SELECT {ROLE_COLS} FROM roles WHERE tenant_id = ?1 AND name = ?2"),
+                params![tenant_id, name],
+                role_row,
+            )
+            .map(|(_, r)| r)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's roles.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn list_roles(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RoleRow>> {
+        let after = parse_cursor(cursor)?;
+        let mut st = self.tx.prepare(&format!(
+            "SELECT {ROLE_COLS} FROM roles WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+        ))?;
+        let rows = st
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], role_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
     }
 
     // ---- audit -----------------------------------------------------------------------------

@@ -1,0 +1,213 @@
+//! PKCS#10 certificate requests (RFC 2986) from outside: parsed, their self-signature checked
+//! (proof of possession), their key classified, their requested names extracted from the
+//! `extensionRequest` attribute (RFC 2985 §5.4.2). Nothing here decides what is allowed: roles and
+//! reviewers do.
+
+use crate::{verify, Error, Result};
+use const_oid::db::rfc5912;
+use const_oid::{AssociatedOid, ObjectIdentifier};
+use der::{Decode, DecodePem, Encode};
+use rsa::traits::PublicKeyParts;
+use sha2::{Digest, Sha256};
+use spki::DecodePublicKey;
+use std::net::IpAddr;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::request::CertReq;
+
+/// `extensionRequest` (PKCS#9).
+const EXTENSION_REQUEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.14");
+/// The most names a CSR may ask for.
+pub const MAX_NAMES: usize = 100;
+
+/// The public key family and size of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// `ec`, `rsa` or `ed25519`.
+    pub key_type: &'static str,
+    /// Curve size, modulus size, or 256 for Ed25519.
+    pub bits: u32,
+}
+
+/// A parsed, signature-checked CSR.
+#[derive(Debug, Clone)]
+pub struct ParsedCsr {
+    /// The DER of the whole request.
+    pub der: Vec<u8>,
+    /// Subject.
+    pub subject: Name,
+    /// Subject CN, if any.
+    pub common_name: Option<String>,
+    /// SAN DNS names.
+    pub dns: Vec<String>,
+    /// SAN IPs.
+    pub ips: Vec<IpAddr>,
+    /// SAN URIs.
+    pub uris: Vec<String>,
+    /// SAN e-mail addresses.
+    pub emails: Vec<String>,
+    /// Other requested extensions (OIDs), reported for review and never copied.
+    pub other_extensions: Vec<String>,
+    /// The public key, DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// Key family and size.
+    pub key: KeyInfo,
+    /// SHA-256 of the request DER, hex.
+    pub fingerprint_sha256: String,
+}
+
+fn bad(detail: impl Into<String>) -> Error {
+    Error::invalid("invalid_csr", detail)
+}
+
+/// Parses a PEM CSR (CRLF and surrounding whitespace tolerated) and checks its signature.
+///
+/// # Errors
+/// `invalid_csr` with a reason: not PEM, not a CSR, truncated, bad signature, RSA under 2048 bits,
+/// unsupported key or algorithm, more than [`MAX_NAMES`] names.
+pub fn parse_pem(pem: &str) -> Result<ParsedCsr> {
+    let text = pem.trim().replace("\r\n", "\n");
+    if text.contains("BEGIN CERTIFICATE-----") && !text.contains("REQUEST") {
+        return Err(bad("this is a certificate, not a certificate request"));
+    }
+    let req = CertReq::from_pem(text.as_bytes())
+        .map_err(|e| bad(format!("not a PEM certificate request: {e}")))?;
+    let der = req.to_der()?;
+    parse(req, der)
+}
+
+/// Parses a DER CSR and checks its signature.
+///
+/// # Errors
+/// As [`parse_pem`].
+pub fn parse_der(der: &[u8]) -> Result<ParsedCsr> {
+    let req =
+        CertReq::from_der(der).map_err(|e| bad(format!("not a DER certificate request: {e}")))?;
+    parse(req, der.to_vec())
+}
+
+fn parse(req: CertReq, der: Vec<u8>) -> Result<ParsedCsr> {
+    let spki_der = req.info.public_key.to_der()?;
+    let key = key_info(&spki_der)?;
+    let info_der = req.info.to_der()?;
+    let sig = req
+        .signature
+        .as_bytes()
+        .ok_or_else(|| bad("signature has unused bits"))?;
+    verify::verify_signature(&spki_der, &req.algorithm, &info_der, sig).map_err(|e| match e {
+        Error::Invalid { detail, .. } => bad(detail),
+        other => bad(format!("the request's signature does not verify: {other}")),
+    })?;
+    let mut out = ParsedCsr {
+        fingerprint_sha256: hex::encode(Sha256::digest(&der)),
+        der,
+        common_name: crate::name::common_name(&req.info.subject),
+        subject: req.info.subject.clone(),
+        dns: Vec::new(),
+        ips: Vec::new(),
+        uris: Vec::new(),
+        emails: Vec::new(),
+        other_extensions: Vec::new(),
+        spki_der,
+        key,
+    };
+    for attr in req.info.attributes.iter() {
+        if attr.oid != EXTENSION_REQUEST {
+            continue;
+        }
+        for value in attr.values.iter() {
+            let exts: Vec<Extension> = value
+                .decode_as()
+                .map_err(|e| bad(format!("extensionRequest does not decode: {e}")))?;
+            for ext in exts {
+                if ext.extn_id == SubjectAltName::OID {
+                    let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
+                        .map_err(|e| bad(format!("subjectAltName does not decode: {e}")))?;
+                    collect_names(&mut out, san.0)?;
+                } else {
+                    out.other_extensions.push(ext.extn_id.to_string());
+                }
+            }
+        }
+    }
+    let total = out.dns.len() + out.ips.len() + out.uris.len() + out.emails.len();
+    if total > MAX_NAMES {
+        return Err(bad(format!("{total} names requested; at most {MAX_NAMES}")));
+    }
+    Ok(out)
+}
+
+fn collect_names(out: &mut ParsedCsr, names: Vec<GeneralName>) -> Result<()> {
+    for n in names {
+        match n {
+            GeneralName::DnsName(d) => out.dns.push(d.to_string()),
+            GeneralName::UniformResourceIdentifier(u) => out.uris.push(u.to_string()),
+            GeneralName::Rfc822Name(m) => out.emails.push(m.to_string()),
+            GeneralName::IpAddress(o) => {
+                let b = o.as_bytes();
+                let ip = if let Ok(a) = <[u8; 4]>::try_from(b) {
+                    IpAddr::from(a)
+                } else if let Ok(a) = <[u8; 16]>::try_from(b) {
+                    IpAddr::from(a)
+                } else {
+                    return Err(bad(format!("IP address of {} octets", b.len())));
+                };
+                out.ips.push(ip);
+            }
+            other => return Err(bad(format!("unsupported subjectAltName type {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Classifies a public key.
+///
+/// # Errors
+/// `invalid_csr` for RSA under 2048 bits or over 8192, EC curves other than P-256/P-384, and other
+/// algorithms.
+pub fn key_info(spki_der: &[u8]) -> Result<KeyInfo> {
+    let spki = spki::SubjectPublicKeyInfoOwned::from_der(spki_der)
+        .map_err(|e| bad(format!("public key: {e}")))?;
+    let oid = spki.algorithm.oid;
+    if oid == rfc5912::RSA_ENCRYPTION {
+        let pk = rsa::RsaPublicKey::from_public_key_der(spki_der)
+            .map_err(|e| bad(format!("RSA key: {e}")))?;
+        let bits = u32::try_from(pk.n().bits()).unwrap_or(0);
+        if !(2048..=8192).contains(&bits) {
+            return Err(bad(format!(
+                "RSA key of {bits} bits; 2048 to 8192 are accepted"
+            )));
+        }
+        return Ok(KeyInfo {
+            key_type: "rsa",
+            bits,
+        });
+    }
+    if oid == rfc5912::ID_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        return match curve {
+            Some(c) if c == rfc5912::SECP_256_R_1 => Ok(KeyInfo {
+                key_type: "ec",
+                bits: 256,
+            }),
+            Some(c) if c == rfc5912::SECP_384_R_1 => Ok(KeyInfo {
+                key_type: "ec",
+                bits: 384,
+            }),
+            _ => Err(bad("EC curve other than P-256 or P-384")),
+        };
+    }
+    if oid == const_oid::db::rfc8410::ID_ED_25519 {
+        return Ok(KeyInfo {
+            key_type: "ed25519",
+            bits: 256,
+        });
+    }
+    Err(bad(format!("unsupported public key algorithm {oid}")))
+}

@@ -1,0 +1,288 @@
+//! The end-entity (leaf) certificate profile, RFC 5280 §4.2 and CA/B Forum BR §7.1.2.7:
+//! SubjectKeyIdentifier, AuthorityKeyIdentifier (the issuer's SKI), KeyUsage (critical:
+//! digitalSignature, plus keyEncipherment for RSA), ExtendedKeyUsage (serverAuth and/or
+//! clientAuth), BasicConstraints `CA:FALSE` (critical), SubjectAltName (always present; the CN is
+//! repeated in it), CRL distribution point and Authority Information Access (OCSP and CA issuers)
+//! URLs built from the public base URL.
+
+use crate::profile::{extension, key_identifier, IssuerInfo};
+use crate::serial::Serial;
+use crate::{time_util, Error, Result};
+use const_oid::db::rfc5280::{ID_AD_CA_ISSUERS, ID_AD_OCSP, ID_KP_CLIENT_AUTH, ID_KP_SERVER_AUTH};
+use der::asn1::{Ia5String, OctetString};
+use der::Decode;
+use scaivault_hsm::KeyType;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use std::net::IpAddr;
+use time::OffsetDateTime;
+use x509_cert::certificate::{TbsCertificate, Version};
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
+    CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
+};
+use x509_cert::name::Name;
+use x509_cert::time::Validity;
+
+/// The names that go into the SubjectAltName, already approved by the role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafNames {
+    /// DNS names (the CN first when it is one).
+    pub dns: Vec<String>,
+    /// IP addresses.
+    pub ips: Vec<IpAddr>,
+    /// URIs (e.g. SPIFFE IDs).
+    pub uris: Vec<String>,
+}
+
+impl LeafNames {
+    fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.ips.is_empty() && self.uris.is_empty()
+    }
+}
+
+/// Where relying parties find revocation data and the issuer certificate.
+#[derive(Debug, Clone)]
+pub struct LeafUrls {
+    /// CRL distribution point.
+    pub crl: String,
+    /// OCSP responder.
+    pub ocsp: String,
+    /// The issuer's certificate (DER).
+    pub ca_issuers: String,
+}
+
+impl LeafUrls {
+    /// The URLs for CA `ca_id` under `base` (no trailing slash), matching the daemon's routes.
+    pub fn for_ca(base: &str, ca_id: &str) -> Self {
+        LeafUrls {
+            crl: format!("{base}/v1/pki/ca/{ca_id}/crl"),
+            ocsp: format!("{base}/v1/pki/ocsp/{ca_id}"),
+            ca_issuers: format!("{base}/v1/pki/ca/{ca_id}/certificate?format=der"),
+        }
+    }
+}
+
+/// Everything that goes into a leaf certificate.
+#[derive(Debug, Clone)]
+pub struct LeafTemplate {
+    /// Subject (CN and optional O).
+    pub subject: Name,
+    /// The subject's public key, DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// The key family (decides KeyUsage).
+    pub key_type: KeyType,
+    /// Serial.
+    pub serial: Serial,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// SubjectAltName contents.
+    pub names: LeafNames,
+    /// EKU serverAuth.
+    pub server_auth: bool,
+    /// EKU clientAuth.
+    pub client_auth: bool,
+    /// Revocation and issuer URLs.
+    pub urls: LeafUrls,
+}
+
+fn ia5(s: &str, what: &str) -> Result<Ia5String> {
+    Ia5String::new(s)
+        .map_err(|_| Error::invalid("invalid_name", format!("{what} {s:?} is not ASCII")))
+}
+
+fn uri(s: &str) -> Result<GeneralName> {
+    Ok(GeneralName::UniformResourceIdentifier(ia5(s, "URL")?))
+}
+
+/// Builds a leaf TBSCertificate signed by `issuer`.
+///
+/// # Errors
+/// `invalid_*` for names that cannot be encoded; `profile_violation` when no SAN or no EKU would
+/// result.
+pub fn leaf_tbs(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<TbsCertificate> {
+    if t.names.is_empty() {
+        return Err(Error::ProfileViolation(
+            "a leaf needs at least one subjectAltName".into(),
+        ));
+    }
+    if !t.server_auth && !t.client_auth {
+        return Err(Error::ProfileViolation(
+            "a leaf needs serverAuth or clientAuth".into(),
+        ));
+    }
+    let spki = SubjectPublicKeyInfoOwned::from_der(&t.spki_der)
+        .map_err(|e| Error::decode("public key", e))?;
+    let mut sans = Vec::with_capacity(t.names.dns.len() + t.names.ips.len() + t.names.uris.len());
+    for d in &t.names.dns {
+        sans.push(GeneralName::DnsName(ia5(d, "DNS name")?));
+    }
+    for ip in &t.names.ips {
+        let bytes = match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        sans.push(GeneralName::IpAddress(OctetString::new(bytes)?));
+    }
+    for u in &t.names.uris {
+        sans.push(GeneralName::UniformResourceIdentifier(ia5(u, "URI")?));
+    }
+    let mut usage = KeyUsages::DigitalSignature.into();
+    if t.key_type == KeyType::Rsa {
+        usage |= KeyUsages::KeyEncipherment;
+    }
+    let mut eku = Vec::new();
+    if t.server_auth {
+        eku.push(ID_KP_SERVER_AUTH);
+    }
+    if t.client_auth {
+        eku.push(ID_KP_CLIENT_AUTH);
+    }
+    let exts = vec![
+        extension(
+            &BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+            true,
+        )?,
+        extension(&KeyUsage(usage), true)?,
+        extension(&ExtendedKeyUsage(eku), false)?,
+        extension(
+            &SubjectKeyIdentifier(OctetString::new(key_identifier(&t.spki_der)?)?),
+            false,
+        )?,
+        extension(
+            &AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(issuer.key_id.clone())?),
+                authority_cert_issuer: None,
+                authority_cert_serial_number: None,
+            },
+            false,
+        )?,
+        // RFC 5280 §4.2.1.6: critical when the subject is empty; ours always has a CN.
+        extension(&SubjectAltName(sans), false)?,
+        extension(
+            &CrlDistributionPoints(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![uri(&t.urls.crl)?])),
+                reasons: None,
+                crl_issuer: None,
+            }]),
+            false,
+        )?,
+        extension(
+            &AuthorityInfoAccessSyntax(vec![
+                AccessDescription {
+                    access_method: ID_AD_OCSP,
+                    access_location: uri(&t.urls.ocsp)?,
+                },
+                AccessDescription {
+                    access_method: ID_AD_CA_ISSUERS,
+                    access_location: uri(&t.urls.ca_issuers)?,
+                },
+            ]),
+            false,
+        )?,
+    ];
+    Ok(TbsCertificate {
+        version: Version::V3,
+        serial_number: t.serial.to_x509()?,
+        signature: AlgorithmIdentifierOwned::from_der(&issuer.algorithm_der)
+            .map_err(|e| Error::decode("algorithm", e))?,
+        issuer: issuer.name.clone(),
+        validity: Validity {
+            not_before: time_util::to_x509(t.not_before)?,
+            not_after: time_util::to_x509(t.not_after)?,
+        },
+        subject: t.subject.clone(),
+        subject_public_key_info: spki,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(exts),
+    })
+}
+
+/// Leaf-specific checks run before signing, on top of [`crate::profile::lint`]: a SAN is present,
+/// a DNS-looking CN is among the SAN DNS names, an EKU is present, and KeyUsage fits the subject
+/// key (keyEncipherment only for RSA, never keyCertSign or cRLSign).
+///
+/// # Errors
+/// [`Error::ProfileViolation`] listing every failed check.
+pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
+    use const_oid::AssociatedOid;
+    let mut failures = Vec::new();
+    let exts = tbs.extensions.as_deref().unwrap_or(&[]);
+    let find = |oid| exts.iter().find(|e| e.extn_id == oid);
+    let sans: Vec<GeneralName> = match find(SubjectAltName::OID)
+        .map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()))
+    {
+        Some(Ok(s)) if !s.0.is_empty() => s.0,
+        _ => {
+            failures.push("subjectAltName missing or empty".to_owned());
+            Vec::new()
+        }
+    };
+    if let Some(cn) = crate::name::common_name(&tbs.subject) {
+        let looks_dns = cn.contains('.') && !cn.contains(' ');
+        let listed = sans.iter().any(|g| match g {
+            GeneralName::DnsName(d) => d.as_str().eq_ignore_ascii_case(&cn),
+            GeneralName::IpAddress(o) => cn.parse::<IpAddr>().is_ok_and(|ip| match ip {
+                IpAddr::V4(a) => o.as_bytes() == a.octets(),
+                IpAddr::V6(a) => o.as_bytes() == a.octets(),
+            }),
+            _ => false,
+        });
+        if looks_dns && !listed {
+            failures.push(format!(
+                "common name {cn:?} is not among the subjectAltNames"
+            ));
+        }
+    }
+    match find(ExtendedKeyUsage::OID).map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes())) {
+        Some(Ok(eku)) if !eku.0.is_empty() => {}
+        _ => failures.push("extendedKeyUsage missing or empty".to_owned()),
+    }
+    let rsa = tbs.subject_public_key_info.algorithm.oid == const_oid::db::rfc5912::RSA_ENCRYPTION;
+    match find(KeyUsage::OID).map(|e| KeyUsage::from_der(e.extn_value.as_bytes())) {
+        Some(Ok(ku)) => {
+            if !ku.digital_signature() {
+                failures.push("keyUsage lacks digitalSignature".to_owned());
+            }
+            if ku.key_encipherment() && !rsa {
+                failures.push("keyEncipherment on a non-RSA key".to_owned());
+            }
+            if ku.key_cert_sign() || ku.crl_sign() {
+                failures.push("leaf keyUsage allows certificate or CRL signing".to_owned());
+            }
+        }
+        _ => failures.push("keyUsage missing".to_owned()),
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ProfileViolation(failures.join("; ")))
+    }
+}
+
+/// Lints `tbs` as a leaf of `issuer`, then signs through [`crate::sign::sign_certificate`] (which
+/// runs the common lint, signs, and verifies the signature). Returns the DER certificate.
+///
+/// # Errors
+/// [`Error::ProfileViolation`] before anything is signed; token and verification errors.
+pub fn sign_leaf(
+    tbs: TbsCertificate,
+    issuer: &IssuerInfo,
+    signer: &dyn scaivault_hsm::Signer,
+) -> Result<Vec<u8>> {
+    lint_leaf(&tbs)?;
+    let expect = crate::profile::LintExpect {
+        issuer: Some(issuer),
+        ca: false,
+        algorithm_der: &issuer.algorithm_der,
+    };
+    crate::sign::sign_certificate(tbs, expect, signer)
+}

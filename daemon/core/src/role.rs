@@ -1,0 +1,487 @@
+//! The name policy of a PKI role: which subject names a certificate issued under the role may
+//! carry. Pure policy, no HTTP and no SQL: the daemon turns an issue or sign request into a
+//! [`NameRequest`], and [`RolePolicy::check`] either approves every name (normalized and
+//! de-duplicated, as [`ApprovedNames`]) or refuses the first that breaks a rule.
+//!
+//! The rules follow Vault's role checks, but stricter:
+//!
+//! - Subject alternative names are DNS names, IP addresses and URIs (RFC 5280 §4.2.1.6). DNS names
+//!   are preferred-name-syntax hostnames (RFC 1035 §2.3.1 as relaxed by RFC 1123 §2.1): labels of
+//!   1 to 63 letters, digits and hyphens, neither starting nor ending with a hyphen, at most 253
+//!   octets; a rightmost label that is numeric is refused, so IP addresses cannot hide in DNS names.
+//! - Internationalized names arrive as A-labels (`xn--…`, RFC 5890), which are LDH; a U-label is
+//!   refused with a hint to send the A-label. A-labels are not decoded or checked further.
+//! - A wildcard is only a whole leftmost `*` label (RFC 6125 §6.4.3), never `*` directly under a
+//!   single label (`*.com`), and needs `allow_wildcard_certificates`.
+//! - Domains match case-insensitively with one trailing dot ignored: a role entry `*.x.y` matches
+//!   exactly one label left of `x.y`, a bare entry `x.y` only itself; with `allow_subdomains`
+//!   either form matches names any depth below `x.y` ([`matches_domain`]).
+//! - IPs need `allow_ip_sans` and, when `allowed_ip_ranges` is set, a range holding them. IPv4 and
+//!   IPv6 are separate families: an IPv4-mapped IPv6 address is not inside an IPv4 range.
+//! - URIs (`scheme://authority…`, ASCII, no whitespace) must match a glob of `allowed_uri_sans`,
+//!   where `*` does not cross `/` ([`glob_match`]).
+//! - At most [`MAX_NAMES`] names per request, checked before any name is looked at.
+//!
+//! Non-goals: the subject DN beyond the CN ([`crate::name`]), validity and key checks, and public
+//! suffix lists (only single-label suffixes are recognized as too broad for a wildcard).
+
+use crate::profile::IpRange;
+use crate::{Error, Result};
+use std::net::IpAddr;
+
+/// The most names a request may carry: CN (when it is not also in `dns_names`), DNS names, IPs
+/// and URIs together.
+pub const MAX_NAMES: usize = 100;
+
+/// Longest DNS name without its trailing dot (RFC 1035 §2.3.4: 255 octets on the wire).
+const MAX_DNS_LEN: usize = 253;
+/// Longest DNS label (RFC 1035 §2.3.4).
+const MAX_LABEL_LEN: usize = 63;
+
+/// The name rules of a role.
+#[derive(Debug, Clone, Default)]
+pub struct RolePolicy {
+    /// Domain entries, bare (`example.com`) or one-label wildcards (`*.example.com`).
+    pub allowed_domains: Vec<String>,
+    /// Whether each entry also covers names any depth below its base domain.
+    pub allow_subdomains: bool,
+    /// Whether a requested name may be a wildcard (`*.svc.example.com`).
+    pub allow_wildcard_certificates: bool,
+    /// Whether IP addresses may be requested at all.
+    pub allow_ip_sans: bool,
+    /// Ranges requested IPs must lie in; empty means any IP (when `allow_ip_sans`).
+    pub allowed_ip_ranges: Vec<IpRange>,
+    /// Globs requested URIs must match; empty means no URI is allowed.
+    pub allowed_uri_sans: Vec<String>,
+    /// Skip domain matching (syntax is still checked) and allow a CN that is not a DNS name.
+    pub allow_any_name: bool,
+    /// Whether a non-empty common name is required.
+    pub require_cn: bool,
+}
+
+/// The names a request asks for, as given by the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NameRequest<'a> {
+    /// The subject common name; `None` or blank means none.
+    pub common_name: Option<&'a str>,
+    /// DNS subject alternative names (`alt_names`).
+    pub dns_names: &'a [String],
+    /// IP subject alternative names, as text.
+    pub ip_sans: &'a [String],
+    /// URI subject alternative names.
+    pub uri_sans: &'a [String],
+}
+
+/// The names approved by a role, normalized and without duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovedNames {
+    /// The common name: lowercased without trailing dot when it is a DNS name, else as given.
+    pub common_name: Option<String>,
+    /// DNS names, lowercased without trailing dot: the CN first (when it is a DNS name, since the
+    /// CN is repeated in the SAN), then the requested names in request order.
+    pub dns_names: Vec<String>,
+    /// IP addresses in request order.
+    pub ips: Vec<IpAddr>,
+    /// URIs as given, in request order.
+    pub uris: Vec<String>,
+}
+
+impl RolePolicy {
+    /// Checks every requested name exactly once, in the order CN, DNS names, IPs, URIs, and
+    /// returns the approved names or the first refusal.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the offending value and rule, with code `too_many_names`,
+    /// `cn_required`, `invalid_dns_name`, `wildcard_not_allowed`, `domain_not_allowed`,
+    /// `ip_sans_not_allowed`, `invalid_ip`, `ip_not_allowed`, `invalid_uri` or
+    /// `uri_not_allowed`.
+    pub fn check(&self, req: &NameRequest<'_>) -> Result<ApprovedNames> {
+        let count = name_count(req);
+        if count > MAX_NAMES {
+            return Err(Error::invalid(
+                "too_many_names",
+                format!("the request carries {count} names, more than the limit of {MAX_NAMES}"),
+            ));
+        }
+        let mut out = ApprovedNames::default();
+        match req.common_name.filter(|cn| !cn.trim().is_empty()) {
+            Some(cn) => match self.check_cn(cn)? {
+                CommonName::Dns(name) => {
+                    out.common_name = Some(name.clone());
+                    out.dns_names.push(name);
+                }
+                CommonName::FreeForm(cn) => out.common_name = Some(cn),
+            },
+            None if self.require_cn => {
+                return Err(Error::invalid(
+                    "cn_required",
+                    "the role requires a common_name and none was given",
+                ))
+            }
+            None => {}
+        }
+        for raw in req.dns_names {
+            push_unique(&mut out.dns_names, self.check_dns_name(raw)?);
+        }
+        for raw in req.ip_sans {
+            push_unique(&mut out.ips, self.check_ip(raw)?);
+        }
+        for raw in req.uri_sans {
+            self.check_uri(raw)?;
+            push_unique(&mut out.uris, raw.clone());
+        }
+        Ok(out)
+    }
+
+    /// A CN is a DNS name when it passes as one; with `allow_any_name`, a CN that is clearly not
+    /// meant as a hostname (it has whitespace, or neither a dot nor a `*`) is kept as free text.
+    fn check_cn(&self, cn: &str) -> Result<CommonName> {
+        match self.check_dns_name(cn) {
+            Ok(name) => Ok(CommonName::Dns(name)),
+            Err(e) => {
+                let free_form = cn.chars().any(char::is_whitespace) || !cn.contains(['.', '*']);
+                if !self.allow_any_name || !free_form || cn.parse::<IpAddr>().is_ok() {
+                    return Err(e);
+                }
+                if cn.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "invalid_dns_name",
+                        format!("common name {cn:?} contains control characters"),
+                    ));
+                }
+                Ok(CommonName::FreeForm(cn.to_owned()))
+            }
+        }
+    }
+
+    fn check_dns_name(&self, raw: &str) -> Result<String> {
+        let name = parse_dns_name(raw)?;
+        if name.starts_with("*.") && !self.allow_wildcard_certificates {
+            return Err(Error::invalid(
+                "wildcard_not_allowed",
+                format!("{name:?} is a wildcard and the role does not allow wildcard certificates"),
+            ));
+        }
+        if !self.allow_any_name
+            && !self
+                .allowed_domains
+                .iter()
+                .any(|p| matches_domain(p, &name, self.allow_subdomains))
+        {
+            let subdomains = if self.allow_subdomains {
+                "with"
+            } else {
+                "without"
+            };
+            return Err(Error::invalid(
+                "domain_not_allowed",
+                format!(
+                    "{name:?} matches none of the role's allowed_domains {:?} ({subdomains} subdomains)",
+                    self.allowed_domains
+                ),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn check_ip(&self, raw: &str) -> Result<IpAddr> {
+        if !self.allow_ip_sans {
+            return Err(Error::invalid(
+                "ip_sans_not_allowed",
+                format!("ip san {raw:?} refused: the role does not allow IP SANs"),
+            ));
+        }
+        let ip: IpAddr = raw.parse().map_err(|_| {
+            Error::invalid(
+                "invalid_ip",
+                format!("{raw:?} is not an IPv4 or IPv6 address"),
+            )
+        })?;
+        if !self.allowed_ip_ranges.is_empty()
+            && !self.allowed_ip_ranges.iter().any(|r| range_contains(r, ip))
+        {
+            let ranges: Vec<String> = self
+                .allowed_ip_ranges
+                .iter()
+                .map(|r| format!("{}/{}", r.addr, r.prefix))
+                .collect();
+            return Err(Error::invalid(
+                "ip_not_allowed",
+                format!(
+                    "{ip} is outside the role's allowed_ip_ranges [{}]",
+                    ranges.join(", ")
+                ),
+            ));
+        }
+        Ok(ip)
+    }
+
+    fn check_uri(&self, raw: &str) -> Result<()> {
+        check_uri_syntax(raw)?;
+        if self.allowed_uri_sans.is_empty() {
+            return Err(Error::invalid(
+                "uri_not_allowed",
+                format!("uri san {raw:?} refused: the role allows no URI SANs"),
+            ));
+        }
+        if !self.allowed_uri_sans.iter().any(|g| glob_match(g, raw)) {
+            return Err(Error::invalid(
+                "uri_not_allowed",
+                format!(
+                    "{raw:?} matches none of the role's allowed_uri_sans {:?}",
+                    self.allowed_uri_sans
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a checked common name goes into the certificate.
+enum CommonName {
+    /// A DNS name, normalized; it is repeated in the SAN.
+    Dns(String),
+    /// Free text (only with `allow_any_name`); not in the SAN.
+    FreeForm(String),
+}
+
+/// Whether `name` is covered by the role entry `pattern`, case-insensitively and ignoring one
+/// trailing dot on either. A bare entry `x.y` matches `x.y`; an entry `*.x.y` matches exactly one
+/// label left of `x.y` (`a.x.y`, and a requested wildcard `*.x.y`), never `x.y` itself. With
+/// `allow_subdomains`, either form also matches names any depth below `x.y`. An empty entry, or
+/// one with a `*` anywhere but a whole leftmost label, matches nothing.
+pub fn matches_domain(pattern: &str, name: &str, allow_subdomains: bool) -> bool {
+    let pattern = strip_dot(pattern).to_ascii_lowercase();
+    let name = strip_dot(name).to_ascii_lowercase();
+    let (base, wildcard) = match pattern.strip_prefix("*.") {
+        Some(base) => (base, true),
+        None => (pattern.as_str(), false),
+    };
+    if base.is_empty() || base.contains('*') || name.is_empty() {
+        return false;
+    }
+    if !wildcard && name == base {
+        return true;
+    }
+    let Some(prefix) = name
+        .strip_suffix(base)
+        .and_then(|rest| rest.strip_suffix('.'))
+    else {
+        return false;
+    };
+    if prefix.split('.').any(str::is_empty) {
+        return false;
+    }
+    allow_subdomains || (wildcard && !prefix.contains('.'))
+}
+
+/// Whether `value` matches the glob `pattern`, where `*` matches any run of characters (possibly
+/// empty) except `/`, and every other character matches itself, case-sensitively. So
+/// `spiffe://cluster.local/ns/*/sa/*` matches `spiffe://cluster.local/ns/prod/sa/billing` but not
+/// `spiffe://cluster.local/ns/a/b/sa/x`.
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    let mut pattern_segments = pattern.split('/');
+    let mut value_segments = value.split('/');
+    loop {
+        match (pattern_segments.next(), value_segments.next()) {
+            (Some(p), Some(v)) if segment_match(p.as_bytes(), v.as_bytes()) => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Glob match inside one `/`-free segment: linear-time with one backtracking point (the last
+/// `*`), which is enough when `*` is the only metacharacter.
+fn segment_match(pattern: &[u8], value: &[u8]) -> bool {
+    let (mut p, mut v) = (0usize, 0usize);
+    // After the last `*` seen: the pattern position behind it, and where its match ends.
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match (pattern.get(p), value.get(v)) {
+            (Some(b'*'), _) => {
+                star = Some((p + 1, v));
+                p += 1;
+            }
+            (Some(a), Some(b)) if a == b => {
+                p += 1;
+                v += 1;
+            }
+            _ => match star {
+                Some((after_star, end)) => {
+                    star = Some((after_star, end + 1));
+                    p = after_star;
+                    v = end + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|b| *b == b'*'))
+}
+
+/// Checks the syntax of a requested DNS name and returns it lowercased without its trailing dot.
+fn parse_dns_name(raw: &str) -> Result<String> {
+    let bad = |why: &str| Error::invalid("invalid_dns_name", format!("{raw:?} {why}"));
+    let trimmed = strip_dot(raw);
+    if trimmed.parse::<IpAddr>().is_ok() {
+        return Err(bad("is an IP address, not a DNS name: send it in ip_sans"));
+    }
+    if !trimmed.is_ascii() {
+        return Err(bad(
+            "is not ASCII: send internationalized labels as IDNA A-labels (punycode, \"xn--…\")",
+        ));
+    }
+    if trimmed.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if trimmed.len() > MAX_DNS_LEN {
+        return Err(bad(&format!(
+            "is {} octets long, more than {MAX_DNS_LEN}",
+            trimmed.len()
+        )));
+    }
+    let name = trimmed.to_ascii_lowercase();
+    let (wildcard, rest) = match name.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, name.as_str()),
+    };
+    if rest.contains('*') {
+        return Err(bad(
+            "has a '*' that is not a whole leftmost label (RFC 6125 §6.4.3)",
+        ));
+    }
+    for label in rest.split('.') {
+        check_label(label).map_err(|why| bad(&why))?;
+    }
+    let labels = rest.split('.').count();
+    if wildcard && labels < 2 {
+        return Err(bad(
+            "is a wildcard directly under a single label, which is too broad",
+        ));
+    }
+    if rest.rsplit('.').next().is_some_and(is_numeric_label) {
+        return Err(bad(
+            "ends in a numeric label (RFC 1123 §2.1), which reads as an IP address",
+        ));
+    }
+    Ok(name)
+}
+
+/// One LDH label (RFC 1035 §2.3.1, RFC 1123 §2.1); A-labels are LDH too.
+fn check_label(label: &str) -> std::result::Result<(), String> {
+    if label.is_empty() {
+        return Err("has an empty label".into());
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(format!(
+            "has label {label:?} of {} octets, more than {MAX_LABEL_LEN}",
+            label.len()
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "has {c:?} in label {label:?}; only letters, digits and '-' are allowed"
+        ));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!("has label {label:?} starting or ending with '-'"));
+    }
+    Ok(())
+}
+
+/// All digits, or `0x` and hex digits: what URL parsers read as part of an IPv4 address.
+fn is_numeric_label(label: &str) -> bool {
+    let all = |s: &str, f: fn(&u8) -> bool| s.as_bytes().iter().all(f);
+    all(label, u8::is_ascii_digit)
+        || label
+            .strip_prefix("0x")
+            .is_some_and(|hex| all(hex, u8::is_ascii_hexdigit))
+}
+
+/// `scheme://authority…` in ASCII without whitespace or controls (RFC 3986 §3; RFC 5280
+/// §4.2.1.6 wants a scheme and a scheme-specific part, and IRIs mapped to URIs first).
+fn check_uri_syntax(raw: &str) -> Result<()> {
+    let bad = |why: &str| Error::invalid("invalid_uri", format!("{raw:?} {why}"));
+    if !raw.is_ascii() {
+        return Err(bad(
+            "is not ASCII: percent-encode it as a URI (RFC 3987 §3.1)",
+        ));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return Err(bad("contains whitespace or control characters"));
+    }
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(bad("is not of the form scheme://authority/path"));
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Err(bad(&format!("has an invalid scheme {scheme:?}")));
+    }
+    if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+        return Err(bad("has an empty authority"));
+    }
+    Ok(())
+}
+
+/// Whether `ip` lies in `range`; IPv4 and IPv6 never contain each other.
+fn range_contains(range: &IpRange, ip: IpAddr) -> bool {
+    match (range.addr, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_match(
+            u128::from(u32::from(net)),
+            u128::from(u32::from(ip)),
+            32,
+            range.prefix,
+        ),
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            prefix_match(u128::from(net), u128::from(ip), 128, range.prefix)
+        }
+        _ => false,
+    }
+}
+
+/// Whether the top `prefix` of `bits` bits agree; a prefix longer than the family matches nothing.
+fn prefix_match(net: u128, ip: u128, bits: u32, prefix: u8) -> bool {
+    let Some(host_bits) = bits.checked_sub(u32::from(prefix)) else {
+        return false;
+    };
+    let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+    (net & mask) == (ip & mask)
+}
+
+/// Names counted against [`MAX_NAMES`]; a CN also listed in `dns_names` counts once.
+fn name_count(req: &NameRequest<'_>) -> usize {
+    let cn_extra = req
+        .common_name
+        .filter(|cn| !cn.trim().is_empty())
+        .is_some_and(|cn| {
+            !req.dns_names
+                .iter()
+                .any(|d| strip_dot(d).eq_ignore_ascii_case(strip_dot(cn)))
+        });
+    req.dns_names.len() + req.ip_sans.len() + req.uri_sans.len() + usize::from(cn_extra)
+}
+
+fn strip_dot(s: &str) -> &str {
+    s.strip_suffix('.').unwrap_or(s)
+}
+
+fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+#[cfg(test)]
+mod tests;

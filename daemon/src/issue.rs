@@ -1,0 +1,414 @@
+//! Issuing leaf certificates under a role: `issue` (key made here, returned once) and `sign` (a
+//! client's CSR, signed at once under the same rules).
+//!
+//! Order of work, so that nothing is signed unless it was authorised and recorded:
+//! role policy → lifetime → issuer active and outliving the certificate → (key) → serial reserved
+//! together with a `started` audit record (one transaction; the UNIQUE(issuer, serial) constraint
+//! makes a serial single-use) → TBS built and linted → signed on the token → signature verified →
+//! certificate stored with the `success` record. A failure after the reservation releases the
+//! serial and writes an `error:<code>` record.
+
+use crate::app::{App, Caller, Issuer};
+use crate::error::ApiError;
+use crate::leafkey;
+use crate::roles::{self, RoleSpec};
+use aes_gcm::aead::{Aead, KeyInit};
+use scaivault_core::leaf::{self, LeafNames, LeafTemplate, LeafUrls};
+use scaivault_core::name::DnFields;
+use scaivault_core::role::{ApprovedNames, NameRequest};
+use scaivault_core::serial::Serial;
+use scaivault_core::{csr, duration, pem, time_util};
+use scaivault_hsm::KeyType;
+use scaivault_store::{CertRow, StoredKeyRow};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+/// Label of the token key that encrypts stored leaf keys' data keys.
+pub const KEK_LABEL: &str = "scaivault-kek-v1";
+/// How far `notBefore` is set back to absorb clock skew between relying parties.
+const BACKDATE: Duration = Duration::seconds(30);
+
+/// What `POST /v1/pki/issue/{role}` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct IssueInput {
+    /// Subject CN.
+    pub common_name: Option<String>,
+    /// DNS SANs.
+    pub alt_names: Vec<String>,
+    /// IP SANs.
+    pub ip_sans: Vec<String>,
+    /// URI SANs.
+    pub uri_sans: Vec<String>,
+    /// Lifetime (Go duration).
+    pub ttl: Option<String>,
+    /// Private key as PKCS#8.
+    pub pkcs8: bool,
+}
+
+/// A signed leaf.
+pub struct Issued {
+    /// PEM.
+    pub certificate: String,
+    /// PEM private key (issue only).
+    pub private_key: Option<Zeroizing<String>>,
+    /// Issuing CA first, up to the root.
+    pub ca_chain: Vec<String>,
+    /// Serial.
+    pub serial: Serial,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// The CA that signed.
+    pub issuing_ca_id: String,
+}
+
+/// The validity window for a request: `ttl` (or the role default) must not exceed the role's
+/// `max_ttl` nor the issuer's `notAfter` — refused, never shortened.
+fn lifetime(
+    spec: &RoleSpec,
+    ttl: Option<&str>,
+    issuer: &Issuer,
+) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
+    let max = spec.max_ttl_secs()?;
+    let secs = match ttl {
+        Some(t) => duration::parse_seconds(t)?,
+        None => spec.default_ttl_secs()?,
+    };
+    if secs == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_duration",
+            "ttl must be positive",
+        ));
+    }
+    if secs > max {
+        return Err(ApiError::bad_request(
+            "ttl_exceeds_role_max",
+            format!(
+                "ttl {} exceeds the role's max_ttl {}",
+                duration::format_seconds(secs),
+                spec.max_ttl
+            ),
+        ));
+    }
+    let now = time_util::now();
+    let not_after = now + Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2));
+    if not_after > issuer.info.not_after {
+        return Err(ApiError::bad_request(
+            "ttl_exceeds_ca_validity",
+            format!(
+                "the certificate would end {} but CA {} ends {}",
+                time_util::rfc3339(not_after),
+                issuer.ca_id,
+                time_util::rfc3339(issuer.info.not_after)
+            ),
+        ));
+    }
+    Ok((now - BACKDATE, not_after))
+}
+
+fn subject(spec: &RoleSpec, names: &ApprovedNames) -> Result<x509_cert::name::Name, ApiError> {
+    let cn = names
+        .common_name
+        .clone()
+        .or_else(|| names.dns_names.first().cloned())
+        .or_else(|| names.ips.first().map(ToString::to_string))
+        .or_else(|| names.uris.first().cloned())
+        .ok_or_else(|| ApiError::bad_request("no_names", "the request names nothing to certify"))?;
+    Ok(DnFields {
+        common_name: cn,
+        organization: spec.organization.clone(),
+        ..Default::default()
+    }
+    .to_name()?)
+}
+
+/// Issues a certificate and a fresh key pair under role `role`.
+///
+/// # Errors
+/// `404 role_not_found`; `400` for names, TTL or key refusals; `503` for token, database or audit
+/// failures.
+pub async fn issue(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    input: IssueInput,
+) -> Result<Issued, ApiError> {
+    let (_, spec) = roles::get(app, &caller.tenant_id, role).await?;
+    let names = spec.policy()?.check(&NameRequest {
+        common_name: input.common_name.as_deref(),
+        dns_names: &input.alt_names,
+        ip_sans: &input.ip_sans,
+        uri_sans: &input.uri_sans,
+    })?;
+    let issuer = app.issuer(&caller.tenant_id, &spec.ca_id).await?;
+    let (nb, na) = lifetime(&spec, input.ttl.as_deref(), &issuer)?;
+    let key_spec = spec.key_spec()?;
+    let pool = app.rsa_pool.clone();
+    let pkcs8 = input.pkcs8;
+    let key = app
+        .blocking(move || leafkey::generate(key_spec, pkcs8, &pool))
+        .await?;
+    let sealed = if spec.store_private_key {
+        Some(seal(app, &key.private_pem).await?)
+    } else {
+        None
+    };
+    let mut out = sign_and_store(
+        app,
+        caller,
+        role,
+        &spec,
+        &issuer,
+        names,
+        key.spki_der.clone(),
+        key_spec.key_type(),
+        (nb, na),
+        sealed,
+    )
+    .await?;
+    out.private_key = Some(key.private_pem);
+    Ok(out)
+}
+
+/// Signs a client's CSR under role `role`.
+///
+/// # Errors
+/// `400 invalid_csr` for a bad request or signature, `400 key_not_allowed` for a key the role does
+/// not accept, name refusals as for [`issue`].
+pub async fn sign_csr(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    csr_pem: &str,
+    ttl: Option<&str>,
+) -> Result<Issued, ApiError> {
+    let (_, spec) = roles::get(app, &caller.tenant_id, role).await?;
+    let parsed = csr::parse_pem(csr_pem)?;
+    let want = spec.key_spec()?;
+    if parsed.key.key_type != want.type_name() || parsed.key.bits < want.bits() {
+        return Err(ApiError::bad_request(
+            "key_not_allowed",
+            format!(
+                "the CSR's key is {} {}; role {role} requires {} of at least {} bits",
+                parsed.key.key_type,
+                parsed.key.bits,
+                want.type_name(),
+                want.bits()
+            ),
+        ));
+    }
+    if let Some(e) = parsed.emails.first() {
+        return Err(ApiError::bad_request(
+            "name_not_allowed",
+            format!("e-mail SAN {e:?} is not issued by PKI roles"),
+        ));
+    }
+    let ips: Vec<String> = parsed.ips.iter().map(ToString::to_string).collect();
+    let names = spec.policy()?.check(&NameRequest {
+        common_name: parsed.common_name.as_deref(),
+        dns_names: &parsed.dns,
+        ip_sans: &ips,
+        uri_sans: &parsed.uris,
+    })?;
+    let issuer = app.issuer(&caller.tenant_id, &spec.ca_id).await?;
+    let window = lifetime(&spec, ttl, &issuer)?;
+    let key_type = match parsed.key.key_type {
+        "rsa" => KeyType::Rsa,
+        "ed25519" => KeyType::Ed25519,
+        _ => KeyType::Ec,
+    };
+    sign_and_store(
+        app,
+        caller,
+        role,
+        &spec,
+        &issuer,
+        names,
+        parsed.spki_der,
+        key_type,
+        window,
+        None,
+    )
+    .await
+}
+
+/// Encrypts a leaf private key for storage: AES-256-GCM under a fresh random data key, the data key
+/// encrypted by the token's KEK.
+async fn seal(app: &App, private_pem: &Zeroizing<String>) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    let dek = Zeroizing::new(scaivault_core::ids::random_bytes(32));
+    let nonce = scaivault_core::ids::random_bytes(12);
+    let nonce_arr: [u8; 12] = nonce.as_slice().try_into().map_err(ApiError::internal)?;
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&dek).map_err(ApiError::internal)?;
+    let ct = cipher
+        .encrypt(&aes_gcm::Nonce::from(nonce_arr), private_pem.as_bytes())
+        .map_err(|_| ApiError::internal("sealing the private key failed"))?;
+    let mut sealed = nonce;
+    sealed.extend_from_slice(&ct);
+    let token = app.token.clone();
+    let wrapped = app
+        .blocking(move || {
+            token.ensure_kek(KEK_LABEL)?;
+            Ok(token.kek_encrypt(KEK_LABEL, &dek)?)
+        })
+        .await?;
+    Ok((wrapped, sealed))
+}
+
+/// Decrypts a stored leaf private key.
+///
+/// # Errors
+/// Internal when the data does not decrypt (tampering or a different token).
+pub async fn unseal(
+    app: &App,
+    wrapped: Vec<u8>,
+    sealed: Vec<u8>,
+) -> Result<Zeroizing<String>, ApiError> {
+    let token = app.token.clone();
+    let dek = app
+        .blocking(move || Ok(Zeroizing::new(token.kek_decrypt(KEK_LABEL, &wrapped)?)))
+        .await?;
+    let (nonce, ct) = sealed
+        .split_at_checked(12)
+        .ok_or_else(|| ApiError::internal("stored key too short"))?;
+    let nonce_arr: [u8; 12] = nonce.try_into().map_err(ApiError::internal)?;
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&dek).map_err(ApiError::internal)?;
+    let pt = cipher
+        .decrypt(&aes_gcm::Nonce::from(nonce_arr), ct)
+        .map_err(|_| ApiError::internal("stored key does not decrypt"))?;
+    String::from_utf8(pt)
+        .map(Zeroizing::new)
+        .map_err(ApiError::internal)
+}
+
+#[allow(clippy::too_many_arguments)] // one internal step with the whole request's context
+async fn sign_and_store(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    spec: &RoleSpec,
+    issuer: &Arc<Issuer>,
+    names: ApprovedNames,
+    spki_der: Vec<u8>,
+    key_type: KeyType,
+    (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+    sealed: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<Issued, ApiError> {
+    let subject = subject(spec, &names)?;
+    let serial = Serial::random();
+    let object = format!("{}:{}", issuer.ca_id, serial.key());
+    let now = time_util::rfc3339(time_util::now());
+    let mut sans: Vec<String> = names.dns_names.clone();
+    sans.extend(names.ips.iter().map(ToString::to_string));
+    sans.extend(names.uris.iter().cloned());
+    let mut row = CertRow {
+        issuer_ca_id: issuer.ca_id.clone(),
+        serial: serial.key(),
+        tenant_id: caller.tenant_id.clone(),
+        kind: "leaf".into(),
+        subject_ca_id: None,
+        role: Some(role.to_owned()),
+        common_name: scaivault_core::name::common_name(&subject),
+        sans: Some(serde_json::to_string(&sans).map_err(ApiError::internal)?),
+        cert_der: None,
+        status: "reserved".into(),
+        not_before: Some(time_util::rfc3339(not_before)),
+        not_after: Some(time_util::rfc3339(not_after)),
+        revoked_at: None,
+        revocation_reason: None,
+        created_at: now,
+    };
+    let started = caller.record("certificate.issue", Some(&object), "started");
+    let reserve = row.clone();
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.insert_certificate(&reserve)?;
+            tx.append_audit(&started)
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "reserving a serial with its audit record failed");
+            ApiError::audit_unavailable()
+        })
+    })
+    .await?;
+
+    let template = LeafTemplate {
+        subject,
+        spki_der,
+        key_type,
+        serial: serial.clone(),
+        not_before,
+        not_after,
+        names: LeafNames {
+            dns: names.dns_names,
+            ips: names.ips,
+            uris: names.uris,
+        },
+        server_auth: spec.server_flag,
+        client_auth: spec.client_flag,
+        urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
+    };
+    let iss = issuer.clone();
+    let signed = app
+        .blocking(move || {
+            let tbs = leaf::leaf_tbs(&template, &iss.info)?;
+            Ok(leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref())?)
+        })
+        .await;
+    let der = match signed {
+        Ok(d) => d,
+        Err(e) => {
+            let failed = caller.record(
+                "certificate.issue",
+                Some(&object),
+                &format!("error:{}", e.code),
+            );
+            let (ca, sn) = (issuer.ca_id.clone(), serial.key());
+            app.db(move |s| {
+                s.write(|tx| {
+                    tx.release_serial(&ca, &sn)?;
+                    tx.append_audit(&failed)
+                })
+                .map_err(|_| ApiError::audit_unavailable())
+            })
+            .await?;
+            return Err(e);
+        }
+    };
+    row.cert_der = Some(der.clone());
+    let done = caller.record("certificate.issue", Some(&object), "success");
+    let stored = sealed.map(|(wrapped_key, sealed)| StoredKeyRow {
+        issuer_ca_id: issuer.ca_id.clone(),
+        serial: serial.key(),
+        wrapped_key,
+        sealed,
+    });
+    let complete = row.clone();
+    let stored_res = app
+        .db(move |s| {
+            s.write(|tx| {
+                tx.complete_certificate(&complete)?;
+                if let Some(k) = &stored {
+                    tx.insert_stored_key(k)?;
+                }
+                tx.append_audit(&done)
+            })
+            .map_err(ApiError::from)
+        })
+        .await;
+    if let Err(e) = stored_res {
+        // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
+        tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
+        return Err(e);
+    }
+    Ok(Issued {
+        certificate: pem::certificate(&der)?,
+        private_key: None,
+        ca_chain: issuer.chain.clone(),
+        serial,
+        not_before: time_util::rfc3339(not_before),
+        not_after: time_util::rfc3339(not_after),
+        issuing_ca_id: issuer.ca_id.clone(),
+    })
+}

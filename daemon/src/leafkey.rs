@@ -1,0 +1,161 @@
+//! Leaf key pairs made in memory for `POST /v1/pki/issue/{role}`: EC P-256/P-384, RSA
+//! 2048/3072/4096 and Ed25519 from the RustCrypto crates and the OS CSPRNG. Private keys live only
+//! in zeroizing memory and are never written to disk or logged. RSA generation is slow (tens to
+//! hundreds of milliseconds), so a background thread keeps a small pool of RSA keys per size: a
+//! burst of RSA issuances takes pre-made keys instead of waiting for one generation each.
+
+use crate::error::ApiError;
+use rand::rngs::OsRng;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use scaivault_hsm::KeySpec;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// A fresh key pair: the private key as PEM, and the public key as DER SubjectPublicKeyInfo.
+pub struct LeafKey {
+    /// The private key, PEM (SEC1 for EC, PKCS#1 for RSA, PKCS#8 for Ed25519, or PKCS#8 on request).
+    pub private_pem: Zeroizing<String>,
+    /// DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+}
+
+fn enc(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("key encoding: {e}"))
+}
+
+/// How many RSA keys of each size the pool keeps ready.
+pub const POOL_TARGET: usize = 16;
+
+/// Pre-generated RSA keys.
+#[derive(Default)]
+pub struct RsaPool {
+    keys: Mutex<HashMap<usize, Vec<rsa::RsaPrivateKey>>>,
+    wake: Condvar,
+}
+
+impl RsaPool {
+    /// Starts the filler thread (it runs for the process's life) and returns the pool.
+    pub fn start(sizes: &[usize]) -> Arc<RsaPool> {
+        let pool = Arc::new(RsaPool::default());
+        if let Ok(mut k) = pool.keys.lock() {
+            for s in sizes {
+                k.entry(*s).or_default();
+            }
+        }
+        let filler = pool.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rsa-pool".into())
+            .spawn(move || filler.fill_forever());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "RSA key pool thread did not start; RSA keys are made on demand");
+        }
+        pool
+    }
+
+    fn fill_forever(&self) {
+        loop {
+            let wanted = match self.keys.lock() {
+                Ok(k) => k
+                    .iter()
+                    .find(|(_, v)| v.len() < POOL_TARGET)
+                    .map(|(s, _)| *s),
+                Err(_) => return,
+            };
+            match wanted {
+                Some(bits) => {
+                    if let Ok(key) = rsa::RsaPrivateKey::new(&mut OsRng, bits) {
+                        if let Ok(mut k) = self.keys.lock() {
+                            k.entry(bits).or_default().push(key);
+                        }
+                    }
+                }
+                None => {
+                    let Ok(guard) = self.keys.lock() else { return };
+                    let _ = self.wake.wait_timeout(guard, Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// A key of `bits`: from the pool when one is ready, else generated now.
+    fn take(&self, bits: usize) -> Result<rsa::RsaPrivateKey, ApiError> {
+        let ready = match self.keys.lock() {
+            Ok(mut k) => k.entry(bits).or_default().pop(),
+            Err(_) => None,
+        };
+        self.wake.notify_one();
+        match ready {
+            Some(k) => Ok(k),
+            None => rsa::RsaPrivateKey::new(&mut OsRng, bits).map_err(enc),
+        }
+    }
+}
+
+/// Generates a key pair of `spec`; `pkcs8` asks for PKCS#8 PEM whatever the type.
+///
+/// # Errors
+/// Only on an encoder failure (internal).
+pub fn generate(spec: KeySpec, pkcs8: bool, pool: &RsaPool) -> Result<LeafKey, ApiError> {
+    match spec {
+        KeySpec::EcP256 => {
+            let sk = p256::SecretKey::random(&mut OsRng);
+            let private_pem = if pkcs8 {
+                sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
+            } else {
+                sk.to_sec1_pem(LineEnding::LF).map_err(enc)?
+            };
+            let spki_der = sk.public_key().to_public_key_der().map_err(enc)?.into_vec();
+            Ok(LeafKey {
+                private_pem,
+                spki_der,
+            })
+        }
+        KeySpec::EcP384 => {
+            let sk = p384::SecretKey::random(&mut OsRng);
+            let private_pem = if pkcs8 {
+                sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
+            } else {
+                sk.to_sec1_pem(LineEnding::LF).map_err(enc)?
+            };
+            let spki_der = sk.public_key().to_public_key_der().map_err(enc)?.into_vec();
+            Ok(LeafKey {
+                private_pem,
+                spki_der,
+            })
+        }
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            let bits = usize::try_from(spec.bits()).unwrap_or(2048);
+            let sk = pool.take(bits)?;
+            let private_pem = if pkcs8 {
+                sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
+            } else {
+                sk.to_pkcs1_pem(LineEnding::LF).map_err(enc)?
+            };
+            let spki_der = sk
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(enc)?
+                .into_vec();
+            Ok(LeafKey {
+                private_pem,
+                spki_der,
+            })
+        }
+        KeySpec::Ed25519 => {
+            let sk = ed25519_dalek::SigningKey::generate(&mut OsRng);
+            let private_pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?;
+            let spki_der = sk
+                .verifying_key()
+                .to_public_key_der()
+                .map_err(enc)?
+                .into_vec();
+            Ok(LeafKey {
+                private_pem,
+                spki_der,
+            })
+        }
+    }
+}
