@@ -26,6 +26,25 @@ fn enc(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("key encoding: {e}"))
 }
 
+/// SEC1 `EC PRIVATE KEY` PEM (RFC 5915) *with* the named-curve parameters and the public key,
+/// as OpenSSL and most TLS stacks expect (the RustCrypto encoder leaves the curve out).
+fn sec1_pem(
+    secret: &[u8],
+    public_point: &[u8],
+    curve: der::oid::ObjectIdentifier,
+) -> Result<Zeroizing<String>, ApiError> {
+    use der::Encode;
+    let key = sec1::EcPrivateKey {
+        private_key: secret,
+        parameters: Some(sec1::EcParameters::NamedCurve(curve)),
+        public_key: Some(public_point),
+    };
+    let der = Zeroizing::new(key.to_der().map_err(enc)?);
+    der::pem::encode_string("EC PRIVATE KEY", der::pem::LineEnding::LF, &der)
+        .map(Zeroizing::new)
+        .map_err(enc)
+}
+
 /// How many RSA keys of each size the pool keeps ready.
 pub const POOL_TARGET: usize = 16;
 
@@ -105,7 +124,15 @@ pub fn generate(spec: KeySpec, pkcs8: bool, pool: &RsaPool) -> Result<LeafKey, A
             let private_pem = if pkcs8 {
                 sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
             } else {
-                sk.to_sec1_pem(LineEnding::LF).map_err(enc)?
+                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &sk.public_key(),
+                    false,
+                );
+                sec1_pem(
+                    &Zeroizing::new(sk.to_bytes().to_vec()),
+                    point.as_bytes(),
+                    der::oid::db::rfc5912::SECP_256_R_1,
+                )?
             };
             let spki_der = sk.public_key().to_public_key_der().map_err(enc)?.into_vec();
             Ok(LeafKey {
@@ -118,7 +145,15 @@ pub fn generate(spec: KeySpec, pkcs8: bool, pool: &RsaPool) -> Result<LeafKey, A
             let private_pem = if pkcs8 {
                 sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
             } else {
-                sk.to_sec1_pem(LineEnding::LF).map_err(enc)?
+                let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &sk.public_key(),
+                    false,
+                );
+                sec1_pem(
+                    &Zeroizing::new(sk.to_bytes().to_vec()),
+                    point.as_bytes(),
+                    der::oid::db::rfc5912::SECP_384_R_1,
+                )?
             };
             let spki_der = sk.public_key().to_public_key_der().map_err(enc)?.into_vec();
             Ok(LeafKey {
@@ -146,7 +181,12 @@ pub fn generate(spec: KeySpec, pkcs8: bool, pool: &RsaPool) -> Result<LeafKey, A
         }
         KeySpec::Ed25519 => {
             let sk = ed25519_dalek::SigningKey::generate(&mut OsRng);
-            let private_pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?;
+            // PKCS#8 v1 (no embedded public key): what OpenSSL 3.0 reads.
+            let pair = ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: sk.to_bytes(),
+                public_key: None,
+            };
+            let private_pem = pair.to_pkcs8_pem(LineEnding::LF).map_err(enc)?;
             let spki_der = sk
                 .verifying_key()
                 .to_public_key_der()

@@ -220,3 +220,121 @@ fn csr_verifies_with_openssl() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_leaf_that_breaks_the_profile_never_reaches_the_signer() {
+    use crate::leaf::{leaf_tbs, sign_leaf, LeafNames, LeafTemplate, LeafUrls};
+    use const_oid::AssociatedOid;
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let token = SoftToken::new();
+    let ca_key = Counting(
+        token.generate(KeySpec::EcP256, "ca").unwrap(),
+        AtomicUsize::new(0),
+    );
+    let alg = ca_key.algorithm_der();
+    let t = template("CA", ca_key.public_key_der(), 1);
+    let ca_der = sign_certificate(
+        ca_tbs(&t, None, &alg).unwrap(),
+        LintExpect {
+            issuer: None,
+            ca: true,
+            algorithm_der: &alg,
+        },
+        &ca_key,
+    )
+    .unwrap();
+    let issuer = issuer_info(&pem::from_der(&ca_der).unwrap(), alg.clone()).unwrap();
+    let leaf_key = token.generate(KeySpec::EcP256, "leaf").unwrap();
+    let now = time_util::now();
+    let leaf = LeafTemplate {
+        subject: DnFields {
+            common_name: "a.example".into(),
+            ..Default::default()
+        }
+        .to_name()
+        .unwrap(),
+        spki_der: leaf_key.public_key_der().to_vec(),
+        key_type: scaivault_hsm::KeyType::Ec,
+        serial: Serial::random(),
+        not_before: now,
+        not_after: now + Duration::days(7),
+        names: LeafNames {
+            dns: vec!["a.example".into()],
+            ips: vec![],
+            uris: vec![],
+        },
+        server_auth: true,
+        client_auth: false,
+        urls: LeafUrls::for_ca("http://x", "ca_1"),
+    };
+    // The untouched template signs once and verifies.
+    let ok = sign_leaf(leaf_tbs(&leaf, &issuer).unwrap(), &issuer, &ca_key).unwrap();
+    assert!(verify::verify_certificate(&pem::from_der(&ok).unwrap(), &issuer.spki_der).is_ok());
+    assert_eq!(ca_key.1.load(Ordering::SeqCst), 2);
+
+    let inject = |f: &dyn Fn(&mut x509_cert::certificate::TbsCertificate)| {
+        let mut tbs = leaf_tbs(&leaf, &issuer).unwrap();
+        f(&mut tbs);
+        let err = sign_leaf(tbs, &issuer, &ca_key).unwrap_err();
+        assert_eq!(err.code(), "profile_violation", "{err}");
+    };
+    // keyCertSign on a leaf.
+    inject(&|tbs| {
+        let exts = tbs.extensions.as_mut().unwrap();
+        let ku = exts
+            .iter_mut()
+            .find(|e| e.extn_id == KeyUsage::OID)
+            .unwrap();
+        *ku = crate::profile::extension(
+            &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyCertSign),
+            true,
+        )
+        .unwrap();
+    });
+    // No subjectAltName.
+    inject(&|tbs| {
+        tbs.extensions
+            .as_mut()
+            .unwrap()
+            .retain(|e| e.extn_id != x509_cert::ext::pkix::SubjectAltName::OID)
+    });
+    // A duplicated extension.
+    inject(&|tbs| {
+        let exts = tbs.extensions.as_mut().unwrap();
+        let first = exts[0].clone();
+        exts.push(first);
+    });
+    // A validity past the issuer's.
+    inject(&|tbs| tbs.validity.not_after = time_util::to_x509(now + Duration::days(800)).unwrap());
+    // An issuer name that is not the CA's subject.
+    inject(&|tbs| {
+        tbs.issuer = DnFields {
+            common_name: "Other CA".into(),
+            ..Default::default()
+        }
+        .to_name()
+        .unwrap()
+    });
+    // A short serial.
+    inject(&|tbs| {
+        tbs.serial_number = x509_cert::serial_number::SerialNumber::new(&[1, 2, 3]).unwrap()
+    });
+    // keyEncipherment on an EC key.
+    inject(&|tbs| {
+        let exts = tbs.extensions.as_mut().unwrap();
+        let ku = exts
+            .iter_mut()
+            .find(|e| e.extn_id == KeyUsage::OID)
+            .unwrap();
+        *ku = crate::profile::extension(
+            &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment),
+            true,
+        )
+        .unwrap();
+    });
+    assert_eq!(
+        ca_key.1.load(Ordering::SeqCst),
+        2,
+        "no violating certificate reached the signer"
+    );
+}

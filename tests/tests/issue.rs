@@ -1,0 +1,825 @@
+//! Roles and issuance over HTTP, judged by `openssl`: every key type, chain verification, the
+//! leaf profile, an mTLS handshake, refusals, CSR signing, the inventory, policies, and where the
+//! private keys (do not) end up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A root, an intermediate under it, and role `name` on the intermediate.
+fn hierarchy(d: &Daemon, tag: &str) -> (Value, Value) {
+    let root = d.create_root(&format!("{tag}-root"), "ec", Some(256));
+    let int = d.post(
+        "/v1/pki/ca",
+        &json!({"name": format!("{tag}-int"), "common_name": format!("{tag} Intermediate"), "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1825}),
+    );
+    assert_eq!(int.status, 201, "{}", int.text());
+    (root, int.json())
+}
+
+fn role(d: &Daemon, name: &str, ca: &Value, extra: Value) -> Value {
+    let mut body = json!({
+        "name": name, "ca_id": ca["id"], "allowed_domains": ["*.svc.cluster.local", "*.internal"],
+        "allow_subdomains": true, "allow_ip_sans": true, "max_ttl": "720h", "key_type": "ec", "key_bits": 256, "require_cn": true
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = d.post("/v1/pki/roles", &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+/// Writes leaf, chain, root and key files; returns their paths.
+fn files(dir: &Path, tag: &str, issued: &Value) -> (String, String, String, String) {
+    let chain = issued["ca_chain"].as_array().unwrap();
+    let leaf = write(
+        dir,
+        &format!("{tag}.pem"),
+        issued["certificate"].as_str().unwrap(),
+    );
+    let untrusted = write(
+        dir,
+        &format!("{tag}-chain.pem"),
+        &chain[..chain.len() - 1]
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect::<String>(),
+    );
+    let root = write(
+        dir,
+        &format!("{tag}-root.pem"),
+        chain.last().unwrap().as_str().unwrap(),
+    );
+    let key = dir.join(format!("{tag}.key")).to_str().unwrap().to_owned();
+    if let Some(k) = issued["private_key"].as_str() {
+        std::fs::write(&key, k).unwrap();
+    }
+    (leaf, untrusted, root, key)
+}
+
+#[test]
+fn issue_for_every_key_type_and_verify_with_openssl() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let (root, int) = hierarchy(&d, "kt");
+    let cases = [
+        ("ec", 256, "-----BEGIN EC PRIVATE KEY-----", "prime256v1"),
+        ("ec", 384, "-----BEGIN EC PRIVATE KEY-----", "secp384r1"),
+        ("rsa", 2048, "-----BEGIN RSA PRIVATE KEY-----", "(2048 bit)"),
+        ("rsa", 3072, "-----BEGIN RSA PRIVATE KEY-----", "(3072 bit)"),
+        ("rsa", 4096, "-----BEGIN RSA PRIVATE KEY-----", "(4096 bit)"),
+        ("ed25519", 256, "-----BEGIN PRIVATE KEY-----", "ED25519"),
+    ];
+    for (kt, bits, header, marker) in cases {
+        let name = format!("r-{kt}-{bits}");
+        role(&d, &name, &int, json!({"key_type": kt, "key_bits": bits}));
+        let r = d.post(
+            &format!("/v1/pki/issue/{name}"),
+            &json!({"common_name": "billing.svc.cluster.local", "alt_names": ["billing-api.svc.cluster.local"], "ip_sans": ["10.0.5.100"], "ttl": "168h"}),
+        );
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        let issued = r.json();
+        // The product page's response shape, plus not_before and issuing_ca_id.
+        for f in [
+            "certificate",
+            "private_key",
+            "ca_chain",
+            "serial_number",
+            "not_after",
+            "not_before",
+            "issuing_ca_id",
+        ] {
+            assert!(!issued[f].is_null(), "{name}: {f} missing");
+        }
+        assert_eq!(issued["issuing_ca_id"], int["id"]);
+        assert!(
+            issued["private_key"].as_str().unwrap().starts_with(header),
+            "{name}"
+        );
+        let chain = issued["ca_chain"].as_array().unwrap();
+        assert_eq!(chain.len(), 2, "issuing CA first, up to the root");
+        assert_eq!(chain[0], int["certificate"]);
+        assert_eq!(chain[1], root["certificate"]);
+        let (leaf, untrusted, root_pem, key) = files(tmp, &name, &issued);
+        let out = openssl_ok(&[
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            &root_pem,
+            "-untrusted",
+            &untrusted,
+            &leaf,
+        ]);
+        assert!(out.trim_end().ends_with(": OK"), "{out}");
+        openssl_ok(&[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            &root_pem,
+            "-untrusted",
+            &untrusted,
+            &leaf,
+        ]);
+        // The private key belongs to the certificate.
+        let from_cert = openssl_ok(&["x509", "-in", &leaf, "-noout", "-pubkey"]);
+        let from_key = openssl_ok(&["pkey", "-in", &key, "-pubout"]);
+        assert_eq!(from_cert, from_key, "{name}");
+        let text = openssl_ok(&["x509", "-in", &leaf, "-noout", "-text"]);
+        assert!(text.contains(marker), "{name}: {text}");
+        assert!(text.contains("CA:FALSE"), "{text}");
+        assert!(text.contains("X509v3 Key Usage: critical"), "{text}");
+        if kt == "rsa" {
+            assert!(
+                text.contains("Digital Signature, Key Encipherment"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                text.contains("Digital Signature") && !text.contains("Key Encipherment"),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+            "{text}"
+        );
+        assert!(text.contains("DNS:billing.svc.cluster.local, DNS:billing-api.svc.cluster.local, IP Address:10.0.5.100"), "{text}");
+        assert!(
+            text.contains("X509v3 Subject Key Identifier")
+                && text.contains("X509v3 Authority Key Identifier"),
+            "{text}"
+        );
+        let iid = int["id"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("{}/v1/pki/ca/{iid}/crl", d.base)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("OCSP - URI:{}/v1/pki/ocsp/{iid}", d.base)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "CA Issuers - URI:{}/v1/pki/ca/{iid}/certificate?format=der",
+                d.base
+            )),
+            "{text}"
+        );
+        let serial = issued["serial_number"].as_str().unwrap();
+        assert_eq!(serial.split(':').count(), 16, "128-bit serials: {serial}");
+        let dates = openssl_ok(&["x509", "-in", &leaf, "-noout", "-enddate"]);
+        assert!(dates.contains("GMT"));
+    }
+    // PKCS#8 on request.
+    let r = d
+        .post(
+            "/v1/pki/issue/r-ec-256",
+            &json!({"common_name": "p8.svc.cluster.local", "private_key_format": "pkcs8"}),
+        )
+        .json();
+    assert!(r["private_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    let r = d
+        .post(
+            "/v1/pki/issue/r-rsa-2048",
+            &json!({"common_name": "p8.svc.cluster.local", "private_key_format": "pkcs8"}),
+        )
+        .json();
+    assert!(r["private_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    d.post(
+        "/v1/pki/issue/r-ec-256",
+        &json!({"common_name": "p8.svc.cluster.local", "private_key_format": "jks"}),
+    )
+    .problem(400, "invalid_private_key_format");
+}
+
+fn s_server(
+    dir: &Path,
+    port: u16,
+    cert: &str,
+    key: &str,
+    chain: &str,
+    trust: &str,
+) -> std::process::Child {
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-www",
+            "-cert",
+            cert,
+            "-key",
+            key,
+            "-cert_chain",
+            chain,
+            "-CAfile",
+            trust,
+            "-Verify",
+            "3",
+            "-verify_return_error",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// Connects with a client certificate and asks for the `-www` status page; returns the page.
+fn s_client(port: u16, cert: &str, key: &str, chain: &str, trust: &str) -> (bool, String) {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "billing.svc.cluster.local",
+            "-verify_hostname",
+            "billing.svc.cluster.local",
+            "-cert",
+            cert,
+            "-key",
+            key,
+            "-cert_chain",
+            chain,
+            "-CAfile",
+            trust,
+            "-verify_return_error",
+            "-ign_eof",
+            "-quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text.contains("HTTP/1.0 200 ok"), text)
+}
+
+#[test]
+fn mtls_between_certificates_of_one_role_and_not_with_another_ca() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let (_, int) = hierarchy(&d, "m");
+    role(&d, "svc-mtls", &int, json!({}));
+    let server = d
+        .post(
+            "/v1/pki/issue/svc-mtls",
+            &json!({"common_name": "billing.svc.cluster.local", "ttl": "1h"}),
+        )
+        .json();
+    let client = d
+        .post(
+            "/v1/pki/issue/svc-mtls",
+            &json!({"common_name": "reporting.svc.cluster.local", "ttl": "1h"}),
+        )
+        .json();
+    let (s_cert, s_chain, s_root, s_key) = files(tmp, "server", &server);
+    let (c_cert, c_chain, _, c_key) = files(tmp, "client", &client);
+    // Another CA of the same daemon: a client certificate from it must be refused.
+    let (_, other_int) = hierarchy(&d, "o");
+    role(&d, "other", &other_int, json!({}));
+    let stranger = d
+        .post(
+            "/v1/pki/issue/other",
+            &json!({"common_name": "reporting.svc.cluster.local", "ttl": "1h"}),
+        )
+        .json();
+    let (x_cert, x_chain, _, x_key) = files(tmp, "stranger", &stranger);
+
+    let port = scaivault_tests::free_port();
+    let mut srv = s_server(tmp, port, &s_cert, &s_key, &s_chain, &s_root);
+    let (ok, text) = s_client(port, &c_cert, &c_key, &c_chain, &s_root);
+    let _ = srv.kill();
+    let srv_out = srv.wait_with_output().unwrap();
+    assert!(
+        ok,
+        "mTLS with a certificate of the same role must succeed: {text}\nserver: {}",
+        String::from_utf8_lossy(&srv_out.stderr)
+    );
+
+    let port = scaivault_tests::free_port();
+    let mut srv = s_server(tmp, port, &s_cert, &s_key, &s_chain, &s_root);
+    let (ok, text) = s_client(port, &x_cert, &x_key, &x_chain, &s_root);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(
+        !ok,
+        "a client certificate from another CA must be refused: {text}"
+    );
+}
+
+#[test]
+fn refusals_name_the_rule_and_the_value() {
+    let d = Daemon::start();
+    let (root, int) = hierarchy(&d, "rf");
+    role(
+        &d,
+        "svc",
+        &int,
+        json!({"allowed_uri_sans": ["spiffe://cluster.local/ns/*/sa/*"], "allowed_ip_ranges": ["10.0.0.0/8"]}),
+    );
+    let issue = |body: Value| d.post("/v1/pki/issue/svc", &body);
+    // Several distinct names; only the last is outside the role, and it is the one named.
+    let p = issue(json!({"common_name": "a.svc.cluster.local", "alt_names": ["b.svc.cluster.local", "c.b.internal", "evil.example.com"]}))
+        .problem(400, "domain_not_allowed");
+    assert!(
+        p["detail"].as_str().unwrap().contains("evil.example.com"),
+        "{p}"
+    );
+    issue(json!({"common_name": "x.svc.cluster.local", "ip_sans": ["192.168.1.1"]}))
+        .problem(400, "ip_not_allowed");
+    issue(json!({"common_name": "x.svc.cluster.local", "ip_sans": ["not-an-ip"]}))
+        .problem(400, "invalid_ip");
+    issue(json!({"common_name": "*.svc.cluster.local"})).problem(400, "wildcard_not_allowed");
+    issue(json!({"common_name": "bücher.svc.cluster.local"})).problem(400, "invalid_dns_name");
+    issue(json!({"alt_names": ["x.svc.cluster.local"]})).problem(400, "cn_required");
+    issue(json!({"common_name": "x.svc.cluster.local", "uri_sans": ["spiffe://cluster.local/ns/a/b/sa/x"]})).problem(400, "uri_not_allowed");
+    let ok = issue(
+        json!({"common_name": "x.svc.cluster.local", "uri_sans": ["spiffe://cluster.local/ns/prod/sa/billing"], "ip_sans": ["10.1.2.3"]}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let text = openssl_ok(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "subjectAltName",
+        "-in",
+        &write(
+            d.dir.path(),
+            "u.pem",
+            ok.json()["certificate"].as_str().unwrap(),
+        ),
+    ]);
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/prod/sa/billing")
+            && text.contains("IP Address:10.1.2.3"),
+        "{text}"
+    );
+    // Lifetimes: over the role's max, or past the CA's end, are refused, never shortened.
+    issue(json!({"common_name": "x.svc.cluster.local", "ttl": "721h"}))
+        .problem(400, "ttl_exceeds_role_max");
+    issue(json!({"common_name": "x.svc.cluster.local", "ttl": "soon"}))
+        .problem(400, "invalid_duration");
+    let short = d.post("/v1/pki/ca", &json!({"name": "short", "common_name": "Short", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1})).json();
+    role(&d, "short", &short, json!({}));
+    d.post(
+        "/v1/pki/issue/short",
+        &json!({"common_name": "x.svc.cluster.local", "ttl": "48h"}),
+    )
+    .problem(400, "ttl_exceeds_ca_validity");
+    // Unknown role, bad bodies, bad role settings.
+    d.post(
+        "/v1/pki/issue/nope",
+        &json!({"common_name": "x.svc.cluster.local"}),
+    )
+    .problem(404, "role_not_found");
+    d.post(
+        "/v1/pki/issue/svc",
+        &json!({"common_name": "x.svc.cluster.local", "key_type": "rsa"}),
+    )
+    .problem(400, "unknown_field");
+    d.post("/v1/pki/roles", &json!({"name": "bad", "ca_id": int["id"], "allowed_domains": ["x"], "key_type": "rsa", "key_bits": 1024})).problem(400, "invalid_key_type");
+    d.post(
+        "/v1/pki/roles",
+        &json!({"name": "bad", "ca_id": "ca_nope", "allowed_domains": ["x"]}),
+    )
+    .problem(400, "ca_not_found");
+    d.post(
+        "/v1/pki/roles",
+        &json!({"name": "bad", "ca_id": int["id"], "allowed_domains": ["x"], "max_ttl": "forever"}),
+    )
+    .problem(400, "invalid_duration");
+    d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["x"]}),
+    )
+    .problem(409, "role_name_taken");
+    // A retired CA stops issuing.
+    let sid = short["id"].as_str().unwrap();
+    assert_eq!(
+        d.call("DELETE", &format!("/v1/pki/ca/{sid}"), Some(&d.admin), None)
+            .status,
+        200
+    );
+    d.post(
+        "/v1/pki/issue/short",
+        &json!({"common_name": "x.svc.cluster.local", "ttl": "1h"}),
+    )
+    .problem(400, "ca_not_active");
+}
+
+#[test]
+fn roles_crud_and_issuer_policies() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "p");
+    role(
+        &d,
+        "web",
+        &int,
+        json!({"allowed_domains": ["web.internal"], "allow_subdomains": false, "ttl": "24h"}),
+    );
+    role(&d, "db", &int, json!({"allowed_domains": ["db.internal"]}));
+    let got = d.get("/v1/pki/roles/web").json();
+    assert_eq!(got["ttl"], "24h");
+    assert_eq!(got["server_flag"], true);
+    assert_eq!(
+        d.get("/v1/pki/roles").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Update: only clientAuth from now on.
+    let mut upd = got.clone();
+    upd["server_flag"] = json!(false);
+    let r = d.call(
+        "PUT",
+        "/v1/pki/roles/web",
+        Some(&d.admin),
+        Some(upd.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cert = d
+        .post("/v1/pki/issue/web", &json!({"common_name": "web.internal"}))
+        .json();
+    let pem = write(
+        d.dir.path(),
+        "web.pem",
+        cert["certificate"].as_str().unwrap(),
+    );
+    let eku = openssl_ok(&["x509", "-noout", "-ext", "extendedKeyUsage", "-in", &pem]);
+    assert!(
+        eku.contains("TLS Web Client Authentication") && !eku.contains("Server"),
+        "{eku}"
+    );
+    // The role's default ttl (24h) is used when the request names none.
+    let nb = cert["not_before"].as_str().unwrap();
+    let na = cert["not_after"].as_str().unwrap();
+    assert!(na > nb);
+    // Subdomains off: a name below web.internal is refused.
+    d.post(
+        "/v1/pki/issue/web",
+        &json!({"common_name": "a.web.internal"}),
+    )
+    .problem(400, "domain_not_allowed");
+
+    // issuer:<role> may issue under that role only, and cannot manage roles or read the inventory.
+    let t = d
+        .post("/v1/auth/tokens", &json!({"policies": ["issuer:web"]}))
+        .json();
+    let t = t["token"].as_str().unwrap();
+    let body = json!({"common_name": "web.internal"}).to_string();
+    assert_eq!(
+        d.call("POST", "/v1/pki/issue/web", Some(t), Some(body.as_bytes()))
+            .status,
+        200
+    );
+    d.call(
+        "POST",
+        "/v1/pki/issue/db",
+        Some(t),
+        Some(json!({"common_name": "db.internal"}).to_string().as_bytes()),
+    )
+    .problem(403, "forbidden");
+    d.call(
+        "POST",
+        "/v1/pki/roles",
+        Some(t),
+        Some(
+            json!({"name": "x", "ca_id": int["id"], "allowed_domains": ["x"]})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .problem(403, "forbidden");
+    d.call("GET", "/v1/pki/certificates", Some(t), None)
+        .problem(403, "forbidden");
+    // Another tenant sees none of it.
+    let out = d.cli(&["tenant", "create", "b"]);
+    assert!(out.status.success());
+    let b = String::from_utf8(
+        d.cli(&["token", "create", "--tenant", "b", "--policy", "admin"])
+            .stdout,
+    )
+    .unwrap();
+    d.call("GET", "/v1/pki/roles/web", Some(b.trim()), None)
+        .problem(404, "role_not_found");
+    d.call(
+        "POST",
+        "/v1/pki/issue/web",
+        Some(b.trim()),
+        Some(body.as_bytes()),
+    )
+    .problem(404, "role_not_found");
+    let serial = cert["serial_number"].as_str().unwrap();
+    d.call(
+        "GET",
+        &format!("/v1/pki/certificates/{serial}"),
+        Some(b.trim()),
+        None,
+    )
+    .problem(404, "certificate_not_found");
+    // Delete.
+    assert_eq!(
+        d.call("DELETE", "/v1/pki/roles/db", Some(&d.admin), None)
+            .status,
+        204
+    );
+    d.get("/v1/pki/roles/db").problem(404, "role_not_found");
+}
+
+#[test]
+fn sign_a_csr_under_a_role() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let (_, int) = hierarchy(&d, "s");
+    role(&d, "dev", &int, json!({}));
+    let key = tmp.join("dev.key").to_str().unwrap().to_owned();
+    let csr = tmp.join("dev.csr").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=device.svc.cluster.local",
+        "-addext",
+        "subjectAltName=DNS:device.svc.cluster.local,DNS:alt.internal,IP:10.9.9.9",
+    ]);
+    let csr_pem = std::fs::read_to_string(&csr).unwrap();
+    let r = d.post(
+        "/v1/pki/sign/dev",
+        &json!({"csr_pem": csr_pem, "ttl": "24h"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let signed = r.json();
+    assert!(signed["private_key"].is_null(), "sign never returns a key");
+    let (leaf, untrusted, root, _) = files(tmp, "dev", &signed);
+    openssl_ok(&["verify", "-CAfile", &root, "-untrusted", &untrusted, &leaf]);
+    assert_eq!(
+        openssl_ok(&["x509", "-in", &leaf, "-noout", "-pubkey"]),
+        openssl_ok(&["pkey", "-in", &key, "-pubout"])
+    );
+    let san = openssl_ok(&["x509", "-noout", "-ext", "subjectAltName", "-in", &leaf]);
+    assert!(
+        san.contains("DNS:device.svc.cluster.local, DNS:alt.internal, IP Address:10.9.9.9"),
+        "{san}"
+    );
+
+    // A CSR asking for a name outside the role.
+    let csr2 = tmp.join("bad.csr").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-key",
+        &key,
+        "-out",
+        &csr2,
+        "-subj",
+        "/CN=device.svc.cluster.local",
+        "-addext",
+        "subjectAltName=DNS:www.example.com",
+    ]);
+    d.post(
+        "/v1/pki/sign/dev",
+        &json!({"csr_pem": std::fs::read_to_string(&csr2).unwrap()}),
+    )
+    .problem(400, "domain_not_allowed");
+    // A key the role does not accept.
+    let rsa_csr = tmp.join("rsa.csr").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &tmp.join("rsa.key").to_string_lossy(),
+        "-out",
+        &rsa_csr,
+        "-subj",
+        "/CN=device.svc.cluster.local",
+    ]);
+    d.post(
+        "/v1/pki/sign/dev",
+        &json!({"csr_pem": std::fs::read_to_string(&rsa_csr).unwrap()}),
+    )
+    .problem(400, "key_not_allowed");
+    // A CSR whose signature was damaged (one bit of the signature flipped).
+    let der_path = tmp.join("dev.der");
+    let out = openssl(&[
+        "req",
+        "-in",
+        &csr,
+        "-outform",
+        "DER",
+        "-out",
+        der_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let mut der = std::fs::read(&der_path).unwrap();
+    let last = der.len() - 5;
+    der[last] ^= 0x01;
+    let b64 = {
+        let p = tmp.join("flipped.der");
+        std::fs::write(&p, &der).unwrap();
+        openssl_ok(&[
+            "req",
+            "-inform",
+            "DER",
+            "-in",
+            p.to_str().unwrap(),
+            "-outform",
+            "PEM",
+        ])
+    };
+    let p = d
+        .post("/v1/pki/sign/dev", &json!({"csr_pem": b64}))
+        .problem(400, "invalid_csr");
+    assert!(p["detail"].as_str().unwrap().contains("signature"), "{p}");
+    d.post("/v1/pki/sign/dev", &json!({"csr_pem": "garbage"}))
+        .problem(400, "invalid_csr");
+    d.post(
+        "/v1/pki/sign/dev",
+        &json!({"csr_pem": signed["certificate"]}),
+    )
+    .problem(400, "invalid_csr");
+}
+
+#[test]
+fn inventory_and_private_key_storage() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "inv");
+    role(&d, "plain", &int, json!({}));
+    role(&d, "kept", &int, json!({"store_private_key": true}));
+    let plain = d
+        .post(
+            "/v1/pki/issue/plain",
+            &json!({"common_name": "plain.svc.cluster.local", "ttl": "2h"}),
+        )
+        .json();
+    let kept = d
+        .post(
+            "/v1/pki/issue/kept",
+            &json!({"common_name": "kept.svc.cluster.local", "ttl": "700h"}),
+        )
+        .json();
+    let serial = plain["serial_number"].as_str().unwrap();
+
+    // Inventory: filters and lookups in any serial spelling.
+    let all = d.get("/v1/pki/certificates?role=plain").json();
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["serial_number"], serial);
+    assert_eq!(items[0]["status"], "valid");
+    assert_eq!(items[0]["common_name"], "plain.svc.cluster.local");
+    assert_eq!(items[0]["sans"], json!(["plain.svc.cluster.local"]));
+    assert_eq!(items[0]["certificate"], plain["certificate"]);
+    let by_ca = d
+        .get(&format!(
+            "/v1/pki/certificates?ca_id={}&limit=1",
+            int["id"].as_str().unwrap()
+        ))
+        .json();
+    assert_eq!(by_ca["items"].as_array().unwrap().len(), 1);
+    assert!(by_ca["next_cursor"].is_string());
+    let soon = d.get("/v1/pki/certificates?expiring_within=24h").json();
+    assert_eq!(soon["items"].as_array().unwrap().len(), 1, "{soon}");
+    assert_eq!(soon["items"][0]["serial_number"], serial);
+    let lower = serial.replace(':', "").to_lowercase();
+    let one = d.get(&format!("/v1/pki/certificates/{lower}"));
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["serial_number"], serial);
+    d.get("/v1/pki/certificates/00:11")
+        .problem(404, "certificate_not_found");
+    d.get("/v1/pki/certificates/xyz")
+        .problem(400, "invalid_serial");
+    d.get("/v1/pki/certificates?status=odd")
+        .problem(400, "invalid_status");
+
+    // Keys: absent from the database without the opt-in, recoverable (by an admin) with it.
+    d.get(&format!("/v1/pki/certificates/{serial}/private-key"))
+        .problem(404, "private_key_not_stored");
+    let ks = kept["serial_number"].as_str().unwrap();
+    let back = d.get(&format!("/v1/pki/certificates/{ks}/private-key"));
+    assert_eq!(back.status, 200, "{}", back.text());
+    assert_eq!(back.json()["private_key"], kept["private_key"]);
+    let auditor = d
+        .post(
+            "/v1/auth/tokens",
+            &json!({"policies": ["auditor", "ca-admin"]}),
+        )
+        .json();
+    d.call(
+        "GET",
+        &format!("/v1/pki/certificates/{ks}/private-key"),
+        auditor["token"].as_str(),
+        None,
+    )
+    .problem(403, "forbidden");
+    let audit = d.get("/v1/audit?limit=1000").json();
+    assert!(audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["action"] == "certificate.read_private_key" && r["outcome"] == "success"));
+
+    // Neither private key's bytes appear in the database files (the kept one is sealed).
+    let db_bytes: Vec<u8> = ["scaivault.db", "scaivault.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(d.data().join(f)).ok())
+        .flatten()
+        .collect();
+    for issued in [&plain, &kept] {
+        let pem_text = issued["private_key"].as_str().unwrap();
+        let key_path = write(d.dir.path(), "k.pem", pem_text);
+        let der_path = d.dir.path().join("k.der");
+        openssl_ok(&[
+            "pkey",
+            "-in",
+            &key_path,
+            "-outform",
+            "DER",
+            "-out",
+            der_path.to_str().unwrap(),
+        ]);
+        let raw = openssl_ok(&["pkey", "-in", &key_path, "-noout", "-text"]);
+        let der = std::fs::read(&der_path).unwrap();
+        let body: String = pem_text
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(
+            !contains(&db_bytes, body.as_bytes()),
+            "PEM body of a private key found in the database"
+        );
+        assert!(
+            !contains(&db_bytes, &der),
+            "DER of a private key found in the database"
+        );
+        // The 32-byte scalar itself, from openssl's text dump.
+        let hex: String = raw
+            .split("priv:")
+            .nth(1)
+            .unwrap()
+            .split("pub:")
+            .next()
+            .unwrap()
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect();
+        let scalar: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(scalar.len() >= 32);
+        assert!(
+            !contains(&db_bytes, &scalar[scalar.len() - 32..]),
+            "private scalar found in the database"
+        );
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
