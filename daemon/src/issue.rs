@@ -322,10 +322,10 @@ async fn sign_and_store(
     let started = caller.record("certificate.issue", Some(&object), "started");
     let reserve = row.clone();
     app.db(move |s| {
-        s.write(|tx| {
+        s.write_batched(Box::new(move |tx| {
             tx.insert_certificate(&reserve)?;
-            tx.append_audit(&started)
-        })
+            tx.append_audit(&started).map(|_| ())
+        }))
         .map_err(|e| {
             tracing::error!(error = %e, "reserving a serial with its audit record failed");
             ApiError::audit_unavailable()
@@ -366,10 +366,10 @@ async fn sign_and_store(
             );
             let (ca, sn) = (issuer.ca_id.clone(), serial.key());
             app.db(move |s| {
-                s.write(|tx| {
+                s.write_batched(Box::new(move |tx| {
                     tx.release_serial(&ca, &sn)?;
-                    tx.append_audit(&failed)
-                })
+                    tx.append_audit(&failed).map(|_| ())
+                }))
                 .map_err(|_| ApiError::audit_unavailable())
             })
             .await?;
@@ -387,13 +387,13 @@ async fn sign_and_store(
     let complete = row.clone();
     let stored_res = app
         .db(move |s| {
-            s.write(|tx| {
+            s.write_batched(Box::new(move |tx| {
                 tx.complete_certificate(&complete)?;
                 if let Some(k) = &stored {
                     tx.insert_stored_key(k)?;
                 }
-                tx.append_audit(&done)
-            })
+                tx.append_audit(&done).map(|_| ())
+            }))
             .map_err(ApiError::from)
         })
         .await;

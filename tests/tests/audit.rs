@@ -163,3 +163,34 @@ fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
     d.create_root("after", "ec", None);
     assert!(verify(&d.config()).0);
 }
+
+#[test]
+fn issuance_without_an_audit_record_signs_nothing() {
+    let d = Daemon::start();
+    let root = d.create_root("r", "ec", None);
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let db = d.data().join("scaivault.db");
+    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}))
+        .problem(503, "audit_unavailable");
+    sqlite(&db, "DROP TRIGGER no_audit");
+    let inv = d.get("/v1/pki/certificates?role=svc").json();
+    assert_eq!(inv["items"].as_array().unwrap().len(), 0, "{inv}");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM certificates WHERE kind = 'leaf'")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "no reservation or certificate left behind"
+    );
+    let ok = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(verify(&d.config()).0);
+}

@@ -4,7 +4,7 @@
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Storage failures. rusqlite errors are kept as text.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The database cannot be reached, is locked past the busy timeout, or the disk failed.
     #[error("database unavailable: {0}")]

@@ -111,3 +111,42 @@ fn pagination_and_tenant_conflicts() {
     });
     assert!(matches!(dup, Err(Error::Conflict(_))));
 }
+
+#[test]
+fn group_commit_isolates_failing_jobs_and_keeps_the_chain() {
+    let (_d, s) = store_with(0);
+    let s = std::sync::Arc::new(s);
+    let mut handles = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        handles.push(std::thread::spawn(move || {
+            s.write_batched(Box::new(move |tx| {
+                tx.append_audit(&rec(&format!("batched-{i}")))?;
+                if i % 5 == 0 {
+                    return Err(Error::Conflict("this job fails".into()));
+                }
+                Ok(())
+            }))
+        }));
+    }
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 13);
+    let page = s.read(|tx| tx.list_audit(None, None, 1000)).unwrap();
+    assert_eq!(page.items.len(), 64 - 13, "failed jobs left nothing behind");
+    assert!(page.items.iter().all(|r| {
+        let n: usize = r.action.trim_start_matches("batched-").parse().unwrap();
+        n % 5 != 0
+    }));
+    assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
+    // Direct writes interleave with batches.
+    s.write(|tx| tx.append_audit(&rec("direct"))).unwrap();
+    s.write_batched(Box::new(|tx| tx.append_audit(&rec("after")).map(|_| ())))
+        .unwrap();
+    assert_eq!(
+        s.read(|tx| tx.verify_audit()).unwrap(),
+        ChainCheck {
+            records: 53,
+            first_bad: None
+        }
+    );
+}

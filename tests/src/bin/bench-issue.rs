@@ -1,0 +1,700 @@
+//! Benchmark: issuance throughput of `POST /v1/pki/issue/{role}` (issue #3, "Benchmark").
+//!
+//! A closed-loop load generator over loopback: N workers, each with its own HTTP keep-alive
+//! connection, POST one issuance after another for S seconds. It measures EC P-256, RSA-2048 and
+//! Ed25519 leaves under an EC P-256 intermediate whose key lives in SoftHSM, an RSA burst after an
+//! idle period, and two references on the same machine: the raw SoftHSM ECDSA P-256 signing rate
+//! through `scaivault-hsm` (the ceiling) and cfssl's `/api/v1/cfssl/newcert` (the peer). Prints
+//! Markdown tables for `docs/PERFORMANCE.md`; asserts nothing about speed.
+//!
+//! ```sh
+//! cargo build --release -p scaivault -p scaivault-tests
+//! SCAIVAULT_BIN=target/release/scaivault target/release/bench-issue \
+//!     [--seconds 10] [--conns 4,16] [--keys ec256,rsa2048,ed25519] [--skip-cfssl]
+//! ```
+//! (`ci/bench-issue.sh` does all of this, installing `golang-cfssl` when missing.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark driver
+
+use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
+use scaivault_hsm::{KeySpec, Token};
+use scaivault_tests::{free_port, Daemon};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Command-line options.
+struct Opts {
+    seconds: u64,
+    conns: Vec<usize>,
+    keys: Vec<String>,
+    skip_cfssl: bool,
+    client_threads: usize,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench-issue [--seconds S] [--conns 4,16] [--keys ec256,rsa2048,ed25519] \
+         [--skip-cfssl] [--client-threads T]\n\
+         (the daemon binary is $SCAIVAULT_BIN, e.g. target/release/scaivault)"
+    );
+    std::process::exit(2)
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        seconds: 10,
+        conns: vec![4, 16],
+        keys: vec!["ec256".into(), "rsa2048".into(), "ed25519".into()],
+        skip_cfssl: false,
+        client_threads: 1,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--seconds" => o.seconds = val().parse().unwrap_or_else(|_| usage()),
+            "--conns" => {
+                o.conns = val()
+                    .split(',')
+                    .map(|c| c.trim().parse().unwrap_or_else(|_| usage()))
+                    .collect()
+            }
+            "--keys" => o.keys = val().split(',').map(|k| k.trim().to_owned()).collect(),
+            "--client-threads" => o.client_threads = val().parse().unwrap_or_else(|_| usage()),
+            "--skip-cfssl" => o.skip_cfssl = true,
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    if o.seconds == 0 || o.conns.is_empty() || o.conns.contains(&0) || o.client_threads == 0 {
+        usage();
+    }
+    for k in &o.keys {
+        if key_params(k).is_none() {
+            eprintln!("unknown key type {k} (ec256, rsa2048, ed25519)");
+            usage();
+        }
+    }
+    o
+}
+
+/// `key_type`, `key_bits` and a label for a `--keys` entry.
+fn key_params(k: &str) -> Option<(&'static str, u32, &'static str)> {
+    match k {
+        "ec256" => Some(("ec", 256, "EC P-256")),
+        "rsa2048" => Some(("rsa", 2048, "RSA-2048")),
+        "ed25519" => Some(("ed25519", 256, "Ed25519")),
+        _ => None,
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// What a load run measured. Latencies are of successful requests only, in milliseconds.
+struct LoadResult {
+    ok: usize,
+    errors: BTreeMap<String, usize>,
+    first_error: Option<String>,
+    elapsed: Duration,
+    lat_ms: Vec<f64>,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn error_count(&self) -> usize {
+        self.errors.values().sum()
+    }
+    fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        let kinds: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{n}×{k}"))
+            .collect();
+        format!("{} ({})", self.error_count(), kinds.join(", "))
+    }
+    fn lat_cells(&self) -> String {
+        let l = &self.lat_ms;
+        format!(
+            "{:.2} | {:.2} | {:.2} | {:.2}",
+            pct(l, 0.5),
+            pct(l, 0.9),
+            pct(l, 0.99),
+            pct(l, 1.0)
+        )
+    }
+}
+
+/// One kind of request to hammer.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    bearer: Option<String>,
+    /// `common_name` prefix for ScaiVault bodies; `None` sends `fixed_body` every time.
+    cn_prefix: Option<String>,
+    fixed_body: Vec<u8>,
+    /// A body substring a success must contain (cfssl answers 200 with `"success":false` too).
+    must_contain: Option<&'static [u8]>,
+}
+
+impl Target {
+    fn body(&self, worker: usize, i: u64) -> Vec<u8> {
+        match &self.cn_prefix {
+            Some(p) => {
+                json!({"common_name": format!("{p}-w{worker}-{i}.bench.internal"), "ttl": "24h"})
+                    .to_string()
+                    .into_bytes()
+            }
+            None => self.fixed_body.clone(),
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// One request; `Ok(())` for a success, `Err(kind, detail)` otherwise.
+async fn one(c: &reqwest::Client, t: &Target, body: Vec<u8>) -> Result<(), (String, String)> {
+    let mut rb = c
+        .post(&t.url)
+        .header("Content-Type", "application/json")
+        .body(body);
+    if let Some(b) = &t.bearer {
+        rb = rb.header("Authorization", format!("Bearer {b}"));
+    }
+    let r = rb.send().await.map_err(|e| {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "transport"
+        };
+        (kind.to_owned(), e.to_string())
+    })?;
+    let status = r.status().as_u16();
+    let bytes = r
+        .bytes()
+        .await
+        .map_err(|e| ("body".to_owned(), e.to_string()))?;
+    let text = || String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+    if status != 200 {
+        return Err((format!("HTTP {status}"), text()));
+    }
+    if let Some(m) = t.must_contain {
+        if !bytes.windows(m.len()).any(|w| w == m) {
+            return Err(("200 without success".to_owned(), text()));
+        }
+    }
+    Ok(())
+}
+
+/// Closed loop: `conns` workers, each with its own keep-alive connection, for `dur`.
+async fn run_load(t: &Target, conns: usize, dur: Duration) -> LoadResult {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut handles = Vec::new();
+    for w in 0..conns {
+        let t = t.clone();
+        handles.push(tokio::spawn(async move {
+            let c = client();
+            let mut lat = Vec::with_capacity(4096);
+            let mut errs: Vec<(String, String)> = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let body = t.body(w, i);
+                let t0 = Instant::now();
+                match one(&c, &t, body).await {
+                    Ok(()) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    Err(e) => {
+                        errs.push(e);
+                        // Do not spin on a dead server.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (lat, errs)
+        }));
+    }
+    finish(handles, start).await
+}
+
+/// `n` requests at once, each on a fresh connection.
+async fn run_burst(t: &Target, n: usize) -> LoadResult {
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..n {
+        let t = t.clone();
+        handles.push(tokio::spawn(async move {
+            let c = client();
+            let t0 = Instant::now();
+            match one(&c, &t, t.body(w, 0)).await {
+                Ok(()) => (vec![t0.elapsed().as_secs_f64() * 1000.0], vec![]),
+                Err(e) => (vec![], vec![e]),
+            }
+        }));
+    }
+    finish(handles, start).await
+}
+
+type WorkerOut = (Vec<f64>, Vec<(String, String)>);
+
+async fn finish(handles: Vec<tokio::task::JoinHandle<WorkerOut>>, start: Instant) -> LoadResult {
+    let mut res = LoadResult {
+        ok: 0,
+        errors: BTreeMap::new(),
+        first_error: None,
+        elapsed: Duration::ZERO,
+        lat_ms: Vec::new(),
+    };
+    for h in handles {
+        let (lat, errs) = h.await.unwrap();
+        res.ok += lat.len();
+        res.lat_ms.extend(lat);
+        for (kind, detail) in errs {
+            if res.first_error.is_none() {
+                res.first_error = Some(format!("{kind}: {detail}"));
+            }
+            *res.errors.entry(kind).or_default() += 1;
+        }
+    }
+    res.elapsed = start.elapsed();
+    res.lat_ms.sort_by(f64::total_cmp);
+    res
+}
+
+fn report_errors(what: &str, r: &LoadResult) {
+    if let Some(e) = &r.first_error {
+        eprintln!("  note: {what}: {} errors; first: {e}", r.error_count());
+    }
+}
+
+/// The ScaiVault part: hierarchy, roles, warm-up, the load runs and the RSA burst.
+/// Returns EC P-256 certs/s per connection count (for the cfssl ratio).
+fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f64> {
+    let mut d = Daemon::start();
+    let pid = d.pid();
+    println!(
+        "daemon: {} (pid {pid}), idle after start: VmRSS {} KiB",
+        scaivault_tests::bin().display(),
+        status_kib(pid, "VmRSS:")
+    );
+    let root = d.create_root("bench-root", "ec", Some(256));
+    let int = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "bench-int", "common_name": "Bench Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"], "key_type": "ec", "key_size": 256, "validity_days": 1825}),
+    );
+    assert_eq!(int.status, 201, "{}", int.text());
+    let int = int.json();
+    for k in &o.keys {
+        let (kt, bits, _) = key_params(k).unwrap();
+        let r = d.post(
+            "/v1/pki/roles",
+            &json!({"name": format!("bench-{k}"), "ca_id": int["id"], "allowed_domains": ["*.bench.internal"],
+                    "max_ttl": "720h", "key_type": kt, "key_bits": bits, "require_cn": true}),
+        );
+        assert_eq!(r.status, 201, "role {k}: {}", r.text());
+        // One issuance each, so a broken role fails here and not as a wall of errors.
+        let r = d.post(
+            &format!("/v1/pki/issue/bench-{k}"),
+            &json!({"common_name": format!("probe-{k}.bench.internal"), "ttl": "24h"}),
+        );
+        assert_eq!(r.status, 200, "issue {k}: {}", r.text());
+    }
+    let target = |k: &str, tag: &str| Target {
+        url: format!("{}/v1/pki/issue/bench-{k}", d.base),
+        bearer: Some(d.admin.clone()),
+        cn_prefix: Some(format!("{k}-{tag}")),
+        fixed_body: Vec::new(),
+        must_contain: None,
+    };
+    // Warm-up: 2 s on the first key type at the largest connection count.
+    let warm_conns = o.conns.iter().copied().max().unwrap_or(4);
+    let w = rt.block_on(run_load(
+        &target(&o.keys[0], "warm"),
+        warm_conns,
+        Duration::from_secs(2),
+    ));
+    println!(
+        "warm-up: 2 s, {} on {warm_conns} connections: {} certs, {} errors",
+        o.keys[0],
+        w.ok,
+        w.error_count()
+    );
+    report_errors("warm-up", &w);
+
+    println!(
+        "\n### ScaiVault `POST /v1/pki/issue/{{role}}` (CA: EC P-256 intermediate in SoftHSM; {} s per run; load average before: {})\n",
+        o.seconds,
+        loadavg()
+    );
+    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut ec_rates = BTreeMap::new();
+    let mut burst = None;
+    let mut notes = Vec::new();
+    for k in &o.keys {
+        let (_, _, label) = key_params(k).unwrap();
+        for &n in &o.conns {
+            let r = rt.block_on(run_load(
+                &target(k, &format!("c{n}")),
+                n,
+                Duration::from_secs(o.seconds),
+            ));
+            println!(
+                "| {label} | {n} | {:.0} | {} | {} | {} | {} |",
+                r.rate(),
+                r.ok,
+                r.errors_text(),
+                r.lat_cells(),
+                status_kib(pid, "VmHWM:")
+            );
+            if let Some(e) = &r.first_error {
+                notes.push(format!("{label} c={n}: first error: {e}"));
+            }
+            if k == "ec256" {
+                ec_rates.insert(n, r.rate());
+            }
+        }
+        if k == "rsa2048" {
+            std::thread::sleep(Duration::from_secs(5));
+            burst = Some(rt.block_on(run_burst(&target(k, "burst"), 100)));
+        }
+    }
+    for n in &notes {
+        println!("\n{n}");
+    }
+    if let Some(b) = burst {
+        println!(
+            "\n### RSA-2048 burst: 100 concurrent issuances (fresh connections) after 5 s idle\n"
+        );
+        println!("| requests | certs | errors | total ms | p50 ms | p99 ms | max ms |");
+        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| 100 | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            b.ok,
+            b.errors_text(),
+            b.elapsed.as_secs_f64() * 1000.0,
+            pct(&b.lat_ms, 0.5),
+            pct(&b.lat_ms, 0.99),
+            pct(&b.lat_ms, 1.0)
+        );
+        if let Some(e) = &b.first_error {
+            println!("\nburst: first error: {e}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    println!(
+        "\ndaemon memory: peak VmHWM {} KiB, VmRSS at the end {} KiB; load average after: {}",
+        status_kib(pid, "VmHWM:"),
+        status_kib(pid, "VmRSS:"),
+        loadavg()
+    );
+    let log_bytes = std::fs::metadata(&d.log).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "daemon log (the test kit runs it with RUST_LOG=debug): {} KiB",
+        log_bytes / 1024
+    );
+    d.stop();
+    ec_rates
+}
+
+fn module_path() -> PathBuf {
+    std::env::var_os("SCAIVAULT_PKCS11_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
+}
+
+/// The ceiling: SoftHSM ECDSA P-256 signatures of a 1 KiB message through `scaivault-hsm`, in this
+/// process (the daemon has stopped by now; SOFTHSM2_CONF is set before the module is loaded).
+fn bench_hsm(o: &Opts) {
+    let dir = tempfile::Builder::new()
+        .prefix("bench-hsm-")
+        .tempdir()
+        .unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "bench"])
+        .args(["--pin", "1234", "--so-pin", "5678"])
+        .output()
+        .expect("softhsm2-util (apt-get install softhsm2)");
+    assert!(
+        out.status.success(),
+        "softhsm2-util: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let token = Pkcs11Token::open(&Pkcs11Config {
+        module: module_path(),
+        token_label: "bench".into(),
+        pin: zeroize::Zeroizing::new("1234".into()),
+    })
+    .unwrap();
+    let signer = token.generate(KeySpec::EcP256, "bench-ec256").unwrap();
+    let msg: Vec<u8> = (0..1024u32).map(|i| (i * 31 + 7) as u8).collect();
+    // Warm-up (the first signature makes the session copy of the key).
+    for _ in 0..200 {
+        signer.sign(&msg).unwrap();
+    }
+    println!(
+        "\n### Ceiling: SoftHSM ECDSA P-256 `Signer::sign` of 1 KiB through `scaivault-hsm` ({} s per run, session-object copies: {}; load average before: {})\n",
+        o.seconds,
+        token.session_copies_enabled(),
+        loadavg()
+    );
+    println!("| threads | signatures/s | p50 µs | p99 µs | max µs |");
+    println!("|---|---|---|---|---|");
+    for threads in [1usize, 2] {
+        let deadline = Instant::now() + Duration::from_secs(o.seconds);
+        let start = Instant::now();
+        let mut lat: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let signer = Arc::clone(&signer);
+                    let msg = &msg;
+                    s.spawn(move || {
+                        let mut lat = Vec::with_capacity(1 << 16);
+                        while Instant::now() < deadline {
+                            let t0 = Instant::now();
+                            signer.sign(msg).unwrap();
+                            lat.push(t0.elapsed().as_secs_f64() * 1e6);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let el = start.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "| {threads} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            lat.len() as f64 / el,
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            pct(&lat, 1.0)
+        );
+    }
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+}
+
+/// Kills cfssl when dropped.
+struct Cfssl(Child);
+
+impl Drop for Cfssl {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cfssl_ca(dir: &Path) {
+    std::fs::write(
+        dir.join("ca-csr.json"),
+        r#"{"CN":"Bench Root CA","key":{"algo":"ecdsa","size":256}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"signing":{"default":{"expiry":"24h","usages":["digital signature","key encipherment","server auth"]}}}"#,
+    )
+    .unwrap();
+    let gen = Command::new("cfssl")
+        .current_dir(dir)
+        .args(["gencert", "-initca", "ca-csr.json"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "cfssl gencert -initca failed");
+    let mut j = Command::new("cfssljson")
+        .current_dir(dir)
+        .args(["-bare", "ca"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        j.stdin.take().unwrap().write_all(&gen.stdout).unwrap();
+    }
+    assert!(j.wait().unwrap().success(), "cfssljson failed");
+    assert!(dir.join("ca.pem").exists() && dir.join("ca-key.pem").exists());
+}
+
+/// The peer: cfssl `newcert` with the same load generator. Returns certs/s per connection count.
+fn bench_cfssl(rt: &tokio::runtime::Runtime, o: &Opts) -> Option<BTreeMap<usize, f64>> {
+    if o.skip_cfssl {
+        println!("\n(cfssl reference skipped: --skip-cfssl)");
+        return None;
+    }
+    if !on_path("cfssl") || !on_path("cfssljson") {
+        println!("\n(cfssl reference skipped: `cfssl`/`cfssljson` not on PATH; install with `apt-get install golang-cfssl`)");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("bench-cfssl-")
+        .tempdir()
+        .unwrap();
+    cfssl_ca(dir.path());
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("cfssl.log")).unwrap();
+    let _server = Cfssl(
+        Command::new("cfssl")
+            .current_dir(dir.path())
+            .args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
+            .args([
+                "-ca",
+                "ca.pem",
+                "-ca-key",
+                "ca-key.pem",
+                "-config",
+                "config.json",
+            ])
+            .args(["-loglevel", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let t = Target {
+        url: format!("http://127.0.0.1:{port}/api/v1/cfssl/newcert"),
+        bearer: None,
+        cn_prefix: None,
+        fixed_body: br#"{"request":{"CN":"x.bench.internal","hosts":["x.bench.internal"],"key":{"algo":"ecdsa","size":256}}}"#.to_vec(),
+        must_contain: Some(br#""success":true"#),
+    };
+    // Wait until it answers.
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if rt.block_on(one(&c, &t, t.fixed_body.clone())).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cfssl serve did not answer in 30 s: {}",
+            std::fs::read_to_string(dir.path().join("cfssl.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let warm_conns = o.conns.iter().copied().max().unwrap_or(4);
+    let w = rt.block_on(run_load(&t, warm_conns, Duration::from_secs(2)));
+    report_errors("cfssl warm-up", &w);
+    println!(
+        "\n### Peer: cfssl `POST /api/v1/cfssl/newcert` (EC P-256 CA key in memory, server-side P-256 leaf key, stores nothing; {} s per run; load average before: {})\n",
+        o.seconds,
+        loadavg()
+    );
+    println!("| conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rates = BTreeMap::new();
+    let mut notes = Vec::new();
+    for &n in &o.conns {
+        let r = rt.block_on(run_load(&t, n, Duration::from_secs(o.seconds)));
+        println!(
+            "| {n} | {:.0} | {} | {} | {} |",
+            r.rate(),
+            r.ok,
+            r.errors_text(),
+            r.lat_cells()
+        );
+        if let Some(e) = &r.first_error {
+            notes.push(format!("cfssl c={n}: first error: {e}"));
+        }
+        rates.insert(n, r.rate());
+    }
+    for n in &notes {
+        println!("\n{n}");
+    }
+    Some(rates)
+}
+
+fn main() {
+    let o = parse_opts();
+    let cmd: Vec<String> = std::env::args().collect();
+    println!("## bench-issue\n");
+    println!(
+        "command: `{}{}`",
+        std::env::var("SCAIVAULT_BIN")
+            .map(|b| format!("SCAIVAULT_BIN={b} "))
+            .unwrap_or_default(),
+        cmd.join(" ")
+    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "machine: {cores} cores; load average at start: {}; load generator: {} tokio thread(s), one keep-alive connection per worker, closed loop",
+        loadavg(),
+        o.client_threads
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ec = bench_scaivault(&rt, &o);
+    bench_hsm(&o);
+    let cf = bench_cfssl(&rt, &o);
+    if let Some(cf) = cf {
+        if !ec.is_empty() {
+            println!("\n### Ratio ScaiVault EC P-256 issue / cfssl newcert (target ≥ 1.5)\n");
+            println!("| conns | ScaiVault certs/s | cfssl certs/s | ratio |");
+            println!("|---|---|---|---|");
+            for (n, s) in &ec {
+                if let Some(c) = cf.get(n) {
+                    println!("| {n} | {s:.0} | {c:.0} | {:.2} |", s / c);
+                }
+            }
+        }
+    }
+    println!("\nload average at the end: {}", loadavg());
+}
