@@ -45,6 +45,44 @@ fn sec1_pem(
         .map_err(enc)
 }
 
+/// An EC key pair from `ring` (its P-256 key generation is several times faster than a software
+/// scalar multiplication in RustCrypto, and the public point comes with it). The PKCS#8 document
+/// is decoded, never re-derived.
+fn ec_key(
+    alg: &'static ring::signature::EcdsaSigningAlgorithm,
+    curve: der::oid::ObjectIdentifier,
+    pkcs8: bool,
+) -> Result<LeafKey, ApiError> {
+    use der::{Decode, Encode};
+    let rng = ring::rand::SystemRandom::new();
+    let doc = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng)
+        .map_err(|_| ApiError::internal("EC key generation failed"))?;
+    let info = rsa::pkcs8::PrivateKeyInfo::from_der(doc.as_ref()).map_err(enc)?;
+    let inner = sec1::EcPrivateKey::from_der(info.private_key).map_err(enc)?;
+    let point = inner
+        .public_key
+        .ok_or_else(|| ApiError::internal("generated EC key without its public point"))?;
+    let spki = spki::SubjectPublicKeyInfoOwned {
+        algorithm: spki::AlgorithmIdentifierOwned {
+            oid: info.algorithm.oid,
+            parameters: Some(der::asn1::Any::from(&curve)),
+        },
+        subject_public_key: der::asn1::BitString::from_bytes(point).map_err(enc)?,
+    };
+    let spki_der = spki.to_der().map_err(enc)?;
+    let private_pem = if pkcs8 {
+        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, doc.as_ref())
+            .map(Zeroizing::new)
+            .map_err(enc)?
+    } else {
+        sec1_pem(inner.private_key, point, curve)?
+    };
+    Ok(LeafKey {
+        private_pem,
+        spki_der,
+    })
+}
+
 /// How many RSA keys of each size the pool keeps ready.
 pub const POOL_TARGET: usize = 16;
 
@@ -119,48 +157,16 @@ impl RsaPool {
 /// Only on an encoder failure (internal).
 pub fn generate(spec: KeySpec, pkcs8: bool, pool: &RsaPool) -> Result<LeafKey, ApiError> {
     match spec {
-        KeySpec::EcP256 => {
-            let sk = p256::SecretKey::random(&mut OsRng);
-            let private_pem = if pkcs8 {
-                sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
-            } else {
-                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                    &sk.public_key(),
-                    false,
-                );
-                sec1_pem(
-                    &Zeroizing::new(sk.to_bytes().to_vec()),
-                    point.as_bytes(),
-                    der::oid::db::rfc5912::SECP_256_R_1,
-                )?
-            };
-            let spki_der = sk.public_key().to_public_key_der().map_err(enc)?.into_vec();
-            Ok(LeafKey {
-                private_pem,
-                spki_der,
-            })
-        }
-        KeySpec::EcP384 => {
-            let sk = p384::SecretKey::random(&mut OsRng);
-            let private_pem = if pkcs8 {
-                sk.to_pkcs8_pem(LineEnding::LF).map_err(enc)?
-            } else {
-                let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                    &sk.public_key(),
-                    false,
-                );
-                sec1_pem(
-                    &Zeroizing::new(sk.to_bytes().to_vec()),
-                    point.as_bytes(),
-                    der::oid::db::rfc5912::SECP_384_R_1,
-                )?
-            };
-            let spki_der = sk.public_key().to_public_key_der().map_err(enc)?.into_vec();
-            Ok(LeafKey {
-                private_pem,
-                spki_der,
-            })
-        }
+        KeySpec::EcP256 => ec_key(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            der::oid::db::rfc5912::SECP_256_R_1,
+            pkcs8,
+        ),
+        KeySpec::EcP384 => ec_key(
+            &ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            der::oid::db::rfc5912::SECP_384_R_1,
+            pkcs8,
+        ),
         KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
             let bits = usize::try_from(spec.bits()).unwrap_or(2048);
             let sk = pool.take(bits)?;

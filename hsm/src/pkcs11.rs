@@ -67,7 +67,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use zeroize::Zeroizing;
 
 /// How many idle sessions the pool keeps; sessions handed back beyond that are closed.
@@ -133,6 +135,13 @@ struct Shared {
     pool: Mutex<Vec<Session>>,
     /// Serialises key generation and destruction (label uniqueness check + create).
     admin: Mutex<()>,
+    /// Guards the token's object store within the process: creating or destroying token
+    /// objects (write) excludes finding, reading and using them (read). SoftHSM 2.6.1 races
+    /// `C_FindObjects` and token-object reads against object creation in other threads
+    /// (SoftHSMv2 issue 573, fixed after 2.6.1): generation then fails with
+    /// `CKR_GENERAL_ERROR` or `CKR_TEMPLATE_INCONSISTENT`. Signing with a session copy needs no
+    /// guard. Never taken twice by one thread; lock order: `admin`, `copies`, `keeper`, `store`.
+    store: RwLock<()>,
     /// Bumped whenever the login had to be redone, the keeper replaced or sessions were lost:
     /// cached object handles (and session copies) from an older generation are not trusted.
     generation: AtomicU64,
@@ -313,6 +322,16 @@ impl OpError {
 }
 
 impl Shared {
+    /// Shared access to the token objects (see [`Shared::store`]).
+    fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Exclusive access to the token objects, to create or destroy some.
+    fn writing(&self) -> RwLockWriteGuard<'_, ()> {
+        self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Logs `session` in as the user unless the token already is (login is per process).
     fn ensure_login(&self, session: &Session) -> Result<()> {
         let state = session
@@ -627,6 +646,7 @@ impl Shared {
         let Some(keeper) = keeper.as_ref() else {
             return Err(OpError::NotLoggedIn);
         };
+        let _store = self.reading();
         if let Some(old) = replaced {
             destroy_own_copy(keeper, old, label);
         }
@@ -873,6 +893,7 @@ impl Pkcs11Token {
             keeper: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
+            store: RwLock::new(()),
             generation: AtomicU64::new(0),
             session_copy,
             copies: Mutex::new(HashMap::new()),
@@ -936,6 +957,7 @@ impl Pkcs11Token {
     #[doc(hidden)]
     pub fn session_copies_for_test(&self, label: &str) -> Result<Vec<KeyAttributes>> {
         self.shared.with_session("session copies", |session| {
+            let _store = self.shared.reading();
             Shared::check_logged_in(session)?;
             let found = session.find_objects(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -956,6 +978,7 @@ impl Pkcs11Token {
     #[doc(hidden)]
     pub fn token_objects_for_test(&self, label: &str) -> Result<usize> {
         self.shared.with_session("count objects", |session| {
+            let _store = self.shared.reading();
             Shared::check_logged_in(session)?;
             let found = session.find_objects(&[
                 Attribute::Token(true),
@@ -988,6 +1011,7 @@ impl Pkcs11Token {
             private_template.push(Attribute::Copyable(false));
         }
         let (handle, spki, generation) = self.shared.with_session("generate", |session| {
+            let _store = self.shared.writing();
             Shared::check_logged_in(session)?;
             let existing = session.find_objects(&[
                 Attribute::Token(true),
@@ -1215,6 +1239,7 @@ impl Token for Pkcs11Token {
 
     fn find(&self, label: &str) -> Result<Arc<dyn Signer>> {
         let (spec, spki, handle, generation) = self.shared.with_session("find", |session| {
+            let _store = self.shared.reading();
             let generation = self.shared.generation.load(Ordering::SeqCst);
             let private = Shared::find_private(session, label)?;
             let public =
@@ -1230,6 +1255,7 @@ impl Token for Pkcs11Token {
 
     fn attributes(&self, label: &str) -> Result<KeyAttributes> {
         self.shared.with_session("attributes", |session| {
+            let _store = self.shared.reading();
             let private = Shared::find_private(session, label)?;
             object_attributes(session, private)
         })
@@ -1240,6 +1266,7 @@ impl Token for Pkcs11Token {
         // Held throughout: no signer makes a new session copy while the key goes.
         let mut copies = lock(&self.shared.copies);
         let destroyed = self.shared.with_session("destroy", |session| {
+            let _store = self.shared.writing();
             let mut destroyed = 0usize;
             // Token objects and their session copies (same class and label) alike.
             for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
@@ -1283,6 +1310,7 @@ impl Token for Pkcs11Token {
         let _admin = lock(&self.shared.admin);
         let template = kek_template(label);
         let created = self.shared.with_session("ensure_kek", |session| {
+            let _store = self.shared.writing();
             // Logged out, the private KEK would be invisible: do not conclude it is absent.
             Shared::check_logged_in(session)?;
             if let Some(existing) = Shared::find_kek(session, label)? {
@@ -1312,6 +1340,7 @@ impl Token for Pkcs11Token {
             .map_err(|e| Error::Unavailable(format!("host random generator: {e}")))?;
         let shared = &self.shared;
         let sealed = shared.with_session("kek_encrypt", |session| {
+            let _store = shared.reading();
             shared.with_kek(session, label, |kek| {
                 let mut iv = iv;
                 let params = GcmParams::new(&mut iv, &[], Ulong::from(GCM_TAG_BITS))?;
@@ -1341,6 +1370,7 @@ impl Token for Pkcs11Token {
         let (iv, sealed) = ciphertext.split_at(KEK_IV_LEN);
         let shared = &self.shared;
         shared.with_session("kek_decrypt", |session| {
+            let _store = shared.reading();
             let opened = shared.with_kek(session, label, |kek| {
                 let mut iv_buf = [0u8; KEK_IV_LEN];
                 iv_buf.copy_from_slice(iv);
@@ -1358,6 +1388,7 @@ impl Token for Pkcs11Token {
 
     fn kek_attributes(&self, label: &str) -> Result<KeyAttributes> {
         self.shared.with_session("kek_attributes", |session| {
+            let _store = self.shared.reading();
             let kek = self.shared.kek_handle(session, label, true)?;
             object_attributes(session, kek)
         })
@@ -1399,16 +1430,30 @@ impl Pkcs11Signer {
     /// The object to sign with: the cached one when it is from the current login, else the
     /// private key looked up by label and its session copy. `refresh` (after a stale-handle
     /// failure of the cached one) looks both up again.
-    fn key(&self, session: &Session, refresh: bool) -> std::result::Result<ObjectHandle, OpError> {
+    ///
+    /// Returns the handle and whether it is the token object (which needs the store guard).
+    fn key(
+        &self,
+        session: &Session,
+        refresh: bool,
+    ) -> std::result::Result<(ObjectHandle, bool), OpError> {
         let generation = self.shared.generation.load(Ordering::SeqCst);
         let cached = *lock(&self.cache);
         let current = cached.filter(|c| c.generation == generation && !refresh);
-        if let Some(CachedKey { key: Some(key), .. }) = current {
-            return Ok(key);
+        if let Some(CachedKey {
+            key: Some(key),
+            source,
+            ..
+        }) = current
+        {
+            return Ok((key, key == source));
         }
         let source = match current {
             Some(c) => c.source,
-            None => Shared::find_private(session, &self.label)?,
+            None => {
+                let _store = self.shared.reading();
+                Shared::find_private(session, &self.label)?
+            }
         };
         let failed = if refresh {
             cached.and_then(|c| c.key)
@@ -1423,7 +1468,20 @@ impl Pkcs11Signer {
             source,
             key: Some(key),
         });
-        Ok(key)
+        Ok((key, key == source))
+    }
+
+    /// Signs `data` with `key`; a token object is used under the store guard, a session copy
+    /// without.
+    fn sign_with(
+        &self,
+        session: &Session,
+        mechanism: &Mechanism<'_>,
+        (key, token_object): (ObjectHandle, bool),
+        data: &[u8],
+    ) -> std::result::Result<Vec<u8>, OpError> {
+        let _store = token_object.then(|| self.shared.reading());
+        Ok(session.sign(mechanism, key, data)?)
     }
 }
 
@@ -1464,11 +1522,11 @@ impl Signer for Pkcs11Signer {
         let raw = self.shared.with_session("sign", |session| {
             let first = self
                 .key(session, false)
-                .and_then(|key| Ok(session.sign(&mechanism, key, data)?));
+                .and_then(|key| self.sign_with(session, &mechanism, key, data));
             match first {
                 Err(OpError::Ck(e)) if is_stale_handle(&e) => {
                     let key = self.key(session, true)?;
-                    Ok(session.sign(&mechanism, key, data)?)
+                    self.sign_with(session, &mechanism, key, data)
                 }
                 other => other,
             }
