@@ -101,6 +101,9 @@ pub struct LimitsConfig {
     /// Page size ceiling for list endpoints.
     #[serde(default = "default_max_page")]
     pub max_page: usize,
+    /// RSA leaf keys kept pre-generated per RSA size in use (0 disables the pool).
+    #[serde(default = "default_rsa_key_pool")]
+    pub rsa_key_pool: usize,
 }
 
 impl Default for LimitsConfig {
@@ -108,6 +111,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             body_bytes: default_body_bytes(),
             max_page: default_max_page(),
+            rsa_key_pool: default_rsa_key_pool(),
         }
     }
 }
@@ -117,6 +121,9 @@ fn default_body_bytes() -> u64 {
 }
 fn default_max_page() -> usize {
     1000
+}
+fn default_rsa_key_pool() -> usize {
+    128
 }
 
 /// `[log]`.
@@ -227,6 +234,9 @@ impl Config {
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.limits.body_bytes) {
             return bad("limits.body_bytes must be between 1024 and 67108864".into());
+        }
+        if self.limits.rsa_key_pool > 10_000 {
+            return bad("limits.rsa_key_pool must be at most 10000".into());
         }
         if !(1..=10_000).contains(&self.limits.max_page) {
             return bad("limits.max_page must be between 1 and 10000".into());

@@ -83,25 +83,25 @@ fn ec_key(
     })
 }
 
-/// How many RSA keys of each size the pool keeps ready.
-pub const POOL_TARGET: usize = 16;
+/// RSA sizes the pool keeps ready (3072 and 4096 are rare and slow to make: generated on demand).
+pub const POOLED_SIZES: &[usize] = &[2048];
 
-/// Pre-generated RSA keys.
+/// Pre-generated RSA keys, for the sizes in use: a size joins the pool when a role asks for it or
+/// a key of that size is first taken, so a daemon that issues no RSA spends no CPU on it.
 #[derive(Default)]
 pub struct RsaPool {
     keys: Mutex<HashMap<usize, Vec<rsa::RsaPrivateKey>>>,
     wake: Condvar,
+    target: usize,
 }
 
 impl RsaPool {
     /// Starts the filler thread (it runs for the process's life) and returns the pool.
-    pub fn start(sizes: &[usize]) -> Arc<RsaPool> {
-        let pool = Arc::new(RsaPool::default());
-        if let Ok(mut k) = pool.keys.lock() {
-            for s in sizes {
-                k.entry(*s).or_default();
-            }
-        }
+    pub fn start(target: usize) -> Arc<RsaPool> {
+        let pool = Arc::new(RsaPool {
+            target,
+            ..Default::default()
+        });
         let filler = pool.clone();
         let spawned = std::thread::Builder::new()
             .name("rsa-pool".into())
@@ -117,7 +117,7 @@ impl RsaPool {
             let wanted = match self.keys.lock() {
                 Ok(k) => k
                     .iter()
-                    .find(|(_, v)| v.len() < POOL_TARGET)
+                    .find(|(_, v)| v.len() < self.target)
                     .map(|(s, _)| *s),
                 Err(_) => return,
             };
@@ -137,10 +137,22 @@ impl RsaPool {
         }
     }
 
+    /// Starts keeping keys of `bits` ready.
+    pub fn want(&self, bits: usize) {
+        if !POOLED_SIZES.contains(&bits) || self.target == 0 {
+            return;
+        }
+        if let Ok(mut k) = self.keys.lock() {
+            k.entry(bits).or_default();
+        }
+        self.wake.notify_one();
+    }
+
     /// A key of `bits`: from the pool when one is ready, else generated now.
     fn take(&self, bits: usize) -> Result<rsa::RsaPrivateKey, ApiError> {
+        self.want(bits);
         let ready = match self.keys.lock() {
-            Ok(mut k) => k.entry(bits).or_default().pop(),
+            Ok(mut k) => k.get_mut(&bits).and_then(Vec::pop),
             Err(_) => None,
         };
         self.wake.notify_one();

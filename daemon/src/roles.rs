@@ -286,6 +286,10 @@ pub async fn save(
         created_at: now.clone(),
         updated_at: now,
     };
+    if let Ok(KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096) = spec.key_spec() {
+        app.rsa_pool
+            .want(usize::try_from(spec.key_spec()?.bits()).unwrap_or(2048));
+    }
     let action = if existing {
         "role.update"
     } else {

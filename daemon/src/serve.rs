@@ -101,12 +101,13 @@ pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
     let store = open_store(&cfg)?;
     tracing::info!(config = %path.display(), listen = %cfg.server.listen, token = %cfg.hsm.token_label, "starting");
     let beat = Arc::new(AtomicI64::new(0));
+    let rsa_pool = crate::leafkey::RsaPool::start(cfg.limits.rsa_key_pool);
     let app = App {
         config: cfg,
         store,
         token,
         scheduler_beat: beat.clone(),
-        rsa_pool: crate::leafkey::RsaPool::start(&[2048]),
+        rsa_pool,
         issuers: Default::default(),
     };
     let rocket = crate::api::build(app);

@@ -3,7 +3,8 @@
 //! The one place in ScaiVault that touches PKCS#11. CA private keys are generated inside a token
 //! (SoftHSM2 in development and CI, a hardware module in production) and never leave it: the
 //! private-key objects are `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`, and
-//! may only `CKA_SIGN`.
+//! may only `CKA_SIGN`. For speed the PKCS#11 signers sign with a session-object copy of the key
+//! made inside the token, which keeps those protections (see the `pkcs11` module).
 //!
 //! The crate always declares the [`Token`] and [`Signer`] traits. The PKCS#11 backend
 //! ([`pkcs11::Pkcs11Token`], feature `pkcs11`, on by default) is the only code that depends on
@@ -118,7 +119,8 @@ pub trait Token: Debug + Send + Sync {
     /// (or the host CSPRNG) cannot be reached; token failures otherwise.
     fn kek_encrypt(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>>;
 
-    /// Decrypts and authenticates what [`Token::kek_encrypt`] returned.
+    /// Decrypts and authenticates what [`Token::kek_encrypt`] returned. The plaintext is a
+    /// secret: callers keep it in zeroizing memory.
     ///
     /// # Errors
     /// [`Error::Decrypt`] when the ciphertext is too short, was tampered with or was made under

@@ -129,7 +129,8 @@ struct Shared {
     slot: Slot,
     token_label: String,
     pin: Zeroizing<String>,
-    /// The session that keeps the login alive; never used for operations.
+    /// The session that keeps the login alive; used for no operation but making (and
+    /// destroying) the session copies of signing keys, which live as long as it does.
     keeper: Mutex<Option<Session>>,
     /// Idle logged-in R/W sessions.
     pool: Mutex<Vec<Session>>,
@@ -554,7 +555,8 @@ impl Shared {
     }
 
     /// The KEK labelled `label` (cached per generation unless `refresh`), or
-    /// [`Error::KeyNotFound`].
+    /// [`Error::KeyNotFound`]; [`Error::UnsupportedKey`] for a secret key of that label that is
+    /// not a sensitive, non-extractable AES-256 encryption key (never used).
     fn kek_handle(
         &self,
         session: &Session,
@@ -575,6 +577,7 @@ impl Shared {
                 label: label.to_owned(),
             }));
         };
+        check_kek(session, handle, label)?;
         lock(&self.keks).insert(label.to_owned(), (generation, handle));
         Ok(handle)
     }
@@ -1306,15 +1309,24 @@ impl Token for Pkcs11Token {
     }
 
     fn ensure_kek(&self, label: &str) -> Result<()> {
+        let shared = &self.shared;
+        // Fast path (callers may ensure before every use): the KEK was found or made in this
+        // login generation.
+        let generation = shared.generation.load(Ordering::SeqCst);
+        if matches!(lock(&shared.keks).get(label), Some(&(g, _)) if g == generation) {
+            return Ok(());
+        }
         // The admin lock makes "look, then create" atomic within the process.
-        let _admin = lock(&self.shared.admin);
+        let _admin = lock(&shared.admin);
         let template = kek_template(label);
-        let created = self.shared.with_session("ensure_kek", |session| {
-            let _store = self.shared.writing();
+        let created = shared.with_session("ensure_kek", |session| {
+            let _store = shared.writing();
             // Logged out, the private KEK would be invisible: do not conclude it is absent.
             Shared::check_logged_in(session)?;
+            let generation = shared.generation.load(Ordering::SeqCst);
             if let Some(existing) = Shared::find_kek(session, label)? {
                 check_kek(session, existing, label)?;
+                lock(&shared.keks).insert(label.to_owned(), (generation, existing));
                 return Ok(false);
             }
             let others = session.find_objects(&[
@@ -1324,11 +1336,12 @@ impl Token for Pkcs11Token {
             if !others.is_empty() {
                 return Err(Error::DuplicateLabel(label.to_owned()).into());
             }
-            session.generate_key(&Mechanism::AesKeyGen, &template)?;
+            let kek = session.generate_key(&Mechanism::AesKeyGen, &template)?;
+            lock(&shared.keks).insert(label.to_owned(), (generation, kek));
             Ok(true)
         })?;
         if created {
-            tracing::info!(token = %self.shared.token_label, label, "generated AES-256 KEK on the token");
+            tracing::info!(token = %shared.token_label, label, "generated AES-256 KEK on the token");
         }
         Ok(())
     }
@@ -1389,7 +1402,12 @@ impl Token for Pkcs11Token {
     fn kek_attributes(&self, label: &str) -> Result<KeyAttributes> {
         self.shared.with_session("kek_attributes", |session| {
             let _store = self.shared.reading();
-            let kek = self.shared.kek_handle(session, label, true)?;
+            let Some(kek) = Shared::find_kek(session, label)? else {
+                Shared::check_logged_in(session)?;
+                return Err(OpError::Hsm(Error::KeyNotFound {
+                    label: label.to_owned(),
+                }));
+            };
             object_attributes(session, kek)
         })
     }

@@ -125,7 +125,11 @@ impl Daemon {
             .args(["dev", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "debug,rocket=info,hyper=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SCAIVAULT_TEST_LOG")
+                    .unwrap_or_else(|_| "debug,rocket=info,hyper=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
