@@ -117,12 +117,12 @@ fn group_commit_isolates_failing_jobs_and_keeps_the_chain() {
     let (_d, s) = store_with(0);
     let s = std::sync::Arc::new(s);
     let mut handles = Vec::new();
-    for i in 0..64 {
+    for i in 0..64u32 {
         let s = s.clone();
         handles.push(std::thread::spawn(move || {
             s.write_batched(Box::new(move |tx| {
                 tx.append_audit(&rec(&format!("batched-{i}")))?;
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     return Err(Error::Conflict("this job fails".into()));
                 }
                 Ok(())
@@ -135,7 +135,7 @@ fn group_commit_isolates_failing_jobs_and_keeps_the_chain() {
     assert_eq!(page.items.len(), 64 - 13, "failed jobs left nothing behind");
     assert!(page.items.iter().all(|r| {
         let n: usize = r.action.trim_start_matches("batched-").parse().unwrap();
-        n % 5 != 0
+        !n.is_multiple_of(5)
     }));
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
     // Direct writes interleave with batches.
