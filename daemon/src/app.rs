@@ -101,18 +101,12 @@ impl App {
             .map_err(ApiError::internal)?
     }
 
-    /// The tenant's CA `ca_id`, active and ready to sign.
+    /// The issuer for a CA row just read (active, ready to sign); cached by CA id and serial.
     ///
     /// # Errors
-    /// `400 ca_not_found` / `ca_not_active`; token failures.
-    pub async fn issuer(&self, tenant_id: &str, ca_id: &str) -> Result<Arc<Issuer>, ApiError> {
-        let row = crate::ca::get(self, tenant_id, ca_id).await.map_err(|e| {
-            if e.code == "ca_not_found" {
-                ApiError::bad_request("ca_not_found", format!("CA {ca_id:?} not found"))
-            } else {
-                e
-            }
-        })?;
+    /// `400 ca_not_active`; token failures.
+    pub async fn issuer_for(&self, row: scaivault_store::CaRow) -> Result<Arc<Issuer>, ApiError> {
+        let ca_id = row.id.clone();
         if row.status != "active" {
             return Err(ApiError::bad_request(
                 "ca_not_active",
@@ -121,7 +115,7 @@ impl App {
         }
         let serial = row.serial.clone().unwrap_or_default();
         if let Ok(cache) = self.issuers.read() {
-            if let Some(i) = cache.get(ca_id).filter(|i| i.serial == serial) {
+            if let Some(i) = cache.get(&ca_id).filter(|i| i.serial == serial) {
                 return Ok(i.clone());
             }
         }
@@ -136,14 +130,14 @@ impl App {
         let cert = scaivault_core::pem::from_der(&der)?;
         let info = scaivault_core::sign::issuer_info(&cert, signer.algorithm_der())?;
         let issuer = Arc::new(Issuer {
-            ca_id: ca_id.to_owned(),
+            ca_id: ca_id.clone(),
             serial,
             info,
             signer,
             chain,
         });
         if let Ok(mut cache) = self.issuers.write() {
-            cache.insert(ca_id.to_owned(), issuer.clone());
+            cache.insert(ca_id, issuer.clone());
         }
         Ok(issuer)
     }

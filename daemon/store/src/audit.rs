@@ -94,23 +94,20 @@ fn hash(prev: &str, seq: i64, r: &AuditRecord) -> String {
 
 pub(crate) fn append(tx: &Transaction<'_>, r: &AuditRecord) -> Result<i64> {
     let head: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
     let seq = prev_seq + 1;
     let h = hash(&prev_hash, seq, r);
-    tx.execute(
-        "INSERT INTO audit (seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![seq, r.time, r.tenant_id, r.token_id, r.action, r.object_id, r.outcome, r.request_id, prev_hash, h],
+    tx.prepare_cached("INSERT INTO audit (seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![seq, r.time, r.tenant_id, r.token_id, r.action, r.object_id, r.outcome, r.request_id, prev_hash, h],
     )?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        params![seq, h],
-    )?;
+    )?
+    .execute(params![seq, h])?;
     Ok(seq)
 }
 
@@ -196,9 +193,8 @@ pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
         expected_seq += 1;
     }
     let head: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let last = expected_seq - 1;
     match head {

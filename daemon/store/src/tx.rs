@@ -138,7 +138,9 @@ impl<'a> Tx<'a> {
     }
 
     pub(crate) fn ping(&self) -> Result<()> {
-        self.tx.query_row("SELECT 1", [], |_| Ok(()))?;
+        self.tx
+            .prepare_cached("SELECT 1")?
+            .query_row([], |_| Ok(()))?;
         Ok(())
     }
 
@@ -150,10 +152,8 @@ impl<'a> Tx<'a> {
     /// [`Error::Conflict`] when the name is taken.
     pub fn insert_tenant(&self, t: &TenantRow) -> Result<()> {
         self.tx
-            .execute(
-                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
-                params![t.id, t.name, t.created_at],
-            )
+            .prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![t.id, t.name, t.created_at])
             .map_err(|e| match Error::from(e) {
                 Error::Conflict(_) => Error::Conflict(format!("tenant {:?} exists", t.name)),
                 other => other,
@@ -186,17 +186,14 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn tenant_by_name(&self, name: &str) -> Result<TenantRow> {
         self.tx
-            .query_row(
-                "SELECT id, name, created_at FROM tenants WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(TenantRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                },
-            )
+            .prepare_cached("SELECT id, name, created_at FROM tenants WHERE name = ?1")?
+            .query_row([name], |r| {
+                Ok(TenantRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })
             .map_err(Error::from)
     }
 
@@ -208,10 +205,12 @@ impl<'a> Tx<'a> {
     /// SQL failures.
     pub fn insert_token(&self, t: &TokenRow, hash: &[u8]) -> Result<()> {
         let policies = serde_json::to_string(&t.policies).map_err(|e| Error::Sql(e.to_string()))?;
-        self.tx.execute(
-            "INSERT INTO tokens (id, tenant_id, name, hash, policies, created_at, expires_at) \
+        self.tx
+            .prepare_cached(
+                "INSERT INTO tokens (id, tenant_id, name, hash, policies, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+            )?
+            .execute(params![
                 t.id,
                 t.tenant_id,
                 t.name,
@@ -219,8 +218,7 @@ impl<'a> Tx<'a> {
                 policies,
                 t.created_at,
                 t.expires_at
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -231,15 +229,12 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn token_by_id(&self, id: &str) -> Result<(TokenRow, Vec<u8>)> {
         self.tx
-            .query_row(
-                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
-                [id],
-                |r| {
-                    let (_, t) = token_row(r)?;
-                    let h: Vec<u8> = r.get(3)?;
-                    Ok((t, h))
-                },
-            )
+            .prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"))?
+            .query_row([id], |r| {
+                let (_, t) = token_row(r)?;
+                let h: Vec<u8> = r.get(3)?;
+                Ok((t, h))
+            })
             .map_err(Error::from)
     }
 
@@ -268,9 +263,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`] when there is no such (unrevoked) token.
     pub fn revoke_token(&self, id: &str, tenant_id: Option<&str>, at: &str) -> Result<()> {
-        let n = self.tx.execute(
-            "UPDATE tokens SET revoked_at = ?3 WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2) AND revoked_at IS NULL",
-            params![id, tenant_id, at],
+        let n = self.tx.prepare_cached("UPDATE tokens SET revoked_at = ?3 WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2) AND revoked_at IS NULL")?.execute(params![id, tenant_id, at],
         )?;
         if n == 0 {
             return Err(Error::NotFound);
@@ -286,11 +279,10 @@ impl<'a> Tx<'a> {
     /// [`Error::Conflict`] when the tenant has a CA of that name.
     pub fn insert_ca(&self, c: &CaRow) -> Result<()> {
         self.tx
-            .execute(
-                "INSERT INTO cas (id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, \
+            .prepare_cached("INSERT INTO cas (id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, \
                  key_size, key_label, cert_der, chain_pem, csr_pem, serial, not_before, not_after, settings, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?
+            .execute(params![
                     c.id, c.tenant_id, c.name, c.common_name, c.ca_type, c.parent_ca_id, c.status, c.key_type,
                     c.key_size, c.key_label, c.cert_der, c.chain_pem, c.csr_pem, c.serial, c.not_before,
                     c.not_after, c.settings, c.created_at
@@ -308,10 +300,8 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`].
     pub fn update_ca(&self, c: &CaRow) -> Result<()> {
-        let n = self.tx.execute(
-            "UPDATE cas SET status = ?2, cert_der = ?3, chain_pem = ?4, csr_pem = ?5, serial = ?6, \
-             not_before = ?7, not_after = ?8 WHERE id = ?1",
-            params![c.id, c.status, c.cert_der, c.chain_pem, c.csr_pem, c.serial, c.not_before, c.not_after],
+        let n = self.tx.prepare_cached("UPDATE cas SET status = ?2, cert_der = ?3, chain_pem = ?4, csr_pem = ?5, serial = ?6, \
+             not_before = ?7, not_after = ?8 WHERE id = ?1")?.execute(params![c.id, c.status, c.cert_der, c.chain_pem, c.csr_pem, c.serial, c.not_before, c.not_after],
         )?;
         if n == 0 {
             return Err(Error::NotFound);
@@ -326,11 +316,8 @@ impl<'a> Tx<'a> {
     pub fn ca_name_taken(&self, tenant_id: &str, name: &str) -> Result<bool> {
         Ok(self
             .tx
-            .query_row(
-                "SELECT 1 FROM cas WHERE tenant_id = ?1 AND name = ?2",
-                params![tenant_id, name],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM cas WHERE tenant_id = ?1 AND name = ?2")?
+            .query_row(params![tenant_id, name], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -341,11 +328,10 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`] when missing or another tenant's.
     pub fn get_ca(&self, tenant_id: &str, id: &str) -> Result<CaRow> {
         self.tx
-            .query_row(
-                &format!("SELECT {CA_COLS} FROM cas WHERE id = ?1 AND tenant_id = ?2"),
-                params![id, tenant_id],
-                ca_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {CA_COLS} FROM cas WHERE id = ?1 AND tenant_id = ?2"
+            ))?
+            .query_row(params![id, tenant_id], ca_row)
             .map(|(_, c)| c)
             .map_err(Error::from)
     }
@@ -356,11 +342,8 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn get_ca_any_tenant(&self, id: &str) -> Result<CaRow> {
         self.tx
-            .query_row(
-                &format!("SELECT {CA_COLS} FROM cas WHERE id = ?1"),
-                [id],
-                ca_row,
-            )
+            .prepare_cached(&format!("SELECT {CA_COLS} FROM cas WHERE id = ?1"))?
+            .query_row([id], ca_row)
             .map(|(_, c)| c)
             .map_err(Error::from)
     }
@@ -393,11 +376,10 @@ impl<'a> Tx<'a> {
     /// [`Error::Conflict`] when the issuer already used the serial.
     pub fn insert_certificate(&self, c: &CertRow) -> Result<()> {
         self.tx
-            .execute(
-                "INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
+            .prepare_cached("INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
                  sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?
+            .execute(params![
                     c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, c.sans,
                     c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, c.created_at
                 ],
@@ -414,10 +396,8 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`] when the serial was not reserved.
     pub fn complete_certificate(&self, c: &CertRow) -> Result<()> {
-        let n = self.tx.execute(
-            "UPDATE certificates SET cert_der = ?3, status = 'valid', common_name = ?4, sans = ?5, \
-             not_before = ?6, not_after = ?7 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'",
-            params![c.issuer_ca_id, c.serial, c.cert_der, c.common_name, c.sans, c.not_before, c.not_after],
+        let n = self.tx.prepare_cached("UPDATE certificates SET cert_der = ?3, status = 'valid', common_name = ?4, sans = ?5, \
+             not_before = ?6, not_after = ?7 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'")?.execute(params![c.issuer_ca_id, c.serial, c.cert_der, c.common_name, c.sans, c.not_before, c.not_after],
         )?;
         if n == 0 {
             return Err(Error::NotFound);
@@ -430,9 +410,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn release_serial(&self, issuer_ca_id: &str, serial: &str) -> Result<()> {
-        self.tx.execute(
-            "DELETE FROM certificates WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'",
-            params![issuer_ca_id, serial],
+        self.tx.prepare_cached("DELETE FROM certificates WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'")?.execute(params![issuer_ca_id, serial],
         )?;
         Ok(())
     }
@@ -442,9 +420,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn insert_stored_key(&self, k: &StoredKeyRow) -> Result<()> {
-        self.tx.execute(
-            "INSERT INTO stored_keys (issuer_ca_id, serial, wrapped_key, sealed) VALUES (?1, ?2, ?3, ?4)",
-            params![k.issuer_ca_id, k.serial, k.wrapped_key, k.sealed],
+        self.tx.prepare_cached("INSERT INTO stored_keys (issuer_ca_id, serial, wrapped_key, sealed) VALUES (?1, ?2, ?3, ?4)")?.execute(params![k.issuer_ca_id, k.serial, k.wrapped_key, k.sealed],
         )?;
         Ok(())
     }
@@ -455,9 +431,8 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn get_stored_key(&self, issuer_ca_id: &str, serial: &str) -> Result<StoredKeyRow> {
         self.tx
-            .query_row(
-                "SELECT issuer_ca_id, serial, wrapped_key, sealed FROM stored_keys WHERE issuer_ca_id = ?1 AND serial = ?2",
-                params![issuer_ca_id, serial],
+            .prepare_cached("SELECT issuer_ca_id, serial, wrapped_key, sealed FROM stored_keys WHERE issuer_ca_id = ?1 AND serial = ?2")?
+            .query_row(params![issuer_ca_id, serial],
                 |r| {
                     Ok(StoredKeyRow {
                         issuer_ca_id: r.get(0)?,
@@ -476,9 +451,8 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn get_certificate(&self, tenant_id: &str, serial: &str) -> Result<CertRow> {
         self.tx
-            .query_row(
-                &format!("SELECT {CERT_COLS} FROM certificates WHERE tenant_id = ?1 AND serial = ?2 AND status != 'reserved' ORDER BY rowid LIMIT 1"),
-                params![tenant_id, serial],
+            .prepare_cached(&format!("SELECT {CERT_COLS} FROM certificates WHERE tenant_id = ?1 AND serial = ?2 AND status != 'reserved' ORDER BY rowid LIMIT 1"))?
+            .query_row(params![tenant_id, serial],
                 cert_row,
             )
             .map(|(_, c)| c)
@@ -532,9 +506,8 @@ impl<'a> Tx<'a> {
     /// [`Error::Conflict`] when the tenant has a role of that name.
     pub fn insert_role(&self, r: &RoleRow) -> Result<()> {
         self.tx
-            .execute(
-                "INSERT INTO roles (tenant_id, name, ca_id, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.tenant_id, r.name, r.ca_id, r.config, r.created_at, r.updated_at],
+            .prepare_cached("INSERT INTO roles (tenant_id, name, ca_id, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![r.tenant_id, r.name, r.ca_id, r.config, r.created_at, r.updated_at],
             )
             .map_err(|e| match Error::from(e) {
                 Error::Conflict(_) => Error::Conflict(format!("a role named {:?} exists", r.name)),
@@ -548,9 +521,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`].
     pub fn update_role(&self, r: &RoleRow) -> Result<()> {
-        let n = self.tx.execute(
-            "UPDATE roles SET ca_id = ?3, config = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND name = ?2",
-            params![r.tenant_id, r.name, r.ca_id, r.config, r.updated_at],
+        let n = self.tx.prepare_cached("UPDATE roles SET ca_id = ?3, config = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND name = ?2")?.execute(params![r.tenant_id, r.name, r.ca_id, r.config, r.updated_at],
         )?;
         if n == 0 {
             return Err(Error::NotFound);
@@ -563,10 +534,10 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`].
     pub fn delete_role(&self, tenant_id: &str, name: &str) -> Result<()> {
-        let n = self.tx.execute(
-            "DELETE FROM roles WHERE tenant_id = ?1 AND name = ?2",
-            params![tenant_id, name],
-        )?;
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM roles WHERE tenant_id = ?1 AND name = ?2")?
+            .execute(params![tenant_id, name])?;
         if n == 0 {
             return Err(Error::NotFound);
         }
@@ -579,11 +550,10 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn get_role(&self, tenant_id: &str, name: &str) -> Result<RoleRow> {
         self.tx
-            .query_row(
-                &format!("SELECT {ROLE_COLS} FROM roles WHERE tenant_id = ?1 AND name = ?2"),
-                params![tenant_id, name],
-                role_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {ROLE_COLS} FROM roles WHERE tenant_id = ?1 AND name = ?2"
+            ))?
+            .query_row(params![tenant_id, name], role_row)
             .map(|(_, r)| r)
             .map_err(Error::from)
     }
