@@ -87,6 +87,27 @@ impl App {
             .map_err(ApiError::internal)?
     }
 
+    /// Queues `job` for the store's group commit and waits, without holding a thread, until the
+    /// batch it joined is durable.
+    ///
+    /// # Errors
+    /// The job's or the commit's store error.
+    pub async fn write(
+        &self,
+        job: scaivault_store::BatchJob,
+    ) -> Result<(), scaivault_store::Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store.submit(
+            job,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.map_err(|_| {
+            scaivault_store::Error::Unavailable("the store writer has stopped".into())
+        })?
+    }
+
     /// Runs blocking work (HSM calls) on the blocking pool.
     ///
     /// # Errors

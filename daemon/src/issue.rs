@@ -147,7 +147,12 @@ async fn load(app: &App, tenant_id: &str, role: &str) -> Result<(RoleSpec, Arc<I
         .await?
         .ok_or_else(|| ApiError::not_found("role_not_found", "role"))?;
     let spec = roles::decode(&role_row)?;
-    let ca_row = ca_row.ok_or_else(|| ApiError::bad_request("ca_not_found", format!("CA {:?} of role {role} not found", role_row.ca_id)))?;
+    let ca_row = ca_row.ok_or_else(|| {
+        ApiError::bad_request(
+            "ca_not_found",
+            format!("CA {:?} of role {role} not found", role_row.ca_id),
+        )
+    })?;
     let issuer = app.issuer_for(ca_row).await?;
     Ok((spec, issuer))
 }
@@ -177,7 +182,8 @@ pub async fn issue(
     // EC and Ed25519 keys take tens of microseconds: made right here. RSA may take a generation
     // (when the pool is empty): on the blocking pool.
     let key = if key_spec.key_type() == KeyType::Rsa {
-        app.blocking(move || leafkey::generate(key_spec, pkcs8, &pool)).await?
+        app.blocking(move || leafkey::generate(key_spec, pkcs8, &pool))
+            .await?
     } else {
         leafkey::generate(key_spec, pkcs8, &pool)?
     };
@@ -351,17 +357,15 @@ async fn sign_and_store(
     };
     let started = caller.record("certificate.issue", Some(&object), "started");
     let reserve = row.clone();
-    app.db(move |s| {
-        s.write_batched(Box::new(move |tx| {
-            tx.insert_certificate(&reserve)?;
-            tx.append_audit(&started).map(|_| ())
-        }))
-        .map_err(|e| {
-            tracing::error!(error = %e, "reserving a serial with its audit record failed");
-            ApiError::audit_unavailable()
-        })
-    })
-    .await?;
+    app.write(Box::new(move |tx| {
+        tx.insert_certificate(&reserve)?;
+        tx.append_audit(&started).map(|_| ())
+    }))
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "reserving a serial with its audit record failed");
+        ApiError::audit_unavailable()
+    })?;
 
     let template = LeafTemplate {
         subject,

@@ -127,18 +127,57 @@ pub fn verify_signature(
 /// The common algorithms through `ring` (several times faster than the portable RustCrypto
 /// arithmetic for P-256); `None` for what `ring` does not cover, which the RustCrypto paths
 /// handle.
-fn ring_verify(spki: &SubjectPublicKeyInfoOwned, sig_alg: ObjectIdentifier, msg: &[u8], sig: &[u8]) -> Option<Result<()>> {
+fn ring_verify(
+    spki: &SubjectPublicKeyInfoOwned,
+    sig_alg: ObjectIdentifier,
+    msg: &[u8],
+    sig: &[u8],
+) -> Option<Result<()>> {
     use ring::signature as rs;
     let key = spki.subject_public_key.as_bytes()?;
-    let curve: Option<ObjectIdentifier> = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as().ok());
+    let curve: Option<ObjectIdentifier> = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as().ok());
     let algorithm: &dyn rs::VerificationAlgorithm = match (spki.algorithm.oid, curve, sig_alg) {
-        (k, Some(c), s) if k == rfc5912::ID_EC_PUBLIC_KEY && c == rfc5912::SECP_256_R_1 && s == rfc5912::ECDSA_WITH_SHA_256 => &rs::ECDSA_P256_SHA256_ASN1,
-        (k, Some(c), s) if k == rfc5912::ID_EC_PUBLIC_KEY && c == rfc5912::SECP_256_R_1 && s == rfc5912::ECDSA_WITH_SHA_384 => &rs::ECDSA_P256_SHA384_ASN1,
-        (k, Some(c), s) if k == rfc5912::ID_EC_PUBLIC_KEY && c == rfc5912::SECP_384_R_1 && s == rfc5912::ECDSA_WITH_SHA_384 => &rs::ECDSA_P384_SHA384_ASN1,
-        (k, Some(c), s) if k == rfc5912::ID_EC_PUBLIC_KEY && c == rfc5912::SECP_384_R_1 && s == rfc5912::ECDSA_WITH_SHA_256 => &rs::ECDSA_P384_SHA256_ASN1,
-        (k, _, s) if k == rfc5912::RSA_ENCRYPTION && s == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => &rs::RSA_PKCS1_2048_8192_SHA256,
-        (k, _, s) if k == rfc5912::RSA_ENCRYPTION && s == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => &rs::RSA_PKCS1_2048_8192_SHA384,
-        (k, _, s) if k == rfc5912::RSA_ENCRYPTION && s == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => &rs::RSA_PKCS1_2048_8192_SHA512,
+        (k, Some(c), s)
+            if k == rfc5912::ID_EC_PUBLIC_KEY
+                && c == rfc5912::SECP_256_R_1
+                && s == rfc5912::ECDSA_WITH_SHA_256 =>
+        {
+            &rs::ECDSA_P256_SHA256_ASN1
+        }
+        (k, Some(c), s)
+            if k == rfc5912::ID_EC_PUBLIC_KEY
+                && c == rfc5912::SECP_256_R_1
+                && s == rfc5912::ECDSA_WITH_SHA_384 =>
+        {
+            &rs::ECDSA_P256_SHA384_ASN1
+        }
+        (k, Some(c), s)
+            if k == rfc5912::ID_EC_PUBLIC_KEY
+                && c == rfc5912::SECP_384_R_1
+                && s == rfc5912::ECDSA_WITH_SHA_384 =>
+        {
+            &rs::ECDSA_P384_SHA384_ASN1
+        }
+        (k, Some(c), s)
+            if k == rfc5912::ID_EC_PUBLIC_KEY
+                && c == rfc5912::SECP_384_R_1
+                && s == rfc5912::ECDSA_WITH_SHA_256 =>
+        {
+            &rs::ECDSA_P384_SHA256_ASN1
+        }
+        (k, _, s) if k == rfc5912::RSA_ENCRYPTION && s == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
+            &rs::RSA_PKCS1_2048_8192_SHA256
+        }
+        (k, _, s) if k == rfc5912::RSA_ENCRYPTION && s == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
+            &rs::RSA_PKCS1_2048_8192_SHA384
+        }
+        (k, _, s) if k == rfc5912::RSA_ENCRYPTION && s == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
+            &rs::RSA_PKCS1_2048_8192_SHA512
+        }
         (k, _, s) if k == rfc8410::ID_ED_25519 && s == rfc8410::ID_ED_25519 => &rs::ED25519,
         _ => return None,
     };

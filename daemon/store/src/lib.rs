@@ -24,7 +24,7 @@ pub use tx::Tx;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Mutex, MutexGuard};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
@@ -36,23 +36,18 @@ const READERS: usize = 4;
 
 /// A write for the group commit: runs inside a shared transaction, under its own savepoint.
 pub type BatchJob = Box<dyn FnOnce(&Tx<'_>) -> Result<()> + Send>;
+/// Receives a batched job's outcome once its transaction committed (or failed).
+pub type BatchReply = Box<dyn FnOnce(Result<()>) + Send>;
 
-#[derive(Default)]
-struct BatchState {
-    next_id: u64,
-    queue: Vec<(u64, BatchJob)>,
-    results: std::collections::HashMap<u64, Result<()>>,
-    leader: bool,
-}
+/// The most jobs one group commit takes.
+const MAX_BATCH: usize = 512;
 
 /// The metadata store.
 pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     writer: Mutex<Connection>,
-    batch_conn: Mutex<Connection>,
-    batch: Mutex<BatchState>,
-    batch_done: Condvar,
+    batches: mpsc::Sender<(BatchJob, BatchReply)>,
     path: PathBuf,
 }
 
@@ -93,13 +88,17 @@ impl Store {
         let readers = (0..READERS)
             .map(|_| connect(path).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        let batch_conn = connect(path)?;
+        let (batches, jobs) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || group_commit_loop(batch_conn, jobs))
+            .map_err(|e| Error::Unavailable(format!("cannot start the store writer: {e}")))?;
         Ok(Store {
             readers,
             next_reader: AtomicUsize::new(0),
             writer: Mutex::new(writer),
-            batch_conn: Mutex::new(connect(path)?),
-            batch: Mutex::new(BatchState::default()),
-            batch_done: Condvar::new(),
+            batches,
             path: path.to_path_buf(),
         })
     }
@@ -138,77 +137,33 @@ impl Store {
         Ok(out)
     }
 
-    /// Runs `job` with group commit: jobs arriving together share one transaction and one
-    /// `fsync`, each under its own savepoint, so a failing job leaves nothing behind and does not
-    /// affect the others. The first caller to find no batch running becomes the leader, runs every
-    /// queued job, commits, and hands out the results; the others wait. Returns once the job's
-    /// changes are durable (or failed).
+    /// Queues `job` for the group commit and calls `reply` with its outcome once the batch it
+    /// joined has committed: jobs that arrive while a batch is being written share the next
+    /// transaction and its one `fsync`, each under its own savepoint, so a failing job leaves
+    /// nothing behind and does not affect the others. A dedicated writer thread runs the batches,
+    /// so callers need not block a thread while they wait.
+    pub fn submit(&self, job: BatchJob, reply: BatchReply) {
+        if let Err(mpsc::SendError((_, reply))) = self.batches.send((job, reply)) {
+            reply(Err(Error::Unavailable(
+                "the store writer has stopped".into(),
+            )));
+        }
+    }
+
+    /// [`Store::submit`], waiting for the outcome on this thread.
     ///
     /// # Errors
     /// What the job returns, or the commit's error (then nothing of the batch was written).
     pub fn write_batched(&self, job: BatchJob) -> Result<()> {
-        let mut state = lock(&self.batch)?;
-        let id = state.next_id;
-        state.next_id += 1;
-        state.queue.push((id, job));
-        loop {
-            if let Some(r) = state.results.remove(&id) {
-                return r;
-            }
-            if !state.leader {
-                state.leader = true;
-                let jobs = std::mem::take(&mut state.queue);
-                drop(state);
-                let results = self.run_batch(jobs);
-                state = lock(&self.batch)?;
-                state.leader = false;
-                state.results.extend(results);
-                self.batch_done.notify_all();
-                continue;
-            }
-            state = self
-                .batch_done
-                .wait(state)
-                .map_err(|_| Error::Unavailable("store lock poisoned".into()))?;
-        }
-    }
-
-    fn run_batch(&self, jobs: Vec<(u64, BatchJob)>) -> Vec<(u64, Result<()>)> {
-        let ids: Vec<u64> = jobs.iter().map(|(id, _)| *id).collect();
-        let fail_all = |e: Error| {
-            ids.iter()
-                .map(|id| (*id, Err(e.clone())))
-                .collect::<Vec<_>>()
-        };
-        let mut conn = match lock(&self.batch_conn) {
-            Ok(c) => c,
-            Err(e) => return fail_all(e),
-        };
-        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(t) => t,
-            Err(e) => return fail_all(Error::from(e)),
-        };
-        let mut results = Vec::with_capacity(jobs.len());
-        for (id, job) in jobs {
-            if let Err(e) = tx.execute_batch("SAVEPOINT job") {
-                results.push((id, Err(Error::from(e))));
-                continue;
-            }
-            let r = job(&Tx::new(&tx));
-            let end = if r.is_ok() {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            match tx.execute_batch(end) {
-                Ok(()) => results.push((id, r)),
-                Err(e) => results.push((id, Err(Error::from(e)))),
-            }
-        }
-        match tx.commit() {
-            Ok(()) => results,
-            Err(e) => fail_all(Error::from(e)),
-        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            job,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .map_err(|_| Error::Unavailable("the store writer has stopped".into()))?
     }
 
     /// Checks that the database answers.
@@ -217,6 +172,54 @@ impl Store {
     /// [`Error::Unavailable`].
     pub fn ping(&self) -> Result<()> {
         self.read(|tx| tx.ping())
+    }
+}
+
+/// The writer thread: takes every job waiting, runs them in one transaction, commits once, replies.
+fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<(BatchJob, BatchReply)>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let (work, replies): (Vec<BatchJob>, Vec<BatchReply>) = batch.into_iter().unzip();
+        let results = run_batch(&mut conn, work);
+        for (reply, result) in replies.into_iter().zip(results) {
+            reply(result);
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
+    let n = jobs.len();
+    let fail_all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(t) => t,
+        Err(e) => return fail_all(Error::from(e)),
+    };
+    let mut results = Vec::with_capacity(n);
+    for job in jobs {
+        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+            results.push(Err(Error::from(e)));
+            continue;
+        }
+        let r = job(&Tx::new(&tx));
+        let end = if r.is_ok() {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        match tx.execute_batch(end) {
+            Ok(()) => results.push(r),
+            Err(e) => results.push(Err(Error::from(e))),
+        }
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => fail_all(Error::from(e)),
     }
 }
 
