@@ -29,6 +29,7 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_roles.sql"),
+    include_str!("migrations/003_lean_indexes.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).
