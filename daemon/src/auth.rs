@@ -11,7 +11,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Policies known to this build, besides `issuer:<role>` (issue and sign under that role only).
-pub const KNOWN_POLICIES: &[&str] = &["admin", "ca-admin", "auditor"];
+pub const KNOWN_POLICIES: &[&str] = &[
+    "admin",
+    "ca-admin",
+    "auditor",
+    "csr-approver",
+    "csr-requester",
+];
 
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,16 @@ pub enum Perm {
     InventoryRead,
     /// Read stored private keys of issued certificates.
     KeyRead,
+    /// Submit CSRs for review.
+    CsrImport,
+    /// Read CSRs.
+    CsrRead,
+    /// Approve or reject CSRs.
+    CsrReview,
+    /// Sign approved CSRs.
+    CsrSign,
+    /// Read the events feed.
+    EventsRead,
 }
 
 /// Whether `policies` grant `perm`.
@@ -40,12 +56,27 @@ pub fn allows(policies: &[String], perm: Perm) -> bool {
             ("admin", _)
                 | (
                     "ca-admin",
-                    Perm::CaWrite | Perm::CaRead | Perm::RoleWrite | Perm::InventoryRead
+                    Perm::CaWrite
+                        | Perm::CaRead
+                        | Perm::RoleWrite
+                        | Perm::InventoryRead
+                        | Perm::CsrImport
+                        | Perm::CsrRead
+                        | Perm::CsrSign
                 )
                 | (
                     "auditor",
-                    Perm::AuditRead | Perm::CaRead | Perm::InventoryRead
+                    Perm::AuditRead
+                        | Perm::CaRead
+                        | Perm::InventoryRead
+                        | Perm::CsrRead
+                        | Perm::EventsRead
                 )
+                | (
+                    "csr-approver",
+                    Perm::CsrImport | Perm::CsrRead | Perm::CsrReview
+                )
+                | ("csr-requester", Perm::CsrImport)
         )
     })
 }

@@ -20,6 +20,15 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Change a tenant's settings.
+    Set {
+        /// Tenant name.
+        name: String,
+        /// CSRs must be approved by a different token than the importer: true, false, or
+        /// default (the configuration's `csr.require_distinct_approver`).
+        #[arg(long, value_parser = ["true", "false", "default"])]
+        csr_distinct_approver: String,
+    },
 }
 
 /// `scaivault token …`.
@@ -164,6 +173,26 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
         TenantCommand::Create { name } => {
             let t = create_tenant(&store, &name)?;
             println!("{}", t.id);
+        }
+        TenantCommand::Set {
+            name,
+            csr_distinct_approver,
+        } => {
+            let value = match csr_distinct_approver.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            };
+            let t = store
+                .read(|tx| tx.tenant_by_name(&name))
+                .map_err(|e| StartError(format!("tenant {name:?}: {e}")))?;
+            store
+                .write(|tx| {
+                    tx.set_tenant_csr_distinct_approver(&name, value)?;
+                    tx.append_audit(&cli_record(Some(&t.id), "tenant.set", &t.id))
+                })
+                .context("tenant set")?;
+            println!("{name}: csr_distinct_approver = {csr_distinct_approver}");
         }
         TenantCommand::List => {
             for t in store.read(|tx| tx.list_tenants()).context("tenant list")? {

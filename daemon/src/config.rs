@@ -28,6 +28,9 @@ pub struct Config {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[csr]`.
+    #[serde(default)]
+    pub csr: CsrConfig,
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
@@ -89,6 +92,16 @@ pub struct AcmeConfig {
     pub http_challenge_listen: Option<SocketAddr>,
     /// Where the tls-alpn-01 challenge listener binds.
     pub tls_challenge_listen: Option<SocketAddr>,
+}
+
+/// `[csr]`: the reviewed CSR workflow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsrConfig {
+    /// Default for tenants without their own setting: the approver (or rejecter) must be a
+    /// different token from the importer (`scaivault tenant set NAME --csr-distinct-approver`).
+    #[serde(default)]
+    pub require_distinct_approver: bool,
 }
 
 /// `[limits]`.

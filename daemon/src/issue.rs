@@ -318,6 +318,33 @@ pub async fn unseal(
         .map_err(ApiError::internal)
 }
 
+/// A certificate to sign, decided and checked by the caller (a role, or a reviewed CSR).
+pub struct LeafOrder {
+    /// The role it is issued under, if any.
+    pub role: Option<String>,
+    /// Subject.
+    pub subject: x509_cert::name::Name,
+    /// Approved names.
+    pub names: ApprovedNames,
+    /// The subject key, DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// Key family (KeyUsage).
+    pub key_type: KeyType,
+    /// Validity window.
+    pub window: (OffsetDateTime, OffsetDateTime),
+    /// EKU serverAuth.
+    pub server_auth: bool,
+    /// EKU clientAuth.
+    pub client_auth: bool,
+    /// A sealed private key to store with it.
+    pub sealed: Option<(Vec<u8>, Vec<u8>)>,
+    /// Runs in the transaction that stores the certificate (e.g. a CSR's state change), with the
+    /// serial; its failure fails the whole store.
+    pub on_store: Option<
+        Box<dyn FnOnce(&scaivault_store::Tx<'_>, &str) -> scaivault_store::Result<()> + Send>,
+    >,
+}
+
 #[allow(clippy::too_many_arguments)] // one internal step with the whole request's context
 async fn sign_and_store(
     app: &App,
@@ -328,10 +355,48 @@ async fn sign_and_store(
     names: ApprovedNames,
     spki_der: Vec<u8>,
     key_type: KeyType,
-    (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+    window: (OffsetDateTime, OffsetDateTime),
     sealed: Option<(Vec<u8>, Vec<u8>)>,
 ) -> Result<Issued, ApiError> {
-    let subject = subject(spec, &names)?;
+    let order = LeafOrder {
+        role: Some(role.to_owned()),
+        subject: subject(spec, &names)?,
+        names,
+        spki_der,
+        key_type,
+        window,
+        server_auth: spec.server_flag,
+        client_auth: spec.client_flag,
+        sealed,
+        on_store: None,
+    };
+    sign_order(app, caller, issuer, order).await
+}
+
+/// Reserves a serial (with its `started` audit record), builds, lints, signs, checks and stores a
+/// leaf certificate for `order`.
+///
+/// # Errors
+/// `503 audit_unavailable` when the reservation cannot be written; profile, token and store
+/// errors.
+pub async fn sign_order(
+    app: &App,
+    caller: &Caller,
+    issuer: &Arc<Issuer>,
+    order: LeafOrder,
+) -> Result<Issued, ApiError> {
+    let LeafOrder {
+        role,
+        subject,
+        names,
+        spki_der,
+        key_type,
+        window: (not_before, not_after),
+        server_auth,
+        client_auth,
+        sealed,
+        on_store,
+    } = order;
     let serial = Serial::random();
     let object = format!("{}:{}", issuer.ca_id, serial.key());
     let now = time_util::rfc3339(time_util::now());
@@ -344,7 +409,7 @@ async fn sign_and_store(
         tenant_id: caller.tenant_id.clone(),
         kind: "leaf".into(),
         subject_ca_id: None,
-        role: Some(role.to_owned()),
+        role,
         common_name: scaivault_core::name::common_name(&subject),
         sans: Some(serde_json::to_string(&sans).map_err(ApiError::internal)?),
         cert_der: None,
@@ -379,8 +444,8 @@ async fn sign_and_store(
             ips: names.ips,
             uris: names.uris,
         },
-        server_auth: spec.server_flag,
-        client_auth: spec.client_flag,
+        server_auth,
+        client_auth,
         urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
     };
     // Sign, check and store in one trip to the blocking pool: the signature, then the group commit.
@@ -420,6 +485,16 @@ async fn sign_and_store(
                 tx.complete_certificate(&row)?;
                 if let Some(k) = &stored {
                     tx.insert_stored_key(k)?;
+                }
+                let at = time_util::rfc3339(time_util::now());
+                let data = serde_json::json!({
+                    "ca_id": row.issuer_ca_id, "serial": row.serial, "role": row.role,
+                    "common_name": row.common_name, "not_after": row.not_after,
+                })
+                .to_string();
+                tx.insert_event(&row.tenant_id, "certificate.issued", Some(&row.serial), &at, &data)?;
+                if let Some(f) = on_store {
+                    f(tx, &row.serial)?;
                 }
                 tx.append_audit(&done).map(|_| ())
             }));

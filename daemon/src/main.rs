@@ -14,6 +14,7 @@ mod auth;
 mod ca;
 mod cli;
 mod config;
+mod csrs;
 mod dev;
 mod error;
 mod issue;

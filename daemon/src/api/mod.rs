@@ -12,6 +12,7 @@
 mod audit;
 mod ca;
 mod certs;
+mod csr;
 mod guards;
 mod health;
 mod issue;
@@ -52,5 +53,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", roles::routes())
         .mount("/", issue::routes())
         .mount("/", certs::routes())
+        .mount("/", csr::routes())
         .register("/", problem::catchers())
 }

@@ -18,7 +18,9 @@ mod tx;
 
 pub use audit::{AuditRecord, AuditRow, ChainCheck};
 pub use error::{Error, Result};
-pub use rows::{CaRow, CertFilter, CertRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow};
+pub use rows::{
+    CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
+};
 pub use tx::Tx;
 
 use rusqlite::Connection;
@@ -30,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_roles.sql"),
     include_str!("migrations/003_lean_indexes.sql"),
+    include_str!("migrations/004_csrs_events.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

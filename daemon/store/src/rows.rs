@@ -153,6 +153,59 @@ pub struct CertFilter {
     pub now: String,
 }
 
+/// A submitted certificate request under review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrRow {
+    /// `csr_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `pending`, `approved`, `rejected`, `signing`, `signed`.
+    pub status: String,
+    /// The request, DER.
+    pub csr_der: Vec<u8>,
+    /// JSON summary for reviewers.
+    pub summary: String,
+    /// The requester's note.
+    pub note: Option<String>,
+    /// Token id of the importer.
+    pub requested_by: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Token id of the approver or rejecter.
+    pub decided_by: Option<String>,
+    /// RFC 3339.
+    pub decided_at: Option<String>,
+    /// Approver's comment.
+    pub comment: Option<String>,
+    /// Rejection reason.
+    pub reason: Option<String>,
+    /// The CA that signed it.
+    pub signed_ca_id: Option<String>,
+    /// Canonical serial of the certificate.
+    pub signed_serial: Option<String>,
+    /// RFC 3339.
+    pub signed_at: Option<String>,
+}
+
+/// An event for the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    /// Position.
+    pub seq: i64,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Type, e.g. `csr.imported`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The object.
+    pub object_id: Option<String>,
+    /// RFC 3339.
+    pub time: String,
+    /// JSON payload.
+    pub data: String,
+}
+
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct Page<T> {

@@ -1,7 +1,9 @@
 //! Typed operations inside one transaction.
 
 use crate::audit::{self, AuditRecord, AuditRow, ChainCheck};
-use crate::rows::{CaRow, CertFilter, CertRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow};
+use crate::rows::{
+    CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
+};
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
@@ -125,6 +127,32 @@ fn role_row(r: &Row<'_>) -> rusqlite::Result<(i64, RoleRow)> {
             config: r.get(3)?,
             created_at: r.get(4)?,
             updated_at: r.get(5)?,
+        },
+    ))
+}
+
+const CSR_COLS: &str = "id, tenant_id, status, csr_der, summary, note, requested_by, created_at, decided_by, decided_at, \
+     comment, reason, signed_ca_id, signed_serial, signed_at, rowid";
+
+fn csr_row(r: &Row<'_>) -> rusqlite::Result<(i64, CsrRow)> {
+    Ok((
+        r.get(15)?,
+        CsrRow {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            status: r.get(2)?,
+            csr_der: r.get(3)?,
+            summary: r.get(4)?,
+            note: r.get(5)?,
+            requested_by: r.get(6)?,
+            created_at: r.get(7)?,
+            decided_by: r.get(8)?,
+            decided_at: r.get(9)?,
+            comment: r.get(10)?,
+            reason: r.get(11)?,
+            signed_ca_id: r.get(12)?,
+            signed_serial: r.get(13)?,
+            signed_at: r.get(14)?,
         },
     ))
 }
@@ -574,6 +602,196 @@ impl<'a> Tx<'a> {
         ))?;
         let rows = st
             .query_map(params![tenant_id, after, limit_plus_one(limit)], role_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    // ---- CSR workflow ----------------------------------------------------------------------
+
+    /// Inserts a CSR.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn insert_csr(&self, c: &CsrRow) -> Result<()> {
+        self.tx.prepare_cached(
+            "INSERT INTO csrs (id, tenant_id, status, csr_der, summary, note, requested_by, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![c.id, c.tenant_id, c.status, c.csr_der, c.summary, c.note, c.requested_by, c.created_at])?;
+        Ok(())
+    }
+
+    /// The tenant's CSR `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_csr(&self, tenant_id: &str, id: &str) -> Result<CsrRow> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {CSR_COLS} FROM csrs WHERE id = ?1 AND tenant_id = ?2"
+            ))?
+            .query_row(params![id, tenant_id], csr_row)
+            .map(|(_, c)| c)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's CSRs, optionally of one status.
+    ///
+    /// # Errors
+    /// SQL failures; [`Error::Conflict`] for a malformed cursor.
+    pub fn list_csrs(
+        &self,
+        tenant_id: &str,
+        status: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CsrRow>> {
+        let after = parse_cursor(cursor)?;
+        let mut st = self.tx.prepare_cached(&format!(
+            "SELECT {CSR_COLS} FROM csrs WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) AND rowid > ?3 ORDER BY rowid LIMIT ?4"
+        ))?;
+        let rows = st
+            .query_map(
+                params![tenant_id, status, after, limit_plus_one(limit)],
+                csr_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    /// Moves a CSR from `from` to `to` (one conditional UPDATE, so two concurrent transitions
+    /// cannot both succeed), recording who decided and why.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when missing; [`Error::Conflict`] naming the current status when it is
+    /// not `from`.
+    #[allow(clippy::too_many_arguments)] // one row's decision fields
+    pub fn transition_csr(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: Option<&str>,
+        at: &str,
+        comment: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let n = self.tx.prepare_cached(
+            "UPDATE csrs SET status = ?4, decided_by = COALESCE(?5, decided_by), decided_at = CASE WHEN ?5 IS NULL THEN decided_at ELSE ?6 END, \
+             comment = COALESCE(?7, comment), reason = COALESCE(?8, reason) \
+             WHERE id = ?1 AND tenant_id = ?2 AND status = ?3",
+        )?
+        .execute(params![id, tenant_id, from, to, by, at, comment, reason])?;
+        if n == 1 {
+            return Ok(());
+        }
+        let current = self.get_csr(tenant_id, id)?;
+        Err(Error::Conflict(current.status))
+    }
+
+    /// Marks a CSR in `signing` as `signed` by `ca_id` with `serial`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when it is not in `signing`.
+    pub fn finish_csr(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        ca_id: &str,
+        serial: &str,
+        at: &str,
+    ) -> Result<()> {
+        let n = self.tx.prepare_cached(
+            "UPDATE csrs SET status = 'signed', signed_ca_id = ?3, signed_serial = ?4, signed_at = ?5 \
+             WHERE id = ?1 AND tenant_id = ?2 AND status = 'signing'",
+        )?
+        .execute(params![id, tenant_id, ca_id, serial, at])?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::Conflict("not signing".into()))
+        }
+    }
+
+    /// The tenant's separation-of-duties setting for CSRs (`None`: the configuration decides).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn tenant_csr_distinct_approver(&self, tenant_id: &str) -> Result<Option<bool>> {
+        self.tx
+            .prepare_cached("SELECT csr_distinct_approver FROM tenants WHERE id = ?1")?
+            .query_row([tenant_id], |r| r.get::<_, Option<bool>>(0))
+            .map_err(Error::from)
+    }
+
+    /// Sets (or with `None` clears) the tenant's separation-of-duties setting.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn set_tenant_csr_distinct_approver(
+        &self,
+        tenant_name: &str,
+        value: Option<bool>,
+    ) -> Result<()> {
+        let n = self
+            .tx
+            .prepare_cached("UPDATE tenants SET csr_distinct_approver = ?2 WHERE name = ?1")?
+            .execute(params![tenant_name, value])?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- events ----------------------------------------------------------------------------
+
+    /// Records an event for the feed.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn insert_event(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        object_id: Option<&str>,
+        time: &str,
+        data: &str,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT INTO events (tenant_id, type, object_id, time, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![tenant_id, kind, object_id, time, data])?;
+        Ok(())
+    }
+
+    /// A page of the tenant's events, oldest first.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn list_events(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<EventRow>> {
+        let after = parse_cursor(cursor)?;
+        let mut st = self.tx.prepare_cached(
+            "SELECT seq, tenant_id, type, object_id, time, data FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], |r| {
+                Ok((
+                    r.get(0)?,
+                    EventRow {
+                        seq: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        object_id: r.get(3)?,
+                        time: r.get(4)?,
+                        data: r.get(5)?,
+                    },
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
