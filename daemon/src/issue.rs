@@ -318,6 +318,10 @@ pub async fn unseal(
         .map_err(ApiError::internal)
 }
 
+/// Extra work done in the transaction that stores a certificate, given its serial.
+pub type OnStore =
+    Box<dyn FnOnce(&scaivault_store::Tx<'_>, &str) -> scaivault_store::Result<()> + Send>;
+
 /// A certificate to sign, decided and checked by the caller (a role, or a reviewed CSR).
 pub struct LeafOrder {
     /// The role it is issued under, if any.
@@ -340,9 +344,7 @@ pub struct LeafOrder {
     pub sealed: Option<(Vec<u8>, Vec<u8>)>,
     /// Runs in the transaction that stores the certificate (e.g. a CSR's state change), with the
     /// serial; its failure fails the whole store.
-    pub on_store: Option<
-        Box<dyn FnOnce(&scaivault_store::Tx<'_>, &str) -> scaivault_store::Result<()> + Send>,
-    >,
+    pub on_store: Option<OnStore>,
 }
 
 #[allow(clippy::too_many_arguments)] // one internal step with the whole request's context
