@@ -334,6 +334,15 @@ pin_env = "PIN"
     }
 
     #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let text = include_str!("../../config/scaivault.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits.rsa_key_pool, 128);
+        assert!(!c.csr.require_distinct_approver);
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let mut c: Config = toml::from_str(GOOD).unwrap();
         c.server.public_base_url = "ftp://x/".into();
