@@ -41,7 +41,9 @@ impl Caller {
     }
 }
 
-/// Shared state.
+/// Shared state. Cheap to clone (everything shared sits behind an `Arc`): the HTTP layer and the
+/// scheduler each hold one.
+#[derive(Clone)]
 pub struct App {
     /// Loaded configuration.
     pub config: Config,
@@ -54,7 +56,9 @@ pub struct App {
     /// Pre-generated RSA keys for issuance.
     pub rsa_pool: Arc<crate::leafkey::RsaPool>,
     /// Issuing CAs ready to sign, by CA id (checked against the stored serial on every use).
-    pub issuers: RwLock<HashMap<String, Arc<Issuer>>>,
+    pub issuers: Arc<RwLock<HashMap<String, Arc<Issuer>>>>,
+    /// Wakes the scheduler after a revocation (CRLs are rebuilt after a short debounce).
+    pub crl_wake: Arc<tokio::sync::Notify>,
 }
 
 /// An active CA ready to sign: its issuer data, its key on the token, its chain.
@@ -85,6 +89,12 @@ impl App {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(ApiError::internal)?
+    }
+
+    /// Called after a revocation committed: wakes the CRL scheduler.
+    pub fn after_revocation(&self, ca_id: &str, serial_key: &str) {
+        tracing::debug!(ca = %ca_id, serial = %serial_key, "revoked; CRL rebuild scheduled");
+        self.crl_wake.notify_one();
     }
 
     /// Queues `job` for the store's group commit and waits, without holding a thread, until the

@@ -19,6 +19,7 @@ mod dev;
 mod error;
 mod issue;
 mod leafkey;
+mod revoke;
 mod roles;
 mod sched;
 mod serve;

@@ -109,11 +109,13 @@ pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
         scheduler_beat: beat.clone(),
         rsa_pool,
         issuers: Default::default(),
+        crl_wake: Default::default(),
     };
+    let sched_app = app.clone();
     let rocket = crate::api::build(app);
     rocket::execute(async move {
         let ignited = rocket.ignite().await.context("http server")?;
-        tokio::spawn(crate::sched::run(beat, ignited.shutdown()));
+        tokio::spawn(crate::sched::run(sched_app, beat, ignited.shutdown()));
         ignited.launch().await.map(|_| ()).context("http server")
     })?;
     tracing::info!("stopped");

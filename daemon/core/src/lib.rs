@@ -19,6 +19,7 @@
 //!
 //! Non-goals here: storage, authorization, audit (the daemon owns those).
 
+pub mod crl;
 pub mod csr;
 pub mod duration;
 mod error;

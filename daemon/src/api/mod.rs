@@ -6,6 +6,7 @@
 //! - `GET /v1/sys/health`
 //! - `GET /v1/pki/ca/<id>/certificate` (the AIA "CA issuers" URL of issued certificates)
 //! - `GET /v1/pki/ca/<id>/chain`
+//! - `GET /v1/pki/ca/<id>/crl`
 //!
 //! Every other route takes a `Caller` guard (bearer token) and checks a policy.
 
@@ -17,6 +18,7 @@ mod guards;
 mod health;
 mod issue;
 mod problem;
+mod revoke;
 mod roles;
 pub mod tokens;
 
@@ -54,5 +56,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", issue::routes())
         .mount("/", certs::routes())
         .mount("/", csr::routes())
+        .mount("/", revoke::routes())
         .register("/", problem::catchers())
 }

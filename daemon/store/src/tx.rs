@@ -796,6 +796,182 @@ impl<'a> Tx<'a> {
         Ok(page(rows, limit))
     }
 
+    // ---- revocation ------------------------------------------------------------------------
+
+    /// Revokes the tenant's certificate with canonical `serial` (any issuer) and marks its
+    /// issuer's CRL dirty. Returns the row as it was before.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Conflict`] when it is already revoked.
+    pub fn revoke_certificate(
+        &self,
+        tenant_id: &str,
+        serial: &str,
+        at: &str,
+        reason: &str,
+    ) -> Result<CertRow> {
+        let row = self.get_certificate(tenant_id, serial)?;
+        if row.status == "revoked" {
+            return Err(Error::Conflict("already revoked".into()));
+        }
+        self.tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?3, revocation_reason = ?4 \
+                 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'valid'",
+            )?
+            .execute(params![row.issuer_ca_id, row.serial, at, reason])?;
+        self.mark_crl_dirty(&row.issuer_ca_id)?;
+        Ok(row)
+    }
+
+    /// Notes that `ca_id`'s CRL is out of date.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn mark_crl_dirty(&self, ca_id: &str) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO crl_state (ca_id, crl_number, dirty) VALUES (?1, 0, 1) \
+                 ON CONFLICT(ca_id) DO UPDATE SET dirty = 1",
+            )?
+            .execute([ca_id])?;
+        Ok(())
+    }
+
+    /// The status of serial `serial` of issuer `ca_id`: `(status, revoked_at, reason)`, or `None`
+    /// when the issuer never signed it (reserved serials count as never signed).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn certificate_status(
+        &self,
+        ca_id: &str,
+        serial: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT status, revoked_at, revocation_reason FROM certificates \
+                 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status != 'reserved'",
+            )?
+            .query_row(params![ca_id, serial], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    }
+
+    /// Up to `limit` revoked certificates of `ca_id` after `after_rowid` whose `not_after` is not
+    /// before `keep_after`: `(rowid, serial, revoked_at, reason)`. For building CRLs in chunks, so no
+    /// transaction is held for a whole build.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn revoked_chunk(
+        &self,
+        ca_id: &str,
+        keep_after: &str,
+        after_rowid: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String, Option<String>)>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT rowid, serial, revoked_at, revocation_reason FROM certificates \
+             WHERE issuer_ca_id = ?1 AND status = 'revoked' AND not_after >= ?2 AND rowid > ?3 ORDER BY rowid LIMIT ?4",
+        )?;
+        let rows = st
+            .query_map(
+                params![
+                    ca_id,
+                    keep_after,
+                    after_rowid,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        r.get(3)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Reserves the next CRL number of `ca_id` (persisted before the CRL is published, so numbers
+    /// strictly increase across restarts) and clears the dirty mark.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn next_crl_number(&self, ca_id: &str) -> Result<i64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO crl_state (ca_id, crl_number, dirty) VALUES (?1, 1, 0) \
+                 ON CONFLICT(ca_id) DO UPDATE SET crl_number = crl_number + 1, dirty = 0",
+            )?
+            .execute([ca_id])?;
+        Ok(self
+            .tx
+            .prepare_cached("SELECT crl_number FROM crl_state WHERE ca_id = ?1")?
+            .query_row([ca_id], |r| r.get(0))?)
+    }
+
+    /// Stores the CRL numbered `number` as the published one (unless a newer one is stored).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn publish_crl(
+        &self,
+        ca_id: &str,
+        number: i64,
+        this_update: &str,
+        next_update: &str,
+        der: &[u8],
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE crl_state SET this_update = ?3, next_update = ?4, der = ?5 \
+                 WHERE ca_id = ?1 AND crl_number = ?2",
+            )?
+            .execute(params![ca_id, number, this_update, next_update, der])?;
+        Ok(())
+    }
+
+    /// The published CRL of `ca_id`: `(number, next_update, der)`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn published_crl(
+        &self,
+        ca_id: &str,
+    ) -> Result<Option<(i64, Option<String>, Option<Vec<u8>>, bool)>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT crl_number, next_update, der, dirty FROM crl_state WHERE ca_id = ?1",
+            )?
+            .query_row([ca_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0))
+            })
+            .optional()?)
+    }
+
+    /// Ids of active or retired CAs with a certificate whose CRL is dirty or due before `due`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn cas_needing_crl(&self, due: &str) -> Result<Vec<String>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT c.id FROM cas c LEFT JOIN crl_state s ON s.ca_id = c.id \
+             WHERE c.cert_der IS NOT NULL AND c.status != 'pending_signature' \
+             AND (s.ca_id IS NULL OR s.dirty = 1 OR s.der IS NULL OR s.next_update IS NULL OR s.next_update <= ?1)",
+        )?;
+        let rows = st
+            .query_map([due], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
     // ---- audit -----------------------------------------------------------------------------
 
     /// Appends an audit record to the chain and returns its sequence number.

@@ -1,0 +1,113 @@
+//! `POST /v1/pki/revoke`, `GET /v1/pki/ca/<id>/crl` (public; DER, `?format=pem`) and
+//! `POST /v1/pki/ca/<id>/crl` (rebuild now).
+
+use super::problem::Body;
+use crate::app::{App, Caller};
+use crate::auth::Perm;
+use crate::error::ApiError;
+use crate::revoke;
+use rocket::http::ContentType;
+use rocket::serde::json::Json;
+use rocket::{get, post, routes, Route, State};
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Vec<Route> {
+    routes![revoke_cert, get_crl, rebuild_crl]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    serial_number: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RevokeResponse {
+    serial_number: String,
+    revoked_at: String,
+    reason: String,
+}
+
+#[post("/v1/pki/revoke", data = "<body>")]
+async fn revoke_cert(
+    app: &State<App>,
+    caller: Caller,
+    body: Body<RevokeRequest>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    app.require(&caller, Perm::CaWrite, "certificate.revoke")
+        .await?;
+    let b = body.0;
+    let serial = b.serial_number.clone();
+    let res = async {
+        let reason = b.reason.as_deref().unwrap_or("unspecified");
+        let r = revoke::revoke(app, &caller, &b.serial_number, reason).await?;
+        Ok(RevokeResponse {
+            serial_number: r.serial_number,
+            revoked_at: r.revoked_at,
+            reason: r.reason,
+        })
+    }
+    .await;
+    Ok(Json(
+        app.finish(&caller, "certificate.revoke", Some(&serial), res)
+            .await?,
+    ))
+}
+
+#[get("/v1/pki/ca/<id>/crl?<format>")]
+async fn get_crl(
+    app: &State<App>,
+    id: &str,
+    format: Option<&str>,
+) -> Result<(ContentType, Vec<u8>), ApiError> {
+    let pem_wanted = match format.unwrap_or("der") {
+        "der" => false,
+        "pem" => true,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                format!("format {other:?} is not der or pem"),
+            ))
+        }
+    };
+    let der = revoke::current(app, id).await?;
+    if pem_wanted {
+        Ok((
+            ContentType::new("application", "x-pem-file"),
+            scaivault_core::pem::encode("X509 CRL", &der)?.into_bytes(),
+        ))
+    } else {
+        Ok((ContentType::new("application", "pkix-crl"), der))
+    }
+}
+
+#[derive(Serialize)]
+struct Rebuilt {
+    crl_number: i64,
+    entries: usize,
+}
+
+#[post("/v1/pki/ca/<id>/crl")]
+async fn rebuild_crl(
+    app: &State<App>,
+    caller: Caller,
+    id: &str,
+) -> Result<Json<Rebuilt>, ApiError> {
+    app.require(&caller, Perm::CaWrite, "crl.rebuild").await?;
+    let res = async {
+        crate::ca::get(app, &caller.tenant_id, id).await?;
+        let (n, entries) = revoke::rebuild(app, id).await?;
+        app.audit(caller.record("crl.rebuild", Some(id), "success"))
+            .await?;
+        Ok(Rebuilt {
+            crl_number: n,
+            entries,
+        })
+    }
+    .await;
+    Ok(Json(
+        app.finish(&caller, "crl.rebuild", Some(id), res).await?,
+    ))
+}

@@ -1,0 +1,239 @@
+//! Revocation and CRLs. A revocation commits (with its audit record and a `certificate.revoked`
+//! event), marks the issuer's CRL dirty and wakes the scheduler, which rebuilds dirty CRLs after a
+//! short debounce; every CA's CRL is also rebuilt once per `crl_interval`. The CRL number is
+//! reserved in the database before the CRL is built and published, so numbers strictly increase
+//! across restarts; entries are read in chunks of short transactions.
+
+use crate::app::{App, Caller};
+use crate::error::ApiError;
+use scaivault_core::crl::{self, CrlParams, RevokedEntry};
+use scaivault_core::serial::Serial;
+use scaivault_core::{duration, pem, sign, time_util};
+use scaivault_store::CaRow;
+use std::sync::Arc;
+use time::Duration;
+
+/// Entries read per transaction while building a CRL.
+const CHUNK: usize = 10_000;
+/// Revoked certificates stay on the CRL this long after they expire (RFC 5280 §3.3 allows dropping
+/// them at expiry; a grace period covers clock skew and late checks).
+const EXPIRED_GRACE: Duration = Duration::days(7);
+
+/// The outcome of a revocation.
+pub struct Revoked {
+    /// Serial, API form.
+    pub serial_number: String,
+    /// RFC 3339.
+    pub revoked_at: String,
+    /// Reason name.
+    pub reason: String,
+}
+
+/// Revokes the caller's tenant's certificate `serial` for `reason`.
+///
+/// # Errors
+/// `400 invalid_reason` / `invalid_serial`, `404 certificate_not_found`, `409 already_revoked`.
+pub async fn revoke(
+    app: &App,
+    caller: &Caller,
+    serial: &str,
+    reason: &str,
+) -> Result<Revoked, ApiError> {
+    if crl::reason_code(reason).is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            format!(
+                "reason {reason:?} is not one of {}",
+                crl::REASONS.join(", ")
+            ),
+        ));
+    }
+    let key = Serial::parse(serial)?.key();
+    let at = time_util::rfc3339(time_util::now());
+    let (t, k, a, r) = (
+        caller.tenant_id.clone(),
+        key.clone(),
+        at.clone(),
+        reason.to_owned(),
+    );
+    let rec = caller.record("certificate.revoke", Some(&key), "success");
+    let shown = serial.to_owned();
+    let row = app
+        .db(move |s| {
+            s.write(|tx| {
+                let row = tx.revoke_certificate(&t, &k, &a, &r)?;
+                if let Some(ca) = &row.subject_ca_id {
+                    // A CA's own certificate: that CA stops issuing.
+                    let mut ca_row = tx.get_ca(&t, ca)?;
+                    ca_row.status = "retired".into();
+                    tx.update_ca(&ca_row)?;
+                }
+                let data = serde_json::json!({"serial": k, "ca_id": row.issuer_ca_id, "reason": r, "revoked_at": a}).to_string();
+                tx.insert_event(&t, "certificate.revoked", Some(&k), &a, &data)?;
+                tx.append_audit(&rec)?;
+                Ok(row)
+            })
+            .map_err(|e| match e {
+                scaivault_store::Error::NotFound => ApiError::not_found("certificate_not_found", "certificate"),
+                scaivault_store::Error::Conflict(_) => {
+                    ApiError::conflict("already_revoked", format!("certificate {shown} is already revoked"))
+                }
+                other => ApiError::from(other),
+            })
+        })
+        .await?;
+    app.after_revocation(&row.issuer_ca_id, &row.serial);
+    Ok(Revoked {
+        serial_number: Serial::parse(&key)?.to_string(),
+        revoked_at: at,
+        reason: reason.to_owned(),
+    })
+}
+
+/// The CA's key and issuer data for signing its CRL (active and retired CAs alike).
+async fn crl_issuer(
+    app: &App,
+    row: &CaRow,
+) -> Result<
+    (
+        scaivault_core::profile::IssuerInfo,
+        Arc<dyn scaivault_hsm::Signer>,
+    ),
+    ApiError,
+> {
+    let der = row.cert_der.clone().ok_or_else(|| {
+        ApiError::conflict(
+            "ca_pending_signature",
+            format!("CA {} has no certificate yet", row.id),
+        )
+    })?;
+    let token = app.token.clone();
+    let label = row.key_label.clone();
+    let signer = app.blocking(move || Ok(token.find(&label)?)).await?;
+    let cert = pem::from_der(&der)?;
+    let info = sign::issuer_info(&cert, signer.algorithm_der())?;
+    Ok((info, signer))
+}
+
+/// Builds, signs and publishes a new CRL for CA `ca_id`; returns its number and entry count.
+///
+/// # Errors
+/// `404`/`409` for a missing or pending CA; token and store failures.
+pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
+    let row = crate::ca::get_public(app, ca_id).await?;
+    let (info, signer) = crl_issuer(app, &row).await?;
+    let settings = crate::ca::settings(&row);
+    let interval = i64::try_from(duration::parse_seconds(&settings.crl_interval).unwrap_or(3600))
+        .unwrap_or(3600);
+    let now = time_util::now();
+    let next = now + Duration::seconds(interval.saturating_mul(2));
+    let keep_after = time_util::rfc3339(now - EXPIRED_GRACE);
+    let store = app.store.clone();
+    let id = ca_id.to_owned();
+    app.blocking(move || {
+        // The number is durable before anything is published.
+        let number = store.write(|tx| tx.next_crl_number(&id))?;
+        let mut after = 0i64;
+        let params = CrlParams {
+            number: u64::try_from(number).unwrap_or(0),
+            this_update: now,
+            next_update: next,
+        };
+        let (der, count) = crl::build(&info, signer.as_ref(), &params, || {
+            let chunk = store
+                .read(|tx| tx.revoked_chunk(&id, &keep_after, after, CHUNK))
+                .map_err(|e| scaivault_core::Error::Encode(e.to_string()))?;
+            if let Some((rowid, ..)) = chunk.last() {
+                after = *rowid;
+            }
+            chunk
+                .into_iter()
+                .map(|(_, serial, at, reason)| {
+                    Ok(RevokedEntry {
+                        serial,
+                        revoked_at: time_util::parse_rfc3339(&at)?,
+                        reason,
+                    })
+                })
+                .collect()
+        })?;
+        store.write(|tx| {
+            tx.publish_crl(
+                &id,
+                number,
+                &time_util::rfc3339(now),
+                &time_util::rfc3339(next),
+                &der,
+            )
+        })?;
+        tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
+        Ok((number, count))
+    })
+    .await
+}
+
+/// The published CRL of `ca_id` (built now when there is none yet), DER.
+///
+/// # Errors
+/// `404`, `409 ca_pending_signature`.
+pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
+    let id = ca_id.to_owned();
+    let published = app
+        .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
+        .await?;
+    if let Some((_, _, Some(der), _)) = published {
+        return Ok(der);
+    }
+    rebuild(app, ca_id).await?;
+    let id = ca_id.to_owned();
+    let published = app
+        .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
+        .await?;
+    published
+        .and_then(|(_, _, der, _)| der)
+        .ok_or_else(|| ApiError::internal("CRL missing right after it was built"))
+}
+
+/// One scheduler pass: rebuilds every CRL that is dirty or past half its lifetime.
+pub async fn rebuild_due(app: &App) {
+    let horizon = time_util::rfc3339(time_util::now() + Duration::days(62));
+    let candidates = match app
+        .db(move |s| {
+            s.read(|tx| tx.cas_needing_crl(&horizon))
+                .map_err(ApiError::from)
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "CRL scheduler: cannot list CAs");
+            return;
+        }
+    };
+    for ca_id in candidates {
+        let id = ca_id.clone();
+        let state = app
+            .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
+            .await;
+        let due = match state {
+            Ok(Some((_, Some(next), Some(_), dirty))) => {
+                let row = match crate::ca::get_public(app, &ca_id).await {
+                    Ok(r) => r,
+                    Err(_) => continue,
+                };
+                let interval = duration::parse_seconds(&crate::ca::settings(&row).crl_interval)
+                    .unwrap_or(3600);
+                let rebuild_at = time_util::parse_rfc3339(&next)
+                    .map(|n| n - Duration::seconds(i64::try_from(interval).unwrap_or(3600)));
+                dirty || rebuild_at.is_ok_and(|t| t <= time_util::now())
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if due {
+            if let Err(e) = rebuild(app, &ca_id).await {
+                tracing::warn!(ca = %ca_id, error = %e, "CRL rebuild failed");
+            }
+        }
+    }
+}

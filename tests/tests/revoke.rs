@@ -1,0 +1,316 @@
+//! Revocation and CRLs over HTTP, judged by `openssl crl`: reasons, conflicts, the CRL rebuilt
+//! within seconds, CRL numbers increasing across restarts, revoking a CA.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn setup(d: &Daemon) -> (Value, Value) {
+    let root = d.create_root("root", "ec", Some(256));
+    let int = d.post("/v1/pki/ca", &json!({"name": "int", "common_name": "Revoking Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1000})).json();
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["*.svc.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    (root, int)
+}
+
+fn crl_text(d: &Daemon, ca_id: &str, trust: &str, tag: &str) -> String {
+    let r = d.call("GET", &format!("/v1/pki/ca/{ca_id}/crl"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type, "application/pkix-crl");
+    let p = d.dir.path().join(format!("{tag}.crl"));
+    std::fs::write(&p, &r.bytes).unwrap();
+    let out = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        p.to_str().unwrap(),
+        "-CAfile",
+        trust,
+        "-noout",
+        "-text",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("verify OK"), "{err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn crl_number(text: &str) -> u64 {
+    text.split("CRL Number:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn revoke_and_see_it_on_the_crl_within_seconds() {
+    let d = Daemon::start();
+    let (root, int) = setup(&d);
+    let tmp = d.dir.path();
+    let iid = int["id"].as_str().unwrap();
+    let trust = write(
+        tmp,
+        "trust.pem",
+        &format!(
+            "{}{}",
+            int["certificate"].as_str().unwrap(),
+            root["certificate"].as_str().unwrap()
+        ),
+    );
+    let leaf = d
+        .post(
+            "/v1/pki/issue/svc",
+            &json!({"common_name": "a.svc.internal"}),
+        )
+        .json();
+    let serial = leaf["serial_number"].as_str().unwrap();
+    let before = crl_text(&d, iid, &trust, "before");
+    assert!(before.contains("No Revoked Certificates"), "{before}");
+    let n0 = crl_number(&before);
+
+    d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": serial, "reason": "stolen"}),
+    )
+    .problem(400, "invalid_reason");
+    d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": "0102030405060708", "reason": "superseded"}),
+    )
+    .problem(404, "certificate_not_found");
+    let t0 = Instant::now();
+    let r = d.post("/v1/pki/revoke", &json!({"serial_number": serial.to_lowercase().replace(':', ""), "reason": "key_compromise"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = r.json();
+    assert_eq!(r["serial_number"], serial);
+    assert_eq!(r["reason"], "key_compromise");
+    assert!(r["revoked_at"].as_str().unwrap().ends_with('Z'));
+    d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": serial, "reason": "key_compromise"}),
+    )
+    .problem(409, "already_revoked");
+
+    // The scheduler rebuilds the CRL shortly after the revocation.
+    let hex = serial.replace(':', "");
+    let text = loop {
+        let t = crl_text(&d, iid, &trust, "after");
+        if t.contains(&hex) {
+            break t;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the revocation is not on the CRL after 5 s: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("Key Compromise"), "{text}");
+    assert!(crl_number(&text) > n0);
+    // PEM form, public.
+    let pem = d.call(
+        "GET",
+        &format!("/v1/pki/ca/{iid}/crl?format=pem"),
+        None,
+        None,
+    );
+    assert!(
+        pem.text().starts_with("-----BEGIN X509 CRL-----"),
+        "{}",
+        pem.text()
+    );
+    // The inventory and the events feed know.
+    let inv = d.get(&format!("/v1/pki/certificates/{serial}")).json();
+    assert_eq!(inv["status"], "revoked");
+    assert_eq!(inv["revocation_reason"], "key_compromise");
+    assert_eq!(
+        d.get("/v1/pki/certificates?status=revoked").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let ev = d.get("/v1/events?limit=1000").json();
+    assert!(ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "certificate.revoked"));
+    // An unspecified reason carries no reason code (RFC 5280 §5.3.1).
+    let other = d
+        .post(
+            "/v1/pki/issue/svc",
+            &json!({"common_name": "b.svc.internal"}),
+        )
+        .json();
+    assert_eq!(
+        d.post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": other["serial_number"]})
+        )
+        .status,
+        200
+    );
+    let rebuilt = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({}));
+    assert_eq!(rebuilt.status, 200, "{}", rebuilt.text());
+    assert_eq!(rebuilt.json()["entries"], 2);
+    let text = crl_text(&d, iid, &trust, "two");
+    assert_eq!(text.matches("Serial Number:").count(), 2, "{text}");
+    assert_eq!(text.matches("CRL Reason Code").count(), 1, "{text}");
+    // A revoked leaf fails openssl verification with the CRL.
+    let crl_pem = write(tmp, "crl.pem", &pem.text());
+    let leaf_pem = write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap());
+    let chain = write(tmp, "int.pem", int["certificate"].as_str().unwrap());
+    let rootp = write(tmp, "root.pem", root["certificate"].as_str().unwrap());
+    let root_crl = d
+        .call(
+            "GET",
+            &format!("/v1/pki/ca/{}/crl?format=pem", root["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .text();
+    let crls = write(
+        tmp,
+        "crls.pem",
+        &format!(
+            "{}{}",
+            d.call(
+                "GET",
+                &format!("/v1/pki/ca/{iid}/crl?format=pem"),
+                None,
+                None
+            )
+            .text(),
+            root_crl
+        ),
+    );
+    let _ = crl_pem;
+    let out = openssl(&[
+        "verify",
+        "-crl_check_all",
+        "-CRLfile",
+        &crls,
+        "-CAfile",
+        &rootp,
+        "-untrusted",
+        &chain,
+        &leaf_pem,
+    ]);
+    assert!(
+        !out.status.success(),
+        "a revoked certificate must not verify"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("certificate revoked")
+            || String::from_utf8_lossy(&out.stderr).contains("certificate revoked")
+    );
+}
+
+#[test]
+fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
+    let d = Daemon::start();
+    let (root, int) = setup(&d);
+    let iid = int["id"].as_str().unwrap().to_owned();
+    let rid = root["id"].as_str().unwrap().to_owned();
+    let n1 = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({})).json()["crl_number"]
+        .as_i64()
+        .unwrap();
+    let n2 = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({})).json()["crl_number"]
+        .as_i64()
+        .unwrap();
+    assert!(n2 > n1);
+    let admin = d.admin.clone();
+    let dir = d.into_dir();
+    let d = Daemon::start_in(dir);
+    assert_eq!(d.admin, admin);
+    let n3 = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({})).json()["crl_number"]
+        .as_i64()
+        .unwrap();
+    assert!(n3 > n2, "{n3} after restart must exceed {n2}");
+
+    // Revoking the intermediate's own certificate: on the root's CRL, and it stops issuing.
+    let int_serial = int["serial_number"].as_str().unwrap();
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": int_serial, "reason": "ca_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.post(
+        "/v1/pki/issue/svc",
+        &json!({"common_name": "x.svc.internal"}),
+    )
+    .problem(400, "ca_not_active");
+    assert_eq!(
+        d.get(&format!("/v1/pki/ca/{iid}")).json()["status"],
+        "retired"
+    );
+    let tmp = d.dir.path();
+    let trust = write(tmp, "root-only.pem", root["certificate"].as_str().unwrap());
+    d.post(&format!("/v1/pki/ca/{rid}/crl"), &json!({}));
+    let r = d.call("GET", &format!("/v1/pki/ca/{rid}/crl"), None, None);
+    let p = tmp.join("root.crl");
+    std::fs::write(&p, &r.bytes).unwrap();
+    let text = openssl_ok(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        p.to_str().unwrap(),
+        "-CAfile",
+        &trust,
+        "-noout",
+        "-text",
+    ]);
+    assert!(
+        text.contains(&int_serial.replace(':', "")) && text.contains("CA Compromise"),
+        "{text}"
+    );
+    // The retired CA's CRL is still served.
+    assert_eq!(
+        d.call("GET", &format!("/v1/pki/ca/{iid}/crl"), None, None)
+            .status,
+        200
+    );
+    // Tenant isolation: another tenant cannot revoke or rebuild.
+    assert!(d.cli(&["tenant", "create", "other"]).status.success());
+    let t = String::from_utf8(
+        d.cli(&["token", "create", "--tenant", "other", "--policy", "admin"])
+            .stdout,
+    )
+    .unwrap();
+    d.call(
+        "POST",
+        &format!("/v1/pki/ca/{rid}/crl"),
+        Some(t.trim()),
+        None,
+    )
+    .problem(404, "ca_not_found");
+    let leaf = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "r2", "ca_id": rid, "allowed_domains": ["*.svc.internal"]}),
+    );
+    assert_eq!(leaf.status, 201);
+    let l = d
+        .post(
+            "/v1/pki/issue/r2",
+            &json!({"common_name": "y.svc.internal"}),
+        )
+        .json();
+    d.call(
+        "POST",
+        "/v1/pki/revoke",
+        Some(t.trim()),
+        Some(
+            json!({"serial_number": l["serial_number"], "reason": "superseded"})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .problem(404, "certificate_not_found");
+}
