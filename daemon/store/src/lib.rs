@@ -21,7 +21,7 @@ pub use error::{Error, Result};
 pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
 };
-pub use tx::Tx;
+pub use tx::{CertStatus, CrlState, RevokedRow, Tx};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};

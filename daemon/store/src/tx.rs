@@ -131,6 +131,13 @@ fn role_row(r: &Row<'_>) -> rusqlite::Result<(i64, RoleRow)> {
     ))
 }
 
+/// A certificate's revocation status: `(status, revoked_at, reason)`.
+pub type CertStatus = (String, Option<String>, Option<String>);
+/// A CRL entry as read in chunks: `(rowid, serial, revoked_at, reason)`.
+pub type RevokedRow = (i64, String, String, Option<String>);
+/// A CA's CRL state: `(number, next_update, der, dirty)`.
+pub type CrlState = (i64, Option<String>, Option<Vec<u8>>, bool);
+
 const CSR_COLS: &str = "id, tenant_id, status, csr_der, summary, note, requested_by, created_at, decided_by, decided_at, \
      comment, reason, signed_ca_id, signed_serial, signed_at, rowid";
 
@@ -843,11 +850,7 @@ impl<'a> Tx<'a> {
     ///
     /// # Errors
     /// SQL failures.
-    pub fn certificate_status(
-        &self,
-        ca_id: &str,
-        serial: &str,
-    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+    pub fn certificate_status(&self, ca_id: &str, serial: &str) -> Result<Option<CertStatus>> {
         Ok(self
             .tx
             .prepare_cached(
@@ -872,7 +875,7 @@ impl<'a> Tx<'a> {
         keep_after: &str,
         after_rowid: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, String, String, Option<String>)>> {
+    ) -> Result<Vec<RevokedRow>> {
         let mut st = self.tx.prepare_cached(
             "SELECT rowid, serial, revoked_at, revocation_reason FROM certificates \
              WHERE issuer_ca_id = ?1 AND status = 'revoked' AND not_after >= ?2 AND rowid > ?3 ORDER BY rowid LIMIT ?4",
@@ -941,10 +944,7 @@ impl<'a> Tx<'a> {
     ///
     /// # Errors
     /// SQL failures.
-    pub fn published_crl(
-        &self,
-        ca_id: &str,
-    ) -> Result<Option<(i64, Option<String>, Option<Vec<u8>>, bool)>> {
+    pub fn published_crl(&self, ca_id: &str) -> Result<Option<CrlState>> {
         Ok(self
             .tx
             .prepare_cached(
