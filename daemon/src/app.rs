@@ -37,6 +37,7 @@ impl Caller {
             object_id: object_id.map(str::to_owned),
             outcome: outcome.to_owned(),
             request_id: Some(self.request_id.clone()),
+            detail: None,
         }
     }
 }

@@ -89,6 +89,7 @@ fn cli_record(tenant_id: Option<&str>, action: &str, object_id: &str) -> AuditRe
         object_id: Some(object_id.into()),
         outcome: "success".into(),
         request_id: None,
+        detail: None,
     }
 }
 

@@ -204,7 +204,8 @@ pub async fn decide(
     }
     let to = if approve { "approved" } else { "rejected" };
     let now = time_util::rfc3339(time_util::now());
-    let rec = caller.record(&format!("csr.{action}"), Some(id), "success");
+    let mut rec = caller.record(&format!("csr.{action}"), Some(id), "success");
+    rec.detail = text.clone();
     let (kind, data) = event(
         &format!("csr.{to}"),
         serde_json::json!({"id": id, "by": caller.token_id, "comment": if approve { text.clone() } else { None }, "reason": if approve { None } else { text.clone() }}),

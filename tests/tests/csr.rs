@@ -243,13 +243,17 @@ fn the_state_machine_and_its_conflicts() {
         1
     );
     let audit = d.get("/v1/audit?limit=1000").json();
-    assert!(audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["action"] == "csr.reject"
-            && r["outcome"] == "success"
-            && r["object_id"] == a.as_str()));
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "csr.reject"
+                && r["outcome"] == "success"
+                && r["object_id"] == a.as_str()
+                && r["detail"] == "unknown vendor"),
+        "the rejection's audit record carries its reason"
+    );
 
     // Signed → sign again: 409. Approve without a body works.
     let b = imp(&d);

@@ -32,6 +32,8 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The request id.
     pub request_id: Option<String>,
+    /// Free text for reviewers (a comment, a rejection reason); never a secret.
+    pub detail: Option<String>,
 }
 
 /// A stored record.
@@ -57,6 +59,8 @@ pub struct AuditRow {
     pub prev_hash: String,
     /// This record's hash (hex).
     pub hash: String,
+    /// Free text (comment, reason), if any.
+    pub detail: Option<String>,
 }
 
 /// The result of walking the chain.
@@ -89,6 +93,10 @@ fn hash(prev: &str, seq: i64, r: &AuditRecord) -> String {
     field(&mut h, r.object_id.as_deref());
     field(&mut h, Some(&r.outcome));
     field(&mut h, r.request_id.as_deref());
+    if let Some(d) = &r.detail {
+        // Hashed only when present: records written before the column existed verify unchanged.
+        field(&mut h, Some(d));
+    }
     hex::encode(h.finalize())
 }
 
@@ -100,8 +108,8 @@ pub(crate) fn append(tx: &Transaction<'_>, r: &AuditRecord) -> Result<i64> {
     let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
     let seq = prev_seq + 1;
     let h = hash(&prev_hash, seq, r);
-    tx.prepare_cached("INSERT INTO audit (seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![seq, r.time, r.tenant_id, r.token_id, r.action, r.object_id, r.outcome, r.request_id, prev_hash, h],
+    tx.prepare_cached("INSERT INTO audit (seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?.execute(params![seq, r.time, r.tenant_id, r.token_id, r.action, r.object_id, r.outcome, r.request_id, prev_hash, h, r.detail],
     )?;
     tx.prepare_cached(
         "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
@@ -123,11 +131,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
         request_id: r.get(7)?,
         prev_hash: r.get(8)?,
         hash: r.get(9)?,
+        detail: r.get(10)?,
     })
 }
 
 const COLS: &str =
-    "seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash";
+    "seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash, detail";
 
 pub(crate) fn list(
     tx: &Transaction<'_>,
@@ -181,6 +190,7 @@ pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
             object_id: a.object_id.clone(),
             outcome: a.outcome.clone(),
             request_id: a.request_id.clone(),
+            detail: a.detail.clone(),
         };
         if hash(&prev, a.seq, &rec) != a.hash {
             return Ok(bad(

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_lean_indexes.sql"),
     include_str!("migrations/004_csrs_events.sql"),
     include_str!("migrations/005_revocation.sql"),
+    include_str!("migrations/006_audit_detail.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

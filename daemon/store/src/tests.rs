@@ -9,6 +9,7 @@ fn rec(action: &str) -> AuditRecord {
         object_id: None,
         outcome: "success".into(),
         request_id: Some("req".into()),
+        detail: None,
     }
 }
 
@@ -148,5 +149,28 @@ fn group_commit_isolates_failing_jobs_and_keeps_the_chain() {
             records: 53,
             first_bad: None
         }
+    );
+}
+
+#[test]
+fn a_detail_is_part_of_the_chain() {
+    let (_d, s) = store_with(2);
+    let mut r = rec("with-detail");
+    r.detail = Some("unknown vendor".into());
+    s.write(|tx| tx.append_audit(&r)).unwrap();
+    s.write(|tx| tx.append_audit(&rec("after"))).unwrap();
+    assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
+    let page = s.read(|tx| tx.list_audit(None, None, 10)).unwrap();
+    assert_eq!(page.items[2].detail.as_deref(), Some("unknown vendor"));
+    raw(
+        &s,
+        "UPDATE audit SET detail = 'approved after all' WHERE seq = 3",
+    );
+    assert_eq!(
+        s.read(|tx| tx.verify_audit())
+            .unwrap()
+            .first_bad
+            .map(|b| b.0),
+        Some(3)
     );
 }
