@@ -60,6 +60,8 @@ pub struct App {
     pub issuers: Arc<RwLock<HashMap<String, Arc<Issuer>>>>,
     /// Wakes the scheduler after a revocation (CRLs are rebuilt after a short debounce).
     pub crl_wake: Arc<tokio::sync::Notify>,
+    /// Signed OCSP responses (invalidated per certificate on revocation).
+    pub ocsp: Arc<crate::ocsp::OcspCache>,
 }
 
 /// An active CA ready to sign: its issuer data, its key on the token, its chain.
@@ -95,6 +97,7 @@ impl App {
     /// Called after a revocation committed: wakes the CRL scheduler.
     pub fn after_revocation(&self, ca_id: &str, serial_key: &str) {
         tracing::debug!(ca = %ca_id, serial = %serial_key, "revoked; CRL rebuild scheduled");
+        self.ocsp.invalidate(ca_id, serial_key);
         self.crl_wake.notify_one();
     }
 

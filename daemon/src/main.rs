@@ -19,6 +19,7 @@ mod dev;
 mod error;
 mod issue;
 mod leafkey;
+mod ocsp;
 mod revoke;
 mod roles;
 mod sched;

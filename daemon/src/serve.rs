@@ -110,6 +110,7 @@ pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
         rsa_pool,
         issuers: Default::default(),
         crl_wake: Default::default(),
+        ocsp: Default::default(),
     };
     let sched_app = app.clone();
     let rocket = crate::api::build(app);

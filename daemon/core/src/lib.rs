@@ -26,6 +26,7 @@ mod error;
 pub mod ids;
 pub mod leaf;
 pub mod name;
+pub mod ocsp;
 pub mod pem;
 pub mod profile;
 pub mod role;

@@ -7,6 +7,7 @@
 //! - `GET /v1/pki/ca/<id>/certificate` (the AIA "CA issuers" URL of issued certificates)
 //! - `GET /v1/pki/ca/<id>/chain`
 //! - `GET /v1/pki/ca/<id>/crl`
+//! - `POST /v1/pki/ocsp/<ca_id>` and `GET /v1/pki/ocsp/<ca_id>/<base64 request>` (the AIA OCSP URL)
 //!
 //! Every other route takes a `Caller` guard (bearer token) and checks a policy.
 
@@ -17,6 +18,7 @@ mod csr;
 mod guards;
 mod health;
 mod issue;
+mod ocsp;
 mod problem;
 mod revoke;
 mod roles;
@@ -57,5 +59,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", certs::routes())
         .mount("/", csr::routes())
         .mount("/", revoke::routes())
+        .mount("/", ocsp::routes())
         .register("/", problem::catchers())
 }

@@ -1,0 +1,274 @@
+//! The OCSP responder service (RFC 6960, RFC 5019 profile): finds the CA, answers from the
+//! response cache when it can, otherwise looks the serials up in the inventory and has the CA
+//! key sign a fresh response (`scaivault_core::ocsp`).
+//!
+//! Caching (RFC 5019 §2.2.4, §6): only responses to a single `CertID` without a nonce are cached,
+//! keyed by CA id and serial (and the exact `CertID`, which the response echoes). A cached
+//! response is served until half its validity has passed (`thisUpdate + validity/2`), then
+//! re-signed on the next request, so a client never gets one with less than half its validity
+//! left. A request with a nonce (RFC 8954) is always signed afresh. The revocation code calls
+//! [`OcspCache::invalidate`] right after a revocation commits; an epoch counter makes sure that a
+//! response signed from a status read before that commit is not cached afterwards.
+//!
+//! Every failure is an OCSP status, never an HTTP error: an unknown or pending CA is
+//! `unauthorized`, an unavailable token or database `tryLater`, anything else `internalError`.
+
+use crate::app::{App, Issuer};
+use crate::error::ApiError;
+use scaivault_core::ocsp::{CertState, OcspError, ParsedRequest, Refusal, Responder};
+use scaivault_core::serial::Serial;
+use scaivault_core::{duration, pem, sign, time_util};
+use scaivault_store::{CaRow, Store};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use time::{Duration, OffsetDateTime};
+
+/// Cached responses kept at most (each a few hundred bytes to about 1 KiB for RSA-4096 keys).
+const MAX_ENTRIES: usize = 100_000;
+/// OCSP validity when the CA's setting is missing or unreadable (the API's default, `12h`).
+const DEFAULT_VALIDITY_SECS: u64 = 12 * 3600;
+
+/// A successful response and what the HTTP layer needs for its cache headers.
+#[derive(Debug)]
+pub struct SignedResponse {
+    /// The DER `OCSPResponse`.
+    pub der: Arc<[u8]>,
+    /// `thisUpdate` (and `producedAt`).
+    pub this_update: OffsetDateTime,
+    /// `nextUpdate`.
+    pub next_update: OffsetDateTime,
+    /// Lowercase hex SHA-256 of `der`.
+    pub etag: String,
+    /// Serve from cache until then.
+    refresh_at: OffsetDateTime,
+    /// The `CertID` (DER) answered, part of the cache key.
+    cert_id: Vec<u8>,
+}
+
+/// The answer to one OCSP request.
+#[derive(Debug, Clone)]
+pub enum OcspAnswer {
+    /// A signed, successful response.
+    Signed(Arc<SignedResponse>),
+    /// An error status (RFC 6960 §4.2.1).
+    Refused(Refusal),
+}
+
+/// Cached responses by (CA id, serial key); one per `CertID` form asked (SHA-1, SHA-256).
+type Entries = HashMap<(String, String), Vec<Arc<SignedResponse>>>;
+
+/// Responses per (CA id, serial key), bounded in size.
+#[derive(Debug, Default)]
+pub struct OcspCache {
+    entries: RwLock<Entries>,
+    /// Bumped by every invalidation; a response is cached only if no invalidation happened
+    /// since its status was read.
+    epoch: AtomicU64,
+}
+
+impl OcspCache {
+    /// Drops the cached responses for serial `serial_key` (canonical uppercase hex) of CA
+    /// `ca_id`: the next request is signed from the database. Call it after a revocation commits.
+    pub fn invalidate(&self, ca_id: &str, serial_key: &str) {
+        if let Ok(mut map) = self.entries.write() {
+            map.remove(&(ca_id.to_owned(), serial_key.to_owned()));
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        } else {
+            // A poisoned lock: bump anyway so nothing in flight gets cached.
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// A fresh cached response for this `CertID`.
+    fn get(
+        &self,
+        ca_id: &str,
+        serial_key: &str,
+        cert_id: &[u8],
+        now: OffsetDateTime,
+    ) -> Option<Arc<SignedResponse>> {
+        let map = self.entries.read().ok()?;
+        map.get(&(ca_id.to_owned(), serial_key.to_owned()))?
+            .iter()
+            .find(|r| r.cert_id == cert_id && now < r.refresh_at)
+            .cloned()
+    }
+
+    /// Caches `resp` unless an invalidation happened since `epoch` was read.
+    fn put(&self, ca_id: &str, serial_key: &str, resp: Arc<SignedResponse>, epoch: u64) {
+        let Ok(mut map) = self.entries.write() else {
+            return;
+        };
+        if self.epoch() != epoch {
+            return;
+        }
+        if map.len() >= MAX_ENTRIES {
+            evict(&mut map, time_util::now());
+        }
+        let list = map
+            .entry((ca_id.to_owned(), serial_key.to_owned()))
+            .or_default();
+        list.retain(|r| r.cert_id != resp.cert_id);
+        list.push(resp);
+    }
+}
+
+/// Makes room: drops stale responses, then arbitrary ones down to 7/8 of the bound.
+fn evict(map: &mut Entries, now: OffsetDateTime) {
+    map.retain(|_, list| {
+        list.retain(|r| now < r.refresh_at);
+        !list.is_empty()
+    });
+    let target = MAX_ENTRIES / 8 * 7;
+    if map.len() > target {
+        let excess = map.len() - target;
+        let victims: Vec<_> = map.keys().take(excess).cloned().collect();
+        for k in victims {
+            map.remove(&k);
+        }
+    }
+}
+
+/// Answers the DER OCSP request `der` for CA `ca_id` (any tenant).
+pub async fn answer(app: &App, ca_id: &str, der: &[u8]) -> OcspAnswer {
+    match answer_inner(app, ca_id, der).await {
+        Ok(r) => OcspAnswer::Signed(r),
+        Err(r) => OcspAnswer::Refused(r),
+    }
+}
+
+async fn answer_inner(app: &App, ca_id: &str, der: &[u8]) -> Result<Arc<SignedResponse>, Refusal> {
+    let req = ParsedRequest::parse(der)?;
+    let cache_key = req.cache_key();
+    if let Some((serial, cert_id)) = &cache_key {
+        if let Some(hit) = app.ocsp.get(ca_id, serial, cert_id, time_util::now()) {
+            return Ok(hit);
+        }
+    }
+    let row = match crate::ca::get_public(app, ca_id).await {
+        Ok(r) => r,
+        Err(e) if e.status.code == 404 => return Err(Refusal::Unauthorized),
+        Err(e) => return Err(refusal_for(&e)),
+    };
+    let validity = validity_of(&row);
+    let issuer = issuer(app, row).await?;
+    let epoch = app.ocsp.epoch();
+    let store = app.store.clone();
+    let ca = ca_id.to_owned();
+    let signed = app
+        .blocking(move || {
+            let now = time_util::now();
+            Ok(
+                Responder::new(&issuer.info, issuer.signer.as_ref(), validity)
+                    .map_err(OcspError::from)
+                    .and_then(|r| r.respond_parsed(&req, now, |s| lookup(&store, &ca, s))),
+            )
+        })
+        .await
+        .map_err(|e| refusal_for(&e))?
+        .map_err(|e| {
+            if let OcspError::Failed(cause) = &e {
+                tracing::error!(ca = %ca_id, error = %cause, "OCSP signing failed");
+            }
+            e.refusal()
+        })?;
+    let (this_update, next_update) = (signed.this_update, signed.next_update);
+    let resp = Arc::new(SignedResponse {
+        etag: hex::encode(Sha256::digest(&signed.der)),
+        der: signed.der.into(),
+        this_update,
+        next_update,
+        refresh_at: this_update + (next_update - this_update) / 2,
+        cert_id: cache_key
+            .as_ref()
+            .map(|(_, id)| id.clone())
+            .unwrap_or_default(),
+    });
+    if let Some((serial, _)) = &cache_key {
+        app.ocsp.put(ca_id, serial, resp.clone(), epoch);
+    }
+    Ok(resp)
+}
+
+/// The CA's OCSP validity setting (RFC 5019 §2.2.4 `nextUpdate - thisUpdate`).
+fn validity_of(row: &CaRow) -> Duration {
+    let secs = duration::parse_seconds(&crate::ca::settings(row).ocsp_validity)
+        .unwrap_or(DEFAULT_VALIDITY_SECS);
+    Duration::seconds(i64::try_from(secs).unwrap_or(43_200))
+}
+
+/// The CA's key and issuer data. Active CAs come from the shared issuer cache; a retired CA still
+/// answers for what it issued, with its key found on the token. A CA without a certificate is
+/// not a responder (`unauthorized`).
+async fn issuer(app: &App, row: CaRow) -> Result<Arc<Issuer>, Refusal> {
+    if row.status == "pending_signature" || row.cert_der.is_none() {
+        return Err(Refusal::Unauthorized);
+    }
+    if row.status == "active" {
+        return app.issuer_for(row).await.map_err(|e| match e.code {
+            "ca_not_active" | "ca_pending_signature" => Refusal::Unauthorized,
+            _ => refusal_for(&e),
+        });
+    }
+    let der = row.cert_der.clone().unwrap_or_default();
+    let token = app.token.clone();
+    let label = row.key_label.clone();
+    let signer = app
+        .blocking(move || Ok(token.find(&label)?))
+        .await
+        .map_err(|e| refusal_for(&e))?;
+    let info = pem::from_der(&der)
+        .and_then(|cert| sign::issuer_info(&cert, signer.algorithm_der()))
+        .map_err(|e| refusal_for(&ApiError::from(e)))?;
+    Ok(Arc::new(Issuer {
+        ca_id: row.id,
+        serial: row.serial.unwrap_or_default(),
+        info,
+        signer,
+        chain: Vec::new(),
+    }))
+}
+
+/// The inventory's word on one serial of CA `ca_id`.
+fn lookup(store: &Store, ca_id: &str, serial: &Serial) -> Result<CertState, Refusal> {
+    let found = store
+        .read(|tx| tx.certificate_status(ca_id, &serial.key()))
+        .map_err(|e| refusal_for(&ApiError::from(e)))?;
+    let Some((status, revoked_at, reason)) = found else {
+        return Ok(CertState::Unknown);
+    };
+    match status.as_str() {
+        "valid" => Ok(CertState::Good),
+        "revoked" => {
+            let at = revoked_at
+                .as_deref()
+                .and_then(|a| time_util::parse_rfc3339(a).ok())
+                .ok_or_else(|| {
+                    tracing::error!(ca = %ca_id, serial = %serial, "revoked certificate without a readable revocation time");
+                    Refusal::InternalError
+                })?;
+            Ok(CertState::Revoked { at, reason })
+        }
+        other => {
+            tracing::debug!(ca = %ca_id, serial = %serial, status = %other, "OCSP: status answered as unknown");
+            Ok(CertState::Unknown)
+        }
+    }
+}
+
+/// `tryLater` for an unavailable dependency (503), `internalError` for anything else.
+fn refusal_for(e: &ApiError) -> Refusal {
+    if e.status.code == 503 {
+        tracing::warn!(error = %e, "OCSP: dependency unavailable");
+        Refusal::TryLater
+    } else {
+        tracing::error!(error = %e, "OCSP: internal error");
+        Refusal::InternalError
+    }
+}

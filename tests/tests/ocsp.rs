@@ -1,0 +1,461 @@
+//! The OCSP responder (RFC 6960 / RFC 5019) over HTTP, judged by `openssl ocsp`: good, revoked
+//! (time and reason, within seconds of the revocation) and unknown; with and without nonces;
+//! SHA-1 and SHA-256 CertIDs; POST and GET (base64 with `+`, `/`, `=`, percent-encoded or not);
+//! `malformedRequest` for garbage and `unauthorized` for issuers we do not serve, always HTTP 200;
+//! the RFC 5019 cache headers; responses served from cache until a revocation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The files a relying party holds.
+struct Pki {
+    int_id: String,
+    root_pem: String,
+    int_pem: String,
+    chain_pem: String,
+    leaf_pem: String,
+    leaf_serial: String,
+}
+
+/// A root, an intermediate, a role on it and one issued leaf.
+fn setup(d: &Daemon) -> Pki {
+    let root = d.create_root("ocsp-root", "ec", Some(256));
+    let int = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "ocsp-int", "common_name": "OCSP Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1000}),
+    );
+    assert_eq!(int.status, 201, "{}", int.text());
+    let int = int.json();
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["*.svc.internal"], "key_type": "ec", "key_bits": 256}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let leaf = issue(d, "api.svc.internal");
+    let tmp = d.dir.path();
+    let root_pem = write(tmp, "root.pem", root["certificate"].as_str().unwrap());
+    let int_text = int["certificate"].as_str().unwrap();
+    let int_pem = write(tmp, "int.pem", int_text);
+    let chain_pem = write(
+        tmp,
+        "chain.pem",
+        &format!("{int_text}{}", root["certificate"].as_str().unwrap()),
+    );
+    let leaf_pem = write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap());
+    Pki {
+        int_id: int["id"].as_str().unwrap().to_owned(),
+        root_pem,
+        int_pem,
+        chain_pem,
+        leaf_pem,
+        leaf_serial: leaf["serial_number"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn issue(d: &Daemon, cn: &str) -> Value {
+    let r = d.post("/v1/pki/issue/svc", &json!({"common_name": cn}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Runs `openssl ocsp ARGS`; returns (exit success, stdout + stderr).
+fn ocsp(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["ocsp"];
+    all.extend_from_slice(args);
+    let out = openssl(&all);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `openssl ocsp` against the responder URL of the intermediate, verified against the chain.
+fn ask(d: &Daemon, p: &Pki, target: &[&str], extra: &[&str]) -> String {
+    let url = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend_from_slice(&["-issuer", &p.int_pem]);
+    args.extend_from_slice(target);
+    args.extend_from_slice(&["-url", &url, "-CAfile", &p.chain_pem, "-resp_text"]);
+    let (ok, out) = ocsp(&args);
+    assert!(ok, "openssl ocsp {args:?}: {out}");
+    assert!(out.contains("Response verify OK"), "{out}");
+    out
+}
+
+/// A random positive serial of `len` octets, `0x…`.
+fn random_serial(len: usize) -> String {
+    let hex = openssl_ok(&["rand", "-hex", &len.to_string()]);
+    format!("0x7{}", &hex.trim()[1..])
+}
+
+fn percent_encode(b64: &str) -> String {
+    b64.replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+/// An HTTP reply with its headers.
+struct Http {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Http {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header: {:?}", self.headers))
+            .to_str()
+            .unwrap()
+    }
+}
+
+fn http(method: reqwest::Method, url: &str, body: Option<Vec<u8>>, etag: Option<&str>) -> Http {
+    let client = reqwest::blocking::Client::new();
+    let mut rb = client.request(method, url);
+    if let Some(b) = body {
+        rb = rb
+            .header("Content-Type", "application/ocsp-request")
+            .body(b);
+    }
+    if let Some(e) = etag {
+        rb = rb.header("If-None-Match", e);
+    }
+    let r = rb.send().unwrap();
+    Http {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().unwrap().to_vec(),
+    }
+}
+
+/// Checks the RFC 5019 §6.2 headers of a successful response.
+fn check_cache_headers(r: &Http) {
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "application/ocsp-response");
+    let cc = r.header("cache-control");
+    let max_age: i64 = cc
+        .strip_prefix("max-age=")
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("{cc}"))
+        .parse()
+        .unwrap();
+    assert!((43_100..=43_200).contains(&max_age), "12h by default: {cc}");
+    assert!(
+        cc.ends_with(", public, no-transform, must-revalidate"),
+        "{cc}"
+    );
+    let etag = r.header("etag");
+    assert!(
+        etag.len() == 66 && etag.starts_with('"') && etag.ends_with('"'),
+        "{etag}"
+    );
+    assert!(r.header("last-modified").ends_with(" GMT"));
+    assert!(r.header("expires").ends_with(" GMT"));
+}
+
+/// Writes a response and has `openssl ocsp -respin` read and verify it.
+fn read_response(d: &Daemon, p: &Pki, tag: &str, der: &[u8], target: &[&str]) -> String {
+    let path = d.dir.path().join(format!("{tag}.der"));
+    std::fs::write(&path, der).unwrap();
+    let mut args = vec!["-respin", path.to_str().unwrap(), "-issuer", &p.int_pem];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&["-CAfile", &p.chain_pem, "-resp_text"]);
+    let (ok, out) = ocsp(&args);
+    assert!(ok, "{out}");
+    assert!(out.contains("Response verify OK"), "{out}");
+    out
+}
+
+/// Builds a nonce-less request with openssl; returns its DER.
+fn request_der(d: &Daemon, issuer: &str, target: &[&str], tag: &str) -> Vec<u8> {
+    let path = d.dir.path().join(format!("{tag}.req"));
+    let mut args = vec!["-issuer", issuer];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&["-no_nonce", "-reqout", path.to_str().unwrap()]);
+    let (ok, out) = ocsp(&args);
+    assert!(ok, "{out}");
+    std::fs::read(&path).unwrap()
+}
+
+fn base64(d: &Daemon, der: &[u8]) -> String {
+    let path = d.dir.path().join("b64.in");
+    std::fs::write(&path, der).unwrap();
+    openssl_ok(&["base64", "-A", "-in", path.to_str().unwrap()])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn good_and_unknown_with_and_without_nonce_over_post() {
+    let d = Daemon::start();
+    let p = setup(&d);
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    for extra in [
+        &["-no_nonce"][..],
+        &["-nonce"][..],
+        &["-sha256", "-no_nonce"][..],
+        &["-sha256"][..],
+    ] {
+        let out = ask(&d, &p, &leaf, extra);
+        assert!(out.contains("leaf.pem: good"), "{extra:?}: {out}");
+        assert!(out.contains("Cert Status: good"), "{out}");
+        assert!(
+            out.contains("This Update:") && out.contains("Next Update:"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Produced At:") && out.contains("Responder Id:"),
+            "{out}"
+        );
+        assert!(!out.contains("WARNING"), "{out}");
+        if extra.contains(&"-nonce") || extra == ["-sha256"] {
+            assert!(out.contains("OCSP Nonce"), "the nonce is echoed: {out}");
+        } else {
+            assert!(!out.contains("OCSP Nonce"), "{out}");
+        }
+        let hash = if extra.contains(&"-sha256") {
+            "sha256"
+        } else {
+            "sha1"
+        };
+        assert!(out.contains(&format!("Hash Algorithm: {hash}")), "{out}");
+    }
+    // Never issued: unknown, not good.
+    for extra in [&["-no_nonce"][..], &["-nonce"][..]] {
+        let serial = random_serial(16);
+        let out = ask(&d, &p, &["-serial", &serial], extra);
+        assert!(out.contains(&format!("{serial}: unknown")), "{out}");
+        assert!(!out.contains(": good"), "{out}");
+    }
+    // The leaf's own AIA points at this responder.
+    let text = openssl_ok(&["x509", "-in", &p.leaf_pem, "-noout", "-ocsp_uri"]);
+    assert_eq!(text.trim(), format!("{}/v1/pki/ocsp/{}", d.base, p.int_id));
+}
+
+#[test]
+fn get_form_with_base64_specials_and_cache_headers() {
+    let d = Daemon::start();
+    let p = setup(&d);
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    let base = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    let der = request_der(&d, &p.int_pem, &leaf, "leaf");
+    let b64 = base64(&d, &der);
+    let first = http(
+        reqwest::Method::GET,
+        &format!("{base}/{}", percent_encode(&b64)),
+        None,
+        None,
+    );
+    check_cache_headers(&first);
+    let out = read_response(&d, &p, "get-leaf", &first.body, &leaf);
+    assert!(out.contains("leaf.pem: good"), "{out}");
+    // Served from cache: the same bytes and ETag; the ETag revalidates to 304.
+    let again = http(reqwest::Method::GET, &format!("{base}/{b64}"), None, None);
+    check_cache_headers(&again);
+    assert_eq!(again.body, first.body, "cached response");
+    assert_eq!(again.header("etag"), first.header("etag"));
+    let etag = first.header("etag").to_owned();
+    let not_modified = http(
+        reqwest::Method::GET,
+        &format!("{base}/{}", percent_encode(&b64)),
+        None,
+        Some(&etag),
+    );
+    assert_eq!(not_modified.status, 304);
+    // POST of the same nonce-less request hits the same cache entry.
+    let post = http(reqwest::Method::POST, &base, Some(der), None);
+    check_cache_headers(&post);
+    assert_eq!(post.body, first.body);
+
+    // Requests whose base64 holds `+`, `/` and `=`, sent percent-encoded and raw.
+    let mut found = 0;
+    for i in 0..200 {
+        let serial = random_serial(8 + i % 12);
+        let target = ["-serial", serial.as_str()];
+        let der = request_der(&d, &p.int_pem, &target, &format!("s{i}"));
+        let b64 = base64(&d, &der);
+        if !(b64.contains('+') && b64.contains('/') && b64.contains('=')) {
+            continue;
+        }
+        for (form, path) in [("encoded", percent_encode(&b64)), ("raw", b64.clone())] {
+            let r = http(reqwest::Method::GET, &format!("{base}/{path}"), None, None);
+            check_cache_headers(&r);
+            let out = read_response(&d, &p, &format!("s{i}-{form}"), &r.body, &target);
+            assert!(
+                out.contains(&format!("{serial}: unknown")),
+                "{b64} {form}: {out}"
+            );
+        }
+        found += 1;
+        if found == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        found, 3,
+        "no request with +, / and = in its base64 in 200 tries"
+    );
+}
+
+#[test]
+fn garbage_is_malformed_and_foreign_issuers_unauthorized() {
+    let d = Daemon::start();
+    let p = setup(&d);
+    let base = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    const MALFORMED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x01];
+    const UNAUTHORIZED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x06];
+    for (method, url, body) in [
+        (
+            reqwest::Method::POST,
+            base.clone(),
+            Some(b"garbage, not DER".to_vec()),
+        ),
+        (reqwest::Method::POST, base.clone(), Some(Vec::new())),
+        (
+            reqwest::Method::POST,
+            base.clone(),
+            Some(vec![0x30; 70_000]),
+        ),
+        (reqwest::Method::GET, format!("{base}/!!not-base64!!"), None),
+        (
+            reqwest::Method::GET,
+            format!("{base}/Z2FyYmFnZQ%3D%3D"),
+            None,
+        ),
+    ] {
+        let r = http(method.clone(), &url, body, None);
+        assert_eq!(r.status, 200, "{method} {url}");
+        assert_eq!(r.header("content-type"), "application/ocsp-response");
+        assert_eq!(r.body, MALFORMED, "{method} {url}");
+    }
+    let path = d.dir.path().join("malformed.der");
+    std::fs::write(&path, MALFORMED).unwrap();
+    let (_, out) = ocsp(&["-respin", path.to_str().unwrap(), "-resp_text"]);
+    assert!(out.contains("malformedrequest"), "{out}");
+
+    // A CertID with the root's hashes sent to the intermediate's responder.
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    let foreign = request_der(&d, &p.root_pem, &leaf, "foreign");
+    let r = http(reqwest::Method::POST, &base, Some(foreign), None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, UNAUTHORIZED);
+    let (_, out) = ocsp(&[
+        "-issuer",
+        &p.root_pem,
+        "-cert",
+        &p.leaf_pem,
+        "-url",
+        &base,
+        "-CAfile",
+        &p.chain_pem,
+    ]);
+    assert!(out.contains("unauthorized"), "{out}");
+    // A CA id nobody has, and a pending intermediate: unauthorized too.
+    let good = request_der(&d, &p.int_pem, &leaf, "good");
+    let r = http(
+        reqwest::Method::POST,
+        &format!("{}/v1/pki/ocsp/ca_00000000000000000000000000000000", d.base),
+        Some(good.clone()),
+        None,
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &UNAUTHORIZED[..]));
+    let pending = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "pending", "common_name": "Pending", "ca_type": "intermediate", "validity_days": 100}),
+    );
+    assert_eq!(pending.status, 201, "{}", pending.text());
+    let pid = pending.json()["id"].as_str().unwrap().to_owned();
+    let r = http(
+        reqwest::Method::POST,
+        &format!("{}/v1/pki/ocsp/{pid}", d.base),
+        Some(good),
+        None,
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &UNAUTHORIZED[..]));
+}
+
+#[test]
+fn revoked_within_seconds_with_time_and_reason() {
+    let d = Daemon::start();
+    let p = setup(&d);
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    // Prime the cache with a "good" answer (nonce-less, POST and GET).
+    let out = ask(&d, &p, &leaf, &["-no_nonce"]);
+    assert!(out.contains("leaf.pem: good"), "{out}");
+    let base = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    let der = request_der(&d, &p.int_pem, &leaf, "leaf");
+    let get_url = format!("{base}/{}", percent_encode(&base64(&d, &der)));
+    let before = http(reqwest::Method::GET, &get_url, None, None);
+    assert!(read_response(&d, &p, "before", &before.body, &leaf).contains("leaf.pem: good"));
+
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": p.leaf_serial, "reason": "key_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let revoked_at = r.json()["revoked_at"].as_str().unwrap().to_owned();
+    let t0 = Instant::now();
+    let out = loop {
+        let out = ask(&d, &p, &leaf, &["-no_nonce"]);
+        if out.contains("leaf.pem: revoked") || t0.elapsed() > Duration::from_secs(5) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.contains("leaf.pem: revoked"), "within 5 s: {out}");
+    assert!(t0.elapsed() <= Duration::from_secs(5));
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
+    assert!(out.contains("Revocation Time:"), "{out}");
+    // The revocation time is the API's (2026-11-28T17:18:15Z → "Nov 28 17:18:15 2026 GMT").
+    let (date, clock) = revoked_at.trim_end_matches('Z').split_once('T').unwrap();
+    assert!(out.contains(clock), "{revoked_at}: {out}");
+    let year = &date[..4];
+    assert!(
+        out.contains(&format!("{clock} {year} GMT")),
+        "{revoked_at}: {out}"
+    );
+    // With a nonce, and over GET (the cached "good" is gone).
+    let out = ask(&d, &p, &leaf, &["-nonce"]);
+    assert!(
+        out.contains("leaf.pem: revoked") && out.contains("OCSP Nonce"),
+        "{out}"
+    );
+    let after = http(reqwest::Method::GET, &get_url, None, None);
+    check_cache_headers(&after);
+    assert_ne!(after.header("etag"), before.header("etag"));
+    let out = read_response(&d, &p, "after", &after.body, &leaf);
+    assert!(out.contains("leaf.pem: revoked"), "{out}");
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
+    // Another leaf of the same CA is still good.
+    let other = issue(&d, "other.svc.internal");
+    let other_pem = write(
+        d.dir.path(),
+        "other.pem",
+        other["certificate"].as_str().unwrap(),
+    );
+    let out = ask(&d, &p, &["-cert", &other_pem], &[]);
+    assert!(out.contains("other.pem: good"), "{out}");
+}
+
+#[test]
+fn a_retired_ca_still_answers_for_what_it_issued() {
+    let d = Daemon::start();
+    let p = setup(&d);
+    let r = d.call(
+        "DELETE",
+        &format!("/v1/pki/ca/{}", p.int_id),
+        Some(&d.admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = ask(&d, &p, &["-cert", &p.leaf_pem], &["-nonce"]);
+    assert!(out.contains("leaf.pem: good"), "{out}");
+}
