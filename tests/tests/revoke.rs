@@ -314,3 +314,93 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
     )
     .problem(404, "certificate_not_found");
 }
+
+#[test]
+fn tidy_removes_long_expired_certificates_with_a_dry_run_first() {
+    let d = Daemon::start();
+    let (root, int) = setup(&d);
+    let iid = int["id"].as_str().unwrap();
+    let short: Vec<Value> = (0..3)
+        .map(|i| {
+            d.post(
+                "/v1/pki/issue/svc",
+                &json!({"common_name": format!("s{i}.svc.internal"), "ttl": "1s"}),
+            )
+            .json()
+        })
+        .collect();
+    let keep = d
+        .post(
+            "/v1/pki/issue/svc",
+            &json!({"common_name": "keep.svc.internal", "ttl": "1h"}),
+        )
+        .json();
+    assert_eq!(
+        d.post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": short[0]["serial_number"], "reason": "superseded"})
+        )
+        .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(3100));
+    d.call(
+        "POST",
+        "/v1/pki/tidy",
+        Some(&d.admin),
+        Some(br#"{"retention":"forever"}"#),
+    )
+    .problem(400, "invalid_duration");
+    let dry = d.post("/v1/pki/tidy", &json!({"retention": "1s", "dry_run": true}));
+    assert_eq!(dry.status, 200, "{}", dry.text());
+    let dry = dry.json();
+    assert_eq!(dry["certificates_removed"], 3);
+    assert_eq!(dry["revoked_removed"], 1);
+    assert_eq!(
+        d.get("/v1/pki/certificates?role=svc").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4,
+        "a dry run removes nothing"
+    );
+    let auditor = d
+        .post("/v1/auth/tokens", &json!({"policies": ["ca-admin"]}))
+        .json();
+    d.call(
+        "POST",
+        "/v1/pki/tidy",
+        auditor["token"].as_str(),
+        Some(b"{}"),
+    )
+    .problem(403, "forbidden");
+    let done = d.post("/v1/pki/tidy", &json!({"retention": "1s"})).json();
+    assert_eq!(done["certificates_removed"], 3);
+    assert_eq!(done["crls_rebuilt_for"], json!([iid]));
+    let left = d.get("/v1/pki/certificates?role=svc").json();
+    let items = left["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["serial_number"], keep["serial_number"]);
+    // The rebuilt CRL no longer lists the tidied revoked certificate.
+    d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({}));
+    let trust = write(
+        d.dir.path(),
+        "t.pem",
+        &format!(
+            "{}{}",
+            int["certificate"].as_str().unwrap(),
+            root["certificate"].as_str().unwrap()
+        ),
+    );
+    let text = crl_text(&d, iid, &trust, "tidied");
+    assert!(
+        !text.contains(&short[0]["serial_number"].as_str().unwrap().replace(':', "")),
+        "{text}"
+    );
+    let audit = d.get("/v1/audit?limit=1000").json();
+    assert!(audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["action"] == "pki.tidy" && r["outcome"] == "dry_run"));
+}

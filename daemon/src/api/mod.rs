@@ -22,6 +22,7 @@ mod ocsp;
 mod problem;
 mod revoke;
 mod roles;
+mod tidy;
 pub mod tokens;
 
 pub use tokens::new_token;
@@ -59,6 +60,7 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", certs::routes())
         .mount("/", csr::routes())
         .mount("/", revoke::routes())
+        .mount("/", tidy::routes())
         .mount("/", ocsp::routes())
         .register("/", problem::catchers())
 }

@@ -972,6 +972,57 @@ impl<'a> Tx<'a> {
         Ok(rows)
     }
 
+    // ---- tidy ------------------------------------------------------------------------------
+
+    /// Leaf certificates of the tenant that expired before `cutoff`: how many, how many of them
+    /// revoked, and the issuers concerned. With `apply`, they (and any stored keys) are deleted and
+    /// the issuers' CRLs marked dirty.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn tidy_certificates(
+        &self,
+        tenant_id: &str,
+        cutoff: &str,
+        apply: bool,
+    ) -> Result<(u64, u64, Vec<String>)> {
+        let (total, revoked): (i64, i64) = self
+            .tx
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(status = 'revoked'), 0) FROM certificates \
+                 WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2",
+            )?
+            .query_row(params![tenant_id, cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut st = self.tx.prepare_cached(
+            "SELECT DISTINCT issuer_ca_id FROM certificates \
+             WHERE tenant_id = ?1 AND kind = 'leaf' AND status = 'revoked' AND not_after < ?2",
+        )?;
+        let cas = st
+            .query_map(params![tenant_id, cutoff], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        if apply {
+            self.tx
+                .prepare_cached(
+                    "DELETE FROM stored_keys WHERE (issuer_ca_id, serial) IN (SELECT issuer_ca_id, serial FROM certificates \
+                     WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2)",
+                )?
+                .execute(params![tenant_id, cutoff])?;
+            self.tx
+                .prepare_cached(
+                    "DELETE FROM certificates WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2",
+                )?
+                .execute(params![tenant_id, cutoff])?;
+            for ca in &cas {
+                self.mark_crl_dirty(ca)?;
+            }
+        }
+        Ok((
+            u64::try_from(total).unwrap_or(0),
+            u64::try_from(revoked).unwrap_or(0),
+            cas,
+        ))
+    }
+
     // ---- audit -----------------------------------------------------------------------------
 
     /// Appends an audit record to the chain and returns its sequence number.
