@@ -59,6 +59,10 @@ pub struct CaSettings {
     pub crl_interval: String,
     /// OCSP response validity (Go duration).
     pub ocsp_validity: String,
+    /// Who signs OCSP responses: `ca` (the CA key) or `delegated` (an OCSP signing certificate
+    /// issued by the CA, key on the token, rotated automatically).
+    #[serde(default = "default_ocsp_signer")]
+    pub ocsp_signer: String,
 }
 
 impl CaSettings {
@@ -73,6 +77,10 @@ impl CaSettings {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+fn default_ocsp_signer() -> String {
+    "ca".into()
 }
 
 fn parse_settings(row: &CaRow) -> CaSettings {

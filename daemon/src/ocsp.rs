@@ -63,6 +63,8 @@ type Entries = HashMap<(String, String), Vec<Arc<SignedResponse>>>;
 #[derive(Debug, Default)]
 pub struct OcspCache {
     entries: RwLock<Entries>,
+    /// Delegated OCSP signers by CA id.
+    delegates: RwLock<HashMap<String, Arc<Delegate>>>,
     /// Bumped by every invalidation; a response is cached only if no invalidation happened
     /// since its status was read.
     epoch: AtomicU64,
@@ -157,18 +159,37 @@ async fn answer_inner(app: &App, ca_id: &str, der: &[u8]) -> Result<Arc<SignedRe
         Err(e) => return Err(refusal_for(&e)),
     };
     let validity = validity_of(&row);
+    let delegated = crate::ca::settings(&row).ocsp_signer == "delegated";
+    let tenant = row.tenant_id.clone();
     let issuer = issuer(app, row).await?;
+    let delegate = if delegated {
+        Some(
+            delegate(app, &issuer, &tenant)
+                .await
+                .map_err(|e| refusal_for(&e))?,
+        )
+    } else {
+        None
+    };
     let epoch = app.ocsp.epoch();
     let store = app.store.clone();
     let ca = ca_id.to_owned();
     let signed = app
         .blocking(move || {
             let now = time_util::now();
-            Ok(
-                Responder::new(&issuer.info, issuer.signer.as_ref(), validity)
-                    .map_err(OcspError::from)
-                    .and_then(|r| r.respond_parsed(&req, now, |s| lookup(&store, &ca, s))),
-            )
+            let responder = match &delegate {
+                Some(d) => Responder::new_delegated(
+                    &issuer.info,
+                    d.signer.as_ref(),
+                    &d.cert,
+                    &d.spki_der,
+                    validity,
+                ),
+                None => Responder::new(&issuer.info, issuer.signer.as_ref(), validity),
+            };
+            Ok(responder
+                .map_err(OcspError::from)
+                .and_then(|r| r.respond_parsed(&req, now, |s| lookup(&store, &ca, s))))
         })
         .await
         .map_err(|e| refusal_for(&e))?
@@ -194,6 +215,142 @@ async fn answer_inner(app: &App, ca_id: &str, der: &[u8]) -> Result<Arc<SignedRe
         app.ocsp.put(ca_id, serial, resp.clone(), epoch);
     }
     Ok(resp)
+}
+
+/// A delegated OCSP signer: a key on the token and its certificate from the CA.
+#[derive(Debug)]
+pub struct Delegate {
+    signer: Arc<dyn scaivault_hsm::Signer>,
+    cert: x509_cert::Certificate,
+    spki_der: Vec<u8>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl Delegate {
+    /// Still good for signing: less than two thirds of its life used (rotation then).
+    fn fresh(&self, now: OffsetDateTime) -> bool {
+        now < self.not_before + (self.not_after - self.not_before) * 2 / 3
+    }
+}
+
+/// Lifetime of a delegated OCSP signing certificate (bounded by the CA's own end).
+const DELEGATE_LIFETIME: Duration = Duration::days(30);
+
+/// The CA's delegated OCSP signer: cached, else loaded from the store, else (or when two thirds
+/// of its life are used) a new key is generated on the token and certified by the CA.
+async fn delegate(
+    app: &App,
+    issuer: &Arc<Issuer>,
+    tenant_id: &str,
+) -> Result<Arc<Delegate>, ApiError> {
+    let now = time_util::now();
+    if let Some(d) = app
+        .ocsp
+        .delegates
+        .read()
+        .ok()
+        .and_then(|m| m.get(&issuer.ca_id).cloned())
+    {
+        if d.fresh(now) {
+            return Ok(d);
+        }
+    }
+    let id = issuer.ca_id.clone();
+    let stored = app
+        .db(move |s| s.read(|tx| tx.ocsp_signer(&id)).map_err(ApiError::from))
+        .await?;
+    if let Some((label, der, _)) = stored {
+        let token = app.token.clone();
+        let signer = app.blocking(move || Ok(token.find(&label)?)).await?;
+        let cert = pem::from_der(&der)?;
+        let d = Arc::new(delegate_from(signer, cert)?);
+        if d.fresh(now) {
+            if let Ok(mut m) = app.ocsp.delegates.write() {
+                m.insert(issuer.ca_id.clone(), d.clone());
+            }
+            return Ok(d);
+        }
+    }
+    // Make (or rotate to) a new one.
+    let label = scaivault_core::ids::new_id("ocsp");
+    let not_after = (now + DELEGATE_LIFETIME).min(issuer.info.not_after);
+    let subject = scaivault_core::name::DnFields {
+        common_name: format!("OCSP responder {}", issuer.ca_id),
+        ..Default::default()
+    }
+    .to_name()?;
+    let (token, iss, l) = (app.token.clone(), issuer.clone(), label.clone());
+    let (signer, der) = app
+        .blocking(move || {
+            let key = token.generate(scaivault_hsm::KeySpec::EcP256, &l)?;
+            let tbs = scaivault_core::ocsp::delegate_tbs(
+                subject,
+                key.public_key_der(),
+                &Serial::random(),
+                now - Duration::seconds(30),
+                not_after,
+                &iss.info,
+            )?;
+            let expect = scaivault_core::profile::LintExpect {
+                issuer: Some(&iss.info),
+                ca: false,
+                algorithm_der: &iss.info.algorithm_der,
+            };
+            let der = sign::sign_certificate(tbs, expect, iss.signer.as_ref())?;
+            Ok((key, der))
+        })
+        .await?;
+    let (id, l, d2, na) = (
+        issuer.ca_id.clone(),
+        label.clone(),
+        der.clone(),
+        time_util::rfc3339(not_after),
+    );
+    let mut rec = scaivault_store::AuditRecord {
+        time: time_util::rfc3339(now),
+        tenant_id: Some(tenant_id.to_owned()),
+        token_id: Some("ocsp".into()),
+        action: "ocsp.delegate_issued".into(),
+        object_id: Some(issuer.ca_id.clone()),
+        outcome: "success".into(),
+        request_id: None,
+        detail: None,
+    };
+    rec.detail = Some(format!("key {label}"));
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.put_ocsp_signer(&id, &l, &d2, &na)?;
+            tx.append_audit(&rec)
+        })
+        .map_err(ApiError::from)
+    })
+    .await?;
+    let d = Arc::new(delegate_from(signer, pem::from_der(&der)?)?);
+    if let Ok(mut m) = app.ocsp.delegates.write() {
+        m.insert(issuer.ca_id.clone(), d.clone());
+    }
+    tracing::info!(ca = %issuer.ca_id, key = %label, "delegated OCSP signer issued");
+    Ok(d)
+}
+
+fn delegate_from(
+    signer: Arc<dyn scaivault_hsm::Signer>,
+    cert: x509_cert::Certificate,
+) -> Result<Delegate, ApiError> {
+    use der::Encode;
+    let v = &cert.tbs_certificate.validity;
+    Ok(Delegate {
+        spki_der: cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(ApiError::internal)?,
+        not_before: time_util::from_x509(&v.not_before),
+        not_after: time_util::from_x509(&v.not_after),
+        signer,
+        cert,
+    })
 }
 
 /// The CA's OCSP validity setting (RFC 5019 §2.2.4 `nextUpdate - thisUpdate`).

@@ -459,3 +459,75 @@ fn a_retired_ca_still_answers_for_what_it_issued() {
     let out = ask(&d, &p, &["-cert", &p.leaf_pem], &["-nonce"]);
     assert!(out.contains("leaf.pem: good"), "{out}");
 }
+
+#[test]
+fn a_delegated_signer_answers_and_verifies() {
+    let d = Daemon::start();
+    let root = d.create_root("del-root", "ec", Some(256));
+    let int = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "del-int", "common_name": "Delegating Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"],
+                "validity_days": 1000, "ocsp_signer": "delegated"}),
+    );
+    assert_eq!(int.status, 201, "{}", int.text());
+    let int = int.json();
+    assert_eq!(int["ocsp_signer"], "delegated");
+    d.post("/v1/pki/ca", &json!({"name": "bad", "common_name": "B", "ca_type": "root", "validity_days": 10, "ocsp_signer": "someone"}))
+        .problem(400, "invalid_ocsp_signer");
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["*.svc.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let leaf = issue(&d, "api.svc.internal");
+    let tmp = d.dir.path();
+    let int_text = int["certificate"].as_str().unwrap();
+    let p = Pki {
+        int_id: int["id"].as_str().unwrap().to_owned(),
+        root_pem: write(tmp, "root.pem", root["certificate"].as_str().unwrap()),
+        int_pem: write(tmp, "int.pem", int_text),
+        chain_pem: write(
+            tmp,
+            "chain.pem",
+            &format!("{int_text}{}", root["certificate"].as_str().unwrap()),
+        ),
+        leaf_pem: write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap()),
+        leaf_serial: leaf["serial_number"].as_str().unwrap().to_owned(),
+    };
+    let leaf_pem = p.leaf_pem.clone();
+    let out = ask(&d, &p, &["-cert", &leaf_pem], &["-no_nonce"]);
+    assert!(out.contains(": good"), "{out}");
+    // The response carries the delegate's certificate: EKU OCSP Signing, ocsp-nocheck, issued by
+    // the intermediate; the responder id is not the CA's key.
+    assert!(out.contains("OCSP Signing"), "{out}");
+    assert!(out.contains("OCSP No Check"), "{out}");
+    assert!(
+        out.contains("Issuer: CN=Delegating Intermediate")
+            && out.contains("Subject: CN=OCSP responder"),
+        "{out}"
+    );
+    // With a nonce, and after a revocation.
+    let out = ask(&d, &p, &["-cert", &leaf_pem], &["-nonce"]);
+    assert!(
+        out.contains(": good") && out.contains("OCSP Nonce"),
+        "{out}"
+    );
+    assert_eq!(
+        d.post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": p.leaf_serial, "reason": "key_compromise"})
+        )
+        .status,
+        200
+    );
+    let out = ask(&d, &p, &["-cert", &leaf_pem], &["-no_nonce"]);
+    assert!(out.contains(": revoked"), "{out}");
+    // The delegate key lives on the token, issued once and reused; its issuance is audited.
+    let audit = d.get("/v1/audit?limit=1000").text();
+    let _ = &p.root_pem;
+    assert_eq!(
+        audit.matches("ocsp.delegate_issued").count(),
+        1,
+        "issued once, then reused: {audit}"
+    );
+}

@@ -224,6 +224,80 @@ fn serial_of(id: &CertId) -> Option<Serial> {
     Serial::from_bytes(bytes).ok()
 }
 
+/// `id-pkix-ocsp-nocheck` (RFC 6960 §4.2.2.2.1).
+pub const ID_PKIX_OCSP_NOCHECK: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
+
+/// The TBSCertificate of a delegated OCSP signing certificate for `issuer`: BasicConstraints
+/// CA:FALSE, KeyUsage digitalSignature (critical), EKU `id-kp-OCSPSigning`, `ocsp-nocheck`
+/// (relying parties do not check the responder's own status), SKI and AKI.
+///
+/// # Errors
+/// Encoding errors.
+pub fn delegate_tbs(
+    subject: x509_cert::name::Name,
+    spki_der: &[u8],
+    serial: &crate::serial::Serial,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    issuer: &IssuerInfo,
+) -> Result<x509_cert::certificate::TbsCertificate, Error> {
+    use crate::profile::{extension, key_identifier};
+    use x509_cert::ext::pkix::{
+        AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+        SubjectKeyIdentifier,
+    };
+    let nocheck = x509_cert::ext::Extension {
+        extn_id: ID_PKIX_OCSP_NOCHECK,
+        critical: false,
+        extn_value: OctetString::new(vec![0x05, 0x00])?,
+    };
+    let exts = vec![
+        extension(
+            &BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+            true,
+        )?,
+        extension(&KeyUsage(KeyUsages::DigitalSignature.into()), true)?,
+        extension(
+            &ExtendedKeyUsage(vec![const_oid::db::rfc5280::ID_KP_OCSP_SIGNING]),
+            false,
+        )?,
+        nocheck,
+        extension(
+            &SubjectKeyIdentifier(OctetString::new(key_identifier(spki_der)?)?),
+            false,
+        )?,
+        extension(
+            &AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(issuer.key_id.clone())?),
+                authority_cert_issuer: None,
+                authority_cert_serial_number: None,
+            },
+            false,
+        )?,
+    ];
+    Ok(x509_cert::certificate::TbsCertificate {
+        version: x509_cert::certificate::Version::V3,
+        serial_number: serial.to_x509()?,
+        signature: AlgorithmIdentifierOwned::from_der(&issuer.algorithm_der)
+            .map_err(|e| Error::decode("algorithm", e))?,
+        issuer: issuer.name.clone(),
+        validity: x509_cert::time::Validity {
+            not_before: crate::time_util::to_x509(not_before)?,
+            not_after: crate::time_util::to_x509(not_after)?,
+        },
+        subject,
+        subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki_der)
+            .map_err(|e| Error::decode("public key", e))?,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(exts),
+    })
+}
+
 /// The issuer hashes a `CertID` may carry, for one hash algorithm (RFC 6960 §4.1.1).
 #[derive(Debug, Clone)]
 struct IssuerHashes {
@@ -237,6 +311,10 @@ pub struct Responder<'a> {
     signer: &'a dyn Signer,
     spki_der: &'a [u8],
     validity: Duration,
+    /// SHA-1 of the signing key's public key bits (responderID byKey, RFC 6960 §4.2.2.3).
+    responder_key: Vec<u8>,
+    /// The delegated responder's certificate, sent with each response (RFC 6960 §4.2.2.2).
+    certs: Option<Vec<x509_cert::Certificate>>,
     sha1: IssuerHashes,
     sha256: IssuerHashes,
     algorithm: AlgorithmIdentifierOwned,
@@ -263,6 +341,8 @@ impl<'a> Responder<'a> {
             signer,
             spki_der: &issuer.spki_der,
             validity,
+            responder_key: Sha1::digest(key_bits).to_vec(),
+            certs: None,
             sha1: IssuerHashes {
                 name: Sha1::digest(&name_der).to_vec(),
                 key: Sha1::digest(key_bits).to_vec(),
@@ -273,6 +353,28 @@ impl<'a> Responder<'a> {
             },
             algorithm,
         })
+    }
+
+    /// A responder for the CA `issuer` whose responses are signed by a delegated OCSP signer
+    /// (RFC 6960 §4.2.2.2): `signer` is the delegate's key, `delegate` its certificate (issued by
+    /// the CA, with `id-kp-OCSPSigning`), sent along with every response.
+    ///
+    /// # Errors
+    /// `invalid_encoding` when a key or algorithm does not decode.
+    pub fn new_delegated(
+        issuer: &'a IssuerInfo,
+        signer: &'a dyn Signer,
+        delegate: &'a x509_cert::Certificate,
+        delegate_spki_der: &'a [u8],
+        validity: Duration,
+    ) -> Result<Self, Error> {
+        let mut r = Responder::new(issuer, signer, validity)?;
+        let spki = SubjectPublicKeyInfoOwned::from_der(delegate_spki_der)
+            .map_err(|e| Error::decode("public key", e))?;
+        r.responder_key = Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec();
+        r.spki_der = delegate_spki_der;
+        r.certs = Some(vec![delegate.clone()]);
+        Ok(r)
     }
 
     /// Parses `request_der` and answers it (see [`Responder::respond_parsed`]).
@@ -357,7 +459,7 @@ impl<'a> Responder<'a> {
         let tbs = ResponseData {
             version: Version::V1,
             // RFC 6960 §4.2.2.3: KeyHash = SHA-1 of the responder's public key bits.
-            responder_id: ResponderId::ByKey(OctetString::new(self.sha1.key.clone())?),
+            responder_id: ResponderId::ByKey(OctetString::new(self.responder_key.clone())?),
             produced_at: this,
             responses,
             // RFC 6960 §4.4.1: the nonce comes back unchanged.
@@ -376,7 +478,7 @@ impl<'a> Responder<'a> {
             tbs_response_data: tbs,
             signature_algorithm: self.algorithm.clone(),
             signature: BitString::from_bytes(&sig)?,
-            certs: None,
+            certs: self.certs.clone(),
         };
         Ok(Signed {
             der: OcspResponse::successful(basic)?.to_der()?,

@@ -64,6 +64,8 @@ pub struct CreateCaRequest {
     crl_interval: Option<String>,
     #[serde(default)]
     ocsp_validity: Option<String>,
+    #[serde(default)]
+    ocsp_signer: Option<String>,
 }
 
 /// A CA as the API shows it.
@@ -86,6 +88,7 @@ pub struct CaResponse {
     csr: Option<String>,
     crl_interval: String,
     ocsp_validity: String,
+    ocsp_signer: String,
 }
 
 impl CaResponse {
@@ -115,6 +118,7 @@ impl CaResponse {
             csr: r.csr_pem,
             crl_interval: settings.crl_interval,
             ocsp_validity: settings.ocsp_validity,
+            ocsp_signer: settings.ocsp_signer,
         })
     }
 }
@@ -150,6 +154,7 @@ fn settings_from(
         permitted_ip_ranges,
         crl_interval,
         ocsp_validity,
+        ocsp_signer: "ca".into(),
     })
 }
 
@@ -178,14 +183,27 @@ fn new_ca(b: CreateCaRequest) -> Result<NewCa, ApiError> {
         key,
         validity_days: b.validity_days,
         parent_ca_id: b.parent_ca_id,
-        settings: settings_from(
-            b.crl_interval,
-            b.ocsp_validity,
-            b.max_path_length,
-            b.permitted_dns_domains,
-            b.excluded_dns_domains,
-            b.permitted_ip_ranges,
-        )?,
+        settings: {
+            let mut st = settings_from(
+                b.crl_interval,
+                b.ocsp_validity,
+                b.max_path_length,
+                b.permitted_dns_domains,
+                b.excluded_dns_domains,
+                b.permitted_ip_ranges,
+            )?;
+            st.ocsp_signer = match b.ocsp_signer.as_deref() {
+                None | Some("ca") => "ca".into(),
+                Some("delegated") => "delegated".into(),
+                Some(other) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_ocsp_signer",
+                        format!("ocsp_signer {other:?} is not ca or delegated"),
+                    ))
+                }
+            };
+            st
+        },
     })
 }
 

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_csrs_events.sql"),
     include_str!("migrations/005_revocation.sql"),
     include_str!("migrations/006_audit_detail.sql"),
+    include_str!("migrations/007_ocsp_signers.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

@@ -972,6 +972,43 @@ impl<'a> Tx<'a> {
         Ok(rows)
     }
 
+    // ---- delegated OCSP signers ----------------------------------------------------------------
+
+    /// The delegated OCSP signer of `ca_id`: `(key_label, cert_der, not_after)`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn ocsp_signer(&self, ca_id: &str) -> Result<Option<(String, Vec<u8>, String)>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT key_label, cert_der, not_after FROM ocsp_signers WHERE ca_id = ?1",
+            )?
+            .query_row([ca_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?)
+    }
+
+    /// Installs (or replaces, on rotation) the delegated OCSP signer of `ca_id`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn put_ocsp_signer(
+        &self,
+        ca_id: &str,
+        key_label: &str,
+        cert_der: &[u8],
+        not_after: &str,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO ocsp_signers (ca_id, key_label, cert_der, not_after) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(ca_id) DO UPDATE SET key_label = excluded.key_label, cert_der = excluded.cert_der, \
+                 not_after = excluded.not_after",
+            )?
+            .execute(params![ca_id, key_label, cert_der, not_after])?;
+        Ok(())
+    }
+
     // ---- tidy ------------------------------------------------------------------------------
 
     /// Leaf certificates of the tenant that expired before `cutoff`: how many, how many of them
