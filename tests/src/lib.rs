@@ -346,3 +346,34 @@ pub fn sqlite(db: &Path, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Small measuring helpers shared by the benchmark programs (`src/bin/bench-*.rs`).
+pub mod bench {
+    /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); 0 when unreadable.
+    pub fn status_kib(pid: u32, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The 1, 5 and 15 minute load averages.
+    pub fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    /// The `p` quantile (0.0..=1.0) of sorted samples; NaN when there are none.
+    pub fn pct(sorted: &[f64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let last = sorted.len() - 1;
+        let idx = ((last as f64) * p).round() as usize;
+        sorted[idx.min(last)]
+    }
+}

@@ -7,23 +7,10 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark driver
 
+use scaivault_tests::bench::{pct, status_kib};
 use scaivault_tests::Daemon;
 use serde_json::json;
 use std::time::Instant;
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 fn main() {
     let scale: usize = std::env::args()

@@ -17,6 +17,7 @@
 
 use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
 use scaivault_hsm::{KeySpec, Token};
+use scaivault_tests::bench::{loadavg, pct, status_kib};
 use scaivault_tests::{free_port, Daemon};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -89,30 +90,6 @@ fn key_params(k: &str) -> Option<(&'static str, u32, &'static str)> {
         "ed25519" => Some(("ed25519", 256, "Ed25519")),
         _ => None,
     }
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// What a load run measured. Latencies are of successful requests only, in milliseconds.

@@ -17,6 +17,7 @@
 //! Note: `openssl ocsp -port` binds all interfaces (`[::]`) for the duration of its run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark driver
 
+use scaivault_tests::bench::{loadavg, pct, status_kib};
 use scaivault_tests::{free_port, openssl, write, Daemon};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -73,35 +74,11 @@ fn parse_opts() -> Opts {
     o
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn uptime() -> String {
     Command::new("uptime")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|_| format!("load average: {}", loadavg()))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 fn mib(kib: u64) -> f64 {
