@@ -124,6 +124,18 @@ fn subject(spec: &RoleSpec, names: &ApprovedNames) -> Result<x509_cert::name::Na
     .to_name()?)
 }
 
+/// Every leaf carries a subjectAltName (RFC 5280 §4.2.1.6, CA/B BR): a request whose only name is a
+/// free-text common name (allowed by `allow_any_name`) has nothing to put there.
+fn require_san(names: &ApprovedNames) -> Result<(), ApiError> {
+    if names.dns_names.is_empty() && names.ips.is_empty() && names.uris.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_names",
+            "the request names no DNS name, IP address or URI for the subjectAltName",
+        ));
+    }
+    Ok(())
+}
+
 /// The role and its issuing CA, read in one trip to the database.
 async fn load(app: &App, tenant_id: &str, role: &str) -> Result<(RoleSpec, Arc<Issuer>), ApiError> {
     let (t, r) = (tenant_id.to_owned(), role.to_owned());
@@ -175,6 +187,7 @@ pub async fn issue(
         ip_sans: &input.ip_sans,
         uri_sans: &input.uri_sans,
     })?;
+    require_san(&names)?;
     let (nb, na) = lifetime(&spec, input.ttl.as_deref(), &issuer)?;
     let key_spec = spec.key_spec()?;
     let pool = app.rsa_pool.clone();
@@ -399,6 +412,7 @@ pub async fn sign_order(
         sealed,
         on_store,
     } = order;
+    require_san(&names)?;
     let serial = Serial::random();
     let object = format!("{}:{}", issuer.ca_id, serial.key());
     let now = time_util::rfc3339(time_util::now());

@@ -428,6 +428,24 @@ fn refusals_name_the_rule_and_the_value() {
         &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["x"]}),
     )
     .problem(409, "role_name_taken");
+    // A free-text common name alone (allowed by allow_any_name) leaves nothing for the SAN: a
+    // clear 400, not a profile violation.
+    role(
+        &d,
+        "any",
+        &int,
+        json!({"allow_any_name": true, "allowed_domains": []}),
+    );
+    d.post(
+        "/v1/pki/issue/any",
+        &json!({"common_name": "Billing Service"}),
+    )
+    .problem(400, "no_names");
+    let ok = d.post(
+        "/v1/pki/issue/any",
+        &json!({"common_name": "Billing Service", "alt_names": ["billing.example.org"]}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
     // A retired CA stops issuing.
     let sid = short["id"].as_str().unwrap();
     assert_eq!(
