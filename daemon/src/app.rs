@@ -10,7 +10,7 @@ use scaivault_hsm::Signer;
 use scaivault_hsm::Token;
 use scaivault_store::{AuditRecord, Store, TokenRow};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Who is calling: resolved from the bearer token by the request guard.
@@ -62,6 +62,45 @@ pub struct App {
     pub crl_wake: Arc<tokio::sync::Notify>,
     /// Signed OCSP responses (invalidated per certificate on revocation).
     pub ocsp: Arc<crate::ocsp::OcspCache>,
+    /// How fast the token has been answering (decides inline vs blocking-pool signing).
+    pub token_pace: Arc<TokenPace>,
+}
+
+/// A moving average of token call durations, in microseconds.
+#[derive(Debug)]
+pub struct TokenPace {
+    avg_us: AtomicU64,
+}
+
+impl TokenPace {
+    /// Calls slower than this on average go to the blocking pool.
+    pub const INLINE_LIMIT_US: u64 = 500;
+
+    /// Starts out assuming a slow token (first calls go to the blocking pool and measure it).
+    pub fn new() -> Self {
+        TokenPace {
+            avg_us: AtomicU64::new(Self::INLINE_LIMIT_US * 2),
+        }
+    }
+
+    /// Whether recent calls were fast enough to run inline.
+    pub fn is_fast(&self) -> bool {
+        self.avg_us.load(Ordering::Relaxed) < Self::INLINE_LIMIT_US
+    }
+
+    /// Folds one call's duration into the average (weight 1/8; races only lose a sample).
+    pub fn observe(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 16);
+        let old = self.avg_us.load(Ordering::Relaxed);
+        let new = old.saturating_mul(7).saturating_add(us) / 8;
+        self.avg_us.store(new, Ordering::Relaxed);
+    }
+}
+
+impl Default for TokenPace {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// An active CA ready to sign: its issuer data, its key on the token, its chain.
@@ -94,6 +133,52 @@ impl App {
             .map_err(ApiError::internal)?
     }
 
+    /// Runs a short indexed read on this thread, without a trip to the blocking pool.
+    ///
+    /// For the hot path only (token lookup, role and CA of an issuance): a read under WAL never
+    /// waits for the writer, and one indexed lookup costs microseconds, less than the two thread
+    /// switches `db` would add. Anything that scans goes through [`App::db`].
+    ///
+    /// # Errors
+    /// What `f` returns.
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&scaivault_store::Tx<'_>) -> scaivault_store::Result<T>,
+    ) -> scaivault_store::Result<T> {
+        self.store.read(f)
+    }
+
+    /// Runs token work (a signature) here when the token has been answering fast, else on the
+    /// blocking pool.
+    ///
+    /// A local token (SoftHSM, a PCIe module) signs in tens of microseconds: less than handing the
+    /// job to another thread and back. A network HSM can take milliseconds, which must not hold an
+    /// async worker: the moving average of recent calls decides.
+    ///
+    /// # Errors
+    /// What `f` returns; `internal_error` if a blocking task panicked.
+    pub async fn token_call<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        let pace = self.token_pace.clone();
+        if pace.is_fast() {
+            let t0 = std::time::Instant::now();
+            let out = f();
+            pace.observe(t0.elapsed());
+            out
+        } else {
+            self.blocking(move || {
+                let t0 = std::time::Instant::now();
+                let out = f();
+                pace.observe(t0.elapsed());
+                out
+            })
+            .await
+        }
+    }
+
     /// Called after a revocation committed: wakes the CRL scheduler.
     pub fn after_revocation(&self, ca_id: &str, serial_key: &str) {
         tracing::debug!(ca = %ca_id, serial = %serial_key, "revoked; CRL rebuild scheduled");
@@ -102,7 +187,7 @@ impl App {
     }
 
     /// Queues `job` for the store's group commit and waits, without holding a thread, until the
-    /// batch it joined is durable.
+    /// batch it joined is durable on disk.
     ///
     /// # Errors
     /// The job's or the commit's store error.
@@ -110,12 +195,26 @@ impl App {
         &self,
         job: scaivault_store::BatchJob,
     ) -> Result<(), scaivault_store::Error> {
+        self.write_with(job, scaivault_store::Durability::Disk)
+            .await
+    }
+
+    /// [`App::write`] with a chosen durability (see [`scaivault_store::Durability`]).
+    ///
+    /// # Errors
+    /// The job's or the commit's store error.
+    pub async fn write_with(
+        &self,
+        job: scaivault_store::BatchJob,
+        durability: scaivault_store::Durability,
+    ) -> Result<(), scaivault_store::Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.store.submit(
+        self.store.submit_with(
             job,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
+            durability,
         );
         rx.await.map_err(|_| {
             scaivault_store::Error::Unavailable("the store writer has stopped".into())
@@ -262,13 +361,11 @@ impl App {
         let Some(id) = auth::token_id(&token) else {
             return Err(ApiError::unauthorized("malformed bearer token"));
         };
-        let found = self
-            .db(move |s| match s.read(|tx| tx.token_by_id(&id)) {
-                Ok(v) => Ok(Some(v)),
-                Err(scaivault_store::Error::NotFound) => Ok(None),
-                Err(e) => Err(ApiError::from(e)),
-            })
-            .await?;
+        let found = match self.read_now(|tx| tx.token_by_id(&id)) {
+            Ok(v) => Some(v),
+            Err(scaivault_store::Error::NotFound) => None,
+            Err(e) => return Err(ApiError::from(e)),
+        };
         let Some((row, stored)) = found else {
             return Err(ApiError::unauthorized("unknown token"));
         };

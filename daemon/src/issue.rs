@@ -3,8 +3,8 @@
 //!
 //! Order of work, so that nothing is signed unless it was authorised and recorded:
 //! role policy → lifetime → issuer active and outliving the certificate → (key) → serial reserved
-//! together with a `started` audit record (one transaction; the UNIQUE(issuer, serial) constraint
-//! makes a serial single-use) → TBS built and linted → signed on the token → signature verified →
+//! together with a `started` audit record (one transaction, written to the WAL without its own
+//! `fsync`; the UNIQUE(issuer, serial) constraint makes a serial single-use) → TBS built and linted → signed on the token → signature verified →
 //! certificate stored with the `success` record. A failure after the reservation releases the
 //! serial and writes an `error:<code>` record.
 
@@ -136,27 +136,22 @@ fn require_san(names: &ApprovedNames) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The role and its issuing CA, read in one trip to the database.
+/// The role and its issuing CA, read in one indexed read on this thread (see [`App::read_now`]).
 async fn load(app: &App, tenant_id: &str, role: &str) -> Result<(RoleSpec, Arc<Issuer>), ApiError> {
-    let (t, r) = (tenant_id.to_owned(), role.to_owned());
     let (role_row, ca_row) = app
-        .db(move |s| {
-            s.read(|tx| {
-                let role_row = match tx.get_role(&t, &r) {
-                    Ok(x) => x,
-                    Err(scaivault_store::Error::NotFound) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
-                let ca = match tx.get_ca(&t, &role_row.ca_id) {
-                    Ok(c) => Some(c),
-                    Err(scaivault_store::Error::NotFound) => None,
-                    Err(e) => return Err(e),
-                };
-                Ok(Some((role_row, ca)))
-            })
-            .map_err(ApiError::from)
-        })
-        .await?
+        .read_now(|tx| {
+            let role_row = match tx.get_role(tenant_id, role) {
+                Ok(x) => x,
+                Err(scaivault_store::Error::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let ca = match tx.get_ca(tenant_id, &role_row.ca_id) {
+                Ok(c) => Some(c),
+                Err(scaivault_store::Error::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            Ok(Some((role_row, ca)))
+        })?
         .ok_or_else(|| ApiError::not_found("role_not_found", "role"))?;
     let spec = roles::decode(&role_row)?;
     let ca_row = ca_row.ok_or_else(|| {
@@ -438,10 +433,15 @@ pub async fn sign_order(
     };
     let started = caller.record("certificate.issue", Some(&object), "started");
     let reserve = row.clone();
-    app.write(Box::new(move |tx| {
-        tx.insert_certificate(&reserve)?;
-        tx.append_audit(&started).map(|_| ())
-    }))
+    // Written (to the WAL) before the token signs; made durable on disk by the certificate's own
+    // commit below, before anyone sees the certificate (see `Durability::Wal`).
+    app.write_with(
+        Box::new(move |tx| {
+            tx.insert_certificate(&reserve)?;
+            tx.append_audit(&started).map(|_| ())
+        }),
+        scaivault_store::Durability::Wal,
+    )
     .await
     .map_err(|e| {
         tracing::error!(error = %e, "reserving a serial with its audit record failed");
@@ -464,64 +464,63 @@ pub async fn sign_order(
         client_auth,
         urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
     };
-    // Sign, check and store in one trip to the blocking pool: the signature, then the group commit.
+    // Build, lint, sign on the token and check the signature (inline while the token is fast,
+    // see `App::token_call`); then store with the `success` record in the next group commit.
     let iss = issuer.clone();
-    let store = app.store.clone();
+    let signed = app
+        .token_call(move || {
+            leaf::leaf_tbs(&template, &iss.info)
+                .and_then(|tbs| leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()))
+                .map_err(ApiError::from)
+        })
+        .await;
+    let der = match signed {
+        Ok(d) => d,
+        Err(e) => {
+            let mut failed = caller.record("certificate.issue", Some(&object), "error:");
+            failed.outcome = format!("error:{}", e.code);
+            let (ca, sn) = (issuer.ca_id.clone(), row.serial.clone());
+            app.write(Box::new(move |tx| {
+                tx.release_serial(&ca, &sn)?;
+                tx.append_audit(&failed).map(|_| ())
+            }))
+            .await
+            .map_err(|_| ApiError::audit_unavailable())?;
+            return Err(e);
+        }
+    };
     let done = caller.record("certificate.issue", Some(&object), "success");
-    let failed_rec = caller.record("certificate.issue", Some(&object), "error:");
     let stored = sealed.map(|(wrapped_key, sealed)| StoredKeyRow {
         issuer_ca_id: issuer.ca_id.clone(),
         serial: serial.key(),
         wrapped_key,
         sealed,
     });
-    let serial_log = serial.clone();
-    let der = app
-        .blocking(move || {
-            let signed = leaf::leaf_tbs(&template, &iss.info)
-                .and_then(|tbs| leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()));
-            let der = match signed {
-                Ok(d) => d,
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    let mut failed = failed_rec;
-                    failed.outcome = format!("error:{}", e.code);
-                    let (ca, sn) = (iss.ca_id.clone(), row.serial.clone());
-                    store
-                        .write_batched(Box::new(move |tx| {
-                            tx.release_serial(&ca, &sn)?;
-                            tx.append_audit(&failed).map(|_| ())
-                        }))
-                        .map_err(|_| ApiError::audit_unavailable())?;
-                    return Err(e);
-                }
-            };
-            row.cert_der = Some(der.clone());
-            let stored_res = store.write_batched(Box::new(move |tx| {
-                tx.complete_certificate(&row)?;
-                if let Some(k) = &stored {
-                    tx.insert_stored_key(k)?;
-                }
-                let at = time_util::rfc3339(time_util::now());
-                let data = serde_json::json!({
-                    "ca_id": row.issuer_ca_id, "serial": row.serial, "role": row.role,
-                    "common_name": row.common_name, "not_after": row.not_after,
-                })
-                .to_string();
-                tx.insert_event(&row.tenant_id, "certificate.issued", Some(&row.serial), &at, &data)?;
-                if let Some(f) = on_store {
-                    f(tx, &row.serial)?;
-                }
-                tx.append_audit(&done).map(|_| ())
-            }));
-            if let Err(e) = stored_res {
-                // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
-                tracing::error!(target: "scaivault::audit", serial = %serial_log, ca = %iss.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
-                return Err(ApiError::from(e));
+    row.cert_der = Some(der.clone());
+    let stored_res = app
+        .write(Box::new(move |tx| {
+            tx.complete_certificate(&row)?;
+            if let Some(k) = &stored {
+                tx.insert_stored_key(k)?;
             }
-            Ok(der)
-        })
-        .await?;
+            let at = time_util::rfc3339(time_util::now());
+            let data = serde_json::json!({
+                "ca_id": row.issuer_ca_id, "serial": row.serial, "role": row.role,
+                "common_name": row.common_name, "not_after": row.not_after,
+            })
+            .to_string();
+            tx.insert_event(&row.tenant_id, "certificate.issued", Some(&row.serial), &at, &data)?;
+            if let Some(f) = on_store {
+                f(tx, &row.serial)?;
+            }
+            tx.append_audit(&done).map(|_| ())
+        }))
+        .await;
+    if let Err(e) = stored_res {
+        // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
+        tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
+        return Err(ApiError::from(e));
+    }
     Ok(Issued {
         certificate: pem::certificate(&der)?,
         private_key: None,

@@ -111,6 +111,7 @@ pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
         issuers: Default::default(),
         crl_wake: Default::default(),
         ocsp: Default::default(),
+        token_pace: Default::default(),
     };
     let sched_app = app.clone();
     let rocket = crate::api::build(app);

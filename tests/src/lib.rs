@@ -360,6 +360,17 @@ pub mod bench {
             .unwrap_or(0)
     }
 
+    /// CPU time (user + system) the process has used so far, in seconds; 0 when unreadable.
+    pub fn cpu_secs(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) start at field 3 (`state`);
+        // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    }
+
     /// The 1, 5 and 15 minute load averages.
     pub fn loadavg() -> String {
         std::fs::read_to_string("/proc/loadavg")

@@ -49,12 +49,28 @@ pub type BatchReply = Box<dyn FnOnce(Result<()>) + Send>;
 /// The most jobs one group commit takes.
 const MAX_BATCH: usize = 512;
 
+/// How durable a batched job must be when its reply is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (`fsync` of the WAL): survives a power loss.
+    Disk,
+    /// Written to the WAL in the OS page cache (`synchronous=NORMAL`): survives a crash of the
+    /// process, not of the machine. It becomes durable with the next `Disk` commit, which syncs the
+    /// WAL up to and including it. For records that precede an operation whose own outcome is
+    /// committed with `Disk` before anyone sees it (a serial reservation and its `started` audit
+    /// record: if the machine dies before the certificate's commit, the certificate never left
+    /// the process either).
+    Wal,
+}
+
+type Queued = (BatchJob, BatchReply, Durability);
+
 /// The metadata store.
 pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     writer: Mutex<Connection>,
-    batches: mpsc::Sender<(BatchJob, BatchReply)>,
+    batches: mpsc::Sender<Queued>,
     path: PathBuf,
 }
 
@@ -150,7 +166,13 @@ impl Store {
     /// nothing behind and does not affect the others. A dedicated writer thread runs the batches,
     /// so callers need not block a thread while they wait.
     pub fn submit(&self, job: BatchJob, reply: BatchReply) {
-        if let Err(mpsc::SendError((_, reply))) = self.batches.send((job, reply)) {
+        self.submit_with(job, reply, Durability::Disk);
+    }
+
+    /// [`Store::submit`] with a chosen [`Durability`]: a batch whose jobs are all
+    /// [`Durability::Wal`] commits without an `fsync`.
+    pub fn submit_with(&self, job: BatchJob, reply: BatchReply, durability: Durability) {
+        if let Err(mpsc::SendError((_, reply, _))) = self.batches.send((job, reply, durability)) {
             reply(Err(Error::Unavailable(
                 "the store writer has stopped".into(),
             )));
@@ -183,7 +205,10 @@ impl Store {
 }
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits once, replies.
-fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<(BatchJob, BatchReply)>) {
+/// The commit syncs the WAL (`synchronous=FULL`) unless every job of the batch asked for
+/// [`Durability::Wal`].
+fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<Queued>) {
+    let mut synced = true; // `connect` set synchronous=FULL
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -192,8 +217,28 @@ fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<(BatchJob, Batch
                 Err(_) => break,
             }
         }
-        let (work, replies): (Vec<BatchJob>, Vec<BatchReply>) = batch.into_iter().unzip();
-        let results = run_batch(&mut conn, work);
+        let want_sync = batch.iter().any(|(_, _, d)| *d == Durability::Disk);
+        let mut work = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (job, reply, _) in batch {
+            work.push(job);
+            replies.push(reply);
+        }
+        let results = if want_sync != synced {
+            let mode = if want_sync { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => {
+                    synced = want_sync;
+                    run_batch(&mut conn, work)
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    work.iter().map(|_| Err(e.clone())).collect()
+                }
+            }
+        } else {
+            run_batch(&mut conn, work)
+        };
         for (reply, result) in replies.into_iter().zip(results) {
             reply(result);
         }

@@ -17,7 +17,7 @@
 
 use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
 use scaivault_hsm::{KeySpec, Token};
-use scaivault_tests::bench::{loadavg, pct, status_kib};
+use scaivault_tests::bench::{cpu_secs, loadavg, pct, status_kib};
 use scaivault_tests::{free_port, Daemon};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -347,8 +347,8 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         o.seconds,
         loadavg()
     );
-    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB | daemon CPU µs/cert |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ec_rates = BTreeMap::new();
     let mut burst = None;
     let mut notes = Vec::new();
@@ -361,13 +361,15 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
             burst = Some(rt.block_on(run_burst(&target(k, "burst"), 100)));
         }
         for &n in &o.conns {
+            let cpu0 = cpu_secs(pid);
             let r = rt.block_on(run_load(
                 &target(k, &format!("c{n}")),
                 n,
                 Duration::from_secs(o.seconds),
             ));
+            let cpu_us = (cpu_secs(pid) - cpu0) * 1e6 / (r.ok.max(1) as f64);
             println!(
-                "| {label} | {n} | {:.0} | {} | {} | {} | {} |",
+                "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} |",
                 r.rate(),
                 r.ok,
                 r.errors_text(),
@@ -621,14 +623,17 @@ fn bench_cfssl(rt: &tokio::runtime::Runtime, o: &Opts) -> Option<BTreeMap<usize,
         o.seconds,
         loadavg()
     );
-    println!("| conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | cfssl CPU µs/cert |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rates = BTreeMap::new();
     let mut notes = Vec::new();
+    let cfssl_pid = _server.0.id();
     for &n in &o.conns {
+        let cpu0 = cpu_secs(cfssl_pid);
         let r = rt.block_on(run_load(&t, n, Duration::from_secs(o.seconds)));
+        let cpu_us = (cpu_secs(cfssl_pid) - cpu0) * 1e6 / (r.ok.max(1) as f64);
         println!(
-            "| {n} | {:.0} | {} | {} | {} |",
+            "| {n} | {:.0} | {} | {} | {} | {cpu_us:.0} |",
             r.rate(),
             r.ok,
             r.errors_text(),
