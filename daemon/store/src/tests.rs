@@ -174,3 +174,51 @@ fn a_detail_is_part_of_the_chain() {
         Some(3)
     );
 }
+
+#[test]
+fn wal_only_and_disk_jobs_share_batches_and_both_commit() {
+    let (_d, s) = store_with(0);
+    let s = std::sync::Arc::new(s);
+    let mut handles = Vec::new();
+    for i in 0..40u32 {
+        let s = s.clone();
+        handles.push(std::thread::spawn(move || {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let durability = if i.is_multiple_of(2) {
+                crate::Durability::Wal
+            } else {
+                crate::Durability::Disk
+            };
+            s.submit_with(
+                Box::new(move |t| t.append_audit(&rec(&format!("mixed-{i}"))).map(|_| ())),
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+                durability,
+            );
+            rx.recv().unwrap()
+        }));
+    }
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    // A WAL-only job on its own (the writer switches to synchronous=NORMAL and back).
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    s.submit_with(
+        Box::new(|t| t.append_audit(&rec("wal-alone")).map(|_| ())),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+        crate::Durability::Wal,
+    );
+    rx.recv().unwrap().unwrap();
+    s.write_batched(Box::new(|tx| tx.append_audit(&rec("disk-after")).map(|_| ())))
+        .unwrap();
+    assert_eq!(
+        s.read(|tx| tx.verify_audit()).unwrap(),
+        ChainCheck {
+            records: 42,
+            first_bad: None
+        }
+    );
+}
