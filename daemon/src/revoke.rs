@@ -58,30 +58,42 @@ pub async fn revoke(
     );
     let rec = caller.record("certificate.revoke", Some(&key), "success");
     let shown = serial.to_owned();
-    let row = app
-        .db(move |s| {
-            s.write(|tx| {
-                let row = tx.revoke_certificate(&t, &k, &a, &r)?;
-                if let Some(ca) = &row.subject_ca_id {
-                    // A CA's own certificate: that CA stops issuing.
-                    let mut ca_row = tx.get_ca(&t, ca)?;
-                    ca_row.status = "retired".into();
-                    tx.update_ca(&ca_row)?;
-                }
-                let data = serde_json::json!({"serial": k, "ca_id": row.issuer_ca_id, "reason": r, "revoked_at": a}).to_string();
-                tx.insert_event(&t, "certificate.revoked", Some(&k), &a, &data)?;
-                tx.append_audit(&rec)?;
-                Ok(row)
-            })
-            .map_err(|e| match e {
-                scaivault_store::Error::NotFound => ApiError::not_found("certificate_not_found", "certificate"),
-                scaivault_store::Error::Conflict(_) => {
-                    ApiError::conflict("already_revoked", format!("certificate {shown} is already revoked"))
-                }
-                other => ApiError::from(other),
-            })
-        })
-        .await?;
+    // In the group commit, like issuance: no second writer connection competing for SQLite's
+    // write lock (whose busy handler sleeps in steps of milliseconds).
+    let found = Arc::new(std::sync::Mutex::new(None));
+    let slot = found.clone();
+    app.write(Box::new(move |tx| {
+        let row = tx.revoke_certificate(&t, &k, &a, &r)?;
+        if let Some(ca) = &row.subject_ca_id {
+            // A CA's own certificate: that CA stops issuing.
+            let mut ca_row = tx.get_ca(&t, ca)?;
+            ca_row.status = "retired".into();
+            tx.update_ca(&ca_row)?;
+        }
+        let data = serde_json::json!({"serial": k, "ca_id": row.issuer_ca_id, "reason": r, "revoked_at": a}).to_string();
+        tx.insert_event(&t, "certificate.revoked", Some(&k), &a, &data)?;
+        tx.append_audit(&rec)?;
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(row);
+        }
+        Ok(())
+    }))
+    .await
+    .map_err(|e| match e {
+        scaivault_store::Error::NotFound => {
+            ApiError::not_found("certificate_not_found", "certificate")
+        }
+        scaivault_store::Error::Conflict(_) => ApiError::conflict(
+            "already_revoked",
+            format!("certificate {shown} is already revoked"),
+        ),
+        other => ApiError::from(other),
+    })?;
+    let row = found
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .ok_or_else(|| ApiError::internal("revocation committed without its row"))?;
     app.after_revocation(&row.issuer_ca_id, &row.serial);
     Ok(Revoked {
         serial_number: Serial::parse(&key)?.to_string(),
@@ -130,6 +142,7 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
     let keep_after = time_util::rfc3339(now - EXPIRED_GRACE);
     let store = app.store.clone();
     let id = ca_id.to_owned();
+    let path = crl_path(app, ca_id)?;
     app.blocking(move || {
         // The number is durable before anything is published.
         let number = store.write(|tx| tx.next_crl_number(&id))?;
@@ -157,13 +170,13 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
                 })
                 .collect()
         })?;
+        write_crl_file(&path, &der)?;
         store.write(|tx| {
             tx.publish_crl(
                 &id,
                 number,
                 &time_util::rfc3339(now),
                 &time_util::rfc3339(next),
-                &der,
             )
         })?;
         tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
@@ -172,26 +185,75 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
     .await
 }
 
+/// Where the published CRL of `ca_id` lives: `crl/<ca_id>.crl` next to the database.
+fn crl_path(app: &App, ca_id: &str) -> Result<std::path::PathBuf, ApiError> {
+    if ca_id.is_empty()
+        || !ca_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::not_found("ca_not_found", "CA"));
+    }
+    let db = app.config.db_path();
+    let dir = db
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(dir.join("crl").join(format!("{ca_id}.crl")))
+}
+
+/// Writes `der` to `path` atomically and durably: a temporary file in the same directory, synced,
+/// renamed over the old one, and the directory synced.
+fn write_crl_file(path: &std::path::Path, der: &[u8]) -> Result<(), ApiError> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| ApiError::internal("CRL path has no directory"))?;
+    let io = |what: &str, e: std::io::Error| {
+        tracing::error!(path = %path.display(), error = %e, "{what}");
+        ApiError::new(
+            rocket::http::Status::ServiceUnavailable,
+            "crl_unavailable",
+            "the CRL could not be written",
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("creating the CRL directory failed", e))?;
+    let tmp = path.with_extension("crl.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating the CRL file failed", e))?;
+    f.write_all(der)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io("writing the CRL file failed", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io("publishing the CRL file failed", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("syncing the CRL directory failed", e))?;
+    Ok(())
+}
+
 /// The published CRL of `ca_id` (built now when there is none yet), DER.
 ///
 /// # Errors
 /// `404`, `409 ca_pending_signature`.
 pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
-    let id = ca_id.to_owned();
-    let published = app
-        .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
-        .await?;
-    if let Some((_, _, Some(der), _)) = published {
-        return Ok(der);
+    let path = crl_path(app, ca_id)?;
+    match tokio::fs::read(&path).await {
+        Ok(der) => return Ok(der),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
+            return Err(ApiError::new(
+                rocket::http::Status::ServiceUnavailable,
+                "crl_unavailable",
+                "the CRL could not be read",
+            ));
+        }
     }
     rebuild(app, ca_id).await?;
-    let id = ca_id.to_owned();
-    let published = app
-        .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
-        .await?;
-    published
-        .and_then(|(_, _, der, _)| der)
-        .ok_or_else(|| ApiError::internal("CRL missing right after it was built"))
+    tokio::fs::read(&path).await.map_err(|e| {
+        tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
+        ApiError::internal("CRL missing right after it was built")
+    })
 }
 
 /// One scheduler pass: rebuilds every CRL that is dirty or past half its lifetime.
@@ -216,7 +278,7 @@ pub async fn rebuild_due(app: &App) {
             .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
             .await;
         let due = match state {
-            Ok(Some((_, Some(next), Some(_), dirty))) => {
+            Ok(Some((_, Some(_), Some(next), dirty))) => {
                 let row = match crate::ca::get_public(app, &ca_id).await {
                     Ok(r) => r,
                     Err(_) => continue,

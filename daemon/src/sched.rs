@@ -13,22 +13,35 @@ use std::time::Duration;
 pub const TICK: Duration = Duration::from_secs(10);
 /// How long after a revocation the CRL rebuild waits, to batch revocations that come together.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// A rebuild after a revocation also waits this multiple of the previous pass's duration, so a
+/// stream of revocations against a large CRL (seconds to build at a million entries) keeps the
+/// scheduler busy at most half the time instead of rebuilding back to back. OCSP answers
+/// `revoked` at once regardless; the CRL follows within about two build times.
+pub const COOLDOWN_FACTOR: u32 = 1;
 
-/// Ticks until `shutdown` resolves.
-pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: rocket::Shutdown) {
+/// Ticks until `shutdown` resolves (the daemon's stop, not one HTTP listener's: a reload may
+/// replace the listener while the scheduler keeps running).
+pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Future<Output = ()>) {
     let mut tick = tokio::time::interval(TICK);
+    let mut last_pass = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
-                crate::revoke::rebuild_due(&app).await;
+                last_pass = timed(crate::revoke::rebuild_due(&app)).await;
             }
             _ = app.crl_wake.notified() => {
-                tokio::time::sleep(DEBOUNCE).await;
-                crate::revoke::rebuild_due(&app).await;
+                tokio::time::sleep(DEBOUNCE.max(last_pass * COOLDOWN_FACTOR)).await;
+                last_pass = timed(crate::revoke::rebuild_due(&app)).await;
             }
             _ = &mut shutdown => break,
         }
     }
+}
+
+async fn timed(f: impl std::future::Future<Output = ()>) -> Duration {
+    let t0 = std::time::Instant::now();
+    f.await;
+    t0.elapsed()
 }

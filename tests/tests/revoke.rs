@@ -124,6 +124,25 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
         "{}",
         pem.text()
     );
+    // The published CRL is a file next to the database, the same bytes the API serves; the
+    // database row holds only its state (a revocation rewrites that row, so no blob lives there).
+    let der = d.call("GET", &format!("/v1/pki/ca/{iid}/crl"), None, None);
+    let file = std::fs::read(tmp.join(format!("data/crl/{iid}.crl"))).unwrap();
+    assert_eq!(der.bytes, file);
+    let blobs = std::process::Command::new("sqlite3")
+        .arg(tmp.join("data/scaivault.db"))
+        .arg("SELECT COUNT(*) FROM crl_state WHERE der IS NOT NULL")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&blobs.stdout).trim(), "0");
+    // Health shows the CRL scheduler's state (aggregated: no CA ids on the public endpoint).
+    let health = d.get("/v1/sys/health").json();
+    assert!(health["crl"]["published"].as_i64().unwrap() >= 1, "{health}");
+    assert_eq!(health["crl"]["pending_rebuild"], 0, "{health}");
+    assert!(health["crl"]["earliest_next_update"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     // The inventory and the events feed know.
     let inv = d.get(&format!("/v1/pki/certificates/{serial}")).json();
     assert_eq!(inv["status"], "revoked");

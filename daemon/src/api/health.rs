@@ -17,7 +17,20 @@ struct Health {
     token: &'static str,
     database: &'static str,
     scheduler: &'static str,
+    crl: CrlHealth,
     version: &'static str,
+}
+
+/// The CRL scheduler's state across all CAs (aggregated: health is unauthenticated, so it names
+/// no CA and no tenant).
+#[derive(Debug, Serialize, Default)]
+struct CrlHealth {
+    /// CAs with a published CRL.
+    published: i64,
+    /// CAs with a revocation not yet on their CRL (rebuilt within seconds).
+    pending_rebuild: i64,
+    /// The earliest `nextUpdate` among published CRLs (RFC 3339).
+    earliest_next_update: Option<String>,
 }
 
 /// How long the scheduler may stay silent before health reports it stalled.
@@ -30,9 +43,21 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
         .await
         .unwrap_or(false);
     let store = app.store.clone();
-    let db_ok = tokio::task::spawn_blocking(move || store.ping().is_ok())
-        .await
-        .unwrap_or(false);
+    let (db_ok, crl) = tokio::task::spawn_blocking(move || {
+        match (store.ping(), store.read(|tx| tx.crl_summary())) {
+            (Ok(()), Ok((published, pending_rebuild, earliest_next_update))) => (
+                true,
+                CrlHealth {
+                    published,
+                    pending_rebuild,
+                    earliest_next_update,
+                },
+            ),
+            _ => (false, CrlHealth::default()),
+        }
+    })
+    .await
+    .unwrap_or((false, CrlHealth::default()));
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sched_ok = beat > 0 && now - beat <= SCHEDULER_STALE_SECS;
@@ -55,6 +80,7 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
             } else {
                 "stalled"
             },
+            crl,
             version: env!("CARGO_PKG_VERSION"),
         }),
     )

@@ -135,8 +135,8 @@ fn role_row(r: &Row<'_>) -> rusqlite::Result<(i64, RoleRow)> {
 pub type CertStatus = (String, Option<String>, Option<String>);
 /// A CRL entry as read in chunks: `(rowid, serial, revoked_at, reason)`.
 pub type RevokedRow = (i64, String, String, Option<String>);
-/// A CA's CRL state: `(number, next_update, der, dirty)`.
-pub type CrlState = (i64, Option<String>, Option<Vec<u8>>, bool);
+/// A CA's CRL state: `(number, this_update, next_update, dirty)`.
+pub type CrlState = (i64, Option<String>, Option<String>, bool);
 
 const CSR_COLS: &str = "id, tenant_id, status, csr_der, summary, note, requested_by, created_at, decided_by, decided_at, \
      comment, reason, signed_ca_id, signed_serial, signed_at, rowid";
@@ -919,7 +919,10 @@ impl<'a> Tx<'a> {
             .query_row([ca_id], |r| r.get(0))?)
     }
 
-    /// Stores the CRL numbered `number` as the published one (unless a newer one is stored).
+    /// Records that the CRL numbered `number` was published (its DER lives in a file next to the
+    /// database, not in this row: every revocation updates the row's `dirty` mark, and SQLite
+    /// rewrites a whole row, blob included, on any update). Clears a CRL stored inline by older
+    /// versions. Nothing happens when a newer number was reserved meanwhile.
     ///
     /// # Errors
     /// SQL failures.
@@ -929,18 +932,18 @@ impl<'a> Tx<'a> {
         number: i64,
         this_update: &str,
         next_update: &str,
-        der: &[u8],
     ) -> Result<()> {
         self.tx
             .prepare_cached(
-                "UPDATE crl_state SET this_update = ?3, next_update = ?4, der = ?5 \
+                "UPDATE crl_state SET this_update = ?3, next_update = ?4, der = NULL \
                  WHERE ca_id = ?1 AND crl_number = ?2",
             )?
-            .execute(params![ca_id, number, this_update, next_update, der])?;
+            .execute(params![ca_id, number, this_update, next_update])?;
         Ok(())
     }
 
-    /// The published CRL of `ca_id`: `(number, next_update, der)`.
+    /// The CRL state of `ca_id`: `(number, this_update, next_update, dirty)`; `this_update` is
+    /// `None` until a CRL was published.
     ///
     /// # Errors
     /// SQL failures.
@@ -948,12 +951,25 @@ impl<'a> Tx<'a> {
         Ok(self
             .tx
             .prepare_cached(
-                "SELECT crl_number, next_update, der, dirty FROM crl_state WHERE ca_id = ?1",
+                "SELECT crl_number, this_update, next_update, dirty FROM crl_state WHERE ca_id = ?1",
             )?
             .query_row([ca_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0))
             })
             .optional()?)
+    }
+
+    /// For health: `(CAs with a published CRL, CAs whose CRL is dirty, earliest next_update)`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn crl_summary(&self) -> Result<(i64, i64, Option<String>)> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT COUNT(this_update), COALESCE(SUM(dirty), 0), MIN(next_update) FROM crl_state",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
     }
 
     /// Ids of active or retired CAs with a certificate whose CRL is dirty or due before `due`.
@@ -964,7 +980,7 @@ impl<'a> Tx<'a> {
         let mut st = self.tx.prepare_cached(
             "SELECT c.id FROM cas c LEFT JOIN crl_state s ON s.ca_id = c.id \
              WHERE c.cert_der IS NOT NULL AND c.status != 'pending_signature' \
-             AND (s.ca_id IS NULL OR s.dirty = 1 OR s.der IS NULL OR s.next_update IS NULL OR s.next_update <= ?1)",
+             AND (s.ca_id IS NULL OR s.dirty = 1 OR s.this_update IS NULL OR s.next_update IS NULL OR s.next_update <= ?1)",
         )?;
         let rows = st
             .query_map([due], |r| r.get(0))?
