@@ -509,7 +509,13 @@ pub async fn sign_order(
                 "common_name": row.common_name, "not_after": row.not_after,
             })
             .to_string();
-            tx.insert_event(&row.tenant_id, "certificate.issued", Some(&row.serial), &at, &data)?;
+            tx.insert_event(
+                &row.tenant_id,
+                "certificate.issued",
+                Some(&row.serial),
+                &at,
+                &data,
+            )?;
             if let Some(f) = on_store {
                 f(tx, &row.serial)?;
             }

@@ -24,6 +24,7 @@ mod revoke;
 mod roles;
 mod sched;
 mod serve;
+mod trust;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -137,7 +137,10 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
     assert_eq!(String::from_utf8_lossy(&blobs.stdout).trim(), "0");
     // Health shows the CRL scheduler's state (aggregated: no CA ids on the public endpoint).
     let health = d.get("/v1/sys/health").json();
-    assert!(health["crl"]["published"].as_i64().unwrap() >= 1, "{health}");
+    assert!(
+        health["crl"]["published"].as_i64().unwrap() >= 1,
+        "{health}"
+    );
     assert_eq!(health["crl"]["pending_rebuild"], 0, "{health}");
     assert!(health["crl"]["earliest_next_update"]
         .as_str()

@@ -16,6 +16,8 @@
 //! - [`verify`]: signature verification in software, for checks after the token has signed and for
 //!   certificates that arrive from outside.
 //! - [`pem`]: PEM helpers.
+//! - [`validate`]: certificate path validation (rustls-webpki plus the RFC 5280 rules it leaves
+//!   out), for the validate endpoint and the x509-limbo harness.
 //!
 //! Non-goals here: storage, authorization, audit (the daemon owns those).
 
@@ -33,6 +35,7 @@ pub mod role;
 pub mod serial;
 pub mod sign;
 pub mod time_util;
+pub mod validate;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

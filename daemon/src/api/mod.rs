@@ -24,6 +24,7 @@ mod revoke;
 mod roles;
 mod tidy;
 pub mod tokens;
+mod trust;
 
 pub use tokens::new_token;
 
@@ -62,5 +63,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", revoke::routes())
         .mount("/", tidy::routes())
         .mount("/", ocsp::routes())
+        .mount("/", trust::routes())
         .register("/", problem::catchers())
 }

@@ -20,6 +20,7 @@ pub use audit::{AuditRecord, AuditRow, ChainCheck};
 pub use error::{Error, Result};
 pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
+    TrustAnchorRow,
 };
 pub use tx::{CertStatus, CrlState, RevokedRow, Tx};
 
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_revocation.sql"),
     include_str!("migrations/006_audit_detail.sql"),
     include_str!("migrations/007_ocsp_signers.sql"),
+    include_str!("migrations/008_trust_anchors.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

@@ -214,3 +214,24 @@ pub struct Page<T> {
     /// Cursor for the next page, if any.
     pub next_cursor: Option<String>,
 }
+
+/// A certificate a tenant trusts as an anchor for validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustAnchorRow {
+    /// `ta_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique per tenant.
+    pub name: String,
+    /// RFC 4514 subject.
+    pub subject: String,
+    /// Lowercase hex SHA-256 of the DER; unique per tenant.
+    pub fingerprint_sha256: String,
+    /// The certificate.
+    pub cert_der: Vec<u8>,
+    /// RFC 3339.
+    pub not_after: String,
+    /// RFC 3339.
+    pub created_at: String,
+}

@@ -212,8 +212,10 @@ fn wal_only_and_disk_jobs_share_batches_and_both_commit() {
         crate::Durability::Wal,
     );
     rx.recv().unwrap().unwrap();
-    s.write_batched(Box::new(|tx| tx.append_audit(&rec("disk-after")).map(|_| ())))
-        .unwrap();
+    s.write_batched(Box::new(|tx| {
+        tx.append_audit(&rec("disk-after")).map(|_| ())
+    }))
+    .unwrap();
     assert_eq!(
         s.read(|tx| tx.verify_audit()).unwrap(),
         ChainCheck {

@@ -7,6 +7,8 @@ use crate::rows::{
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+mod anchors;
+
 /// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.
 pub struct Tx<'a> {
     tx: &'a Transaction<'a>,
