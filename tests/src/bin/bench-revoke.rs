@@ -207,44 +207,38 @@ impl Load {
 
 /// Closed loop: `conns` workers POST `body` to `url` for `dur`. With `fresh`, every request uses a
 /// new connection (for `openssl ocsp`, which speaks HTTP/1.0 and closes); otherwise keep-alive.
+///
+/// The client is a few lines of HTTP/1.1 over a tokio `TcpStream` rather than reqwest: on two
+/// cores the load generator shares the CPU with the responder, and a heavy client would measure
+/// itself. Every answer is checked: status 200 and a non-empty body of the announced length.
 async fn ocsp_load(url: &str, body: &[u8], conns: usize, dur: Duration, fresh: bool) -> Load {
     let start = Instant::now();
     let deadline = start + dur;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let conn_hdr = if fresh { "close" } else { "keep-alive" };
+    let mut req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: {conn_hdr}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
     let mut hs = Vec::new();
     for _ in 0..conns {
-        let (url, body) = (url.to_owned(), body.to_vec());
+        let (addr, req) = (addr.to_owned(), req.clone());
         hs.push(tokio::spawn(async move {
-            let c = reqwest::Client::builder()
-                .pool_max_idle_per_host(if fresh { 0 } else { 1 })
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap();
             let mut lat = Vec::with_capacity(1 << 16);
             let mut errs = 0usize;
             let mut first = None;
+            let mut conn: Option<tokio::net::TcpStream> = None;
+            let mut buf = Vec::with_capacity(4096);
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                let mut rb = c
-                    .post(&url)
-                    .header("Content-Type", "application/ocsp-request")
-                    .body(body.clone());
-                if fresh {
-                    rb = rb.header("Connection", "close");
-                }
-                let res = match rb.send().await {
-                    Ok(r) => {
-                        let st = r.status().as_u16();
-                        match r.bytes().await {
-                            Ok(b) if st == 200 && !b.is_empty() => Ok(()),
-                            Ok(b) => Err(format!("HTTP {st}, {} bytes", b.len())),
-                            Err(e) => Err(format!("body: {e}")),
-                        }
-                    }
-                    Err(e) => Err(format!("send: {e}")),
-                };
+                let res = raw_exchange(&addr, &req, &mut conn, &mut buf, fresh).await;
                 match res {
                     Ok(()) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
                     Err(e) => {
+                        conn = None;
                         errs += 1;
                         first.get_or_insert(e);
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -274,6 +268,72 @@ async fn ocsp_load(url: &str, body: &[u8], conns: usize, dur: Duration, fresh: b
         elapsed,
         lat_ms: lat,
     }
+}
+
+/// One request/response on `conn` (connecting first when there is none); with `fresh`, reads to
+/// the end and drops the connection.
+async fn raw_exchange(
+    addr: &str,
+    req: &[u8],
+    conn: &mut Option<tokio::net::TcpStream>,
+    buf: &mut Vec<u8>,
+    fresh: bool,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if conn.is_none() {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+        *conn = Some(s);
+    }
+    let s = conn.as_mut().ok_or("no connection")?;
+    s.write_all(req).await.map_err(|e| format!("send: {e}"))?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let (head_end, want) = loop {
+        let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} bytes", buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") && !head.starts_with("http/1.0 200") {
+                return Err(head.lines().next().unwrap_or("").to_owned());
+            }
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            break (i + 4, len);
+        }
+    };
+    match want {
+        Some(len) => {
+            while buf.len() < head_end + len {
+                let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("body cut short".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            if len == 0 {
+                return Err("empty body".into());
+            }
+        }
+        None => loop {
+            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        },
+    }
+    if fresh || want.is_none() {
+        *conn = None;
+    }
+    Ok(())
 }
 
 /// Results for one size.
