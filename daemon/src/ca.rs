@@ -63,6 +63,10 @@ pub struct CaSettings {
     /// issued by the CA, key on the token, rotated automatically).
     #[serde(default = "default_ocsp_signer")]
     pub ocsp_signer: String,
+    /// Lifetime of a delegated OCSP signing certificate (Go duration); it is replaced after two
+    /// thirds of it.
+    #[serde(default = "default_ocsp_signer_lifetime")]
+    pub ocsp_signer_lifetime: String,
 }
 
 impl CaSettings {
@@ -81,6 +85,11 @@ impl CaSettings {
 
 fn default_ocsp_signer() -> String {
     "ca".into()
+}
+
+/// 30 days, as step-ca and EJBCA default their OCSP signer certificates to weeks, not years.
+pub fn default_ocsp_signer_lifetime() -> String {
+    "720h".into()
 }
 
 fn parse_settings(row: &CaRow) -> CaSettings {

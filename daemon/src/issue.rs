@@ -527,6 +527,11 @@ pub async fn sign_order(
         tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
         return Err(ApiError::from(e));
     }
+    // Its OCSP response ("good"), signed in the background before a relying party asks.
+    match scaivault_core::ocsp::sha1_cert_id(&issuer.info, &serial) {
+        Ok(id) => app.ocsp.presign(&issuer.ca_id, id),
+        Err(e) => tracing::warn!(serial = %serial, error = %e, "no CertID for OCSP pre-signing"),
+    }
     Ok(Issued {
         certificate: pem::certificate(&der)?,
         private_key: None,

@@ -27,6 +27,11 @@ use time::{Duration, OffsetDateTime};
 
 /// Cached responses kept at most (each a few hundred bytes to about 1 KiB for RSA-4096 keys).
 const MAX_ENTRIES: usize = 100_000;
+/// Pre-signing jobs waiting at most; more are dropped (signed on demand instead).
+const PRESIGN_QUEUE: usize = 4096;
+/// Pause between two pre-signing jobs, so background signing takes at most a slice of the CPU
+/// and the token (about a thousand responses a second) while requests are being served.
+const PRESIGN_PACE: std::time::Duration = std::time::Duration::from_millis(1);
 /// OCSP validity when the CA's setting is missing or unreadable (the API's default, `12h`).
 const DEFAULT_VALIDITY_SECS: u64 = 12 * 3600;
 
@@ -68,19 +73,71 @@ pub struct OcspCache {
     /// Bumped by every invalidation; a response is cached only if no invalidation happened
     /// since its status was read.
     epoch: AtomicU64,
+    /// Responses to sign before anyone asks: `(CA id, CertID DER)`, bounded (see [`presigner`]).
+    queue: std::sync::Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
+    /// Wakes the pre-signer.
+    wake: tokio::sync::Notify,
+    /// Serialises loading and making delegated signers (the pre-signer and a request may both
+    /// find none, and only one may make it).
+    delegate_lock: tokio::sync::Mutex<()>,
 }
 
 impl OcspCache {
     /// Drops the cached responses for serial `serial_key` (canonical uppercase hex) of CA
     /// `ca_id`: the next request is signed from the database. Call it after a revocation commits.
+    ///
+    /// The dropped responses' `CertID`s are queued for pre-signing, so the `revoked` answer is
+    /// usually signed before the next relying party asks.
     pub fn invalidate(&self, ca_id: &str, serial_key: &str) {
-        if let Ok(mut map) = self.entries.write() {
-            map.remove(&(ca_id.to_owned(), serial_key.to_owned()));
+        let removed = if let Ok(mut map) = self.entries.write() {
+            let r = map.remove(&(ca_id.to_owned(), serial_key.to_owned()));
             self.epoch.fetch_add(1, Ordering::SeqCst);
+            r
         } else {
             // A poisoned lock: bump anyway so nothing in flight gets cached.
             self.epoch.fetch_add(1, Ordering::SeqCst);
+            None
+        };
+        for r in removed.unwrap_or_default() {
+            self.presign(ca_id, r.cert_id.clone());
         }
+    }
+
+    /// Queues a response for `cert_id_der` of CA `ca_id` to be signed in the background (dropped
+    /// when the queue is full: the response is then signed when first asked for).
+    pub fn presign(&self, ca_id: &str, cert_id_der: Vec<u8>) {
+        if let Ok(mut q) = self.queue.lock() {
+            if q.len() < PRESIGN_QUEUE {
+                q.push_back((ca_id.to_owned(), cert_id_der));
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    fn next_presign(&self) -> Option<(String, Vec<u8>)> {
+        self.queue.lock().ok()?.pop_front()
+    }
+
+    /// Queues every cached response that goes stale within `horizon` for re-signing, so a
+    /// response in use is replaced before it is due (RFC 5019 §6: refreshed before nextUpdate).
+    pub fn queue_refresh(&self, now: OffsetDateTime, horizon: Duration) -> usize {
+        let due: Vec<(String, Vec<u8>)> = match self.entries.read() {
+            Ok(map) => map
+                .iter()
+                .flat_map(|((ca, _), list)| {
+                    list.iter()
+                        .filter(|r| r.refresh_at <= now + horizon)
+                        .map(|r| (ca.clone(), r.cert_id.clone()))
+                })
+                .take(PRESIGN_QUEUE)
+                .collect(),
+            Err(_) => return 0,
+        };
+        let n = due.len();
+        for (ca, id) in due {
+            self.presign(&ca, id);
+        }
+        n
     }
 
     fn epoch(&self) -> u64 {
@@ -139,17 +196,46 @@ fn evict(map: &mut Entries, now: OffsetDateTime) {
 
 /// Answers the DER OCSP request `der` for CA `ca_id` (any tenant).
 pub async fn answer(app: &App, ca_id: &str, der: &[u8]) -> OcspAnswer {
-    match answer_inner(app, ca_id, der).await {
+    match answer_inner(app, ca_id, der, true).await {
         Ok(r) => OcspAnswer::Signed(r),
         Err(r) => OcspAnswer::Refused(r),
     }
 }
 
-async fn answer_inner(app: &App, ca_id: &str, der: &[u8]) -> Result<Arc<SignedResponse>, Refusal> {
+/// Signs queued responses in the background, one at a time, until the runtime stops: responses
+/// for newly issued certificates, for revoked ones right after the revocation, and for cached
+/// ones about to go stale (queued by the scheduler). Each lands in the cache as if a client had
+/// asked.
+pub async fn presigner(app: App) {
+    loop {
+        while let Some((ca_id, cert_id)) = app.ocsp.next_presign() {
+            match scaivault_core::ocsp::request_for_cert_id(&cert_id) {
+                Ok(der) => {
+                    if let Err(r) = answer_inner(&app, &ca_id, &der, false).await {
+                        tracing::debug!(ca = %ca_id, refusal = ?r, "OCSP pre-signing refused");
+                    }
+                }
+                Err(e) => tracing::warn!(ca = %ca_id, error = %e, "OCSP pre-signing: bad CertID"),
+            }
+            tokio::time::sleep(PRESIGN_PACE).await;
+        }
+        app.ocsp.wake.notified().await;
+    }
+}
+
+async fn answer_inner(
+    app: &App,
+    ca_id: &str,
+    der: &[u8],
+    use_cache: bool,
+) -> Result<Arc<SignedResponse>, Refusal> {
     let req = ParsedRequest::parse(der)?;
     let cache_key = req.cache_key();
     if let Some((serial, cert_id)) = &cache_key {
-        if let Some(hit) = app.ocsp.get(ca_id, serial, cert_id, time_util::now()) {
+        if let Some(hit) = use_cache
+            .then(|| app.ocsp.get(ca_id, serial, cert_id, time_util::now()))
+            .flatten()
+        {
             return Ok(hit);
         }
     }
@@ -158,16 +244,22 @@ async fn answer_inner(app: &App, ca_id: &str, der: &[u8]) -> Result<Arc<SignedRe
         Err(e) if e.status.code == 404 => return Err(Refusal::Unauthorized),
         Err(e) => return Err(refusal_for(&e)),
     };
-    let validity = validity_of(&row);
-    let delegated = crate::ca::settings(&row).ocsp_signer == "delegated";
+    let mut validity = validity_of(&row);
+    let settings = crate::ca::settings(&row);
+    let delegated = settings.ocsp_signer == "delegated";
+    let lifetime = duration::parse_seconds(&settings.ocsp_signer_lifetime)
+        .ok()
+        .and_then(|s| i64::try_from(s).ok())
+        .map_or(DELEGATE_LIFETIME, Duration::seconds);
     let tenant = row.tenant_id.clone();
     let issuer = issuer(app, row).await?;
     let delegate = if delegated {
-        Some(
-            delegate(app, &issuer, &tenant)
-                .await
-                .map_err(|e| refusal_for(&e))?,
-        )
+        let d = delegate(app, &issuer, &tenant, lifetime)
+            .await
+            .map_err(|e| refusal_for(&e))?;
+        // A response never outlives the certificate of the key that signed it.
+        validity = validity.min(d.not_after - time_util::now());
+        Some(d)
     } else {
         None
     };
@@ -234,7 +326,8 @@ impl Delegate {
     }
 }
 
-/// Lifetime of a delegated OCSP signing certificate (bounded by the CA's own end).
+/// Lifetime of a delegated OCSP signing certificate when the CA's setting is unreadable (the
+/// default of `ocsp_signer_lifetime`; bounded by the CA's own end).
 const DELEGATE_LIFETIME: Duration = Duration::days(30);
 
 /// The CA's delegated OCSP signer: cached, else loaded from the store, else (or when two thirds
@@ -243,8 +336,21 @@ async fn delegate(
     app: &App,
     issuer: &Arc<Issuer>,
     tenant_id: &str,
+    lifetime: Duration,
 ) -> Result<Arc<Delegate>, ApiError> {
     let now = time_util::now();
+    if let Some(d) = app
+        .ocsp
+        .delegates
+        .read()
+        .ok()
+        .and_then(|m| m.get(&issuer.ca_id).cloned())
+    {
+        if d.fresh(now) {
+            return Ok(d);
+        }
+    }
+    let _one_at_a_time = app.ocsp.delegate_lock.lock().await;
     if let Some(d) = app
         .ocsp
         .delegates
@@ -274,7 +380,7 @@ async fn delegate(
     }
     // Make (or rotate to) a new one.
     let label = scaivault_core::ids::new_id("ocsp");
-    let not_after = (now + DELEGATE_LIFETIME).min(issuer.info.not_after);
+    let not_after = (now + lifetime).min(issuer.info.not_after);
     let subject = scaivault_core::name::DnFields {
         common_name: format!("OCSP responder {}", issuer.ca_id),
         ..Default::default()

@@ -24,12 +24,19 @@ pub const COOLDOWN_FACTOR: u32 = 1;
 pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Future<Output = ()>) {
     let mut tick = tokio::time::interval(TICK);
     let mut last_pass = Duration::ZERO;
+    let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 last_pass = timed(crate::revoke::rebuild_due(&app)).await;
+                // OCSP responses in use that go stale before the next tick but one: re-signed now.
+                let now = scaivault_core::time_util::now();
+                let queued = app.ocsp.queue_refresh(now, time::Duration::seconds(i64::try_from(TICK.as_secs() * 2).unwrap_or(20)));
+                if queued > 0 {
+                    tracing::debug!(queued, "OCSP responses queued for refresh");
+                }
             }
             _ = app.crl_wake.notified() => {
                 tokio::time::sleep(DEBOUNCE.max(last_pass * COOLDOWN_FACTOR)).await;
@@ -38,6 +45,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             _ = &mut shutdown => break,
         }
     }
+    presigner.abort();
 }
 
 async fn timed(f: impl std::future::Future<Output = ()>) -> Duration {

@@ -531,3 +531,148 @@ fn a_delegated_signer_answers_and_verifies() {
         "issued once, then reused: {audit}"
     );
 }
+
+/// The Unix time of openssl's "Produced At: Nov 28 19:40:01 2026 GMT" line.
+fn produced_at(out: &str) -> i64 {
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Produced At: "))
+        .unwrap_or_else(|| panic!("no Produced At: {out}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == f[0])
+    .unwrap() as i64
+        + 1;
+    let day: i64 = f[1].parse().unwrap();
+    let hms: Vec<i64> = f[2].split(':').map(|x| x.parse().unwrap()).collect();
+    let year: i64 = f[3].parse().unwrap();
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2]
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn responses_are_presigned_at_issuance_and_after_revocation() {
+    let d = Daemon::start();
+    let p = setup(&d);
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    // Nobody has asked about this leaf yet: its "good" answer was signed in the background when
+    // it was issued, so it is older than the question.
+    std::thread::sleep(Duration::from_secs(3));
+    let asked = unix_now();
+    let out = ask(&d, &p, &leaf, &["-no_nonce"]);
+    assert!(out.contains("leaf.pem: good"), "{out}");
+    let produced = produced_at(&out);
+    assert!(
+        produced <= asked - 2,
+        "produced at {produced}, asked at {asked}: not pre-signed: {out}"
+    );
+    // A revocation drops the cached answer and signs the "revoked" one right away.
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": p.leaf_serial, "reason": "superseded"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let revoked = unix_now();
+    std::thread::sleep(Duration::from_secs(3));
+    let asked = unix_now();
+    let out = ask(&d, &p, &leaf, &["-no_nonce"]);
+    assert!(out.contains("leaf.pem: revoked"), "{out}");
+    assert!(out.contains("Reason: superseded"), "{out}");
+    let produced = produced_at(&out);
+    assert!(
+        produced >= revoked - 1 && produced <= asked - 2,
+        "revoked at {revoked}, produced at {produced}, asked at {asked}: {out}"
+    );
+}
+
+/// The serial of the responder certificate that `openssl ocsp -resp_text` printed.
+fn responder_serial(out: &str) -> String {
+    let cert = out
+        .split("Certificate:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no responder certificate: {out}"));
+    let mut lines = cert.lines().skip_while(|l| !l.contains("Serial Number:"));
+    let first = lines.next().unwrap();
+    let inline = first.split("Serial Number:").nth(1).unwrap().trim();
+    if inline.is_empty() {
+        lines.next().unwrap().trim().to_owned()
+    } else {
+        inline.to_owned()
+    }
+}
+
+#[test]
+fn the_delegated_signer_rotates_before_it_expires() {
+    let d = Daemon::start();
+    let root = d.create_root("rot-root", "ec", Some(256));
+    d.post("/v1/pki/ca", &json!({"name": "x", "common_name": "X", "ca_type": "intermediate", "parent_ca_id": root["id"],
+            "validity_days": 10, "ocsp_signer": "delegated", "ocsp_signer_lifetime": "10s"}))
+        .problem(400, "invalid_duration");
+    let int = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "rot-int", "common_name": "Rotating Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"],
+                "validity_days": 1000, "ocsp_signer": "delegated", "ocsp_signer_lifetime": "1m"}),
+    );
+    assert_eq!(int.status, 201, "{}", int.text());
+    let int = int.json();
+    assert_eq!(int["ocsp_signer_lifetime"], "1m");
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["*.svc.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let leaf = issue(&d, "api.svc.internal");
+    let tmp = d.dir.path();
+    let int_text = int["certificate"].as_str().unwrap();
+    let p = Pki {
+        int_id: int["id"].as_str().unwrap().to_owned(),
+        root_pem: write(tmp, "root.pem", root["certificate"].as_str().unwrap()),
+        int_pem: write(tmp, "int.pem", int_text),
+        chain_pem: write(
+            tmp,
+            "chain.pem",
+            &format!("{int_text}{}", root["certificate"].as_str().unwrap()),
+        ),
+        leaf_pem: write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap()),
+        leaf_serial: leaf["serial_number"].as_str().unwrap().to_owned(),
+    };
+    let leaf_pem = p.leaf_pem.clone();
+    let t0 = Instant::now();
+    let out = ask(&d, &p, &["-cert", &leaf_pem], &["-nonce"]);
+    assert!(out.contains(": good"), "{out}");
+    let first = responder_serial(&out);
+    // Responses never outlive the signer: nextUpdate within its minute.
+    let produced = produced_at(&out);
+    let next = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Next Update: "))
+        .map(|n| produced_at(&format!("Produced At: {n}")))
+        .unwrap();
+    assert!(next - produced <= 60, "{out}");
+    // After two thirds of its minute, the next signature comes from a new delegate.
+    std::thread::sleep(Duration::from_secs(42).saturating_sub(t0.elapsed()));
+    let out = ask(&d, &p, &["-cert", &leaf_pem], &["-nonce"]);
+    assert!(out.contains(": good"), "{out}");
+    let second = responder_serial(&out);
+    assert_ne!(first, second, "rotated: {out}");
+    let audit = d.get("/v1/audit?limit=1000").text();
+    let _ = (&p.root_pem, &p.leaf_serial);
+    assert_eq!(audit.matches("ocsp.delegate_issued").count(), 2, "{audit}");
+}

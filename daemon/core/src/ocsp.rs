@@ -224,6 +224,53 @@ fn serial_of(id: &CertId) -> Option<Serial> {
     Serial::from_bytes(bytes).ok()
 }
 
+/// A request (no nonce) for one `CertID` given as DER: what the responder's pre-signing uses to
+/// produce a response before anyone asks, or again before the cached one goes stale.
+///
+/// # Errors
+/// `invalid_encoding` when `cert_id_der` is not a `CertID`.
+pub fn request_for_cert_id(cert_id_der: &[u8]) -> Result<Vec<u8>, Error> {
+    let req_cert = CertId::from_der(cert_id_der).map_err(|e| Error::decode("CertID", e))?;
+    OcspRequest {
+        tbs_request: x509_ocsp::TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list: vec![x509_ocsp::Request {
+                req_cert,
+                single_request_extensions: None,
+            }],
+            request_extensions: None,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .map_err(Error::from)
+}
+
+/// The SHA-1 `CertID` for serial `serial` of CA `issuer` (the form `openssl ocsp` and most clients
+/// send by default), DER.
+///
+/// # Errors
+/// Encoding errors.
+pub fn sha1_cert_id(issuer: &IssuerInfo, serial: &Serial) -> Result<Vec<u8>, Error> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(&issuer.spki_der)
+        .map_err(|e| Error::decode("public key", e))?;
+    let name_der = issuer_name_der(&issuer.name)?;
+    CertId {
+        hash_algorithm: AlgorithmIdentifierOwned {
+            oid: ID_SHA_1,
+            parameters: Some(der::Any::null()),
+        },
+        issuer_name_hash: OctetString::new(Sha1::digest(&name_der).to_vec())?,
+        issuer_key_hash: OctetString::new(
+            Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec(),
+        )?,
+        serial_number: serial.to_x509()?,
+    }
+    .to_der()
+    .map_err(Error::from)
+}
+
 /// `id-pkix-ocsp-nocheck` (RFC 6960 §4.2.2.2.1).
 pub const ID_PKIX_OCSP_NOCHECK: der::oid::ObjectIdentifier =
     der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");

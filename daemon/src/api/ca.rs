@@ -66,6 +66,8 @@ pub struct CreateCaRequest {
     ocsp_validity: Option<String>,
     #[serde(default)]
     ocsp_signer: Option<String>,
+    #[serde(default)]
+    ocsp_signer_lifetime: Option<String>,
 }
 
 /// A CA as the API shows it.
@@ -89,6 +91,7 @@ pub struct CaResponse {
     crl_interval: String,
     ocsp_validity: String,
     ocsp_signer: String,
+    ocsp_signer_lifetime: String,
 }
 
 impl CaResponse {
@@ -119,6 +122,7 @@ impl CaResponse {
             crl_interval: settings.crl_interval,
             ocsp_validity: settings.ocsp_validity,
             ocsp_signer: settings.ocsp_signer,
+            ocsp_signer_lifetime: settings.ocsp_signer_lifetime,
         })
     }
 }
@@ -155,6 +159,7 @@ fn settings_from(
         crl_interval,
         ocsp_validity,
         ocsp_signer: "ca".into(),
+        ocsp_signer_lifetime: ca::default_ocsp_signer_lifetime(),
     })
 }
 
@@ -202,6 +207,18 @@ fn new_ca(b: CreateCaRequest) -> Result<NewCa, ApiError> {
                     ))
                 }
             };
+            if let Some(l) = b.ocsp_signer_lifetime {
+                // Short lifetimes are allowed (tests, drills); each rotation makes a key on the
+                // token, and responses never outlive the signer that made them.
+                let secs = scaivault_core::duration::parse_seconds(&l)?;
+                if !(60..=366 * 86_400).contains(&secs) {
+                    return Err(ApiError::bad_request(
+                        "invalid_duration",
+                        "ocsp_signer_lifetime must be between 1m and 366d",
+                    ));
+                }
+                st.ocsp_signer_lifetime = l;
+            }
             st
         },
     })
