@@ -106,6 +106,14 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
             cfg.hsm.module.display()
         )));
     }
+    if let Some(tls) = &cfg.server.tls {
+        if let (Some(c), Some(k)) = (&tls.cert_file, &tls.key_file) {
+            crate::tls::load_files(c, k).map_err(StartError)?;
+        }
+    }
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
 }

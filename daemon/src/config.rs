@@ -13,7 +13,7 @@ pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const PIN_CREDENTIAL: &str = "hsm-pin";
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[server]`.
@@ -37,17 +37,64 @@ pub struct Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address the API listens on.
     pub listen: SocketAddr,
     /// The base URL relying parties use (CRL, OCSP and CA-issuer URLs are built from it).
     pub public_base_url: String,
+    /// HTTPS on the API listener; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// Seconds in-flight requests get to finish after SIGTERM (Rocket's `grace`).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u32,
+    /// Further seconds for open connections to close after the grace period (Rocket's `mercy`).
+    #[serde(default = "default_shutdown_mercy")]
+    pub shutdown_mercy_secs: u32,
+}
+
+fn default_shutdown_grace() -> u32 {
+    5
+}
+fn default_shutdown_mercy() -> u32 {
+    2
+}
+
+/// `[server.tls]`: where the API listener's certificate comes from. Exactly one form: files
+/// (`cert_file` and `key_file`), or a certificate ScaiVault issues itself at start from `role`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1): a secret.
+    pub key_file: Option<PathBuf>,
+    /// Role to issue the listener's certificate from, at start and when it is two thirds through
+    /// its life.
+    pub role: Option<String>,
+    /// Tenant owning `role`.
+    #[serde(default = "default_tls_tenant")]
+    pub tenant: String,
+    /// Subject CN of the issued certificate.
+    pub common_name: Option<String>,
+    /// DNS names of the issued certificate.
+    #[serde(default)]
+    pub alt_names: Vec<String>,
+    /// IP addresses of the issued certificate.
+    #[serde(default)]
+    pub ip_sans: Vec<String>,
+    /// Lifetime of the issued certificate (Go duration; the role's default when absent).
+    pub ttl: Option<String>,
+}
+
+fn default_tls_tenant() -> String {
+    "default".into()
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// `sqlite` (default) — `postgres` arrives with the multi-node work.
@@ -64,7 +111,7 @@ fn default_backend() -> String {
 }
 
 /// `[hsm]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmConfig {
     /// PKCS#11 module path.
@@ -85,7 +132,7 @@ fn default_module() -> PathBuf {
 }
 
 /// `[acme]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcmeConfig {
     /// Where the http-01 challenge listener binds.
@@ -95,7 +142,7 @@ pub struct AcmeConfig {
 }
 
 /// `[csr]`: the reviewed CSR workflow.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsrConfig {
     /// Default for tenants without their own setting: the approver (or rejecter) must be a
@@ -105,7 +152,7 @@ pub struct CsrConfig {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest accepted request body in bytes (larger bodies get `413`).
@@ -140,7 +187,7 @@ fn default_rsa_key_pool() -> usize {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug` or `trace` (or a `tracing` filter).
@@ -158,6 +205,53 @@ impl Default for LogConfig {
 
 fn default_level() -> String {
     "info".into()
+}
+
+impl TlsSettings {
+    /// Checks that exactly one certificate source is configured.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("server.tls: {m}")));
+        let files = self.cert_file.is_some() || self.key_file.is_some();
+        match (files, &self.role) {
+            (true, Some(_)) => bad("set either cert_file and key_file, or role, not both"),
+            (false, None) => bad("set cert_file and key_file, or role"),
+            (true, None) if self.cert_file.is_none() || self.key_file.is_none() => {
+                bad("cert_file and key_file go together")
+            }
+            (true, None) => {
+                if self.common_name.is_some()
+                    || !self.alt_names.is_empty()
+                    || !self.ip_sans.is_empty()
+                    || self.ttl.is_some()
+                {
+                    return bad("common_name, alt_names, ip_sans and ttl are for role, not files");
+                }
+                Ok(())
+            }
+            (false, Some(role)) => {
+                if role.trim().is_empty() || self.tenant.trim().is_empty() {
+                    return bad("role and tenant must not be empty");
+                }
+                if self.common_name.is_none()
+                    && self.alt_names.is_empty()
+                    && self.ip_sans.is_empty()
+                {
+                    return bad("role needs common_name, alt_names or ip_sans to certify");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The permission bits of `path` when users other than its owner and group may use it.
+fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o007 != 0).then_some(mode)
 }
 
 /// Errors loading the configuration: each names the file and the key.
@@ -254,7 +348,64 @@ impl Config {
         if !(1..=10_000).contains(&self.limits.max_page) {
             return bad("limits.max_page must be between 1 and 10000".into());
         }
+        if !(1..=300).contains(&self.server.shutdown_grace_secs) {
+            return bad("server.shutdown_grace_secs must be between 1 and 300".into());
+        }
+        if self.server.shutdown_mercy_secs > 60 {
+            return bad("server.shutdown_mercy_secs must be at most 60".into());
+        }
+        if let Some(tls) = &self.server.tls {
+            tls.validate()?;
+        }
         Ok(())
+    }
+
+    /// Operator warnings about values that are valid but probably not what production wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let privileged =
+            |a: Option<SocketAddr>| a.is_some_and(|a| a.port() != 0 && a.port() < 1024);
+        for (key, addr) in [
+            ("server.listen", Some(self.server.listen)),
+            (
+                "acme.http_challenge_listen",
+                self.acme.http_challenge_listen,
+            ),
+            ("acme.tls_challenge_listen", self.acme.tls_challenge_listen),
+        ] {
+            if privileged(addr) {
+                out.push(format!(
+                    "{key} uses a port below 1024: the systemd unit grants no capability; add \
+                     CapabilityBoundingSet=CAP_NET_BIND_SERVICE and \
+                     AmbientCapabilities=CAP_NET_BIND_SERVICE in a drop-in (docs/OPERATIONS.md)"
+                ));
+            }
+        }
+        if self.server.tls.is_none() && !self.server.listen.ip().is_loopback() {
+            out.push(format!(
+                "server.listen {} is not a loopback address and [server.tls] is not set: the \
+                 API (bearer tokens, issued private keys) would travel as plain HTTP",
+                self.server.listen
+            ));
+        }
+        if let Some(key) = self.server.tls.as_ref().and_then(|t| t.key_file.as_ref()) {
+            if let Some(mode) = loose_mode(key) {
+                out.push(format!(
+                    "server.tls.key_file {} is readable by others (mode {mode:o}); make it \
+                     0600 scaivault or 0640 root:scaivault",
+                    key.display()
+                ));
+            }
+        }
+        if let Some(pin) = &self.hsm.pin_file {
+            if let Some(mode) = loose_mode(pin) {
+                out.push(format!(
+                    "hsm.pin_file {} is readable by others (mode {mode:o}); make it 0600",
+                    pin.display()
+                ));
+            }
+        }
+        out
     }
 
     /// The SQLite path (validated present).
@@ -340,6 +491,64 @@ pin_env = "PIN"
         c.validate().unwrap();
         assert_eq!(c.limits.rsa_key_pool, 128);
         assert!(!c.csr.require_distinct_approver);
+    }
+
+    #[test]
+    fn tls_takes_exactly_one_form_and_the_example_forms_parse() {
+        // The two commented-out forms of the shipped example, uncommented.
+        let example = include_str!("../../config/scaivault.example.toml");
+        let mut forms = Vec::new();
+        let mut current: Option<String> = None;
+        for line in example.lines() {
+            if line == "# [server.tls]" {
+                current = Some("[server.tls]\n".into());
+            } else if let (Some(c), Some(kv)) = (current.as_mut(), line.strip_prefix("# ")) {
+                if kv.contains(" = ") {
+                    c.push_str(kv);
+                    c.push('\n');
+                    continue;
+                }
+                forms.extend(current.take());
+            } else {
+                forms.extend(current.take());
+            }
+        }
+        assert_eq!(forms.len(), 2, "{forms:?}");
+        for f in &forms {
+            let c: Config = toml::from_str(&format!("{GOOD}\n{f}")).unwrap();
+            c.validate().unwrap();
+            assert!(c.server.tls.is_some());
+        }
+        let both = format!("{GOOD}\n{}role = \"x\"\n", forms[0]);
+        let e = toml::from_str::<Config>(&both)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let half = format!("{GOOD}\n[server.tls]\ncert_file = \"/x.pem\"\n");
+        let e = toml::from_str::<Config>(&half)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+        let nameless = format!("{GOOD}\n[server.tls]\nrole = \"r\"\n");
+        let e = toml::from_str::<Config>(&nameless)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("to certify"), "{e}");
+        let typo = format!("{GOOD}\n[server.tls]\nrole = \"r\"\ncn = \"x\"\n");
+        assert!(toml::from_str::<Config>(&typo).is_err());
+    }
+
+    #[test]
+    fn warnings_name_risky_settings() {
+        let mut c: Config = toml::from_str(GOOD).unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        c.server.listen = "0.0.0.0:443".parse().unwrap();
+        let w = c.warnings().join("\n");
+        assert!(w.contains("CAP_NET_BIND_SERVICE"), "{w}");
+        assert!(w.contains("plain HTTP"), "{w}");
     }
 
     #[test]

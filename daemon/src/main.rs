@@ -19,11 +19,18 @@ mod dev;
 mod error;
 mod issue;
 mod leafkey;
+mod listener;
+mod logging;
 mod ocsp;
+mod probe;
+mod reload;
 mod revoke;
 mod roles;
 mod sched;
 mod serve;
+mod signals;
+mod systemd;
+mod tls;
 mod trust;
 
 use clap::{Parser, Subcommand};
@@ -76,6 +83,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every file the daemon or a host command creates (the database and its WAL, dev-mode files)
+    // is private to its user, whatever the caller's umask (the unit sets UMask=0077 as well).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let result = match cli.command {
         Command::Dev { data_dir, listen } => dev::run(&data_dir, listen),
         Command::Serve => cli::need_config(cli.config.as_deref()).and_then(serve::run_with_config),

@@ -1,15 +1,33 @@
-//! `scaivault serve`: open the token and the store named by the configuration (refusing to start
-//! with a clear message when either is wrong), then run the API and the scheduler until SIGINT or
-//! SIGTERM.
+//! `scaivault serve`: the daemon's life, start to stop.
+//!
+//! 1. Logging, process checks (same real and effective uid, `umask 077`), signal handlers.
+//! 2. The token is opened and logged in, the database opened and migrated, the scheduler and the
+//!    systemd watchdog started, the listener's TLS certificate loaded or issued. Any failure stops
+//!    here with a sentence for the operator and a non-zero exit; systemd never sees `READY=1`.
+//! 3. The HTTP listener is launched; once `GET /v1/sys/health` answers `200` through it (see
+//!    `probe.rs`), `READY=1` goes to systemd.
+//! 4. `SIGHUP` reloads (`reload.rs`); a certificate issued from a role is renewed two thirds into
+//!    its life.
+//! 5. `SIGTERM`/`SIGINT`: `STOPPING=1`; the listener stops accepting and in-flight requests get
+//!    `server.shutdown_grace_secs` (+ `shutdown_mercy_secs` for their connections) to finish; the
+//!    scheduler stops; every queued database write (certificates, audit records) is committed;
+//!    the last references to the token go, which closes its PKCS#11 sessions. Exit 0.
 
 use crate::app::App;
 use crate::config::Config;
+use crate::listener::{self, Running};
+use crate::signals::{Event, Signals};
+use crate::systemd::Notifier;
+use crate::tls::TlsMaterial;
 use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
 use scaivault_store::Store;
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// A startup failure: a sentence for the operator.
 #[derive(Debug)]
@@ -35,17 +53,17 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
     }
 }
 
-/// Sets up logging to stderr at the configured level. Secrets are never logged by any target.
+/// Sets up logging to stderr at the configured level (see `logging.rs`).
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},rocket=warn,_=off"))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(true)
-        .try_init();
+    crate::logging::init(level);
+}
+
+/// Exports `hsm.softhsm2_conf` as `SOFTHSM2_CONF` for the module. Called before any other thread
+/// runs, so nothing reads the environment concurrently.
+fn export_softhsm_conf(cfg: &Config) {
+    if let Some(conf) = &cfg.hsm.softhsm2_conf {
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
 }
 
 /// Opens the token named by the configuration.
@@ -53,11 +71,6 @@ pub fn init_logging(level: &str) {
 /// # Errors
 /// A sentence naming the module or token (never the PIN).
 pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
-    if let Some(conf) = &cfg.hsm.softhsm2_conf {
-        // Read by SoftHSM when the module initializes; set before any thread that could read the
-        // environment concurrently is started.
-        std::env::set_var("SOFTHSM2_CONF", conf);
-    }
     let pin = cfg.read_pin().context("hsm pin")?;
     Pkcs11Token::open(&Pkcs11Config {
         module: cfg.hsm.module.clone(),
@@ -71,7 +84,7 @@ pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
     ))
 }
 
-/// Opens the store named by the configuration.
+/// Opens the store named by the configuration (applying pending migrations).
 ///
 /// # Errors
 /// A sentence naming the database file.
@@ -82,44 +95,425 @@ pub fn open_store(cfg: &Config) -> Result<Arc<Store>, StartError> {
         .context(&format!("cannot open database {}", path.display()))
 }
 
+/// Refuses set-uid execution (the umask is set for every command in `main`).
+fn process_checks() -> Result<(), StartError> {
+    let (uid, euid) = (nix::unistd::getuid(), nix::unistd::geteuid());
+    if uid != euid {
+        return Err(StartError(format!(
+            "refusing to run with real uid {uid} and effective uid {euid}: run the daemon as \
+             its own user, not set-uid"
+        )));
+    }
+    if euid.is_root() {
+        tracing::warn!("running as root: the systemd unit runs the daemon as user scaivault");
+    }
+    Ok(())
+}
+
 /// `scaivault serve --config FILE`.
 ///
 /// # Errors
 /// Startup failures.
-pub fn run_with_config(path: std::path::PathBuf) -> Result<ExitCode, StartError> {
+pub fn run_with_config(path: PathBuf) -> Result<ExitCode, StartError> {
     let cfg = Config::load(&path).context("configuration")?;
     run(cfg, &path)
 }
 
-/// Serves with a loaded configuration.
+/// Serves with a loaded configuration until `SIGTERM` or `SIGINT`.
 ///
 /// # Errors
-/// Startup failures.
+/// Startup failures, or the listener failing while it serves.
 pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
     init_logging(&cfg.log.level);
-    let token = open_token(&cfg)?;
-    let store = open_store(&cfg)?;
-    tracing::info!(config = %path.display(), listen = %cfg.server.listen, token = %cfg.hsm.token_label, "starting");
-    let beat = Arc::new(AtomicI64::new(0));
+    let notifier = Notifier::from_env();
+    let result = process_checks().and_then(|()| {
+        export_softhsm_conf(&cfg);
+        for w in cfg.warnings() {
+            tracing::warn!("{w}");
+        }
+        let n = notifier.clone();
+        let path = path.to_path_buf();
+        rocket::execute(async move { serve(cfg, path, n).await })
+    });
+    match &result {
+        Ok(_) => tracing::info!("stopped"),
+        Err(e) => {
+            tracing::error!(error = %e, "scaivault did not start or failed");
+            notifier.status(&format!("failed: {e}"));
+        }
+    }
+    result
+}
+
+/// Runs `fut` unless a stop signal comes first (then `None`). A reload request meanwhile is
+/// logged and ignored: the configuration is being read right now.
+async fn unless_stopped<T>(signals: &mut Signals, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            v = &mut fut => return Some(v),
+            ev = signals.next() => match ev {
+                Event::Stop(_) => return None,
+                Event::Reload => tracing::warn!("SIGHUP during startup: ignored"),
+            },
+        }
+    }
+}
+
+/// A blocking startup step on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StartError> + Send + 'static,
+) -> Result<T, StartError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StartError(format!("startup task failed: {e}")))?
+}
+
+fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
     let rsa_pool = crate::leafkey::RsaPool::start(cfg.limits.rsa_key_pool);
-    let app = App {
+    App {
         config: cfg,
         store,
         token,
-        scheduler_beat: beat.clone(),
+        scheduler_beat: Arc::new(AtomicI64::new(0)),
         rsa_pool,
         issuers: Default::default(),
         crl_wake: Default::default(),
         ocsp: Default::default(),
         token_pace: Default::default(),
+    }
+}
+
+/// Background tasks that run for the daemon's life.
+struct Background {
+    stop: watch::Sender<bool>,
+    scheduler: tokio::task::JoinHandle<()>,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Background {
+    fn start(app: &App, notifier: &Notifier) -> Background {
+        let (stop, rx) = watch::channel(false);
+        let scheduler = tokio::spawn(crate::sched::run(
+            app.clone(),
+            app.scheduler_beat.clone(),
+            stopped(rx.clone()),
+        ));
+        let watchdog = tokio::spawn(crate::systemd::run_watchdog(
+            notifier.clone(),
+            app.clone(),
+            crate::systemd::watchdog_interval(),
+            stopped(rx),
+        ));
+        Background {
+            stop,
+            scheduler,
+            watchdog,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.scheduler.await {
+            tracing::warn!(error = %e, "scheduler task failed");
+        }
+        let _ = self.watchdog.await;
+    }
+}
+
+/// The daemon's async life: start, serve, reload, stop.
+async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCode, StartError> {
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    tracing::info!(config = %path.display(), listen = %cfg.server.listen, token = %cfg.hsm.token_label, "starting");
+
+    notifier.status("starting: logging in to the HSM token");
+    let c = cfg.clone();
+    let Some(token) = unless_stopped(&mut signals, blocking(move || open_token(&c))).await else {
+        return Ok(ExitCode::SUCCESS);
     };
-    let sched_app = app.clone();
-    let rocket = crate::api::build(app);
-    rocket::execute(async move {
-        let ignited = rocket.ignite().await.context("http server")?;
-        tokio::spawn(crate::sched::run(sched_app, beat, ignited.shutdown()));
-        ignited.launch().await.map(|_| ()).context("http server")
-    })?;
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    let token = token?;
+    let token_alive: Weak<Pkcs11Token> = Arc::downgrade(&token);
+
+    notifier.status("starting: opening the database and applying migrations");
+    let c = cfg.clone();
+    let Some(store) = unless_stopped(&mut signals, blocking(move || open_store(&c))).await else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let app = new_app(cfg.clone(), store?, token);
+    let background = Background::start(&app, &notifier);
+
+    let outcome = serve_until_stopped(&app, cfg, &path, &notifier, &mut signals).await;
+
+    if outcome.is_ok() {
+        notifier.stopping("stopping: waiting for the scheduler");
+    }
+    background.stop().await;
+    notifier.status("stopping: committing queued database writes");
+    let store = app.store.clone();
+    match blocking(move || {
+        // The group commit runs jobs in order: once this empty job is done, every write queued
+        // before it (certificates, audit records) is committed.
+        store
+            .write_batched(Box::new(|_| Ok(())))
+            .context("database")
+    })
+    .await
+    {
+        Ok(()) => tracing::info!("queued database writes committed"),
+        Err(e) => tracing::error!(error = %e, "queued database writes could not be committed"),
+    }
+    notifier.status("stopping: closing the PKCS#11 sessions");
+    drop(app);
+    close_token(&token_alive).await;
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Waits until the last reference to the token is gone (its sessions close with it).
+async fn close_token(token: &Weak<Pkcs11Token>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while token.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if token.strong_count() == 0 {
+        tracing::info!("pkcs#11 sessions closed");
+    } else {
+        tracing::warn!(
+            "the token is still in use by an unfinished task; its sessions close at exit"
+        );
+    }
+}
+
+/// What ended one listener's run.
+enum Next {
+    /// A stop signal.
+    Stop,
+    /// A listener with new settings replaces the running one.
+    Relaunch {
+        cfg: Box<Config>,
+        tls: Option<Arc<TlsMaterial>>,
+    },
+}
+
+/// The listener's TLS material for `cfg`, if `[server.tls]` is set.
+async fn tls_for(app: &App, cfg: &Config) -> Result<Option<Arc<TlsMaterial>>, String> {
+    match &cfg.server.tls {
+        Some(s) => crate::tls::material(app, s).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+fn describe(cfg: &Config, bound: std::net::SocketAddr, tls: Option<&TlsMaterial>) -> String {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    format!(
+        "serving on {scheme}://{bound} (token {:?}, database {})",
+        cfg.hsm.token_label,
+        cfg.db_path().display()
+    )
+}
+
+/// Launches the listener and keeps it serving (replacing it on reloads and renewals) until a stop
+/// signal; then drains it.
+async fn serve_until_stopped(
+    app: &App,
+    cfg: Config,
+    path: &Path,
+    notifier: &Notifier,
+    signals: &mut Signals,
+) -> Result<(), StartError> {
+    if cfg.server.tls.is_some() {
+        notifier.status("starting: preparing the listener's TLS certificate");
+    }
+    let Some(tls) = unless_stopped(signals, tls_for(app, &cfg)).await else {
+        return Ok(());
+    };
+    let mut tls = tls.map_err(StartError)?;
+    let mut cfg = cfg;
+    let mut first = true;
+    loop {
+        notifier.status(&format!("starting: binding {}", cfg.server.listen));
+        let Running {
+            shutdown,
+            mut server,
+            bound,
+        } = listener::launch(app, &cfg, tls.as_deref()).await?;
+        let status = describe(&cfg, bound, tls.as_deref());
+        let probe = crate::probe::wait_healthy(
+            crate::probe::local_target(bound),
+            tls.as_ref().map(|t| t.leaf_der.clone()),
+            |s| notifier.status(s),
+        );
+        let ready = tokio::select! {
+            r = unless_stopped(signals, probe) => r.is_some(),
+            r = &mut server => {
+                return Err(StartError(format!("the http listener stopped: {}", flatten(r))));
+            }
+        };
+        if !ready {
+            notifier.stopping("stopping: stop requested during startup");
+            shutdown.notify();
+            listener::drain(server, drain_limit(&cfg)).await;
+            return Ok(());
+        }
+        notifier.ready(&status);
+        tracing::info!(address = %bound, tls = tls.is_some(), "{}", if first { "ready" } else { "reloaded" });
+        first = false;
+
+        let next = loop {
+            let renew = renewal(tls.as_deref());
+            tokio::select! {
+                r = &mut server => {
+                    return Err(StartError(format!("the http listener stopped: {}", flatten(r))));
+                }
+                ev = signals.next() => match ev {
+                    Event::Stop(sig) => {
+                        notifier.stopping(&format!("stopping ({}): draining in-flight requests", sig.as_str()));
+                        break Next::Stop;
+                    }
+                    Event::Reload => {
+                        notifier.reloading("reloading the configuration");
+                        match reload(app, path, &cfg, tls.as_ref()).await {
+                            Ok(r) if r.relaunch => break Next::Relaunch { cfg: Box::new(r.cfg), tls: r.tls },
+                            Ok(r) => {
+                                cfg = r.cfg;
+                                notifier.ready(&format!("{status}; reloaded"));
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "reload failed; still running with the previous configuration");
+                                notifier.ready(&format!("{status}; reload failed: {e}"));
+                            }
+                        }
+                    }
+                },
+                () = renew => {
+                    match tls_for(app, &cfg).await {
+                        Ok(fresh) => break Next::Relaunch { cfg: Box::new(cfg.clone()), tls: fresh },
+                        Err(e) => {
+                            tracing::error!(error = %e, "renewing the listener certificate failed; retrying in 10 minutes");
+                            if let Some(t) = tls.as_mut() {
+                                let mut later = (**t).clone();
+                                later.renew_at = Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(10));
+                                *t = Arc::new(later);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        shutdown.notify();
+        match next {
+            Next::Stop => {
+                listener::drain(server, drain_limit(&cfg)).await;
+                return Ok(());
+            }
+            Next::Relaunch {
+                cfg: new_cfg,
+                tls: new_tls,
+            } => {
+                tracing::info!("restarting the http listener with the new settings");
+                let limit = drain_limit(&cfg);
+                tokio::spawn(listener::drain(server, limit));
+                cfg = *new_cfg;
+                tls = new_tls;
+            }
+        }
+    }
+}
+
+fn flatten(r: Result<Result<(), String>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "without an error".into(),
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    }
+}
+
+/// How long to wait for a stopped listener: Rocket's grace and mercy periods plus a second.
+fn drain_limit(cfg: &Config) -> Duration {
+    Duration::from_secs(
+        u64::from(cfg.server.shutdown_grace_secs) + u64::from(cfg.server.shutdown_mercy_secs) + 1,
+    )
+}
+
+/// Resolves when the listener's certificate is due for renewal (never for files or plain HTTP).
+async fn renewal(tls: Option<&TlsMaterial>) {
+    match tls.and_then(|t| t.renew_at) {
+        Some(at) => {
+            let wait = at - time::OffsetDateTime::now_utc();
+            let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+            tracing::info!("the listener certificate is two thirds through its life: renewing");
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The outcome of a reload.
+struct Reloaded {
+    /// The configuration now in force.
+    cfg: Config,
+    /// The listener's TLS material for `cfg`.
+    tls: Option<Arc<TlsMaterial>>,
+    /// Whether the listener must be replaced to apply `cfg` and `tls`.
+    relaunch: bool,
+}
+
+/// Handles `SIGHUP`: reads the configuration again, applies the log level, and says whether the
+/// listener must be replaced.
+///
+/// # Errors
+/// The new configuration or TLS material is not usable; nothing was changed then.
+async fn reload(
+    app: &App,
+    path: &Path,
+    running: &Config,
+    tls: Option<&Arc<TlsMaterial>>,
+) -> Result<Reloaded, String> {
+    let p = path.to_path_buf();
+    let new = tokio::task::spawn_blocking(move || Config::load(&p))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("configuration: {e}"))?;
+    let plan = crate::reload::plan(running, new);
+    // TLS first: a bad certificate leaves everything as it was.
+    let new_tls = match (&plan.config.server.tls, tls) {
+        (None, _) => None,
+        // The same role settings: keep the certificate (it is renewed on its own schedule).
+        (Some(s), Some(t)) if s.role.is_some() && Some(s) == running.server.tls.as_ref() => {
+            Some(t.clone())
+        }
+        (Some(_), _) => tls_for(app, &plan.config).await?,
+    };
+    let tls_changed = match (&new_tls, tls) {
+        (Some(a), Some(b)) => !a.same_as(b),
+        (None, None) => false,
+        _ => true,
+    };
+    for line in &plan.not_applied {
+        tracing::warn!("{line}");
+    }
+    if plan.log_level_changed {
+        match crate::logging::set_level(&plan.config.log.level) {
+            Ok(()) => tracing::info!(level = %plan.config.log.level, "log level changed"),
+            Err(e) => tracing::warn!(error = %e, "log level not changed"),
+        }
+    }
+    let relaunch = tls_changed || plan.listener_changed;
+    if relaunch {
+        tracing::info!(
+            tls_changed,
+            listener_settings_changed = plan.listener_changed,
+            "reload applies new listener settings"
+        );
+    } else {
+        tracing::info!("reload: the listener's settings are unchanged");
+    }
+    Ok(Reloaded {
+        cfg: plan.config,
+        tls: new_tls,
+        relaunch,
+    })
 }

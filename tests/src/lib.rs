@@ -287,6 +287,25 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGTERM and waits (at most 30 s) for the daemon to exit; its exit status, or `None`
+    /// when it had to be killed (or was stopped already).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// Stops the daemon and hands back its directory (to restart in it).
     pub fn into_dir(mut self) -> tempfile::TempDir {
         self.stop();
