@@ -32,6 +32,8 @@ const PRESIGN_QUEUE: usize = 4096;
 /// Pause between two pre-signing jobs, so background signing takes at most a slice of the CPU
 /// and the token (about a thousand responses a second) while requests are being served.
 const PRESIGN_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+/// The pre-signer starts only after this long without a new job (issuance has paused).
+const PRESIGN_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 /// OCSP validity when the CA's setting is missing or unreadable (the API's default, `12h`).
 const DEFAULT_VALIDITY_SECS: u64 = 12 * 3600;
 
@@ -77,6 +79,9 @@ pub struct OcspCache {
     queue: std::sync::Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
     /// Wakes the pre-signer.
     wake: tokio::sync::Notify,
+    /// When the last job was queued (milliseconds since the Unix epoch): the pre-signer waits
+    /// for a quiet moment, so it never competes with a burst of issuance for CPU and token.
+    last_queued_ms: AtomicU64,
     /// Serialises loading and making delegated signers (the pre-signer and a request may both
     /// find none, and only one may make it).
     delegate_lock: tokio::sync::Mutex<()>,
@@ -106,6 +111,7 @@ impl OcspCache {
     /// Queues a response for `cert_id_der` of CA `ca_id` to be signed in the background (dropped
     /// when the queue is full: the response is then signed when first asked for).
     pub fn presign(&self, ca_id: &str, cert_id_der: Vec<u8>) {
+        self.last_queued_ms.store(now_ms(), Ordering::Relaxed);
         if let Ok(mut q) = self.queue.lock() {
             if q.len() < PRESIGN_QUEUE {
                 q.push_back((ca_id.to_owned(), cert_id_der));
@@ -178,6 +184,12 @@ impl OcspCache {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Makes room: drops stale responses, then arbitrary ones down to 7/8 of the bound.
 fn evict(map: &mut Entries, now: OffsetDateTime) {
     map.retain(|_, list| {
@@ -208,7 +220,17 @@ pub async fn answer(app: &App, ca_id: &str, der: &[u8]) -> OcspAnswer {
 /// asked.
 pub async fn presigner(app: App) {
     loop {
-        while let Some((ca_id, cert_id)) = app.ocsp.next_presign() {
+        loop {
+            // Background work: only in a quiet moment (no job queued for PRESIGN_QUIET).
+            let since = now_ms().saturating_sub(app.ocsp.last_queued_ms.load(Ordering::Relaxed));
+            let quiet = u64::try_from(PRESIGN_QUIET.as_millis()).unwrap_or(50);
+            if since < quiet {
+                tokio::time::sleep(std::time::Duration::from_millis(quiet - since)).await;
+                continue;
+            }
+            let Some((ca_id, cert_id)) = app.ocsp.next_presign() else {
+                break;
+            };
             match scaivault_core::ocsp::request_for_cert_id(&cert_id) {
                 Ok(der) => {
                     if let Err(r) = answer_inner(&app, &ca_id, &der, false).await {

@@ -17,9 +17,13 @@ use std::time::Instant;
 pub struct RequestId(pub String);
 
 impl RequestId {
-    /// A fresh id.
+    /// A fresh id: 128 bits from the thread's CSPRNG (ChaCha, seeded and reseeded from the OS),
+    /// not a `getrandom` system call per request. Request ids correlate logs; they are no secret.
     pub fn new() -> Self {
-        RequestId(scaivault_core::ids::new_id("req"))
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut b);
+        RequestId(format!("req_{}", hex::encode(b)))
     }
 }
 
