@@ -21,11 +21,18 @@ struct Pki {
 
 /// A root, an intermediate, a role on it and one issued leaf.
 fn setup(d: &Daemon) -> Pki {
+    setup_with(d, json!({})).0
+}
+
+/// [`setup`] with `extra` fields in the intermediate's creation request; also returns the
+/// intermediate as the API answered.
+fn setup_with(d: &Daemon, extra: Value) -> (Pki, Value) {
     let root = d.create_root("ocsp-root", "ec", Some(256));
-    let int = d.post(
-        "/v1/pki/ca",
-        &json!({"name": "ocsp-int", "common_name": "OCSP Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1000}),
-    );
+    let mut req = json!({"name": "ocsp-int", "common_name": "OCSP Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1000});
+    for (k, v) in extra.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    let int = d.post("/v1/pki/ca", &req);
     assert_eq!(int.status, 201, "{}", int.text());
     let int = int.json();
     let r = d.post(
@@ -44,14 +51,15 @@ fn setup(d: &Daemon) -> Pki {
         &format!("{int_text}{}", root["certificate"].as_str().unwrap()),
     );
     let leaf_pem = write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap());
-    Pki {
+    let p = Pki {
         int_id: int["id"].as_str().unwrap().to_owned(),
         root_pem,
         int_pem,
         chain_pem,
         leaf_pem,
         leaf_serial: leaf["serial_number"].as_str().unwrap().to_owned(),
-    }
+    };
+    (p, int)
 }
 
 fn issue(d: &Daemon, cn: &str) -> Value {
@@ -463,37 +471,13 @@ fn a_retired_ca_still_answers_for_what_it_issued() {
 #[test]
 fn a_delegated_signer_answers_and_verifies() {
     let d = Daemon::start();
-    let root = d.create_root("del-root", "ec", Some(256));
-    let int = d.post(
-        "/v1/pki/ca",
-        &json!({"name": "del-int", "common_name": "Delegating Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"],
-                "validity_days": 1000, "ocsp_signer": "delegated"}),
-    );
-    assert_eq!(int.status, 201, "{}", int.text());
-    let int = int.json();
-    assert_eq!(int["ocsp_signer"], "delegated");
     d.post("/v1/pki/ca", &json!({"name": "bad", "common_name": "B", "ca_type": "root", "validity_days": 10, "ocsp_signer": "someone"}))
         .problem(400, "invalid_ocsp_signer");
-    let r = d.post(
-        "/v1/pki/roles",
-        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["*.svc.internal"]}),
+    let (p, int) = setup_with(
+        &d,
+        json!({"common_name": "Delegating Intermediate", "ocsp_signer": "delegated"}),
     );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let leaf = issue(&d, "api.svc.internal");
-    let tmp = d.dir.path();
-    let int_text = int["certificate"].as_str().unwrap();
-    let p = Pki {
-        int_id: int["id"].as_str().unwrap().to_owned(),
-        root_pem: write(tmp, "root.pem", root["certificate"].as_str().unwrap()),
-        int_pem: write(tmp, "int.pem", int_text),
-        chain_pem: write(
-            tmp,
-            "chain.pem",
-            &format!("{int_text}{}", root["certificate"].as_str().unwrap()),
-        ),
-        leaf_pem: write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap()),
-        leaf_serial: leaf["serial_number"].as_str().unwrap().to_owned(),
-    };
+    assert_eq!(int["ocsp_signer"], "delegated");
     let leaf_pem = p.leaf_pem.clone();
     let out = ask(&d, &p, &["-cert", &leaf_pem], &["-no_nonce"]);
     assert!(out.contains(": good"), "{out}");
@@ -621,38 +605,17 @@ fn responder_serial(out: &str) -> String {
 #[test]
 fn the_delegated_signer_rotates_before_it_expires() {
     let d = Daemon::start();
-    let root = d.create_root("rot-root", "ec", Some(256));
-    d.post("/v1/pki/ca", &json!({"name": "x", "common_name": "X", "ca_type": "intermediate", "parent_ca_id": root["id"],
-            "validity_days": 10, "ocsp_signer": "delegated", "ocsp_signer_lifetime": "10s"}))
-        .problem(400, "invalid_duration");
-    let int = d.post(
+    d.post(
         "/v1/pki/ca",
-        &json!({"name": "rot-int", "common_name": "Rotating Intermediate", "ca_type": "intermediate", "parent_ca_id": root["id"],
-                "validity_days": 1000, "ocsp_signer": "delegated", "ocsp_signer_lifetime": "1m"}),
+        &json!({"name": "x", "common_name": "X", "ca_type": "root",
+            "validity_days": 10, "ocsp_signer": "delegated", "ocsp_signer_lifetime": "10s"}),
+    )
+    .problem(400, "invalid_duration");
+    let (p, int) = setup_with(
+        &d,
+        json!({"ocsp_signer": "delegated", "ocsp_signer_lifetime": "1m"}),
     );
-    assert_eq!(int.status, 201, "{}", int.text());
-    let int = int.json();
     assert_eq!(int["ocsp_signer_lifetime"], "1m");
-    let r = d.post(
-        "/v1/pki/roles",
-        &json!({"name": "svc", "ca_id": int["id"], "allowed_domains": ["*.svc.internal"]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let leaf = issue(&d, "api.svc.internal");
-    let tmp = d.dir.path();
-    let int_text = int["certificate"].as_str().unwrap();
-    let p = Pki {
-        int_id: int["id"].as_str().unwrap().to_owned(),
-        root_pem: write(tmp, "root.pem", root["certificate"].as_str().unwrap()),
-        int_pem: write(tmp, "int.pem", int_text),
-        chain_pem: write(
-            tmp,
-            "chain.pem",
-            &format!("{int_text}{}", root["certificate"].as_str().unwrap()),
-        ),
-        leaf_pem: write(tmp, "leaf.pem", leaf["certificate"].as_str().unwrap()),
-        leaf_serial: leaf["serial_number"].as_str().unwrap().to_owned(),
-    };
     let leaf_pem = p.leaf_pem.clone();
     let t0 = Instant::now();
     let out = ask(&d, &p, &["-cert", &leaf_pem], &["-nonce"]);
