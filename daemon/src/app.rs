@@ -64,6 +64,8 @@ pub struct App {
     pub ocsp: Arc<crate::ocsp::OcspCache>,
     /// How fast the token has been answering (decides inline vs blocking-pool signing).
     pub token_pace: Arc<TokenPace>,
+    /// Counters for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A moving average of token call durations, in microseconds.

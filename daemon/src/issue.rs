@@ -527,6 +527,7 @@ pub async fn sign_order(
         tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
         return Err(ApiError::from(e));
     }
+    crate::metrics::Metrics::bump(&app.metrics.certificates_issued);
     // Its OCSP response ("good"), signed in the background before a relying party asks.
     match scaivault_core::ocsp::sha1_cert_id(&issuer.info, &serial) {
         Ok(id) => app.ocsp.presign(&issuer.ca_id, id),

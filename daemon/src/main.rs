@@ -21,6 +21,7 @@ mod issue;
 mod leafkey;
 mod listener;
 mod logging;
+mod metrics;
 mod ocsp;
 mod probe;
 mod reload;

@@ -120,6 +120,16 @@ impl OcspCache {
         }
     }
 
+    /// `(cached responses, pre-signing jobs waiting)`, for metrics.
+    pub fn sizes(&self) -> (usize, usize) {
+        let entries = self
+            .entries
+            .read()
+            .map_or(0, |m| m.values().map(Vec::len).sum());
+        let queued = self.queue.lock().map_or(0, |q| q.len());
+        (entries, queued)
+    }
+
     fn next_presign(&self) -> Option<(String, Vec<u8>)> {
         self.queue.lock().ok()?.pop_front()
     }
@@ -258,6 +268,7 @@ async fn answer_inner(
             .then(|| app.ocsp.get(ca_id, serial, cert_id, time_util::now()))
             .flatten()
         {
+            crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
             return Ok(hit);
         }
     }
@@ -313,6 +324,7 @@ async fn answer_inner(
             }
             e.refusal()
         })?;
+    crate::metrics::Metrics::bump(&app.metrics.ocsp_signed);
     let (this_update, next_update) = (signed.this_update, signed.next_update);
     let resp = Arc::new(SignedResponse {
         etag: hex::encode(Sha256::digest(&signed.der)),

@@ -94,6 +94,7 @@ pub async fn revoke(
         .ok()
         .and_then(|mut s| s.take())
         .ok_or_else(|| ApiError::internal("revocation committed without its row"))?;
+    crate::metrics::Metrics::bump(&app.metrics.certificates_revoked);
     app.after_revocation(&row.issuer_ca_id, &row.serial);
     Ok(Revoked {
         serial_number: Serial::parse(&key)?.to_string(),
@@ -143,7 +144,9 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
     let store = app.store.clone();
     let id = ca_id.to_owned();
     let path = crl_path(app, ca_id)?;
+    let metrics = app.metrics.clone();
     app.blocking(move || {
+        let started = std::time::Instant::now();
         // The number is durable before anything is published.
         let number = store.write(|tx| tx.next_crl_number(&id))?;
         let mut after = 0i64;
@@ -180,6 +183,15 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
             )
         })?;
         tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
+        crate::metrics::Metrics::bump(&metrics.crl_builds);
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics
+            .crl_last_build_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+        metrics.crl_last_entries.store(
+            u64::try_from(count).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok((number, count))
     })
     .await

@@ -181,6 +181,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         crl_wake: Default::default(),
         ocsp: Default::default(),
         token_pace: Default::default(),
+        metrics: Default::default(),
     }
 }
 

@@ -146,6 +146,29 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
         .as_str()
         .unwrap()
         .ends_with('Z'));
+    // Prometheus metrics, no token: aggregate counters of what just happened.
+    let m = d.call("GET", "/metrics", None, None);
+    assert_eq!(m.status, 200);
+    assert!(
+        m.content_type.starts_with("text/plain"),
+        "{}",
+        m.content_type
+    );
+    let metric = |name: &str| -> f64 {
+        m.text()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing: {}", m.text()))
+            .parse()
+            .unwrap()
+    };
+    assert!(metric("scaivault_certificates_issued_total") >= 1.0);
+    assert_eq!(metric("scaivault_certificates_revoked_total"), 1.0);
+    assert!(metric("scaivault_crl_builds_total") >= 2.0);
+    assert!(metric("scaivault_http_requests_total{class=\"2xx\"}") >= 5.0);
+    assert!(metric("scaivault_http_requests_total{class=\"4xx\"}") >= 3.0);
+    assert!(metric("scaivault_scheduler_last_tick_timestamp_seconds") > 1.7e9);
+    assert!(!m.text().contains(iid), "no CA ids in metrics");
     // The inventory and the events feed know.
     let inv = d.get(&format!("/v1/pki/certificates/{serial}")).json();
     assert_eq!(inv["status"], "revoked");

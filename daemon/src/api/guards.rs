@@ -78,6 +78,9 @@ impl Fairing for RequestLog {
             ms = format_args!("{ms:.2}"),
             request_id = %id,
         );
+        if let Some(app) = req.rocket().state::<App>() {
+            app.metrics.http_answered(res.status().code);
+        }
         res.set_header(Header::new("X-Request-Id", id));
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! Unauthenticated paths, all of them, in one place (like Vault's `PathsSpecial`):
 //! - `GET /v1/sys/health`
+//! - `GET /metrics` (Prometheus text; aggregates only)
 //! - `GET /v1/pki/ca/<id>/certificate` (the AIA "CA issuers" URL of issued certificates)
 //! - `GET /v1/pki/ca/<id>/chain`
 //! - `GET /v1/pki/ca/<id>/crl`
@@ -18,6 +19,7 @@ mod csr;
 mod guards;
 mod health;
 mod issue;
+mod metrics;
 mod ocsp;
 mod problem;
 mod revoke;
@@ -64,5 +66,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", tidy::routes())
         .mount("/", ocsp::routes())
         .mount("/", trust::routes())
+        .mount("/", metrics::routes())
         .register("/", problem::catchers())
 }

@@ -1,0 +1,144 @@
+//! Counters and gauges for `GET /metrics` (Prometheus text exposition format 0.0.4).
+//!
+//! Aggregates only: like `/v1/sys/health` the endpoint needs no token (a scraper on the host or
+//! the monitoring network), so it names no tenant, CA, role or certificate. Counters are plain
+//! atomics bumped on the paths that already exist; nothing here blocks or allocates per request.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The daemon's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    http: [AtomicU64; 5],
+    /// Certificates signed and stored (issue, sign, CSR workflow).
+    pub certificates_issued: AtomicU64,
+    /// Revocations committed.
+    pub certificates_revoked: AtomicU64,
+    /// OCSP responses served from the cache.
+    pub ocsp_cached: AtomicU64,
+    /// OCSP responses signed (on request or pre-signed).
+    pub ocsp_signed: AtomicU64,
+    /// CRLs built and published.
+    pub crl_builds: AtomicU64,
+    /// Duration of the last CRL build, milliseconds.
+    pub crl_last_build_ms: AtomicU64,
+    /// Entries of the last CRL built.
+    pub crl_last_entries: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one HTTP answer by status class.
+    pub fn http_answered(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        if let Some(c) = self.http.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exposition text; `gauges` are `(name, help, value)` read by the caller at scrape time.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP scaivault_build_info The daemon's version.\n# TYPE scaivault_build_info gauge\nscaivault_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP scaivault_http_requests_total HTTP answers by status class.\n# TYPE scaivault_http_requests_total counter"
+        );
+        for (i, c) in self.http.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "scaivault_http_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                get(c)
+            );
+        }
+        let counters: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "scaivault_certificates_issued_total",
+                "Leaf certificates signed and stored.",
+                &self.certificates_issued,
+            ),
+            (
+                "scaivault_certificates_revoked_total",
+                "Revocations committed.",
+                &self.certificates_revoked,
+            ),
+            (
+                "scaivault_crl_builds_total",
+                "CRLs built, signed and published.",
+                &self.crl_builds,
+            ),
+            (
+                "scaivault_ocsp_signed_total",
+                "OCSP responses signed (on request or pre-signed).",
+                &self.ocsp_signed,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP scaivault_ocsp_cache_hits_total OCSP responses served from the cache.\n# TYPE scaivault_ocsp_cache_hits_total counter\nscaivault_ocsp_cache_hits_total {}",
+            get(&self.ocsp_cached)
+        );
+        let mut all_gauges: Vec<(&str, &str, f64)> = vec![
+            (
+                "scaivault_crl_last_build_seconds",
+                "Duration of the last CRL build.",
+                get(&self.crl_last_build_ms) as f64 / 1000.0,
+            ),
+            (
+                "scaivault_crl_last_entries",
+                "Entries of the last CRL built.",
+                get(&self.crl_last_entries) as f64,
+            ),
+        ];
+        all_gauges.extend_from_slice(gauges);
+        for (name, help, v) in all_gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.http_answered(200);
+        m.http_answered(204);
+        m.http_answered(404);
+        m.http_answered(503);
+        Metrics::bump(&m.certificates_issued);
+        let text = m.render(&[("scaivault_x", "A gauge.", 1.5)]);
+        assert!(text.contains("scaivault_http_requests_total{class=\"2xx\"} 2\n"));
+        assert!(text.contains("scaivault_http_requests_total{class=\"4xx\"} 1\n"));
+        assert!(text.contains("scaivault_http_requests_total{class=\"5xx\"} 1\n"));
+        assert!(text.contains("scaivault_certificates_issued_total 1\n"));
+        assert!(text.contains("# TYPE scaivault_x gauge\nscaivault_x 1.5\n"));
+        // Every sample line is `name[{labels}] value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("scaivault_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
