@@ -85,6 +85,32 @@ fn secrets_stay_out_of_logs_cmdline_and_audit() {
         None,
     );
 
+    // A leaf key returned once: a line from the middle of its PEM must show up nowhere else.
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "canary", "ca_id": root["id"], "allowed_domains": ["*.canary.internal"], "key_type": "ec", "key_bits": 256}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let leaf = d
+        .post(
+            "/v1/pki/issue/canary",
+            &json!({"common_name": "a.canary.internal"}),
+        )
+        .json();
+    let key_line = leaf["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(key_line.len() >= 40, "{key_line}");
+    let mut db = Vec::new();
+    for f in ["scaivault.db", "scaivault.db-wal"] {
+        db.extend(std::fs::read(d.data().join(f)).unwrap_or_default());
+    }
+    let db = String::from_utf8_lossy(&db).into_owned();
+
     let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
         .unwrap()
         .trim()
@@ -110,7 +136,12 @@ fn secrets_stay_out_of_logs_cmdline_and_audit() {
         ("environ", environ.as_ref()),
         ("log", log.as_str()),
         ("audit", audit.as_str()),
+        ("database", db.as_str()),
     ] {
+        assert!(
+            !text.contains(&key_line),
+            "an issued private key appears in the {what}"
+        );
         assert!(!text.contains(&pin), "the PIN appears in the {what}");
         assert!(!text.contains(&so_pin), "the SO PIN appears in the {what}");
         assert!(!text.contains(&new_token), "a token appears in the {what}");
