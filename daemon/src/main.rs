@@ -6,12 +6,14 @@
 //!
 //! Commands: `dev` (the embedded default: SoftHSM token, config, database, tenant and admin token
 //! created under a data directory), `serve --config FILE` (production), `check-config`, and the
-//! host commands `tenant`, `token` and `audit verify`.
+//! host commands `tenant`, `token`, `audit verify` and `ceremony` (key ceremonies on an
+//! offline token, see the `ceremony` module).
 
 mod api;
 mod app;
 mod auth;
 mod ca;
+mod ceremony;
 mod cli;
 mod config;
 mod csrs;
@@ -80,6 +82,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::AuditCommand,
     },
+    /// Key ceremonies on an offline token, without the daemon (see docs/CEREMONY.md).
+    Ceremony {
+        /// The ceremony file (TOML).
+        #[arg(long)]
+        file: PathBuf,
+        #[command(subcommand)]
+        command: ceremony::CeremonyCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +110,7 @@ fn main() -> ExitCode {
         Command::Audit { command } => {
             cli::need_config(cli.config.as_deref()).and_then(|c| cli::audit(&c, command))
         }
+        Command::Ceremony { file, command } => ceremony::run(&file, command),
     };
     match result {
         Ok(code) => code,

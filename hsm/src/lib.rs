@@ -23,9 +23,12 @@
 //! and seal the bulk data (for example an issued leaf private key) in software with that data key.
 //! The sealed form is `IV (12 bytes) || ciphertext || tag (16 bytes)`, with no associated data.
 //!
-//! Non-goals: key export or backup (see the ceremony tooling), symmetric keys other than KEKs,
-//! PKCS#11 v3 profiles.
+//! Backup: [`backup`] wraps a CA key made for backup under a trusted AES key and unwraps it into
+//! another token (the ceremony tooling splits the AES key into shares). Non-goals: any other key
+//! export, symmetric keys other than KEKs and backup wrapping keys, PKCS#11 v3 profiles.
 
+#[cfg(feature = "pkcs11")]
+pub mod backup;
 mod encoding;
 mod error;
 mod key;

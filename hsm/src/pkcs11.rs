@@ -1002,15 +1002,48 @@ impl Pkcs11Token {
         spec: KeySpec,
         label: &str,
     ) -> Result<Arc<dyn Signer>> {
-        self.generate_with(spec, label, false)
+        self.generate_with(spec, label, false, false)
+    }
+
+    /// Generates a CA key pair that can be backed up (see [`crate::backup`]): as
+    /// [`Token::generate`], but the private key is `CKA_EXTRACTABLE` together with
+    /// `CKA_WRAP_WITH_TRUSTED` (so only a wrapping key the SO marked `CKA_TRUSTED` can wrap it; it
+    /// stays `CKA_SENSITIVE`) and `CKA_COPYABLE = false` (no session copies of an extractable
+    /// key: signers use the token object).
+    ///
+    /// # Errors
+    /// As [`Token::generate`]; [`Error::UnsupportedKey`] for Ed25519, which SoftHSM 2.6 cannot
+    /// wrap.
+    pub fn generate_for_backup(&self, spec: KeySpec, label: &str) -> Result<Arc<dyn Signer>> {
+        self.generate_with(spec, label, true, true)
     }
 
     /// Generates a key pair (see [`Token::generate`]); `copyable` is the private key's
-    /// `CKA_COPYABLE`.
-    fn generate_with(&self, spec: KeySpec, label: &str, copyable: bool) -> Result<Arc<dyn Signer>> {
+    /// `CKA_COPYABLE`; `backup` makes it wrappable under a trusted key.
+    fn generate_with(
+        &self,
+        spec: KeySpec,
+        label: &str,
+        copyable: bool,
+        backup: bool,
+    ) -> Result<Arc<dyn Signer>> {
         let _admin = lock(&self.shared.admin);
         let (mechanism, public_template, mut private_template) = generation_templates(spec, label)?;
-        if !copyable {
+        if backup {
+            if spec.key_type() == KeyType::Ed25519 {
+                return Err(Error::UnsupportedKey(
+                    "Ed25519 keys cannot be backed up: SoftHSM 2.6 cannot wrap them".into(),
+                ));
+            }
+            // Extractable only under a wrapping key the SO marked CKA_TRUSTED; still sensitive.
+            for attribute in &mut private_template {
+                if matches!(attribute, Attribute::Extractable(_)) {
+                    *attribute = Attribute::Extractable(true);
+                }
+            }
+            private_template.push(Attribute::WrapWithTrusted(true));
+        }
+        if !copyable || backup {
             private_template.push(Attribute::Copyable(false));
         }
         let (handle, spki, generation) = self.shared.with_session("generate", |session| {
@@ -1061,6 +1094,158 @@ impl Pkcs11Token {
                 source: handle,
                 key: None,
             })),
+        })
+    }
+}
+
+/// What a token says about itself (`C_GetTokenInfo`), padding blanks trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// CKA token label.
+    pub label: String,
+    /// The token's serial number.
+    pub serial: String,
+    /// The manufacturer id.
+    pub manufacturer: String,
+    /// The model.
+    pub model: String,
+}
+
+/// One token object with its identity and security attributes (for inventories such as the
+/// ceremony's `list-keys`). Attributes the object does not have are absent from `flags`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object class, e.g. `CKO_PRIVATE_KEY`.
+    pub class: String,
+    /// CKA_LABEL as text (lossy UTF-8).
+    pub label: String,
+    /// CKA_ID as hex.
+    pub id_hex: String,
+    /// CKA_KEY_TYPE, e.g. `CKK_EC`, for key objects.
+    pub key_type: Option<String>,
+    /// Boolean attributes by PKCS#11 name (`CKA_SENSITIVE`, …), in a fixed order.
+    pub flags: Vec<(&'static str, bool)>,
+}
+
+/// The boolean attributes an inventory reports, with their PKCS#11 names.
+const INVENTORY_FLAGS: [(AttributeType, &str); 19] = [
+    (AttributeType::Token, "CKA_TOKEN"),
+    (AttributeType::Private, "CKA_PRIVATE"),
+    (AttributeType::Modifiable, "CKA_MODIFIABLE"),
+    (AttributeType::Copyable, "CKA_COPYABLE"),
+    (AttributeType::Destroyable, "CKA_DESTROYABLE"),
+    (AttributeType::Local, "CKA_LOCAL"),
+    (AttributeType::Sensitive, "CKA_SENSITIVE"),
+    (AttributeType::AlwaysSensitive, "CKA_ALWAYS_SENSITIVE"),
+    (AttributeType::Extractable, "CKA_EXTRACTABLE"),
+    (AttributeType::NeverExtractable, "CKA_NEVER_EXTRACTABLE"),
+    (AttributeType::WrapWithTrusted, "CKA_WRAP_WITH_TRUSTED"),
+    (AttributeType::Trusted, "CKA_TRUSTED"),
+    (AttributeType::Sign, "CKA_SIGN"),
+    (AttributeType::Verify, "CKA_VERIFY"),
+    (AttributeType::Encrypt, "CKA_ENCRYPT"),
+    (AttributeType::Decrypt, "CKA_DECRYPT"),
+    (AttributeType::Wrap, "CKA_WRAP"),
+    (AttributeType::Unwrap, "CKA_UNWRAP"),
+    (AttributeType::Derive, "CKA_DERIVE"),
+];
+
+/// The value of a boolean attribute.
+fn bool_value(attribute: &Attribute) -> Option<bool> {
+    match attribute {
+        Attribute::Token(b)
+        | Attribute::Private(b)
+        | Attribute::Modifiable(b)
+        | Attribute::Copyable(b)
+        | Attribute::Destroyable(b)
+        | Attribute::Local(b)
+        | Attribute::Sensitive(b)
+        | Attribute::AlwaysSensitive(b)
+        | Attribute::Extractable(b)
+        | Attribute::NeverExtractable(b)
+        | Attribute::WrapWithTrusted(b)
+        | Attribute::Trusted(b)
+        | Attribute::Sign(b)
+        | Attribute::Verify(b)
+        | Attribute::Encrypt(b)
+        | Attribute::Decrypt(b)
+        | Attribute::Wrap(b)
+        | Attribute::Unwrap(b)
+        | Attribute::Derive(b) => Some(*b),
+        _ => None,
+    }
+}
+
+impl Pkcs11Token {
+    /// The token's label, serial number, manufacturer and model (`C_GetTokenInfo`).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the token does not answer.
+    pub fn token_info(&self) -> Result<TokenInfo> {
+        let info = self
+            .shared
+            .ctx
+            .get_token_info(self.shared.slot)
+            .map_err(|e| self.shared.unavailable("C_GetTokenInfo", &e))?;
+        Ok(TokenInfo {
+            label: info.label().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+        })
+    }
+
+    /// Every token object the logged-in user can see (public and private), with class, label,
+    /// id, key type and security attributes. Secret values are never read.
+    ///
+    /// # Errors
+    /// Token failures.
+    pub fn list_objects(&self) -> Result<Vec<ObjectInfo>> {
+        let mut types = vec![
+            AttributeType::Class,
+            AttributeType::Label,
+            AttributeType::Id,
+            AttributeType::KeyType,
+        ];
+        types.extend(INVENTORY_FLAGS.iter().map(|(t, _)| *t));
+        self.shared.with_session("list objects", |session| {
+            let _store = self.shared.reading();
+            Shared::check_logged_in(session)?;
+            let found = session.find_objects(&[Attribute::Token(true)])?;
+            let mut out = Vec::with_capacity(found.len());
+            for object in found {
+                let attrs = read_attributes(session, object, &types)?;
+                let mut info = ObjectInfo {
+                    class: String::new(),
+                    label: String::new(),
+                    id_hex: String::new(),
+                    key_type: None,
+                    flags: Vec::new(),
+                };
+                for (i, attr) in attrs.iter().enumerate() {
+                    match attr {
+                        Some(Attribute::Class(c)) => info.class = c.to_string(),
+                        Some(Attribute::Label(l)) => {
+                            info.label = String::from_utf8_lossy(l).into_owned();
+                        }
+                        Some(Attribute::Id(id)) => info.id_hex = hex(id),
+                        Some(Attribute::KeyType(t)) => info.key_type = Some(t.to_string()),
+                        Some(other) => {
+                            let name = i
+                                .checked_sub(4)
+                                .and_then(|j| INVENTORY_FLAGS.get(j))
+                                .map(|(_, name)| *name);
+                            if let (Some(name), Some(b)) = (name, bool_value(other)) {
+                                info.flags.push((name, b));
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                out.push(info);
+            }
+            out.sort_by(|a, b| (&a.label, &a.class).cmp(&(&b.label, &b.class)));
+            Ok(out)
         })
     }
 }
@@ -1237,7 +1422,7 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Token for Pkcs11Token {
     fn generate(&self, spec: KeySpec, label: &str) -> Result<Arc<dyn Signer>> {
-        self.generate_with(spec, label, true)
+        self.generate_with(spec, label, true, false)
     }
 
     fn find(&self, label: &str) -> Result<Arc<dyn Signer>> {

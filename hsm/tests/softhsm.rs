@@ -25,6 +25,9 @@ use zeroize::Zeroizing;
 const MAIN_TOKEN: &str = "hsm-test-main";
 const WRONG_PIN_TOKEN: &str = "hsm-test-wrongpin";
 const RECOVER_TOKEN: &str = "hsm-test-recover";
+/// Backup tests log in as SO here: no `Pkcs11Token` of this token stays open.
+const BACKUP_TOKEN: &str = "hsm-test-backup";
+const RESTORE_TOKEN: &str = "hsm-test-restore";
 const PIN: &str = "1234";
 const SO_PIN: &str = "5678";
 
@@ -83,7 +86,13 @@ fn fixture() -> &'static Fixture {
         .unwrap();
         // All tokens exist before the module is initialised: SoftHSM reads the token directory
         // and SOFTHSM2_CONF at C_Initialize.
-        for label in [MAIN_TOKEN, WRONG_PIN_TOKEN, RECOVER_TOKEN] {
+        for label in [
+            MAIN_TOKEN,
+            WRONG_PIN_TOKEN,
+            RECOVER_TOKEN,
+            BACKUP_TOKEN,
+            RESTORE_TOKEN,
+        ] {
             init_token(&conf, label);
         }
         std::env::set_var("SOFTHSM2_CONF", &conf);
@@ -631,4 +640,60 @@ fn uncopyable_key_signs_with_the_token_object() {
         .session_copies_for_test(&rsa_label)
         .unwrap()
         .is_empty());
+}
+
+/// Backup: only a trusted (SO-made) wrapping key wraps a backup-enabled key, a key made without
+/// backup cannot be wrapped at all, and the unwrapped key signs under the original public key.
+/// One test, because the steps log in as SO and user in turn on the same tokens.
+#[test]
+fn backup_keys_wrap_only_under_a_trusted_key_and_restore_elsewhere() {
+    use scaivault_hsm::backup::{self, UnwrapTarget};
+    let module = fixture().module.clone();
+    let kek = [0x42u8; backup::WRAPPING_KEY_BYTES];
+    let (spki, plain_label) = {
+        let t = Pkcs11Token::open(&config(BACKUP_TOKEN, PIN)).unwrap();
+        let key = t.generate_for_backup(KeySpec::EcP256, "bk-root").unwrap();
+        t.generate(KeySpec::EcP256, "bk-plain").unwrap();
+        let attrs = t.attributes("bk-root").unwrap();
+        assert!(attrs.sensitive && attrs.extractable && attrs.value_read_refused);
+        assert!(matches!(
+            t.generate_for_backup(KeySpec::Ed25519, "bk-ed"),
+            Err(Error::UnsupportedKey(_))
+        ));
+        (key.public_key_der().to_vec(), "bk-plain")
+        // `t` drops here: its sessions close and the process logs out of the token.
+    };
+    let untrusted =
+        backup::wrap_with_untrusted_key_for_test(&module, BACKUP_TOKEN, PIN, "bk-root", &kek);
+    assert!(
+        matches!(&untrusted, Err(Error::Pkcs11 { rv, .. }) if rv == "CKR_KEY_NOT_WRAPPABLE"),
+        "{untrusted:?}"
+    );
+    let plain = backup::wrap_private_key(&module, BACKUP_TOKEN, SO_PIN, PIN, plain_label, &kek);
+    assert!(
+        matches!(&plain, Err(Error::Pkcs11 { rv, .. }) if rv == "CKR_KEY_UNEXTRACTABLE"),
+        "{plain:?}"
+    );
+    let wrapped =
+        backup::wrap_private_key(&module, BACKUP_TOKEN, SO_PIN, PIN, "bk-root", &kek).unwrap();
+    let target = UnwrapTarget {
+        module: &module,
+        token_label: RESTORE_TOKEN,
+        user_pin: PIN,
+        label: "bk-root",
+        spec: KeySpec::EcP256,
+        spki_der: &spki,
+    };
+    // A wrong wrapping key is refused and leaves nothing behind.
+    let wrong = backup::unwrap_private_key(&target, &[0x43u8; 32], &wrapped);
+    assert!(matches!(wrong, Err(Error::Decrypt(_))), "{wrong:?}");
+    backup::unwrap_private_key(&target, &kek, &wrapped).unwrap();
+    let restored = Pkcs11Token::open(&config(RESTORE_TOKEN, PIN)).unwrap();
+    let key = restored.find("bk-root").unwrap();
+    assert_eq!(key.public_key_der(), spki.as_slice());
+    let msg = message(9);
+    verify(KeySpec::EcP256, &spki, &msg, &key.sign(&msg).unwrap());
+    let attrs = restored.attributes("bk-root").unwrap();
+    assert!(attrs.token && attrs.private && attrs.sensitive && attrs.sign);
+    assert!(attrs.value_read_refused);
 }

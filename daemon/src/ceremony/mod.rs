@@ -1,0 +1,989 @@
+//! `scaivault ceremony …`: key ceremonies for security officers, run directly on a PKCS#11 token
+//! without the daemon (an offline root on its own token). One ceremony file (TOML, see
+//! [`config`]) is the only input besides the PINs, which come from files or a prompt and never
+//! from the command line.
+//!
+//! - `init-token`: initialise a free slot's token with the ceremony's label, SO PIN and user PIN.
+//! - `generate-root`: a key pair on the token with the CA attributes of the hsm crate (private,
+//!   sensitive, never extractable, sign only) and a self-signed root built and linted by the core
+//!   CA profile; the certificate is written to `output.root_certificate`.
+//! - `sign-intermediate --csr FILE --out FILE`: the root signs the CSR of a `pending_signature`
+//!   intermediate (its signature checked, its key at least as strong as the policy), with the
+//!   path length, name constraints and validity of the ceremony file.
+//! - `sign-crl --out FILE [--revoke SERIAL[:REASON]]…`: the root's next CRL (next CRL number,
+//!   every serial revoked before, as recorded in the verified transcript, plus the new ones).
+//! - `backup`: M-of-N backup of a root key generated with `root.backup = true` (see [`backup`]).
+//! - `restore --backup FILE --share FILE…`: the key back onto this ceremony file's token.
+//! - `list-keys`: every object on the token with its security attributes.
+//! - `verify-transcript`: checks the transcript against the root certificate's key.
+//!
+//! Every step appends to the transcript (see [`transcript`]); steps that reach the root key end
+//! with a signature line made by it.
+
+mod backup;
+mod config;
+mod transcript;
+
+use crate::serve::StartError;
+use clap::Subcommand;
+use config::Ceremony;
+use der::{Decode, DecodePem, Encode};
+use scaivault_core::profile::{self, CaTemplate, Constraints, LintExpect};
+use scaivault_core::serial::Serial;
+use scaivault_core::{crl, csr, pem, sign, time_util};
+use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token, TokenInfo};
+use scaivault_hsm::{KeyType, Signer, Token};
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use transcript::{sha256_hex, KeyRecord, StepLine, TokenRecord};
+use x509_cert::Certificate;
+use zeroize::Zeroizing;
+
+/// `scaivault ceremony --file CEREMONY.toml …`.
+#[derive(Debug, Subcommand)]
+pub enum CeremonyCommand {
+    /// Initialise a free slot's token with the ceremony's token label (SO PIN and user PIN from
+    /// the files the ceremony file names, or prompts).
+    InitToken,
+    /// Generate the root key on the token and write the self-signed root certificate.
+    GenerateRoot,
+    /// Sign an intermediate's CSR with the root key, under the ceremony's intermediate policy.
+    SignIntermediate {
+        /// The CSR (PEM), e.g. the `csr` of a `pending_signature` CA of the daemon.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the certificate (PEM); must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign the root's next CRL: every serial revoked at an earlier `sign-crl` of the (verified)
+    /// transcript plus the `--revoke` ones, with the next CRL number.
+    SignCrl {
+        /// Where to write the CRL (PEM); must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// A serial (hex) to revoke now, optionally `SERIAL:REASON` with an RFC 5280 reason
+        /// name such as `key_compromise` or `superseded` (repeatable).
+        #[arg(long = "revoke")]
+        revoke: Vec<String>,
+    },
+    /// Back the root key up M-of-N: wrap it under a fresh AES key (a trusted session key the SO
+    /// creates), split that key into the `[backup]` shares, one file per custodian.
+    Backup,
+    /// Restore the root key from its backup and at least M shares into this ceremony file's token.
+    Restore {
+        /// The `root-backup.json` written by `backup`.
+        #[arg(long)]
+        backup: PathBuf,
+        /// A share file (repeat for each custodian present).
+        #[arg(long = "share", required = true)]
+        shares: Vec<PathBuf>,
+    },
+    /// List the objects on the token with their security attributes.
+    ListKeys,
+    /// Verify the transcript's signatures with the root certificate's key (no token needed).
+    VerifyTranscript {
+        /// The transcript (default: the ceremony file's `output.transcript`).
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// The root certificate (default: the ceremony file's `output.root_certificate`).
+        #[arg(long)]
+        root_certificate: Option<PathBuf>,
+    },
+}
+
+/// Runs one ceremony command.
+///
+/// # Errors
+/// Anything that stops the step; nothing is signed or written after a failed check.
+pub fn run(file: &Path, command: CeremonyCommand) -> Result<ExitCode, StartError> {
+    let c = Ceremony::load(file)?;
+    c.apply_environment();
+    match command {
+        CeremonyCommand::InitToken => init_token(&c),
+        CeremonyCommand::GenerateRoot => generate_root(&c),
+        CeremonyCommand::SignIntermediate { csr, out } => sign_intermediate(&c, &csr, &out),
+        CeremonyCommand::SignCrl { out, revoke } => sign_crl(&c, &out, &revoke),
+        CeremonyCommand::Backup => backup_root(&c),
+        CeremonyCommand::Restore { backup, shares } => restore_root(&c, &backup, &shares),
+        CeremonyCommand::ListKeys => list_keys(&c),
+        CeremonyCommand::VerifyTranscript {
+            transcript,
+            root_certificate,
+        } => verify_transcript(&c, transcript.as_deref(), root_certificate.as_deref()),
+    }
+}
+
+fn hsm(what: &str) -> impl Fn(scaivault_hsm::Error) -> StartError + '_ {
+    move |e| StartError(format!("{what}: {e}"))
+}
+
+fn core(what: &str) -> impl Fn(scaivault_core::Error) -> StartError + '_ {
+    move |e| StartError(format!("{what}: {e}"))
+}
+
+fn open_token(c: &Ceremony) -> Result<Arc<Pkcs11Token>, StartError> {
+    open_with_pin(c, c.user_pin()?, "opening the token")
+}
+
+/// Logs in to the ceremony's token with `pin` (already read).
+fn open_with_pin(
+    c: &Ceremony,
+    pin: Zeroizing<String>,
+    what: &'static str,
+) -> Result<Arc<Pkcs11Token>, StartError> {
+    Pkcs11Token::open(&Pkcs11Config {
+        module: c.file.token.module.clone(),
+        token_label: c.file.token.label.clone(),
+        pin,
+    })
+    .map_err(hsm(what))
+}
+
+fn step(
+    c: &Ceremony,
+    name: &str,
+    token: &TokenInfo,
+    mut inputs: Map<String, Value>,
+    outputs: Map<String, Value>,
+    keys: Vec<KeyRecord>,
+    detail: Value,
+) -> StepLine {
+    inputs.insert("ceremony_file".into(), json!(sha256_hex(&c.bytes)));
+    StepLine {
+        step: name.to_owned(),
+        time: time_util::rfc3339(time_util::now()),
+        operator: c.file.people.operator.clone(),
+        witnesses: c.file.people.witnesses.clone(),
+        token: TokenRecord {
+            label: token.label.clone(),
+            serial: token.serial.clone(),
+        },
+        inputs,
+        outputs,
+        keys,
+        detail,
+    }
+}
+
+/// Writes `bytes` to a new file (never overwrites).
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+    let io = |e: std::io::Error| StartError(format!("cannot write {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+fn init_token(c: &Ceremony) -> Result<ExitCode, StartError> {
+    let so = c.so_pin()?;
+    let user = c.user_pin()?;
+    if c.file.token.user_pin_file.is_none() && user.as_str() != c.user_pin()?.as_str() {
+        return Err(StartError("the two user PINs differ".into()));
+    }
+    scaivault_hsm::provision::init_token(
+        &c.file.token.module,
+        &c.file.token.label,
+        so.as_str(),
+        user.as_str(),
+    )
+    .map_err(hsm("initialising the token"))?;
+    let token = open_with_pin(c, user, "opening the new token")?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let line = step(
+        c,
+        "init-token",
+        &info,
+        Map::new(),
+        Map::new(),
+        vec![],
+        json!({"manufacturer": info.manufacturer, "model": info.model}),
+    );
+    transcript::append(&c.file.output.transcript, &[line], None)?;
+    println!(
+        "token {:?} initialised (serial {})",
+        info.label, info.serial
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a dot to stderr every second while `f` runs (RSA generation can take minutes).
+fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    eprint!("{what} ");
+    let done = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut ticks = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    eprint!(".");
+                }
+            }
+        });
+        let out = f();
+        done.store(true, Ordering::SeqCst);
+        out
+    });
+    eprintln!(" done");
+    out
+}
+
+fn generate_root(c: &Ceremony) -> Result<ExitCode, StartError> {
+    let r = &c.file.root;
+    let out = &c.file.output.root_certificate;
+    if out.exists() {
+        return Err(StartError(format!(
+            "{} exists already: a ceremony never overwrites a root certificate",
+            out.display()
+        )));
+    }
+    let spec = c.root_spec()?;
+    let subject = c.root_subject()?;
+    let token = open_token(c)?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let slow = if spec.key_type() == KeyType::Rsa && spec.bits() >= 3072 {
+        " (RSA generation can take minutes)"
+    } else {
+        ""
+    };
+    let key = with_progress(
+        &format!(
+            "generating {} {} key {:?} on token {:?}{slow}",
+            spec.type_name(),
+            spec.bits(),
+            r.key_label,
+            info.label
+        ),
+        || {
+            if r.backup {
+                token.generate_for_backup(spec, &r.key_label)
+            } else {
+                token.generate(spec, &r.key_label)
+            }
+        },
+    )
+    .map_err(hsm("generating the root key"))?;
+    let made = build_root(c, key.as_ref(), subject);
+    let der = match made {
+        Ok(der) => der,
+        Err(e) => {
+            // Do not leave a key behind that has no certificate.
+            if let Err(d) = token.destroy(&r.key_label) {
+                eprintln!("warning: cannot destroy the new key {:?}: {d}", r.key_label);
+            }
+            return Err(e);
+        }
+    };
+    let cert = pem::from_der(&der).map_err(core("root certificate"))?;
+    let pem_text = pem::certificate(&der).map_err(core("root certificate"))?;
+    write_new(out, pem_text.as_bytes())?;
+    let tbs = &cert.tbs_certificate;
+    let mut outputs = Map::new();
+    outputs.insert(
+        "root_certificate_pem".into(),
+        json!(sha256_hex(pem_text.as_bytes())),
+    );
+    outputs.insert("root_certificate_der".into(), json!(sha256_hex(&der)));
+    let line = step(
+        c,
+        "generate-root",
+        &info,
+        Map::new(),
+        outputs,
+        vec![KeyRecord::new(
+            "root",
+            Some(&r.key_label),
+            key.public_key_der(),
+        )?],
+        json!({
+            "key_type": spec.type_name(),
+            "key_bits": spec.bits(),
+            "serial": hex::encode(tbs.serial_number.as_bytes()),
+            "subject": tbs.subject.to_string(),
+            "not_before": time_util::rfc3339(time_util::from_x509(&tbs.validity.not_before)),
+            "not_after": time_util::rfc3339(time_util::from_x509(&tbs.validity.not_after)),
+            "max_path_length": r.max_path_length,
+            "backup_enabled": r.backup,
+        }),
+    );
+    transcript::append(
+        &c.file.output.transcript,
+        &[line],
+        Some((key.as_ref(), &r.key_label)),
+    )?;
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_root(
+    c: &Ceremony,
+    key: &dyn Signer,
+    subject: x509_cert::name::Name,
+) -> Result<Vec<u8>, StartError> {
+    let now = time_util::now();
+    let t = CaTemplate {
+        subject,
+        spki_der: key.public_key_der().to_vec(),
+        serial: Serial::random(),
+        not_before: now,
+        not_after: now + time::Duration::days(i64::from(c.file.root.validity_days)),
+        max_path_length: c.file.root.max_path_length,
+        constraints: Constraints::default(),
+    };
+    let alg = key.algorithm_der();
+    let tbs = profile::ca_tbs(&t, None, &alg).map_err(core("root certificate"))?;
+    sign::sign_certificate(
+        tbs,
+        LintExpect {
+            issuer: None,
+            ca: true,
+            algorithm_der: &alg,
+        },
+        key,
+    )
+    .map_err(core("signing the root certificate"))
+}
+
+fn read_root(c: &Ceremony) -> Result<(Certificate, Vec<u8>), StartError> {
+    let path = &c.file.output.root_certificate;
+    let bytes = std::fs::read(path).map_err(|e| {
+        StartError(format!(
+            "cannot read the root certificate {}: {e}",
+            path.display()
+        ))
+    })?;
+    let cert = Certificate::from_pem(&bytes)
+        .map_err(|e| StartError(format!("root certificate {}: {e}", path.display())))?;
+    Ok((cert, bytes))
+}
+
+/// The pathLenConstraint of an intermediate under a root whose own limit is `root_limit`.
+fn intermediate_path_length(
+    root_limit: Option<u8>,
+    policy: Option<u8>,
+) -> Result<Option<u8>, StartError> {
+    match (root_limit, policy) {
+        (Some(0), _) => Err(StartError(
+            "the root's pathLenConstraint is 0: it may sign no intermediate".into(),
+        )),
+        (Some(l), Some(n)) if n >= l => Err(StartError(format!(
+            "intermediate.max_path_length {n} is not below the root's pathLenConstraint {l}"
+        ))),
+        (Some(l), None) => Ok(Some(l - 1)),
+        (_, n) => Ok(n),
+    }
+}
+
+fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCode, StartError> {
+    if out.exists() {
+        return Err(StartError(format!("{} exists already", out.display())));
+    }
+    let csr_bytes = std::fs::read(csr_path)
+        .map_err(|e| StartError(format!("cannot read {}: {e}", csr_path.display())))?;
+    let csr_text = std::str::from_utf8(&csr_bytes)
+        .map_err(|_| StartError(format!("{} is not PEM text", csr_path.display())))?;
+    // Parses and checks the request's signature (proof of possession).
+    let req = csr::parse_pem(csr_text).map_err(core("the CSR"))?;
+    c.check_key(&req.key)?;
+    let (root, root_bytes) = read_root(c)?;
+    let root_spki = root
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| StartError(format!("root certificate: {e}")))?;
+    if req.spki_der == root_spki {
+        return Err(StartError("the CSR carries the root's own key".into()));
+    }
+    let path_len = intermediate_path_length(
+        sign::path_len_constraint(&root),
+        c.file.intermediate.max_path_length,
+    )?;
+    let constraints = c.constraints()?;
+    let token = open_token(c)?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let key = token
+        .find(&c.file.root.key_label)
+        .map_err(hsm("the root key"))?;
+    if key.public_key_der() != root_spki.as_slice() {
+        return Err(StartError(format!(
+            "the key {:?} on the token is not the key of the root certificate {}",
+            c.file.root.key_label,
+            c.file.output.root_certificate.display()
+        )));
+    }
+    let issuer = sign::issuer_info(&root, key.algorithm_der()).map_err(core("root certificate"))?;
+    let now = time_util::now();
+    let not_after = now + time::Duration::days(i64::from(c.file.intermediate.validity_days));
+    if not_after > issuer.not_after {
+        return Err(StartError(format!(
+            "an intermediate valid for {} days would outlive the root (notAfter {})",
+            c.file.intermediate.validity_days,
+            time_util::rfc3339(issuer.not_after)
+        )));
+    }
+    let t = CaTemplate {
+        subject: req.subject.clone(),
+        spki_der: req.spki_der.clone(),
+        serial: Serial::random(),
+        not_before: now,
+        not_after,
+        max_path_length: path_len,
+        constraints,
+    };
+    let tbs = profile::ca_tbs(&t, Some(&issuer), &issuer.algorithm_der)
+        .map_err(core("intermediate certificate"))?;
+    let der = sign::sign_certificate(
+        tbs,
+        LintExpect {
+            issuer: Some(&issuer),
+            ca: true,
+            algorithm_der: &issuer.algorithm_der,
+        },
+        key.as_ref(),
+    )
+    .map_err(core("signing the intermediate certificate"))?;
+    let pem_text = pem::certificate(&der).map_err(core("intermediate certificate"))?;
+    write_new(out, pem_text.as_bytes())?;
+    let cert = Certificate::from_der(&der)
+        .map_err(|e| StartError(format!("intermediate certificate: {e}")))?;
+    let tbs = &cert.tbs_certificate;
+    let mut inputs = Map::new();
+    inputs.insert("csr".into(), json!(sha256_hex(&csr_bytes)));
+    inputs.insert("csr_der".into(), json!(req.fingerprint_sha256));
+    inputs.insert(
+        "root_certificate_pem".into(),
+        json!(sha256_hex(&root_bytes)),
+    );
+    let mut outputs = Map::new();
+    outputs.insert(
+        "certificate_pem".into(),
+        json!(sha256_hex(pem_text.as_bytes())),
+    );
+    outputs.insert("certificate_der".into(), json!(sha256_hex(&der)));
+    let p = &c.file.intermediate;
+    let line = step(
+        c,
+        "sign-intermediate",
+        &info,
+        inputs,
+        outputs,
+        vec![
+            KeyRecord::new("root", Some(&c.file.root.key_label), key.public_key_der())?,
+            KeyRecord::new("intermediate", None, &req.spki_der)?,
+        ],
+        json!({
+            "serial": hex::encode(tbs.serial_number.as_bytes()),
+            "subject": tbs.subject.to_string(),
+            "key_type": req.key.key_type,
+            "key_bits": req.key.bits,
+            "not_before": time_util::rfc3339(time_util::from_x509(&tbs.validity.not_before)),
+            "not_after": time_util::rfc3339(time_util::from_x509(&tbs.validity.not_after)),
+            "max_path_length": path_len,
+            "permitted_dns_domains": p.permitted_dns_domains,
+            "excluded_dns_domains": p.excluded_dns_domains,
+            "permitted_ip_ranges": p.permitted_ip_ranges,
+        }),
+    );
+    transcript::append(
+        &c.file.output.transcript,
+        &[line],
+        Some((key.as_ref(), &c.file.root.key_label)),
+    )?;
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `SERIAL[:REASON]` (the serial may itself contain `:` between hex pairs: the reason is
+/// the part after the last `:` when it is a reason name).
+fn parse_revocation(arg: &str) -> Result<(String, String), StartError> {
+    let (serial, reason) = match arg.rsplit_once(':') {
+        Some((s, r)) if crl::reason_code(r).is_some() => (s, r),
+        _ => (arg, "unspecified"),
+    };
+    let serial = Serial::parse(serial).map_err(core("--revoke"))?;
+    Ok((serial.key(), reason.to_owned()))
+}
+
+/// The CRL number and revoked entries of the last `sign-crl` step of a verified transcript.
+fn previous_crl(lines: &[Value]) -> Result<(u64, Vec<crl::RevokedEntry>), StartError> {
+    let Some(last) = lines
+        .iter()
+        .rev()
+        .find(|l| l.get("step").and_then(Value::as_str) == Some("sign-crl"))
+    else {
+        return Ok((0, Vec::new()));
+    };
+    let detail = &last["detail"];
+    let number = detail["crl_number"]
+        .as_u64()
+        .ok_or_else(|| StartError("transcript: sign-crl step without crl_number".into()))?;
+    let mut entries = Vec::new();
+    for e in detail["revoked"].as_array().into_iter().flatten() {
+        let (Some(serial), Some(at)) = (e["serial"].as_str(), e["revoked_at"].as_str()) else {
+            return Err(StartError("transcript: malformed revoked entry".into()));
+        };
+        entries.push(crl::RevokedEntry {
+            serial: serial.to_owned(),
+            revoked_at: time_util::parse_rfc3339(at).map_err(core("transcript"))?,
+            reason: e["reason"].as_str().map(str::to_owned),
+        });
+    }
+    Ok((number, entries))
+}
+
+fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, StartError> {
+    if out.exists() {
+        return Err(StartError(format!("{} exists already", out.display())));
+    }
+    let (root, root_bytes) = read_root(c)?;
+    let root_spki = root
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| StartError(format!("root certificate: {e}")))?;
+    // The transcript is the CRL's memory (number, earlier revocations): trust it only verified.
+    let t_path = &c.file.output.transcript;
+    let t_bytes = std::fs::read(t_path)
+        .map_err(|e| StartError(format!("cannot read {}: {e}", t_path.display())))?;
+    transcript::verify(&t_bytes, &root_spki).map_err(|why| {
+        StartError(format!(
+            "the transcript {} does not verify ({why}): refusing to derive a CRL from it",
+            t_path.display()
+        ))
+    })?;
+    let lines: Vec<Value> = t_bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError(format!("transcript: {e}")))?;
+    let (previous_number, mut entries) = previous_crl(&lines)?;
+    let now = time_util::now();
+    let mut newly = Vec::new();
+    for arg in revoke {
+        let (serial, reason) = parse_revocation(arg)?;
+        if entries.iter().any(|e| e.serial == serial) {
+            return Err(StartError(format!("serial {serial} is revoked already")));
+        }
+        newly.push(serial.clone());
+        entries.push(crl::RevokedEntry {
+            serial,
+            revoked_at: now,
+            reason: Some(reason),
+        });
+    }
+    let number = previous_number + 1;
+    let token = open_token(c)?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let key = token
+        .find(&c.file.root.key_label)
+        .map_err(hsm("the root key"))?;
+    if key.public_key_der() != root_spki.as_slice() {
+        return Err(StartError(format!(
+            "the key {:?} on the token is not the key of the root certificate",
+            c.file.root.key_label
+        )));
+    }
+    let issuer = sign::issuer_info(&root, key.algorithm_der()).map_err(core("root certificate"))?;
+    let next_update = now + time::Duration::days(i64::from(c.file.crl.next_update_days));
+    let params = crl::CrlParams {
+        number,
+        this_update: now,
+        next_update,
+    };
+    let mut pending = Some(entries.clone());
+    let (der, count) = crl::build(&issuer, key.as_ref(), &params, || {
+        Ok(pending.take().unwrap_or_default())
+    })
+    .map_err(core("signing the CRL"))?;
+    let pem_text = pem::encode("X509 CRL", &der).map_err(core("CRL"))?;
+    write_new(out, pem_text.as_bytes())?;
+    let mut inputs = Map::new();
+    inputs.insert(
+        "root_certificate_pem".into(),
+        json!(sha256_hex(&root_bytes)),
+    );
+    inputs.insert("transcript_before".into(), json!(sha256_hex(&t_bytes)));
+    let mut outputs = Map::new();
+    outputs.insert("crl_pem".into(), json!(sha256_hex(pem_text.as_bytes())));
+    outputs.insert("crl_der".into(), json!(sha256_hex(&der)));
+    let revoked: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "serial": e.serial,
+                "revoked_at": time_util::rfc3339(e.revoked_at),
+                "reason": e.reason,
+            })
+        })
+        .collect();
+    let line = step(
+        c,
+        "sign-crl",
+        &info,
+        inputs,
+        outputs,
+        vec![KeyRecord::new(
+            "root",
+            Some(&c.file.root.key_label),
+            key.public_key_der(),
+        )?],
+        json!({
+            "crl_number": number,
+            "this_update": time_util::rfc3339(now),
+            "next_update": time_util::rfc3339(next_update),
+            "entries": count,
+            "newly_revoked": newly,
+            "revoked": revoked,
+        }),
+    );
+    transcript::append(
+        t_path,
+        &[line],
+        Some((key.as_ref(), &c.file.root.key_label)),
+    )?;
+    println!("{} (CRL number {number}, {count} entries)", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StartError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| StartError(format!("json: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn backup_root(c: &Ceremony) -> Result<ExitCode, StartError> {
+    let Some(b) = &c.file.backup else {
+        return Err(StartError(
+            "the ceremony file has no [backup] section (shares, threshold, directory)".into(),
+        ));
+    };
+    let (root, _) = read_root(c)?;
+    let root_spki = root
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| StartError(format!("root certificate: {e}")))?;
+    let spec = c.root_spec()?;
+    let so = c.so_pin()?;
+    let user = c.user_pin()?;
+    let (kek, backup_id) = backup::fresh_key();
+    // Wrap first: a key made without backup is refused here, before any file is written.
+    let wrapped = scaivault_hsm::backup::wrap_private_key(
+        &c.file.token.module,
+        &c.file.token.label,
+        so.as_str(),
+        user.as_str(),
+        &c.file.root.key_label,
+        &kek,
+    )
+    .map_err(hsm("wrapping the root key"))?;
+    drop(so);
+    let file = backup::BackupFile {
+        format: backup::BACKUP_FORMAT.into(),
+        backup_id: backup_id.clone(),
+        key_label: c.file.root.key_label.clone(),
+        key_type: spec.type_name().into(),
+        key_bits: spec.bits(),
+        spki: backup::b64(&root_spki),
+        mechanism: "CKM_AES_KEY_WRAP_PAD".into(),
+        wrapped: backup::b64(&wrapped),
+        threshold: b.threshold,
+        shares: b.shares,
+        kek_check: backup::kek_check(&backup_id, &kek),
+    };
+    let shares = backup::split(&kek, &backup_id, b.threshold, b.shares);
+    drop(kek);
+    std::fs::create_dir_all(&b.directory)
+        .map_err(|e| StartError(format!("cannot create {}: {e}", b.directory.display())))?;
+    let mut outputs = Map::new();
+    let backup_bytes = to_json(&file)?;
+    let backup_path = b.directory.join("root-backup.json");
+    write_new(&backup_path, &backup_bytes)?;
+    outputs.insert("root-backup.json".into(), json!(sha256_hex(&backup_bytes)));
+    for share in &shares {
+        let name = format!("share-{}-of-{}.json", share.index, share.shares);
+        let bytes = Zeroizing::new(to_json(share)?);
+        write_new(&b.directory.join(&name), &bytes)?;
+        outputs.insert(name, json!(sha256_hex(&bytes)));
+    }
+    drop(shares);
+    let token = open_with_pin(c, user, "opening the token")?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let key = token
+        .find(&c.file.root.key_label)
+        .map_err(hsm("the root key"))?;
+    let line = step(
+        c,
+        "backup",
+        &info,
+        Map::new(),
+        outputs,
+        vec![KeyRecord::new(
+            "root",
+            Some(&c.file.root.key_label),
+            key.public_key_der(),
+        )?],
+        json!({
+            "backup_id": backup_id,
+            "mechanism": "CKM_AES_KEY_WRAP_PAD",
+            "threshold": b.threshold,
+            "shares": b.shares,
+            "wrapped_sha256": sha256_hex(&wrapped),
+        }),
+    );
+    transcript::append(
+        &c.file.output.transcript,
+        &[line],
+        Some((key.as_ref(), &c.file.root.key_label)),
+    )?;
+    println!(
+        "backup {backup_id}: {} shares ({} needed) in {}",
+        b.shares,
+        b.threshold,
+        b.directory.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore_root(
+    c: &Ceremony,
+    backup_path: &Path,
+    share_paths: &[PathBuf],
+) -> Result<ExitCode, StartError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| StartError(format!("cannot read {}: {e}", p.display())))
+    };
+    let backup_bytes = read(backup_path)?;
+    let file: backup::BackupFile = serde_json::from_slice(&backup_bytes)
+        .map_err(|e| StartError(format!("{}: {e}", backup_path.display())))?;
+    if file.format != backup::BACKUP_FORMAT {
+        return Err(StartError(format!(
+            "{} is not a ScaiVault backup ({})",
+            backup_path.display(),
+            file.format
+        )));
+    }
+    let mut inputs = Map::new();
+    inputs.insert("root-backup.json".into(), json!(sha256_hex(&backup_bytes)));
+    let mut shares = Vec::new();
+    for p in share_paths {
+        let bytes = Zeroizing::new(read(p)?);
+        let name = p.display().to_string();
+        let share: backup::ShareFile = serde_json::from_slice(&bytes)
+            .map_err(|e| StartError(format!("share file {name} is corrupted ({e})")))?;
+        inputs.insert(format!("share-{}", share.index), json!(sha256_hex(&bytes)));
+        shares.push((name, share));
+    }
+    // Everything is checked before the target token is touched.
+    let kek = backup::recover(&file, &shares)?;
+    drop(shares);
+    let spki = backup::unb64("backup spki", &file.spki)?;
+    let wrapped = backup::unb64("backup wrapped key", &file.wrapped)?;
+    let spec = scaivault_hsm::KeySpec::from_api(&file.key_type, Some(file.key_bits))
+        .map_err(hsm("backup key type"))?;
+    let (root, root_bytes) = read_root(c)?;
+    let root_spki = root
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| StartError(format!("root certificate: {e}")))?;
+    if root_spki != spki {
+        return Err(StartError(format!(
+            "the backup holds another key than the root certificate {}",
+            c.file.output.root_certificate.display()
+        )));
+    }
+    inputs.insert(
+        "root_certificate_pem".into(),
+        json!(sha256_hex(&root_bytes)),
+    );
+    let user = c.user_pin()?;
+    scaivault_hsm::backup::unwrap_private_key(
+        &scaivault_hsm::backup::UnwrapTarget {
+            module: &c.file.token.module,
+            token_label: &c.file.token.label,
+            user_pin: user.as_str(),
+            label: &c.file.root.key_label,
+            spec,
+            spki_der: &spki,
+        },
+        &kek,
+        &wrapped,
+    )
+    .map_err(hsm("restoring the key"))?;
+    drop(kek);
+    let token = open_with_pin(c, user, "opening the token")?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let key = token
+        .find(&c.file.root.key_label)
+        .map_err(hsm("the restored key"))?;
+    // The restored private key must sign under the root certificate's public key.
+    let probe = format!("scaivault restore check {}", file.backup_id);
+    let sig = key
+        .sign(probe.as_bytes())
+        .map_err(hsm("signing with the restored key"))?;
+    let alg = spki::AlgorithmIdentifierOwned::from_der(&key.algorithm_der())
+        .map_err(|e| StartError(format!("algorithm: {e}")))?;
+    scaivault_core::verify::verify_signature(&root_spki, &alg, probe.as_bytes(), &sig).map_err(
+        |e| {
+            StartError(format!(
+                "the restored key does not match the root certificate: {e}"
+            ))
+        },
+    )?;
+    let line = step(
+        c,
+        "restore",
+        &info,
+        inputs,
+        Map::new(),
+        vec![KeyRecord::new(
+            "root",
+            Some(&c.file.root.key_label),
+            &root_spki,
+        )?],
+        json!({
+            "backup_id": file.backup_id,
+            "shares_used": share_paths.len(),
+            "threshold": file.threshold,
+            "verified_against_root_certificate": true,
+        }),
+    );
+    transcript::append(
+        &c.file.output.transcript,
+        &[line],
+        Some((key.as_ref(), &c.file.root.key_label)),
+    )?;
+    println!(
+        "restored {:?} onto token {:?} (serial {}); it signs under the root certificate's key",
+        c.file.root.key_label, info.label, info.serial
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_keys(c: &Ceremony) -> Result<ExitCode, StartError> {
+    let token = open_token(c)?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let objects = token.list_objects().map_err(hsm("listing objects"))?;
+    println!(
+        "token {:?} serial {} ({} {}): {} objects",
+        info.label,
+        info.serial,
+        info.manufacturer,
+        info.model,
+        objects.len()
+    );
+    let mut listed = Vec::new();
+    for o in &objects {
+        let flags: Vec<String> = o
+            .flags
+            .iter()
+            .map(|(name, v)| format!("{}={}", name.trim_start_matches("CKA_"), u8::from(*v)))
+            .collect();
+        println!(
+            "{}\t{}\tid={}\t{}\t{}",
+            o.label,
+            o.class,
+            o.id_hex,
+            o.key_type.as_deref().unwrap_or("-"),
+            flags.join(" ")
+        );
+        let flag_map: Map<String, Value> = o
+            .flags
+            .iter()
+            .map(|(name, v)| ((*name).to_owned(), json!(v)))
+            .collect();
+        listed.push(json!({
+            "label": o.label, "class": o.class, "id": o.id_hex,
+            "key_type": o.key_type, "attributes": flag_map,
+        }));
+    }
+    let root = token.find(&c.file.root.key_label).ok();
+    let mut keys = Vec::new();
+    if let Some(k) = &root {
+        keys.push(KeyRecord::new(
+            "root",
+            Some(&c.file.root.key_label),
+            k.public_key_der(),
+        )?);
+    }
+    let line = step(
+        c,
+        "list-keys",
+        &info,
+        Map::new(),
+        Map::new(),
+        keys,
+        json!({ "objects": listed }),
+    );
+    let signer = root
+        .as_ref()
+        .map(|k| (k.as_ref(), c.file.root.key_label.as_str()));
+    transcript::append(&c.file.output.transcript, &[line], signer)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_transcript(
+    c: &Ceremony,
+    transcript_path: Option<&Path>,
+    root_path: Option<&Path>,
+) -> Result<ExitCode, StartError> {
+    let t_path = transcript_path.unwrap_or(&c.file.output.transcript);
+    let r_path = root_path.unwrap_or(&c.file.output.root_certificate);
+    let bytes = std::fs::read(t_path)
+        .map_err(|e| StartError(format!("cannot read {}: {e}", t_path.display())))?;
+    let root_bytes = std::fs::read(r_path)
+        .map_err(|e| StartError(format!("cannot read {}: {e}", r_path.display())))?;
+    let root = Certificate::from_pem(&root_bytes)
+        .map_err(|e| StartError(format!("root certificate {}: {e}", r_path.display())))?;
+    let spki = root
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| StartError(format!("root certificate: {e}")))?;
+    match transcript::verify(&bytes, &spki) {
+        Ok(v) => {
+            println!(
+                "transcript {} verified: {} lines, {} signatures by the root key (spki sha256 {}), file sha256 {}",
+                t_path.display(),
+                v.lines,
+                v.signatures,
+                sha256_hex(&spki),
+                v.sha256
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("transcript {} FAILED verification: {why}", t_path.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::intermediate_path_length;
+
+    #[test]
+    fn path_length_stays_below_the_roots() {
+        assert_eq!(intermediate_path_length(None, Some(0)).unwrap(), Some(0));
+        assert_eq!(intermediate_path_length(None, None).unwrap(), None);
+        assert_eq!(intermediate_path_length(Some(2), None).unwrap(), Some(1));
+        assert_eq!(intermediate_path_length(Some(2), Some(1)).unwrap(), Some(1));
+        assert!(intermediate_path_length(Some(1), Some(1)).is_err());
+        assert!(intermediate_path_length(Some(0), None).is_err());
+    }
+}
