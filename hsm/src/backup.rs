@@ -21,13 +21,11 @@
 //! the same token is open in the process (login state is per process).
 
 use crate::encoding;
-use crate::pkcs11::{ck_error, context};
+use crate::pkcs11::{ck_error, context, slot_by_label};
 use crate::{Error, KeySpec, KeyType, Result};
-use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use der::Decode;
 use std::path::Path;
@@ -35,15 +33,13 @@ use std::path::Path;
 /// Length of the wrapping key in bytes (AES-256).
 pub const WRAPPING_KEY_BYTES: usize = 32;
 
-fn slot_by_label(ctx: &Pkcs11, token_label: &str) -> Result<Slot> {
-    for slot in ctx.get_slots_with_token().map_err(ck_error)? {
-        if let Ok(info) = ctx.get_token_info(slot) {
-            if info.label().trim() == token_label.trim() {
-                return Ok(slot);
-            }
-        }
-    }
-    Err(Error::TokenNotFound(token_label.to_owned()))
+/// A read-write session on the token labelled `token_label`, logged in as `user` with `pin`.
+fn session_as(module: &Path, token_label: &str, user: UserType, pin: &str) -> Result<Session> {
+    let ctx = context(module)?;
+    let slot = slot_by_label(&ctx, token_label)?;
+    let session = ctx.open_rw_session(slot).map_err(ck_error)?;
+    login(&session, user, pin)?;
+    Ok(session)
 }
 
 fn login(session: &Session, user: UserType, pin: &str) -> Result<()> {
@@ -82,10 +78,7 @@ pub fn wrap_private_key(
     kek: &[u8],
 ) -> Result<Vec<u8>> {
     check_kek(kek)?;
-    let ctx = context(module)?;
-    let slot = slot_by_label(&ctx, token_label)?;
-    let session = ctx.open_rw_session(slot).map_err(ck_error)?;
-    login(&session, UserType::So, so_pin)?;
+    let session = session_as(module, token_label, UserType::So, so_pin)?;
     let wrapping = session.create_object(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(CkKeyType::AES),
@@ -148,10 +141,7 @@ pub fn wrap_with_untrusted_key_for_test(
     kek: &[u8],
 ) -> Result<Vec<u8>> {
     check_kek(kek)?;
-    let ctx = context(module)?;
-    let slot = slot_by_label(&ctx, token_label)?;
-    let session = ctx.open_rw_session(slot).map_err(ck_error)?;
-    login(&session, UserType::User, user_pin)?;
+    let session = session_as(module, token_label, UserType::User, user_pin)?;
     let wrapping = session
         .create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -225,10 +215,7 @@ pub fn unwrap_private_key(target: &UnwrapTarget<'_>, kek: &[u8], wrapped: &[u8])
     } = *target;
     check_kek(kek)?;
     let (ck_type, public_attributes) = public_key_attributes(spec, spki_der)?;
-    let ctx = context(module)?;
-    let slot = slot_by_label(&ctx, token_label)?;
-    let session = ctx.open_rw_session(slot).map_err(ck_error)?;
-    login(&session, UserType::User, user_pin)?;
+    let session = session_as(module, token_label, UserType::User, user_pin)?;
     let existing = session
         .find_objects(&[
             Attribute::Token(true),

@@ -166,6 +166,26 @@ struct SessionCopy {
 }
 
 /// The process-wide `cryptoki` contexts, one per module path (`C_Initialize` is per process).
+/// The slot whose token carries `token_label` (surrounding blanks ignored).
+///
+/// # Errors
+/// [`Error::Unavailable`] when the slots cannot be listed, [`Error::TokenNotFound`].
+pub(crate) fn slot_by_label(ctx: &Pkcs11, token_label: &str) -> Result<Slot> {
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| Error::Unavailable(format!("listing pkcs#11 slots: {}", describe(&e))))?;
+    for slot in slots {
+        match ctx.get_token_info(slot) {
+            Ok(info) if info.label().trim() == token_label.trim() => return Ok(slot),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(slot = slot.id(), error = %describe(&e), "cannot read token info");
+            }
+        }
+    }
+    Err(Error::TokenNotFound(token_label.to_owned()))
+}
+
 pub(crate) fn context(module: &Path) -> Result<Pkcs11> {
     static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
     let key = std::fs::canonicalize(module).unwrap_or_else(|_| module.to_path_buf());
@@ -870,23 +890,7 @@ impl Pkcs11Token {
     /// when the PIN is refused (wrong or locked).
     pub fn open(config: &Pkcs11Config) -> Result<Arc<Pkcs11Token>> {
         let ctx = context(&config.module)?;
-        let slots = ctx
-            .get_slots_with_token()
-            .map_err(|e| Error::Unavailable(format!("listing pkcs#11 slots: {}", describe(&e))))?;
-        let mut found = None;
-        for slot in slots {
-            match ctx.get_token_info(slot) {
-                Ok(info) if info.label().trim() == config.token_label.trim() => {
-                    found = Some(slot);
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(slot = slot.id(), error = %describe(&e), "cannot read token info");
-                }
-            }
-        }
-        let slot = found.ok_or_else(|| Error::TokenNotFound(config.token_label.clone()))?;
+        let slot = slot_by_label(&ctx, &config.token_label)?;
         let session_copy = std::env::var_os(NO_SESSION_COPY_ENV).is_none_or(|v| v != "1");
         let shared = Arc::new(Shared {
             ctx,

@@ -145,6 +145,27 @@ fn open_with_pin(
     .map_err(hsm(what))
 }
 
+/// Logs in to the ceremony's token and finds the root key, which must be the key of the root
+/// certificate (`root_spki`): `(token info, key)`.
+fn root_key(
+    c: &Ceremony,
+    root_spki: &[u8],
+) -> Result<(TokenInfo, std::sync::Arc<dyn Signer>), StartError> {
+    let token = open_token(c)?;
+    let info = token.token_info().map_err(hsm("token info"))?;
+    let key = token
+        .find(&c.file.root.key_label)
+        .map_err(hsm("the root key"))?;
+    if key.public_key_der() != root_spki {
+        return Err(StartError(format!(
+            "the key {:?} on the token is not the key of the root certificate {}",
+            c.file.root.key_label,
+            c.file.output.root_certificate.display()
+        )));
+    }
+    Ok((info, key))
+}
+
 fn step(
     c: &Ceremony,
     name: &str,
@@ -409,18 +430,7 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
         c.file.intermediate.max_path_length,
     )?;
     let constraints = c.constraints()?;
-    let token = open_token(c)?;
-    let info = token.token_info().map_err(hsm("token info"))?;
-    let key = token
-        .find(&c.file.root.key_label)
-        .map_err(hsm("the root key"))?;
-    if key.public_key_der() != root_spki.as_slice() {
-        return Err(StartError(format!(
-            "the key {:?} on the token is not the key of the root certificate {}",
-            c.file.root.key_label,
-            c.file.output.root_certificate.display()
-        )));
-    }
+    let (info, key) = root_key(c, &root_spki)?;
     let issuer = sign::issuer_info(&root, key.algorithm_der()).map_err(core("root certificate"))?;
     let now = time_util::now();
     let not_after = now + time::Duration::days(i64::from(c.file.intermediate.validity_days));
@@ -583,17 +593,7 @@ fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, Sta
         });
     }
     let number = previous_number + 1;
-    let token = open_token(c)?;
-    let info = token.token_info().map_err(hsm("token info"))?;
-    let key = token
-        .find(&c.file.root.key_label)
-        .map_err(hsm("the root key"))?;
-    if key.public_key_der() != root_spki.as_slice() {
-        return Err(StartError(format!(
-            "the key {:?} on the token is not the key of the root certificate",
-            c.file.root.key_label
-        )));
-    }
+    let (info, key) = root_key(c, &root_spki)?;
     let issuer = sign::issuer_info(&root, key.algorithm_der()).map_err(core("root certificate"))?;
     let next_update = now + time::Duration::days(i64::from(c.file.crl.next_update_days));
     let params = crl::CrlParams {
