@@ -32,6 +32,9 @@ const PRESIGN_QUEUE: usize = 4096;
 /// Pause between two pre-signing jobs, so background signing takes at most a slice of the CPU
 /// and the token (about a thousand responses a second) while requests are being served.
 const PRESIGN_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+/// Cached responses that go stale within this horizon are re-signed by the pre-signer (queued by
+/// the scheduler, whose tick is 10 s: two ticks).
+pub const REFRESH_HORIZON: Duration = Duration::seconds(20);
 /// The pre-signer starts only after this long without a new job (issuance has paused).
 const PRESIGN_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 /// OCSP validity when the CA's setting is missing or unreadable (the API's default, `12h`).
@@ -175,13 +178,22 @@ impl OcspCache {
             .cloned()
     }
 
-    /// Caches `resp` unless an invalidation happened since `epoch` was read.
-    fn put(&self, ca_id: &str, serial_key: &str, resp: Arc<SignedResponse>, epoch: u64) {
+    /// Caches `resp` unless an invalidation happened since `epoch` was read. A response that
+    /// stays fresh until `keep_until` is kept instead (and returned): the pre-signer passes its
+    /// horizon so it never replaces a response a client was just given; a client passes `None`.
+    fn put(
+        &self,
+        ca_id: &str,
+        serial_key: &str,
+        resp: Arc<SignedResponse>,
+        epoch: u64,
+        keep_until: Option<OffsetDateTime>,
+    ) -> Arc<SignedResponse> {
         let Ok(mut map) = self.entries.write() else {
-            return;
+            return resp;
         };
         if self.epoch() != epoch {
-            return;
+            return resp;
         }
         if map.len() >= MAX_ENTRIES {
             evict(&mut map, time_util::now());
@@ -189,8 +201,17 @@ impl OcspCache {
         let list = map
             .entry((ca_id.to_owned(), serial_key.to_owned()))
             .or_default();
+        if let Some(until) = keep_until {
+            if let Some(kept) = list
+                .iter()
+                .find(|r| r.cert_id == resp.cert_id && until < r.refresh_at)
+            {
+                return kept.clone();
+            }
+        }
         list.retain(|r| r.cert_id != resp.cert_id);
-        list.push(resp);
+        list.push(resp.clone());
+        resp
     }
 }
 
@@ -218,7 +239,7 @@ fn evict(map: &mut Entries, now: OffsetDateTime) {
 
 /// Answers the DER OCSP request `der` for CA `ca_id` (any tenant).
 pub async fn answer(app: &App, ca_id: &str, der: &[u8]) -> OcspAnswer {
-    match answer_inner(app, ca_id, der, true).await {
+    match answer_inner(app, ca_id, der, Duration::ZERO).await {
         Ok(r) => OcspAnswer::Signed(r),
         Err(r) => OcspAnswer::Refused(r),
     }
@@ -243,7 +264,7 @@ pub async fn presigner(app: App) {
             };
             match scaivault_core::ocsp::request_for_cert_id(&cert_id) {
                 Ok(der) => {
-                    if let Err(r) = answer_inner(&app, &ca_id, &der, false).await {
+                    if let Err(r) = answer_inner(&app, &ca_id, &der, REFRESH_HORIZON).await {
                         tracing::debug!(ca = %ca_id, refusal = ?r, "OCSP pre-signing refused");
                     }
                 }
@@ -255,20 +276,26 @@ pub async fn presigner(app: App) {
     }
 }
 
+/// Answers `der` from the cache when a response stays fresh for at least `fresh_for` more
+/// (zero for a client; [`REFRESH_HORIZON`] for the pre-signer, which so neither re-signs a response
+/// a client just caused nor leaves one that would go stale before the next refresh pass), else
+/// signs and caches a new one.
 async fn answer_inner(
     app: &App,
     ca_id: &str,
     der: &[u8],
-    use_cache: bool,
+    fresh_for: Duration,
 ) -> Result<Arc<SignedResponse>, Refusal> {
     let req = ParsedRequest::parse(der)?;
     let cache_key = req.cache_key();
     if let Some((serial, cert_id)) = &cache_key {
-        if let Some(hit) = use_cache
-            .then(|| app.ocsp.get(ca_id, serial, cert_id, time_util::now()))
-            .flatten()
+        if let Some(hit) = app
+            .ocsp
+            .get(ca_id, serial, cert_id, time_util::now() + fresh_for)
         {
-            crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
+            if fresh_for.is_zero() {
+                crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
+            }
             return Ok(hit);
         }
     }
@@ -337,10 +364,11 @@ async fn answer_inner(
             .map(|(_, id)| id.clone())
             .unwrap_or_default(),
     });
-    if let Some((serial, _)) = &cache_key {
-        app.ocsp.put(ca_id, serial, resp.clone(), epoch);
-    }
-    Ok(resp)
+    let keep_until = (!fresh_for.is_zero()).then(|| time_util::now() + fresh_for);
+    Ok(match &cache_key {
+        Some((serial, _)) => app.ocsp.put(ca_id, serial, resp, epoch, keep_until),
+        None => resp,
+    })
 }
 
 /// A delegated OCSP signer: a key on the token and its certificate from the CA.

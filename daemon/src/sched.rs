@@ -33,7 +33,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
                 last_pass = timed(crate::revoke::rebuild_due(&app)).await;
                 // OCSP responses in use that go stale before the next tick but one: re-signed now.
                 let now = scaivault_core::time_util::now();
-                let queued = app.ocsp.queue_refresh(now, time::Duration::seconds(i64::try_from(TICK.as_secs() * 2).unwrap_or(20)));
+                let queued = app.ocsp.queue_refresh(now, crate::ocsp::REFRESH_HORIZON);
                 if queued > 0 {
                     tracing::debug!(queued, "OCSP responses queued for refresh");
                 }
