@@ -249,6 +249,12 @@ impl App {
                 format!("CA {ca_id} is {}", row.status),
             ));
         }
+        if row.is_offline() {
+            return Err(ApiError::bad_request(
+                "ca_offline",
+                format!("CA {ca_id} is offline: its key signs only in a key ceremony"),
+            ));
+        }
         let serial = row.serial.clone().unwrap_or_default();
         if let Ok(cache) = self.issuers.read() {
             if let Some(i) = cache.get(&ca_id).filter(|i| i.serial == serial) {

@@ -184,6 +184,15 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
                 format!("parent CA {} is {}", p.id, p.status),
             ));
         }
+        if p.is_offline() {
+            return Err(ApiError::bad_request(
+                "parent_ca_offline",
+                format!(
+                    "parent CA {} is offline: create the intermediate without parent_ca_id and sign its CSR in a key ceremony",
+                    p.id
+                ),
+            ));
+        }
         req.settings.max_path_length = effective_path_length(p, req.settings.max_path_length)?;
     }
     let now = time_util::now();
@@ -598,8 +607,9 @@ pub async fn install_signed(
 pub struct ImportCa {
     /// Unique per tenant.
     pub name: String,
-    /// CKA_LABEL of the existing key pair.
-    pub key_label: String,
+    /// CKA_LABEL of the existing key pair; `None` imports an offline CA (certificate only: it
+    /// signs nothing here and its CRL is imported).
+    pub key_label: Option<String>,
     /// The CA certificate.
     pub certificate_pem: String,
     /// Issuers up to a root, for a CA signed outside ScaiVault.
@@ -623,27 +633,47 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
         ));
     }
     let cert = pem::parse_certificate(&req.certificate_pem)?;
-    let token = app.token.clone();
-    let label = req.key_label.clone();
-    let key = app
-        .blocking(move || {
-            token.find(&label).map_err(|e| match e {
-                scaivault_hsm::Error::KeyNotFound { label } => ApiError::bad_request(
-                    "key_not_found",
-                    format!("no key labelled {label:?} on the token"),
-                ),
-                other => ApiError::from(other),
-            })
-        })
-        .await?;
-    let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key_der())
-        .map_err(ApiError::internal)?;
-    if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
-        return Err(ApiError::bad_request(
-            "certificate_key_mismatch",
-            "the certificate is not for that key",
-        ));
-    }
+    let id = scaivault_core::ids::new_id("ca");
+    let (key_label, key_type, key_size) = match &req.key_label {
+        Some(label) => {
+            if label.starts_with(CaRow::OFFLINE_LABEL_PREFIX) {
+                return Err(ApiError::bad_request(
+                    "invalid_key_label",
+                    format!(
+                        "key labels starting with {:?} are reserved for offline CAs",
+                        CaRow::OFFLINE_LABEL_PREFIX
+                    ),
+                ));
+            }
+            let token = app.token.clone();
+            let l = label.clone();
+            let key = app
+                .blocking(move || {
+                    token.find(&l).map_err(|e| match e {
+                        scaivault_hsm::Error::KeyNotFound { label } => ApiError::bad_request(
+                            "key_not_found",
+                            format!("no key labelled {label:?} on the token"),
+                        ),
+                        other => ApiError::from(other),
+                    })
+                })
+                .await?;
+            let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key_der())
+                .map_err(ApiError::internal)?;
+            if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
+                return Err(ApiError::bad_request(
+                    "certificate_key_mismatch",
+                    "the certificate is not for that key",
+                ));
+            }
+            let spec = key.spec();
+            (label.clone(), spec.type_name().to_owned(), spec.bits())
+        }
+        None => {
+            let (t, bits) = offline_key_kind(&cert.tbs_certificate.subject_public_key_info)?;
+            (format!("{}{id}", CaRow::OFFLINE_LABEL_PREFIX), t, bits)
+        }
+    };
     if !is_ca(&cert) {
         return Err(ApiError::bad_request(
             "not_a_ca_certificate",
@@ -702,18 +732,17 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
     let now = time_util::now();
     let subject_cn =
         scaivault_core::name::common_name(&cert.tbs_certificate.subject).unwrap_or_default();
-    let spec = key.spec();
     let row = CaRow {
-        id: scaivault_core::ids::new_id("ca"),
+        id,
         tenant_id: caller.tenant_id.clone(),
         name: req.name.clone(),
         common_name: subject_cn,
         ca_type: if self_signed { "root" } else { "intermediate" }.into(),
         parent_ca_id: req.parent_ca_id.clone(),
         status: "active".into(),
-        key_type: spec.type_name().into(),
-        key_size: spec.bits(),
-        key_label: req.key_label.clone(),
+        key_type,
+        key_size,
+        key_label,
         cert_der: Some(pem::to_der(&cert)?),
         chain_pem: chain_text,
         csr_pem: None,
@@ -743,6 +772,18 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
     })
     .await?;
     Ok(row)
+}
+
+/// The API key type and size of an offline CA's public key.
+fn offline_key_kind(spki: &spki::SubjectPublicKeyInfoOwned) -> Result<(String, u32), ApiError> {
+    let der = spki.to_der().map_err(ApiError::internal)?;
+    let info = scaivault_core::csr::key_info(&der).map_err(|e| {
+        ApiError::bad_request(
+            "unsupported_key_type",
+            format!("the CA certificate's key: {e}"),
+        )
+    })?;
+    Ok((info.key_type.to_owned(), info.bits))
 }
 
 /// Retires a CA: it stops issuing and stops being a parent; its certificate stays published.

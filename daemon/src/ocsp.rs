@@ -532,7 +532,7 @@ fn validity_of(row: &CaRow) -> Duration {
 /// answers for what it issued, with its key found on the token. A CA without a certificate is
 /// not a responder (`unauthorized`).
 async fn issuer(app: &App, row: CaRow) -> Result<Arc<Issuer>, Refusal> {
-    if row.status == "pending_signature" || row.cert_der.is_none() {
+    if row.status == "pending_signature" || row.cert_der.is_none() || row.is_offline() {
         return Err(Refusal::Unauthorized);
     }
     if row.status == "active" {

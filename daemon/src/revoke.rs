@@ -120,6 +120,15 @@ async fn crl_issuer(
             format!("CA {} has no certificate yet", row.id),
         )
     })?;
+    if row.is_offline() {
+        return Err(ApiError::conflict(
+            "ca_offline",
+            format!(
+                "CA {} is offline: its CRL is signed in a key ceremony and imported with POST /v1/pki/ca/{}/crl/import",
+                row.id, row.id
+            ),
+        ));
+    }
     let token = app.token.clone();
     let label = row.key_label.clone();
     let signer = app.blocking(move || Ok(token.find(&label)?)).await?;
@@ -261,11 +270,213 @@ pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
             ));
         }
     }
+    let row = crate::ca::get_public(app, ca_id).await?;
+    if row.is_offline() {
+        return Err(ApiError::new(
+            rocket::http::Status::NotFound,
+            "crl_not_found",
+            format!("no CRL has been imported for offline CA {ca_id} yet"),
+        ));
+    }
     rebuild(app, ca_id).await?;
     tokio::fs::read(&path).await.map_err(|e| {
         tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
         ApiError::internal("CRL missing right after it was built")
     })
+}
+
+/// The outcome of a CRL import.
+pub struct Imported {
+    /// Its CRL number.
+    pub crl_number: i64,
+    /// How many certificates it lists.
+    pub entries: usize,
+    /// RFC 3339.
+    pub this_update: String,
+    /// RFC 3339.
+    pub next_update: String,
+    /// The tenant's CAs whose certificates this CRL revokes: they were retired (stop issuing).
+    pub retired_cas: Vec<String>,
+}
+
+/// Imports are serialised so that "number above the stored one, file written, number stored"
+/// holds as one step.
+static IMPORT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Publishes a CRL that an offline CA signed in a key ceremony (`scaivault ceremony sign-crl`).
+/// The CRL must pass [`crl::check_external`] against the CA's certificate and carry a CRL number
+/// above the one published now. The file is written before the number is stored: a failure in
+/// between leaves a newer valid CRL published and the same import can be repeated.
+///
+/// # Errors
+/// `404 ca_not_found`; `409 ca_not_offline` for a CA whose key is on the token (it signs its own
+/// CRLs), `409 crl_number_not_increasing`; `400 invalid_crl` and the codes of
+/// [`crl::check_external`].
+pub async fn import(
+    app: &App,
+    caller: &Caller,
+    ca_id: &str,
+    crl_text: &str,
+) -> Result<Imported, ApiError> {
+    let row = crate::ca::get(app, &caller.tenant_id, ca_id).await?;
+    if !row.is_offline() {
+        return Err(ApiError::conflict(
+            "ca_not_offline",
+            format!(
+                "CA {ca_id} holds its key on the token and signs its own CRLs (POST /v1/pki/ca/{ca_id}/crl)"
+            ),
+        ));
+    }
+    let cert = pem::from_der(row.cert_der.as_deref().unwrap_or_default())?;
+    let der = crl_der(crl_text)?;
+    let info = crl::check_external(&der, &cert, time_util::now())?;
+    let retire = revoked_children(app, &caller.tenant_id, &cert, &info.revoked).await?;
+    let path = crl_path(app, ca_id)?;
+    let store = app.store.clone();
+    let id = ca_id.to_owned();
+    let tenant = caller.tenant_id.clone();
+    let mut rec = caller.record("crl.import", Some(ca_id), "success");
+    rec.detail = Some(format!(
+        "crl_number={} entries={} retired={}",
+        info.number,
+        info.entries,
+        retire.join(",")
+    ));
+    let this_update = time_util::rfc3339(info.this_update);
+    let next_update = time_util::rfc3339(info.next_update);
+    let event = serde_json::json!({
+        "ca_id": ca_id,
+        "crl_number": info.number,
+        "entries": info.entries,
+        "this_update": this_update,
+        "next_update": next_update,
+        "source": "import",
+    })
+    .to_string();
+    let (t, n) = (this_update.clone(), next_update.clone());
+    let number = info.number;
+    let retired = retire.clone();
+    app.blocking(move || {
+        let _guard = IMPORT_LOCK
+            .lock()
+            .map_err(|_| ApiError::internal("CRL import lock poisoned"))?;
+        let current = store.read(|tx| tx.published_crl(&id))?;
+        let stale = |have: i64| {
+            ApiError::conflict(
+                "crl_number_not_increasing",
+                format!("the CRL number {number} is not above the published CRL number {have}"),
+            )
+        };
+        if let Some((have, ..)) = current {
+            if number <= have {
+                return Err(stale(have));
+            }
+        }
+        write_crl_file(&path, &der)?;
+        let now = time_util::rfc3339(time_util::now());
+        store.write(|tx| {
+            if !tx.import_crl(&id, number, &t, &n)? {
+                return Err(scaivault_store::Error::Conflict(
+                    "crl number not increasing".into(),
+                ));
+            }
+            for child in &retire {
+                let mut row = tx.get_ca(&tenant, child)?;
+                row.status = "retired".into();
+                tx.update_ca(&row)?;
+            }
+            tx.insert_event(&tenant, "crl.generated", Some(&id), &now, &event)?;
+            tx.append_audit(&rec)
+        })?;
+        tracing::info!(ca = %id, number, entries = info.entries, "imported CRL published");
+        Ok(())
+    })
+    .await?;
+    Ok(Imported {
+        crl_number: info.number,
+        entries: info.entries,
+        this_update,
+        next_update,
+        retired_cas: retired,
+    })
+}
+
+/// The tenant's active CAs whose certificate `issuer` signed and whose serial is in `revoked`.
+async fn revoked_children(
+    app: &App,
+    tenant_id: &str,
+    issuer: &x509_cert::Certificate,
+    revoked: &[String],
+) -> Result<Vec<String>, ApiError> {
+    use der::Encode as _;
+    if revoked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let revoked: std::collections::HashSet<String> = revoked.iter().cloned().collect();
+    let subject = issuer
+        .tbs_certificate
+        .subject
+        .to_der()
+        .map_err(ApiError::internal)?;
+    let spki = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(ApiError::internal)?;
+    let tenant = tenant_id.to_owned();
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (t, c) = (tenant.clone(), cursor.clone());
+        let page = app
+            .db(move |s| {
+                s.read(|tx| tx.list_cas(&t, c.as_deref(), 1000))
+                    .map_err(ApiError::from)
+            })
+            .await?;
+        for row in &page.items {
+            let (Some(der), Some(serial)) = (&row.cert_der, &row.serial) else {
+                continue;
+            };
+            if row.status != "active" || !revoked.contains(serial) {
+                continue;
+            }
+            let Ok(cert) = pem::from_der(der) else {
+                continue;
+            };
+            if cert.tbs_certificate.issuer.to_der().ok().as_deref() == Some(subject.as_slice())
+                && scaivault_core::verify::verify_certificate(&cert, &spki).is_ok()
+            {
+                out.push(row.id.clone());
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The DER of a CRL given as PEM (`X509 CRL`) or as base64 DER.
+fn crl_der(text: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = |d: String| ApiError::bad_request("invalid_crl", d);
+    let t = text.trim();
+    if t.starts_with("-----BEGIN") {
+        let (label, der) = der::pem::decode_vec(t.as_bytes())
+            .map_err(|e| bad(format!("the CRL PEM does not decode: {e}")))?;
+        if label != "X509 CRL" {
+            return Err(bad(format!(
+                "expected an X509 CRL PEM block, got {label:?}"
+            )));
+        }
+        Ok(der)
+    } else {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(t.split_whitespace().collect::<String>())
+            .map_err(|_| bad("crl_pem is neither PEM nor base64 DER".into()))
+    }
 }
 
 /// One scheduler pass: rebuilds every CRL that is dirty or past half its lifetime.

@@ -275,6 +275,12 @@ pub async fn save(
             format!("CA {} is {}", ca.id, ca.status),
         ));
     }
+    if ca.is_offline() {
+        return Err(ApiError::bad_request(
+            "ca_offline",
+            format!("CA {} is offline and cannot issue", ca.id),
+        ));
+    }
     let now = time_util::rfc3339(time_util::now());
     let mut stored = spec.clone();
     stored.name = String::new();

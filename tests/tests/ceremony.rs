@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use scaivault_tests::{bin, openssl, openssl_ok, write, Daemon};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -360,6 +360,153 @@ min_ec_bits = 256"#,
     ]);
     let out = off.run(&["verify-transcript", "--root-certificate", &other]);
     assert_eq!(out.status.code(), Some(1));
+
+    // The daemon publishes the offline root's CRLs: the root is imported by certificate only.
+    let int_serial = ok.json()["serial_number"].as_str().unwrap().to_owned();
+    let imp = d.post(
+        "/v1/pki/ca/import",
+        &json!({"name": "offline-root", "certificate_pem": root_pem}),
+    );
+    assert_eq!(imp.status, 201, "{}", imp.text());
+    let rca = imp.json();
+    assert_eq!(rca["offline"], true);
+    assert_eq!(rca["ca_type"], "root");
+    assert_eq!(rca["key_type"], "ec");
+    assert_eq!(rca["key_size"], 384);
+    let rid = rca["id"].as_str().unwrap().to_owned();
+    assert_eq!(d.get(&format!("/v1/pki/ca/{id}")).json()["offline"], false);
+    // It signs nothing here.
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "r2", "ca_id": rid, "allowed_domains": ["x.test"], "max_ttl": "24h"}),
+    );
+    r.problem(400, "ca_offline");
+    let r = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "int2", "common_name": "Int 2", "ca_type": "intermediate", "parent_ca_id": rid, "validity_days": 30}),
+    );
+    r.problem(400, "parent_ca_offline");
+    d.post(&format!("/v1/pki/ca/{rid}/crl"), &json!({}))
+        .problem(409, "ca_offline");
+    d.get(&format!("/v1/pki/ca/{rid}/crl"))
+        .problem(404, "crl_not_found");
+    let (_, ocsp_out) = {
+        let o = openssl(&[
+            "ocsp",
+            "-issuer",
+            &root,
+            "-cert",
+            &signed,
+            "-url",
+            &format!("{}/v1/pki/ocsp/{rid}", d.base),
+            "-noverify",
+        ]);
+        (
+            o.status,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    assert!(ocsp_out.contains("unauthorized"), "{ocsp_out}");
+
+    // CRL 1 from the ceremony: published byte for byte, verified by openssl against the root.
+    let crl1 = s(&tmp.join("root-crl1.pem"));
+    off.ok(&["sign-crl", "--out", &crl1]);
+    let crl1_pem = std::fs::read_to_string(&crl1).unwrap();
+    let import = |ca: &str, pem: &str| {
+        d.post(
+            &format!("/v1/pki/ca/{ca}/crl/import"),
+            &json!({ "crl_pem": pem }),
+        )
+    };
+    let r = import(&rid, &crl1_pem);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["crl_number"], 1);
+    assert_eq!(r.json()["entries"], 0);
+    assert_eq!(r.json()["retired_cas"], json!([]));
+    let served = d.get(&format!("/v1/pki/ca/{rid}/crl"));
+    assert_eq!(served.status, 200);
+    assert_eq!(served.content_type, "application/pkix-crl");
+    let crl1_der = tmp.join("root-crl1.der");
+    openssl_ok(&[
+        "crl",
+        "-in",
+        &crl1,
+        "-outform",
+        "DER",
+        "-out",
+        &s(&crl1_der),
+    ]);
+    assert_eq!(served.bytes, std::fs::read(&crl1_der).unwrap());
+    let served_path = write(
+        tmp,
+        "served.pem",
+        &d.get(&format!("/v1/pki/ca/{rid}/crl?format=pem")).text(),
+    );
+    let v = openssl(&["crl", "-in", &served_path, "-CAfile", &root, "-noout"]);
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("verify OK"),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // Refusals: the same number again, an online CA, another CA's CRL, garbage, no body field.
+    import(&rid, &crl1_pem).problem(409, "crl_number_not_increasing");
+    import(id, &crl1_pem).problem(409, "ca_not_offline");
+    let int_crl = d.get(&format!("/v1/pki/ca/{id}/crl?format=pem")).text();
+    import(&rid, &int_crl).problem(400, "crl_issuer_mismatch");
+    import(
+        &rid,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .problem(400, "invalid_crl");
+    import(&rid, "bm90IGEgQ1JM").problem(400, "invalid_crl");
+    import("ca_00000000000000000000000000000000", &crl1_pem).problem(404, "ca_not_found");
+    d.post(&format!("/v1/pki/ca/{rid}/crl/import"), &json!({}))
+        .problem(400, "missing_field");
+
+    // CRL 2 revokes the intermediate: the daemon retires it, and it stops issuing.
+    let crl2 = s(&tmp.join("root-crl2.pem"));
+    off.ok(&[
+        "sign-crl",
+        "--out",
+        &crl2,
+        "--revoke",
+        &format!("{int_serial}:ca_compromise"),
+    ]);
+    let r = import(&rid, &std::fs::read_to_string(&crl2).unwrap());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["crl_number"], 2);
+    assert_eq!(r.json()["entries"], 1);
+    assert_eq!(r.json()["retired_cas"], json!([id]));
+    assert_eq!(
+        d.get(&format!("/v1/pki/ca/{id}")).json()["status"],
+        "retired"
+    );
+    d.post(
+        "/v1/pki/issue/svc",
+        &json!({"common_name": "late.svc.cluster.local"}),
+    )
+    .problem(400, "ca_not_active");
+    let served = d.get(&format!("/v1/pki/ca/{rid}/crl?format=pem")).text();
+    assert_eq!(
+        served.trim(),
+        std::fs::read_to_string(&crl2).unwrap().trim()
+    );
+    // Recorded: one event per import, and audit records without the CRL body.
+    let events = d.get("/v1/events?limit=1000").json();
+    let imported: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "crl.generated" && e["object_id"] == rid.as_str())
+        .collect();
+    assert_eq!(imported.len(), 2, "{events}");
+    assert_eq!(imported[1]["data"]["source"], "import");
+    let audit = d.get("/v1/audit?limit=1000").text();
+    assert!(audit.contains("crl.import"), "{audit}");
 }
 
 #[test]

@@ -291,13 +291,187 @@ pub fn build(
     Ok((buf, count))
 }
 
+/// What [`check_external`] learnt from a CRL that was signed elsewhere (an offline root's CRL from
+/// a key ceremony).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalCrl {
+    /// Its CRL number.
+    pub number: i64,
+    /// thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// nextUpdate.
+    pub next_update: OffsetDateTime,
+    /// How many certificates it lists.
+    pub entries: usize,
+    /// The serials it lists (canonical hex, as stored).
+    pub revoked: Vec<String>,
+}
+
+/// How far in the future a CRL's thisUpdate may lie (clock skew between the ceremony host and us).
+pub const EXTERNAL_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Checks a CRL signed outside this daemon before it is published as `issuer`'s CRL: DER of a v2
+/// CRL, issued by `issuer`'s subject, signed by `issuer`'s key, with a non-critical CRL number
+/// (RFC 5280 §5.2.3), a nextUpdate, thisUpdate not in the future and nextUpdate not past, and an
+/// AuthorityKeyIdentifier (when present) that names `issuer`'s key.
+///
+/// # Errors
+/// [`Error::Invalid`] with codes `invalid_crl` (DER that is not a CRL), `crl_issuer_mismatch`,
+/// `crl_signature_invalid`, `crl_number_missing`, `crl_number_too_large`, `crl_not_v2`,
+/// `crl_next_update_missing`, `crl_not_yet_valid`, `crl_expired`, `crl_aki_mismatch`,
+/// `crl_critical_extension`.
+pub fn check_external(
+    der: &[u8],
+    issuer: &x509_cert::Certificate,
+    now: OffsetDateTime,
+) -> Result<ExternalCrl> {
+    use const_oid::db::rfc5280 as oids;
+    let list = x509_cert::crl::CertificateList::from_der(der)
+        .map_err(|e| Error::invalid("invalid_crl", format!("the CRL does not decode: {e}")))?;
+    let tbs = &list.tbs_cert_list;
+    if tbs.issuer.to_der()? != issuer.tbs_certificate.subject.to_der()? {
+        return Err(Error::invalid(
+            "crl_issuer_mismatch",
+            format!(
+                "the CRL is issued by {}, not by this CA ({})",
+                tbs.issuer, issuer.tbs_certificate.subject
+            ),
+        ));
+    }
+    if list.signature_algorithm != tbs.signature {
+        return Err(Error::invalid(
+            "crl_signature_invalid",
+            "the CRL's outer and inner signature algorithms differ",
+        ));
+    }
+    let sig = list
+        .signature
+        .as_bytes()
+        .ok_or_else(|| Error::invalid("crl_signature_invalid", "signature has unused bits"))?;
+    let spki = issuer.tbs_certificate.subject_public_key_info.to_der()?;
+    verify::verify_signature(&spki, &list.signature_algorithm, &tbs.to_der()?, sig).map_err(
+        |e| {
+            Error::invalid(
+                "crl_signature_invalid",
+                format!("the CRL is not signed by this CA's key: {e}"),
+            )
+        },
+    )?;
+    if tbs.version != x509_cert::Version::V2 {
+        return Err(Error::invalid("crl_not_v2", "the CRL is not version 2"));
+    }
+    let exts = tbs.crl_extensions.as_deref().unwrap_or(&[]);
+    let mut number = None;
+    for e in exts {
+        if e.extn_id == oids::ID_CE_CRL_NUMBER {
+            if e.critical {
+                return Err(Error::invalid(
+                    "crl_number_missing",
+                    "the CRL number is marked critical (RFC 5280 §5.2.3)",
+                ));
+            }
+            let n = CrlNumber::from_der(e.extn_value.as_bytes())
+                .map_err(|e| Error::decode("CRL number", e))?;
+            let bytes = n.0.as_bytes();
+            if bytes.len() > 8 {
+                return Err(Error::invalid(
+                    "crl_number_too_large",
+                    "CRL numbers above 2^63 are not supported",
+                ));
+            }
+            let mut v = [0u8; 8];
+            if let Some(dst) = v.get_mut(8 - bytes.len()..) {
+                dst.copy_from_slice(bytes);
+            }
+            number = Some(i64::try_from(u64::from_be_bytes(v)).map_err(|_| {
+                Error::invalid(
+                    "crl_number_too_large",
+                    "CRL numbers above 2^63 are not supported",
+                )
+            })?);
+        } else if e.extn_id == oids::ID_CE_AUTHORITY_KEY_IDENTIFIER {
+            let aki = AuthorityKeyIdentifier::from_der(e.extn_value.as_bytes())
+                .map_err(|e| Error::decode("authority key identifier", e))?;
+            let ski = issuer
+                .tbs_certificate
+                .extensions
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .find(|x| x.extn_id == oids::ID_CE_SUBJECT_KEY_IDENTIFIER)
+                .map(|x| x.extn_value.as_bytes().to_vec());
+            if let (Some(kid), Some(ski)) = (aki.key_identifier, ski) {
+                let ski = OctetString::from_der(&ski)
+                    .map_err(|e| Error::decode("subject key identifier", e))?;
+                if kid.as_bytes() != ski.as_bytes() {
+                    return Err(Error::invalid(
+                        "crl_aki_mismatch",
+                        "the CRL's authority key identifier does not name this CA's key",
+                    ));
+                }
+            }
+        } else if e.critical {
+            return Err(Error::invalid(
+                "crl_critical_extension",
+                format!(
+                    "the CRL has a critical extension {} we do not process",
+                    e.extn_id
+                ),
+            ));
+        }
+    }
+    let number = number.ok_or_else(|| {
+        Error::invalid(
+            "crl_number_missing",
+            "the CRL has no CRL number (RFC 5280 §5.2.3)",
+        )
+    })?;
+    let this_update = time_util::from_x509(&tbs.this_update);
+    let next_update = tbs
+        .next_update
+        .as_ref()
+        .map(time_util::from_x509)
+        .ok_or_else(|| Error::invalid("crl_next_update_missing", "the CRL has no nextUpdate"))?;
+    if this_update > now + EXTERNAL_SKEW {
+        return Err(Error::invalid(
+            "crl_not_yet_valid",
+            format!(
+                "the CRL's thisUpdate {} is in the future",
+                time_util::rfc3339(this_update)
+            ),
+        ));
+    }
+    if next_update <= now {
+        return Err(Error::invalid(
+            "crl_expired",
+            format!(
+                "the CRL's nextUpdate {} has passed",
+                time_util::rfc3339(next_update)
+            ),
+        ));
+    }
+    let revoked = tbs
+        .revoked_certificates
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| Serial::from_bytes(r.serial_number.as_bytes()).map(|s| s.key()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ExternalCrl {
+        number,
+        this_update,
+        next_update,
+        entries: revoked.len(),
+        revoked,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::name::DnFields;
-    use crate::profile::{ca_tbs, CaTemplate, Constraints, LintExpect};
     use scaivault_hsm::soft::SoftToken;
-    use scaivault_hsm::{KeySpec, Token};
+    use scaivault_hsm::KeySpec;
+    use std::sync::Arc;
 
     /// The generic encoder the hand-written one must match byte for byte.
     fn reference(e: &RevokedEntry) -> Vec<u8> {
@@ -371,38 +545,72 @@ mod tests {
         }
     }
 
+    /// A test CA on a software token: its key, certificate and issuer data.
+    fn test_ca(cn: &str) -> (Arc<dyn Signer>, x509_cert::Certificate, IssuerInfo) {
+        let c = crate::testca::self_signed(&SoftToken::new(), KeySpec::EcP256, cn, cn);
+        (c.key, c.cert, c.info)
+    }
+
+    #[test]
+    fn external_crls_are_checked_before_publication() {
+        let (key, cert, issuer) = test_ca("Offline Root");
+        let (_, other_cert, _) = test_ca("Other Root");
+        let now = time_util::now();
+        let make = |issuer: &IssuerInfo, key: &dyn Signer, number, this: OffsetDateTime, next| {
+            let mut left = vec![RevokedEntry {
+                serial: "0A0B0C".into(),
+                revoked_at: now,
+                reason: Some("key_compromise".into()),
+            }];
+            let p = CrlParams {
+                number,
+                this_update: this,
+                next_update: next,
+            };
+            build(issuer, key, &p, || Ok(std::mem::take(&mut left)))
+                .unwrap()
+                .0
+        };
+        let day = time::Duration::days(1);
+        let good = make(&issuer, key.as_ref(), 42, now, now + day);
+        let got = check_external(&good, &cert, now).unwrap();
+        assert_eq!(got.number, 42);
+        assert_eq!(got.entries, 1);
+        assert_eq!(got.revoked, ["0A0B0C"]);
+        assert_eq!(
+            got.next_update.unix_timestamp(),
+            (now + day).unix_timestamp()
+        );
+
+        let code = |der: &[u8], c: &x509_cert::Certificate| match check_external(der, c, now) {
+            Err(Error::Invalid { code, .. }) => code,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // Another CA's CRL, or ours checked against another CA.
+        assert_eq!(code(&good, &other_cert), "crl_issuer_mismatch");
+        // Same subject name, different key: the signature is what tells.
+        let (forger_key, _, forger_issuer) = test_ca("Offline Root");
+        let forged = make(&forger_issuer, forger_key.as_ref(), 43, now, now + day);
+        assert_eq!(code(&forged, &cert), "crl_signature_invalid");
+        // One flipped byte in the signed part.
+        let mut tampered = good.clone();
+        let at = tampered.len() / 2;
+        tampered[at] ^= 1;
+        assert!(check_external(&tampered, &cert, now).is_err());
+        // Expired and future CRLs.
+        let old = make(&issuer, key.as_ref(), 44, now - day - day, now - day);
+        assert_eq!(code(&old, &cert), "crl_expired");
+        let future = make(&issuer, key.as_ref(), 45, now + day, now + day + day);
+        assert_eq!(code(&future, &cert), "crl_not_yet_valid");
+        // Garbage.
+        assert_eq!(code(b"not a crl", &cert), "invalid_crl");
+    }
+
     #[test]
     fn crls_parse_back_and_verify_with_openssl() {
-        let token = SoftToken::new();
-        let key = token.generate(KeySpec::EcP256, "ca").unwrap();
-        let alg = key.algorithm_der();
+        let (key, cert, issuer) = test_ca("CRL CA");
+        let der = crate::pem::to_der(&cert).unwrap();
         let now = time_util::now();
-        let t = CaTemplate {
-            subject: DnFields {
-                common_name: "CRL CA".into(),
-                ..Default::default()
-            }
-            .to_name()
-            .unwrap(),
-            spki_der: key.public_key_der().to_vec(),
-            serial: Serial::random(),
-            not_before: now,
-            not_after: now + time::Duration::days(30),
-            max_path_length: None,
-            constraints: Constraints::default(),
-        };
-        let der = crate::sign::sign_certificate(
-            ca_tbs(&t, None, &alg).unwrap(),
-            LintExpect {
-                issuer: None,
-                ca: true,
-                algorithm_der: &alg,
-            },
-            key.as_ref(),
-        )
-        .unwrap();
-        let cert = crate::pem::from_der(&der).unwrap();
-        let issuer = crate::sign::issuer_info(&cert, alg).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca_pem = dir.path().join("ca.pem");
         std::fs::write(&ca_pem, crate::pem::certificate(&der).unwrap()).unwrap();

@@ -34,6 +34,8 @@ pub mod profile;
 pub mod role;
 pub mod serial;
 pub mod sign;
+#[cfg(test)]
+mod testca;
 pub mod time_util;
 pub mod validate;
 pub mod verify;

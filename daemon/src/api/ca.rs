@@ -92,6 +92,8 @@ pub struct CaResponse {
     ocsp_validity: String,
     ocsp_signer: String,
     ocsp_signer_lifetime: String,
+    /// The key is not on this daemon's token: the CA signs nothing here, its CRL is imported.
+    offline: bool,
 }
 
 impl CaResponse {
@@ -104,6 +106,7 @@ impl CaResponse {
             .map(scaivault_core::serial::Serial::parse)
             .transpose()?
             .map(|s| s.to_string());
+        let offline = r.is_offline();
         Ok(CaResponse {
             id: r.id,
             name: r.name,
@@ -123,6 +126,7 @@ impl CaResponse {
             ocsp_validity: settings.ocsp_validity,
             ocsp_signer: settings.ocsp_signer,
             ocsp_signer_lifetime: settings.ocsp_signer_lifetime,
+            offline,
         })
     }
 }
@@ -370,7 +374,9 @@ async fn signed_certificate(
 #[serde(deny_unknown_fields)]
 struct ImportRequest {
     name: String,
-    key_label: String,
+    /// Absent for an offline CA (certificate only).
+    #[serde(default)]
+    key_label: Option<String>,
     certificate_pem: String,
     #[serde(default)]
     chain_pem: Option<String>,

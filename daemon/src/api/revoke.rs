@@ -1,5 +1,6 @@
 //! `POST /v1/pki/revoke`, `GET /v1/pki/ca/<id>/crl` (public; DER, `?format=pem`) and
-//! `POST /v1/pki/ca/<id>/crl` (rebuild now).
+//! `POST /v1/pki/ca/<id>/crl` (rebuild now), `POST /v1/pki/ca/<id>/crl/import` (an offline CA's
+//! CRL, signed in a key ceremony).
 
 use super::problem::Body;
 use crate::app::{App, Caller};
@@ -12,7 +13,7 @@ use rocket::{get, post, routes, Route, State};
 use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Vec<Route> {
-    routes![revoke_cert, get_crl, rebuild_crl]
+    routes![revoke_cert, get_crl, rebuild_crl, import_crl]
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,5 +110,46 @@ async fn rebuild_crl(
     .await;
     Ok(Json(
         app.finish(&caller, "crl.rebuild", Some(id), res).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportCrlRequest {
+    /// PEM (`X509 CRL`) or base64 DER.
+    crl_pem: String,
+}
+
+#[derive(Serialize)]
+struct ImportedCrl {
+    crl_number: i64,
+    entries: usize,
+    this_update: String,
+    next_update: String,
+    retired_cas: Vec<String>,
+}
+
+/// Publishes an offline CA's CRL signed in a key ceremony.
+#[post("/v1/pki/ca/<id>/crl/import", data = "<body>")]
+async fn import_crl(
+    app: &State<App>,
+    caller: Caller,
+    id: &str,
+    body: Body<ImportCrlRequest>,
+) -> Result<Json<ImportedCrl>, ApiError> {
+    app.require(&caller, Perm::CaWrite, "crl.import").await?;
+    let res = async {
+        let i = revoke::import(app, &caller, id, &body.0.crl_pem).await?;
+        Ok(ImportedCrl {
+            crl_number: i.crl_number,
+            entries: i.entries,
+            this_update: i.this_update,
+            next_update: i.next_update,
+            retired_cas: i.retired_cas,
+        })
+    }
+    .await;
+    Ok(Json(
+        app.finish(&caller, "crl.import", Some(id), res).await?,
     ))
 }

@@ -73,6 +73,17 @@ pub struct CaRow {
     pub created_at: String,
 }
 
+impl CaRow {
+    /// The `key_label` prefix of a CA whose key is not on this daemon's token (an offline root
+    /// imported by certificate only). Real token labels with this prefix are refused at import.
+    pub const OFFLINE_LABEL_PREFIX: &'static str = "offline:";
+
+    /// Whether the CA's key is offline: it signs nothing here, its CRL is imported.
+    pub fn is_offline(&self) -> bool {
+        self.key_label.starts_with(Self::OFFLINE_LABEL_PREFIX)
+    }
+}
+
 /// A signed certificate as recorded in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertRow {

@@ -944,6 +944,31 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Records an imported CRL numbered `number` (signed elsewhere) as published, only when
+    /// `number` is above the stored one; returns whether it was.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn import_crl(
+        &self,
+        ca_id: &str,
+        number: i64,
+        this_update: &str,
+        next_update: &str,
+    ) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO crl_state (ca_id, crl_number, this_update, next_update, dirty) \
+                 VALUES (?1, ?2, ?3, ?4, 0) \
+                 ON CONFLICT(ca_id) DO UPDATE SET crl_number = excluded.crl_number, \
+                 this_update = excluded.this_update, next_update = excluded.next_update, \
+                 der = NULL, dirty = 0 WHERE crl_state.crl_number < excluded.crl_number",
+            )?
+            .execute(params![ca_id, number, this_update, next_update])?;
+        Ok(n == 1)
+    }
+
     /// The CRL state of `ca_id`: `(number, this_update, next_update, dirty)`; `this_update` is
     /// `None` until a CRL was published.
     ///
@@ -982,6 +1007,7 @@ impl<'a> Tx<'a> {
         let mut st = self.tx.prepare_cached(
             "SELECT c.id FROM cas c LEFT JOIN crl_state s ON s.ca_id = c.id \
              WHERE c.cert_der IS NOT NULL AND c.status != 'pending_signature' \
+             AND c.key_label NOT LIKE 'offline:%' \
              AND (s.ca_id IS NULL OR s.dirty = 1 OR s.this_update IS NULL OR s.next_update IS NULL OR s.next_update <= ?1)",
         )?;
         let rows = st

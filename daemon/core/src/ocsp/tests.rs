@@ -1,58 +1,14 @@
 use super::*;
-use crate::name::DnFields;
-use crate::profile::{ca_tbs, CaTemplate, Constraints, LintExpect};
 use crate::time_util;
 use der::asn1::Null;
 use scaivault_hsm::soft::SoftToken;
-use scaivault_hsm::{KeySpec, Token};
+use scaivault_hsm::KeySpec;
 use std::process::Command;
-use std::sync::Arc;
 use x509_cert::Certificate;
 use x509_ocsp::{OcspResponseStatus, Request, TbsRequest};
 
-struct Ca {
-    key: Arc<dyn Signer>,
-    cert: Certificate,
-    der: Vec<u8>,
-    info: IssuerInfo,
-}
-
-fn ca(token: &SoftToken, spec: KeySpec, label: &str) -> Ca {
-    let key = token.generate(spec, label).unwrap();
-    let alg = key.algorithm_der();
-    let now = time_util::now();
-    let t = CaTemplate {
-        subject: DnFields {
-            common_name: format!("OCSP CA {label}"),
-            ..Default::default()
-        }
-        .to_name()
-        .unwrap(),
-        spki_der: key.public_key_der().to_vec(),
-        serial: Serial::random(),
-        not_before: now,
-        not_after: now + Duration::days(30),
-        max_path_length: None,
-        constraints: Constraints::default(),
-    };
-    let der = crate::sign::sign_certificate(
-        ca_tbs(&t, None, &alg).unwrap(),
-        LintExpect {
-            issuer: None,
-            ca: true,
-            algorithm_der: &alg,
-        },
-        key.as_ref(),
-    )
-    .unwrap();
-    let cert = crate::pem::from_der(&der).unwrap();
-    let info = crate::sign::issuer_info(&cert, alg).unwrap();
-    Ca {
-        key,
-        cert,
-        der,
-        info,
-    }
+fn ca(token: &SoftToken, spec: KeySpec, label: &str) -> crate::testca::TestCa {
+    crate::testca::self_signed(token, spec, label, &format!("OCSP CA {label}"))
 }
 
 fn cert_id<D: Digest>(
