@@ -66,6 +66,8 @@ pub struct App {
     pub token_pace: Arc<TokenPace>,
     /// Counters for `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Request rate limits.
+    pub limits: Arc<crate::limits::RateLimits>,
 }
 
 /// A moving average of token call durations, in microseconds.

@@ -164,6 +164,27 @@ pub struct LimitsConfig {
     /// RSA leaf keys kept pre-generated per RSA size in use (0 disables the pool).
     #[serde(default = "default_rsa_key_pool")]
     pub rsa_key_pool: usize,
+    /// Requests per second per API token (0: no limit).
+    #[serde(default)]
+    pub token_rate: u32,
+    /// Burst per API token (default: `token_rate`).
+    #[serde(default)]
+    pub token_burst: u32,
+    /// Requests per second per tenant, all its tokens together (0: no limit).
+    #[serde(default)]
+    pub tenant_rate: u32,
+    /// Burst per tenant (default: `tenant_rate`).
+    #[serde(default)]
+    pub tenant_burst: u32,
+    /// Requests per second per client IP on the unauthenticated CRL and OCSP endpoints (0: none).
+    #[serde(default)]
+    pub public_ip_rate: u32,
+    /// Burst per client IP (default: `public_ip_rate`).
+    #[serde(default)]
+    pub public_ip_burst: u32,
+    /// How long a client may take to send its request body (`408 request_timeout` after).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
 }
 
 impl Default for LimitsConfig {
@@ -172,6 +193,13 @@ impl Default for LimitsConfig {
             body_bytes: default_body_bytes(),
             max_page: default_max_page(),
             rsa_key_pool: default_rsa_key_pool(),
+            token_rate: 0,
+            token_burst: 0,
+            tenant_rate: 0,
+            tenant_burst: 0,
+            public_ip_rate: 0,
+            public_ip_burst: 0,
+            body_timeout: default_body_timeout(),
         }
     }
 }
@@ -184,6 +212,9 @@ fn default_max_page() -> usize {
 }
 fn default_rsa_key_pool() -> usize {
     128
+}
+fn default_body_timeout() -> String {
+    "30s".into()
 }
 
 /// `[log]`.
@@ -347,6 +378,10 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.limits.max_page) {
             return bad("limits.max_page must be between 1 and 10000".into());
+        }
+        match scaivault_core::duration::parse_seconds(&self.limits.body_timeout) {
+            Ok(1..=3600) => {}
+            _ => return bad("limits.body_timeout must be a duration from 1s to 1h".into()),
         }
         if !(1..=300).contains(&self.server.shutdown_grace_secs) {
             return bad("server.shutdown_grace_secs must be between 1 and 300".into());

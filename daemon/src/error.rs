@@ -14,6 +14,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable detail (never a secret; generic for 5xx).
     pub detail: String,
+    /// Seconds for a `Retry-After` header (`429`, some `503`s).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,7 +25,20 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// `429 rate_limited`: the `what` bucket is empty for `wait`.
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut e = Self::new(
+            Status::TooManyRequests,
+            "rate_limited",
+            format!("rate limit of this {what} reached; retry in {secs} s"),
+        );
+        e.retry_after = Some(secs.max(1));
+        e
     }
 
     /// `400` with `code`.

@@ -21,6 +21,7 @@ mod dev;
 mod error;
 mod issue;
 mod leafkey;
+mod limits;
 mod listener;
 mod logging;
 mod metrics;

@@ -5,9 +5,7 @@
 //! | `log.level` | applied at once (unless `RUST_LOG` is set) |
 //! | `server.tls` (files re-read, or a new role-issued certificate when the section changed) | applied by restarting the HTTP listener in-process |
 //! | `limits.body_bytes`, `limits.max_page`, `csr.*`, `server.shutdown_*` | applied by restarting the HTTP listener in-process |
-//! | `server.listen`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `limits.rsa_key_pool` | **not** reloadable: logged, the running value stays until a restart |
-//!
-//! ScaiVault has no request-rate limits to reload; `[limits]` holds size limits only.
+//! | `server.listen`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`) and `limits.body_timeout` | **not** reloadable: logged, the running value stays until a restart |
 //!
 //! Restarting the listener in-process: Rocket 0.5 cannot swap a listener's certificate or limits
 //! while it runs, so the running server stops accepting, a new one (same token, database and
@@ -60,6 +58,29 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         config.limits.rsa_key_pool != running.limits.rsa_key_pool,
     );
     config.limits.rsa_key_pool = running.limits.rsa_key_pool;
+    // The rate buckets and the body timeout live in the application state shared by listeners.
+    let rates = |l: &crate::config::LimitsConfig| {
+        (
+            l.token_rate,
+            l.token_burst,
+            l.tenant_rate,
+            l.tenant_burst,
+            l.public_ip_rate,
+            l.public_ip_burst,
+            l.body_timeout.clone(),
+        )
+    };
+    keep(
+        "limits.*_rate, limits.*_burst, limits.body_timeout",
+        rates(&config.limits) != rates(&running.limits),
+    );
+    config.limits.token_rate = running.limits.token_rate;
+    config.limits.token_burst = running.limits.token_burst;
+    config.limits.tenant_rate = running.limits.tenant_rate;
+    config.limits.tenant_burst = running.limits.tenant_burst;
+    config.limits.public_ip_rate = running.limits.public_ip_rate;
+    config.limits.public_ip_burst = running.limits.public_ip_burst;
+    config.limits.body_timeout = running.limits.body_timeout.clone();
     let listener_changed = config.server != running.server
         || config.limits != running.limits
         || config.csr != running.csr;

@@ -30,6 +30,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
         tokio::select! {
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
+                app.limits.forget_idle();
                 last_pass = timed(crate::revoke::rebuild_due(&app)).await;
                 // OCSP responses in use that go stale before the next tick but one: re-signed now.
                 let now = scaivault_core::time_util::now();

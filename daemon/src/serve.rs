@@ -171,6 +171,7 @@ async fn blocking<T: Send + 'static>(
 
 fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
     let rsa_pool = crate::leafkey::RsaPool::start(cfg.limits.rsa_key_pool);
+    let limits = Arc::new(crate::limits::RateLimits::new(&cfg.limits));
     App {
         config: cfg,
         store,
@@ -182,6 +183,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         ocsp: Default::default(),
         token_pace: Default::default(),
         metrics: Default::default(),
+        limits,
     }
 }
 

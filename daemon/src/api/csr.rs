@@ -1,7 +1,7 @@
 //! `/v1/pki/csr`: import, list, get, approve, reject, sign — and `GET /v1/events`.
 
 use super::ca::page_limit;
-use super::problem::Body;
+use super::problem::{Body, CSR_BODY_BYTES};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::csrs::{self, Usage};
@@ -89,7 +89,7 @@ struct ImportRequest {
 async fn import(
     app: &State<App>,
     caller: Caller,
-    body: Body<ImportRequest>,
+    body: Body<ImportRequest, { CSR_BODY_BYTES }>,
 ) -> Result<(Status, Json<CsrView>), ApiError> {
     app.require(&caller, Perm::CsrImport, "csr.import").await?;
     let b = body.0;

@@ -110,7 +110,32 @@ impl<'r> FromRequest<'r> for Caller {
             }
         };
         match app.authenticate(token, request_id).await {
-            Ok(c) => Outcome::Success(c),
+            Ok(c) => match app.limits.check_caller(&c.token_id, &c.tenant_id) {
+                Ok(()) => Outcome::Success(c),
+                Err(e) => Outcome::Error(remember(req, e)),
+            },
+            Err(e) => Outcome::Error(remember(req, e)),
+        }
+    }
+}
+
+/// An unauthenticated client of the CRL and OCSP endpoints, within its address's rate limit.
+pub struct PublicClient;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for PublicClient {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let Some(app) = req.rocket().state::<App>() else {
+            return Outcome::Error(remember(
+                req,
+                ApiError::internal("application state missing"),
+            ));
+        };
+        // The socket peer, never a forwarded-for header a client could forge.
+        match app.limits.check_public(req.remote().map(|a| a.ip())) {
+            Ok(()) => Outcome::Success(PublicClient),
             Err(e) => Outcome::Error(remember(req, e)),
         }
     }

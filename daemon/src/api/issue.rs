@@ -1,7 +1,7 @@
 //! `POST /v1/pki/issue/<role>` (key made by ScaiVault, returned once) and
 //! `POST /v1/pki/sign/<role>` (a client's CSR). Policy `admin` or `issuer:<role>`.
 
-use super::problem::Body;
+use super::problem::{Body, CSR_BODY_BYTES};
 use crate::app::{App, Caller};
 use crate::error::ApiError;
 use crate::issue::{self, IssueInput, Issued};
@@ -110,7 +110,7 @@ async fn sign_cert(
     app: &State<App>,
     caller: Caller,
     role: &str,
-    body: Body<SignRequest>,
+    body: Body<SignRequest, { CSR_BODY_BYTES }>,
 ) -> Result<Json<IssueResponse>, ApiError> {
     app.require_issuer(&caller, role, "certificate.sign")
         .await?;

@@ -14,13 +14,16 @@
 //! `Expires` (nextUpdate) and `ETag` (hex SHA-256 of the response); a GET whose `If-None-Match`
 //! names the current ETag gets `304`. Error statuses are sent with `Cache-Control: no-store`.
 
+use super::guards::PublicClient;
+use super::problem::{read_body, remember};
 use crate::app::App;
+use crate::error::ApiError;
 use crate::ocsp::{self, OcspAnswer};
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use rocket::data::{Data, ToByteUnit};
+use rocket::data::{self, Data, FromData, ToByteUnit};
 use rocket::http::uri::fmt::Path;
 use rocket::http::uri::{Origin, Segments};
 use rocket::http::{ContentType, RawStr, Status};
@@ -33,7 +36,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Largest request body read (RFC 5019 requests are about 100 bytes).
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+const MAX_REQUEST_BYTES: u64 = 8 * 1024;
 
 /// RFC 9110 §5.6.7 IMF-fixdate.
 const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
@@ -57,18 +60,35 @@ pub fn routes() -> Vec<Route> {
 
 /// `POST /v1/pki/ocsp/<ca_id>`.
 #[post("/v1/pki/ocsp/<ca_id>", data = "<body>")]
-async fn post_request(app: &State<App>, ca_id: &str, body: Data<'_>) -> OcspReply {
-    let der = match body.open(MAX_REQUEST_BYTES.bytes()).into_bytes().await {
-        Ok(b) if b.is_complete() => b.into_inner(),
-        _ => return OcspReply::refused(Refusal::MalformedRequest),
-    };
-    OcspReply::new(ocsp::answer(app, ca_id, &der).await, None)
+async fn post_request(
+    app: &State<App>,
+    _client: PublicClient,
+    ca_id: &str,
+    body: OcspBody,
+) -> OcspReply {
+    OcspReply::new(ocsp::answer(app, ca_id, &body.0).await, None)
+}
+
+/// A POSTed OCSP request: at most 8 KiB (`413 body_too_large` beyond), within the body timeout.
+struct OcspBody(Vec<u8>);
+
+#[rocket::async_trait]
+impl<'r> FromData<'r> for OcspBody {
+    type Error = ApiError;
+
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        match read_body(req, data, MAX_REQUEST_BYTES.bytes()).await {
+            Ok(b) => data::Outcome::Success(OcspBody(b)),
+            Err(e) => data::Outcome::Error(remember(req, e)),
+        }
+    }
 }
 
 /// `GET /v1/pki/ocsp/<ca_id>/<request>`.
 #[get("/v1/pki/ocsp/<ca_id>/<_request..>")]
 async fn get_request(
     app: &State<App>,
+    _client: PublicClient,
     ca_id: &str,
     _request: Segments<'_, Path>,
     uri: &Origin<'_>,

@@ -36,11 +36,14 @@ fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
         "instance": req.uri().path().to_string(),
     })
     .to_string();
-    Response::build()
-        .status(e.status)
+    let mut r = Response::build();
+    r.status(e.status)
         .header(ContentType::new("application", "problem+json"))
-        .sized_body(body.len(), Cursor::new(body))
-        .finalize()
+        .sized_body(body.len(), Cursor::new(body));
+    if let Some(secs) = e.retry_after {
+        r.header(rocket::http::Header::new("Retry-After", secs.to_string()));
+    }
+    r.finalize()
 }
 
 impl<'r> Responder<'r, 'static> for ApiError {
@@ -102,33 +105,84 @@ pub fn catchers() -> Vec<Catcher> {
     catchers![default_catcher]
 }
 
-/// A JSON request body: size-limited by the `json` limit; syntax errors, unknown or missing
-/// fields and wrong types are `400` problems with codes `invalid_json`, `unknown_field`,
-/// `missing_field`, `invalid_field`; an oversized body is `413 body_too_large`.
-pub struct Body<T>(pub T);
+/// A JSON request body: size-limited by the `json` limit (`[limits] body_bytes`), or by `MAX`
+/// bytes when that is smaller and not 0; syntax errors, unknown or missing fields and wrong types
+/// are `400` problems with codes `invalid_json`, `unknown_field`, `missing_field`,
+/// `invalid_field`; an oversized body is `413 body_too_large`, one that does not arrive within
+/// `[limits] body_timeout` is `408 request_timeout`.
+pub struct Body<T, const MAX: u64 = 0>(pub T);
+
+/// The body limit of routes that take a CSR (`/v1/pki/csr/import`, `/v1/pki/sign/{role}`).
+pub const CSR_BODY_BYTES: u64 = 64 * 1024;
+
+/// Reads a request body of at most `limit` bytes within the configured body timeout.
+///
+/// # Errors
+/// `413 body_too_large`, `408 request_timeout`, `400 invalid_body`.
+pub async fn read_body(
+    req: &Request<'_>,
+    data: Data<'_>,
+    limit: rocket::data::ByteUnit,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            Status::PayloadTooLarge,
+            "body_too_large",
+            format!("the request body exceeds {limit}"),
+        )
+    };
+    // A declared length over the limit is refused before a byte is read.
+    if req
+        .headers()
+        .get_one("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > limit.as_u64())
+    {
+        return Err(too_large());
+    }
+    let timeout = req
+        .rocket()
+        .state::<crate::app::App>()
+        .map_or(std::time::Duration::from_secs(30), |a| {
+            a.limits.body_timeout
+        });
+    match tokio::time::timeout(timeout, data.open(limit).into_bytes()).await {
+        Ok(Ok(b)) if b.is_complete() => Ok(b.into_inner()),
+        Ok(Ok(_)) => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("cannot read the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            Status::RequestTimeout,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
 
 #[rocket::async_trait]
-impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
+impl<'r, T: DeserializeOwned, const MAX: u64> FromData<'r> for Body<T, MAX> {
     type Error = ApiError;
 
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> DataOutcome<'r, Self> {
-        let limit = req.limits().get("json").unwrap_or_else(|| 1.mebibytes());
-        let text = match data.open(limit).into_string().await {
-            Ok(s) if s.is_complete() => s.into_inner(),
-            Ok(_) => {
+        let mut limit = req.limits().get("json").unwrap_or_else(|| 1.mebibytes());
+        if MAX > 0 && MAX < limit.as_u64() {
+            limit = MAX.bytes();
+        }
+        let bytes = match read_body(req, data, limit).await {
+            Ok(b) => b,
+            Err(e) => return DataOutcome::Error(remember(req, e)),
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
                 return DataOutcome::Error(remember(
                     req,
-                    ApiError::new(
-                        Status::PayloadTooLarge,
-                        "body_too_large",
-                        format!("the request body exceeds {limit}"),
-                    ),
-                ))
-            }
-            Err(e) => {
-                return DataOutcome::Error(remember(
-                    req,
-                    ApiError::bad_request("invalid_body", format!("cannot read the body: {e}")),
+                    ApiError::bad_request("invalid_json", "the request body is not UTF-8"),
                 ))
             }
         };

@@ -2,6 +2,7 @@
 //! `POST /v1/pki/ca/<id>/crl` (rebuild now), `POST /v1/pki/ca/<id>/crl/import` (an offline CA's
 //! CRL, signed in a key ceremony).
 
+use super::guards::PublicClient;
 use super::problem::Body;
 use crate::app::{App, Caller};
 use crate::auth::Perm;
@@ -60,6 +61,7 @@ async fn revoke_cert(
 #[get("/v1/pki/ca/<id>/crl?<format>")]
 async fn get_crl(
     app: &State<App>,
+    _client: PublicClient,
     id: &str,
     format: Option<&str>,
 ) -> Result<(ContentType, Vec<u8>), ApiError> {
