@@ -48,6 +48,16 @@ fn raw(
     (code, text)
 }
 
+/// `raw` POST of a JSON body with the admin token.
+fn admin_json(d: &Daemon, path: &str, body: &[u8]) -> (u16, String) {
+    raw(d, "POST", path, "application/json", Some(&d.admin), body)
+}
+
+/// `raw` POST of an OCSP request.
+fn ocsp_post(d: &Daemon, path: &str, body: &[u8]) -> (u16, String) {
+    raw(d, "POST", path, "application/ocsp-request", None, body)
+}
+
 #[test]
 fn oversized_bodies_get_413_quickly_without_memory_growth() {
     let d = Daemon::start();
@@ -71,14 +81,7 @@ fn oversized_bodies_get_413_quickly_without_memory_growth() {
     ];
     let pid = d.pid();
     // Warm up, then measure resident memory across 40 refused 10 MB requests.
-    let (code, _) = raw(
-        &d,
-        "POST",
-        "/v1/pki/roles",
-        "application/json",
-        Some(&d.admin),
-        &ten_mb,
-    );
+    let (code, _) = admin_json(&d, "/v1/pki/roles", &ten_mb);
     assert_eq!(code, 413);
     let before = bench::status_kib(pid, "VmRSS:");
     for round in 0..10 {
@@ -103,58 +106,23 @@ fn oversized_bodies_get_413_quickly_without_memory_growth() {
 
     // Per-route limits: CSR routes take 64 KiB, others the configured 1 MiB; OCSP takes 8 KiB.
     let pad = |n: usize| json!({"csr_pem": "x".repeat(n)}).to_string().into_bytes();
-    let (code, text) = raw(
-        &d,
-        "POST",
-        "/v1/pki/csr/import",
-        "application/json",
-        Some(&d.admin),
-        &pad(70 * 1024),
-    );
+    let (code, text) = admin_json(&d, "/v1/pki/csr/import", &pad(70 * 1024));
     assert_eq!(code, 413, "{text}");
-    let (code, text) = raw(
-        &d,
-        "POST",
-        "/v1/pki/csr/import",
-        "application/json",
-        Some(&d.admin),
-        &pad(60 * 1024),
-    );
+    let (code, text) = admin_json(&d, "/v1/pki/csr/import", &pad(60 * 1024));
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("invalid_csr"), "{text}");
     let big_role = json!({"name": "x".repeat(200 * 1024)})
         .to_string()
         .into_bytes();
-    let (code, text) = raw(
-        &d,
-        "POST",
-        "/v1/pki/roles",
-        "application/json",
-        Some(&d.admin),
-        &big_role,
-    );
+    let (code, text) = admin_json(&d, "/v1/pki/roles", &big_role);
     assert_eq!(
         code, 400,
         "a 200 KiB role body is under the 1 MiB limit: {text}"
     );
     let ocsp = format!("/v1/pki/ocsp/{}", root["id"].as_str().unwrap());
-    let (code, text) = raw(
-        &d,
-        "POST",
-        &ocsp,
-        "application/ocsp-request",
-        None,
-        &[0u8; 9 * 1024],
-    );
+    let (code, text) = ocsp_post(&d, &ocsp, &[0u8; 9 * 1024]);
     assert_eq!(code, 413, "{text}");
-    let (code, text) = raw(
-        &d,
-        "POST",
-        &ocsp,
-        "application/ocsp-request",
-        None,
-        &[0u8; 100],
-    );
+    let (code, text) = ocsp_post(&d, &ocsp, &[0u8; 100]);
     assert_eq!(
         code, 200,
         "garbage within the limit is an OCSP malformedRequest: {text}"
