@@ -1,0 +1,29 @@
+//! The providers, one file each. Adding one: a file with `SECRET_KEYS` and
+//! `parse(&mut Fields) -> Result<Box<dyn DnsProvider>, DnsError>` (read every key it accepts
+//! through `Fields`, build no network connection), one row in [`PROVIDERS`], and its kind in
+//! [`crate::KINDS`].
+
+use crate::config::Fields;
+use crate::{DnsError, DnsProvider};
+
+mod rfc2136;
+
+/// One provider kind: its secret config keys and its config parser.
+pub(crate) struct Entry {
+    pub(crate) kind: &'static str,
+    pub(crate) secret_keys: &'static [&'static str],
+    pub(crate) parse: fn(&mut Fields<'_>) -> Result<Box<dyn DnsProvider>, DnsError>,
+}
+
+pub(crate) const PROVIDERS: &[Entry] = &[Entry {
+    kind: "rfc2136",
+    secret_keys: rfc2136::SECRET_KEYS,
+    parse: rfc2136::parse,
+}];
+
+pub(crate) fn entry(kind: &str) -> Result<&'static Entry, DnsError> {
+    PROVIDERS
+        .iter()
+        .find(|e| e.kind == kind)
+        .ok_or_else(|| DnsError::UnknownKind(kind.to_string()))
+}

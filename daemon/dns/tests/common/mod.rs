@@ -1,0 +1,245 @@
+//! Test support: real DNS servers (Knot, PowerDNS) and the moto server started from a temp dir on
+//! free loopback ports, and a DNS query helper independent of the crate under test.
+//! A missing server binary fails the test: nothing is skipped.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The TSIG secret the Knot test servers trust (base64 of 32 bytes).
+pub const TSIG_SECRET: &str = "c2NhaXZhdWx0LWRucy10ZXN0LXRzaWcta2V5LTMyYnl0ZXM=";
+pub const TSIG_KEY: &str = "acme-update.";
+
+/// A loopback port free for both TCP and UDP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port for TCP and UDP");
+}
+
+/// The path of a server binary; fails the test when it is not installed.
+pub fn binary(name: &str, candidates: &[&str]) -> PathBuf {
+    for c in candidates {
+        let p = PathBuf::from(c);
+        if p.is_file() {
+            return p;
+        }
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in path.split(':') {
+            let p = Path::new(dir).join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("`{name}` is not installed: run `bash ci/install-deps.sh` (as root)");
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self, what: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{what} exited ({status}):\n{}", self.log_text());
+        }
+    }
+}
+
+/// Asks `server` over TCP (no recursion) and returns the response.
+pub async fn query(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = false;
+    msg.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    let bytes = msg.to_vec().expect("encode");
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(server),
+    )
+    .await
+    .expect("connect timeout")
+    .expect("connect");
+    let len = u16::try_from(bytes.len()).expect("len");
+    stream.write_all(&len.to_be_bytes()).await.expect("write");
+    stream.write_all(&bytes).await.expect("write");
+    let mut lb = [0u8; 2];
+    stream.read_exact(&mut lb).await.expect("read");
+    let mut resp = vec![0u8; usize::from(u16::from_be_bytes(lb))];
+    stream.read_exact(&mut resp).await.expect("read");
+    Message::from_vec(&resp).expect("decode")
+}
+
+/// The TXT values `server` serves at `name`, sorted.
+pub async fn txt_values(server: SocketAddr, name: &str) -> Vec<String> {
+    let resp = query(server, name, RecordType::TXT).await;
+    assert!(
+        matches!(
+            resp.metadata.response_code,
+            ResponseCode::NoError | ResponseCode::NXDomain
+        ),
+        "{server} answered {} for {name} TXT",
+        resp.metadata.response_code
+    );
+    let mut out: Vec<String> = resp
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until `server` answers SOA for `zone` with NOERROR.
+pub async fn wait_for_zone(server: SocketAddr, zone: &str, proc: &mut Proc, what: &str) {
+    let start = Instant::now();
+    loop {
+        proc.assert_running(what);
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::spawn(async move { tokio::net::TcpStream::connect(server).await.is_ok() }),
+        )
+        .await;
+        if matches!(attempt, Ok(Ok(true))) {
+            let resp = query(server, zone, RecordType::SOA).await;
+            if resp.metadata.response_code == ResponseCode::NoError && !resp.answers.is_empty() {
+                return;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            panic!(
+                "{what} did not serve {zone} within 20 s:\n{}",
+                proc.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Knot DNS server on a loopback port, serving `zone` from a zone file and accepting dynamic
+/// updates signed with [`TSIG_KEY`]/[`TSIG_SECRET`] (hmac-sha256).
+pub struct Knot {
+    pub addr: SocketAddr,
+    pub zone: String,
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    /// `records`: extra zone-file lines (relative names).
+    pub async fn start(zone: &str, records: &str, allow_updates: bool) -> Knot {
+        Knot::start_full(zone, records, allow_updates, "hmac-sha256").await
+    }
+
+    /// An updatable zone whose key uses `algorithm`.
+    pub async fn start_with_algorithm(zone: &str, algorithm: &str) -> Knot {
+        Knot::start_full(zone, "", true, algorithm).await
+    }
+
+    async fn start_full(zone: &str, records: &str, allow_updates: bool, algorithm: &str) -> Knot {
+        let knotd = binary("knotd", &["/usr/sbin/knotd"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let d = dir.path().display();
+        let zone = zone.trim_end_matches('.').to_string();
+        let acl = if allow_updates {
+            "    acl: update\n"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{port}\n\
+             control:\n    listen: \"{d}/knot.sock\"\n\
+             log:\n  - target: stderr\n    any: info\n\
+             database:\n    storage: \"{d}\"\n\
+             key:\n  - id: {TSIG_KEY}\n    algorithm: {algorithm}\n    secret: {TSIG_SECRET}\n\
+             acl:\n  - id: update\n    key: {TSIG_KEY}\n    action: update\n\
+             template:\n  - id: default\n    storage: \"{d}\"\n    file: \"%s.zone\"\n    semantic-checks: off\n\
+             zone:\n  - domain: {zone}.\n{acl}"
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).expect("write knot.conf");
+        let zonefile = format!(
+            "$ORIGIN {zone}.\n$TTL 60\n\
+             @ SOA ns1 hostmaster 1 3600 600 86400 60\n\
+             @ NS ns1\n\
+             ns1 A 127.0.0.1\n{records}\n"
+        );
+        std::fs::write(dir.path().join(format!("{zone}.zone")), zonefile).expect("zone file");
+        let mut proc = Proc::spawn(
+            Command::new(knotd)
+                .arg("-c")
+                .arg(dir.path().join("knot.conf")),
+            dir.path().join("knotd.log"),
+        );
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for_zone(addr, &format!("{zone}."), &mut proc, "knotd").await;
+        Knot {
+            addr,
+            zone,
+            proc,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log_text()
+    }
+}
+
+/// A provider config for the rfc2136 provider against `knot`.
+pub fn rfc2136_config(knot: &Knot) -> serde_json::Value {
+    serde_json::json!({
+        "server": knot.addr.to_string(),
+        "zone": knot.zone,
+        "tsig_key_name": TSIG_KEY,
+        "tsig_algorithm": "hmac-sha256",
+        "tsig_secret": TSIG_SECRET,
+        "resolvers": [knot.addr.to_string()],
+        "propagation_timeout": "20s",
+    })
+}
