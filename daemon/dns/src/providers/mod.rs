@@ -6,6 +6,7 @@
 use crate::config::Fields;
 use crate::{DnsError, DnsProvider};
 
+mod powerdns;
 mod rfc2136;
 
 /// One provider kind: its secret config keys and its config parser.
@@ -15,11 +16,18 @@ pub(crate) struct Entry {
     pub(crate) parse: fn(&mut Fields<'_>) -> Result<Box<dyn DnsProvider>, DnsError>,
 }
 
-pub(crate) const PROVIDERS: &[Entry] = &[Entry {
-    kind: "rfc2136",
-    secret_keys: rfc2136::SECRET_KEYS,
-    parse: rfc2136::parse,
-}];
+pub(crate) const PROVIDERS: &[Entry] = &[
+    Entry {
+        kind: "rfc2136",
+        secret_keys: rfc2136::SECRET_KEYS,
+        parse: rfc2136::parse,
+    },
+    Entry {
+        kind: "powerdns",
+        secret_keys: powerdns::SECRET_KEYS,
+        parse: powerdns::parse,
+    },
+];
 
 pub(crate) fn entry(kind: &str) -> Result<&'static Entry, DnsError> {
     PROVIDERS

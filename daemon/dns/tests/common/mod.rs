@@ -243,3 +243,103 @@ pub fn rfc2136_config(knot: &Knot) -> serde_json::Value {
         "propagation_timeout": "20s",
     })
 }
+
+/// The API key of the PowerDNS test servers.
+pub const PDNS_API_KEY: &str = "pdns-test-api-key-0123456789";
+
+/// A PowerDNS Authoritative Server (SQLite backend) on loopback ports with its HTTP API on,
+/// serving `zone` (created through the API).
+pub struct PowerDns {
+    pub dns: SocketAddr,
+    pub api_url: String,
+    pub zone: String,
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl PowerDns {
+    pub async fn start(zone: &str) -> PowerDns {
+        let pdns = binary("pdns_server", &["/usr/sbin/pdns_server"]);
+        let schema = Path::new("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql");
+        assert!(
+            schema.is_file(),
+            "pdns-backend-sqlite3 is not installed: run `bash ci/install-deps.sh` (as root)"
+        );
+        let sqlite3 = binary("sqlite3", &["/usr/bin/sqlite3"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("pdns.sqlite3");
+        let status = Command::new(sqlite3)
+            .arg(&db)
+            .stdin(std::fs::File::open(schema).expect("schema"))
+            .status()
+            .expect("sqlite3");
+        assert!(status.success(), "creating the PowerDNS database failed");
+        let port = free_port();
+        let web = free_port();
+        let conf = format!(
+            "launch=gsqlite3\ngsqlite3-database={db}\n\
+             local-address=127.0.0.1\nlocal-port={port}\n\
+             api=yes\napi-key={PDNS_API_KEY}\n\
+             webserver=yes\nwebserver-address=127.0.0.1\nwebserver-port={web}\n\
+             webserver-allow-from=127.0.0.0/8\n\
+             socket-dir={d}\nguardian=no\ndaemon=no\ndisable-syslog=yes\n\
+             security-poll-suffix=\n\
+             cache-ttl=0\nnegquery-cache-ttl=0\nquery-cache-ttl=0\n",
+            db = db.display(),
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("pdns.conf"), conf).expect("pdns.conf");
+        let mut proc = Proc::spawn(
+            Command::new(pdns).arg(format!("--config-dir={}", dir.path().display())),
+            dir.path().join("pdns.log"),
+        );
+        let api_url = format!("http://127.0.0.1:{web}");
+        let zone = zone.trim_end_matches('.').to_string();
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            proc.assert_running("pdns_server");
+            let r = client
+                .post(format!("{api_url}/api/v1/servers/localhost/zones"))
+                .header("X-API-Key", PDNS_API_KEY)
+                .json(&serde_json::json!({
+                    "name": format!("{zone}."),
+                    "kind": "Native",
+                    "nameservers": [format!("ns1.{zone}.")],
+                }))
+                .send()
+                .await;
+            match r {
+                Ok(resp) if resp.status().as_u16() == 201 => break,
+                Ok(resp) => panic!(
+                    "PowerDNS refused to create the zone: {} {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                ),
+                Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("PowerDNS API not up in 20 s: {e}\n{}", proc.log_text()),
+            }
+        }
+        let dns: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for_zone(dns, &format!("{zone}."), &mut proc, "pdns_server").await;
+        PowerDns {
+            dns,
+            api_url,
+            zone,
+            proc,
+            _dir: dir,
+        }
+    }
+
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "api_url": self.api_url,
+            "api_key": PDNS_API_KEY,
+            "server_id": "localhost",
+            "resolvers": [self.dns.to_string()],
+            "propagation_timeout": "20s",
+        })
+    }
+}
