@@ -8,6 +8,7 @@ use crate::{DnsError, DnsProvider};
 
 mod powerdns;
 mod rfc2136;
+mod route53;
 
 /// One provider kind: its secret config keys and its config parser.
 pub(crate) struct Entry {
@@ -26,6 +27,11 @@ pub(crate) const PROVIDERS: &[Entry] = &[
         kind: "powerdns",
         secret_keys: powerdns::SECRET_KEYS,
         parse: powerdns::parse,
+    },
+    Entry {
+        kind: "route53",
+        secret_keys: route53::SECRET_KEYS,
+        parse: route53::parse,
     },
 ];
 
