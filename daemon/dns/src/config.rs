@@ -48,6 +48,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The raw value of `key`, if present and not null.
+    pub(crate) fn opt_value(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.get(key)
+    }
+
     /// A non-empty string, if present.
     pub(crate) fn opt_str(&mut self, key: &'static str) -> Result<Option<&'a str>, DnsError> {
         match self.get(key) {

@@ -6,6 +6,8 @@
 use crate::config::Fields;
 use crate::{DnsError, DnsProvider};
 
+mod cloudflare;
+mod google;
 mod powerdns;
 mod rfc2136;
 mod route53;
@@ -32,6 +34,16 @@ pub(crate) const PROVIDERS: &[Entry] = &[
         kind: "route53",
         secret_keys: route53::SECRET_KEYS,
         parse: route53::parse,
+    },
+    Entry {
+        kind: "cloudflare",
+        secret_keys: cloudflare::SECRET_KEYS,
+        parse: cloudflare::parse,
+    },
+    Entry {
+        kind: "google",
+        secret_keys: google::SECRET_KEYS,
+        parse: google::parse,
     },
 ];
 
