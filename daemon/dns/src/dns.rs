@@ -115,9 +115,7 @@ fn check_response(resp: &Message, id: u16, qname: &Name, rtype: RecordType) -> R
         return Err("response has the wrong opcode".into());
     }
     match resp.queries.first() {
-        Some(q) if q.query_type == rtype && &q.name.to_lowercase() == &qname.to_lowercase() => {
-            Ok(())
-        }
+        Some(q) if q.query_type == rtype && q.name.to_lowercase() == qname.to_lowercase() => Ok(()),
         // Some servers leave the question out of error responses.
         None if resp.metadata.response_code != ResponseCode::NoError => Ok(()),
         _ => Err("response is for another question".into()),
