@@ -37,7 +37,10 @@ test -e /usr/lib/softhsm/libsofthsm2.so || { echo "libsofthsm2.so not found afte
 moto=/opt/scaivault-ci/moto
 if ! "$moto/bin/moto_server" --help >/dev/null 2>&1; then
   mkdir -p /opt/scaivault-ci
-  python3 -m venv "$moto"
+  python3 -m venv "$moto" || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$moto"
+  }
   "$moto/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
 fi
 echo "system packages ready: $(softhsm2-util --version 2>/dev/null | head -1) / $(openssl version)"

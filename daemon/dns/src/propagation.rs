@@ -102,8 +102,17 @@ pub(crate) async fn check_servers(
         return Ok((resolvers.to_vec(), true));
     }
     let servers = dns::system_resolvers()?;
-    let zone = find_zone(&servers, fqdn).await?;
-    let ns = lookup(&servers, &zone, RecordType::NS).await?;
+    Ok((authoritative(&servers, fqdn, 53).await?, false))
+}
+
+/// Every address (on `port`) of every NS of the zone holding `fqdn`, found through `servers`.
+async fn authoritative(
+    servers: &[SocketAddr],
+    fqdn: &Name,
+    port: u16,
+) -> Result<Vec<SocketAddr>, DnsError> {
+    let zone = find_zone(servers, fqdn).await?;
+    let ns = lookup(servers, &zone, RecordType::NS).await?;
     let mut out: Vec<SocketAddr> = Vec::new();
     let names: Vec<Name> = ns
         .answers
@@ -113,26 +122,28 @@ pub(crate) async fn check_servers(
             _ => None,
         })
         .collect();
+    let addr = |r: &hickory_proto::rr::Record| match &r.data {
+        RData::A(a) => Some(SocketAddr::new(a.0.into(), port)),
+        RData::AAAA(a) => Some(SocketAddr::new(a.0.into(), port)),
+        _ => None,
+    };
     for ns_name in &names {
         // Glue first, then A/AAAA lookups.
         let mut addrs: Vec<SocketAddr> = ns
             .additionals
             .iter()
             .filter(|r| r.name.to_lowercase() == ns_name.to_lowercase())
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(SocketAddr::new(a.0.into(), 53)),
-                RData::AAAA(a) => Some(SocketAddr::new(a.0.into(), 53)),
-                _ => None,
-            })
+            .filter_map(addr)
             .collect();
         if addrs.is_empty() {
             for rtype in [RecordType::A, RecordType::AAAA] {
-                if let Ok(resp) = lookup(&servers, ns_name, rtype).await {
-                    addrs.extend(resp.answers.iter().filter_map(|r| match &r.data {
-                        RData::A(a) => Some(SocketAddr::new(a.0.into(), 53)),
-                        RData::AAAA(a) => Some(SocketAddr::new(a.0.into(), 53)),
-                        _ => None,
-                    }));
+                if let Ok(resp) = lookup(servers, ns_name, rtype).await {
+                    addrs.extend(
+                        resp.answers
+                            .iter()
+                            .filter(|r| r.name.to_lowercase() == ns_name.to_lowercase())
+                            .filter_map(addr),
+                    );
                 }
             }
         }
@@ -147,7 +158,7 @@ pub(crate) async fn check_servers(
             "no authoritative server address found for zone {zone}"
         )));
     }
-    Ok((out, false))
+    Ok(out)
 }
 
 /// The apex of the zone holding `fqdn`: the owner of the SOA a resolver returns for it.
@@ -205,5 +216,104 @@ pub(crate) async fn wait(
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The NS-discovery path (no `resolvers` configured) against a small in-process resolver:
+    //! the zone from the SOA in a negative answer, NS names, glue, and A/AAAA lookups.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::{A, NS, SOA};
+    use hickory_proto::rr::Record;
+    use std::net::Ipv4Addr;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn answer(q: &Message) -> Message {
+        let query = q.queries[0].clone();
+        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+        r.metadata.message_type = MessageType::Response;
+        r.add_query(query.clone());
+        let soa = Record::from_rdata(
+            n("example.test."),
+            60,
+            RData::SOA(SOA::new(
+                n("ns1.example.test."),
+                n("h.example.test."),
+                1,
+                1,
+                1,
+                1,
+                60,
+            )),
+        );
+        match (query.name.to_ascii().as_str(), query.query_type) {
+            ("example.test.", RecordType::NS) => {
+                r.add_answer(Record::from_rdata(
+                    n("example.test."),
+                    60,
+                    RData::NS(NS(n("ns1.example.test."))),
+                ));
+                r.add_answer(Record::from_rdata(
+                    n("example.test."),
+                    60,
+                    RData::NS(NS(n("ns2.other.test."))),
+                ));
+                r.add_additional(Record::from_rdata(
+                    n("ns1.example.test."),
+                    60,
+                    RData::A(A(Ipv4Addr::new(127, 0, 0, 10))),
+                ));
+            }
+            ("ns2.other.test.", RecordType::A) => {
+                r.add_answer(Record::from_rdata(
+                    n("ns2.other.test."),
+                    60,
+                    RData::A(A(Ipv4Addr::new(127, 0, 0, 11))),
+                ));
+                r.add_answer(Record::from_rdata(
+                    n("ns2.other.test."),
+                    60,
+                    RData::A(A(Ipv4Addr::new(127, 0, 0, 12))),
+                ));
+            }
+            ("ns2.other.test.", RecordType::AAAA) => {}
+            _ => {
+                r.metadata.response_code = ResponseCode::NXDomain;
+                r.add_authority(soa);
+            }
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn authoritative_servers_from_soa_ns_glue_and_address_lookups() {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let resolver = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, from)) = sock.recv_from(&mut buf).await {
+                let q = Message::from_vec(&buf[..len]).unwrap();
+                let bytes = answer(&q).to_vec().unwrap();
+                let _ = sock.send_to(&bytes, from).await;
+            }
+        });
+        let fqdn = n("_acme-challenge.www.example.test.");
+        let got = authoritative(&[resolver], &fqdn, 5300).await.unwrap();
+        let want: Vec<SocketAddr> = ["127.0.0.10:5300", "127.0.0.11:5300", "127.0.0.12:5300"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+
+        // A name whose zone has no NS answer: an error, not an empty set.
+        let err = authoritative(&[resolver], &n("x.nowhere.invalid."), 53).await;
+        assert!(err.is_err());
     }
 }
