@@ -13,6 +13,11 @@
 //! - [`present_and_wait`] follows a CNAME at `_acme-challenge.<domain>`, creates the TXT record,
 //!   and waits until the zone's authoritative servers serve it (or `propagation_timeout` passes);
 //! - [`cleanup`] removes exactly the record that was presented.
+//!
+//! Providers (one file each under `providers/`, see `docs/DNS-PROVIDERS.md`): `rfc2136` (TSIG
+//! dynamic updates), `powerdns` (HTTP API), `route53` (SigV4), `cloudflare` (API v4 token),
+//! `google` (Cloud DNS v1, service-account JWT). None puts a credential in an error or in its
+//! `Debug` output.
 
 mod config;
 mod dns;
@@ -44,9 +49,12 @@ pub trait DnsProvider: Send + Sync + std::fmt::Debug {
 /// Options every provider accepts in its config (`propagation_timeout`, `resolvers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// How long [`present_and_wait`] waits for the authoritative servers (default 120 s).
+    /// How long [`present_and_wait`] waits for the record to be served (default 120 s; zero:
+    /// no wait).
     pub propagation_timeout: Duration,
-    /// Recursive resolvers used for CNAME and NS lookups; empty means the system's.
+    /// Servers for the CNAME lookups that, when set, are also the servers that must serve the
+    /// record; empty means the system's resolvers, which then find the zone's NS servers to ask
+    /// on port 53. See [`present_and_wait`].
     pub resolvers: Vec<SocketAddr>,
 }
 
