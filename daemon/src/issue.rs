@@ -431,23 +431,6 @@ pub async fn sign_order(
         revocation_reason: None,
         created_at: now,
     };
-    let started = caller.record("certificate.issue", Some(&object), "started");
-    let reserve = row.clone();
-    // Written (to the WAL) before the token signs; made durable on disk by the certificate's own
-    // commit below, before anyone sees the certificate (see `Durability::Wal`).
-    app.write_with(
-        Box::new(move |tx| {
-            tx.insert_certificate(&reserve)?;
-            tx.append_audit(&started).map(|_| ())
-        }),
-        scaivault_store::Durability::Wal,
-    )
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "reserving a serial with its audit record failed");
-        ApiError::audit_unavailable()
-    })?;
-
     let template = LeafTemplate {
         subject,
         spki_der,
@@ -464,14 +447,33 @@ pub async fn sign_order(
         client_auth,
         urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
     };
-    // Build, lint, sign on the token and check the signature (inline while the token is fast,
-    // see `App::token_call`); then store with the `success` record in the next group commit.
+    let tbs = leaf::leaf_tbs(&template, &issuer.info)?;
+    let tbs_der = der::Encode::to_der(&tbs).map_err(ApiError::internal)?;
+    let started = caller.record("certificate.issue", Some(&object), "started");
+    let reserve = row.clone();
+    // The serial and the to-be-signed certificate, written (to the WAL) before the token signs;
+    // made durable on disk by the certificate's own commit below, before anyone sees the
+    // certificate (see `Durability::Wal`). A crash in between leaves the reservation, which the
+    // next start revokes (`serve::reconcile_reservations`).
+    app.write_with(
+        Box::new(move |tx| {
+            tx.reserve_certificate(&reserve, &tbs_der)?;
+            tx.append_audit(&started).map(|_| ())
+        }),
+        scaivault_store::Durability::Wal,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "reserving a serial with its audit record failed");
+        ApiError::audit_unavailable()
+    })?;
+
+    // Lint, sign on the token and check the signature (inline while the token is fast, see
+    // `App::token_call`); then store with the `success` record in the next group commit.
     let iss = issuer.clone();
     let signed = app
         .token_call(move || {
-            leaf::leaf_tbs(&template, &iss.info)
-                .and_then(|tbs| leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()))
-                .map_err(ApiError::from)
+            leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from)
         })
         .await;
     let der = match signed {

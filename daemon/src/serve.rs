@@ -95,6 +95,51 @@ pub fn open_store(cfg: &Config) -> Result<Arc<Store>, StartError> {
         .context(&format!("cannot open database {}", path.display()))
 }
 
+/// Revokes the serial reservations a crash left behind (the token may have signed them; nobody
+/// received the certificate), each with an audit record and a `certificate.revoked` event, in one
+/// transaction before the listener starts. Only the daemon does this, never a CLI command that
+/// opens the database while a daemon may be issuing.
+///
+/// # Errors
+/// The database cannot be written.
+fn reconcile_reservations(store: &Store) -> Result<(), StartError> {
+    let now = scaivault_core::time_util::rfc3339(scaivault_core::time_util::now());
+    let done = store
+        .write(|tx| {
+            let rows = tx.reconcile_reservations(&now)?;
+            for (tenant, ca, serial) in &rows {
+                tx.append_audit(&scaivault_store::AuditRecord {
+                    time: now.clone(),
+                    tenant_id: Some(tenant.clone()),
+                    token_id: None,
+                    action: "certificate.reconcile".into(),
+                    object_id: Some(format!("{ca}:{serial}")),
+                    outcome: "revoked_unfinished".into(),
+                    request_id: None,
+                    detail: Some(
+                        "reserved before a crash and never stored: revoked (cessation_of_operation)"
+                            .into(),
+                    ),
+                })?;
+                let data = serde_json::json!({
+                    "serial": serial, "ca_id": ca, "reason": "cessation_of_operation",
+                    "revoked_at": now, "unfinished": true,
+                })
+                .to_string();
+                tx.insert_event(tenant, "certificate.revoked", Some(serial), &now, &data)?;
+            }
+            Ok(rows.len())
+        })
+        .context("cannot reconcile unfinished serial reservations")?;
+    if done > 0 {
+        tracing::warn!(
+            count = done,
+            "revoked serial reservations left unfinished by an earlier crash"
+        );
+    }
+    Ok(())
+}
+
 /// Refuses set-uid execution (the umask is set for every command in `main`).
 fn process_checks() -> Result<(), StartError> {
     let (uid, euid) = (nix::unistd::getuid(), nix::unistd::geteuid());
@@ -246,7 +291,10 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     let Some(store) = unless_stopped(&mut signals, blocking(move || open_store(&c))).await else {
         return Ok(ExitCode::SUCCESS);
     };
-    let app = new_app(cfg.clone(), store?, token);
+    let store = store?;
+    let s = store.clone();
+    blocking(move || reconcile_reservations(&s)).await?;
+    let app = new_app(cfg.clone(), store, token);
     let background = Background::start(&app, &notifier);
 
     let outcome = serve_until_stopped(&app, cfg, &path, &notifier, &mut signals).await;

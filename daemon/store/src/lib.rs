@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_audit_detail.sql"),
     include_str!("migrations/007_ocsp_signers.sql"),
     include_str!("migrations/008_trust_anchors.sql"),
+    include_str!("migrations/009_reservation_tbs.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

@@ -412,13 +412,27 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::Conflict`] when the issuer already used the serial.
     pub fn insert_certificate(&self, c: &CertRow) -> Result<()> {
+        self.insert_certificate_with(c, None)
+    }
+
+    /// Reserves `c.serial` (status `reserved`) together with the to-be-signed certificate the token
+    /// is about to sign, so that a crash between signing and storing leaves the intent on record.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] for a serial the issuer used already; SQL failures.
+    pub fn reserve_certificate(&self, c: &CertRow, tbs_der: &[u8]) -> Result<()> {
+        self.insert_certificate_with(c, Some(tbs_der))
+    }
+
+    fn insert_certificate_with(&self, c: &CertRow, tbs_der: Option<&[u8]>) -> Result<()> {
         self.tx
             .prepare_cached("INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
-                 sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?
+                 sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at, tbs_der) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")?
             .execute(params![
                     c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, c.sans,
-                    c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, c.created_at
+                    c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, c.created_at,
+                    tbs_der
                 ],
             )
             .map_err(|e| match Error::from(e) {
@@ -433,7 +447,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`] when the serial was not reserved.
     pub fn complete_certificate(&self, c: &CertRow) -> Result<()> {
-        let n = self.tx.prepare_cached("UPDATE certificates SET cert_der = ?3, status = 'valid', common_name = ?4, sans = ?5, \
+        let n = self.tx.prepare_cached("UPDATE certificates SET cert_der = ?3, status = 'valid', tbs_der = NULL, common_name = ?4, sans = ?5, \
              not_before = ?6, not_after = ?7 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'")?.execute(params![c.issuer_ca_id, c.serial, c.cert_der, c.common_name, c.sans, c.not_before, c.not_after],
         )?;
         if n == 0 {
@@ -450,6 +464,29 @@ impl<'a> Tx<'a> {
         self.tx.prepare_cached("DELETE FROM certificates WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'")?.execute(params![issuer_ca_id, serial],
         )?;
         Ok(())
+    }
+
+    /// Revokes every reservation left unfinished (status `reserved`: the token may or may not have
+    /// signed it, and nobody received the certificate), with reason `cessation_of_operation` at
+    /// `now`, and marks the issuers' CRLs dirty. Run at startup, before any request is served:
+    /// then no reservation is in flight. Returns `(tenant, issuer, serial)` of each.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn reconcile_reservations(&self, now: &str) -> Result<Vec<(String, String, String)>> {
+        let rows = self
+            .tx
+            .prepare(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
+                 revocation_reason = 'cessation_of_operation' WHERE status = 'reserved' \
+                 RETURNING tenant_id, issuer_ca_id, serial",
+            )?
+            .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<(String, String, String)>>>()?;
+        for (_, ca, _) in &rows {
+            self.mark_crl_dirty(ca)?;
+        }
+        Ok(rows)
     }
 
     /// Stores a sealed leaf key.
