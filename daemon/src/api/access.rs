@@ -1,0 +1,213 @@
+//! Who may call each route: one explicit entry per route, checked against the mounted routes by a
+//! unit test (a route added without an entry fails it), and published as `GET /v1/openapi.json`,
+//! from which `tests/tests/isolation.rs` generates its tenant-isolation matrix.
+//!
+//! The handlers enforce the policy themselves (`App::require`, `App::require_issuer`); this table
+//! says what they enforce, and the matrix test checks that they do.
+
+use crate::auth::{self, Perm};
+use rocket::http::ContentType;
+use rocket::{get, routes, Route};
+use serde_json::{json, Map, Value};
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token (relying parties, load balancers, Prometheus).
+    Public,
+    /// Any valid token of the tenant (e.g. validation against the tenant's trust store).
+    AnyToken,
+    /// A token whose policies grant the permission.
+    Perm(Perm),
+    /// `admin` or `issuer:<role>` for the role in the path.
+    Issuer,
+}
+
+/// Every route: method, path (OpenAPI form, `{param}`), access, and a one-line summary.
+#[rustfmt::skip]
+pub const ROUTES: &[(&str, &str, Access, &str)] = &[
+    ("GET", "/v1/sys/health", Access::Public, "Health of token, database and scheduler"),
+    ("GET", "/metrics", Access::Public, "Prometheus metrics (aggregates only)"),
+    ("GET", "/v1/openapi.json", Access::Public, "This document"),
+    ("POST", "/v1/pki/ca", Access::Perm(Perm::CaWrite), "Create a root or intermediate CA"),
+    ("GET", "/v1/pki/ca", Access::Perm(Perm::CaRead), "List CAs"),
+    ("GET", "/v1/pki/ca/{id}", Access::Perm(Perm::CaRead), "Read a CA"),
+    ("GET", "/v1/pki/ca/{id}/certificate", Access::Public, "CA certificate (PEM or DER)"),
+    ("GET", "/v1/pki/ca/{id}/chain", Access::Public, "CA chain (PEM)"),
+    ("POST", "/v1/pki/ca/{id}/signed-certificate", Access::Perm(Perm::CaWrite), "Install an externally signed intermediate"),
+    ("POST", "/v1/pki/ca/import", Access::Perm(Perm::CaWrite), "Import a CA (key on the token, or offline)"),
+    ("DELETE", "/v1/pki/ca/{id}", Access::Perm(Perm::CaWrite), "Retire a CA"),
+    ("GET", "/v1/pki/ca/{id}/crl", Access::Public, "The CA's CRL"),
+    ("POST", "/v1/pki/ca/{id}/crl", Access::Perm(Perm::CaWrite), "Rebuild the CA's CRL now"),
+    ("POST", "/v1/pki/ca/{id}/crl/import", Access::Perm(Perm::CaWrite), "Publish an offline CA's CRL"),
+    ("POST", "/v1/pki/revoke", Access::Perm(Perm::CaWrite), "Revoke a certificate"),
+    ("POST", "/v1/pki/ocsp/{ca_id}", Access::Public, "OCSP over POST"),
+    ("GET", "/v1/pki/ocsp/{ca_id}/{request}", Access::Public, "OCSP over GET"),
+    ("POST", "/v1/pki/tidy", Access::Perm(Perm::TokenAdmin), "Remove expired certificates"),
+    ("POST", "/v1/auth/tokens", Access::Perm(Perm::TokenAdmin), "Create an API token"),
+    ("GET", "/v1/auth/tokens", Access::Perm(Perm::TokenAdmin), "List API tokens"),
+    ("DELETE", "/v1/auth/tokens/{id}", Access::Perm(Perm::TokenAdmin), "Revoke an API token"),
+    ("GET", "/v1/audit", Access::Perm(Perm::AuditRead), "The audit log"),
+    ("GET", "/v1/events", Access::Perm(Perm::EventsRead), "The events feed"),
+    ("POST", "/v1/pki/roles", Access::Perm(Perm::RoleWrite), "Create a role"),
+    ("GET", "/v1/pki/roles", Access::Perm(Perm::InventoryRead), "List roles"),
+    ("GET", "/v1/pki/roles/{name}", Access::Perm(Perm::InventoryRead), "Read a role"),
+    ("PUT", "/v1/pki/roles/{name}", Access::Perm(Perm::RoleWrite), "Replace a role"),
+    ("DELETE", "/v1/pki/roles/{name}", Access::Perm(Perm::RoleWrite), "Delete a role"),
+    ("POST", "/v1/pki/issue/{role}", Access::Issuer, "Issue a certificate with a new key"),
+    ("POST", "/v1/pki/sign/{role}", Access::Issuer, "Sign a CSR under a role"),
+    ("GET", "/v1/pki/certificates", Access::Perm(Perm::InventoryRead), "The certificate inventory"),
+    ("GET", "/v1/pki/certificates/{serial}", Access::Perm(Perm::InventoryRead), "Read a certificate"),
+    ("GET", "/v1/pki/certificates/{serial}/private-key", Access::Perm(Perm::KeyRead), "Read a stored private key"),
+    ("POST", "/v1/pki/certificates/validate", Access::AnyToken, "Validate a certificate path"),
+    ("POST", "/v1/pki/csr/import", Access::Perm(Perm::CsrImport), "Submit a CSR for review"),
+    ("GET", "/v1/pki/csr", Access::Perm(Perm::CsrRead), "List CSRs"),
+    ("GET", "/v1/pki/csr/{id}", Access::Perm(Perm::CsrRead), "Read a CSR"),
+    ("POST", "/v1/pki/csr/{id}/approve", Access::Perm(Perm::CsrReview), "Approve a CSR"),
+    ("POST", "/v1/pki/csr/{id}/reject", Access::Perm(Perm::CsrReview), "Reject a CSR"),
+    ("POST", "/v1/pki/csr/{id}/sign", Access::Perm(Perm::CsrSign), "Sign an approved CSR"),
+    ("POST", "/v1/pki/trust-anchors", Access::Perm(Perm::CaWrite), "Add a trust anchor"),
+    ("GET", "/v1/pki/trust-anchors", Access::Perm(Perm::CaRead), "List trust anchors"),
+    ("GET", "/v1/pki/trust-anchors/{id}", Access::Perm(Perm::CaRead), "Read a trust anchor"),
+    ("DELETE", "/v1/pki/trust-anchors/{id}", Access::Perm(Perm::CaWrite), "Delete a trust anchor"),
+];
+
+pub fn routes() -> Vec<Route> {
+    routes![openapi]
+}
+
+/// The fixed policies (without `issuer:<role>`) that grant `access`.
+fn policies_for(access: Access) -> Vec<String> {
+    let mut out: Vec<String> = auth::KNOWN_POLICIES
+        .iter()
+        .filter(|p| match access {
+            Access::Public | Access::AnyToken => true,
+            Access::Perm(perm) => auth::allows(&[(**p).to_owned()], perm),
+            Access::Issuer => **p == "admin",
+        })
+        .map(|p| (*p).to_owned())
+        .collect();
+    if access == Access::Issuer {
+        out.push("issuer:{role}".into());
+    }
+    out
+}
+
+/// The OpenAPI 3.1 document of [`ROUTES`].
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, access, summary) in ROUTES {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": summary,
+            "operationId": format!("{} {}", method, path),
+            "parameters": params,
+            "responses": {"default": {"description": "see docs/API.md; errors are RFC 9457 problem documents"}},
+        });
+        if *access == Access::Public {
+            op["security"] = json!([]);
+            op["x-scaivault-access"] = json!("public");
+        } else {
+            op["x-scaivault-access"] = json!(match access {
+                Access::AnyToken => "any-token".to_owned(),
+                Access::Issuer => "issuer".to_owned(),
+                Access::Perm(p) => format!("{p:?}"),
+                Access::Public => "public".to_owned(),
+            });
+            op["x-scaivault-policies"] = json!(policies_for(*access));
+        }
+        let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
+        entry[method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "ScaiVault PKI", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
+
+#[get("/v1/openapi.json")]
+fn openapi() -> (ContentType, String) {
+    (ContentType::JSON, document().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    /// `/v1/pki/ca/<id>/crl?<format>` → `/v1/pki/ca/{id}/crl`.
+    fn openapi_path(rocket_path: &str) -> String {
+        rocket_path
+            .split('/')
+            .map(|seg| {
+                match seg
+                    .strip_prefix('<')
+                    .and_then(|s| s.strip_suffix('>'))
+                    .map(|s| s.trim_end_matches("..").trim_start_matches('_'))
+                {
+                    Some(name) => format!("{{{name}}}"),
+                    None => seg.to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_mounted_route_has_exactly_one_access_entry_and_back() {
+        let mounted: Vec<(String, String)> = super::super::all_routes()
+            .iter()
+            .map(|r| {
+                (
+                    r.method.as_str().to_owned(),
+                    openapi_path(&r.uri.path().to_string()),
+                )
+            })
+            .collect();
+        for (m, p) in &mounted {
+            let n = ROUTES
+                .iter()
+                .filter(|(rm, rp, ..)| rm == m && rp == p)
+                .count();
+            assert_eq!(n, 1, "route {m} {p} has {n} entries in api::access::ROUTES");
+        }
+        for (m, p, ..) in ROUTES {
+            assert!(
+                mounted.iter().any(|(mm, mp)| mm == m && mp == p),
+                "ROUTES names {m} {p}, which is not mounted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_document_names_the_policies_of_each_route() {
+        let d = document();
+        let op = &d["paths"]["/v1/audit"]["get"];
+        let pols: Vec<&str> = op["x-scaivault-policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            pols.contains(&"admin") && pols.contains(&"auditor"),
+            "{pols:?}"
+        );
+        assert!(!pols.contains(&"csr-approver"), "{pols:?}");
+        assert_eq!(
+            d["paths"]["/v1/pki/ca/{id}/crl"]["get"]["security"],
+            json!([])
+        );
+        assert_eq!(
+            d["paths"]["/v1/pki/issue/{role}"]["post"]["x-scaivault-policies"],
+            json!(["admin", "issuer:{role}"])
+        );
+    }
+}
