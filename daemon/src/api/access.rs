@@ -167,7 +167,7 @@ mod tests {
             .map(|r| {
                 (
                     r.method.as_str().to_owned(),
-                    openapi_path(&r.uri.path().to_string()),
+                    openapi_path(r.uri.path()),
                 )
             })
             .collect();
