@@ -27,6 +27,7 @@ mod roles;
 mod tidy;
 pub mod tokens;
 mod trust;
+mod webhooks;
 
 pub use tokens::new_token;
 
@@ -67,5 +68,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", ocsp::routes())
         .mount("/", trust::routes())
         .mount("/", metrics::routes())
+        .mount("/", webhooks::routes())
         .register("/", problem::catchers())
 }

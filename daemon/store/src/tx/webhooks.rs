@@ -340,7 +340,11 @@ mod tests {
         let evs = s.read(|tx| tx.events_after("tn_a", 2, 10)).unwrap();
         assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
         assert!(s
-            .write(|tx| tx.enqueue_deliveries("wh_1", &[pending("whd_4", 4), pending("whd_3", 3)], 4))
+            .write(|tx| tx.enqueue_deliveries(
+                "wh_1",
+                &[pending("whd_4", 4), pending("whd_3", 3)],
+                4
+            ))
             .unwrap());
         // A stale cursor does not go back.
         assert!(!s
