@@ -5,7 +5,7 @@
 //! | `log.level` | applied at once (unless `RUST_LOG` is set) |
 //! | `server.tls` (files re-read, or a new role-issued certificate when the section changed) | applied by restarting the HTTP listener in-process |
 //! | `limits.body_bytes`, `limits.max_page`, `csr.*`, `server.shutdown_*` | applied by restarting the HTTP listener in-process |
-//! | `server.listen`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `limits.rsa_key_pool` | **not** reloadable: logged, the running value stays until a restart |
+//! | `server.listen`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `limits.rsa_key_pool` | **not** reloadable: logged, the running value stays until a restart |
 //!
 //! ScaiVault has no request-rate limits to reload; `[limits]` holds size limits only.
 //!
@@ -55,6 +55,9 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     config.hsm = running.hsm.clone();
     keep("[acme]", config.acme != running.acme);
     config.acme = running.acme.clone();
+    // The delivery worker holds its settings from the start.
+    keep("[webhooks]", config.webhooks != running.webhooks);
+    config.webhooks = running.webhooks.clone();
     keep(
         "limits.rsa_key_pool",
         config.limits.rsa_key_pool != running.limits.rsa_key_pool,

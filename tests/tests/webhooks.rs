@@ -46,6 +46,9 @@ struct Receiver {
     default: Arc<Mutex<u16>>,
 }
 
+/// Where the receiver's 3xx answers point.
+static REDIRECT_TO: Mutex<String> = Mutex::new(String::new());
+
 impl Receiver {
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -88,9 +91,14 @@ impl Receiver {
                     body,
                     answered: code,
                 });
+                let location = if (300..400).contains(&code) {
+                    format!("Location: {}\r\n", REDIRECT_TO.lock().unwrap())
+                } else {
+                    String::new()
+                };
                 let _ = write!(
                     conn,
-                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 {code} X\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );
             }
         });
@@ -152,11 +160,16 @@ fn check_signature(r: &Received) {
 
 /// A daemon whose webhook worker polls every 100 ms and retries after `retry_base_ms`.
 fn daemon(retry_base_ms: u64) -> Daemon {
+    daemon_with(&format!(
+        "retry_base_ms = {retry_base_ms}\ntimeout_secs = 5\n"
+    ))
+}
+
+/// A daemon with `[webhooks]` set to `poll_ms = 100` and `settings`.
+fn daemon_with(settings: &str) -> Daemon {
     let d = Daemon::start();
     let mut cfg = std::fs::read_to_string(d.config()).unwrap();
-    cfg.push_str(&format!(
-        "\n[webhooks]\nretry_base_ms = {retry_base_ms}\npoll_ms = 100\ntimeout_secs = 5\n"
-    ));
+    cfg.push_str(&format!("\n[webhooks]\npoll_ms = 100\n{settings}"));
     std::fs::write(d.config(), cfg).unwrap();
     Daemon::start_in(d.into_dir())
 }
@@ -566,4 +579,70 @@ fn retries_back_off_keep_order_and_survive_a_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!d.log_text().contains(SECRET));
+}
+
+#[test]
+fn gives_up_after_max_attempts_follows_no_redirect_and_times_out() {
+    let d = daemon_with("retry_base_ms = 200\nmax_attempts = 2\ntimeout_secs = 1\n");
+    setup_role(&d);
+    let redirecting = Receiver::start();
+    let target = Receiver::start();
+    *REDIRECT_TO.lock().unwrap() = target.url.clone();
+    *redirecting.default.lock().unwrap() = 307;
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+
+    let w = create_hook(&d, &redirecting.url, json!(["certificate.issued"]));
+    let ws = create_hook(&d, &silent_url, json!(["certificate.issued"]));
+    let (id, sid) = (w["id"].as_str().unwrap(), ws["id"].as_str().unwrap());
+    let first = issue(&d, "one.internal");
+    let second = issue(&d, "two.internal");
+
+    // Two attempts per event, then the next event: A, A, B, B; never the redirect's target.
+    let got = redirecting.wait_for(4, 60);
+    let serials: Vec<String> = got
+        .iter()
+        .map(|r| norm(r.json()["data"]["serial"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        serials,
+        vec![norm(&first), norm(&first), norm(&second), norm(&second)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ds = deliveries(&d, id);
+        if ds.iter().all(|x| x["status"] == "failed") && ds.len() == 2 {
+            for x in &ds {
+                assert_eq!(x["attempts"], 2, "{x}");
+                assert_eq!(x["http_status"], 307, "{x}");
+                assert!(x["next_attempt_at"].is_null(), "{x}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ds:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(redirecting.got().len(), 4, "no attempt after giving up");
+    assert!(target.got().is_empty(), "a redirect was followed");
+
+    // The silent receiver: each attempt ends after timeout_secs; both events fail in turn.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ds = deliveries(&d, sid);
+        if ds.len() == 2 && ds.iter().all(|x| x["status"] == "failed") {
+            for x in &ds {
+                assert!(x["http_status"].is_null(), "{x}");
+                assert!(
+                    x["last_error"].as_str().unwrap().contains("no answer"),
+                    "{x}"
+                );
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ds:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(silent);
 }
