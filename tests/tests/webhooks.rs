@@ -4,158 +4,32 @@
 //! responses, logs, audit records and the database file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hmac::{Hmac, Mac};
+use scaivault_tests::webhook::{Received, Receiver};
 use scaivault_tests::Daemon;
 use serde_json::{json, Value};
-use sha2::Sha256;
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec-test-9f8e7d6c5b4a39281706";
 
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    at: Instant,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-    answered: u16,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_default()
-    }
-}
-
-/// A local HTTP receiver: answers each request with the next scripted status (200 when the
-/// script is empty) and records it.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
-    default: Arc<Mutex<u16>>,
-}
-
-/// Where the receiver's 3xx answers point.
-static REDIRECT_TO: Mutex<String> = Mutex::new(String::new());
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook?src=test", listener.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let script: Arc<Mutex<VecDeque<u16>>> = Arc::default();
-        let default = Arc::new(Mutex::new(200u16));
-        let (g, s, dflt) = (got.clone(), script.clone(), default.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    continue;
-                }
-                assert!(line.starts_with("POST /hook?src=test HTTP/1.1"), "{line}");
-                let mut headers = HashMap::new();
-                loop {
-                    let mut h = String::new();
-                    reader.read_line(&mut h).unwrap();
-                    let h = h.trim_end();
-                    if h.is_empty() {
-                        break;
-                    }
-                    let (k, v) = h.split_once(':').unwrap();
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                }
-                let len: usize = headers["content-length"].parse().unwrap();
-                let mut body = vec![0u8; len];
-                reader.read_exact(&mut body).unwrap();
-                let code = s
-                    .lock()
-                    .unwrap()
-                    .pop_front()
-                    .unwrap_or(*dflt.lock().unwrap());
-                g.lock().unwrap().push(Received {
-                    at: Instant::now(),
-                    headers,
-                    body,
-                    answered: code,
-                });
-                let location = if (300..400).contains(&code) {
-                    format!("Location: {}\r\n", REDIRECT_TO.lock().unwrap())
-                } else {
-                    String::new()
-                };
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {code} X\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Receiver {
-            url,
-            got,
-            script,
-            default,
-        }
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Waits (at most `secs`) until `n` requests arrived; returns them.
-    fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let got = self.got();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} deliveries in {secs} s: {got:?}",
-                got.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// Checks the signature header against the secret.
+/// Checks the request line, the timestamp and the signature (and that another secret fails).
 fn check_signature(r: &Received) {
-    let ts = r.header("scaivault-timestamp");
-    let age = ts.parse::<i64>().unwrap()
-        - std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-    assert!(age.abs() < 300, "timestamp {ts} is not now");
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(&r.body);
-    let want = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
-    assert_eq!(r.header("scaivault-signature"), want, "signature");
-    // And a wrong secret does not verify: the check can fail.
-    let mut other = Hmac::<Sha256>::new_from_slice(b"another-secret-of-length").unwrap();
-    other.update(ts.as_bytes());
-    other.update(b".");
-    other.update(&r.body);
-    assert_ne!(
-        r.header("scaivault-signature"),
-        format!("v1={}", hex::encode(other.finalize().into_bytes()))
+    assert!(
+        r.request_line.starts_with("POST /hook?src=test HTTP/1.1"),
+        "{}",
+        r.request_line
     );
+    let ts = r.header("scaivault-timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (ts.parse::<i64>().unwrap() - now).abs() < 300,
+        "timestamp {ts} is not now"
+    );
+    assert!(r.signature_valid(SECRET.as_bytes()), "signature: {r:?}");
+    assert!(!r.signature_valid(b"another-secret-of-length"));
 }
 
 /// A daemon whose webhook worker polls every 100 ms and retries after `retry_base_ms`.
@@ -169,7 +43,11 @@ fn daemon(retry_base_ms: u64) -> Daemon {
 fn daemon_with(settings: &str) -> Daemon {
     let d = Daemon::start();
     let mut cfg = std::fs::read_to_string(d.config()).unwrap();
-    cfg.push_str(&format!("\n[webhooks]\npoll_ms = 100\n{settings}"));
+    let ca_file = d.data().join("webhook-ca.pem");
+    cfg.push_str(&format!(
+        "\n[webhooks]\npoll_ms = 100\nca_file = \"{}\"\n{settings}",
+        ca_file.display()
+    ));
     std::fs::write(d.config(), cfg).unwrap();
     Daemon::start_in(d.into_dir())
 }
@@ -587,7 +465,7 @@ fn gives_up_after_max_attempts_follows_no_redirect_and_times_out() {
     setup_role(&d);
     let redirecting = Receiver::start();
     let target = Receiver::start();
-    *REDIRECT_TO.lock().unwrap() = target.url.clone();
+    *redirecting.redirect_to.lock().unwrap() = target.url.clone();
     *redirecting.default.lock().unwrap() = 307;
     // Accepts connections (the kernel's backlog) and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -645,4 +523,67 @@ fn gives_up_after_max_attempts_follows_no_redirect_and_times_out() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(silent);
+}
+
+/// A TLS server certificate for 127.0.0.1 from a new root; (root PEM, certificate chain, key).
+fn tls_material(d: &Daemon, name: &str) -> (String, String, String) {
+    let root = d.create_root(name, "ec", Some(256));
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": name, "ca_id": root["id"], "allowed_domains": ["localhost"],
+                "allow_ip_sans": true, "server_flag": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = d.post(
+        &format!("/v1/pki/issue/{name}"),
+        &json!({"common_name": "localhost", "ip_sans": ["127.0.0.1"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    (
+        root["certificate"].as_str().unwrap().to_owned(),
+        v["certificate"].as_str().unwrap().to_owned(),
+        v["private_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn https_receivers_are_verified_against_the_ca_file() {
+    let d = daemon_with("retry_base_ms = 200\nmax_attempts = 2\n");
+    let (root_pem, cert, key) = tls_material(&d, "trusted");
+    std::fs::write(d.data().join("webhook-ca.pem"), &root_pem).unwrap();
+    let (_, other_cert, other_key) = tls_material(&d, "untrusted");
+    let good = Receiver::start_tls(&cert, &key);
+    let bad = Receiver::start_tls(&other_cert, &other_key);
+    assert!(good.url.starts_with("https://127.0.0.1:"), "{}", good.url);
+    let wg = create_hook(&d, &good.url, json!(["certificate.issued"]));
+    let wb = create_hook(&d, &bad.url, json!(["certificate.issued"]));
+    setup_role(&d);
+    let serial = issue(&d, "tls.internal");
+
+    let got = good.wait_for(1, 30);
+    assert_eq!(
+        norm(got[0].json()["data"]["serial"].as_str().unwrap()),
+        norm(&serial)
+    );
+    check_signature(&got[0]);
+    let ds = deliveries(&d, wg["id"].as_str().unwrap());
+    assert_eq!(ds[0]["status"], "delivered", "{ds:?}");
+
+    // A certificate from a CA outside ca_file: the handshake fails, nothing is sent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ds = deliveries(&d, wb["id"].as_str().unwrap());
+        if ds.first().is_some_and(|x| x["status"] == "failed") {
+            assert!(ds[0]["http_status"].is_null(), "{ds:?}");
+            assert!(
+                ds[0]["last_error"].as_str().unwrap().contains("TLS"),
+                "{ds:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ds:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(bad.got().is_empty());
 }
