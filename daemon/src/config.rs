@@ -577,6 +577,29 @@ pin_env = "PIN"
         c.validate().unwrap();
         assert_eq!(c.limits.rsa_key_pool, 128);
         assert!(!c.csr.require_distinct_approver);
+        // The example documents the defaults of [webhooks].
+        assert_eq!(c.webhooks, WebhooksConfig::default());
+    }
+
+    #[test]
+    fn webhook_settings_are_range_checked() {
+        for bad in [
+            "retry_base_ms = 10",
+            "retry_max_secs = 0",
+            "max_attempts = 0",
+            "max_attempts = 51",
+            "timeout_secs = 0",
+            "poll_ms = 10",
+        ] {
+            let c: Config = toml::from_str(&format!("{GOOD}\n[webhooks]\n{bad}\n")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.to_string().contains("webhooks."), "{bad}: {e}");
+        }
+        let c: Config =
+            toml::from_str(&format!("{GOOD}\n[webhooks]\nretry_base_ms = 300\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.webhooks.retry_base_ms, 300);
+        assert_eq!(c.webhooks.max_attempts, 12);
     }
 
     #[test]

@@ -12,16 +12,19 @@
 //! 3. goes on with the next delivery only after a success or a final failure, so one webhook's
 //!    deliveries arrive in event order.
 //!
-//! State lives in the database, so retries survive a restart. Delivery is at least once: an
-//! attempt cut short by a stop is made again after the restart, with the same
-//! `ScaiVault-Delivery` id.
+//! State lives in the database, so retries survive a restart. Its writes join the group commit
+//! with [`Durability::Wal`] (no `fsync` of their own; the next `Disk` commit syncs them): a
+//! power loss may lose the last outcomes, and those deliveries are made again (a lost queue entry
+//! under a new delivery id). Delivery is at
+//! least once: an attempt cut short by a stop or a crash is made again after the restart, with
+//! the same `ScaiVault-Delivery` id.
 
 use super::{http, matches, patterns};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::issue::KEK_LABEL;
 use scaivault_core::{ids, time_util};
-use scaivault_store::{WebhookDeliveryRow, WebhookRow};
+use scaivault_store::{Durability, WebhookDeliveryRow, WebhookRow};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -172,10 +175,13 @@ async fn enqueue(app: &App, hook: &WebhookRow, patterns: &[String], cursor: i64)
     let flag = alive.clone();
     let id = hook.id.clone();
     let res = app
-        .write(Box::new(move |tx| {
-            flag.store(tx.enqueue_deliveries(&id, &rows, last)?, Ordering::Relaxed);
-            Ok(())
-        }))
+        .write_with(
+            Box::new(move |tx| {
+                flag.store(tx.enqueue_deliveries(&id, &rows, last)?, Ordering::Relaxed);
+                Ok(())
+            }),
+            Durability::Wal,
+        )
         .await;
     if let Err(e) = res {
         tracing::warn!(webhook = %hook.id, error = %e, "webhook deliveries not queued");
@@ -278,10 +284,13 @@ async fn attempt(
     let alive = Arc::new(AtomicBool::new(false));
     let flag = alive.clone();
     if let Err(e) = app
-        .write(Box::new(move |tx| {
-            flag.store(tx.update_delivery(&row)?, Ordering::Relaxed);
-            Ok(())
-        }))
+        .write_with(
+            Box::new(move |tx| {
+                flag.store(tx.update_delivery(&row)?, Ordering::Relaxed);
+                Ok(())
+            }),
+            Durability::Wal,
+        )
         .await
     {
         tracing::warn!(webhook = %hook.id, delivery = %d.id, error = %e, "delivery outcome not stored");
