@@ -212,6 +212,14 @@ async fn attempt(
         .await
     {
         Ok(e) => e,
+        Err(e) if e.code == "not_found" => {
+            // Events are never deleted; should one vanish, its delivery must not block the rest.
+            d.status = "failed".into();
+            d.next_attempt_ms = None;
+            d.last_error = Some("the event no longer exists".into());
+            d.updated_at = time_util::rfc3339(time_util::now());
+            return store_outcome(app, hook, &d).await;
+        }
         Err(_) => return false,
     };
     let body = serde_json::json!({
@@ -280,6 +288,12 @@ async fn attempt(
             "webhook delivery failed; will retry"),
     }
     let gave_up = d.status == "failed";
+    // A final failure lets the next delivery go; a deleted webhook stops here.
+    store_outcome(app, hook, &d).await && (delivered || gave_up)
+}
+
+/// Stores an attempt's outcome; false when it could not be stored or the delivery is gone.
+async fn store_outcome(app: &App, hook: &WebhookRow, d: &WebhookDeliveryRow) -> bool {
     let row = d.clone();
     let alive = Arc::new(AtomicBool::new(false));
     let flag = alive.clone();
@@ -296,8 +310,7 @@ async fn attempt(
         tracing::warn!(webhook = %hook.id, delivery = %d.id, error = %e, "delivery outcome not stored");
         return false;
     }
-    // A final failure lets the next delivery go; a deleted webhook stops here.
-    alive.load(Ordering::Relaxed) && (delivered || gave_up)
+    alive.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
