@@ -46,6 +46,9 @@ pub enum Perm {
     CsrSign,
     /// Read the events feed.
     EventsRead,
+    /// Create, read and delete webhooks (`admin` only: a webhook sends the tenant's events to a
+    /// URL of the caller's choice).
+    WebhookAdmin,
 }
 
 /// Whether `policies` grant `perm`.

@@ -34,6 +34,9 @@ pub struct Config {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[webhooks]`.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[server]`.
@@ -217,6 +220,88 @@ fn default_body_timeout() -> String {
     "30s".into()
 }
 
+/// `[webhooks]`: the delivery worker (docs/WEBHOOKS.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Delay before the first retry, in milliseconds; each further retry doubles it.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest delay between two attempts, in seconds.
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// Attempts (the first included) before a delivery is marked failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Seconds one attempt may take (connect, TLS, request, status line).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// How often the worker looks for new events and due retries, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// PEM bundle of the CAs trusted for `https://` webhook URLs.
+    #[serde(default = "default_webhook_ca_file")]
+    pub ca_file: PathBuf,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_secs: default_retry_max_secs(),
+            max_attempts: default_max_attempts(),
+            timeout_secs: default_webhook_timeout(),
+            poll_ms: default_poll_ms(),
+            ca_file: default_webhook_ca_file(),
+        }
+    }
+}
+
+fn default_retry_base_ms() -> u64 {
+    10_000
+}
+fn default_retry_max_secs() -> u64 {
+    3600
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_webhook_timeout() -> u64 {
+    10
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_webhook_ca_file() -> PathBuf {
+    PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
+}
+
+impl WebhooksConfig {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !(100..=3_600_000).contains(&self.retry_base_ms) {
+            return bad("webhooks.retry_base_ms must be between 100 and 3600000");
+        }
+        if !(1..=86_400).contains(&self.retry_max_secs) {
+            return bad("webhooks.retry_max_secs must be between 1 and 86400");
+        }
+        if !(1..=50).contains(&self.max_attempts) {
+            return bad("webhooks.max_attempts must be between 1 and 50");
+        }
+        if !(1..=120).contains(&self.timeout_secs) {
+            return bad("webhooks.timeout_secs must be between 1 and 120");
+        }
+        if !(50..=60_000).contains(&self.poll_ms) {
+            return bad("webhooks.poll_ms must be between 50 and 60000");
+        }
+        Ok(())
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,6 +477,7 @@ impl Config {
         if let Some(tls) = &self.server.tls {
             tls.validate()?;
         }
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -526,6 +612,29 @@ pin_env = "PIN"
         c.validate().unwrap();
         assert_eq!(c.limits.rsa_key_pool, 128);
         assert!(!c.csr.require_distinct_approver);
+        // The example documents the defaults of [webhooks].
+        assert_eq!(c.webhooks, WebhooksConfig::default());
+    }
+
+    #[test]
+    fn webhook_settings_are_range_checked() {
+        for bad in [
+            "retry_base_ms = 10",
+            "retry_max_secs = 0",
+            "max_attempts = 0",
+            "max_attempts = 51",
+            "timeout_secs = 0",
+            "poll_ms = 10",
+        ] {
+            let c: Config = toml::from_str(&format!("{GOOD}\n[webhooks]\n{bad}\n")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.to_string().contains("webhooks."), "{bad}: {e}");
+        }
+        let c: Config =
+            toml::from_str(&format!("{GOOD}\n[webhooks]\nretry_base_ms = 300\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.webhooks.retry_base_ms, 300);
+        assert_eq!(c.webhooks.max_attempts, 12);
     }
 
     #[test]

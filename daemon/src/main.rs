@@ -36,6 +36,7 @@ mod signals;
 mod systemd;
 mod tls;
 mod trust;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

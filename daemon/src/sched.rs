@@ -1,7 +1,8 @@
 //! The scheduler: one tokio task that ticks on an interval (recording the heartbeat that
 //! `/v1/sys/health` reports) and runs the periodic jobs: CRL regeneration, every CA's CRL once per
 //! `crl_interval` and dirty CRLs shortly after a revocation (debounced). Its state lives in the
-//! database (CRL numbers, next updates, dirty marks), so it survives restarts. It stops when the
+//! database (CRL numbers, next updates, dirty marks), so it survives restarts. It also starts the
+//! webhook delivery worker (`webhooks::worker`). It stops when the
 //! shutdown signal fires.
 
 use crate::app::App;
@@ -25,6 +26,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     let mut tick = tokio::time::interval(TICK);
     let mut last_pass = Duration::ZERO;
     let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
+    let webhooks = tokio::spawn(crate::webhooks::worker::run(app.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -47,6 +49,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
         }
     }
     presigner.abort();
+    webhooks.abort();
 }
 
 async fn timed(f: impl std::future::Future<Output = ()>) -> Duration {

@@ -367,6 +367,8 @@ pub fn sqlite(db: &Path, sql: &str) {
 }
 
 /// Small measuring helpers shared by the benchmark programs (`src/bin/bench-*.rs`).
+pub mod webhook;
+
 pub mod bench {
     /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); 0 when unreadable.
     pub fn status_kib(pid: u32, field: &str) -> u64 {

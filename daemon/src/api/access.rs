@@ -70,6 +70,11 @@ pub const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("GET", "/v1/pki/trust-anchors", Access::Perm(Perm::CaRead), "List trust anchors"),
     ("GET", "/v1/pki/trust-anchors/{id}", Access::Perm(Perm::CaRead), "Read a trust anchor"),
     ("DELETE", "/v1/pki/trust-anchors/{id}", Access::Perm(Perm::CaWrite), "Delete a trust anchor"),
+    ("POST", "/v1/webhooks", Access::Perm(Perm::WebhookAdmin), "Create a webhook"),
+    ("GET", "/v1/webhooks", Access::Perm(Perm::WebhookAdmin), "List webhooks"),
+    ("GET", "/v1/webhooks/{id}", Access::Perm(Perm::WebhookAdmin), "Read a webhook"),
+    ("DELETE", "/v1/webhooks/{id}", Access::Perm(Perm::WebhookAdmin), "Delete a webhook"),
+    ("GET", "/v1/webhooks/{id}/deliveries", Access::Perm(Perm::WebhookAdmin), "A webhook's recent deliveries"),
 ];
 
 pub fn routes() -> Vec<Route> {
@@ -164,12 +169,7 @@ mod tests {
     fn every_mounted_route_has_exactly_one_access_entry_and_back() {
         let mounted: Vec<(String, String)> = super::super::all_routes()
             .iter()
-            .map(|r| {
-                (
-                    r.method.as_str().to_owned(),
-                    openapi_path(r.uri.path()),
-                )
-            })
+            .map(|r| (r.method.as_str().to_owned(), openapi_path(r.uri.path())))
             .collect();
         for (m, p) in &mounted {
             let n = ROUTES

@@ -31,6 +31,7 @@ mod roles;
 mod tidy;
 pub mod tokens;
 mod trust;
+mod webhooks;
 
 pub use tokens::new_token;
 
@@ -79,6 +80,7 @@ pub fn all_routes() -> Vec<rocket::Route> {
         ocsp::routes(),
         trust::routes(),
         metrics::routes(),
+        webhooks::routes(),
     ]
     .concat()
 }

@@ -20,7 +20,7 @@ pub use audit::{AuditRecord, AuditRow, ChainCheck};
 pub use error::{Error, Result};
 pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
-    TrustAnchorRow,
+    TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
 };
 pub use tx::{CertStatus, CrlState, RevokedRow, Tx};
 
@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/007_ocsp_signers.sql"),
     include_str!("migrations/008_trust_anchors.sql"),
     include_str!("migrations/009_reservation_tbs.sql"),
+    include_str!("migrations/010_webhooks.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

@@ -246,3 +246,60 @@ pub struct TrustAnchorRow {
     /// RFC 3339.
     pub created_at: String,
 }
+
+/// A webhook (migration 010).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookRow {
+    /// `wh_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// JSON array of event types or `prefix*` patterns.
+    pub events: String,
+    /// The HMAC secret, encrypted under the token's key-encryption key.
+    pub secret_enc: Vec<u8>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The last `events.seq` looked at.
+    pub cursor: i64,
+}
+
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("events", &self.events)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One event's delivery to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDeliveryRow {
+    /// `whd_…` (sent as `ScaiVault-Delivery`; the same for every attempt).
+    pub id: String,
+    /// The webhook.
+    pub webhook_id: String,
+    /// `events.seq`.
+    pub event_seq: i64,
+    /// The event's type.
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Unix milliseconds of the next attempt (pending only).
+    pub next_attempt_ms: Option<i64>,
+    /// The HTTP status of the last attempt, if the receiver answered.
+    pub last_http_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}

@@ -8,6 +8,7 @@ use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 mod anchors;
+mod webhooks;
 
 /// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.
 pub struct Tx<'a> {

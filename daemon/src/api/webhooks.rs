@@ -1,0 +1,172 @@
+//! `/v1/webhooks`: create, list, get, delete, and a webhook's recent deliveries.
+//!
+//! Policy: `admin` only ([`Perm::WebhookAdmin`]): a webhook sends the tenant's events to a URL of
+//! the caller's choice. The secret is accepted on create and never shown again.
+
+use super::ca::page_limit;
+use super::problem::Body;
+use crate::app::{App, Caller};
+use crate::auth::Perm;
+use crate::error::ApiError;
+use crate::webhooks;
+use rocket::http::Status;
+use rocket::serde::json::Json;
+use rocket::{delete, get, post, routes, Route, State};
+use scaivault_store::{WebhookDeliveryRow, WebhookRow};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub fn routes() -> Vec<Route> {
+    routes![create, list, get_one, remove, deliveries]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    url: String,
+    events: Vec<String>,
+    /// Moved into a `Zeroizing` as soon as it is decoded.
+    secret: String,
+}
+
+impl std::fmt::Debug for CreateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateRequest")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WebhookResponse {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    created_at: String,
+}
+
+fn view(r: WebhookRow) -> Result<WebhookResponse, ApiError> {
+    Ok(WebhookResponse {
+        events: webhooks::patterns(&r)?,
+        id: r.id,
+        url: r.url,
+        created_at: r.created_at,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct WebhookList {
+    items: Vec<WebhookResponse>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeliveryResponse {
+    id: String,
+    event_id: String,
+    event_type: String,
+    status: String,
+    attempts: i64,
+    http_status: Option<i64>,
+    next_attempt_at: Option<String>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+fn delivery_view(d: WebhookDeliveryRow) -> DeliveryResponse {
+    let next = d.next_attempt_ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .map(scaivault_core::time_util::rfc3339)
+    });
+    DeliveryResponse {
+        id: d.id,
+        event_id: format!("evt_{}", d.event_seq),
+        event_type: d.event_type,
+        status: d.status,
+        attempts: d.attempts,
+        http_status: d.last_http_status,
+        next_attempt_at: next,
+        last_error: d.last_error,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DeliveryList {
+    items: Vec<DeliveryResponse>,
+}
+
+#[post("/v1/webhooks", data = "<body>")]
+async fn create(
+    app: &State<App>,
+    caller: Caller,
+    body: Body<CreateRequest>,
+) -> Result<(Status, Json<WebhookResponse>), ApiError> {
+    app.require(&caller, Perm::WebhookAdmin, "webhook.create")
+        .await?;
+    let b = body.0;
+    let res = async {
+        view(webhooks::create(app, &caller, b.url, b.events, Zeroizing::new(b.secret)).await?)
+    }
+    .await;
+    let out = app.finish(&caller, "webhook.create", None, res).await?;
+    Ok((Status::Created, Json(out)))
+}
+
+#[get("/v1/webhooks?<limit>&<cursor>")]
+async fn list(
+    app: &State<App>,
+    caller: Caller,
+    limit: Option<&str>,
+    cursor: Option<String>,
+) -> Result<Json<WebhookList>, ApiError> {
+    app.require(&caller, Perm::WebhookAdmin, "webhook.list")
+        .await?;
+    let limit = page_limit(app, limit)?;
+    let page = webhooks::list(app, &caller.tenant_id, cursor, limit).await?;
+    Ok(Json(WebhookList {
+        items: page.items.into_iter().map(view).collect::<Result<_, _>>()?,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[get("/v1/webhooks/<id>")]
+async fn get_one(
+    app: &State<App>,
+    caller: Caller,
+    id: &str,
+) -> Result<Json<WebhookResponse>, ApiError> {
+    app.require(&caller, Perm::WebhookAdmin, "webhook.read")
+        .await?;
+    Ok(Json(view(
+        webhooks::get(app, &caller.tenant_id, id).await?,
+    )?))
+}
+
+#[delete("/v1/webhooks/<id>")]
+async fn remove(app: &State<App>, caller: Caller, id: &str) -> Result<Status, ApiError> {
+    app.require(&caller, Perm::WebhookAdmin, "webhook.delete")
+        .await?;
+    let res = webhooks::delete(app, &caller, id).await;
+    app.finish(&caller, "webhook.delete", Some(id), res).await?;
+    Ok(Status::NoContent)
+}
+
+#[get("/v1/webhooks/<id>/deliveries?<limit>")]
+async fn deliveries(
+    app: &State<App>,
+    caller: Caller,
+    id: &str,
+    limit: Option<&str>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    app.require(&caller, Perm::WebhookAdmin, "webhook.read")
+        .await?;
+    let limit = page_limit(app, limit)?;
+    let rows = webhooks::deliveries(app, &caller.tenant_id, id, limit).await?;
+    Ok(Json(DeliveryList {
+        items: rows.into_iter().map(delivery_view).collect(),
+    }))
+}
