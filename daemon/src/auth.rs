@@ -82,7 +82,10 @@ pub fn allows(policies: &[String], perm: Perm) -> bool {
                     Perm::CsrImport | Perm::CsrRead | Perm::CsrReview
                 )
                 | ("csr-requester", Perm::CsrImport)
-                | ("acme-operator", Perm::AcmeWrite | Perm::AcmeRead | Perm::EventsRead)
+                | (
+                    "acme-operator",
+                    Perm::AcmeWrite | Perm::AcmeRead | Perm::EventsRead
+                )
         )
     })
 }

@@ -62,15 +62,40 @@ fn run_ok(cmd: &mut Command) {
 fn https_tls(dir: &Path) {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     run_ok(Command::new("openssl").args([
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &p("tls-ca.key"), "-out", &p("tls-ca.pem"), "-days", "30",
-        "-subj", "/CN=pebble test TLS CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("tls-ca.key"),
+        "-out",
+        &p("tls-ca.pem"),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=pebble test TLS CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]));
     run_ok(Command::new("openssl").args([
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &p("localhost.key"), "-out", &p("localhost.csr"), "-subj", "/CN=localhost",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("localhost.key"),
+        "-out",
+        &p("localhost.csr"),
+        "-subj",
+        "/CN=localhost",
     ]));
     std::fs::write(
         dir.join("localhost.ext"),
@@ -78,9 +103,21 @@ fn https_tls(dir: &Path) {
     )
     .unwrap();
     run_ok(Command::new("openssl").args([
-        "x509", "-req", "-in", &p("localhost.csr"), "-CA", &p("tls-ca.pem"), "-CAkey",
-        &p("tls-ca.key"), "-CAcreateserial", "-days", "30", "-extfile", &p("localhost.ext"),
-        "-out", &p("localhost.pem"),
+        "x509",
+        "-req",
+        "-in",
+        &p("localhost.csr"),
+        "-CA",
+        &p("tls-ca.pem"),
+        "-CAkey",
+        &p("tls-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p("localhost.ext"),
+        "-out",
+        &p("localhost.pem"),
     ]));
 }
 
@@ -129,7 +166,9 @@ impl Pebble {
             None => cmd.env("PEBBLE_VA_NOSLEEP", "1"),
             Some(s) => cmd.env("PEBBLE_VA_SLEEPTIME", s.to_string()),
         };
-        let pebble = cmd.spawn().expect("pebble on PATH (apt-get install pebble)");
+        let pebble = cmd
+            .spawn()
+            .expect("pebble on PATH (apt-get install pebble)");
         let p = Pebble {
             pebble: Some(pebble),
             challtestsrv: Some(challtestsrv),
@@ -140,7 +179,11 @@ impl Pebble {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while p.curl(&p.directory_url).is_none() {
-            assert!(Instant::now() < deadline, "pebble did not start: {}", p.log());
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start: {}",
+                p.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         p
@@ -173,7 +216,10 @@ impl Pebble {
 
     /// Kills both processes.
     pub fn stop(&mut self) {
-        for c in [self.pebble.take(), self.challtestsrv.take()].into_iter().flatten() {
+        for c in [self.pebble.take(), self.challtestsrv.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut c = c;
             let _ = c.kill();
             let _ = c.wait();

@@ -51,7 +51,9 @@ fn known_directory(provider: &str, env: &str) -> Result<Option<&'static str>, Ap
         (p, _) => {
             return Err(ApiError::bad_request(
                 "invalid_provider",
-                format!("provider {p:?} is not one of letsencrypt, zerossl, buypass, google, custom"),
+                format!(
+                    "provider {p:?} is not one of letsencrypt, zerossl, buypass, google, custom"
+                ),
             ))
         }
     };
@@ -94,7 +96,9 @@ fn check(input: &NewAccountInput) -> Result<Checked, ApiError> {
     };
     if !directory_url.starts_with("https://")
         || directory_url.len() > 2048
-        || directory_url.chars().any(|c| c.is_control() || c.is_whitespace())
+        || directory_url
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
     {
         return Err(ApiError::bad_request(
             "invalid_directory_url",
@@ -105,7 +109,9 @@ fn check(input: &NewAccountInput) -> Result<Checked, ApiError> {
         let ok = e.len() <= 254
             && e.split_once('@')
                 .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-            && !e.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',');
+            && !e
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == ',');
         if !ok {
             return Err(ApiError::bad_request(
                 "invalid_email",
@@ -117,11 +123,9 @@ fn check(input: &NewAccountInput) -> Result<Checked, ApiError> {
         (None, None) => None,
         (Some(kid), Some(key)) => {
             let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            let raw = engine
-                .decode(key.trim_end_matches('='))
-                .map_err(|_| {
-                    ApiError::bad_request("invalid_eab", "eab_hmac_key is not base64url")
-                })?;
+            let raw = engine.decode(key.trim_end_matches('=')).map_err(|_| {
+                ApiError::bad_request("invalid_eab", "eab_hmac_key is not base64url")
+            })?;
             if kid.trim().is_empty() || raw.is_empty() {
                 return Err(ApiError::bad_request(
                     "invalid_eab",

@@ -35,7 +35,10 @@ fn not_found() -> ApiError {
 /// Checks one DNS name (RFC 1035 preferred syntax, lower-cased, optional leading `*.`).
 fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
     let bad = |why: &str| {
-        ApiError::bad_request("invalid_domain", format!("domain {d:?} is not valid: {why}"))
+        ApiError::bad_request(
+            "invalid_domain",
+            format!("domain {d:?} is not valid: {why}"),
+        )
     };
     let name = d.trim_end_matches('.').to_ascii_lowercase();
     let (wild, base) = match name.strip_prefix("*.") {
@@ -49,14 +52,18 @@ fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
         ));
     }
     if base.is_empty() || base.len() > 253 || !base.contains('.') {
-        return Err(bad("it needs at least two labels and at most 253 characters"));
+        return Err(bad(
+            "it needs at least two labels and at most 253 characters",
+        ));
     }
     for label in base.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ok {
             return Err(bad("labels are 1-63 letters, digits or inner hyphens"));
         }
@@ -86,7 +93,11 @@ pub async fn create(
     }
     if input.domains.is_empty() || input.domains.len() > MAX_DOMAINS {
         return Err(ApiError::bad_request(
-            if input.domains.is_empty() { "invalid_domain" } else { "too_many_domains" },
+            if input.domains.is_empty() {
+                "invalid_domain"
+            } else {
+                "too_many_domains"
+            },
             format!("domains must hold 1 to {MAX_DOMAINS} names"),
         ));
     }
@@ -112,8 +123,14 @@ pub async fn create(
         }
     }
     let listener = match ct {
-        "http-01" => Some(("acme.http_challenge_listen", app.config.acme.http_challenge_listen)),
-        "tls-alpn-01" => Some(("acme.tls_challenge_listen", app.config.acme.tls_challenge_listen)),
+        "http-01" => Some((
+            "acme.http_challenge_listen",
+            app.config.acme.http_challenge_listen,
+        )),
+        "tls-alpn-01" => Some((
+            "acme.tls_challenge_listen",
+            app.config.acme.tls_challenge_listen,
+        )),
         _ => None,
     };
     if let Some((key, None)) = listener {
@@ -281,10 +298,12 @@ pub async fn version(
         .db(move |s| {
             Ok(s.read(|tx| {
                 tx.get_managed_cert(&t, &i)?;
-                tx.get_managed_version(&i, n).map(Some).or_else(|e| match e {
-                    scaivault_store::Error::NotFound => Ok(None),
-                    other => Err(other),
-                })
+                tx.get_managed_version(&i, n)
+                    .map(Some)
+                    .or_else(|e| match e {
+                        scaivault_store::Error::NotFound => Ok(None),
+                        other => Err(other),
+                    })
             }))
         })
         .await?;

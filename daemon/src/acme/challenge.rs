@@ -31,9 +31,34 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Responses {
     http: RwLock<HashMap<String, String>>,
     tls: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// One tls-alpn-01 certificate can be presented per name at a time: orders that validate the
+    /// same name with tls-alpn-01 take turns (see [`Responses::reserve_tls`]).
+    tls_turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// Held while an order may present tls-alpn-01 certificates for its names.
+#[derive(Debug)]
+pub struct TlsTurn(#[allow(dead_code)] Vec<tokio::sync::OwnedMutexGuard<()>>);
+
 impl Responses {
+    /// Waits until no other order validates any of `names` with tls-alpn-01 and reserves them
+    /// until the returned value is dropped. Names are taken in sorted order, so two orders with
+    /// overlapping names cannot wait for each other.
+    pub async fn reserve_tls(&self, names: &[String]) -> TlsTurn {
+        let mut sorted: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut guards = Vec::with_capacity(sorted.len());
+        for n in sorted {
+            let lock = match self.tls_turns.lock() {
+                Ok(mut m) => m.entry(n).or_default().clone(),
+                Err(_) => continue,
+            };
+            guards.push(lock.lock_owned().await);
+        }
+        TlsTurn(guards)
+    }
+
     /// Serves `key_authorization` for http-01 `token`.
     pub fn add_http(&self, token: &str, key_authorization: &str) {
         if let Ok(mut m) = self.http.write() {
@@ -73,7 +98,11 @@ impl Responses {
     }
 
     fn tls(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.tls.read().ok()?.get(&name.to_ascii_lowercase()).cloned()
+        self.tls
+            .read()
+            .ok()?
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 }
 
@@ -82,8 +111,8 @@ fn tls_alpn_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Strin
     if digest.len() != 32 {
         return Err("the acmeIdentifier digest must be 32 bytes".into());
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| e.to_string())?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params =
         rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| e.to_string())?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
@@ -91,8 +120,8 @@ fn tls_alpn_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Strin
     let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(
         rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
     );
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
-        .map_err(|e| e.to_string())?;
+    let signer =
+        rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| e.to_string())?;
     Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
@@ -122,10 +151,7 @@ pub struct Listeners {
 ///
 /// # Errors
 /// The address cannot be bound (naming it).
-pub async fn bind(
-    http: Option<SocketAddr>,
-    tls: Option<SocketAddr>,
-) -> Result<Listeners, String> {
+pub async fn bind(http: Option<SocketAddr>, tls: Option<SocketAddr>) -> Result<Listeners, String> {
     let bind = |a: SocketAddr, key: &'static str| async move {
         TcpListener::bind(a)
             .await
@@ -193,7 +219,11 @@ async fn answer_http(mut stream: tokio::net::TcpStream, responses: &Responses) {
         Some(a) => ("200 OK", a),
         None => ("404 Not Found", "not found\n".to_owned()),
     };
-    let body = if method == "HEAD" { String::new() } else { body };
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        body
+    };
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

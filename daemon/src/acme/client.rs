@@ -38,9 +38,7 @@ pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError>
         .https_only()
         .enable_http1()
         .build();
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build::<_, BodyWrapper<Bytes>>(connector);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, BodyWrapper<Bytes>>(connector);
     Ok(Account::builder_with_http(Box::new(client)))
 }

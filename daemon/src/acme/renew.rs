@@ -15,7 +15,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// When a certificate valid `not_before..not_after` is due for renewal.
-pub fn due_at(cfg: &AcmeConfig, not_before: OffsetDateTime, not_after: OffsetDateTime) -> OffsetDateTime {
+pub fn due_at(
+    cfg: &AcmeConfig,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> OffsetDateTime {
     let before = match cfg.renew_before_secs() {
         Some(secs) => time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2)),
         None => {

@@ -259,7 +259,10 @@ async fn order(app: &App, mc: &ManagedCertRow, budget: Duration) -> Result<Issue
         .await
         .map_err(|e| e.detail)?;
     if account_row.status != "valid" {
-        return Err(format!("ACME account {} is {}", account_row.id, account_row.status));
+        return Err(format!(
+            "ACME account {} is {}",
+            account_row.id, account_row.status
+        ));
     }
     let account = accounts::open(app, &account_row)
         .await
@@ -272,6 +275,12 @@ async fn order(app: &App, mc: &ManagedCertRow, budget: Duration) -> Result<Issue
     };
     let dns = if challenge == ChallengeType::Dns01 {
         dns_provider(app, mc).await?
+    } else {
+        None
+    };
+    // Orders validating a name with tls-alpn-01 take turns (one certificate per name at a time).
+    let _turn = if challenge == ChallengeType::TlsAlpn01 {
+        Some(app.acme.challenges.reserve_tls(&domains).await)
     } else {
         None
     };
@@ -399,8 +408,9 @@ async fn unprovision(app: &App, dns: Option<&Dns>, done: Provisioned) {
     }
 }
 
-type PollFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, instant_acme::Error>> + Send + 'a>>;
+type PollFuture<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, instant_acme::Error>> + Send + 'a>,
+>;
 
 /// Polls with `f` until the deadline, honouring the CA's `Retry-After` (instant-acme's
 /// `RetryPolicy` does) and retrying badNonce.
@@ -507,11 +517,7 @@ fn csr_der(key_pem: &str, domains: &[String]) -> Result<Vec<u8>, String> {
 }
 
 /// Splits the CA's PEM chain, checks that the leaf carries our key, reads serial and dates.
-fn parse_chain(
-    chain: &str,
-    spki_der: &[u8],
-    key_pem: Zeroizing<String>,
-) -> Result<Issued, String> {
+fn parse_chain(chain: &str, spki_der: &[u8], key_pem: Zeroizing<String>) -> Result<Issued, String> {
     use der::Encode;
     let pems = split_pem(chain);
     let leaf_pem = pems.first().cloned().ok_or("the CA sent no certificate")?;

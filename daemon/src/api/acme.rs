@@ -440,7 +440,10 @@ async fn get_version(
     app.require(&caller, Perm::AcmeRead, "acme.certificate.read")
         .await?;
     let n: i64 = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-        ApiError::bad_request("invalid_version", format!("version {n:?} is not a number >= 1"))
+        ApiError::bad_request(
+            "invalid_version",
+            format!("version {n:?} is not a number >= 1"),
+        )
     })?;
     let v = certs::version(app, &caller.tenant_id, id, n).await?;
     if !auth::allows(&caller.policies, Perm::KeyRead) {

@@ -316,7 +316,10 @@ impl Tx<'_> {
                 "SELECT {ACCOUNT_COLS} FROM acme_accounts WHERE tenant_id = ?1 AND rowid > ?2 \
                  ORDER BY rowid LIMIT ?3"
             ))?
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], account_row)?
+            .query_map(
+                params![tenant_id, after, limit_plus_one(limit)],
+                account_row,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
@@ -520,7 +523,9 @@ impl Tx<'_> {
     /// [`Error::NotFound`].
     pub fn get_managed_cert_any_tenant(&self, id: &str) -> Result<ManagedCertRow> {
         self.tx
-            .prepare_cached(&format!("SELECT {MC_COLS} FROM acme_certificates WHERE id = ?1"))?
+            .prepare_cached(&format!(
+                "SELECT {MC_COLS} FROM acme_certificates WHERE id = ?1"
+            ))?
             .query_row(params![id], mc_row)
             .map(|(_, a)| a)
             .map_err(Error::from)
