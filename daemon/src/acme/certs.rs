@@ -317,3 +317,44 @@ pub async fn version(
         Err(other) => Err(ApiError::from(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_domain;
+
+    #[test]
+    fn domains_are_checked_and_normalised() {
+        assert_eq!(
+            check_domain("WWW.Example.COM.", false).unwrap(),
+            "www.example.com"
+        );
+        assert_eq!(
+            check_domain("*.example.com", true).unwrap(),
+            "*.example.com"
+        );
+        assert_eq!(
+            check_domain("*.example.com", false).unwrap_err().code,
+            "wildcard_requires_dns01"
+        );
+        for bad in [
+            "example",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "a_b.example",
+            "",
+            "*.*.example.com",
+        ] {
+            assert_eq!(
+                check_domain(bad, true).unwrap_err().code,
+                "invalid_domain",
+                "{bad}"
+            );
+        }
+        let long = format!("{}.example", "a".repeat(64));
+        assert_eq!(
+            check_domain(&long, false).unwrap_err().code,
+            "invalid_domain"
+        );
+    }
+}

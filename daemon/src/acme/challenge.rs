@@ -268,3 +268,27 @@ async fn serve_tls(listener: TcpListener, responses: Arc<Responses>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use der::Decode;
+
+    #[test]
+    fn tls_alpn_certificate_has_the_critical_acme_identifier() {
+        let digest = [7u8; 32];
+        let key = tls_alpn_certificate("a.example.test", &digest).unwrap();
+        let cert = x509_cert::Certificate::from_der(key.cert[0].as_ref()).unwrap();
+        let exts = cert.tbs_certificate.extensions.unwrap();
+        let acme = exts
+            .iter()
+            .find(|e| e.extn_id.to_string() == "1.3.6.1.5.5.7.1.31")
+            .unwrap();
+        assert!(acme.critical);
+        // OCTET STRING (32 bytes) holding the digest.
+        let mut want = vec![0x04, 0x20];
+        want.extend_from_slice(&digest);
+        assert_eq!(acme.extn_value.as_bytes(), want.as_slice());
+        assert!(tls_alpn_certificate("a.example.test", &[0u8; 16]).is_err());
+    }
+}

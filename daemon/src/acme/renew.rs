@@ -84,3 +84,47 @@ pub async fn tick(app: &App) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn due_is_min_of_30_days_and_a_third_of_the_lifetime() {
+        let cfg = AcmeConfig::default();
+        // 90-day certificate: 30 days before the end (a third is also 30 days).
+        let nb = datetime!(2026-01-01 0:00 UTC);
+        assert_eq!(
+            due_at(&cfg, nb, nb + time::Duration::days(90)),
+            nb + time::Duration::days(60)
+        );
+        // 5-year certificate: 30 days before the end.
+        let na = nb + time::Duration::days(1826);
+        assert_eq!(due_at(&cfg, nb, na), na - time::Duration::days(30));
+        // 6-day certificate: after two thirds of its life.
+        assert_eq!(
+            due_at(&cfg, nb, nb + time::Duration::days(6)),
+            nb + time::Duration::days(4)
+        );
+        // renew_before replaces the rule.
+        let cfg = AcmeConfig {
+            renew_before: Some("87600h".into()),
+            ..AcmeConfig::default()
+        };
+        assert!(due_at(&cfg, nb, na) < nb);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_a_day() {
+        let b1 = backoff(1).as_secs_f64();
+        assert!((270.0..=330.0).contains(&b1), "{b1}");
+        let b3 = backoff(3).as_secs_f64();
+        assert!((1080.0..=1320.0).contains(&b3), "{b3}");
+        let b_max = backoff(40).as_secs_f64();
+        assert!(
+            b_max <= 24.0 * 3600.0 * 1.1 && b_max >= 24.0 * 3600.0 * 0.9,
+            "{b_max}"
+        );
+    }
+}
