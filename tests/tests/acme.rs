@@ -138,12 +138,23 @@ fn issue_and_check(challenge: &str) {
     assert_eq!(a, b, "the private key belongs to the certificate");
 
     // The key is encrypted at rest: not in the database file in plaintext.
-    let db = std::fs::read(d.data().join("scaivault.db")).unwrap();
+    // The database file and its WAL (recent writes sit in the WAL until a checkpoint).
+    let mut db = std::fs::read(d.data().join("scaivault.db")).unwrap();
+    db.extend(std::fs::read(d.data().join("scaivault.db-wal")).unwrap_or_default());
+    assert!(
+        db.windows(id.len()).any(|w| w == id.as_bytes()),
+        "the managed certificate is in the files searched"
+    );
     let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
     let needle = body.get(..40).unwrap().as_bytes();
     assert!(
         !db.windows(needle.len()).any(|w| w == needle),
         "private key in the database file"
+    );
+    // Nor the account credentials (instant-acme's JSON names the key `key_pkcs8`).
+    assert!(
+        !db.windows(9).any(|w| w == b"key_pkcs8"),
+        "account credentials in the database file"
     );
 
     // Issuance is audited.
