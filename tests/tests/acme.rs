@@ -257,6 +257,27 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     });
     assert_eq!(after["status"], "valid", "{after}");
     assert!(after["last_error"].is_string(), "{after}");
+    // Renewals are audited: started, success, error.
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let outcomes: Vec<String> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "acme.certificate.renew" && r["object_id"] == id.as_str())
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    for want in ["started", "success", "error:acme_order_failed"] {
+        assert!(
+            outcomes.iter().any(|o| o == want),
+            "{want} missing in {outcomes:?}"
+        );
+    }
+    let verify_chain = d.cli(&["audit", "verify"]);
+    assert!(
+        verify_chain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify_chain.stderr)
+    );
     let failed = &events(&d, "certificate.renewal_failed", &id)[0];
     assert!(failed["data"]["next_attempt_at"].is_string(), "{failed}");
 }

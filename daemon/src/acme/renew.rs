@@ -6,13 +6,16 @@
 //!    when a version is stored: `not_after - min(30 days, lifetime / 3)`, or
 //!    `not_after - acme.renew_before` when that is configured. A failed renewal keeps the current
 //!    version, fires `certificate.renewal_failed` and moves `renew_at` by an exponential backoff
-//!    with jitter (5 min doubling up to 24 h).
+//!    with jitter (5 min doubling up to 24 h; at least an hour after a `rateLimited` answer).
 
 use crate::app::App;
 use crate::config::AcmeConfig;
 use scaivault_core::time_util;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// The shortest wait after the CA answered `rateLimited`.
+pub const RATE_LIMITED_DELAY: Duration = Duration::from_secs(3600);
 
 /// When a certificate valid `not_before..not_after` is due for renewal.
 pub fn due_at(
@@ -70,6 +73,9 @@ pub async fn tick(app: &App) {
                     row.order_attempts = 0;
                     row.updated_at = time_util::rfc3339(time_util::now());
                     tx.update_managed_cert(&row)?;
+                    let rec =
+                        super::worker::record(&row, "acme.certificate.renew", "started", None);
+                    tx.append_audit(&rec)?;
                     Ok(true)
                 })?)
             })

@@ -74,7 +74,13 @@ async fn save(app: &App, row: ManagedCertRow, rec: Option<AuditRecord>) -> Resul
     .await
 }
 
-fn record(mc: &ManagedCertRow, action: &str, outcome: &str, detail: Option<String>) -> AuditRecord {
+/// An audit record written by the worker or the scheduler (token id [`WORKER`]).
+pub fn record(
+    mc: &ManagedCertRow,
+    action: &str,
+    outcome: &str,
+    detail: Option<String>,
+) -> AuditRecord {
     AuditRecord {
         time: time_util::rfc3339(time_util::now()),
         tenant_id: Some(mc.tenant_id.clone()),
@@ -131,9 +137,12 @@ async fn fail(app: &App, mut mc: ManagedCertRow, kind: &str, msg: String) -> Res
     mc.updated_at = time_util::rfc3339(now);
     let (action, event) = if kind == "renew" {
         mc.renew_failures += 1;
-        mc.renew_at = Some(time_util::rfc3339(
-            now + super::renew::backoff(mc.renew_failures),
-        ));
+        let mut delay = super::renew::backoff(mc.renew_failures);
+        if msg.contains("urn:ietf:params:acme:error:rateLimited") {
+            // The CA's rate limits count failures too: wait at least an hour before trying again.
+            delay = delay.max(super::renew::RATE_LIMITED_DELAY);
+        }
+        mc.renew_at = Some(time_util::rfc3339(now + delay));
         ("acme.certificate.renew", Some("certificate.renewal_failed"))
     } else {
         mc.status = "failed".into();
