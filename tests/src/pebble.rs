@@ -23,6 +23,8 @@ pub struct PebbleOptions {
     /// `PEBBLE_VA_SLEEPTIME`: validations sleep up to this many seconds; `None` sets
     /// `PEBBLE_VA_NOSLEEP=1`.
     pub va_sleep_secs: Option<u32>,
+    /// External account binding required, with this `(kid, base64url HMAC key)`.
+    pub eab: Option<(String, String)>,
 }
 
 impl PebbleOptions {
@@ -33,6 +35,7 @@ impl PebbleOptions {
             tls_port,
             nonce_reject: 0,
             va_sleep_secs: None,
+            eab: None,
         }
     }
 }
@@ -150,7 +153,10 @@ impl Pebble {
             "httpPort": opts.http_port,
             "tlsPort": opts.tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false
+            "externalAccountBindingRequired": opts.eab.is_some(),
+            "externalAccountMACKeys": opts.eab.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect::<serde_json::Map<_, _>>(),
         }});
         let cfg_path = dir.path().join("pebble-config.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();

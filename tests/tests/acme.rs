@@ -518,3 +518,47 @@ fn bad_input_gets_problems_with_stable_codes() {
     )
     .problem(409, "acme_account_deactivated");
 }
+
+#[test]
+fn external_account_binding_is_sent_when_the_ca_requires_it() {
+    let (http, tls) = (free_port(), free_port());
+    let mut o = PebbleOptions::new(http, tls);
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    o.eab = Some(("kid-1".into(), key.into()));
+    let p = Pebble::start(&o);
+    let d = daemon(http, tls, "");
+    let base = json!({"provider": "custom", "directory_url": p.directory_url,
+                      "directory_ca_pem": p.tls_ca_pem});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        d.post("/v1/pki/acme/accounts", &b)
+    };
+    // Without EAB the CA refuses, in its own words.
+    let prob = with(json!({"name": "no-eab"})).problem(400, "acme_ca_rejected");
+    assert!(
+        prob["detail"]
+            .as_str()
+            .unwrap()
+            .contains("externalAccountRequired"),
+        "{prob}"
+    );
+    // A wrong HMAC key is refused too.
+    with(json!({"name": "bad-eab", "eab_kid": "kid-1", "eab_hmac_key": "AAAA"}))
+        .problem(400, "acme_ca_rejected");
+    // The right binding registers; the HMAC key is never shown again.
+    let r = with(json!({"name": "eab", "eab_kid": "kid-1", "eab_hmac_key": key}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["eab_kid"], "kid-1");
+    assert!(!r.text().contains(key), "{v}");
+    let id = issue(
+        &d,
+        v["id"].as_str().unwrap(),
+        &["eab.example.test"],
+        "http-01",
+    );
+    assert_eq!(settled(&d, &id, 60)["status"], "valid");
+}
