@@ -113,7 +113,7 @@ pub async fn create(
         domains.push(n);
     }
     let key_type = input.key_type.clone().unwrap_or_else(|| "ec256".into());
-    super::worker::key_spec(&key_type)?;
+    super::order::key_spec(&key_type)?;
     if let Some(p) = &input.profile {
         if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ApiError::bad_request(

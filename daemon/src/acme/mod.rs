@@ -5,7 +5,7 @@
 //! - `accounts`: registration at the CA (EAB, private directory roots), deactivation.
 //! - `providers`: DNS providers for dns-01 (the providers themselves are `scaivault-dns`).
 //! - `certs`: `POST /v1/pki/acme/issue` checks and the managed-certificate reads.
-//! - `worker`: runs one order (new order → authorizations → challenges → poll → finalize →
+//! - `order`: one order's ACME steps; `worker`: runs one order (new order → authorizations → challenges → poll → finalize →
 //!   download) in a background task; failures end in `failed` with the CA's detail.
 //! - `challenge`: the http-01 and tls-alpn-01 (RFC 8737) responders.
 //! - `renew`: the scheduler job: resumes orders left in flight by a restart and renews.
@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod certs;
 pub mod challenge;
 mod client;
+pub mod order;
 pub mod providers;
 pub mod renew;
 pub mod worker;
