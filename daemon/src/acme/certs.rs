@@ -318,6 +318,22 @@ pub async fn version(
     }
 }
 
+/// Decrypts a version's private key for `caller` (who must hold `KeyRead`) and audits the read.
+///
+/// # Errors
+/// Decryption failures; `503 audit_unavailable`.
+pub async fn read_key(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    v: &ManagedVersionRow,
+) -> Result<zeroize::Zeroizing<String>, ApiError> {
+    let key = super::unseal_text(app, v.key_wrapped.clone(), v.key_sealed.clone()).await?;
+    app.audit(caller.record("acme.certificate.key_read", Some(id), "success"))
+        .await?;
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_domain;

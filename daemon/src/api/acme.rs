@@ -449,14 +449,7 @@ async fn get_version(
     if !auth::allows(&caller.policies, Perm::KeyRead) {
         return Ok(Json(version_view(v)));
     }
-    let (wrapped, sealed) = (v.key_wrapped.clone(), v.key_sealed.clone());
-    let res = async {
-        let key = crate::acme::unseal_text(app, wrapped, sealed).await?;
-        app.audit(caller.record("acme.certificate.key_read", Some(id), "success"))
-            .await?;
-        Ok(key)
-    }
-    .await;
+    let res = certs::read_key(app, &caller, id, &v).await;
     let key = app
         .finish(&caller, "acme.certificate.key_read", Some(id), res)
         .await?;
