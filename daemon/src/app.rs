@@ -68,6 +68,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request rate limits.
     pub limits: Arc<crate::limits::RateLimits>,
+    /// The ACME client's shared state (challenge answers, running orders).
+    pub acme: Arc<crate::acme::Runtime>,
 }
 
 /// A moving average of token call durations, in microseconds.

@@ -17,6 +17,7 @@ pub const KNOWN_POLICIES: &[&str] = &[
     "auditor",
     "csr-approver",
     "csr-requester",
+    "acme-operator",
 ];
 
 /// What a call needs.
@@ -49,6 +50,10 @@ pub enum Perm {
     /// Create, read and delete webhooks (`admin` only: a webhook sends the tenant's events to a
     /// URL of the caller's choice).
     WebhookAdmin,
+    /// Manage ACME accounts and DNS providers, request managed certificates.
+    AcmeWrite,
+    /// Read ACME accounts, DNS providers and managed certificates (not their private keys).
+    AcmeRead,
 }
 
 /// Whether `policies` grant `perm`.
@@ -80,6 +85,10 @@ pub fn allows(policies: &[String], perm: Perm) -> bool {
                     Perm::CsrImport | Perm::CsrRead | Perm::CsrReview
                 )
                 | ("csr-requester", Perm::CsrImport)
+                | (
+                    "acme-operator",
+                    Perm::AcmeWrite | Perm::AcmeRead | Perm::EventsRead
+                )
         )
     })
 }

@@ -142,6 +142,32 @@ pub struct AcmeConfig {
     pub http_challenge_listen: Option<SocketAddr>,
     /// Where the tls-alpn-01 challenge listener binds.
     pub tls_challenge_listen: Option<SocketAddr>,
+    /// How long one ACME order may take in all (Go duration; default `10m`).
+    pub order_timeout: Option<String>,
+    /// Renew a managed certificate once less than this remains (Go duration). Unset (the
+    /// default): min(30 days, a third of its lifetime). Meant for tests, which set it longer
+    /// than the certificate's life to make a fresh certificate due at once.
+    pub renew_before: Option<String>,
+}
+
+/// Default `acme.order_timeout`.
+pub const DEFAULT_ORDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl AcmeConfig {
+    /// `order_timeout` (validated at load; the default when unset).
+    pub fn order_timeout(&self) -> std::time::Duration {
+        self.order_timeout
+            .as_deref()
+            .and_then(|s| scaivault_core::duration::parse_seconds(s).ok())
+            .map_or(DEFAULT_ORDER_TIMEOUT, std::time::Duration::from_secs)
+    }
+
+    /// `renew_before` in seconds, when set (validated at load).
+    pub fn renew_before_secs(&self) -> Option<u64> {
+        self.renew_before
+            .as_deref()
+            .and_then(|s| scaivault_core::duration::parse_seconds(s).ok())
+    }
 }
 
 /// `[csr]`: the reviewed CSR workflow.
@@ -438,6 +464,17 @@ impl Config {
         ] {
             if addr == Some(self.server.listen) {
                 return bad(format!("{key} must differ from server.listen"));
+            }
+        }
+        for (key, value) in [
+            ("acme.order_timeout", &self.acme.order_timeout),
+            ("acme.renew_before", &self.acme.renew_before),
+        ] {
+            if let Some(v) = value {
+                match scaivault_core::duration::parse_seconds(v) {
+                    Ok(secs) if secs >= 1 => {}
+                    _ => return bad(format!("{key} {v:?} is not a duration such as 10m or 720h")),
+                }
             }
         }
         match self.storage.backend.as_str() {

@@ -148,3 +148,15 @@ impl From<scaivault_store::Error> for ApiError {
         }
     }
 }
+
+impl From<scaivault_dns::DnsError> for ApiError {
+    fn from(e: scaivault_dns::DnsError) -> Self {
+        use scaivault_dns::DnsError as D;
+        let status = match &e {
+            D::UnknownKind(_) | D::InvalidConfig { .. } => Status::BadRequest,
+            D::Provider(_) => Status::BadGateway,
+            D::PropagationTimeout { .. } => Status::GatewayTimeout,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}

@@ -280,7 +280,10 @@ pub async fn sign_csr(
 
 /// Encrypts a leaf private key for storage: AES-256-GCM under a fresh random data key, the data key
 /// encrypted by the token's KEK.
-async fn seal(app: &App, private_pem: &Zeroizing<String>) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+pub(crate) async fn seal(
+    app: &App,
+    private_pem: &Zeroizing<String>,
+) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
     let dek = Zeroizing::new(scaivault_core::ids::random_bytes(32));
     let nonce = scaivault_core::ids::random_bytes(12);
     let nonce_arr: [u8; 12] = nonce.as_slice().try_into().map_err(ApiError::internal)?;

@@ -9,6 +9,7 @@
 //! host commands `tenant`, `token`, `audit verify` and `ceremony` (key ceremonies on an
 //! offline token, see the `ceremony` module).
 
+mod acme;
 mod api;
 mod app;
 mod auth;

@@ -1,6 +1,7 @@
 //! The scheduler: one tokio task that ticks on an interval (recording the heartbeat that
 //! `/v1/sys/health` reports) and runs the periodic jobs: CRL regeneration, every CA's CRL once per
-//! `crl_interval` and dirty CRLs shortly after a revocation (debounced). Its state lives in the
+//! `crl_interval` and dirty CRLs shortly after a revocation (debounced); ACME orders left in
+//! flight and due ACME renewals (`acme::renew::tick`). Its state lives in the
 //! database (CRL numbers, next updates, dirty marks), so it survives restarts. It also starts the
 //! webhook delivery worker (`webhooks::worker`). It stops when the
 //! shutdown signal fires.
@@ -34,6 +35,8 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
                 last_pass = timed(crate::revoke::rebuild_due(&app)).await;
+                // ACME: orders left in flight by a restart, renewals that are due.
+                crate::acme::renew::tick(&app).await;
                 // OCSP responses in use that go stale before the next tick but one: re-signed now.
                 let now = scaivault_core::time_util::now();
                 let queued = app.ocsp.queue_refresh(now, crate::ocsp::REFRESH_HORIZON);

@@ -229,6 +229,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         token_pace: Default::default(),
         metrics: Default::default(),
         limits,
+        acme: Default::default(),
     }
 }
 
@@ -295,6 +296,16 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     let s = store.clone();
     blocking(move || reconcile_reservations(&s)).await?;
     let app = new_app(cfg.clone(), store, token);
+    // instant-acme's default HTTPS client uses the process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let challenge_listeners = crate::acme::challenge::bind(
+        cfg.acme.http_challenge_listen,
+        cfg.acme.tls_challenge_listen,
+    )
+    .await
+    .map_err(|e| StartError(format!("cannot bind an ACME challenge listener: {e}")))?;
+    let challenge_tasks =
+        crate::acme::challenge::spawn(challenge_listeners, app.acme.challenges.clone());
     let background = Background::start(&app, &notifier);
 
     let outcome = serve_until_stopped(&app, cfg, &path, &notifier, &mut signals).await;
@@ -303,6 +314,9 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         notifier.stopping("stopping: waiting for the scheduler");
     }
     background.stop().await;
+    for t in challenge_tasks {
+        t.abort();
+    }
     notifier.status("stopping: committing queued database writes");
     let store = app.store.clone();
     match blocking(move || {

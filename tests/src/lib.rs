@@ -7,6 +7,8 @@
 //! `$CARGO_TARGET_DIR`); build it first (`cargo build -p scaivault`, as `ci/test.sh` does).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: failing loudly is the point
 
+pub mod pebble;
+
 use serde_json::Value;
 use std::io::Read;
 use std::net::TcpListener;
@@ -114,6 +116,28 @@ impl Daemon {
             .tempdir()
             .unwrap();
         Self::start_in(dir)
+    }
+
+    /// Starts a daemon in a fresh data directory whose configuration ends with `extra` (TOML,
+    /// e.g. an `[acme]` section): dev mode provisions the directory on a first start, then the
+    /// daemon is stopped, `extra` appended, and started again.
+    pub fn start_with_config(extra: &str) -> Daemon {
+        let d = Self::start();
+        let config = d.config();
+        let dir = d.into_dir();
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push('\n');
+        text.push_str(extra);
+        std::fs::write(&config, text).unwrap();
+        Self::start_in(dir)
+    }
+
+    /// Kills the daemon with SIGKILL (no graceful stop), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Starts a daemon in `dir` (a fresh or a previously used data directory).

@@ -75,6 +75,19 @@ pub const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("GET", "/v1/webhooks/{id}", Access::Perm(Perm::WebhookAdmin), "Read a webhook"),
     ("DELETE", "/v1/webhooks/{id}", Access::Perm(Perm::WebhookAdmin), "Delete a webhook"),
     ("GET", "/v1/webhooks/{id}/deliveries", Access::Perm(Perm::WebhookAdmin), "A webhook's recent deliveries"),
+    ("POST", "/v1/pki/acme/accounts", Access::Perm(Perm::AcmeWrite), "Register an ACME account"),
+    ("GET", "/v1/pki/acme/accounts", Access::Perm(Perm::AcmeRead), "List ACME accounts"),
+    ("GET", "/v1/pki/acme/accounts/{id}", Access::Perm(Perm::AcmeRead), "Read an ACME account"),
+    ("DELETE", "/v1/pki/acme/accounts/{id}", Access::Perm(Perm::AcmeWrite), "Deactivate an ACME account"),
+    ("POST", "/v1/pki/acme/dns-providers", Access::Perm(Perm::AcmeWrite), "Add a DNS provider"),
+    ("GET", "/v1/pki/acme/dns-providers", Access::Perm(Perm::AcmeRead), "List DNS providers"),
+    ("GET", "/v1/pki/acme/dns-providers/{id}", Access::Perm(Perm::AcmeRead), "Read a DNS provider (no secrets)"),
+    ("DELETE", "/v1/pki/acme/dns-providers/{id}", Access::Perm(Perm::AcmeWrite), "Delete a DNS provider"),
+    ("POST", "/v1/pki/acme/issue", Access::Perm(Perm::AcmeWrite), "Request a managed certificate"),
+    ("GET", "/v1/pki/acme/certificates", Access::Perm(Perm::AcmeRead), "List managed certificates"),
+    ("GET", "/v1/pki/acme/certificates/{id}", Access::Perm(Perm::AcmeRead), "Read a managed certificate"),
+    ("GET", "/v1/pki/acme/certificates/{id}/versions", Access::Perm(Perm::AcmeRead), "A managed certificate's versions"),
+    ("GET", "/v1/pki/acme/certificates/{id}/versions/{n}", Access::Perm(Perm::AcmeRead), "One version (the private key for admin only)"),
 ];
 
 pub fn routes() -> Vec<Route> {

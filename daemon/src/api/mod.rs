@@ -16,6 +16,7 @@
 //! Every other route takes a `Caller` guard (bearer token) and checks a policy.
 
 pub mod access;
+mod acme;
 mod audit;
 mod ca;
 mod certs;
@@ -81,6 +82,7 @@ pub fn all_routes() -> Vec<rocket::Route> {
         trust::routes(),
         metrics::routes(),
         webhooks::routes(),
+        acme::routes(),
     ]
     .concat()
 }

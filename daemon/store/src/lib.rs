@@ -22,7 +22,10 @@ pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
     TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
 };
-pub use tx::{CertStatus, CrlState, RevokedRow, Tx};
+pub use tx::{
+    AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, ManagedCertRow, ManagedVersionRow,
+    RevokedRow, Tx,
+};
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/008_trust_anchors.sql"),
     include_str!("migrations/009_reservation_tbs.sql"),
     include_str!("migrations/010_webhooks.sql"),
+    include_str!("migrations/011_acme.sql"),
 ];
 
 /// How many read connections the store keeps (WAL lets them read while a write commits).

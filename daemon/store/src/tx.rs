@@ -7,8 +7,11 @@ use crate::rows::{
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+mod acme;
 mod anchors;
 mod webhooks;
+
+pub use acme::{AcmeAccountRow, DnsProviderRow, ManagedCertRow, ManagedVersionRow};
 
 /// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.
 pub struct Tx<'a> {

@@ -1,0 +1,376 @@
+//! `POST /v1/pki/acme/issue` and the managed-certificate reads.
+
+use super::{accounts, providers};
+use crate::app::{App, Caller};
+use crate::error::ApiError;
+use scaivault_core::{ids, time_util};
+use scaivault_store::{ManagedCertRow, ManagedVersionRow, Page};
+
+/// Most names in one order.
+pub const MAX_DOMAINS: usize = 100;
+
+/// What `POST /v1/pki/acme/issue` asks for.
+#[derive(Debug)]
+pub struct IssueInput {
+    /// `acme_…`.
+    pub account_id: String,
+    /// DNS names (`*.` allowed with dns-01).
+    pub domains: Vec<String>,
+    /// `http-01`, `dns-01` or `tls-alpn-01`.
+    pub challenge_type: String,
+    /// Default true.
+    pub auto_renew: Option<bool>,
+    /// For dns-01.
+    pub dns_provider_id: Option<String>,
+    /// Default `ec256`.
+    pub key_type: Option<String>,
+    /// ACME profile (when the CA offers profiles).
+    pub profile: Option<String>,
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("acme_certificate_not_found", "managed certificate")
+}
+
+/// Checks one DNS name (RFC 1035 preferred syntax, lower-cased, optional leading `*.`).
+fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "invalid_domain",
+            format!("domain {d:?} is not valid: {why}"),
+        )
+    };
+    let name = d.trim_end_matches('.').to_ascii_lowercase();
+    let (wild, base) = match name.strip_prefix("*.") {
+        Some(b) => (true, b),
+        None => (false, name.as_str()),
+    };
+    if wild && !wildcard_ok {
+        return Err(ApiError::bad_request(
+            "wildcard_requires_dns01",
+            format!("wildcard {d:?} can only be validated with dns-01"),
+        ));
+    }
+    if base.is_empty() || base.len() > 253 || !base.contains('.') {
+        return Err(bad(
+            "it needs at least two labels and at most 253 characters",
+        ));
+    }
+    for label in base.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(bad("labels are 1-63 letters, digits or inner hyphens"));
+        }
+    }
+    Ok(name)
+}
+
+/// Checks the request and stores a `pending` managed certificate with an order in flight; the
+/// caller then starts the worker.
+///
+/// # Errors
+/// `400 invalid_domain`, `duplicate_domain`, `too_many_domains`, `wildcard_requires_dns01`,
+/// `invalid_challenge_type`, `dns_provider_required`, `dns_provider_not_applicable`,
+/// `challenge_listener_not_configured`, `invalid_key_type`, `invalid_profile`; `404
+/// acme_account_not_found`, `dns_provider_not_found`; `409 acme_account_deactivated`.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    input: IssueInput,
+) -> Result<ManagedCertRow, ApiError> {
+    let ct = input.challenge_type.as_str();
+    if !["http-01", "dns-01", "tls-alpn-01"].contains(&ct) {
+        return Err(ApiError::bad_request(
+            "invalid_challenge_type",
+            format!("challenge_type {ct:?} is not http-01, dns-01 or tls-alpn-01"),
+        ));
+    }
+    if input.domains.is_empty() || input.domains.len() > MAX_DOMAINS {
+        return Err(ApiError::bad_request(
+            if input.domains.is_empty() {
+                "invalid_domain"
+            } else {
+                "too_many_domains"
+            },
+            format!("domains must hold 1 to {MAX_DOMAINS} names"),
+        ));
+    }
+    let mut domains = Vec::with_capacity(input.domains.len());
+    for d in &input.domains {
+        let n = check_domain(d, ct == "dns-01")?;
+        if domains.contains(&n) {
+            return Err(ApiError::bad_request(
+                "duplicate_domain",
+                format!("domain {n:?} is listed twice"),
+            ));
+        }
+        domains.push(n);
+    }
+    let key_type = input.key_type.clone().unwrap_or_else(|| "ec256".into());
+    super::order::key_spec(&key_type)?;
+    if let Some(p) = &input.profile {
+        if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::bad_request(
+                "invalid_profile",
+                format!("profile {p:?} is not a profile name"),
+            ));
+        }
+    }
+    let listener = match ct {
+        "http-01" => Some((
+            "acme.http_challenge_listen",
+            app.config.acme.http_challenge_listen,
+        )),
+        "tls-alpn-01" => Some((
+            "acme.tls_challenge_listen",
+            app.config.acme.tls_challenge_listen,
+        )),
+        _ => None,
+    };
+    if let Some((key, None)) = listener {
+        return Err(ApiError::bad_request(
+            "challenge_listener_not_configured",
+            format!("{ct} needs {key} in the configuration"),
+        ));
+    }
+    match (ct, &input.dns_provider_id) {
+        ("dns-01", None) => {
+            return Err(ApiError::bad_request(
+                "dns_provider_required",
+                "dns-01 needs dns_provider_id",
+            ))
+        }
+        ("dns-01", Some(pid)) => {
+            providers::get(app, &caller.tenant_id, pid).await?;
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "dns_provider_not_applicable",
+                format!("dns_provider_id is only for dns-01, not {ct}"),
+            ))
+        }
+        _ => {}
+    }
+    let account = accounts::get(app, &caller.tenant_id, &input.account_id).await?;
+    if account.status != "valid" {
+        return Err(ApiError::conflict(
+            "acme_account_deactivated",
+            format!("ACME account {} is deactivated", account.id),
+        ));
+    }
+    let now = time_util::rfc3339(time_util::now());
+    let row = ManagedCertRow {
+        id: ids::new_id("mc"),
+        tenant_id: caller.tenant_id.clone(),
+        account_id: account.id,
+        domains: serde_json::to_string(&domains).map_err(ApiError::internal)?,
+        challenge_type: ct.to_owned(),
+        dns_provider_id: input.dns_provider_id.clone(),
+        key_type,
+        profile: input.profile.clone(),
+        auto_renew: input.auto_renew.unwrap_or(true),
+        status: "pending".into(),
+        version: 0,
+        last_error: None,
+        order_kind: Some("issue".into()),
+        order_url: None,
+        order_started_at: None,
+        order_attempts: 0,
+        renew_at: None,
+        renew_failures: 0,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let rec = caller.record("acme.certificate.request", Some(&row.id), "success");
+    let stored = row.clone();
+    app.db(move |s| {
+        Ok(s.write(|tx| {
+            tx.insert_managed_cert(&stored)?;
+            tx.append_audit(&rec)
+        })?)
+    })
+    .await?;
+    Ok(row)
+}
+
+/// The tenant's managed certificate and its latest version (if any).
+///
+/// # Errors
+/// `404 acme_certificate_not_found`.
+pub async fn get(
+    app: &App,
+    tenant_id: &str,
+    id: &str,
+) -> Result<(ManagedCertRow, Option<ManagedVersionRow>), ApiError> {
+    let (t, i) = (tenant_id.to_owned(), id.to_owned());
+    app.db(move |s| {
+        s.read(|tx| {
+            let mc = tx.get_managed_cert(&t, &i)?;
+            let v = if mc.version > 0 {
+                Some(tx.get_managed_version(&mc.id, mc.version)?)
+            } else {
+                None
+            };
+            Ok((mc, v))
+        })
+        .map_err(|e| match e {
+            scaivault_store::Error::NotFound => not_found(),
+            other => ApiError::from(other),
+        })
+    })
+    .await
+}
+
+/// A page of the tenant's managed certificates, each with its latest version.
+///
+/// # Errors
+/// `400 invalid_cursor`.
+pub async fn list(
+    app: &App,
+    tenant_id: &str,
+    cursor: Option<String>,
+    limit: usize,
+) -> Result<Page<(ManagedCertRow, Option<ManagedVersionRow>)>, ApiError> {
+    let t = tenant_id.to_owned();
+    app.db(move |s| {
+        s.read(|tx| {
+            let page = tx.list_managed_certs(&t, cursor.as_deref(), limit)?;
+            let mut items = Vec::with_capacity(page.items.len());
+            for mc in page.items {
+                let v = if mc.version > 0 {
+                    Some(tx.get_managed_version(&mc.id, mc.version)?)
+                } else {
+                    None
+                };
+                items.push((mc, v));
+            }
+            Ok(Page {
+                items,
+                next_cursor: page.next_cursor,
+            })
+        })
+        .map_err(super::accounts::cursor_error)
+    })
+    .await
+}
+
+/// The versions of the tenant's managed certificate `id`, oldest first.
+///
+/// # Errors
+/// `404 acme_certificate_not_found`.
+pub async fn versions(
+    app: &App,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Vec<ManagedVersionRow>, ApiError> {
+    let (t, i) = (tenant_id.to_owned(), id.to_owned());
+    app.db(move |s| {
+        s.read(|tx| {
+            tx.get_managed_cert(&t, &i)?;
+            tx.list_managed_versions(&i)
+        })
+        .map_err(|e| match e {
+            scaivault_store::Error::NotFound => not_found(),
+            other => ApiError::from(other),
+        })
+    })
+    .await
+}
+
+/// Version `n` of the tenant's managed certificate `id`.
+///
+/// # Errors
+/// `404 acme_certificate_not_found`, `acme_version_not_found`.
+pub async fn version(
+    app: &App,
+    tenant_id: &str,
+    id: &str,
+    n: i64,
+) -> Result<ManagedVersionRow, ApiError> {
+    let (t, i) = (tenant_id.to_owned(), id.to_owned());
+    let found = app
+        .db(move |s| {
+            Ok(s.read(|tx| {
+                tx.get_managed_cert(&t, &i)?;
+                tx.get_managed_version(&i, n)
+                    .map(Some)
+                    .or_else(|e| match e {
+                        scaivault_store::Error::NotFound => Ok(None),
+                        other => Err(other),
+                    })
+            }))
+        })
+        .await?;
+    match found {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(ApiError::not_found(
+            "acme_version_not_found",
+            &format!("version {n}"),
+        )),
+        Err(scaivault_store::Error::NotFound) => Err(not_found()),
+        Err(other) => Err(ApiError::from(other)),
+    }
+}
+
+/// Decrypts a version's private key for `caller` (who must hold `KeyRead`) and audits the read.
+///
+/// # Errors
+/// Decryption failures; `503 audit_unavailable`.
+pub async fn read_key(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    v: &ManagedVersionRow,
+) -> Result<zeroize::Zeroizing<String>, ApiError> {
+    let key = super::unseal_text(app, v.key_wrapped.clone(), v.key_sealed.clone()).await?;
+    app.audit(caller.record("acme.certificate.key_read", Some(id), "success"))
+        .await?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_domain;
+
+    #[test]
+    fn domains_are_checked_and_normalised() {
+        assert_eq!(
+            check_domain("WWW.Example.COM.", false).unwrap(),
+            "www.example.com"
+        );
+        assert_eq!(
+            check_domain("*.example.com", true).unwrap(),
+            "*.example.com"
+        );
+        assert_eq!(
+            check_domain("*.example.com", false).unwrap_err().code,
+            "wildcard_requires_dns01"
+        );
+        for bad in [
+            "example",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "a_b.example",
+            "",
+            "*.*.example.com",
+        ] {
+            assert_eq!(
+                check_domain(bad, true).unwrap_err().code,
+                "invalid_domain",
+                "{bad}"
+            );
+        }
+        let long = format!("{}.example", "a".repeat(64));
+        assert_eq!(
+            check_domain(&long, false).unwrap_err().code,
+            "invalid_domain"
+        );
+    }
+}

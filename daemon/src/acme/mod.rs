@@ -1,0 +1,176 @@
+//! The ACME client (RFC 8555, issue #7): ScaiVault obtains public certificates from Let's
+//! Encrypt, ZeroSSL, BuyPass, Google or any RFC 8555 CA and keeps each one as a managed
+//! certificate (`mc_…`) with versions.
+//!
+//! - `accounts`: registration at the CA (EAB, private directory roots), deactivation.
+//! - `providers`: DNS providers for dns-01 (the providers themselves are `scaivault-dns`).
+//! - `certs`: `POST /v1/pki/acme/issue` checks and the managed-certificate reads.
+//! - `order`: one order's ACME steps; `worker`: runs one order (new order → authorizations → challenges → poll → finalize →
+//!   download) in a background task; failures end in `failed` with the CA's detail.
+//! - `challenge`: the http-01 and tls-alpn-01 (RFC 8737) responders.
+//! - `renew`: the scheduler job: resumes orders left in flight by a restart and renews.
+//!
+//! Secrets (account credentials with the account key, managed-certificate keys, DNS provider
+//! credentials) are stored as AES-256-GCM ciphertext under a data key that the token's
+//! key-encryption key encrypts (`issue::seal`), never in plaintext.
+
+pub mod accounts;
+pub mod certs;
+pub mod challenge;
+mod client;
+pub mod order;
+pub mod providers;
+pub mod renew;
+pub mod worker;
+
+use crate::app::App;
+use crate::error::ApiError;
+use rocket::http::Status;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+pub use client::account_builder;
+
+/// ACME state shared by the API, the worker and the challenge listeners.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    /// Challenge answers the responders serve.
+    pub challenges: Arc<challenge::Responses>,
+    /// Managed certificates whose order runs in this process.
+    running: Mutex<HashSet<String>>,
+}
+
+impl Runtime {
+    /// Marks `id` running; false when it already runs.
+    pub fn claim(&self, id: &str) -> bool {
+        match self.running.lock() {
+            Ok(mut set) => set.insert(id.to_owned()),
+            Err(_) => false,
+        }
+    }
+
+    /// Clears the running mark of `id`.
+    pub fn release(&self, id: &str) {
+        if let Ok(mut set) = self.running.lock() {
+            set.remove(id);
+        }
+    }
+}
+
+/// Encrypts `text` under a fresh data key wrapped by the token's KEK: `(wrapped, sealed)`.
+///
+/// # Errors
+/// Token failures.
+pub async fn seal_text(app: &App, text: &str) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    crate::issue::seal(app, &Zeroizing::new(text.to_owned())).await
+}
+
+/// Decrypts what [`seal_text`] made.
+///
+/// # Errors
+/// Internal when it does not decrypt (another token, tampering).
+pub async fn unseal_text(
+    app: &App,
+    wrapped: Vec<u8>,
+    sealed: Vec<u8>,
+) -> Result<Zeroizing<String>, ApiError> {
+    crate::issue::unseal(app, wrapped, sealed).await
+}
+
+/// Whether an instant-acme error is the CA's `badNonce` (to be retried with a fresh nonce).
+pub fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+}
+
+/// Retries an ACME call while the CA answers `badNonce` (instant-acme itself retries twice per
+/// request; a CA rejecting many nonces, like pebble with `PEBBLE_WFE_NONCEREJECT`, needs more).
+/// The expression is evaluated afresh on each attempt.
+macro_rules! nonce_retry {
+    ($call:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            match $call.await {
+                Err(e) if $crate::acme::is_bad_nonce(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "ACME badNonce; retrying");
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use nonce_retry;
+
+/// The CA's own words for an error: its problem detail and type, or the transport failure.
+pub fn ca_detail(e: &instant_acme::Error) -> String {
+    match e {
+        instant_acme::Error::Api(p) => problem_text(p),
+        other => other.to_string(),
+    }
+}
+
+/// A problem document as one line: `detail (type)` plus subproblems.
+pub fn problem_text(p: &instant_acme::Problem) -> String {
+    let mut s = p.detail.clone().unwrap_or_else(|| "no detail".into());
+    if let Some(t) = &p.r#type {
+        s.push_str(&format!(" ({t})"));
+    }
+    for sp in &p.subproblems {
+        s.push_str(&format!("; {sp}"));
+    }
+    s
+}
+
+/// An instant-acme error as an API problem: the CA's refusals of our input are `400
+/// acme_ca_rejected`, other CA problems `502 acme_ca_error`, transport failures `502
+/// acme_ca_unreachable`; each carries the CA's detail.
+pub fn api_error(e: &instant_acme::Error) -> ApiError {
+    const CLIENT_SIDE: &[&str] = &[
+        "malformed",
+        "invalidContact",
+        "unsupportedContact",
+        "externalAccountRequired",
+        "rejectedIdentifier",
+        "badCSR",
+        "unsupportedIdentifier",
+        "userActionRequired",
+        "accountDoesNotExist",
+        "unauthorized",
+    ];
+    match e {
+        instant_acme::Error::Api(p) => {
+            let kind = p
+                .r#type
+                .as_deref()
+                .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+                .unwrap_or("");
+            let detail = format!("the ACME CA refused: {}", problem_text(p));
+            if CLIENT_SIDE.contains(&kind) {
+                ApiError::bad_request("acme_ca_rejected", detail)
+            } else {
+                ApiError::new(Status::BadGateway, "acme_ca_error", detail)
+            }
+        }
+        other => ApiError::new(
+            Status::BadGateway,
+            "acme_ca_unreachable",
+            format!("the ACME CA could not be reached: {other}"),
+        ),
+    }
+}
+
+/// Checks a name (accounts, DNS providers): 1-128 bytes, no control characters.
+///
+/// # Errors
+/// `400 invalid_name`.
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("name {name:?} must be 1-128 bytes without control characters"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! One ACME order, start to end (RFC 8555 §7.4): new order → authorizations → challenges →
+//! poll → finalize with a CSR for a key made here → download the chain. Its caller
+//! (`worker.rs`) stores the result or the failure. `Err` values are the messages for
+//! `last_error`: the CA's own detail and problem type whenever the CA gave one.
+
+use super::{accounts, ca_detail, nonce_retry, problem_text, providers};
+use crate::app::{split_pem, App};
+use crate::error::ApiError;
+use instant_acme::{
+    AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use scaivault_core::time_util;
+use scaivault_store::ManagedCertRow;
+use std::time::Duration;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// What a successful order produced.
+pub struct Issued {
+    /// PEM leaf.
+    pub leaf_pem: String,
+    /// PEM chain, issuer first.
+    pub chain_pem: String,
+    /// API form.
+    pub serial: String,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: Zeroizing<String>,
+}
+
+/// What to undo when the order ends.
+#[derive(Default)]
+struct Provisioned {
+    http: Vec<String>,
+    tls: Vec<String>,
+    dns: Vec<scaivault_dns::Presented>,
+}
+
+/// The dns-01 provider of a managed certificate.
+struct Dns {
+    provider: Box<dyn scaivault_dns::DnsProvider>,
+    options: scaivault_dns::Options,
+}
+
+async fn dns_provider(app: &App, mc: &ManagedCertRow) -> Result<Option<Dns>, String> {
+    let Some(pid) = &mc.dns_provider_id else {
+        return Ok(None);
+    };
+    let row = providers::get(app, &mc.tenant_id, pid)
+        .await
+        .map_err(|e| e.detail)?;
+    let cfg = providers::full_config(app, &row)
+        .await
+        .map_err(|e| e.detail)?;
+    let provider = scaivault_dns::build(&row.kind, &cfg).map_err(|e| e.to_string())?;
+    let options = scaivault_dns::options(&cfg).map_err(|e| e.to_string())?;
+    Ok(Some(Dns { provider, options }))
+}
+
+/// Runs one order to the end; `Err` is the message for `last_error`.
+pub async fn run(app: &App, mc: &ManagedCertRow, budget: Duration) -> Result<Issued, String> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let account_row = accounts::get(app, &mc.tenant_id, &mc.account_id)
+        .await
+        .map_err(|e| e.detail)?;
+    if account_row.status != "valid" {
+        return Err(format!(
+            "ACME account {} is {}",
+            account_row.id, account_row.status
+        ));
+    }
+    let account = accounts::open(app, &account_row)
+        .await
+        .map_err(|e| ca_detail(&e))?;
+    let domains: Vec<String> = serde_json::from_str(&mc.domains).map_err(|e| e.to_string())?;
+    let challenge = match mc.challenge_type.as_str() {
+        "http-01" => ChallengeType::Http01,
+        "tls-alpn-01" => ChallengeType::TlsAlpn01,
+        _ => ChallengeType::Dns01,
+    };
+    let dns = if challenge == ChallengeType::Dns01 {
+        dns_provider(app, mc).await?
+    } else {
+        None
+    };
+    // Orders validating a name with tls-alpn-01 take turns (one certificate per name at a time).
+    let _turn = if challenge == ChallengeType::TlsAlpn01 {
+        Some(app.acme.challenges.reserve_tls(&domains).await)
+    } else {
+        None
+    };
+    let idents: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
+    let mut new = NewOrder::new(&idents);
+    if let Some(p) = &mc.profile {
+        new = new.profile(p);
+    }
+    let mut order = nonce_retry!(account.new_order(&new)).map_err(|e| ca_detail(&e))?;
+    let url = order.url().to_owned();
+    let (i, u) = (mc.id.clone(), url.clone());
+    let _ = app
+        .db(move |s| {
+            Ok(s.write(|tx| {
+                let mut row = tx.get_managed_cert_any_tenant(&i)?;
+                row.order_url = Some(u.clone());
+                tx.update_managed_cert(&row)
+            })?)
+        })
+        .await;
+    tracing::debug!(mc = %mc.id, order = %url, "ACME order created");
+
+    let mut provisioned = Provisioned::default();
+    let result = async {
+        fetch_authorizations(&mut order).await?;
+        provision(app, &mut order, &challenge, dns.as_ref(), &mut provisioned).await?;
+        let status = poll(&mut order, deadline, |o, p| Box::pin(o.poll_ready(p))).await?;
+        if status == OrderStatus::Invalid {
+            return Err(invalid_reason(&mut order).await);
+        }
+        finalize(app, mc, &domains, &mut order, deadline).await
+    }
+    .await;
+    unprovision(app, dns.as_ref(), provisioned).await;
+    result
+}
+
+/// Fetches every authorization's state (re-iterating after a badNonce: the stream skips an
+/// authorization whose fetch failed, and a fresh stream fetches only the missing ones).
+async fn fetch_authorizations(order: &mut Order) -> Result<(), String> {
+    for attempt in 0..8 {
+        let mut failed = None;
+        let mut auths = order.authorizations();
+        while let Some(a) = auths.next().await {
+            if let Err(e) = a {
+                failed = Some(e);
+                break;
+            }
+        }
+        match failed {
+            None => return Ok(()),
+            Some(e) if super::is_bad_nonce(&e) && attempt < 7 => continue,
+            Some(e) => return Err(ca_detail(&e)),
+        }
+    }
+    Err("authorizations could not be fetched".into())
+}
+
+async fn provision(
+    app: &App,
+    order: &mut Order,
+    challenge: &ChallengeType,
+    dns: Option<&Dns>,
+    done: &mut Provisioned,
+) -> Result<(), String> {
+    let responses = app.acme.challenges.clone();
+    let mut auths = order.authorizations();
+    while let Some(a) = auths.next().await {
+        let mut a = a.map_err(|e| ca_detail(&e))?;
+        let name = a.identifier().to_string();
+        match a.status {
+            AuthorizationStatus::Valid => continue,
+            AuthorizationStatus::Pending => {}
+            other => return Err(format!("the authorization for {name} is {other:?}")),
+        }
+        let domain = match a.identifier().identifier {
+            Identifier::Dns(d) => d.clone(),
+            other => return Err(format!("unsupported identifier {other:?}")),
+        };
+        let mut ch = a
+            .challenge(challenge.clone())
+            .ok_or_else(|| format!("the CA offers no {challenge:?} challenge for {name}"))?;
+        let key_auth = ch.key_authorization();
+        match challenge {
+            ChallengeType::Http01 => {
+                responses.add_http(&ch.token, key_auth.as_str());
+                done.http.push(ch.token.clone());
+            }
+            ChallengeType::TlsAlpn01 => {
+                responses.add_tls(&domain, key_auth.digest().as_ref())?;
+                done.tls.push(domain.clone());
+            }
+            _ => {
+                let d = dns.ok_or("dns-01 needs a DNS provider")?;
+                let presented = scaivault_dns::present_and_wait(
+                    d.provider.as_ref(),
+                    &d.options,
+                    &domain,
+                    &key_auth.dns_value(),
+                )
+                .await
+                .map_err(|e| format!("dns-01 for {name}: {e}"))?;
+                done.dns.push(presented);
+            }
+        }
+        nonce_retry!(ch.set_ready()).map_err(|e| ca_detail(&e))?;
+    }
+    Ok(())
+}
+
+async fn unprovision(app: &App, dns: Option<&Dns>, done: Provisioned) {
+    let r = &app.acme.challenges;
+    for t in &done.http {
+        r.remove_http(t);
+    }
+    for n in &done.tls {
+        r.remove_tls(n);
+    }
+    if let Some(d) = dns {
+        for p in &done.dns {
+            if let Err(e) = scaivault_dns::cleanup(d.provider.as_ref(), p).await {
+                tracing::warn!(record = %p.fqdn, error = %e, "dns-01 record cleanup failed");
+            }
+        }
+    }
+}
+
+type PollFuture<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, instant_acme::Error>> + Send + 'a>,
+>;
+
+/// Polls with `f` until the deadline, honouring the CA's `Retry-After` (instant-acme's
+/// `RetryPolicy` does) and retrying badNonce.
+async fn poll<T>(
+    order: &mut Order,
+    deadline: tokio::time::Instant,
+    f: for<'a> fn(&'a mut Order, &'a RetryPolicy) -> PollFuture<'a, T>,
+) -> Result<T, String> {
+    for _ in 0..8 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let policy = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(left);
+        match f(order, &policy).await {
+            Err(e) if super::is_bad_nonce(&e) => continue,
+            Err(instant_acme::Error::Timeout(_)) => {
+                return Err("the CA did not finish the order in time".into())
+            }
+            Err(e) => return Err(ca_detail(&e)),
+            Ok(v) => return Ok(v),
+        }
+    }
+    Err("too many badNonce answers while polling".into())
+}
+
+/// Why an order became invalid: the failed challenges' errors as the CA worded them.
+async fn invalid_reason(order: &mut Order) -> String {
+    let mut reasons = Vec::new();
+    if let Some(p) = &order.state().error {
+        reasons.push(problem_text(p));
+    }
+    let mut auths = order.authorizations();
+    while let Some(Ok(mut a)) = auths.next().await {
+        let name = a.identifier().to_string();
+        let _ = nonce_retry!(a.refresh());
+        for c in &a.challenges {
+            if let Some(p) = &c.error {
+                reasons.push(format!("{name}: {}", problem_text(p)));
+            }
+        }
+    }
+    if reasons.is_empty() {
+        "the CA marked the order invalid without a reason".into()
+    } else {
+        reasons.join("; ")
+    }
+}
+
+async fn finalize(
+    app: &App,
+    mc: &ManagedCertRow,
+    domains: &[String],
+    order: &mut Order,
+    deadline: tokio::time::Instant,
+) -> Result<Issued, String> {
+    let spec = key_spec(&mc.key_type).map_err(|e| e.detail)?;
+    let pool = app.rsa_pool.clone();
+    let key = app
+        .blocking(move || crate::leafkey::generate(spec, true, &pool))
+        .await
+        .map_err(|e| e.detail)?;
+    let csr = csr_der(&key.private_pem, domains)?;
+    nonce_retry!(order.finalize_csr(&csr)).map_err(|e| ca_detail(&e))?;
+    let chain = poll(order, deadline, |o, p| Box::pin(o.poll_certificate(p))).await?;
+    parse_chain(&chain, &key.spki_der, key.private_pem)
+}
+
+/// The key spec of an ACME `key_type`.
+///
+/// # Errors
+/// `400 invalid_key_type`.
+pub fn key_spec(key_type: &str) -> Result<scaivault_hsm::KeySpec, ApiError> {
+    use scaivault_hsm::KeySpec;
+    Ok(match key_type {
+        "ec256" => KeySpec::EcP256,
+        "ec384" => KeySpec::EcP384,
+        "rsa2048" => KeySpec::Rsa2048,
+        "rsa3072" => KeySpec::Rsa3072,
+        "rsa4096" => KeySpec::Rsa4096,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_key_type",
+                format!("key_type {other:?} is not one of ec256, ec384, rsa2048, rsa3072, rsa4096"),
+            ))
+        }
+    })
+}
+
+/// A PKCS#10 CSR for `domains` (SANs; CN = the first name), signed with the new key.
+fn csr_der(key_pem: &str, domains: &[String]) -> Result<Vec<u8>, String> {
+    let kp = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("CSR key: {e}"))?;
+    let mut params =
+        rcgen::CertificateParams::new(domains.to_vec()).map_err(|e| format!("CSR: {e}"))?;
+    let mut dn = rcgen::DistinguishedName::new();
+    if let Some(first) = domains.first() {
+        dn.push(rcgen::DnType::CommonName, first.as_str());
+    }
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&kp)
+        .map_err(|e| format!("CSR: {e}"))?;
+    Ok(csr.der().to_vec())
+}
+
+/// Splits the CA's PEM chain, checks that the leaf carries our key, reads serial and dates.
+fn parse_chain(chain: &str, spki_der: &[u8], key_pem: Zeroizing<String>) -> Result<Issued, String> {
+    use der::Encode;
+    let pems = split_pem(chain);
+    let leaf_pem = pems.first().cloned().ok_or("the CA sent no certificate")?;
+    let leaf = scaivault_core::pem::parse_certificate(&leaf_pem).map_err(|e| e.to_string())?;
+    let tbs = &leaf.tbs_certificate;
+    let leaf_spki = tbs
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    if leaf_spki != spki_der {
+        return Err("the CA's certificate does not carry the key of our CSR".into());
+    }
+    let serial = scaivault_core::serial::Serial::from_bytes(tbs.serial_number.as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(Issued {
+        leaf_pem,
+        chain_pem: pems.get(1..).unwrap_or_default().concat(),
+        serial: serial.to_string(),
+        not_before: time_util::from_x509(&tbs.validity.not_before),
+        not_after: time_util::from_x509(&tbs.validity.not_after),
+        key_pem,
+    })
+}

@@ -1,0 +1,639 @@
+//! The ACME client's tables (migration 011): accounts, DNS providers, managed certificates with
+//! their versions and the order in flight. Every lookup is tenant-scoped except the worker's own
+//! reads by managed-certificate id (ids carry 128 random bits; the worker got the id from a row).
+
+use super::{limit_plus_one, page, parse_cursor, Tx};
+use crate::rows::Page;
+use crate::{Error, Result};
+use rusqlite::{params, OptionalExtension, Row};
+
+/// An ACME account. `creds_*` hold the encrypted instant-acme credentials (account key inside).
+#[derive(Debug, Clone)]
+pub struct AcmeAccountRow {
+    /// `acme_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique per tenant.
+    pub name: String,
+    /// `letsencrypt`, `zerossl`, `buypass`, `google` or `custom`.
+    pub provider: String,
+    /// `production` or `staging`.
+    pub environment: String,
+    /// The ACME directory.
+    pub directory_url: String,
+    /// Contact e-mail.
+    pub email: Option<String>,
+    /// Extra roots trusted for the directory's HTTPS.
+    pub directory_ca_pem: Option<String>,
+    /// The account URL at the CA.
+    pub account_url: String,
+    /// External account binding key id (not a secret).
+    pub eab_kid: Option<String>,
+    /// `valid` or `deactivated`.
+    pub status: String,
+    /// Data key under the token's KEK.
+    pub creds_wrapped: Vec<u8>,
+    /// Nonce || AES-GCM ciphertext of the credentials JSON.
+    pub creds_sealed: Vec<u8>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub deactivated_at: Option<String>,
+}
+
+/// A DNS provider for dns-01. Secrets are encrypted; `config` holds the rest.
+#[derive(Debug, Clone)]
+pub struct DnsProviderRow {
+    /// `dns_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique per tenant.
+    pub name: String,
+    /// Provider type.
+    pub kind: String,
+    /// JSON config without secret keys.
+    pub config: String,
+    /// Data key under the KEK.
+    pub secrets_wrapped: Vec<u8>,
+    /// Encrypted JSON object of the secret keys.
+    pub secrets_sealed: Vec<u8>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A managed certificate (`mc_…`) and the state of its order in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedCertRow {
+    /// `mc_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The ACME account.
+    pub account_id: String,
+    /// JSON array of names.
+    pub domains: String,
+    /// `http-01`, `dns-01` or `tls-alpn-01`.
+    pub challenge_type: String,
+    /// For dns-01.
+    pub dns_provider_id: Option<String>,
+    /// `ec256`, `ec384`, `rsa2048`, …
+    pub key_type: String,
+    /// ACME profile.
+    pub profile: Option<String>,
+    /// Renew automatically.
+    pub auto_renew: bool,
+    /// `pending`, `valid` or `failed`.
+    pub status: String,
+    /// Latest version (0: none).
+    pub version: i64,
+    /// Last failure, the CA's detail when it gave one.
+    pub last_error: Option<String>,
+    /// `issue` or `renew` while an order runs.
+    pub order_kind: Option<String>,
+    /// The order's URL at the CA.
+    pub order_url: Option<String>,
+    /// When the current order (attempt) started.
+    pub order_started_at: Option<String>,
+    /// How many times the current order was started.
+    pub order_attempts: i64,
+    /// Next renewal (or retry) time.
+    pub renew_at: Option<String>,
+    /// Renewal failures in a row.
+    pub renew_failures: i64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// One issued version of a managed certificate.
+#[derive(Debug, Clone)]
+pub struct ManagedVersionRow {
+    /// `mc_…`.
+    pub mc_id: String,
+    /// 1, 2, …
+    pub version: i64,
+    /// Uppercase hex pairs with colons.
+    pub serial_number: String,
+    /// PEM leaf.
+    pub certificate: String,
+    /// PEM chain, issuer first.
+    pub ca_chain: String,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Data key under the KEK.
+    pub key_wrapped: Vec<u8>,
+    /// Encrypted private key PEM.
+    pub key_sealed: Vec<u8>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+const ACCOUNT_COLS: &str = "id, tenant_id, name, provider, environment, directory_url, email, \
+     directory_ca_pem, account_url, eab_kid, status, creds_wrapped, creds_sealed, created_at, \
+     deactivated_at, rowid";
+
+fn account_row(r: &Row<'_>) -> rusqlite::Result<(i64, AcmeAccountRow)> {
+    Ok((
+        r.get(15)?,
+        AcmeAccountRow {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            name: r.get(2)?,
+            provider: r.get(3)?,
+            environment: r.get(4)?,
+            directory_url: r.get(5)?,
+            email: r.get(6)?,
+            directory_ca_pem: r.get(7)?,
+            account_url: r.get(8)?,
+            eab_kid: r.get(9)?,
+            status: r.get(10)?,
+            creds_wrapped: r.get(11)?,
+            creds_sealed: r.get(12)?,
+            created_at: r.get(13)?,
+            deactivated_at: r.get(14)?,
+        },
+    ))
+}
+
+const DNS_COLS: &str =
+    "id, tenant_id, name, kind, config, secrets_wrapped, secrets_sealed, created_at, rowid";
+
+fn dns_row(r: &Row<'_>) -> rusqlite::Result<(i64, DnsProviderRow)> {
+    Ok((
+        r.get(8)?,
+        DnsProviderRow {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            name: r.get(2)?,
+            kind: r.get(3)?,
+            config: r.get(4)?,
+            secrets_wrapped: r.get(5)?,
+            secrets_sealed: r.get(6)?,
+            created_at: r.get(7)?,
+        },
+    ))
+}
+
+const MC_COLS: &str = "id, tenant_id, account_id, domains, challenge_type, dns_provider_id, \
+     key_type, profile, auto_renew, status, version, last_error, order_kind, order_url, \
+     order_started_at, order_attempts, renew_at, renew_failures, created_at, updated_at, rowid";
+
+fn mc_row(r: &Row<'_>) -> rusqlite::Result<(i64, ManagedCertRow)> {
+    Ok((
+        r.get(20)?,
+        ManagedCertRow {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            account_id: r.get(2)?,
+            domains: r.get(3)?,
+            challenge_type: r.get(4)?,
+            dns_provider_id: r.get(5)?,
+            key_type: r.get(6)?,
+            profile: r.get(7)?,
+            auto_renew: r.get(8)?,
+            status: r.get(9)?,
+            version: r.get(10)?,
+            last_error: r.get(11)?,
+            order_kind: r.get(12)?,
+            order_url: r.get(13)?,
+            order_started_at: r.get(14)?,
+            order_attempts: r.get(15)?,
+            renew_at: r.get(16)?,
+            renew_failures: r.get(17)?,
+            created_at: r.get(18)?,
+            updated_at: r.get(19)?,
+        },
+    ))
+}
+
+const VERSION_COLS: &str = "mc_id, version, serial_number, certificate, ca_chain, not_before, \
+     not_after, key_wrapped, key_sealed, created_at";
+
+fn version_row(r: &Row<'_>) -> rusqlite::Result<ManagedVersionRow> {
+    Ok(ManagedVersionRow {
+        mc_id: r.get(0)?,
+        version: r.get(1)?,
+        serial_number: r.get(2)?,
+        certificate: r.get(3)?,
+        ca_chain: r.get(4)?,
+        not_before: r.get(5)?,
+        not_after: r.get(6)?,
+        key_wrapped: r.get(7)?,
+        key_sealed: r.get(8)?,
+        created_at: r.get(9)?,
+    })
+}
+
+impl Tx<'_> {
+    // ---- accounts --------------------------------------------------------------------------
+
+    /// Adds an ACME account.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] `"name"` when the tenant has an account of that name.
+    pub fn insert_acme_account(&self, a: &AcmeAccountRow) -> Result<()> {
+        let taken = self
+            .tx
+            .prepare_cached("SELECT 1 FROM acme_accounts WHERE tenant_id = ?1 AND name = ?2")?
+            .query_row(params![a.tenant_id, a.name], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if taken {
+            return Err(Error::Conflict("name".into()));
+        }
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT INTO acme_accounts ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12, ?13, ?14, ?15)",
+                ACCOUNT_COLS.trim_end_matches(", rowid")
+            ))?
+            .execute(params![
+                a.id,
+                a.tenant_id,
+                a.name,
+                a.provider,
+                a.environment,
+                a.directory_url,
+                a.email,
+                a.directory_ca_pem,
+                a.account_url,
+                a.eab_kid,
+                a.status,
+                a.creds_wrapped,
+                a.creds_sealed,
+                a.created_at,
+                a.deactivated_at
+            ])?;
+        Ok(())
+    }
+
+    /// Whether the tenant has an account named `name`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn acme_account_name_taken(&self, tenant_id: &str, name: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM acme_accounts WHERE tenant_id = ?1 AND name = ?2")?
+            .query_row(params![tenant_id, name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// The tenant's account `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], also for another tenant's account.
+    pub fn get_acme_account(&self, tenant_id: &str, id: &str) -> Result<AcmeAccountRow> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM acme_accounts WHERE tenant_id = ?1 AND id = ?2"
+            ))?
+            .query_row(params![tenant_id, id], account_row)
+            .map(|(_, a)| a)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's accounts, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] for a malformed cursor.
+    pub fn list_acme_accounts(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AcmeAccountRow>> {
+        let after = parse_cursor(cursor)?;
+        let rows = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM acme_accounts WHERE tenant_id = ?1 AND rowid > ?2 \
+                 ORDER BY rowid LIMIT ?3"
+            ))?
+            .query_map(
+                params![tenant_id, after, limit_plus_one(limit)],
+                account_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    /// Marks the tenant's account `id` deactivated.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn deactivate_acme_account(&self, tenant_id: &str, id: &str, at: &str) -> Result<()> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE acme_accounts SET status = 'deactivated', deactivated_at = ?3 \
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )?
+            .execute(params![tenant_id, id, at])?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- DNS providers ---------------------------------------------------------------------
+
+    /// Adds a DNS provider.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] `"name"` when the name is taken in the tenant.
+    pub fn insert_dns_provider(&self, p: &DnsProviderRow) -> Result<()> {
+        let taken = self
+            .tx
+            .prepare_cached("SELECT 1 FROM acme_dns_providers WHERE tenant_id = ?1 AND name = ?2")?
+            .query_row(params![p.tenant_id, p.name], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if taken {
+            return Err(Error::Conflict("name".into()));
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO acme_dns_providers (id, tenant_id, name, kind, config, \
+                 secrets_wrapped, secrets_sealed, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                p.id,
+                p.tenant_id,
+                p.name,
+                p.kind,
+                p.config,
+                p.secrets_wrapped,
+                p.secrets_sealed,
+                p.created_at
+            ])?;
+        Ok(())
+    }
+
+    /// The tenant's DNS provider `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_dns_provider(&self, tenant_id: &str, id: &str) -> Result<DnsProviderRow> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {DNS_COLS} FROM acme_dns_providers WHERE tenant_id = ?1 AND id = ?2"
+            ))?
+            .query_row(params![tenant_id, id], dns_row)
+            .map(|(_, a)| a)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's DNS providers.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] for a malformed cursor.
+    pub fn list_dns_providers(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<DnsProviderRow>> {
+        let after = parse_cursor(cursor)?;
+        let rows = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {DNS_COLS} FROM acme_dns_providers WHERE tenant_id = ?1 AND rowid > ?2 \
+                 ORDER BY rowid LIMIT ?3"
+            ))?
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], dns_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    /// Deletes the tenant's DNS provider `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Conflict`] `"in_use"` while a managed certificate uses it.
+    pub fn delete_dns_provider(&self, tenant_id: &str, id: &str) -> Result<()> {
+        let used = self
+            .tx
+            .prepare_cached("SELECT 1 FROM acme_certificates WHERE dns_provider_id = ?1 LIMIT 1")?
+            .query_row(params![id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        self.get_dns_provider(tenant_id, id)?;
+        if used {
+            return Err(Error::Conflict("in_use".into()));
+        }
+        self.tx
+            .prepare_cached("DELETE FROM acme_dns_providers WHERE tenant_id = ?1 AND id = ?2")?
+            .execute(params![tenant_id, id])?;
+        Ok(())
+    }
+
+    // ---- managed certificates --------------------------------------------------------------
+
+    /// Adds a managed certificate.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn insert_managed_cert(&self, m: &ManagedCertRow) -> Result<()> {
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT INTO acme_certificates ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                MC_COLS.trim_end_matches(", rowid")
+            ))?
+            .execute(params![
+                m.id,
+                m.tenant_id,
+                m.account_id,
+                m.domains,
+                m.challenge_type,
+                m.dns_provider_id,
+                m.key_type,
+                m.profile,
+                m.auto_renew,
+                m.status,
+                m.version,
+                m.last_error,
+                m.order_kind,
+                m.order_url,
+                m.order_started_at,
+                m.order_attempts,
+                m.renew_at,
+                m.renew_failures,
+                m.created_at,
+                m.updated_at
+            ])?;
+        Ok(())
+    }
+
+    /// Replaces the mutable state of managed certificate `m.id` (status, version, error, order
+    /// and renewal fields).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn update_managed_cert(&self, m: &ManagedCertRow) -> Result<()> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE acme_certificates SET status = ?2, version = ?3, last_error = ?4, \
+                 order_kind = ?5, order_url = ?6, order_started_at = ?7, order_attempts = ?8, \
+                 renew_at = ?9, renew_failures = ?10, updated_at = ?11 WHERE id = ?1",
+            )?
+            .execute(params![
+                m.id,
+                m.status,
+                m.version,
+                m.last_error,
+                m.order_kind,
+                m.order_url,
+                m.order_started_at,
+                m.order_attempts,
+                m.renew_at,
+                m.renew_failures,
+                m.updated_at
+            ])?;
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The tenant's managed certificate `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_managed_cert(&self, tenant_id: &str, id: &str) -> Result<ManagedCertRow> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {MC_COLS} FROM acme_certificates WHERE tenant_id = ?1 AND id = ?2"
+            ))?
+            .query_row(params![tenant_id, id], mc_row)
+            .map(|(_, a)| a)
+            .map_err(Error::from)
+    }
+
+    /// Managed certificate `id` whatever its tenant (the order worker's read).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_managed_cert_any_tenant(&self, id: &str) -> Result<ManagedCertRow> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {MC_COLS} FROM acme_certificates WHERE id = ?1"
+            ))?
+            .query_row(params![id], mc_row)
+            .map(|(_, a)| a)
+            .map_err(Error::from)
+    }
+
+    /// A page of the tenant's managed certificates.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] for a malformed cursor.
+    pub fn list_managed_certs(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ManagedCertRow>> {
+        let after = parse_cursor(cursor)?;
+        let rows = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {MC_COLS} FROM acme_certificates WHERE tenant_id = ?1 AND rowid > ?2 \
+                 ORDER BY rowid LIMIT ?3"
+            ))?
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], mc_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+
+    /// Ids of managed certificates with an order in flight (all tenants): after a restart the
+    /// worker picks them up again.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn managed_certs_in_flight(&self) -> Result<Vec<String>> {
+        let ids = self
+            .tx
+            .prepare_cached("SELECT id FROM acme_certificates WHERE order_kind IS NOT NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Ids of managed certificates whose renewal is due at `now` (RFC 3339) and that have no
+    /// order in flight (all tenants).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn managed_certs_due(&self, now: &str) -> Result<Vec<String>> {
+        let ids = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM acme_certificates WHERE renew_at IS NOT NULL AND renew_at <= ?1 \
+                 AND order_kind IS NULL AND auto_renew = 1 AND status = 'valid'",
+            )?
+            .query_map(params![now], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Adds a version.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the version exists.
+    pub fn insert_managed_version(&self, v: &ManagedVersionRow) -> Result<()> {
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT INTO acme_certificate_versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, \
+                 ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
+            .execute(params![
+                v.mc_id,
+                v.version,
+                v.serial_number,
+                v.certificate,
+                v.ca_chain,
+                v.not_before,
+                v.not_after,
+                v.key_wrapped,
+                v.key_sealed,
+                v.created_at
+            ])?;
+        Ok(())
+    }
+
+    /// Version `version` of managed certificate `mc_id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get_managed_version(&self, mc_id: &str, version: i64) -> Result<ManagedVersionRow> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {VERSION_COLS} FROM acme_certificate_versions WHERE mc_id = ?1 AND version = ?2"
+            ))?
+            .query_row(params![mc_id, version], version_row)
+            .map_err(Error::from)
+    }
+
+    /// All versions of `mc_id`, oldest first.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn list_managed_versions(&self, mc_id: &str) -> Result<Vec<ManagedVersionRow>> {
+        let rows = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {VERSION_COLS} FROM acme_certificate_versions WHERE mc_id = ?1 ORDER BY version"
+            ))?
+            .query_map(params![mc_id], version_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}

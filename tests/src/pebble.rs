@@ -1,0 +1,240 @@
+//! A pebble fixture (Debian's `pebble` 2.4, the ACME test CA from Let's Encrypt) for the ACME
+//! client tests: `pebble-challtestsrv` answers pebble's DNS queries (every name resolves to
+//! 127.0.0.1, no AAAA: see RECIPES §5's IPv6 trap) and serves no challenges of its own; pebble's
+//! validation ports (`httpPort`, `tlsPort`) point at the daemon's challenge listeners. Pebble's
+//! HTTPS certificate comes from a throwaway CA made with `openssl` here; the tests give that CA
+//! to the daemon as the account's `directory_ca_pem`. Free ports throughout; both processes are
+//! killed on drop.
+
+use crate::free_port;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to start pebble.
+#[derive(Debug, Clone)]
+pub struct PebbleOptions {
+    /// Where pebble's VA connects for http-01 (the daemon's `http_challenge_listen` port).
+    pub http_port: u16,
+    /// Where pebble's VA connects for tls-alpn-01 (the daemon's `tls_challenge_listen` port).
+    pub tls_port: u16,
+    /// `PEBBLE_WFE_NONCEREJECT`: percentage of nonces refused with badNonce (0 here by default).
+    pub nonce_reject: u8,
+    /// `PEBBLE_VA_SLEEPTIME`: validations sleep up to this many seconds; `None` sets
+    /// `PEBBLE_VA_NOSLEEP=1`.
+    pub va_sleep_secs: Option<u32>,
+    /// External account binding required, with this `(kid, base64url HMAC key)`.
+    pub eab: Option<(String, String)>,
+}
+
+impl PebbleOptions {
+    /// Validation on these ports, no sleeps, no badNonce.
+    pub fn new(http_port: u16, tls_port: u16) -> Self {
+        PebbleOptions {
+            http_port,
+            tls_port,
+            nonce_reject: 0,
+            va_sleep_secs: None,
+            eab: None,
+        }
+    }
+}
+
+/// Running pebble and challtestsrv.
+pub struct Pebble {
+    pebble: Option<Child>,
+    challtestsrv: Option<Child>,
+    /// Scratch directory (certificates, config, logs).
+    pub dir: tempfile::TempDir,
+    /// `https://127.0.0.1:PORT/dir`.
+    pub directory_url: String,
+    /// The CA of pebble's HTTPS certificate (for `directory_ca_pem`).
+    pub tls_ca_pem: String,
+    mgmt_port: u16,
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn https_tls(dir: &Path) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("tls-ca.key"),
+        "-out",
+        &p("tls-ca.pem"),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=pebble test TLS CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]));
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("localhost.key"),
+        "-out",
+        &p("localhost.csr"),
+        "-subj",
+        "/CN=localhost",
+    ]));
+    std::fs::write(
+        dir.join("localhost.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+    )
+    .unwrap();
+    run_ok(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &p("localhost.csr"),
+        "-CA",
+        &p("tls-ca.pem"),
+        "-CAkey",
+        &p("tls-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p("localhost.ext"),
+        "-out",
+        &p("localhost.pem"),
+    ]));
+}
+
+impl Pebble {
+    /// Starts challtestsrv and pebble and waits until pebble's directory answers.
+    pub fn start(opts: &PebbleOptions) -> Pebble {
+        let dir = tempfile::Builder::new()
+            .prefix("scaivault-pebble-")
+            .tempdir()
+            .unwrap();
+        https_tls(dir.path());
+        let (acme_port, mgmt_port, dns_port, cts_mgmt) =
+            (free_port(), free_port(), free_port(), free_port());
+        let log = |n: &str| std::fs::File::create(dir.path().join(n)).unwrap();
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args(["-management", &format!("127.0.0.1:{cts_mgmt}")])
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdin(Stdio::null())
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .spawn()
+            .expect("pebble-challtestsrv on PATH (apt-get install pebble)");
+        let cfg = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+            "certificate": dir.path().join("localhost.pem"),
+            "privateKey": dir.path().join("localhost.key"),
+            "httpPort": opts.http_port,
+            "tlsPort": opts.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": opts.eab.is_some(),
+            "externalAccountMACKeys": opts.eab.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect::<serde_json::Map<_, _>>(),
+        }});
+        let cfg_path = dir.path().join("pebble-config.json");
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let mut cmd = Command::new("pebble");
+        cmd.arg("-config")
+            .arg(&cfg_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_WFE_NONCEREJECT", opts.nonce_reject.to_string())
+            .stdin(Stdio::null())
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"));
+        match opts.va_sleep_secs {
+            None => cmd.env("PEBBLE_VA_NOSLEEP", "1"),
+            Some(s) => cmd.env("PEBBLE_VA_SLEEPTIME", s.to_string()),
+        };
+        let pebble = cmd
+            .spawn()
+            .expect("pebble on PATH (apt-get install pebble)");
+        let p = Pebble {
+            pebble: Some(pebble),
+            challtestsrv: Some(challtestsrv),
+            directory_url: format!("https://127.0.0.1:{acme_port}/dir"),
+            tls_ca_pem: std::fs::read_to_string(dir.path().join("tls-ca.pem")).unwrap(),
+            dir,
+            mgmt_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while p.curl(&p.directory_url).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start: {}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    /// GET `url` through `curl`, trusting pebble's TLS CA; the body when it answered 2xx.
+    fn curl(&self, url: &str) -> Option<String> {
+        let out = Command::new("curl")
+            .args(["-sSf", "--max-time", "5", "--cacert"])
+            .arg(self.dir.path().join("tls-ca.pem"))
+            .arg(url)
+            .output()
+            .expect("curl on PATH");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Pebble's current root certificate (PEM), from the management port.
+    pub fn root_pem(&self) -> String {
+        self.curl(&format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
+            .expect("pebble's root")
+    }
+
+    /// pebble's stdout and stderr so far.
+    pub fn log(&self) -> String {
+        let r = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("{}{}", r("pebble.log"), r("pebble.err"))
+    }
+
+    /// Kills both processes.
+    pub fn stop(&mut self) {
+        for c in [self.pebble.take(), self.challtestsrv.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,564 @@
+//! The ACME client against a real ACME CA: Debian's pebble (`tests/src/pebble.rs`). Each test
+//! starts its own pebble and daemon on free ports; pebble validates http-01 and tls-alpn-01 on the
+//! daemon's challenge listeners. Certificates are judged by `openssl verify` against pebble's root.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::pebble::{Pebble, PebbleOptions};
+use scaivault_tests::{free_port, openssl_ok, write, Daemon};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A daemon whose challenge listeners are on `http`/`tls`, with `extra` appended to `[acme]`.
+fn daemon(http: u16, tls: u16, extra: &str) -> Daemon {
+    Daemon::start_with_config(&format!(
+        "[acme]\nhttp_challenge_listen = \"127.0.0.1:{http}\"\ntls_challenge_listen = \"127.0.0.1:{tls}\"\n{extra}"
+    ))
+}
+
+fn register(d: &Daemon, p: &Pebble, name: &str) -> String {
+    let r = d.post(
+        "/v1/pki/acme/accounts",
+        &json!({"name": name, "provider": "custom", "directory_url": p.directory_url,
+                "email": "certs@example.com", "directory_ca_pem": p.tls_ca_pem}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["status"], "valid", "{v}");
+    assert!(
+        v["account_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:"),
+        "{v}"
+    );
+    assert!(
+        v.get("eab_hmac_key").is_none() && v.get("credentials").is_none(),
+        "{v}"
+    );
+    v["id"].as_str().unwrap().to_owned()
+}
+
+fn issue(d: &Daemon, account: &str, domains: &[&str], challenge: &str) -> String {
+    let r = d.post(
+        "/v1/pki/acme/issue",
+        &json!({"account_id": account, "domains": domains, "challenge_type": challenge}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["status"], "pending", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("mc_"), "{id}");
+    id
+}
+
+/// Polls the managed certificate until `done` holds (or panics after `secs`).
+fn wait_for(d: &Daemon, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = d.get(&format!("/v1/pki/acme/certificates/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "managed certificate still {v} after {secs} s; daemon log:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn settled(d: &Daemon, id: &str, secs: u64) -> Value {
+    wait_for(d, id, secs, |v| v["status"] != "pending")
+}
+
+/// `openssl verify -CAfile <pebble root> -untrusted <chain> <leaf>` must pass; also checks the
+/// names in the certificate.
+fn verify(p: &Pebble, d: &Daemon, v: &Value, names: &[&str]) {
+    let dir = d.dir.path();
+    let root = write(dir, "pebble-root.pem", &p.root_pem());
+    let chain: String = v["ca_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(!chain.is_empty(), "{v}");
+    let chain = write(dir, "chain.pem", &chain);
+    let leaf = write(dir, "leaf.pem", v["certificate"].as_str().unwrap());
+    let out = openssl_ok(&["verify", "-CAfile", &root, "-untrusted", &chain, &leaf]);
+    assert!(out.contains(": OK"), "{out}");
+    let text = openssl_ok(&["x509", "-in", &leaf, "-noout", "-ext", "subjectAltName"]);
+    for n in names {
+        assert!(text.contains(&format!("DNS:{n}")), "{n} not in {text}");
+    }
+}
+
+fn issue_and_check(challenge: &str) {
+    let (http, tls) = (free_port(), free_port());
+    let p = Pebble::start(&PebbleOptions::new(http, tls));
+    let d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble");
+    let names = ["one.example.test", "two.example.test"];
+    let id = issue(&d, &account, &names, challenge);
+    let v = settled(&d, &id, 60);
+    assert_eq!(v["status"], "valid", "{v}\n{}", d.log_text());
+    assert_eq!(v["version"], 1, "{v}");
+    assert!(v["last_error"].is_null(), "{v}");
+    assert!(v["serial_number"].as_str().unwrap().contains(':'), "{v}");
+    verify(&p, &d, &v, &names);
+
+    // The list, the versions and the private key (admin only).
+    let list = d.get("/v1/pki/acme/certificates").json();
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["id"] == id.as_str()));
+    let vs = d
+        .get(&format!("/v1/pki/acme/certificates/{id}/versions"))
+        .json();
+    assert_eq!(vs["items"].as_array().unwrap().len(), 1, "{vs}");
+    assert!(vs["items"][0].get("private_key").is_none(), "{vs}");
+    let v1 = d
+        .get(&format!("/v1/pki/acme/certificates/{id}/versions/1"))
+        .json();
+    assert_eq!(v1["serial_number"], v["serial_number"]);
+    let key = v1["private_key"].as_str().unwrap();
+    let key_path = write(d.dir.path(), "leaf.key", key);
+    let leaf_path = write(
+        d.dir.path(),
+        "leaf2.pem",
+        v1["certificate"].as_str().unwrap(),
+    );
+    let a = openssl_ok(&["pkey", "-in", &key_path, "-pubout"]);
+    let b = openssl_ok(&["x509", "-in", &leaf_path, "-noout", "-pubkey"]);
+    assert_eq!(a, b, "the private key belongs to the certificate");
+
+    // The key is encrypted at rest: not in the database file in plaintext.
+    // The database file and its WAL (recent writes sit in the WAL until a checkpoint).
+    let mut db = std::fs::read(d.data().join("scaivault.db")).unwrap();
+    db.extend(std::fs::read(d.data().join("scaivault.db-wal")).unwrap_or_default());
+    assert!(
+        db.windows(id.len()).any(|w| w == id.as_bytes()),
+        "the managed certificate is in the files searched"
+    );
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let needle = body.get(..40).unwrap().as_bytes();
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle),
+        "private key in the database file"
+    );
+    // Nor the account credentials (instant-acme's JSON names the key `key_pkcs8`).
+    assert!(
+        !db.windows(9).any(|w| w == b"key_pkcs8"),
+        "account credentials in the database file"
+    );
+
+    // Issuance is audited.
+    let audit = d.get("/v1/audit?limit=1000").json().to_string();
+    assert!(audit.contains("acme.certificate.request") && audit.contains("acme.certificate.issue"));
+}
+
+#[test]
+fn http01_issues_a_certificate_for_two_names() {
+    issue_and_check("http-01");
+}
+
+#[test]
+fn tls_alpn01_issues_a_certificate_for_two_names() {
+    issue_and_check("tls-alpn-01");
+}
+
+#[test]
+fn a_failing_validation_ends_failed_with_the_cas_detail_and_no_version() {
+    // pebble validates http-01 on a port nobody listens on.
+    let (http, tls, closed) = (free_port(), free_port(), free_port());
+    let p = Pebble::start(&PebbleOptions::new(closed, tls));
+    let d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble");
+    let id = issue(&d, &account, &["unreachable.example.test"], "http-01");
+    let v = settled(&d, &id, 60);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["version"], 0, "{v}");
+    assert!(v["certificate"].is_null(), "{v}");
+    let err = v["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("unreachable.example.test")
+            && err.to_ascii_lowercase().contains("connection refused"),
+        "pebble's own detail expected: {err}"
+    );
+    assert!(err.contains("urn:ietf:params:acme:error:"), "{err}");
+    let vs = d
+        .get(&format!("/v1/pki/acme/certificates/{id}/versions"))
+        .json();
+    assert!(vs["items"].as_array().unwrap().is_empty(), "{vs}");
+    d.get(&format!("/v1/pki/acme/certificates/{id}/versions/1"))
+        .problem(404, "acme_version_not_found");
+}
+
+fn events(d: &Daemon, kind: &str, object: &str) -> Vec<Value> {
+    let v = d.get("/v1/events?limit=1000").json();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind && e["object_id"] == object)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed() {
+    let (http, tls) = (free_port(), free_port());
+    let mut p = Pebble::start(&PebbleOptions::new(http, tls));
+    // renew_before longer than pebble's 5-year certificates: due as soon as issued.
+    let d = daemon(http, tls, "renew_before = \"87600h\"\n");
+    let account = register(&d, &p, "pebble");
+    let id = issue(&d, &account, &["renew.example.test"], "http-01");
+    let v1 = settled(&d, &id, 60);
+    assert_eq!(v1["status"], "valid", "{v1}");
+    let serial1 = v1["serial_number"].as_str().unwrap().to_owned();
+    assert_eq!(events(&d, "certificate.issued", &id).len(), 1);
+
+    // The scheduler (10 s tick) renews it.
+    let v2 = wait_for(&d, &id, 60, |v| v["version"].as_i64().unwrap_or(0) >= 2);
+    assert_eq!(v2["status"], "valid", "{v2}");
+    assert_ne!(
+        v2["serial_number"].as_str().unwrap(),
+        serial1,
+        "a new serial"
+    );
+    verify(&p, &d, &v2, &["renew.example.test"]);
+    let old = d
+        .get(&format!("/v1/pki/acme/certificates/{id}/versions/1"))
+        .json();
+    assert_eq!(old["serial_number"].as_str().unwrap(), serial1);
+    let renewed = events(&d, "certificate.renewed", &id);
+    assert!(!renewed.is_empty());
+    assert_eq!(renewed[0]["data"]["version"], 2, "{:?}", renewed[0]);
+
+    // With the CA gone, the next renewal fails: certificate.renewal_failed, the current version
+    // stays valid.
+    p.stop();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events(&d, "certificate.renewal_failed", &id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal_failed: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let after = wait_for(&d, &id, 30, |v| {
+        !v["renewal_in_progress"].as_bool().unwrap_or(true)
+    });
+    assert_eq!(after["status"], "valid", "{after}");
+    assert!(after["last_error"].is_string(), "{after}");
+    // Renewals are audited: started, success, error.
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let outcomes: Vec<String> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "acme.certificate.renew" && r["object_id"] == id.as_str())
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    for want in ["started", "success", "error:acme_order_failed"] {
+        assert!(
+            outcomes.iter().any(|o| o == want),
+            "{want} missing in {outcomes:?}"
+        );
+    }
+    let verify_chain = d.cli(&["audit", "verify"]);
+    assert!(
+        verify_chain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify_chain.stderr)
+    );
+    let failed = &events(&d, "certificate.renewal_failed", &id)[0];
+    assert!(failed["data"]["next_attempt_at"].is_string(), "{failed}");
+}
+
+#[test]
+fn bad_nonce_answers_are_retried() {
+    let (http, tls) = (free_port(), free_port());
+    let mut o = PebbleOptions::new(http, tls);
+    o.nonce_reject = 20;
+    let p = Pebble::start(&o);
+    let d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble");
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let n = format!("nonce{i}.example.test");
+            issue(
+                &d,
+                &account,
+                &[n.as_str(), "alt.example.test"],
+                "tls-alpn-01",
+            )
+        })
+        .collect();
+    for id in ids {
+        let v = settled(&d, &id, 90);
+        assert_eq!(v["status"], "valid", "{v}");
+    }
+    // The setting took effect (pebble does not log each rejection). Three orders make dozens of
+    // signed requests: at 20 % some are certainly refused, a few twice or more in a row.
+    assert!(p.log().contains("reject 20% of good nonces"), "{}", p.log());
+}
+
+#[test]
+fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
+    let (http, tls) = (free_port(), free_port());
+    let mut o = PebbleOptions::new(http, tls);
+    // Validations sleep 0-5 s (pebble draws the seconds at random), so the order is still in
+    // flight when the daemon is killed.
+    o.va_sleep_secs = Some(6);
+    let p = Pebble::start(&o);
+    let mut d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble");
+    let mut id = None;
+    for i in 0..8 {
+        let n = format!("crash{i}.example.test");
+        let mc = issue(&d, &account, &[n.as_str()], "http-01");
+        std::thread::sleep(Duration::from_millis(400));
+        if d.get(&format!("/v1/pki/acme/certificates/{mc}")).json()["status"] == "pending" {
+            id = Some((mc, n));
+            break;
+        }
+    }
+    let (id, name) = id.expect("an order still in flight after 400 ms");
+    d.kill();
+    let dir = d.into_dir();
+    let d = Daemon::start_in(dir);
+    let v = settled(&d, &id, 120);
+    assert!(
+        v["status"] == "valid" || v["status"] == "failed" && v["last_error"].is_string(),
+        "{v}"
+    );
+    assert!(!v["renewal_in_progress"].as_bool().unwrap());
+    // The restarted daemon picked the order up again (its second start).
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&id) && l.contains("attempt=2")),
+        "{log}"
+    );
+    if v["status"] == "valid" {
+        verify(&p, &d, &v, &[name.as_str()]);
+    }
+    // Every order of this daemon ended: none is left pending.
+    let all = d.get("/v1/pki/acme/certificates").json();
+    for mc in all["items"].as_array().unwrap() {
+        let v = settled(&d, mc["id"].as_str().unwrap(), 120);
+        assert_ne!(v["status"], "pending", "{v}");
+    }
+}
+
+#[test]
+fn bad_input_gets_problems_with_stable_codes() {
+    let (http, tls) = (free_port(), free_port());
+    let p = Pebble::start(&PebbleOptions::new(http, tls));
+    let d = daemon(http, tls, "");
+    let post = |path: &str, body: Value| d.post(path, &body);
+
+    // Accounts.
+    post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "nope"}),
+    )
+    .problem(400, "invalid_provider");
+    post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "custom"}),
+    )
+    .problem(400, "missing_directory_url");
+    post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "letsencrypt", "environment": "dev"}),
+    )
+    .problem(400, "invalid_environment");
+    post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "custom", "directory_url": "http://x/dir"}),
+    )
+    .problem(400, "invalid_directory_url");
+    post("/v1/pki/acme/accounts", json!({"name": "x", "provider": "custom", "directory_url": p.directory_url, "eab_kid": "k"}))
+        .problem(400, "invalid_eab");
+    post("/v1/pki/acme/accounts", json!({"name": "x", "provider": "custom", "directory_url": p.directory_url, "email": "not-an-address"}))
+        .problem(400, "invalid_email");
+    post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "custom", "directory_url": p.directory_url, "surprise": 1}),
+    )
+    .problem(400, "unknown_field");
+    // Without pebble's TLS CA the directory is not trusted: the transport error, as a problem.
+    let r = post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "custom", "directory_url": p.directory_url}),
+    );
+    r.problem(502, "acme_ca_unreachable");
+    // The CA's own refusal, with its detail.
+    let r = post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "custom", "directory_url": p.directory_url,
+        "directory_ca_pem": p.tls_ca_pem, "email": "a@b@example.com"}),
+    );
+    let prob = r.problem(400, "acme_ca_rejected");
+    assert!(
+        prob["detail"]
+            .as_str()
+            .unwrap()
+            .contains("urn:ietf:params:acme:error:"),
+        "{prob}"
+    );
+    let account = register(&d, &p, "pebble");
+    post("/v1/pki/acme/accounts", json!({"name": "pebble", "provider": "custom", "directory_url": p.directory_url, "directory_ca_pem": p.tls_ca_pem}))
+        .problem(409, "acme_account_name_taken");
+    d.get("/v1/pki/acme/accounts/acme_0000")
+        .problem(404, "acme_account_not_found");
+
+    // Issuance.
+    let issue = |body: Value| post("/v1/pki/acme/issue", body);
+    issue(json!({"account_id": "acme_missing", "domains": ["a.example.test"], "challenge_type": "http-01"}))
+        .problem(404, "acme_account_not_found");
+    issue(json!({"account_id": account, "domains": ["bad_name.example"], "challenge_type": "http-01"}))
+        .problem(400, "invalid_domain");
+    issue(json!({"account_id": account, "domains": [], "challenge_type": "http-01"}))
+        .problem(400, "invalid_domain");
+    issue(json!({"account_id": account, "domains": ["a.example.test", "A.example.test"], "challenge_type": "http-01"}))
+        .problem(400, "duplicate_domain");
+    issue(
+        json!({"account_id": account, "domains": ["*.example.test"], "challenge_type": "http-01"}),
+    )
+    .problem(400, "wildcard_requires_dns01");
+    issue(
+        json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "dns-01"}),
+    )
+    .problem(400, "dns_provider_required");
+    issue(json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "dns-01", "dns_provider_id": "dns_missing"}))
+        .problem(404, "dns_provider_not_found");
+    issue(json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "http-01", "dns_provider_id": "dns_x"}))
+        .problem(400, "dns_provider_not_applicable");
+    issue(
+        json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "smtp-01"}),
+    )
+    .problem(400, "invalid_challenge_type");
+    issue(json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "http-01", "key_type": "dsa"}))
+        .problem(400, "invalid_key_type");
+    d.get("/v1/pki/acme/certificates/mc_missing")
+        .problem(404, "acme_certificate_not_found");
+
+    // DNS providers.
+    post(
+        "/v1/pki/acme/dns-providers",
+        json!({"name": "d", "type": "carrier-pigeon", "config": {}}),
+    )
+    .problem(400, "dns_provider_unknown_type");
+    post(
+        "/v1/pki/acme/dns-providers",
+        json!({"name": "d", "type": "rfc2136", "config": "x"}),
+    )
+    .problem(400, "dns_provider_invalid_config");
+    d.get("/v1/pki/acme/dns-providers/dns_missing")
+        .problem(404, "dns_provider_not_found");
+
+    // Policies: acme-operator may work with ACME but gets no private keys; auditor may not.
+    let mint = |policy: &str| {
+        let r = post("/v1/auth/tokens", json!({"policies": [policy]}));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let op = mint("acme-operator");
+    let r = d.call("GET", "/v1/pki/acme/accounts", Some(&op), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let aud = mint("auditor");
+    d.call("GET", "/v1/pki/acme/accounts", Some(&aud), None)
+        .problem(403, "forbidden");
+    let id = issue(
+        json!({"account_id": account, "domains": ["op.example.test"], "challenge_type": "http-01"}),
+    );
+    assert_eq!(id.status, 202, "{}", id.text());
+    let id = id.json()["id"].as_str().unwrap().to_owned();
+    let v = settled(&d, &id, 60);
+    assert_eq!(v["status"], "valid", "{v}");
+    let as_op = d.call(
+        "GET",
+        &format!("/v1/pki/acme/certificates/{id}/versions/1"),
+        Some(&op),
+        None,
+    );
+    assert_eq!(as_op.status, 200);
+    assert!(as_op.json().get("private_key").is_none());
+
+    // Deactivation at the CA; a deactivated account cannot order.
+    let r = d.call(
+        "DELETE",
+        &format!("/v1/pki/acme/accounts/{account}"),
+        Some(&d.admin),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        d.get(&format!("/v1/pki/acme/accounts/{account}")).json()["status"],
+        "deactivated"
+    );
+    issue(
+        json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "http-01"}),
+    )
+    .problem(409, "acme_account_deactivated");
+    d.call(
+        "DELETE",
+        &format!("/v1/pki/acme/accounts/{account}"),
+        Some(&d.admin),
+        None,
+    )
+    .problem(409, "acme_account_deactivated");
+}
+
+#[test]
+fn external_account_binding_is_sent_when_the_ca_requires_it() {
+    let (http, tls) = (free_port(), free_port());
+    let mut o = PebbleOptions::new(http, tls);
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    o.eab = Some(("kid-1".into(), key.into()));
+    let p = Pebble::start(&o);
+    let d = daemon(http, tls, "");
+    let base = json!({"provider": "custom", "directory_url": p.directory_url,
+                      "directory_ca_pem": p.tls_ca_pem});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        d.post("/v1/pki/acme/accounts", &b)
+    };
+    // Without EAB the CA refuses, in its own words.
+    let prob = with(json!({"name": "no-eab"})).problem(400, "acme_ca_rejected");
+    assert!(
+        prob["detail"]
+            .as_str()
+            .unwrap()
+            .contains("externalAccountRequired"),
+        "{prob}"
+    );
+    // A wrong HMAC key is refused too.
+    with(json!({"name": "bad-eab", "eab_kid": "kid-1", "eab_hmac_key": "AAAA"}))
+        .problem(400, "acme_ca_rejected");
+    // The right binding registers; the HMAC key is never shown again.
+    let r = with(json!({"name": "eab", "eab_kid": "kid-1", "eab_hmac_key": key}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["eab_kid"], "kid-1");
+    assert!(!r.text().contains(key), "{v}");
+    let id = issue(
+        &d,
+        v["id"].as_str().unwrap(),
+        &["eab.example.test"],
+        "http-01",
+    );
+    assert_eq!(settled(&d, &id, 60)["status"], "valid");
+}
