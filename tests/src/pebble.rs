@@ -25,6 +25,9 @@ pub struct PebbleOptions {
     pub va_sleep_secs: Option<u32>,
     /// External account binding required, with this `(kid, base64url HMAC key)`.
     pub eab: Option<(String, String)>,
+    /// The DNS server pebble asks (A records and dns-01 TXT records), e.g. a Knot fixture;
+    /// `None`: challtestsrv, which answers 127.0.0.1 for every name.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 impl PebbleOptions {
@@ -36,6 +39,7 @@ impl PebbleOptions {
             nonce_reject: 0,
             va_sleep_secs: None,
             eab: None,
+            dns_server: None,
         }
     }
 }
@@ -163,7 +167,12 @@ impl Pebble {
         let mut cmd = Command::new("pebble");
         cmd.arg("-config")
             .arg(&cfg_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .args([
+                "-dnsserver",
+                &opts
+                    .dns_server
+                    .map_or_else(|| format!("127.0.0.1:{dns_port}"), |a| a.to_string()),
+            ])
             .env("PEBBLE_WFE_NONCEREJECT", opts.nonce_reject.to_string())
             .stdin(Stdio::null())
             .stdout(log("pebble.log"))

@@ -3,6 +3,7 @@
 //! daemon's challenge listeners. Certificates are judged by `openssl verify` against pebble's root.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use scaivault_tests::knot::{Knot, TSIG_SECRET};
 use scaivault_tests::pebble::{Pebble, PebbleOptions};
 use scaivault_tests::{free_port, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
@@ -160,6 +161,52 @@ fn issue_and_check(challenge: &str) {
     // Issuance is audited.
     let audit = d.get("/v1/audit?limit=1000").json().to_string();
     assert!(audit.contains("acme.certificate.request") && audit.contains("acme.certificate.issue"));
+}
+
+#[test]
+fn dns01_through_rfc2136_issues_for_a_name_and_its_wildcard() {
+    let knot = Knot::start("acme.test");
+    let (http, tls) = (free_port(), free_port());
+    let mut opts = PebbleOptions::new(http, tls);
+    opts.dns_server = Some(knot.addr);
+    let p = Pebble::start(&opts);
+    let d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble-dns");
+    let r = d.post(
+        "/v1/pki/acme/dns-providers",
+        &json!({"name": "knot", "type": "rfc2136", "config": knot.rfc2136_config()}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let provider = r.json();
+    // The TSIG secret is stored encrypted and never returned.
+    assert!(!provider.to_string().contains(TSIG_SECRET), "{provider}");
+    let names = ["www.acme.test", "*.acme.test"];
+    let r = d.post(
+        "/v1/pki/acme/issue",
+        &json!({"account_id": account, "domains": names, "challenge_type": "dns-01",
+                "dns_provider_id": provider["id"]}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let v = settled(&d, &id, 90);
+    assert_eq!(
+        v["status"],
+        "valid",
+        "{v}\n{}\nknot: {}",
+        d.log_text(),
+        knot.log()
+    );
+    verify(&p, &d, &v, &names);
+    // The records went through TSIG-signed updates, and were removed afterwards.
+    let log = knot.log();
+    assert!(log.contains("DDNS"), "{log}");
+    let mut db = std::fs::read(d.data().join("scaivault.db")).unwrap();
+    db.extend(std::fs::read(d.data().join("scaivault.db-wal")).unwrap_or_default());
+    assert!(
+        !db.windows(TSIG_SECRET.len())
+            .any(|w| w == TSIG_SECRET.as_bytes()),
+        "TSIG secret in the database file"
+    );
 }
 
 #[test]
