@@ -165,3 +165,179 @@ fn secrets_stay_out_of_logs_cmdline_and_audit() {
         assert_eq!(mode, 0o600, "{f}");
     }
 }
+
+/// Issue #10, point 7: unique canary strings planted as DNS provider credentials, a webhook secret,
+/// an EAB key and a presented token — through successful calls and through calls that fail — appear
+/// in no response body, log line, audit record or database file.
+#[test]
+fn planted_canaries_reach_no_log_response_audit_record_or_database_file() {
+    use base64::Engine as _;
+    let d = Daemon::start();
+    let dir = d.dir.path();
+    let canary = |what: &str| format!("CANARY-{what}-7f3a9c1e5b");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // A Google service account key whose PEM body is the canary's carrier.
+    let key_path = dir.join("sa.key");
+    scaivault_tests::openssl_ok(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key_path.to_str().unwrap(),
+    ]);
+    let sa_key = std::fs::read_to_string(&key_path).unwrap();
+    let sa_line = sa_key.lines().nth(3).unwrap().to_owned();
+    let tsig = canary("tsig");
+    let planted = [
+        tsig.clone(),
+        b64(&tsig),
+        canary("pdns"),
+        canary("aws"),
+        canary("cloudflare"),
+        sa_line.clone(),
+        canary("webhook"),
+        canary("eab"),
+        b64(&canary("eab")),
+        canary("token"),
+    ];
+    let mut bodies = Vec::new();
+    let mut send = |method: &str, path: &str, token: Option<&str>, body: serde_json::Value| {
+        let r = d.call(
+            method,
+            path,
+            token.or(Some(&d.admin)),
+            Some(body.to_string().as_bytes()),
+        );
+        bodies.push(format!("{method} {path} -> {} {}", r.status, r.text()));
+        r.status
+    };
+    let providers = [
+        (
+            "rfc2136",
+            json!({"server": "127.0.0.1:9", "zone": "canary.test", "tsig_key_name": "k.", "tsig_algorithm": "hmac-sha256", "tsig_secret": b64(&tsig)}),
+        ),
+        (
+            "powerdns",
+            json!({"api_url": "http://127.0.0.1:9", "api_key": canary("pdns")}),
+        ),
+        (
+            "route53",
+            json!({"access_key_id": "AKIDCANARY", "secret_access_key": canary("aws"), "region": "us-east-1", "hosted_zone_id": "Z1", "endpoint_url": "http://127.0.0.1:9"}),
+        ),
+        (
+            "cloudflare",
+            json!({"api_token": canary("cloudflare"), "api_base_url": "http://127.0.0.1:9"}),
+        ),
+        (
+            "google",
+            json!({"project": "p", "service_account_json": json!({"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com", "private_key": sa_key, "token_uri": "http://127.0.0.1:9/token"}).to_string(), "api_base_url": "http://127.0.0.1:9"}),
+        ),
+    ];
+    for (kind, config) in &providers {
+        assert_eq!(
+            send(
+                "POST",
+                "/v1/pki/acme/dns-providers",
+                None,
+                json!({"name": format!("p-{kind}"), "type": kind, "config": config})
+            ),
+            201,
+            "{bodies:?}"
+        );
+        // The same secrets in requests that fail: an unknown key, a bad field.
+        let mut bad = config.clone();
+        bad["surplus"] = json!(1);
+        assert_eq!(
+            send(
+                "POST",
+                "/v1/pki/acme/dns-providers",
+                None,
+                json!({"name": format!("bad-{kind}"), "type": kind, "config": bad})
+            ),
+            400
+        );
+        assert_eq!(
+            send(
+                "POST",
+                "/v1/pki/acme/dns-providers",
+                None,
+                json!({"name": format!("bad2-{kind}"), "type": "nonesuch", "config": config})
+            ),
+            400
+        );
+    }
+    assert_eq!(
+        send(
+            "POST",
+            "/v1/webhooks",
+            None,
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": canary("webhook")})
+        ),
+        201
+    );
+    assert_eq!(
+        send(
+            "POST",
+            "/v1/webhooks",
+            None,
+            json!({"url": "ftp://nope", "events": ["*"], "secret": canary("webhook")})
+        ),
+        400
+    );
+    // An ACME account whose CA cannot be reached, with an EAB key.
+    let status = send(
+        "POST",
+        "/v1/pki/acme/accounts",
+        None,
+        json!({"name": "eab", "provider": "custom", "directory_url": "https://127.0.0.1:9/dir", "eab_kid": "kid", "eab_hmac_key": b64(&canary("eab"))}),
+    );
+    assert!(status >= 400, "{bodies:?}");
+    // A presented token that does not exist.
+    send(
+        "GET",
+        "/v1/pki/acme/dns-providers",
+        Some(&format!("svt_{}", canary("token"))),
+        json!({}),
+    );
+    // Reads of what was stored.
+    for path in [
+        "/v1/pki/acme/dns-providers",
+        "/v1/webhooks",
+        "/v1/pki/acme/accounts",
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.status, 200);
+        bodies.push(format!("GET {path} -> {}", r.text()));
+    }
+
+    let mut db = Vec::new();
+    for f in ["scaivault.db", "scaivault.db-wal"] {
+        db.extend(std::fs::read(d.data().join(f)).unwrap_or_default());
+    }
+    assert!(
+        db.windows(b"p-rfc2136".len()).any(|w| w == b"p-rfc2136"),
+        "the providers are in the files searched"
+    );
+    let db = String::from_utf8_lossy(&db).into_owned();
+    let log = d.log_text();
+    let out = std::fs::read_to_string(&d.out).unwrap();
+    let audit = d.get("/v1/audit?limit=1000").text();
+    assert!(audit.contains("acme.dns_provider.create"), "{audit}");
+    let responses = bodies.join("\n");
+    for (what, text) in [
+        ("log", log.as_str()),
+        ("stdout", out.as_str()),
+        ("audit", audit.as_str()),
+        ("database", db.as_str()),
+        ("responses", responses.as_str()),
+    ] {
+        for secret in &planted {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{secret} appears in the {what}"
+            );
+        }
+    }
+}
