@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: failing loudly is the point
 
 pub mod knot;
+pub mod pdns;
 pub mod pebble;
 
 use serde_json::Value;
