@@ -6,6 +6,7 @@
 use scaivault_tests::knot::{Knot, TSIG_SECRET};
 use scaivault_tests::pdns::PowerDns;
 use scaivault_tests::pebble::{Pebble, PebbleOptions};
+use scaivault_tests::webhook::Receiver;
 use scaivault_tests::{free_port, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -288,6 +289,14 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     let mut p = Pebble::start(&PebbleOptions::new(http, tls));
     // renew_before longer than pebble's 5-year certificates: due as soon as issued.
     let d = daemon(http, tls, "renew_before = \"87600h\"\n");
+    // A webhook receiver for the renewal events.
+    let hook = Receiver::start();
+    let secret = "renewal-webhook-secret-0123456789";
+    let r = d.post(
+        "/v1/webhooks",
+        &json!({"url": hook.url, "events": ["certificate.renewed", "certificate.renewal_failed"], "secret": secret}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
     let account = register(&d, &p, "pebble");
     let id = issue(&d, &account, &["renew.example.test"], "http-01");
     let v1 = settled(&d, &id, 60);
@@ -311,6 +320,17 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     let renewed = events(&d, "certificate.renewed", &id);
     assert!(!renewed.is_empty());
     assert_eq!(renewed[0]["data"]["version"], 2, "{:?}", renewed[0]);
+    // The webhook receiver got it, signed with the webhook's secret.
+    let got = hook.wait_for(1, 30);
+    assert_eq!(
+        got[0].json()["type"],
+        "certificate.renewed",
+        "{:?}",
+        got[0].json()
+    );
+    assert_eq!(got[0].json()["data"]["version"], 2);
+    assert!(got[0].signature_valid(secret.as_bytes()), "bad HMAC");
+    assert!(!got[0].signature_valid(b"another-secret-0123456789"));
 
     // With the CA gone, the next renewal fails: certificate.renewal_failed, the current version
     // stays valid.
@@ -352,6 +372,9 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     );
     let failed = &events(&d, "certificate.renewal_failed", &id)[0];
     assert!(failed["data"]["next_attempt_at"].is_string(), "{failed}");
+    let got = hook.wait_for(2, 30);
+    assert_eq!(got[1].json()["type"], "certificate.renewal_failed");
+    assert!(got[1].signature_valid(secret.as_bytes()), "bad HMAC");
 }
 
 #[test]
