@@ -1,5 +1,5 @@
 //! Crash safety (issue #10, point 1): 64 concurrent clients issue certificates while the daemon is
-//! killed with SIGKILL at random moments, 20 times. Afterwards: no duplicate serial, every
+//! killed with SIGKILL at random moments (after the first certificate of each cycle), 20 times. Afterwards: no duplicate serial, every
 //! certificate a client received is in the database, `PRAGMA integrity_check` is ok, the audit
 //! chain verifies, no reservation is left unfinished (the restart revokes them), and OCSP never
 //! answers `good` for a serial the database does not hold as issued.
@@ -97,8 +97,19 @@ fn sigkill_during_issuance_loses_nothing_and_leaves_nothing_half_done() {
                 })
             })
             .collect();
-        // Let the clients get going, then kill at a random moment.
-        std::thread::sleep(Duration::from_millis(200 + rng.next() % 1300));
+        // Let the clients get going (at least one certificate out in this cycle, however slow
+        // the machine), then kill at a random moment.
+        let before = received.lock().unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.lock().unwrap().len() == before {
+            assert!(
+                Instant::now() < deadline,
+                "no issuance in 60 s: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next() % 1000));
         let pid = d.pid();
         assert!(Command::new("kill")
             .args(["-KILL", &pid.to_string()])
