@@ -10,6 +10,7 @@
 pub mod knot;
 pub mod pdns;
 pub mod pebble;
+pub mod stubs;
 
 use serde_json::Value;
 use std::io::Read;

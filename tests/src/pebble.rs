@@ -47,14 +47,66 @@ impl PebbleOptions {
 /// Running pebble and challtestsrv.
 pub struct Pebble {
     pebble: Option<Child>,
-    challtestsrv: Option<Child>,
+    challtestsrv_proc: Option<Child>,
     /// Scratch directory (certificates, config, logs).
     pub dir: tempfile::TempDir,
     /// `https://127.0.0.1:PORT/dir`.
     pub directory_url: String,
     /// The CA of pebble's HTTPS certificate (for `directory_ca_pem`).
     pub tls_ca_pem: String,
+    /// challtestsrv: its DNS server (pebble's resolver unless `dns_server` was set) and its
+    /// management API.
+    pub challtestsrv: ChallTestSrv,
     mgmt_port: u16,
+}
+
+/// The addresses of a running `pebble-challtestsrv`.
+#[derive(Debug, Clone)]
+pub struct ChallTestSrv {
+    /// Its DNS server (UDP and TCP).
+    pub dns: std::net::SocketAddr,
+    /// Its management API (`/set-txt`, `/clear-txt`, …).
+    pub management: std::net::SocketAddr,
+}
+
+impl ChallTestSrv {
+    /// Makes challtestsrv serve exactly `values` as the TXT records at `fqdn` (absolute):
+    /// `/clear-txt`, then one `/set-txt` per value. Plain blocking HTTP/1.1 on a `TcpStream`, so
+    /// it can be called from inside a stub's async handler.
+    pub fn set_txt_values(&self, fqdn: &str, values: &[String]) {
+        let host = format!("{}.", fqdn.trim_end_matches('.'));
+        self.post("/clear-txt", &serde_json::json!({ "host": host }));
+        for v in values {
+            self.post("/set-txt", &serde_json::json!({ "host": host, "value": v }));
+        }
+    }
+
+    /// A record-change hook for the stubs ([`crate::stubs::OnChange`]) that mirrors every change
+    /// into this challtestsrv.
+    pub fn mirror(&self) -> crate::stubs::OnChange {
+        let me = self.clone();
+        std::sync::Arc::new(move |fqdn: &str, values: &[String]| me.set_txt_values(fqdn, values))
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) {
+        use std::io::{Read, Write};
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(self.management).expect("challtestsrv management");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.management,
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "challtestsrv {path} {body}: {answer}"
+        );
+    }
 }
 
 fn run_ok(cmd: &mut Command) {
@@ -186,9 +238,13 @@ impl Pebble {
             .expect("pebble on PATH (apt-get install pebble)");
         let p = Pebble {
             pebble: Some(pebble),
-            challtestsrv: Some(challtestsrv),
+            challtestsrv_proc: Some(challtestsrv),
             directory_url: format!("https://127.0.0.1:{acme_port}/dir"),
             tls_ca_pem: std::fs::read_to_string(dir.path().join("tls-ca.pem")).unwrap(),
+            challtestsrv: ChallTestSrv {
+                dns: ([127, 0, 0, 1], dns_port).into(),
+                management: ([127, 0, 0, 1], cts_mgmt).into(),
+            },
             dir,
             mgmt_port,
         };
@@ -231,7 +287,7 @@ impl Pebble {
 
     /// Kills both processes.
     pub fn stop(&mut self) {
-        for c in [self.pebble.take(), self.challtestsrv.take()]
+        for c in [self.pebble.take(), self.challtestsrv_proc.take()]
             .into_iter()
             .flatten()
         {

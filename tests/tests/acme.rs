@@ -6,6 +6,9 @@
 use scaivault_tests::knot::{Knot, TSIG_SECRET};
 use scaivault_tests::pdns::PowerDns;
 use scaivault_tests::pebble::{Pebble, PebbleOptions};
+use scaivault_tests::stubs::cloudflare::{self, Cloudflare};
+use scaivault_tests::stubs::google::Google;
+use scaivault_tests::stubs::moto::Moto;
 use scaivault_tests::webhook::Receiver;
 use scaivault_tests::{free_port, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
@@ -178,8 +181,20 @@ fn dns01_issues(
     let mut opts = PebbleOptions::new(http, tls);
     opts.dns_server = Some(dns);
     let p = Pebble::start(&opts);
-    let d = daemon(http, tls, "");
-    let account = register(&d, &p, "pebble-dns");
+    dns01_issues_with(&p, &opts, kind, config, zone, secret)
+}
+
+/// The body of [`dns01_issues`] with a pebble already running (started with `opts`).
+fn dns01_issues_with(
+    p: &Pebble,
+    opts: &PebbleOptions,
+    kind: &str,
+    config: Value,
+    zone: &str,
+    secret: &str,
+) -> Daemon {
+    let d = daemon(opts.http_port, opts.tls_port, "");
+    let account = register(&d, p, "pebble-dns");
     let r = d.post(
         "/v1/pki/acme/dns-providers",
         &json!({"name": kind, "type": kind, "config": config}),
@@ -187,6 +202,12 @@ fn dns01_issues(
     assert_eq!(r.status, 201, "{}", r.text());
     let provider = r.json();
     assert!(!provider.to_string().contains(secret), "{provider}");
+    let fetched = d.get(&format!(
+        "/v1/pki/acme/dns-providers/{}",
+        provider["id"].as_str().unwrap()
+    ));
+    assert_eq!(fetched.status, 200, "{}", fetched.text());
+    assert!(!fetched.text().contains(secret), "{}", fetched.text());
     let names = [format!("www.{zone}"), format!("*.{zone}")];
     let r = d.post(
         "/v1/pki/acme/issue",
@@ -198,7 +219,7 @@ fn dns01_issues(
     let v = settled(&d, &id, 90);
     assert_eq!(v["status"], "valid", "{v}\n{}", d.log_text());
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    verify(&p, &d, &v, &names);
+    verify(p, &d, &v, &names);
     let mut db = std::fs::read(d.data().join("scaivault.db")).unwrap();
     db.extend(std::fs::read(d.data().join("scaivault.db-wal")).unwrap_or_default());
     assert!(
@@ -206,6 +227,33 @@ fn dns01_issues(
         "{kind} secret in the database file"
     );
     d
+}
+
+/// A pebble whose resolver is its challtestsrv, for providers whose backend serves no DNS: the
+/// test mirrors the backend's records into challtestsrv, and the provider's propagation check
+/// asks challtestsrv too (`resolvers`).
+fn pebble_on_challtestsrv() -> (Pebble, PebbleOptions) {
+    let opts = PebbleOptions::new(free_port(), free_port());
+    (Pebble::start(&opts), opts)
+}
+
+/// `config` plus `resolvers` = challtestsrv's DNS address and a short propagation timeout.
+fn via_challtestsrv(mut config: Value, p: &Pebble) -> Value {
+    config["resolvers"] = json!([p.challtestsrv.dns.to_string()]);
+    config["propagation_timeout"] = json!("30s");
+    config
+}
+
+/// Waits until `empty()` holds: the provider removes its records after the order.
+fn wait_cleaned_up(what: &str, empty: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: challenge records still there"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -233,6 +281,58 @@ fn dns01_through_powerdns_issues_for_a_name_and_its_wildcard() {
         "pdns-acme.test",
         scaivault_tests::pdns::API_KEY,
     );
+}
+
+#[test]
+fn dns01_through_route53_on_moto_issues_for_a_name_and_its_wildcard() {
+    let (p, opts) = pebble_on_challtestsrv();
+    let zone = "r53-acme.test";
+    let moto = Moto::start(zone);
+    let _mirror = moto.mirror(p.challtestsrv.mirror());
+    let secret = "r53AcmeTestSecretAccessKey0123456789abcdef";
+    let config = via_challtestsrv(moto.config("AKIAACMETEST00000001", secret), &p);
+    dns01_issues_with(&p, &opts, "route53", config, zone, secret);
+    // The records were written to moto (the mirror saw them there) and removed afterwards.
+    wait_cleaned_up("route53", || {
+        moto.txt_sets()
+            .keys()
+            .all(|n| !n.starts_with("_acme-challenge"))
+    });
+}
+
+#[test]
+fn dns01_through_cloudflare_stub_issues_for_a_name_and_its_wildcard() {
+    let (p, opts) = pebble_on_challtestsrv();
+    let zone = "cf-acme.test";
+    let cf = Cloudflare::start(
+        &[("023e105f4ecef8ad9ca31a8372d0c353", zone)],
+        Some(p.challtestsrv.mirror()),
+    );
+    let config = via_challtestsrv(cf.config(), &p);
+    dns01_issues_with(&p, &opts, "cloudflare", config, zone, cloudflare::TOKEN);
+    // One record per challenge name went through the API, and both are gone again.
+    assert!(cf.state.lock().unwrap().created >= 2);
+    wait_cleaned_up("cloudflare", || cf.state.lock().unwrap().records.is_empty());
+    cf.assert_no_violations();
+}
+
+#[test]
+fn dns01_through_google_stub_issues_for_a_name_and_its_wildcard() {
+    let (p, opts) = pebble_on_challtestsrv();
+    let zone = "gcp-acme.test";
+    let g = Google::start(
+        &[("gcp-acme-test", "gcp-acme.test.")],
+        Some(p.challtestsrv.mirror()),
+    );
+    let config = via_challtestsrv(g.config(), &p);
+    // The secret checked: a line of the service account's private key.
+    let key_line = g.key_pem.lines().nth(1).unwrap().to_owned();
+    dns01_issues_with(&p, &opts, "google", config, zone, &key_line);
+    // Additions then deletions for both challenge names, and the RRsets are gone again.
+    assert!(g.state.lock().unwrap().changes >= 4);
+    assert!(g.state.lock().unwrap().tokens_issued >= 1);
+    wait_cleaned_up("google", || g.state.lock().unwrap().rrsets.is_empty());
+    g.assert_no_violations();
 }
 
 #[test]
