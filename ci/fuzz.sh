@@ -42,6 +42,8 @@ fi
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
 host=$(rustc -vV | sed -n 's/^host: //p')
+# The fuzz crate is its own workspace, so ci/check.sh does not see it: format check here.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "fuzz: building with $(rustc --version) (sanitizer none), $(cargo fuzz --version)"
 (cd fuzz && cargo fuzz build --sanitizer none --target-dir "$target_dir")
 bin="$target_dir/$host/release"
