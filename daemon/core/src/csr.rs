@@ -6,7 +6,7 @@
 use crate::{verify, Error, Result};
 use const_oid::db::rfc5912;
 use const_oid::{AssociatedOid, ObjectIdentifier};
-use der::{Decode, DecodePem, Encode};
+use der::{Decode, Encode};
 use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256};
 use spki::DecodePublicKey;
@@ -19,6 +19,8 @@ use x509_cert::request::CertReq;
 
 /// `extensionRequest` (PKCS#9).
 const EXTENSION_REQUEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.14");
+/// The PEM label of a PKCS#10 request (RFC 7468 §7).
+const CSR_PEM_LABEL: &str = "CERTIFICATE REQUEST";
 /// The most names a CSR may ask for.
 pub const MAX_NAMES: usize = 100;
 
@@ -72,9 +74,18 @@ pub fn parse_pem(pem: &str) -> Result<ParsedCsr> {
     if text.contains("BEGIN CERTIFICATE-----") && !text.contains("REQUEST") {
         return Err(bad("this is a certificate, not a certificate request"));
     }
-    let req = CertReq::from_pem(text.as_bytes())
+    // The PEM is decoded to DER in one piece first: `der` 0.7's streaming PEM reader
+    // (`CertReq::from_pem`) loops forever when a length octet lies past the end of the body
+    // (found by fuzz/fuzz_targets/csr_import.rs; docs/FUZZING.md).
+    let (label, der) = der::pem::decode_vec(text.as_bytes())
         .map_err(|e| bad(format!("not a PEM certificate request: {e}")))?;
-    let der = req.to_der()?;
+    if label != CSR_PEM_LABEL {
+        return Err(bad(format!(
+            "not a PEM certificate request: the PEM label is {label:?}, not {CSR_PEM_LABEL:?}"
+        )));
+    }
+    let req =
+        CertReq::from_der(&der).map_err(|e| bad(format!("not a PEM certificate request: {e}")))?;
     parse(req, der)
 }
 
@@ -210,4 +221,58 @@ pub fn key_info(spki_der: &[u8]) -> Result<KeyInfo> {
         });
     }
     Err(bad(format!("unsupported public key algorithm {oid}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::DnFields;
+    use scaivault_hsm::soft::SoftToken;
+    use scaivault_hsm::{KeySpec, Token};
+    use std::time::Duration;
+
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("returns within 5 s (no endless loop)")
+    }
+
+    #[test]
+    fn pem_and_der_give_the_same_request() {
+        let token = SoftToken::new();
+        let key = token.generate(KeySpec::EcP256, "k").unwrap();
+        let subject = DnFields {
+            common_name: "csr.example.com".into(),
+            ..Default::default()
+        }
+        .to_name()
+        .unwrap();
+        let pem = crate::sign::build_csr(&subject, key.as_ref()).unwrap();
+        let p = parse_pem(&format!("\r\n{}\r\n", pem.replace('\n', "\r\n"))).unwrap();
+        let d = parse_der(&p.der).unwrap();
+        assert_eq!(p.der, d.der);
+        assert_eq!(p.common_name.as_deref(), Some("csr.example.com"));
+        assert_eq!(p.key.key_type, "ec");
+        let relabelled = pem.replace("CERTIFICATE REQUEST", "PUBLIC KEY");
+        let e = parse_pem(&relabelled).unwrap_err();
+        assert_eq!(e.code(), "invalid_csr");
+        assert!(e.to_string().contains("PUBLIC KEY"), "{e}");
+    }
+
+    /// Fuzzing regression (fuzz/corpus/csr_import/regression-pem-truncated-header): `30 82` as
+    /// the whole body (a long-form length whose octets are missing) made `der`'s PEM reader loop
+    /// forever, holding a request thread at 100 % CPU.
+    #[test]
+    fn truncated_pem_is_refused_quickly() {
+        for body in ["MII=", "MIIB", "MA==", "MIA=", "gg==", ""] {
+            let text = format!(
+                "-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n"
+            );
+            let code = within_5s(move || parse_pem(&text).err().map(|e| e.code()));
+            assert_eq!(code, Some("invalid_csr"), "{body}");
+        }
+    }
 }

@@ -21,17 +21,40 @@ pub fn certificate(der: &[u8]) -> Result<String> {
     encode("CERTIFICATE", der)
 }
 
-/// Parses one or more PEM certificates (a chain), in order.
+/// Parses one or more PEM certificates (a chain), in order. Whitespace after the last block is
+/// ignored; other text around the blocks is an error.
+///
+/// Each block is decoded to DER in one piece and then parsed: `der` 0.7's streaming PEM reader
+/// (behind `Certificate::load_pem_chain` and `from_pem`) loops forever on a block whose DER
+/// header runs past the end of its body (found by fuzzing, docs/FUZZING.md), and
+/// `load_pem_chain` computes `len - 1` of an empty text (an overflow panic in debug builds).
 ///
 /// # Errors
 /// `invalid_certificate` when the text holds no certificate or one that does not decode.
 pub fn parse_certificates(pem: &str) -> Result<Vec<Certificate>> {
-    let certs = Certificate::load_pem_chain(pem.as_bytes()).map_err(|e| {
-        Error::invalid(
-            "invalid_certificate",
-            format!("certificate PEM does not decode: {e}"),
-        )
-    })?;
+    const END: &str = "-----END CERTIFICATE-----";
+    let bad = |detail: String| Error::invalid("invalid_certificate", detail);
+    let mut certs = Vec::new();
+    let mut rest = pem.trim_end();
+    while !rest.is_empty() {
+        let Some(end) = rest.find(END).map(|i| i + END.len()) else {
+            return Err(bad(
+                "certificate PEM does not decode: PEM postencapsulation boundary missing".into(),
+            ));
+        };
+        let (block, after) = rest.split_at(end);
+        let (label, der) = der::pem::decode_vec(block.as_bytes())
+            .map_err(|e| bad(format!("certificate PEM does not decode: {e}")))?;
+        if label != "CERTIFICATE" {
+            return Err(bad(format!(
+                "certificate PEM does not decode: a {label:?} block"
+            )));
+        }
+        let cert = Certificate::from_der(&der)
+            .map_err(|e| bad(format!("certificate PEM does not decode: {e}")))?;
+        certs.push(cert);
+        rest = after;
+    }
     if certs.is_empty() {
         return Err(Error::invalid(
             "invalid_certificate",
@@ -72,4 +95,61 @@ pub fn to_der(cert: &Certificate) -> Result<Vec<u8>> {
 /// `invalid_certificate`.
 pub fn from_der(der: &[u8]) -> Result<Certificate> {
     Certificate::from_der(der).map_err(|e| Error::invalid("invalid_certificate", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scaivault_hsm::soft::SoftToken;
+    use scaivault_hsm::KeySpec;
+    use std::time::Duration;
+
+    /// Runs `f` on its own thread and fails the test when it does not return within 5 seconds.
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("returns within 5 s (no endless loop)")
+    }
+
+    fn code(r: Result<Vec<Certificate>>) -> &'static str {
+        r.err().map(|e| e.code()).unwrap_or("ok")
+    }
+
+    #[test]
+    fn chains_parse_with_whitespace_between_and_after() {
+        let token = SoftToken::new();
+        let a = crate::testca::self_signed(&token, KeySpec::EcP256, "a", "A");
+        let b = crate::testca::self_signed(&token, KeySpec::EcP256, "b", "B");
+        let text = format!(
+            "{}\n{}\r\n \n",
+            certificate(&a.der).unwrap(),
+            certificate(&b.der).unwrap().replace('\n', "\r\n")
+        );
+        let certs = parse_certificates(&text).unwrap();
+        assert_eq!(certs, vec![a.cert.clone(), b.cert]);
+        assert_eq!(
+            parse_certificate(&certificate(&a.der).unwrap()).unwrap(),
+            a.cert
+        );
+    }
+
+    /// Fuzzing regression (fuzz/corpus/cert_validate/regression-pem-truncated-header): a body
+    /// whose DER length octets run past its end made `der`'s PEM reader loop forever.
+    #[test]
+    fn truncated_blocks_and_empty_texts_are_refused_quickly() {
+        for text in [
+            "-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----",
+            "",
+            "\r\n",
+            "-----BEGIN CERTIFICATE-----\n",
+            "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n-----END CERTIFICATE-----",
+        ] {
+            let r = within_5s(move || code(parse_certificates(text)));
+            assert_eq!(r, "invalid_certificate", "{text:?}");
+        }
+    }
 }
