@@ -27,7 +27,7 @@ mod transcript;
 use crate::serve::StartError;
 use clap::Subcommand;
 use config::Ceremony;
-use der::{Decode, DecodePem, Encode};
+use der::{Decode, Encode};
 use scaivault_core::profile::{self, CaTemplate, Constraints, LintExpect};
 use scaivault_core::serial::Serial;
 use scaivault_core::{crl, csr, pem, sign, time_util};
@@ -383,9 +383,17 @@ fn read_root(c: &Ceremony) -> Result<(Certificate, Vec<u8>), StartError> {
             path.display()
         ))
     })?;
-    let cert = Certificate::from_pem(&bytes)
+    let cert = pem_certificate(&bytes)
         .map_err(|e| StartError(format!("root certificate {}: {e}", path.display())))?;
     Ok((cert, bytes))
+}
+
+/// One PEM certificate from a file's bytes, through the core's PEM reader (which decodes the
+/// block before parsing: `der`'s streaming PEM reader loops forever on some truncated bodies, see
+/// docs/FUZZING.md).
+fn pem_certificate(bytes: &[u8]) -> Result<Certificate, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    scaivault_core::pem::parse_certificate(text).map_err(|e| e.to_string())
 }
 
 /// The pathLenConstraint of an intermediate under a root whose own limit is `root_limit`.
@@ -946,7 +954,7 @@ fn verify_transcript(
         .map_err(|e| StartError(format!("cannot read {}: {e}", t_path.display())))?;
     let root_bytes = std::fs::read(r_path)
         .map_err(|e| StartError(format!("cannot read {}: {e}", r_path.display())))?;
-    let root = Certificate::from_pem(&root_bytes)
+    let root = pem_certificate(&root_bytes)
         .map_err(|e| StartError(format!("root certificate {}: {e}", r_path.display())))?;
     let spki = root
         .tbs_certificate
