@@ -148,6 +148,9 @@ pub struct AcmeConfig {
     /// default): min(30 days, a third of its lifetime). Meant for tests, which set it longer
     /// than the certificate's life to make a fresh certificate due at once.
     pub renew_before: Option<String>,
+    /// Fire `certificate.expiring` once per version when less than this remains (Go duration;
+    /// default `168h`).
+    pub expiring_within: Option<String>,
 }
 
 /// Default `acme.order_timeout`.
@@ -160,6 +163,14 @@ impl AcmeConfig {
             .as_deref()
             .and_then(|s| scaivault_core::duration::parse_seconds(s).ok())
             .map_or(DEFAULT_ORDER_TIMEOUT, std::time::Duration::from_secs)
+    }
+
+    /// `expiring_within` in seconds (validated at load; 7 days when unset).
+    pub fn expiring_within_secs(&self) -> u64 {
+        self.expiring_within
+            .as_deref()
+            .and_then(|s| scaivault_core::duration::parse_seconds(s).ok())
+            .unwrap_or(7 * 24 * 3600)
     }
 
     /// `renew_before` in seconds, when set (validated at load).
@@ -469,6 +480,7 @@ impl Config {
         for (key, value) in [
             ("acme.order_timeout", &self.acme.order_timeout),
             ("acme.renew_before", &self.acme.renew_before),
+            ("acme.expiring_within", &self.acme.expiring_within),
         ] {
             if let Some(v) = value {
                 match scaivault_core::duration::parse_seconds(v) {

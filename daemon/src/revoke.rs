@@ -154,6 +154,7 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
     let id = ca_id.to_owned();
     let path = crl_path(app, ca_id)?;
     let metrics = app.metrics.clone();
+    let tenant = row.tenant_id.clone();
     app.blocking(move || {
         let started = std::time::Instant::now();
         // The number is durable before anything is published.
@@ -183,13 +184,15 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
                 .collect()
         })?;
         write_crl_file(&path, &der)?;
+        let (this_s, next_s) = (time_util::rfc3339(now), time_util::rfc3339(next));
+        let event = serde_json::json!({
+            "ca_id": id, "crl_number": number, "entries": count,
+            "this_update": this_s, "next_update": next_s, "source": "rebuild",
+        })
+        .to_string();
         store.write(|tx| {
-            tx.publish_crl(
-                &id,
-                number,
-                &time_util::rfc3339(now),
-                &time_util::rfc3339(next),
-            )
+            tx.publish_crl(&id, number, &this_s, &next_s)?;
+            tx.insert_event(&tenant, "crl.generated", Some(&id), &this_s, &event)
         })?;
         tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
         crate::metrics::Metrics::bump(&metrics.crl_builds);

@@ -388,7 +388,11 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     let (http, tls) = (free_port(), free_port());
     let mut p = Pebble::start(&PebbleOptions::new(http, tls));
     // renew_before longer than pebble's 5-year certificates: due as soon as issued.
-    let d = daemon(http, tls, "renew_before = \"87600h\"\n");
+    let d = daemon(
+        http,
+        tls,
+        "renew_before = \"87600h\"\nexpiring_within = \"87600h\"\n",
+    );
     // A webhook receiver for the renewal events.
     let hook = Receiver::start();
     let secret = "renewal-webhook-secret-0123456789";
@@ -431,6 +435,41 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     assert_eq!(got[0].json()["data"]["version"], 2);
     assert!(got[0].signature_valid(secret.as_bytes()), "bad HMAC");
     assert!(!got[0].signature_valid(b"another-secret-0123456789"));
+    // certificate.expiring: once per version (both are inside `expiring_within`).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let versions: Vec<i64> = events(&d, "certificate.expiring", &id)
+            .iter()
+            .map(|e| e["data"]["version"].as_i64().unwrap())
+            .collect();
+        if versions.len() >= 2 {
+            assert_eq!(versions, [1, 2], "once per version");
+            break;
+        }
+        assert!(Instant::now() < deadline, "expiring events: {versions:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The events feed filters by type (exact or prefix) and time.
+    let all = d.get("/v1/events?limit=1000").json();
+    let renewed_only = d
+        .get("/v1/events?type=certificate.renewed&limit=1000")
+        .json();
+    let items = renewed_only["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.iter().all(|e| e["type"] == "certificate.renewed"));
+    let certs = d.get("/v1/events?type=certificate.*&limit=1000").json();
+    let n_cert = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("certificate."))
+        .count();
+    assert_eq!(certs["items"].as_array().unwrap().len(), n_cert);
+    let later = d.get("/v1/events?since=2999-01-01T00:00:00Z").json();
+    assert!(later["items"].as_array().unwrap().is_empty(), "{later}");
+    d.get("/v1/events?type=Bad%20Type")
+        .problem(400, "invalid_type");
+    d.get("/v1/events?since=yesterday")
+        .problem(400, "invalid_since");
 
     // With the CA gone, the next renewal fails: certificate.renewal_failed, the current version
     // stays valid.

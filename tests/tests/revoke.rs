@@ -278,6 +278,18 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
         .as_i64()
         .unwrap();
     assert!(n3 > n2, "{n3} after restart must exceed {n2}");
+    // Each build is a `crl.generated` event with its number.
+    let ev = d.get("/v1/events?type=crl.generated&limit=1000").json();
+    let numbers: Vec<i64> = ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["object_id"] == iid.as_str())
+        .map(|e| e["data"]["crl_number"].as_i64().unwrap())
+        .collect();
+    for n in [n1, n2, n3] {
+        assert!(numbers.contains(&n), "{n} not in {numbers:?}");
+    }
 
     // Revoking the intermediate's own certificate: on the root's CRL, and it stops issuing.
     let int_serial = int["serial_number"].as_str().unwrap();

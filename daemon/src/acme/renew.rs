@@ -42,8 +42,41 @@ pub fn backoff(failures: i64) -> Duration {
     Duration::from_secs_f64(base as f64 * (1.0 + jitter))
 }
 
-/// One pass: resume orders left in flight, start due renewals.
+/// Fires `certificate.expiring` once per version for valid managed certificates with less than
+/// `acme.expiring_within` left (a renewal that keeps failing shows up before the end).
+async fn fire_expiring(app: &App) {
+    let within = time::Duration::seconds(
+        i64::try_from(app.config.acme.expiring_within_secs()).unwrap_or(i64::MAX / 2),
+    );
+    let horizon = time_util::rfc3339(time_util::now() + within);
+    let res = app
+        .db(move |s| {
+            Ok(s.write(|tx| {
+                let rows = tx.managed_certs_expiring(&horizon)?;
+                let now = time_util::rfc3339(time_util::now());
+                for (id, tenant, version, serial, not_after) in &rows {
+                    let data = serde_json::json!({
+                        "id": id, "version": version, "serial_number": serial,
+                        "not_after": not_after,
+                    })
+                    .to_string();
+                    tx.insert_event(tenant, "certificate.expiring", Some(id), &now, &data)?;
+                    tx.mark_managed_cert_expiring(id, *version)?;
+                }
+                Ok(rows.len())
+            })?)
+        })
+        .await;
+    match res {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "certificate.expiring fired"),
+        Err(e) => tracing::warn!(error = %e, "ACME scheduler: expiring check failed"),
+    }
+}
+
+/// One pass: resume orders left in flight, start due renewals, fire `certificate.expiring`.
 pub async fn tick(app: &App) {
+    fire_expiring(app).await;
     let now = time_util::rfc3339(time_util::now());
     let found = app
         .db(move |s| {

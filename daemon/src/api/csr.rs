@@ -256,26 +256,58 @@ fn event_view(e: EventRow) -> serde_json::Value {
     })
 }
 
-#[get("/v1/events?<limit>&<cursor>")]
+#[get("/v1/events?<limit>&<cursor>&<type>&<since>")]
 async fn events(
     app: &State<App>,
     caller: Caller,
     limit: Option<&str>,
     cursor: Option<String>,
+    r#type: Option<String>,
+    since: Option<String>,
 ) -> Result<Json<EventList>, ApiError> {
     app.require(&caller, Perm::EventsRead, "events.list")
         .await?;
     let limit = page_limit(app, limit)?;
+    if let Some(t) = &r#type {
+        let name = t.strip_suffix('*').unwrap_or(t);
+        if t.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        {
+            return Err(ApiError::bad_request(
+                "invalid_type",
+                format!("type {t:?} is not an event type or a prefix ending in *"),
+            ));
+        }
+    }
+    let since = since
+        .map(|s| {
+            scaivault_core::time_util::parse_rfc3339(&s)
+                .map(scaivault_core::time_util::rfc3339)
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_since", format!("since {s:?} is not RFC 3339"))
+                })
+        })
+        .transpose()?;
     let tenant = caller.tenant_id.clone();
     let page = app
         .db(move |s| {
-            s.read(|tx| tx.list_events(&tenant, cursor.as_deref(), limit))
-                .map_err(|e| match e {
-                    scaivault_store::Error::Conflict(_) => {
-                        ApiError::bad_request("invalid_cursor", "cursor is not valid")
-                    }
-                    other => ApiError::from(other),
-                })
+            s.read(|tx| {
+                tx.list_events_filtered(
+                    &tenant,
+                    cursor.as_deref(),
+                    limit,
+                    r#type.as_deref(),
+                    since.as_deref(),
+                )
+            })
+            .map_err(|e| match e {
+                scaivault_store::Error::Conflict(_) => {
+                    ApiError::bad_request("invalid_cursor", "cursor is not valid")
+                }
+                other => ApiError::from(other),
+            })
         })
         .await?;
     Ok(Json(EventList {

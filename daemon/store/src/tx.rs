@@ -824,24 +824,59 @@ impl<'a> Tx<'a> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<EventRow>> {
+        self.list_events_filtered(tenant_id, cursor, limit, None, None)
+    }
+
+    /// A page of the tenant's events, oldest first, of type `kind` (exact, or a prefix when it
+    /// ends with `*`) and at or after `since` (RFC 3339, as stored), when given.
+    ///
+    /// # Errors
+    /// SQL failures; [`Error::Conflict`] for a malformed cursor.
+    pub fn list_events_filtered(
+        &self,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        kind: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<Page<EventRow>> {
         let after = parse_cursor(cursor)?;
+        let (exact, prefix) = match kind {
+            Some(k) => match k.strip_suffix('*') {
+                Some(p) => (None, Some(p)),
+                None => (Some(k), None),
+            },
+            None => (None, None),
+        };
         let mut st = self.tx.prepare_cached(
-            "SELECT seq, tenant_id, type, object_id, time, data FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, tenant_id, type, object_id, time, data FROM events WHERE tenant_id = ?1 AND seq > ?2 \
+             AND (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR substr(type, 1, length(?5)) = ?5) \
+             AND (?6 IS NULL OR time >= ?6) ORDER BY seq LIMIT ?3",
         )?;
         let rows = st
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], |r| {
-                Ok((
-                    r.get(0)?,
-                    EventRow {
-                        seq: r.get(0)?,
-                        tenant_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        object_id: r.get(3)?,
-                        time: r.get(4)?,
-                        data: r.get(5)?,
-                    },
-                ))
-            })?
+            .query_map(
+                params![
+                    tenant_id,
+                    after,
+                    limit_plus_one(limit),
+                    exact,
+                    prefix,
+                    since
+                ],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        EventRow {
+                            seq: r.get(0)?,
+                            tenant_id: r.get(1)?,
+                            kind: r.get(2)?,
+                            object_id: r.get(3)?,
+                            time: r.get(4)?,
+                            data: r.get(5)?,
+                        },
+                    ))
+                },
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }

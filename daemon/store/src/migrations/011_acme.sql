@@ -53,6 +53,7 @@ CREATE TABLE acme_certificates (
     order_attempts    INTEGER NOT NULL DEFAULT 0,   -- starts of the current order (restarts count)
     renew_at          TEXT,                         -- when the scheduler next renews (NULL: never)
     renew_failures    INTEGER NOT NULL DEFAULT 0,
+    expiring_notified INTEGER NOT NULL DEFAULT 0,   -- the version certificate.expiring was fired for
     created_at        TEXT NOT NULL,
     updated_at        TEXT NOT NULL
 );

@@ -584,6 +584,39 @@ impl Tx<'_> {
         Ok(ids)
     }
 
+    /// Valid managed certificates whose latest version ends at or before `horizon` and for which
+    /// `certificate.expiring` was not fired yet: `(id, tenant, version, serial, not_after)`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn managed_certs_expiring(&self, horizon: &str) -> Result<Vec<ExpiringCert>> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT c.id, c.tenant_id, c.version, v.serial_number, v.not_after \
+                 FROM acme_certificates c JOIN acme_certificate_versions v \
+                 ON v.mc_id = c.id AND v.version = c.version \
+                 WHERE c.status = 'valid' AND c.version > 0 AND c.expiring_notified < c.version \
+                 AND v.not_after <= ?1",
+            )?
+            .query_map(params![horizon], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Records that `certificate.expiring` was fired for `version` of `id`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn mark_managed_cert_expiring(&self, id: &str, version: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE acme_certificates SET expiring_notified = ?2 WHERE id = ?1")?
+            .execute(params![id, version])?;
+        Ok(())
+    }
+
     /// Adds a version.
     ///
     /// # Errors
@@ -637,3 +670,6 @@ impl Tx<'_> {
         Ok(rows)
     }
 }
+
+/// A managed certificate about to expire: `(id, tenant, version, serial, not_after)`.
+pub type ExpiringCert = (String, String, i64, String, String);
