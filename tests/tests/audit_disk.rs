@@ -192,6 +192,9 @@ fn a_full_filesystem_under_the_database_refuses_changes_and_signs_nothing() {
     refused(&revoke(&d, &doomed_serial), "revoke");
     refused(&create_ca(&d, "during"), "CA creation");
     eprintln!("three refusals in {:?}", t0.elapsed());
+    for line in d.log_text().lines().filter(|l| l.contains("full")) {
+        eprintln!("daemon log: {line}");
+    }
     assert_eq!(
         d.metric("scaivault_hsm_sign_calls_total"),
         signs,
