@@ -15,6 +15,8 @@ elif [ "$(id -u)" = 0 ] && { ! command -v lintian >/dev/null 2>&1 || ! command -
        ! [ -x /opt/scaivault-ci/moto/bin/moto_server ]; }; then
   bash ci/install-deps.sh
 fi
-cargo build --locked -p scaivault
+# The daemon and the fault-injecting PKCS#11 module the HSM-loss tests load (tests/src/lib.rs
+# finds both in the target directory).
+cargo build --locked -p scaivault -p scaivault-fault-shim
 export SCAIVAULT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/scaivault"
 cargo test --locked --workspace -- --test-threads "${TEST_THREADS:-4}"

@@ -154,28 +154,32 @@ impl App {
         self.store.read(f)
     }
 
-    /// Runs token work (a signature) here when the token has been answering fast, else on the
-    /// blocking pool.
+    /// Runs token work (a signature) on the blocking pool, bounded by `[hsm] call_timeout`
+    /// ([`App::token_blocking`]); with the limit off (`0s`), here when the token has been
+    /// answering fast.
     ///
     /// A local token (SoftHSM, a PCIe module) signs in tens of microseconds: less than handing the
     /// job to another thread and back. A network HSM can take milliseconds, which must not hold an
-    /// async worker: the moving average of recent calls decides.
+    /// async worker: the moving average of recent calls decides. But a call made here cannot be
+    /// abandoned: a module that hangs would hold the worker (and every request queued on it) until
+    /// it returns. So the inline path is taken only when the operator turned the limit off.
     ///
     /// # Errors
-    /// What `f` returns; `internal_error` if a blocking task panicked.
+    /// What `f` returns; `503 hsm_unavailable` when the token does not answer in time;
+    /// `internal_error` if a blocking task panicked.
     pub async fn token_call<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     {
         let pace = self.token_pace.clone();
-        if pace.is_fast() {
+        if self.config.hsm.call_limit().is_none() && pace.is_fast() {
             let t0 = std::time::Instant::now();
             let out = f();
             pace.observe(t0.elapsed());
             out
         } else {
-            self.blocking(move || {
+            self.token_blocking("sign", move || {
                 let t0 = std::time::Instant::now();
                 let out = f();
                 pace.observe(t0.elapsed());
@@ -183,6 +187,104 @@ impl App {
             })
             .await
         }
+    }
+
+    /// Runs token work (lookups, signatures, KEK use, pings) on the blocking pool, bounded by
+    /// `[hsm] call_timeout` (see [`App::token_work`]).
+    ///
+    /// # Errors
+    /// What `f` returns; `503 hsm_unavailable` when the token does not answer in time;
+    /// `internal_error` if the task panicked.
+    pub async fn token_blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        self.token_work(self.config.hsm.call_limit(), what, f, |_| {})
+            .await
+    }
+
+    /// Runs token work `f` on the blocking pool and waits at most `limit` (no limit: `None`).
+    ///
+    /// A PKCS#11 call cannot be cancelled: when the limit passes, the request answers
+    /// `503 hsm_unavailable` while `f` keeps its blocking-pool thread until the module returns.
+    /// If `f` then succeeds, `undo` runs on that thread with its result (e.g. destroys a key
+    /// generated for a request that already failed); exactly one of "the caller got the result"
+    /// and "undo ran" happens.
+    ///
+    /// # Errors
+    /// What `f` returns; `503 hsm_unavailable` after `limit`; `internal_error` if the task
+    /// panicked.
+    pub async fn token_work<T, F, U>(
+        &self,
+        limit: Option<std::time::Duration>,
+        what: &'static str,
+        f: F,
+        undo: U,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+        U: FnOnce(&T) + Send + 'static,
+    {
+        const RUNNING: u8 = 0;
+        const DONE: u8 = 1;
+        const ABANDONED: u8 = 2;
+        let Some(limit) = limit else {
+            return self.blocking(f).await;
+        };
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(RUNNING));
+        let seen = state.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let out = f();
+            let claimed = seen.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst);
+            if claimed.is_err() {
+                tracing::warn!(
+                    operation = what,
+                    ok = out.is_ok(),
+                    "a token call returned after its request had given up on it"
+                );
+                if let Ok(value) = &out {
+                    undo(value);
+                }
+            }
+            out
+        });
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(joined) => joined.map_err(ApiError::internal)?,
+            Err(_) => {
+                let gave_up =
+                    state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst);
+                if gave_up.is_ok() {
+                    tracing::error!(
+                        operation = what,
+                        limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                        "the token did not answer in time: answering 503; the call keeps its \
+                         blocking thread until the module returns"
+                    );
+                    Err(ApiError::hsm_unavailable())
+                } else {
+                    // It finished at the very moment the limit passed: its result is ours.
+                    task.await.map_err(ApiError::internal)?
+                }
+            }
+        }
+    }
+
+    /// Whether the token answers a ping within `[hsm] call_timeout` (5 s when that is off), for
+    /// health checks: a hung module makes health report the token down instead of hanging it.
+    pub async fn token_alive(&self) -> bool {
+        const PING_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+        let token = self.token.clone();
+        let limit = self.config.hsm.call_limit().unwrap_or(PING_LIMIT);
+        self.token_work(
+            Some(limit),
+            "ping",
+            move || Ok(token.ping().is_ok()),
+            |_| {},
+        )
+        .await
+        .unwrap_or(false)
     }
 
     /// Called after a revocation committed: wakes the CRL scheduler.
@@ -272,7 +374,9 @@ impl App {
         })?;
         let token = self.token.clone();
         let label = row.key_label.clone();
-        let signer = self.blocking(move || Ok(token.find(&label)?)).await?;
+        let signer = self
+            .token_blocking("find", move || Ok(token.find(&label)?))
+            .await?;
         let cert = scaivault_core::pem::from_der(&der)?;
         let info = scaivault_core::sign::issuer_info(&cert, signer.algorithm_der())?;
         let issuer = Arc::new(Issuer {

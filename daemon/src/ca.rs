@@ -231,8 +231,9 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
     };
     let token = app.token.clone();
     let (label, spec, parent_row) = (id.clone(), req.key, parent.clone());
+    let (undo_token, undo_label) = (app.token.clone(), id.clone());
     let made = app
-        .blocking(move || {
+        .token_work(app.config.hsm.keygen_limit(), "generate", move || {
             let key = token.generate(spec, &label)?;
             let result = build_ca_material(token.as_ref(), key.as_ref(), template, parent_row.as_ref(), pending);
             if result.is_err() {
@@ -241,6 +242,12 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
                 }
             }
             result
+        }, move |_| {
+            // The request gave up (keygen_timeout) before the key came: no CA will use it.
+            match undo_token.destroy(&undo_label) {
+                Ok(()) => tracing::warn!(key = %undo_label, "destroyed the key of a CA creation that timed out"),
+                Err(e) => tracing::error!(error = %e, key = %undo_label, "could not remove the key of a CA creation that timed out"),
+            }
         })
         .await?;
 
@@ -561,7 +568,9 @@ pub async fn install_signed(
     let token = app.token.clone();
     let label = row.key_label.clone();
     let key_spki = app
-        .blocking(move || Ok(token.find(&label)?.public_key_der().to_vec()))
+        .token_blocking("find", move || {
+            Ok(token.find(&label)?.public_key_der().to_vec())
+        })
         .await?;
     let key_spki =
         spki::SubjectPublicKeyInfoOwned::from_der(&key_spki).map_err(ApiError::internal)?;
@@ -648,7 +657,7 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
             let token = app.token.clone();
             let l = label.clone();
             let key = app
-                .blocking(move || {
+                .token_blocking("find", move || {
                     token.find(&l).map_err(|e| match e {
                         scaivault_hsm::Error::KeyNotFound { label } => ApiError::bad_request(
                             "key_not_found",

@@ -128,10 +128,47 @@ pub struct HsmConfig {
     pub pin_env: Option<String>,
     /// SoftHSM2 only: its configuration file (sets `SOFTHSM2_CONF` for the module).
     pub softhsm2_conf: Option<PathBuf>,
+    /// How long a request waits for a token call (signature, key lookup, health ping) before it
+    /// answers `503 hsm_unavailable`; `0s` turns the limit off (and lets fast tokens sign on the
+    /// async worker, see `App::token_call`).
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout: String,
+    /// The same for key generation (CA creation), which takes seconds for RSA-4096.
+    #[serde(default = "default_keygen_timeout")]
+    pub keygen_timeout: String,
 }
 
 fn default_module() -> PathBuf {
     PathBuf::from(DEFAULT_MODULE)
+}
+
+fn default_call_timeout() -> String {
+    "5s".into()
+}
+
+fn default_keygen_timeout() -> String {
+    "120s".into()
+}
+
+impl HsmConfig {
+    /// `call_timeout`, or `None` when it is `0s` (no limit).
+    pub fn call_limit(&self) -> Option<std::time::Duration> {
+        limit(&self.call_timeout, 5)
+    }
+
+    /// `keygen_timeout`, or `None` when it is `0s` (no limit).
+    pub fn keygen_limit(&self) -> Option<std::time::Duration> {
+        limit(&self.keygen_timeout, 120)
+    }
+}
+
+/// A validated timeout in seconds (`fallback` if it does not parse: `validate` refused that
+/// already); `None` for 0.
+fn limit(text: &str, fallback: u64) -> Option<std::time::Duration> {
+    match scaivault_core::duration::parse_seconds(text).unwrap_or(fallback) {
+        0 => None,
+        secs => Some(std::time::Duration::from_secs(secs)),
+    }
 }
 
 /// `[acme]`.
@@ -503,6 +540,14 @@ impl Config {
         }
         if self.hsm.pin_file.is_some() && self.hsm.pin_env.is_some() {
             return bad("set only one of hsm.pin_file and hsm.pin_env".into());
+        }
+        for (key, value) in [
+            ("hsm.call_timeout", &self.hsm.call_timeout),
+            ("hsm.keygen_timeout", &self.hsm.keygen_timeout),
+        ] {
+            if !matches!(scaivault_core::duration::parse_seconds(value), Ok(0..=3600)) {
+                return bad(format!("{key} must be a duration from 0s (no limit) to 1h"));
+            }
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.limits.body_bytes) {
             return bad("limits.body_bytes must be between 1024 and 67108864".into());

@@ -75,6 +75,15 @@ impl ApiError {
         )
     }
 
+    /// `503 hsm_unavailable` for a token call that did not answer in time (`[hsm] call_timeout`).
+    pub fn hsm_unavailable() -> Self {
+        Self::new(
+            Status::ServiceUnavailable,
+            "hsm_unavailable",
+            "the HSM is unavailable",
+        )
+    }
+
     /// `500`, logged with its cause; the client sees a generic detail.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");

@@ -295,7 +295,7 @@ pub(crate) async fn seal(
     sealed.extend_from_slice(&ct);
     let token = app.token.clone();
     let wrapped = app
-        .blocking(move || {
+        .token_blocking("kek_encrypt", move || {
             token.ensure_kek(KEK_LABEL)?;
             Ok(token.kek_encrypt(KEK_LABEL, &dek)?)
         })
@@ -314,7 +314,9 @@ pub async fn unseal(
 ) -> Result<Zeroizing<String>, ApiError> {
     let token = app.token.clone();
     let dek = app
-        .blocking(move || Ok(Zeroizing::new(token.kek_decrypt(KEK_LABEL, &wrapped)?)))
+        .token_blocking("kek_decrypt", move || {
+            Ok(Zeroizing::new(token.kek_decrypt(KEK_LABEL, &wrapped)?))
+        })
         .await?;
     let (nonce, ct) = sealed
         .split_at_checked(12)

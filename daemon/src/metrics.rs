@@ -41,8 +41,9 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text; `gauges` are `(name, help, value)` read by the caller at scrape time.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The exposition text; `extra` counters and `gauges` are `(name, help, value)` read by the
+    /// caller at scrape time (e.g. `scaivault_hsm_sign_calls_total`, kept by `scaivault-hsm`).
+    pub fn render(&self, extra: &[(&str, &str, u64)], gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(2048);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -91,6 +92,12 @@ impl Metrics {
                 get(c)
             );
         }
+        for (name, help, v) in extra {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP scaivault_ocsp_cache_hits_total OCSP responses served from the cache.\n# TYPE scaivault_ocsp_cache_hits_total counter\nscaivault_ocsp_cache_hits_total {}",
@@ -128,12 +135,16 @@ mod tests {
         m.http_answered(404);
         m.http_answered(503);
         Metrics::bump(&m.certificates_issued);
-        let text = m.render(&[("scaivault_x", "A gauge.", 1.5)]);
+        let text = m.render(
+            &[("scaivault_y_total", "A counter.", 7)],
+            &[("scaivault_x", "A gauge.", 1.5)],
+        );
         assert!(text.contains("scaivault_http_requests_total{class=\"2xx\"} 2\n"));
         assert!(text.contains("scaivault_http_requests_total{class=\"4xx\"} 1\n"));
         assert!(text.contains("scaivault_http_requests_total{class=\"5xx\"} 1\n"));
         assert!(text.contains("scaivault_certificates_issued_total 1\n"));
         assert!(text.contains("# TYPE scaivault_x gauge\nscaivault_x 1.5\n"));
+        assert!(text.contains("# TYPE scaivault_y_total counter\nscaivault_y_total 7\n"));
         // Every sample line is `name[{labels}] value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();

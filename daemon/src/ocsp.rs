@@ -327,7 +327,7 @@ async fn answer_inner(
     let store = app.store.clone();
     let ca = ca_id.to_owned();
     let signed = app
-        .blocking(move || {
+        .token_blocking("ocsp_sign", move || {
             let now = time_util::now();
             let responder = match &delegate {
                 Some(d) => Responder::new_delegated(
@@ -430,7 +430,9 @@ async fn delegate(
         .await?;
     if let Some((label, der, _)) = stored {
         let token = app.token.clone();
-        let signer = app.blocking(move || Ok(token.find(&label)?)).await?;
+        let signer = app
+            .token_blocking("find", move || Ok(token.find(&label)?))
+            .await?;
         let cert = pem::from_der(&der)?;
         let d = Arc::new(delegate_from(signer, cert)?);
         if d.fresh(now) {
@@ -449,8 +451,9 @@ async fn delegate(
     }
     .to_name()?;
     let (token, iss, l) = (app.token.clone(), issuer.clone(), label.clone());
+    let (undo_token, undo_label) = (app.token.clone(), label.clone());
     let (signer, der) = app
-        .blocking(move || {
+        .token_work(app.config.hsm.keygen_limit(), "generate", move || {
             let key = token.generate(scaivault_hsm::KeySpec::EcP256, &l)?;
             let tbs = scaivault_core::ocsp::delegate_tbs(
                 subject,
@@ -467,6 +470,11 @@ async fn delegate(
             };
             let der = sign::sign_certificate(tbs, expect, iss.signer.as_ref())?;
             Ok((key, der))
+        }, move |_| {
+            // The request gave up (keygen_timeout): nobody will record this delegate key.
+            if let Err(e) = undo_token.destroy(&undo_label) {
+                tracing::error!(error = %e, key = %undo_label, "could not remove an abandoned OCSP delegate key");
+            }
         })
         .await?;
     let (id, l, d2, na) = (
@@ -545,7 +553,7 @@ async fn issuer(app: &App, row: CaRow) -> Result<Arc<Issuer>, Refusal> {
     let token = app.token.clone();
     let label = row.key_label.clone();
     let signer = app
-        .blocking(move || Ok(token.find(&label)?))
+        .token_blocking("find", move || Ok(token.find(&label)?))
         .await
         .map_err(|e| refusal_for(&e))?;
     let info = pem::from_der(&der)

@@ -131,7 +131,9 @@ async fn crl_issuer(
     }
     let token = app.token.clone();
     let label = row.key_label.clone();
-    let signer = app.blocking(move || Ok(token.find(&label)?)).await?;
+    let signer = app
+        .token_blocking("find", move || Ok(token.find(&label)?))
+        .await?;
     let cert = pem::from_der(&der)?;
     let info = sign::issuer_info(&cert, signer.algorithm_der())?;
     Ok((info, signer))

@@ -88,6 +88,17 @@ const GCM_TAG_BITS: u64 = 128;
 /// RSA public exponent F4 = 65537.
 const RSA_PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 
+/// `C_Sign` calls made by the signers of this process, every attempt counted (a retry after a
+/// lost session counts twice, a call the token failed counts too).
+static SIGN_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times the signers of this process (all tokens) have called `C_Sign` since it started:
+/// the daemon exports it as `scaivault_hsm_sign_calls_total`, and tests use it to prove that a
+/// refused operation signed nothing.
+pub fn sign_calls() -> u64 {
+    SIGN_CALLS.load(Ordering::Relaxed)
+}
+
 /// Where and how to reach the token.
 #[derive(Clone)]
 pub struct Pkcs11Config {
@@ -1688,6 +1699,7 @@ impl Pkcs11Signer {
         data: &[u8],
     ) -> std::result::Result<Vec<u8>, OpError> {
         let _store = token_object.then(|| self.shared.reading());
+        SIGN_CALLS.fetch_add(1, Ordering::Relaxed);
         Ok(session.sign(mechanism, key, data)?)
     }
 }

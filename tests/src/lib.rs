@@ -36,6 +36,25 @@ pub fn bin() -> PathBuf {
     p
 }
 
+/// The fault-injecting PKCS#11 module (`hsm/fault-shim`): `$SCAIVAULT_FAULT_SHIM`, or
+/// `libscaivault_fault_shim.so` next to the daemon binary of this workspace's target directory
+/// (built by `cargo build -p scaivault-fault-shim`, as `ci/test.sh` does).
+pub fn fault_shim() -> PathBuf {
+    if let Some(p) = std::env::var_os("SCAIVAULT_FAULT_SHIM") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug/libscaivault_fault_shim.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p scaivault-fault-shim` first (ci/test.sh does), or set SCAIVAULT_FAULT_SHIM",
+        p.display()
+    );
+    p
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -145,10 +164,16 @@ impl Daemon {
 
     /// Starts a daemon in `dir` (a fresh or a previously used data directory).
     pub fn start_in(dir: tempfile::TempDir) -> Daemon {
+        Self::start_in_with_env(dir, &[])
+    }
+
+    /// [`Daemon::start_in`] with extra environment variables for the daemon process.
+    pub fn start_in_with_env(dir: tempfile::TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let port = free_port();
         let log = dir.path().join("daemon.log");
         let out = dir.path().join("daemon.out");
         let child = Command::new(bin())
+            .envs(env.iter().copied())
             .args(["dev", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -272,6 +297,14 @@ impl Daemon {
     /// `GET` with the admin token.
     pub fn get(&self, path: &str) -> Reply {
         self.call("GET", path, Some(&self.admin), None)
+    }
+
+    /// The value of the unlabelled sample `name` in `GET /metrics` (panics when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.call("GET", "/metrics", None, None).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in /metrics: {text}"))
     }
 
     /// Runs `scaivault --config <this daemon's config> ARGS`.

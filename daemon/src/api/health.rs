@@ -38,10 +38,8 @@ const SCHEDULER_STALE_SECS: i64 = 60;
 
 #[get("/v1/sys/health")]
 async fn health(app: &State<App>) -> (Status, Json<Health>) {
-    let token = app.token.clone();
-    let token_ok = tokio::task::spawn_blocking(move || token.ping().is_ok())
-        .await
-        .unwrap_or(false);
+    // Bounded by `[hsm] call_timeout`: a hung module makes health say `unavailable`, not hang.
+    let token_ok = app.token_alive().await;
     let store = app.store.clone();
     let (db_ok, crl) = tokio::task::spawn_blocking(move || {
         match (store.ping(), store.read(|tx| tx.crl_summary())) {

@@ -13,23 +13,30 @@ pub fn routes() -> Vec<Route> {
 fn metrics(app: &State<App>) -> (ContentType, String) {
     let (entries, queued) = app.ocsp.sizes();
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
-    let text = app.metrics.render(&[
-        (
-            "scaivault_ocsp_cache_entries",
-            "OCSP responses in the cache.",
-            entries as f64,
-        ),
-        (
-            "scaivault_ocsp_presign_queue",
-            "OCSP responses waiting to be pre-signed.",
-            queued as f64,
-        ),
-        (
-            "scaivault_scheduler_last_tick_timestamp_seconds",
-            "Unix time of the scheduler's last tick (0 before the first).",
-            beat as f64,
-        ),
-    ]);
+    let text = app.metrics.render(
+        &[(
+            "scaivault_hsm_sign_calls_total",
+            "C_Sign calls made on the token (every attempt, failed ones and retries included).",
+            scaivault_hsm::pkcs11::sign_calls(),
+        )],
+        &[
+            (
+                "scaivault_ocsp_cache_entries",
+                "OCSP responses in the cache.",
+                entries as f64,
+            ),
+            (
+                "scaivault_ocsp_presign_queue",
+                "OCSP responses waiting to be pre-signed.",
+                queued as f64,
+            ),
+            (
+                "scaivault_scheduler_last_tick_timestamp_seconds",
+                "Unix time of the scheduler's last tick (0 before the first).",
+                beat as f64,
+            ),
+        ],
+    );
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),
         text,

@@ -33,12 +33,14 @@ struct Opts {
     keys: Vec<String>,
     skip_cfssl: bool,
     client_threads: usize,
+    /// `[hsm] call_timeout` for the daemon (e.g. `0s` for inline signing); the default if unset.
+    hsm_call_timeout: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench-issue [--seconds S] [--conns 4,16] [--keys ec256,rsa2048,ed25519] \
-         [--skip-cfssl] [--client-threads T]\n\
+         [--skip-cfssl] [--client-threads T] [--hsm-call-timeout 0s]\n\
          (the daemon binary is $SCAIVAULT_BIN, e.g. target/release/scaivault)"
     );
     std::process::exit(2)
@@ -51,6 +53,7 @@ fn parse_opts() -> Opts {
         keys: vec!["ec256".into(), "rsa2048".into(), "ed25519".into()],
         skip_cfssl: false,
         client_threads: 1,
+        hsm_call_timeout: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,6 +69,7 @@ fn parse_opts() -> Opts {
             "--keys" => o.keys = val().split(',').map(|k| k.trim().to_owned()).collect(),
             "--client-threads" => o.client_threads = val().parse().unwrap_or_else(|_| usage()),
             "--skip-cfssl" => o.skip_cfssl = true,
+            "--hsm-call-timeout" => o.hsm_call_timeout = Some(val()),
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -292,6 +296,19 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         std::env::set_var("SCAIVAULT_TEST_LOG", "warn");
     }
     let mut d = Daemon::start();
+    if let Some(limit) = &o.hsm_call_timeout {
+        // Restart in the same directory with `[hsm] call_timeout` set.
+        let dir = d.into_dir();
+        let config = dir.path().join("data/scaivault.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replacen("[hsm]\n", &format!("[hsm]\ncall_timeout = {limit:?}\n"), 1);
+        std::fs::write(&config, text).unwrap();
+        d = Daemon::start_in(dir);
+    }
+    println!(
+        "hsm call_timeout: {}",
+        o.hsm_call_timeout.as_deref().unwrap_or("default (5s)")
+    );
     let pid = d.pid();
     println!(
         "daemon: {} (pid {pid}), idle after start: VmRSS {} KiB",

@@ -1,0 +1,293 @@
+//! HSM loss (issue #10, point 2): the daemon runs on the fault-injecting PKCS#11 module
+//! (`hsm/fault-shim`) wrapped around SoftHSM2. While the shim's control file says `removed`, every
+//! token call fails with `CKR_DEVICE_REMOVED`; while it says `hang N`, every token call blocks.
+//! Either way signing and key operations answer `503 hsm_unavailable` within 2 s, health says the
+//! token is down, what was already signed (the cached OCSP response, the CRL file) is still
+//! served, and once the control file is gone the daemon signs again without a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{fault_shim, openssl, write, Daemon, Reply};
+use serde_json::{json, Value};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The bound on a refused call (the daemon runs with `call_timeout` and `keygen_timeout` of 1 s).
+const BOUND: Duration = Duration::from_secs(2);
+
+/// A daemon on the shim, with the control file it watches.
+struct Rig {
+    d: Daemon,
+    control: PathBuf,
+    ca_id: String,
+    root_pem: String,
+}
+
+/// Starts a dev-mode daemon (SoftHSM2), then restarts it in the same directory with the shim as
+/// its module and 1 s token-call limits; creates a root and a role.
+fn rig() -> Rig {
+    let first = Daemon::start();
+    let dir = first.into_dir();
+    let config = dir.path().join("data/scaivault.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let module_line = text
+        .lines()
+        .find(|l| l.starts_with("module = "))
+        .unwrap()
+        .to_owned();
+    let real: String = serde_json::from_str(module_line.trim_start_matches("module = ")).unwrap();
+    let shim = fault_shim();
+    let text = text.replace(
+        &module_line,
+        &format!(
+            "module = {}\ncall_timeout = \"1s\"\nkeygen_timeout = \"1s\"",
+            json!(shim.to_str().unwrap())
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let control = dir.path().join("fault-control");
+    let d = Daemon::start_in_with_env(
+        dir,
+        &[
+            ("SCAIVAULT_FAULT_MODULE", OsStr::new(&real)),
+            ("SCAIVAULT_FAULT_CONTROL", control.as_os_str()),
+        ],
+    );
+    let root = d.create_root("loss", "ec", None);
+    let ca_id = root["id"].as_str().unwrap().to_owned();
+    let root_pem = write(
+        d.dir.path(),
+        "root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": ca_id, "allowed_domains": ["svc.test"], "allow_subdomains": true, "max_ttl": "24h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    Rig {
+        d,
+        control,
+        ca_id,
+        root_pem,
+    }
+}
+
+/// Writes the control file atomically (the shim may read it at any moment).
+fn set_fault(control: &Path, mode: &str) {
+    let tmp = control.with_extension("tmp");
+    std::fs::write(&tmp, mode).unwrap();
+    std::fs::rename(&tmp, control).unwrap();
+}
+
+/// Runs `f`, returning its result and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t0 = Instant::now();
+    let out = f();
+    (out, t0.elapsed())
+}
+
+fn issue(d: &Daemon, cn: &str) -> Reply {
+    d.post("/v1/pki/issue/svc", &json!({"common_name": cn}))
+}
+
+fn create_ca(d: &Daemon, name: &str) -> Reply {
+    d.post(
+        "/v1/pki/ca",
+        &json!({"name": name, "common_name": name, "ca_type": "root", "validity_days": 30}),
+    )
+}
+
+/// `openssl ocsp` for `leaf` (no nonce, so a cached response may answer); stdout + stderr.
+fn ocsp_status(rig: &Rig, leaf: &str) -> String {
+    let url = format!("{}/v1/pki/ocsp/{}", rig.d.base, rig.ca_id);
+    let out = openssl(&[
+        "ocsp",
+        "-no_nonce",
+        "-timeout",
+        "10",
+        "-issuer",
+        &rig.root_pem,
+        "-cert",
+        leaf,
+        "-url",
+        &url,
+        "-CAfile",
+        &rig.root_pem,
+    ]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Issues a leaf, waits until its OCSP answer was pre-signed and the CA's CRL is published.
+fn signed_material(rig: &Rig) -> (String, Vec<u8>) {
+    let r = issue(&rig.d, "before.svc.test");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let leaf: Value = r.json();
+    let leaf_pem = write(
+        rig.d.dir.path(),
+        "leaf.pem",
+        leaf["certificate"].as_str().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crl = rig.d.get(&format!("/v1/pki/ca/{}/crl", rig.ca_id));
+        let presigned = rig.d.metric("scaivault_ocsp_presign_queue") == 0.0
+            && rig.d.metric("scaivault_ocsp_cache_entries") >= 1.0;
+        if crl.status == 200 && presigned {
+            let out = ocsp_status(rig, &leaf_pem);
+            assert!(out.contains(": good"), "{out}");
+            assert!(out.contains("Response verify OK"), "{out}");
+            return (leaf_pem, crl.bytes);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CRL or pre-signed OCSP answer in 30 s: crl {}",
+            crl.status
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// While the fault is on: refusals within the bound, health down, old material served.
+fn check_outage(rig: &Rig, leaf_pem: &str, crl: &[u8], tag: &str) {
+    let d = &rig.d;
+    let (r, took) = timed(|| issue(d, &format!("{tag}-during.svc.test")));
+    r.problem(503, "hsm_unavailable");
+    assert!(took <= BOUND, "{tag}: issue answered in {took:?}");
+    eprintln!("{tag}: issue -> 503 hsm_unavailable in {took:?}");
+
+    let (r, took) = timed(|| create_ca(d, &format!("{tag}-ca")));
+    r.problem(503, "hsm_unavailable");
+    assert!(took <= BOUND, "{tag}: CA creation answered in {took:?}");
+    eprintln!("{tag}: CA creation -> 503 hsm_unavailable in {took:?}");
+
+    let (r, took) = timed(|| d.call("GET", "/v1/sys/health", None, None));
+    assert_eq!(r.status, 503, "{tag}: {}", r.text());
+    assert_eq!(r.json()["token"], "unavailable", "{}", r.text());
+    assert_eq!(r.json()["database"], "ok", "{}", r.text());
+    assert!(took <= BOUND, "{tag}: health answered in {took:?}");
+    eprintln!("{tag}: health -> 503 token unavailable in {took:?}");
+
+    // Already signed: the CRL file and the cached OCSP answer.
+    let r = d.get(&format!("/v1/pki/ca/{}/crl", rig.ca_id));
+    assert_eq!(r.status, 200, "{tag}: {}", r.text());
+    assert_eq!(r.bytes, crl, "{tag}: the published CRL is served as it was");
+    let (out, took) = timed(|| ocsp_status(rig, leaf_pem));
+    assert!(out.contains(": good"), "{tag}: {out}");
+    assert!(out.contains("Response verify OK"), "{tag}: {out}");
+    assert!(took <= BOUND, "{tag}: OCSP answered in {took:?}");
+}
+
+/// After the fault: the daemon recovers by itself (same process) within a few seconds.
+fn check_recovery(rig: &mut Rig, pid: u32, tag: &str) {
+    std::fs::remove_file(&rig.control).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let r = issue(&rig.d, &format!("{tag}-after.svc.test"));
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{tag}: no recovery in 15 s: {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{tag}: issuing again {:?} after the token came back",
+        t0.elapsed()
+    );
+    let r = create_ca(&rig.d, &format!("{tag}-ca-after"));
+    assert_eq!(r.status, 201, "{tag}: {}", r.text());
+    let r = rig.d.call("GET", "/v1/sys/health", None, None);
+    assert_eq!(r.status, 200, "{tag}: {}", r.text());
+    assert_eq!(rig.d.pid(), pid, "{tag}: no restart");
+    let out = rig.d.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_removed_token_answers_503_quickly_and_service_resumes_without_restart() {
+    let mut rig = rig();
+    let pid = rig.d.pid();
+    let (leaf_pem, crl) = signed_material(&rig);
+    let signs = rig.d.metric("scaivault_hsm_sign_calls_total");
+    assert!(signs >= 3.0, "CA, leaf, CRL and OCSP were signed: {signs}");
+
+    set_fault(&rig.control, "removed");
+    check_outage(&rig, &leaf_pem, &crl, "removed");
+    check_recovery(&mut rig, pid, "removed");
+    assert!(rig.d.metric("scaivault_hsm_sign_calls_total") > signs);
+    // The refused creation was audited as such.
+    let audit = rig.d.get("/v1/audit?limit=1000").json();
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "ca.create" && r["outcome"] == "error:hsm_unavailable"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_hung_token_answers_503_within_the_call_timeout_and_service_resumes() {
+    let mut rig = rig();
+    let pid = rig.d.pid();
+    let (leaf_pem, crl) = signed_material(&rig);
+
+    // Every token call blocks for 60 s (or until the control file goes).
+    set_fault(&rig.control, "hang 60");
+    check_outage(&rig, &leaf_pem, &crl, "hang");
+    // Several requests at once: each gives up on its own, none waits for another's hung call.
+    let (codes, took) = timed(|| {
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (base, admin) = (rig.d.base.clone(), rig.d.admin.clone());
+                std::thread::spawn(move || {
+                    reqwest::blocking::Client::new()
+                        .post(format!("{base}/v1/pki/issue/svc"))
+                        .bearer_auth(admin)
+                        .json(&json!({"common_name": format!("p{i}.svc.test")}))
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(codes, vec![503; 4]);
+    assert!(took <= BOUND, "4 parallel issues answered in {took:?}");
+    check_recovery(&mut rig, pid, "hang");
+    // The hung calls returned once the token was back; the key of the CA creation that had
+    // timed out was destroyed then (no CA row will ever use it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = rig.d.log_text();
+        if log.contains("returned after its request had given up")
+            && log.contains("destroyed the key of a CA creation that timed out")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned calls did not finish (or the orphan key was not destroyed)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
