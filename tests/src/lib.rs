@@ -7,6 +7,7 @@
 //! `$CARGO_TARGET_DIR`); build it first (`cargo build -p scaivault`, as `ci/test.sh` does).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: failing loudly is the point
 
+pub mod ari;
 pub mod knot;
 pub mod pdns;
 pub mod pebble;

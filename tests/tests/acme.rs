@@ -3,6 +3,7 @@
 //! daemon's challenge listeners. Certificates are judged by `openssl verify` against pebble's root.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use scaivault_tests::ari::AriDirectory;
 use scaivault_tests::knot::{Knot, TSIG_SECRET};
 use scaivault_tests::pdns::PowerDns;
 use scaivault_tests::pebble::{Pebble, PebbleOptions};
@@ -333,6 +334,40 @@ fn dns01_through_google_stub_issues_for_a_name_and_its_wildcard() {
     assert!(g.state.lock().unwrap().tokens_issued >= 1);
     wait_cleaned_up("google", || g.state.lock().unwrap().rrsets.is_empty());
     g.assert_no_violations();
+}
+
+#[test]
+fn ari_moves_the_renewal_into_the_cas_suggested_window() {
+    let (http, tls) = (free_port(), free_port());
+    let p = Pebble::start(&PebbleOptions::new(http, tls));
+    // Pebble's directory with ARI: the window for every certificate began an hour ago.
+    let ari = AriDirectory::start(&p, (-7200, -3600));
+    let d = daemon(http, tls, "");
+    let r = d.post(
+        "/v1/pki/acme/accounts",
+        &json!({"name": "ari", "provider": "custom", "directory_url": ari.directory_url,
+                "email": "certs@example.com", "directory_ca_pem": p.tls_ca_pem}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let account = r.json()["id"].as_str().unwrap().to_owned();
+    let id = issue(&d, &account, &["ari.example.test"], "http-01");
+    let v1 = settled(&d, &id, 60);
+    assert_eq!(v1["status"], "valid", "{v1}");
+    // Without ARI the certificate (5 years) would be renewed in years; the CA's window says now.
+    let v2 = wait_for(&d, &id, 60, |v| v["version"].as_i64().unwrap_or(0) >= 2);
+    assert_ne!(v2["serial_number"], v1["serial_number"]);
+    verify(&p, &d, &v2, &["ari.example.test"]);
+    // The identifier asked for is RFC 9773's: base64url(AKI keyIdentifier) "." base64url(serial).
+    let asked = ari.asked.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    let (aki, serial) = asked[0].split_once('.').unwrap();
+    assert!(!aki.is_empty() && !serial.is_empty(), "{asked:?}");
+    assert!(
+        asked[0]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+        "{asked:?}"
+    );
 }
 
 #[test]

@@ -74,9 +74,124 @@ async fn fire_expiring(app: &App) {
     }
 }
 
-/// One pass: resume orders left in flight, start due renewals, fire `certificate.expiring`.
+/// ARI checks at most this often per certificate, and at least once a day (RFC 9773 §4.3.2 asks
+/// clients to follow `Retry-After`, within reason).
+const ARI_MIN_RECHECK: Duration = Duration::from_secs(60);
+const ARI_MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// The RFC 9773 certificate identifier of a PEM certificate: its AuthorityKeyIdentifier
+/// keyIdentifier and its serial's content octets.
+fn ari_identifier(pem: &str) -> Result<instant_acme::CertificateIdentifier<'static>, String> {
+    use der::Decode as _;
+    let cert = scaivault_core::pem::parse_certificate(pem).map_err(|e| e.to_string())?;
+    let aki = cert
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .find(|e| e.extn_id == x509_cert::der::oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+        .ok_or("no AuthorityKeyIdentifier")?;
+    let aki = x509_cert::ext::pkix::AuthorityKeyIdentifier::from_der(aki.extn_value.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let key_id = aki.key_identifier.ok_or("no keyIdentifier in the AKI")?;
+    let id = instant_acme::CertificateIdentifier::new(
+        rustls_pki_types::Der::from_slice(key_id.as_bytes()),
+        rustls_pki_types::Der::from_slice(cert.tbs_certificate.serial_number.as_bytes()),
+    );
+    Ok(instant_acme::CertificateIdentifier {
+        authority_key_identifier: id.authority_key_identifier.into_owned().into(),
+        serial: id.serial.into_owned().into(),
+    })
+}
+
+/// Asks the CA's renewal information (RFC 9773) for each due certificate: a suggested window that
+/// starts before the current `renew_at` moves the renewal to a random moment inside it (or now,
+/// when the window has begun). CAs without ARI are asked again a day later.
+async fn ari_tick(app: &App) {
+    let now = time_util::now();
+    let now_s = time_util::rfc3339(now);
+    let due = match app
+        .db(move |s| Ok(s.read(|tx| tx.managed_certs_ari_due(&now_s))?))
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "ACME scheduler: cannot read ARI candidates");
+            return;
+        }
+    };
+    for (id, tenant, account_id, version, pem, renew_at) in due {
+        let (next, new_renew_at) = match ari_ask(app, &tenant, &account_id, &pem).await {
+            Ok((window_start, window_end, retry)) => {
+                let retry = retry.clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
+                let span = (window_end - window_start).max(time::Duration::ZERO);
+                let pick = window_start + span * rand::random::<f64>();
+                let pick = pick.max(now);
+                let current = renew_at
+                    .as_deref()
+                    .and_then(|r| time_util::parse_rfc3339(r).ok());
+                let earlier = current.is_none_or(|c| pick < c);
+                (now + retry, earlier.then(|| time_util::rfc3339(pick)))
+            }
+            Err(AriError::Unsupported) => (now + ARI_MAX_RECHECK, None),
+            Err(AriError::Failed(e)) => {
+                tracing::warn!(mc = %id, error = %e, "ARI request failed");
+                (now + Duration::from_secs(3600), None)
+            }
+        };
+        if let Some(r) = &new_renew_at {
+            tracing::info!(mc = %id, renew_at = %r, "renewal moved into the CA's ARI window");
+        }
+        let next = time_util::rfc3339(next);
+        let res = app
+            .db(move |s| {
+                Ok(s.write(|tx| {
+                    tx.set_managed_cert_ari(&id, version, &next, new_renew_at.as_deref())
+                })?)
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "ARI result could not be stored");
+        }
+    }
+}
+
+enum AriError {
+    Unsupported,
+    Failed(String),
+}
+
+/// One ARI request: the suggested window and the CA's `Retry-After`.
+async fn ari_ask(
+    app: &App,
+    tenant: &str,
+    account_id: &str,
+    pem: &str,
+) -> Result<(OffsetDateTime, OffsetDateTime, Duration), AriError> {
+    let row = super::accounts::get(app, tenant, account_id)
+        .await
+        .map_err(|e| AriError::Failed(e.detail))?;
+    let account = super::accounts::open(app, &row)
+        .await
+        .map_err(|e| AriError::Failed(e.to_string()))?;
+    let cert_id = ari_identifier(pem).map_err(AriError::Failed)?;
+    match account.renewal_info(&cert_id).await {
+        Ok((info, retry)) => Ok((
+            info.suggested_window.start,
+            info.suggested_window.end,
+            retry,
+        )),
+        Err(instant_acme::Error::Unsupported(_)) => Err(AriError::Unsupported),
+        Err(e) => Err(AriError::Failed(e.to_string())),
+    }
+}
+
+/// One pass: resume orders left in flight, ask ARI, start due renewals, fire
+/// `certificate.expiring`.
 pub async fn tick(app: &App) {
     fire_expiring(app).await;
+    ari_tick(app).await;
     let now = time_util::rfc3339(time_util::now());
     let found = app
         .db(move |s| {

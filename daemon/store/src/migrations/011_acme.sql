@@ -54,6 +54,8 @@ CREATE TABLE acme_certificates (
     renew_at          TEXT,                         -- when the scheduler next renews (NULL: never)
     renew_failures    INTEGER NOT NULL DEFAULT 0,
     expiring_notified INTEGER NOT NULL DEFAULT 0,   -- the version certificate.expiring was fired for
+    ari_version       INTEGER NOT NULL DEFAULT 0,   -- the version ARI (RFC 9773) was last asked about
+    ari_next_check    TEXT,                         -- when to ask the CA's renewal info again
     created_at        TEXT NOT NULL,
     updated_at        TEXT NOT NULL
 );

@@ -606,6 +606,58 @@ impl Tx<'_> {
         Ok(rows)
     }
 
+    /// Valid auto-renewing managed certificates with no order in flight whose renewal information
+    /// (RFC 9773) is due to be asked for: a new version, or `ari_next_check` reached.
+    /// `(id, tenant, account_id, version, certificate PEM, renew_at)`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn managed_certs_ari_due(&self, now: &str) -> Result<Vec<AriDue>> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT c.id, c.tenant_id, c.account_id, c.version, v.certificate, c.renew_at \
+                 FROM acme_certificates c JOIN acme_certificate_versions v \
+                 ON v.mc_id = c.id AND v.version = c.version \
+                 WHERE c.status = 'valid' AND c.auto_renew = 1 AND c.order_kind IS NULL \
+                 AND c.version > 0 AND (c.ari_version < c.version OR c.ari_next_check IS NULL \
+                 OR c.ari_next_check <= ?1)",
+            )?
+            .query_map(params![now], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Records an ARI answer for `version` of `id`: the next check, and `renew_at` when the CA's
+    /// window moves the renewal earlier (only while that version is still the latest).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn set_managed_cert_ari(
+        &self,
+        id: &str,
+        version: i64,
+        next_check: &str,
+        renew_at: Option<&str>,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE acme_certificates SET ari_version = ?2, ari_next_check = ?3, \
+                 renew_at = COALESCE(?4, renew_at) WHERE id = ?1 AND version = ?2",
+            )?
+            .execute(params![id, version, next_check, renew_at])?;
+        Ok(())
+    }
+
     /// Records that `certificate.expiring` was fired for `version` of `id`.
     ///
     /// # Errors
@@ -673,3 +725,7 @@ impl Tx<'_> {
 
 /// A managed certificate about to expire: `(id, tenant, version, serial, not_after)`.
 pub type ExpiringCert = (String, String, i64, String, String);
+
+/// A managed certificate whose ARI is due: `(id, tenant, account_id, version, certificate PEM,
+/// renew_at)`.
+pub type AriDue = (String, String, String, i64, String, Option<String>);
