@@ -18,6 +18,9 @@ pub struct AriDirectory {
     pub directory_url: String,
     /// The certificate identifiers asked about, in order.
     pub asked: Arc<Mutex<Vec<String>>>,
+    /// While set, directories served from now on send new orders here, and they are refused with
+    /// `429 rateLimited` and `Retry-After: 7200`.
+    pub rate_limit_orders: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// RFC 3339 (UTC, whole seconds) of a Unix time, via `date` (no date crate in the test kit).
@@ -56,14 +59,17 @@ impl AriDirectory {
         let me = format!("https://127.0.0.1:{port}");
         let seen = asked.clone();
         let directory_url = format!("{me}/dir");
+        let limited: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let limit = limited.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (config, upstream, ca, me, seen) = (
+                let (config, upstream, ca, me, seen, limit) = (
                     config.clone(),
                     upstream.clone(),
                     ca.clone(),
                     me.clone(),
                     seen.clone(),
+                    limit.clone(),
                 );
                 std::thread::spawn(move || {
                     let Ok(tls) = rustls::ServerConnection::new(config) else {
@@ -90,7 +96,19 @@ impl AriDirectory {
                         let mut d: serde_json::Value =
                             serde_json::from_slice(&out.stdout).unwrap_or_default();
                         d["renewalInfo"] = format!("{me}/renewal-info").into();
+                        if limit.load(std::sync::atomic::Ordering::SeqCst) {
+                            d["newOrder"] = format!("{me}/new-order").into();
+                        }
                         ("200 OK", String::new(), d.to_string())
+                    } else if path == "/new-order" {
+                        let body = serde_json::json!({
+                            "type": "urn:ietf:params:acme:error:rateLimited",
+                            "detail": "too many new orders recently (test)", "status": 429});
+                        (
+                            "429 Too Many Requests",
+                            "Retry-After: 7200\r\n".to_owned(),
+                            body.to_string(),
+                        )
                     } else if let Some(id) = path.strip_prefix("/renewal-info/") {
                         seen.lock().unwrap().push(id.to_owned());
                         let now = SystemTime::now()
@@ -121,6 +139,7 @@ impl AriDirectory {
         AriDirectory {
             directory_url,
             asked,
+            rate_limit_orders: limited,
         }
     }
 }

@@ -371,6 +371,63 @@ fn ari_moves_the_renewal_into_the_cas_suggested_window() {
 }
 
 #[test]
+fn a_rate_limited_renewal_waits_for_the_cas_retry_after() {
+    let (http, tls) = (free_port(), free_port());
+    let p = Pebble::start(&PebbleOptions::new(http, tls));
+    // An ARI window years ahead: only `renew_before` makes the certificate due.
+    let ari = AriDirectory::start(&p, (3 * 365 * 86400, 3 * 365 * 86400 + 86400));
+    let d = daemon(http, tls, "renew_before = \"87600h\"\n");
+    let r = d.post(
+        "/v1/pki/acme/accounts",
+        &json!({"name": "rl", "provider": "custom", "directory_url": ari.directory_url,
+                "email": "certs@example.com", "directory_ca_pem": p.tls_ca_pem}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let account = r.json()["id"].as_str().unwrap().to_owned();
+    let id = issue(&d, &account, &["rl.example.test"], "http-01");
+    assert_eq!(settled(&d, &id, 60)["status"], "valid");
+    // From now on the CA refuses new orders: 429 rateLimited, Retry-After: 7200.
+    ari.rate_limit_orders
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        if let Some(e) = events(&d, "certificate.renewal_failed", &id).pop() {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal_failed: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        failed["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("rateLimited"),
+        "{failed}"
+    );
+    // The next attempt is the CA's two hours away, not the default backoff (minutes) or the
+    // one-hour floor used when the CA names no time.
+    let next = failed["data"]["next_attempt_at"].as_str().unwrap();
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", next, "+%s"])
+        .output()
+        .unwrap();
+    let next: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (7000..=7300).contains(&(next - now)),
+        "next attempt in {} s",
+        next - now
+    );
+}
+
+#[test]
 fn http01_issues_a_certificate_for_two_names() {
     issue_and_check("http-01");
 }

@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use bytes::Bytes;
-use instant_acme::{Account, AccountBuilder, BodyWrapper};
+use instant_acme::{Account, AccountBuilder, BodyWrapper, BytesResponse, HttpClient};
 use std::sync::Arc;
 
 /// An account builder for a directory, trusting `ca_pem`'s certificates when given.
@@ -40,5 +40,80 @@ pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError>
         .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, BodyWrapper<Bytes>>(connector);
-    Ok(Account::builder_with_http(Box::new(client)))
+    Ok(Account::builder_with_http(Box::new(RetryAfterClient(
+        Box::new(client),
+    ))))
+}
+
+tokio::task_local! {
+    /// Where an order task collects the `Retry-After` of its CA's error answers (instant-acme
+    /// turns a `rateLimited` problem into an error without its headers).
+    pub static RETRY_AFTER: Arc<std::sync::Mutex<Option<std::time::SystemTime>>>;
+}
+
+/// The HTTPS client, noting the `Retry-After` of 4xx/5xx answers in [`RETRY_AFTER`] when the
+/// calling task has one.
+struct RetryAfterClient(Box<dyn HttpClient>);
+
+impl HttpClient for RetryAfterClient {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        let slot = RETRY_AFTER.try_with(Arc::clone).ok();
+        let fut = self.0.request(req);
+        Box::pin(async move {
+            let rsp = fut.await?;
+            if let Some(slot) = slot {
+                let status = rsp.parts.status;
+                if status.is_client_error() || status.is_server_error() {
+                    let at = rsp
+                        .parts
+                        .headers
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(retry_after_at);
+                    if let (Some(at), Ok(mut s)) = (at, slot.lock()) {
+                        *s = Some(at);
+                    }
+                }
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+/// A `Retry-After` value (delay-seconds or an HTTP-date) as a point in time.
+pub fn retry_after_at(v: &str) -> Option<std::time::SystemTime> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return std::time::SystemTime::now().checked_add(std::time::Duration::from_secs(secs));
+    }
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(v, &fmt).ok()?.assume_utc();
+    Some(std::time::SystemTime::from(t))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::retry_after_at;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let t = retry_after_at("120").unwrap();
+        let d = t.duration_since(SystemTime::now()).unwrap();
+        assert!(
+            d > Duration::from_secs(110) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        let t = retry_after_at("Wed, 21 Oct 2099 07:28:00 GMT").unwrap();
+        assert!(t > SystemTime::now() + Duration::from_secs(3600 * 24 * 365 * 50));
+        assert!(retry_after_at("soon").is_none());
+    }
 }

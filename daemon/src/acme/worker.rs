@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use scaivault_core::time_util;
 use scaivault_store::{AuditRecord, ManagedCertRow, ManagedVersionRow};
+use std::sync::Arc;
 
 /// How many times one order may be started (restarts after a crash count) before it fails.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -92,27 +93,41 @@ async fn run(app: &App, id: &str) -> Result<(), ApiError> {
             "the order was interrupted {} times (daemon restarts); giving up",
             mc.order_attempts - 1
         );
-        return fail(app, mc, &kind, msg).await;
+        return fail(app, mc, &kind, msg, None).await;
     }
     save(app, mc.clone(), None).await?;
     tracing::info!(mc = %mc.id, kind = %kind, attempt = mc.order_attempts, "ACME order starting");
     let budget = app.config.acme.order_timeout();
-    let outcome = tokio::time::timeout(budget, order::run(app, &mc, budget)).await;
+    let retry_after: Arc<std::sync::Mutex<Option<std::time::SystemTime>>> = Arc::default();
+    let outcome = super::client::RETRY_AFTER
+        .scope(
+            retry_after.clone(),
+            tokio::time::timeout(budget, order::run(app, &mc, budget)),
+        )
+        .await;
+    let ra = retry_after.lock().ok().and_then(|s| *s);
     match outcome {
         Ok(Ok(issued)) => store(app, mc, &kind, issued).await,
-        Ok(Err(msg)) => fail(app, mc, &kind, msg).await,
+        Ok(Err(msg)) => fail(app, mc, &kind, msg, ra).await,
         Err(_) => {
             let msg = format!(
                 "the order did not complete within {} s (acme.order_timeout)",
                 budget.as_secs()
             );
-            fail(app, mc, &kind, msg).await
+            fail(app, mc, &kind, msg, ra).await
         }
     }
 }
 
-/// Records a failed order: no version is written.
-async fn fail(app: &App, mut mc: ManagedCertRow, kind: &str, msg: String) -> Result<(), ApiError> {
+/// Records a failed order: no version is written. `retry_after`: the CA's `Retry-After` on an
+/// error answer during the order, if it sent one.
+async fn fail(
+    app: &App,
+    mut mc: ManagedCertRow,
+    kind: &str,
+    msg: String,
+    retry_after: Option<std::time::SystemTime>,
+) -> Result<(), ApiError> {
     tracing::warn!(mc = %mc.id, kind, error = %msg, "ACME order failed");
     let now = time_util::now();
     mc.last_error = Some(msg.clone());
@@ -124,8 +139,15 @@ async fn fail(app: &App, mut mc: ManagedCertRow, kind: &str, msg: String) -> Res
         mc.renew_failures += 1;
         let mut delay = super::renew::backoff(mc.renew_failures);
         if msg.contains("urn:ietf:params:acme:error:rateLimited") {
-            // The CA's rate limits count failures too: wait at least an hour before trying again.
-            delay = delay.max(super::renew::RATE_LIMITED_DELAY);
+            // The CA's rate limits count failures too: wait until the CA's Retry-After, or at
+            // least an hour when it sent none.
+            delay = match retry_after {
+                Some(at) => at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_secs(60)),
+                None => delay.max(super::renew::RATE_LIMITED_DELAY),
+            };
         }
         mc.renew_at = Some(time_util::rfc3339(now + delay));
         ("acme.certificate.renew", Some("certificate.renewal_failed"))
