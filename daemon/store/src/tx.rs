@@ -49,6 +49,36 @@ fn limit_plus_one(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(1000).saturating_add(1)
 }
 
+/// Maps one row to `(rowid, value)` for [`page`].
+type RowMap<T> = fn(&Row<'_>) -> rusqlite::Result<(i64, T)>;
+
+impl Tx<'_> {
+    /// A page of tenant `tenant_id`'s rows of `table` in creation (rowid) order: `cols` are
+    /// mapped by `map`, whose first element is the rowid the cursor continues from.
+    ///
+    /// # Errors
+    /// SQL failures; [`Error::Conflict`] for a malformed cursor.
+    fn tenant_page<T>(
+        &self,
+        table: &str,
+        cols: &str,
+        map: RowMap<T>,
+        tenant_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>> {
+        let after = parse_cursor(cursor)?;
+        let rows = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {cols} FROM {table} WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+            ))?
+            .query_map(params![tenant_id, after, limit_plus_one(limit)], map)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page(rows, limit))
+    }
+}
+
 const CA_COLS: &str = "id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, key_size, \
      key_label, cert_der, chain_pem, csr_pem, serial, not_before, not_after, settings, created_at, rowid";
 
@@ -399,14 +429,7 @@ impl<'a> Tx<'a> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<CaRow>> {
-        let after = parse_cursor(cursor)?;
-        let mut st = self.tx.prepare(&format!(
-            "SELECT {CA_COLS} FROM cas WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
-        ))?;
-        let rows = st
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], ca_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page("cas", CA_COLS, ca_row, tenant_id, cursor, limit)
     }
 
     // ---- certificates ----------------------------------------------------------------------
@@ -646,14 +669,7 @@ impl<'a> Tx<'a> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<RoleRow>> {
-        let after = parse_cursor(cursor)?;
-        let mut st = self.tx.prepare(&format!(
-            "SELECT {ROLE_COLS} FROM roles WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
-        ))?;
-        let rows = st
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], role_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page("roles", ROLE_COLS, role_row, tenant_id, cursor, limit)
     }
 
     // ---- CSR workflow ----------------------------------------------------------------------

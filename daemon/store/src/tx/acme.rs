@@ -2,7 +2,7 @@
 //! their versions and the order in flight. Every lookup is tenant-scoped except the worker's own
 //! reads by managed-certificate id (ids carry 128 random bits; the worker got the id from a row).
 
-use super::{limit_plus_one, page, parse_cursor, Tx};
+use super::Tx;
 use crate::rows::Page;
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row};
@@ -309,19 +309,14 @@ impl Tx<'_> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<AcmeAccountRow>> {
-        let after = parse_cursor(cursor)?;
-        let rows = self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM acme_accounts WHERE tenant_id = ?1 AND rowid > ?2 \
-                 ORDER BY rowid LIMIT ?3"
-            ))?
-            .query_map(
-                params![tenant_id, after, limit_plus_one(limit)],
-                account_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page(
+            "acme_accounts",
+            ACCOUNT_COLS,
+            account_row,
+            tenant_id,
+            cursor,
+            limit,
+        )
     }
 
     /// Marks the tenant's account `id` deactivated.
@@ -400,16 +395,14 @@ impl Tx<'_> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<DnsProviderRow>> {
-        let after = parse_cursor(cursor)?;
-        let rows = self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {DNS_COLS} FROM acme_dns_providers WHERE tenant_id = ?1 AND rowid > ?2 \
-                 ORDER BY rowid LIMIT ?3"
-            ))?
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], dns_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page(
+            "acme_dns_providers",
+            DNS_COLS,
+            dns_row,
+            tenant_id,
+            cursor,
+            limit,
+        )
     }
 
     /// Deletes the tenant's DNS provider `id`.
@@ -541,16 +534,14 @@ impl Tx<'_> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ManagedCertRow>> {
-        let after = parse_cursor(cursor)?;
-        let rows = self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {MC_COLS} FROM acme_certificates WHERE tenant_id = ?1 AND rowid > ?2 \
-                 ORDER BY rowid LIMIT ?3"
-            ))?
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], mc_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page(
+            "acme_certificates",
+            MC_COLS,
+            mc_row,
+            tenant_id,
+            cursor,
+            limit,
+        )
     }
 
     /// Ids of managed certificates with an order in flight (all tenants): after a restart the

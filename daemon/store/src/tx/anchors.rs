@@ -1,6 +1,6 @@
 //! Trust anchors: CA certificates a tenant trusts for validation (migration 008).
 
-use super::{limit_plus_one, page, parse_cursor, Tx};
+use super::Tx;
 use crate::rows::{Page, TrustAnchorRow};
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row};
@@ -89,15 +89,7 @@ impl Tx<'_> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<TrustAnchorRow>> {
-        let after = parse_cursor(cursor)?;
-        let mut st = self.tx.prepare_cached(&format!(
-            "SELECT {COLS} FROM trust_anchors WHERE tenant_id = ?1 AND rowid > ?2 \
-             ORDER BY rowid LIMIT ?3"
-        ))?;
-        let rows = st
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page("trust_anchors", COLS, row, tenant_id, cursor, limit)
     }
 
     /// Every trust anchor of the tenant (the validation trust store), at most `max`.

@@ -3,7 +3,7 @@
 //! The delivery worker reads the events table by sequence number from each webhook's cursor; the
 //! issuance path writes nothing here.
 
-use super::{limit_plus_one, page, parse_cursor, Tx};
+use super::Tx;
 use crate::rows::{EventRow, Page, WebhookDeliveryRow, WebhookRow};
 use crate::{Error, Result};
 use rusqlite::{params, OptionalExtension, Row};
@@ -91,14 +91,7 @@ impl Tx<'_> {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<WebhookRow>> {
-        let after = parse_cursor(cursor)?;
-        let mut st = self.tx.prepare_cached(&format!(
-            "SELECT {COLS} FROM webhooks WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
-        ))?;
-        let rows = st
-            .query_map(params![tenant_id, after, limit_plus_one(limit)], row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(rows, limit))
+        self.tenant_page("webhooks", COLS, row, tenant_id, cursor, limit)
     }
 
     /// Every webhook of every tenant (for the delivery worker).
