@@ -8,8 +8,8 @@
 //!
 //! Records never carry secrets: callers pass identifiers and outcomes only.
 
-use crate::{Error, Result};
-use rusqlite::{params, OptionalExtension, Transaction};
+use crate::db::{params, Conn, OptionalExtension, Row};
+use crate::Result;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -100,10 +100,10 @@ fn hash(prev: &str, seq: i64, r: &AuditRecord) -> String {
     hex::encode(h.finalize())
 }
 
-pub(crate) fn append(tx: &Transaction<'_>, r: &AuditRecord) -> Result<i64> {
+pub(crate) fn append(tx: &Conn<'_>, r: &AuditRecord) -> Result<i64> {
     let head: Option<(i64, String)> = tx
         .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
     let seq = prev_seq + 1;
@@ -119,7 +119,7 @@ pub(crate) fn append(tx: &Transaction<'_>, r: &AuditRecord) -> Result<i64> {
     Ok(seq)
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+fn row(r: &Row<'_>) -> Result<AuditRow> {
     Ok(AuditRow {
         seq: r.get(0)?,
         time: r.get(1)?,
@@ -139,72 +139,84 @@ const COLS: &str =
     "seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash, detail";
 
 pub(crate) fn list(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     tenant_id: Option<&str>,
     after: i64,
     limit: i64,
 ) -> Result<Vec<AuditRow>> {
     let mut st = tx.prepare(&format!(
-        "SELECT {COLS} FROM audit WHERE (?1 IS NULL OR tenant_id = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3"
+        "SELECT {COLS} FROM audit WHERE (CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
     let rows = st.query_map(params![tenant_id, after, limit], row)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(Error::from)
+    rows.collect::<Result<Vec<_>>>()
 }
 
-pub(crate) fn verify(tx: &Transaction<'_>) -> Result<ChainCheck> {
-    let mut st = tx.prepare(&format!("SELECT {COLS} FROM audit ORDER BY rowid"))?;
-    let mut rows = st.query([])?;
+pub(crate) fn verify(tx: &Conn<'_>) -> Result<ChainCheck> {
+    // In SQLite `seq` is the rowid: this is the physical order there too.
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_owned();
     let mut count = 0i64;
+    let mut first_bad: Option<(i64, String)> = None;
+    tx.exec().query_each(
+        &format!("SELECT {COLS} FROM audit ORDER BY seq"),
+        &[],
+        &mut |r| {
+            let a = row(r)?;
+            count += 1;
+            let problem = if a.seq > expected_seq {
+                Some((expected_seq, "record missing (deleted)".to_owned()))
+            } else if a.seq != expected_seq {
+                Some((
+                    a.seq,
+                    format!("expected record {expected_seq} here (moved or duplicated record)"),
+                ))
+            } else if a.prev_hash != prev {
+                Some((
+                    a.seq,
+                    "prev_hash does not match the previous record".to_owned(),
+                ))
+            } else {
+                let rec = AuditRecord {
+                    time: a.time.clone(),
+                    tenant_id: a.tenant_id.clone(),
+                    token_id: a.token_id.clone(),
+                    action: a.action.clone(),
+                    object_id: a.object_id.clone(),
+                    outcome: a.outcome.clone(),
+                    request_id: a.request_id.clone(),
+                    detail: a.detail.clone(),
+                };
+                if hash(&prev, a.seq, &rec) != a.hash {
+                    Some((
+                        a.seq,
+                        "record content does not match its hash (edited)".to_owned(),
+                    ))
+                } else {
+                    None
+                }
+            };
+            if let Some(p) = problem {
+                first_bad = Some(p);
+                return Ok(false);
+            }
+            prev = a.hash;
+            expected_seq += 1;
+            Ok(true)
+        },
+    )?;
+    if first_bad.is_some() {
+        return Ok(ChainCheck {
+            records: count,
+            first_bad,
+        });
+    }
     let bad = |seq: i64, why: &str, count: i64| ChainCheck {
         records: count,
         first_bad: Some((seq, why.to_owned())),
     };
-    while let Some(r) = rows.next()? {
-        let a = row(r)?;
-        count += 1;
-        if a.seq > expected_seq {
-            return Ok(bad(expected_seq, "record missing (deleted)", count));
-        }
-        if a.seq != expected_seq {
-            return Ok(bad(
-                a.seq,
-                &format!("expected record {expected_seq} here (moved or duplicated record)"),
-                count,
-            ));
-        }
-        if a.prev_hash != prev {
-            return Ok(bad(
-                a.seq,
-                "prev_hash does not match the previous record",
-                count,
-            ));
-        }
-        let rec = AuditRecord {
-            time: a.time.clone(),
-            tenant_id: a.tenant_id.clone(),
-            token_id: a.token_id.clone(),
-            action: a.action.clone(),
-            object_id: a.object_id.clone(),
-            outcome: a.outcome.clone(),
-            request_id: a.request_id.clone(),
-            detail: a.detail.clone(),
-        };
-        if hash(&prev, a.seq, &rec) != a.hash {
-            return Ok(bad(
-                a.seq,
-                "record content does not match its hash (edited)",
-                count,
-            ));
-        }
-        prev = a.hash;
-        expected_seq += 1;
-    }
     let head: Option<(i64, String)> = tx
         .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let last = expected_seq - 1;
     match head {

@@ -1,36 +1,78 @@
 //! # scaivault-store
 //!
 //! All SQL of ScaiVault lives here, behind a narrow interface: [`Store::read`] and
-//! [`Store::write`] hand a closure a [`Tx`] with typed methods; a write is one `IMMEDIATE`
-//! transaction, so an object and its audit record land together or not at all. rusqlite types
-//! never leave the crate, so a PostgreSQL backend can take its place later.
+//! [`Store::write`] hand a closure a [`Tx`] with typed methods; a write is one transaction, so an
+//! object and its audit record land together or not at all. Driver types never leave the crate.
 //!
-//! SQLite runs in WAL mode with `synchronous=FULL` and foreign keys on; migrations are versioned
-//! by `PRAGMA user_version` and applied at open. Calls block: the daemon runs them on
-//! `spawn_blocking`.
+//! Two backends implement it, chosen at open:
+//!
+//! - **SQLite** ([`Store::open`]): WAL mode with `synchronous=FULL` and foreign keys on;
+//!   migrations versioned by `PRAGMA user_version`. One host.
+//! - **PostgreSQL** ([`Store::open_postgres`]): several daemons (nodes) may share one database.
+//!   Migrations are the same numbered list in PostgreSQL's dialect (`migrations/pg/`), versioned
+//!   in a `schema_version` table and applied under an advisory lock, so two nodes starting at once
+//!   do not both migrate.
+//!
+//! Every typed method of [`Tx`] exists once and runs on both (see the `db` module: `?N`
+//! placeholders rewritten to `$N`, an owned `Value` for columns, borrowed `Param`s).
+//!
+//! ## Several nodes on one PostgreSQL database
+//!
+//! **Writes are serialized cluster-wide.** Every write transaction ([`Store::write`] and each
+//! group-commit batch) begins with `pg_advisory_xact_lock(0x5343564100000001)`, held until it
+//! commits or rolls back. So writes behave exactly as on SQLite, where one writer holds the
+//! database: the audit log stays one linear hash chain (each record's `seq` and `prev_hash` come
+//! from `audit_head`, read and updated under the lock), which the existing verification walks
+//! unchanged; a read-modify-write inside a write transaction cannot lose an update; sequence
+//! values (`events.seq`, the `rowid` identity columns) are allocated in commit order, so cursor
+//! readers (webhooks) never skip a row committed late. The alternative, per-node chains with
+//! their own sequence numbers, was not chosen: it would change the verification and the
+//! `/v1/audit` order for a throughput gain that the group commit already provides (one lock per
+//! batch of up to 512 writes). Reads take no lock: `REPEATABLE READ READ ONLY` transactions on a
+//! snapshot.
+//!
+//! Correctness does not rest on the lock alone: state transitions are conditional updates
+//! (`UPDATE … WHERE status = <expected>`, checking the rows changed), serials are unique per
+//! issuer by primary key, CRL numbers come from one counter row per CA, and an insert that could
+//! collide uses `ON CONFLICT DO NOTHING` and reports [`Error::Conflict`].
+//!
+//! **Scheduled jobs** run on one node: [`Store::try_lead`] holds a session-level advisory lock
+//! (`pg_try_advisory_lock(0x5343564100000002)`) on a connection of its own with TCP keepalives,
+//! so the lock moves to another node when the leader's process or host dies.
+//!
+//! **Driver.** The synchronous `postgres` client of rust-postgres: the daemon calls the store
+//! from blocking threads only (`spawn_blocking`, the writer thread), so an async driver would
+//! only add a hop between runtimes; each connection is owned by a slot of a fixed pool, like the
+//! SQLite connections. TLS uses rustls (ring), like the rest of the workspace.
+//!
+//! Calls block: the daemon runs them on `spawn_blocking`.
 //!
 //! The audit log is hash-chained (see [`audit`]).
 
 pub mod audit;
+pub(crate) mod db;
 mod error;
+mod pg;
 mod rows;
 mod tx;
 
 pub use audit::{AuditRecord, AuditRow, ChainCheck};
 pub use error::{Error, Result};
+pub use pg::PgConfig;
 pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
     TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
 };
 pub use tx::{
     AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, ManagedCertRow, ManagedVersionRow,
-    RevokedRow, Tx,
+    Revocation, RevokedRow, Tx,
 };
 
+use db::Exec;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
@@ -44,9 +86,27 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/009_reservation_tbs.sql"),
     include_str!("migrations/010_webhooks.sql"),
     include_str!("migrations/011_acme.sql"),
+    include_str!("migrations/012_crl_blobs.sql"),
 ];
 
-/// How many read connections the store keeps (WAL lets them read while a write commits).
+/// PostgreSQL's migrations: position `i` here is the same change as position `i` of
+/// `MIGRATIONS` (add a new migration to both lists).
+const PG_MIGRATIONS: &[&str] = &[
+    include_str!("migrations/pg/001_init.sql"),
+    include_str!("migrations/pg/002_roles.sql"),
+    include_str!("migrations/pg/003_lean_indexes.sql"),
+    include_str!("migrations/pg/004_csrs_events.sql"),
+    include_str!("migrations/pg/005_revocation.sql"),
+    include_str!("migrations/pg/006_audit_detail.sql"),
+    include_str!("migrations/pg/007_ocsp_signers.sql"),
+    include_str!("migrations/pg/008_trust_anchors.sql"),
+    include_str!("migrations/pg/009_reservation_tbs.sql"),
+    include_str!("migrations/pg/010_webhooks.sql"),
+    include_str!("migrations/pg/011_acme.sql"),
+    include_str!("migrations/pg/012_crl_blobs.sql"),
+];
+
+/// How many read connections the SQLite store keeps (WAL lets them read while a write commits).
 const READERS: usize = 4;
 
 /// A write for the group commit: runs inside a shared transaction, under its own savepoint.
@@ -67,25 +127,44 @@ pub enum Durability {
     /// WAL up to and including it. For records that precede an operation whose own outcome is
     /// committed with `Disk` before anyone sees it (a serial reservation and its `started` audit
     /// record: if the machine dies before the certificate's commit, the certificate never left
-    /// the process either).
+    /// the process either). On PostgreSQL such a batch commits with `synchronous_commit = off`.
     Wal,
 }
 
 type Queued = (BatchJob, BatchReply, Durability);
 
+/// The SQLite connections.
+struct Sqlite {
+    readers: Vec<Mutex<Connection>>,
+    writer: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// The PostgreSQL connections (the group-commit writer owns one more).
+struct Postgres {
+    settings: Arc<pg::Settings>,
+    readers: Vec<Mutex<Option<pg::PgConn>>>,
+    writer: Mutex<Option<pg::PgConn>>,
+    leader: Mutex<pg::Leader>,
+}
+
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(Box<Postgres>),
+}
+
 /// The metadata store.
 pub struct Store {
-    readers: Vec<Mutex<Connection>>,
+    backend: Backend,
     next_reader: AtomicUsize,
-    writer: Mutex<Connection>,
     batches: mpsc::Sender<Queued>,
-    path: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("backend", &self.backend())
+            .field("path", &self.path())
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +178,7 @@ fn connect(path: &Path) -> Result<Connection> {
         .map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
@@ -107,8 +187,26 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
         .map_err(|_| Error::Unavailable("store lock poisoned".into()))
 }
 
+/// A free slot of `slots` if there is one (starting round-robin), else waits for the next one.
+fn pick<'s, T>(slots: &'s [Mutex<T>], next: &AtomicUsize) -> Result<MutexGuard<'s, T>> {
+    let n = slots.len();
+    if n == 0 {
+        return Err(Error::Unavailable("no reader".into()));
+    }
+    let start = next.fetch_add(1, Ordering::Relaxed) % n;
+    for k in 0..n {
+        if let Some(Ok(g)) = slots.get((start + k) % n).map(Mutex::try_lock) {
+            return Ok(g);
+        }
+    }
+    slots
+        .get(start)
+        .ok_or_else(|| Error::Unavailable("no reader".into()))
+        .and_then(lock)
+}
+
 impl Store {
-    /// Opens (creating if missing) the database at `path` and applies pending migrations.
+    /// Opens (creating if missing) the SQLite database at `path` and applies pending migrations.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the file cannot be opened or is not a database;
@@ -120,23 +218,59 @@ impl Store {
             .map(|_| connect(path).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
         let batch_conn = connect(path)?;
-        let (batches, jobs) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || group_commit_loop(batch_conn, jobs))
-            .map_err(|e| Error::Unavailable(format!("cannot start the store writer: {e}")))?;
+        let batches = start_writer(BatchConn::Sqlite(batch_conn))?;
         Ok(Store {
-            readers,
+            backend: Backend::Sqlite(Sqlite {
+                readers,
+                writer: Mutex::new(writer),
+                path: path.to_path_buf(),
+            }),
             next_reader: AtomicUsize::new(0),
-            writer: Mutex::new(writer),
             batches,
-            path: path.to_path_buf(),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to PostgreSQL (a pool of `pool_size` readers, a writer and a group-commit writer)
+    /// and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached or the URL is invalid;
+    /// [`Error::Corrupt`] when its schema is newer than this build.
+    pub fn open_postgres(cfg: &PgConfig) -> Result<Self> {
+        let settings = Arc::new(pg::Settings::new(cfg)?);
+        let mut writer = Some(settings.connect()?);
+        pg::migrate(&settings, &mut writer)?;
+        let readers = (0..cfg.pool_size.max(1))
+            .map(|_| settings.connect().map(|c| Mutex::new(Some(c))))
+            .collect::<Result<Vec<_>>>()?;
+        let batch_conn = Some(settings.connect()?);
+        let batches = start_writer(BatchConn::Postgres(settings.clone(), Box::new(batch_conn)))?;
+        Ok(Store {
+            backend: Backend::Postgres(Box::new(Postgres {
+                settings,
+                readers,
+                writer: Mutex::new(writer),
+                leader: Mutex::new(pg::Leader::default()),
+            })),
+            next_reader: AtomicUsize::new(0),
+            batches,
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The database file (SQLite only).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(&s.path),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Runs `f` in a read transaction on one of the read connections.
@@ -144,16 +278,19 @@ impl Store {
     /// # Errors
     /// What `f` returns, or [`Error::Unavailable`].
     pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len().max(1);
-        let slot = self
-            .readers
-            .get(i)
-            .ok_or_else(|| Error::Unavailable("no reader".into()))?;
-        let mut conn = lock(slot)?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-        let out = f(&Tx::new(&tx))?;
-        tx.commit()?;
-        Ok(out)
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let mut conn = pick(&s.readers, &self.next_reader)?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+                let out = f(&Tx::new(&*tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Backend::Postgres(p) => {
+                let mut slot = pick(&p.readers, &self.next_reader)?;
+                pg::run(&p.settings, &mut slot, pg::BEGIN_READ, |tx| f(&Tx::new(tx)))
+            }
+        }
     }
 
     /// Runs `f` in one write transaction of its own, committed only when `f` succeeds.
@@ -161,11 +298,22 @@ impl Store {
     /// # Errors
     /// What `f` returns, or the commit's error; nothing is written then.
     pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = lock(&self.writer)?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&Tx::new(&tx))?;
-        tx.commit()?;
-        Ok(out)
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let mut conn = lock(&s.writer)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&Tx::new(&*tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Backend::Postgres(p) => {
+                let mut slot = lock(&p.writer)?;
+                pg::run(&p.settings, &mut slot, &pg::begin_write(true), |tx| {
+                    f(&Tx::new(tx))
+                })
+            }
+        }
     }
 
     /// Queues `job` for the group commit and calls `reply` with its outcome once the batch it
@@ -210,12 +358,52 @@ impl Store {
     pub fn ping(&self) -> Result<()> {
         self.read(|tx| tx.ping())
     }
+
+    /// Whether this node leads the cluster's scheduled jobs (CRL rebuilds, OCSP pre-signing, ACME
+    /// renewals, webhook deliveries). SQLite: always (one node). PostgreSQL: this node holds the
+    /// leadership advisory lock on a connection kept for it, checked with a round trip on every
+    /// call; any failure drops that connection (which releases the lock) and answers false, so
+    /// call it before each run of a job. A node that dies loses the lock when its connection
+    /// closes (TCP keepalives on both sides notice a dead host within about half a minute).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] only when the store's own lock is poisoned.
+    pub fn try_lead(&self) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(p) => Ok(lock(&p.leader)?.try_lead(&p.settings)),
+        }
+    }
+
+    /// Gives up leadership (PostgreSQL: closes the leadership connection), e.g. at shutdown.
+    pub fn step_down(&self) {
+        if let Backend::Postgres(p) = &self.backend {
+            if let Ok(mut l) = lock(&p.leader) {
+                l.step_down();
+            }
+        }
+    }
+}
+
+/// The group-commit writer's connection.
+enum BatchConn {
+    Sqlite(Connection),
+    Postgres(Arc<pg::Settings>, Box<Option<pg::PgConn>>),
+}
+
+fn start_writer(conn: BatchConn) -> Result<mpsc::Sender<Queued>> {
+    let (batches, jobs) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || group_commit_loop(conn, jobs))
+        .map_err(|e| Error::Unavailable(format!("cannot start the store writer: {e}")))?;
+    Ok(batches)
 }
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits once, replies.
 /// The commit syncs the WAL (`synchronous=FULL`) unless every job of the batch asked for
 /// [`Durability::Wal`].
-fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<Queued>) {
+fn group_commit_loop(mut conn: BatchConn, jobs: mpsc::Receiver<Queued>) {
     let mut synced = true; // `connect` set synchronous=FULL
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -232,20 +420,31 @@ fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<Queued>) {
             work.push(job);
             replies.push(reply);
         }
-        let results = if want_sync != synced {
-            let mode = if want_sync { "FULL" } else { "NORMAL" };
-            match conn.pragma_update(None, "synchronous", mode) {
-                Ok(()) => {
-                    synced = want_sync;
-                    run_batch(&mut conn, work)
-                }
-                Err(e) => {
-                    let e = Error::from(e);
-                    work.iter().map(|_| Err(e.clone())).collect()
+        let n = work.len();
+        let fail_all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+        let results = match &mut conn {
+            BatchConn::Sqlite(c) => {
+                if want_sync != synced {
+                    let mode = if want_sync { "FULL" } else { "NORMAL" };
+                    match c.pragma_update(None, "synchronous", mode) {
+                        Ok(()) => {
+                            synced = want_sync;
+                            run_batch_sqlite(c, work)
+                        }
+                        Err(e) => fail_all(Error::from(e)),
+                    }
+                } else {
+                    run_batch_sqlite(c, work)
                 }
             }
-        } else {
-            run_batch(&mut conn, work)
+            BatchConn::Postgres(settings, slot) => {
+                match pg::run(settings, slot, &pg::begin_write(want_sync), |tx| {
+                    Ok(run_jobs(tx, work))
+                }) {
+                    Ok(r) => r,
+                    Err(e) => fail_all(e),
+                }
+            }
         };
         for (reply, result) in replies.into_iter().zip(results) {
             reply(result);
@@ -253,30 +452,36 @@ fn group_commit_loop(mut conn: Connection, jobs: mpsc::Receiver<Queued>) {
     }
 }
 
-fn run_batch(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
+/// Runs each job under a savepoint of the open transaction on `db`.
+fn run_jobs(db: &dyn Exec, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Err(e) = db.batch("SAVEPOINT job") {
+            results.push(Err(e));
+            continue;
+        }
+        let r = job(&Tx::new(db));
+        let end = if r.is_ok() {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        match db.batch(end) {
+            Ok(()) => results.push(r),
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    results
+}
+
+fn run_batch_sqlite(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
     let n = jobs.len();
     let fail_all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => return fail_all(Error::from(e)),
     };
-    let mut results = Vec::with_capacity(n);
-    for job in jobs {
-        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
-            results.push(Err(Error::from(e)));
-            continue;
-        }
-        let r = job(&Tx::new(&tx));
-        let end = if r.is_ok() {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
-        match tx.execute_batch(end) {
-            Ok(()) => results.push(r),
-            Err(e) => results.push(Err(Error::from(e))),
-        }
-    }
+    let results = run_jobs(&*tx, jobs);
     match tx.commit() {
         Ok(()) => results,
         Err(e) => fail_all(Error::from(e)),
@@ -284,25 +489,27 @@ fn run_batch(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if version > known {
-        return Err(Error::Corrupt(format!(
-            "database schema version {version} is newer than this build ({known})"
-        )));
-    }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
+    loop {
+        // The version is read inside the write transaction: of two processes opening the file at
+        // once, the second waits and then sees the first's work.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > known {
+            return Err(Error::Corrupt(format!(
+                "database schema version {version} is newer than this build ({known})"
+            )));
+        }
+        let Some(sql) = MIGRATIONS.get(usize::try_from(version).unwrap_or(usize::MAX)) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;

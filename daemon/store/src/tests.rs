@@ -1,4 +1,5 @@
 use super::*;
+use crate::testutil::{both_backends, fixture, Fixture, Kind};
 
 fn rec(action: &str) -> AuditRecord {
     AuditRecord {
@@ -13,9 +14,10 @@ fn rec(action: &str) -> AuditRecord {
     }
 }
 
-fn store_with(n: usize) -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+/// A store of `kind` with a tenant and `n` audit records; `None` when the backend is skipped.
+fn store_with(kind: Kind, n: usize) -> Option<Fixture> {
+    let f = fixture(kind)?;
+    let s = &f.store;
     s.write(|tx| {
         tx.insert_tenant(&TenantRow {
             id: "tn_1".into(),
@@ -28,18 +30,14 @@ fn store_with(n: usize) -> (tempfile::TempDir, Store) {
         s.write(|tx| tx.append_audit(&rec(&format!("a{i}"))))
             .unwrap();
     }
-    (dir, s)
+    Some(f)
 }
 
-fn raw(s: &Store, sql: &str) {
-    let c = rusqlite::Connection::open(s.path()).unwrap();
-    c.execute_batch(sql).unwrap();
-}
-
-#[test]
-fn intact_chain_verifies_and_reopen_keeps_it() {
-    let (dir, s) = store_with(5);
-    let check = s.read(|tx| tx.verify_audit()).unwrap();
+fn intact_chain_verifies_and_reopen_keeps_it(kind: Kind) {
+    let Some(mut f) = store_with(kind, 5) else {
+        return;
+    };
+    let check = f.store.read(|tx| tx.verify_audit()).unwrap();
     assert_eq!(
         check,
         ChainCheck {
@@ -47,14 +45,13 @@ fn intact_chain_verifies_and_reopen_keeps_it() {
             first_bad: None
         }
     );
-    drop(s);
-    let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    f.reopen();
+    let s = &f.store;
     s.write(|tx| tx.append_audit(&rec("after-reopen"))).unwrap();
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
 }
 
-#[test]
-fn edits_deletions_swaps_and_duplicates_are_detected() {
+fn edits_deletions_swaps_and_duplicates_are_detected(kind: Kind) {
     let cases = [
         ("UPDATE audit SET outcome = 'denied' WHERE seq = 3", 3),
         ("DELETE FROM audit WHERE seq = 2", 2),
@@ -70,9 +67,11 @@ fn edits_deletions_swaps_and_duplicates_are_detected() {
         ),
     ];
     for (sql, bad_seq) in cases {
-        let (_d, s) = store_with(5);
-        raw(&s, sql);
-        let check = s.read(|tx| tx.verify_audit()).unwrap();
+        let Some(f) = store_with(kind, 5) else {
+            return;
+        };
+        f.raw(sql);
+        let check = f.store.read(|tx| tx.verify_audit()).unwrap();
         let (seq, why) = check
             .first_bad
             .unwrap_or_else(|| panic!("not detected: {sql}"));
@@ -80,9 +79,11 @@ fn edits_deletions_swaps_and_duplicates_are_detected() {
     }
 }
 
-#[test]
-fn a_failed_write_leaves_nothing() {
-    let (_d, s) = store_with(1);
+fn a_failed_write_leaves_nothing(kind: Kind) {
+    let Some(f) = store_with(kind, 1) else {
+        return;
+    };
+    let s = &f.store;
     let r: Result<()> = s.write(|tx| {
         tx.append_audit(&rec("half"))?;
         Err(Error::Conflict("boom".into()))
@@ -93,9 +94,11 @@ fn a_failed_write_leaves_nothing() {
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
 }
 
-#[test]
-fn pagination_and_tenant_conflicts() {
-    let (_d, s) = store_with(5);
+fn pagination_and_tenant_conflicts(kind: Kind) {
+    let Some(f) = store_with(kind, 5) else {
+        return;
+    };
+    let s = &f.store;
     let p1 = s.read(|tx| tx.list_audit(None, None, 2)).unwrap();
     assert_eq!(p1.items.len(), 2);
     let p2 = s
@@ -113,10 +116,11 @@ fn pagination_and_tenant_conflicts() {
     assert!(matches!(dup, Err(Error::Conflict(_))));
 }
 
-#[test]
-fn group_commit_isolates_failing_jobs_and_keeps_the_chain() {
-    let (_d, s) = store_with(0);
-    let s = std::sync::Arc::new(s);
+fn group_commit_isolates_failing_jobs_and_keeps_the_chain(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = std::sync::Arc::new(f.open_again());
     let mut handles = Vec::new();
     for i in 0..64u32 {
         let s = s.clone();
@@ -152,9 +156,11 @@ fn group_commit_isolates_failing_jobs_and_keeps_the_chain() {
     );
 }
 
-#[test]
-fn a_detail_is_part_of_the_chain() {
-    let (_d, s) = store_with(2);
+fn a_detail_is_part_of_the_chain(kind: Kind) {
+    let Some(f) = store_with(kind, 2) else {
+        return;
+    };
+    let s = &f.store;
     let mut r = rec("with-detail");
     r.detail = Some("unknown vendor".into());
     s.write(|tx| tx.append_audit(&r)).unwrap();
@@ -162,10 +168,7 @@ fn a_detail_is_part_of_the_chain() {
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
     let page = s.read(|tx| tx.list_audit(None, None, 10)).unwrap();
     assert_eq!(page.items[2].detail.as_deref(), Some("unknown vendor"));
-    raw(
-        &s,
-        "UPDATE audit SET detail = 'approved after all' WHERE seq = 3",
-    );
+    f.raw("UPDATE audit SET detail = 'approved after all' WHERE seq = 3");
     assert_eq!(
         s.read(|tx| tx.verify_audit())
             .unwrap()
@@ -175,10 +178,11 @@ fn a_detail_is_part_of_the_chain() {
     );
 }
 
-#[test]
-fn wal_only_and_disk_jobs_share_batches_and_both_commit() {
-    let (_d, s) = store_with(0);
-    let s = std::sync::Arc::new(s);
+fn wal_only_and_disk_jobs_share_batches_and_both_commit(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = std::sync::Arc::new(f.open_again());
     let mut handles = Vec::new();
     for i in 0..40u32 {
         let s = s.clone();
@@ -223,4 +227,457 @@ fn wal_only_and_disk_jobs_share_batches_and_both_commit() {
             first_bad: None
         }
     );
+}
+
+both_backends!(
+    intact_chain_verifies_and_reopen_keeps_it,
+    edits_deletions_swaps_and_duplicates_are_detected,
+    a_failed_write_leaves_nothing,
+    pagination_and_tenant_conflicts,
+    group_commit_isolates_failing_jobs_and_keeps_the_chain,
+    a_detail_is_part_of_the_chain,
+    wal_only_and_disk_jobs_share_batches_and_both_commit,
+    two_stores_append_audit_concurrently_into_one_chain,
+    crl_numbers_from_two_stores_are_distinct_and_consecutive,
+    a_csr_transition_raced_from_two_stores_has_one_winner,
+    leadership_is_exclusive_and_moves,
+    two_stores_migrating_at_once_and_a_newer_schema_is_refused,
+    a_crl_is_stored_only_over_an_older_one,
+    revocations_since_lists_revocations_in_time_order,
+    a_conflict_does_not_spoil_the_transaction,
+    conditional_claims_have_one_winner,
+);
+
+fn tenant(id: &str) -> TenantRow {
+    TenantRow {
+        id: id.into(),
+        name: id.into(),
+        created_at: "x".into(),
+    }
+}
+
+fn ca(id: &str) -> CaRow {
+    CaRow {
+        id: id.into(),
+        tenant_id: "tn_1".into(),
+        name: id.into(),
+        common_name: id.into(),
+        ca_type: "root".into(),
+        parent_ca_id: None,
+        status: "active".into(),
+        key_type: "ec".into(),
+        key_size: 256,
+        key_label: format!("label-{id}"),
+        cert_der: Some(vec![1, 2, 3]),
+        chain_pem: None,
+        csr_pem: None,
+        serial: None,
+        not_before: None,
+        not_after: None,
+        settings: "{}".into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+fn cert(ca_id: &str, serial: &str) -> CertRow {
+    CertRow {
+        issuer_ca_id: ca_id.into(),
+        serial: serial.into(),
+        tenant_id: "tn_1".into(),
+        kind: "leaf".into(),
+        subject_ca_id: None,
+        role: None,
+        common_name: Some("x".into()),
+        sans: None,
+        cert_der: Some(vec![4, 5, 6]),
+        status: "valid".into(),
+        not_before: Some("2026-01-01T00:00:00Z".into()),
+        not_after: Some("2027-01-01T00:00:00Z".into()),
+        revoked_at: None,
+        revocation_reason: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+/// Runs `f(store, thread)` on `per_store` threads for each of two stores on one database, all
+/// released at once; returns the results in thread order.
+fn race<T: Send + 'static>(
+    f: &Fixture,
+    per_store: usize,
+    job: impl Fn(&Store, usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let stores = [
+        std::sync::Arc::new(f.open_again()),
+        std::sync::Arc::new(f.open_again()),
+    ];
+    let job = std::sync::Arc::new(job);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2 * per_store));
+    let mut handles = Vec::new();
+    for i in 0..2 * per_store {
+        let s = stores[i % 2].clone();
+        let job = job.clone();
+        let barrier = barrier.clone();
+        handles.push(std::thread::spawn(move || {
+            barrier.wait();
+            job(&s, i)
+        }));
+    }
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn two_stores_append_audit_concurrently_into_one_chain(kind: Kind) {
+    let Some(f) = store_with(kind, 3) else {
+        return;
+    };
+    let results = race(&f, 4, |s, i| {
+        for n in 0..25 {
+            let r = rec(&format!("t{i}-{n}"));
+            if n % 2 == 0 {
+                s.write(|tx| tx.append_audit(&r).map(|_| ()))?;
+            } else {
+                s.write_batched(Box::new(move |tx| tx.append_audit(&r).map(|_| ())))?;
+            }
+        }
+        Ok::<_, Error>(())
+    });
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        f.store.read(|tx| tx.verify_audit()).unwrap(),
+        ChainCheck {
+            records: 3 + 8 * 25,
+            first_bad: None
+        }
+    );
+    let all = f.store.read(|tx| tx.list_audit(None, None, 1000)).unwrap();
+    for i in 0..8 {
+        for n in 0..25 {
+            let action = format!("t{i}-{n}");
+            assert!(
+                all.items.iter().any(|r| r.action == action),
+                "{action} missing"
+            );
+        }
+    }
+}
+
+fn crl_numbers_from_two_stores_are_distinct_and_consecutive(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    f.store.write(|tx| tx.insert_ca(&ca("ca_1"))).unwrap();
+    let numbers = race(&f, 3, |s, _| {
+        (0..15)
+            .map(|_| s.write(|tx| tx.next_crl_number("ca_1")).unwrap())
+            .collect::<Vec<i64>>()
+    });
+    let mut all: Vec<i64> = numbers.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=90).collect::<Vec<i64>>());
+}
+
+fn a_csr_transition_raced_from_two_stores_has_one_winner(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    for k in 0..10 {
+        let id = format!("csr_{k}");
+        f.store
+            .write(|tx| {
+                tx.insert_csr(&CsrRow {
+                    id: id.clone(),
+                    tenant_id: "tn_1".into(),
+                    status: "pending".into(),
+                    csr_der: vec![1],
+                    summary: "{}".into(),
+                    note: None,
+                    requested_by: "tok_1".into(),
+                    created_at: "x".into(),
+                    decided_by: None,
+                    decided_at: None,
+                    comment: None,
+                    reason: None,
+                    signed_ca_id: None,
+                    signed_serial: None,
+                    signed_at: None,
+                })
+            })
+            .unwrap();
+        let outcomes = race(&f, 2, move |s, i| {
+            let to = if i % 2 == 0 { "approved" } else { "rejected" };
+            let by = format!("tok_{i}");
+            s.write(|tx| tx.transition_csr("tn_1", &id, "pending", to, Some(&by), "t", None, None))
+        });
+        let wins = outcomes.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "{outcomes:?}");
+        assert!(outcomes
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, Error::Conflict(s) if s == "approved" || s == "rejected")));
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn leadership_is_exclusive_and_moves(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let a = f.open_again();
+    let b = f.open_again();
+    assert!(a.try_lead().unwrap());
+    if kind == Kind::Sqlite {
+        // One node: always the leader.
+        assert!(b.try_lead().unwrap());
+        return;
+    }
+    assert!(!b.try_lead().unwrap());
+    assert!(a.try_lead().unwrap(), "the leader stays the leader");
+    assert!(!b.try_lead().unwrap());
+    a.step_down();
+    wait_for("b to lead", || b.try_lead().unwrap());
+    assert!(!a.try_lead().unwrap());
+    // The leader's store goes away (as when its process dies): the lock goes with it.
+    drop(b);
+    wait_for("a to lead", || a.try_lead().unwrap());
+    // Its connection killed: the leader notices on its next check and steps down.
+    f.pg.as_ref().unwrap().terminate_sessions();
+    let c = f.open_again();
+    wait_for("c to lead", || c.try_lead().unwrap());
+    assert!(!a.try_lead().unwrap());
+}
+
+fn two_stores_migrating_at_once_and_a_newer_schema_is_refused(kind: Kind) {
+    // A fresh database, opened by two stores at the same moment.
+    let Some(f) = fixture(kind) else {
+        return;
+    };
+    let opened = race(&f, 1, |s, _| s.ping());
+    assert!(opened.iter().all(Result::is_ok));
+    let known = i64::try_from(MIGRATIONS.len()).unwrap();
+    assert_eq!(known, i64::try_from(PG_MIGRATIONS.len()).unwrap());
+    match kind {
+        Kind::Sqlite => f.raw(&format!("PRAGMA user_version = {}", known + 1)),
+        Kind::Postgres => f.raw(&format!(
+            "UPDATE schema_version SET version = {}",
+            known + 1
+        )),
+    }
+    let err = match kind {
+        Kind::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("db.sqlite");
+            drop(Store::open(&p).unwrap());
+            rusqlite::Connection::open(&p)
+                .unwrap()
+                .execute_batch(&format!("PRAGMA user_version = {}", known + 1))
+                .unwrap();
+            Store::open(&p).unwrap_err()
+        }
+        Kind::Postgres => Store::open_postgres(&f.pg.as_ref().unwrap().config()).unwrap_err(),
+    };
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+}
+
+fn a_crl_is_stored_only_over_an_older_one(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    assert_eq!(s.read(|tx| tx.crl_der("ca_1")).unwrap(), None);
+    assert!(s.write(|tx| tx.store_crl_der("ca_1", 5, b"five")).unwrap());
+    assert!(!s.write(|tx| tx.store_crl_der("ca_1", 3, b"three")).unwrap());
+    assert!(!s.write(|tx| tx.store_crl_der("ca_1", 5, b"again")).unwrap());
+    assert_eq!(
+        s.read(|tx| tx.crl_der("ca_1")).unwrap(),
+        Some((5, b"five".to_vec()))
+    );
+    assert!(s.write(|tx| tx.store_crl_der("ca_1", 6, b"six")).unwrap());
+    assert!(s.write(|tx| tx.store_crl_der("ca_2", 1, b"other")).unwrap());
+    assert_eq!(
+        s.read(|tx| tx.crl_der("ca_1")).unwrap(),
+        Some((6, b"six".to_vec()))
+    );
+}
+
+fn revocations_since_lists_revocations_in_time_order(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    s.write(|tx| {
+        tx.insert_ca(&ca("ca_1"))?;
+        for serial in ["0A", "0B", "0C", "0D"] {
+            tx.insert_certificate(&cert("ca_1", serial))?;
+        }
+        tx.revoke_certificate("tn_1", "0C", "2026-05-01T10:00:00Z", "key_compromise")?;
+        tx.revoke_certificate("tn_1", "0A", "2026-05-01T11:00:00Z", "superseded")?;
+        tx.revoke_certificate("tn_1", "0B", "2026-04-01T00:00:00Z", "superseded")?;
+        Ok(())
+    })
+    .unwrap();
+    let got = s
+        .read(|tx| tx.revocations_since("2026-05-01T00:00:00Z", 10))
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ("ca_1".into(), "0C".into(), "2026-05-01T10:00:00Z".into()),
+            ("ca_1".into(), "0A".into(), "2026-05-01T11:00:00Z".into()),
+        ]
+    );
+    assert_eq!(
+        s.read(|tx| tx.revocations_since("2026-01-01T00:00:00Z", 1))
+            .unwrap()[0]
+            .1,
+        "0B"
+    );
+    // A second revocation of the same certificate is a conflict, also when raced.
+    let again = s.write(|tx| tx.revoke_certificate("tn_1", "0A", "t", "superseded"));
+    assert!(matches!(again, Err(Error::Conflict(_))));
+    let raced = race(&f, 2, |s, _| {
+        s.write(|tx| tx.revoke_certificate("tn_1", "0D", "2026-06-01T00:00:00Z", "superseded"))
+    });
+    assert_eq!(raced.iter().filter(|r| r.is_ok()).count(), 1, "{raced:?}");
+    // Summaries read back integers on both backends.
+    let (published, dirty, _) = s.read(|tx| tx.crl_summary()).unwrap();
+    assert_eq!((published, dirty), (0, 1));
+    let (total, revoked, cas) = s
+        .read(|tx| tx.tidy_certificates("tn_1", "2099-01-01T00:00:00Z", false))
+        .unwrap();
+    assert_eq!((total, revoked, cas), (4, 4, vec!["ca_1".to_owned()]));
+}
+
+fn a_conflict_does_not_spoil_the_transaction(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    s.write(|tx| {
+        let dup = tx.insert_tenant(&TenantRow {
+            id: "tn_x".into(),
+            name: "default".into(),
+            created_at: "x".into(),
+        });
+        assert!(matches!(dup, Err(Error::Conflict(_))));
+        tx.insert_tenant(&tenant("tn_2"))?;
+        tx.insert_ca(&ca("ca_1"))?;
+        assert!(matches!(tx.insert_ca(&ca("ca_1")), Err(Error::Conflict(_))));
+        tx.insert_certificate(&cert("ca_1", "01"))?;
+        assert!(matches!(
+            tx.insert_certificate(&cert("ca_1", "01")),
+            Err(Error::Conflict(_))
+        ));
+        tx.append_audit(&rec("after-conflicts")).map(|_| ())
+    })
+    .unwrap();
+    let names: Vec<String> = s
+        .read(|tx| tx.list_tenants())
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["default".to_owned(), "tn_2".to_owned()]);
+    assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().records, 1);
+    // A failed batched job's savepoint leaves the batch usable on both backends.
+    let r = s.write_batched(Box::new(|tx| tx.insert_tenant(&tenant("tn_2"))));
+    assert!(matches!(r, Err(Error::Conflict(_))));
+    s.write_batched(Box::new(|tx| tx.insert_tenant(&tenant("tn_3"))))
+        .unwrap();
+}
+
+fn conditional_claims_have_one_winner(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    s.write(|tx| {
+        tx.insert_webhook(&WebhookRow {
+            id: "wh_1".into(),
+            tenant_id: "tn_1".into(),
+            url: "http://127.0.0.1:1/".into(),
+            events: "[\"*\"]".into(),
+            secret_enc: vec![1],
+            created_at: "x".into(),
+            cursor: 0,
+        })?;
+        tx.insert_event("tn_1", "certificate.issued", None, "t", "{}")?;
+        let d = WebhookDeliveryRow {
+            id: "whd_1".into(),
+            webhook_id: "wh_1".into(),
+            event_seq: 1,
+            event_type: "certificate.issued".into(),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_ms: Some(0),
+            last_http_status: None,
+            last_error: None,
+            created_at: "x".into(),
+            updated_at: "x".into(),
+        };
+        assert!(tx.enqueue_deliveries("wh_1", &[d], 1)?);
+        Ok(())
+    })
+    .unwrap();
+    let claims = race(&f, 2, |s, _| {
+        s.write(|tx| tx.claim_delivery("whd_1", 0, 1_000, 31_000))
+            .unwrap()
+    });
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1);
+    // The attempt's outcome is recorded once; a replay of the same attempt is refused.
+    let mut d = s
+        .read(|tx| tx.next_pending_delivery("wh_1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.next_attempt_ms, Some(31_000));
+    d.attempts = 1;
+    d.next_attempt_ms = Some(60_000);
+    assert!(s.write(|tx| tx.update_delivery(&d)).unwrap());
+    assert!(!s.write(|tx| tx.update_delivery(&d)).unwrap());
+}
+
+/// The server ends every session (a restart or failover, as clients see it): the store's next
+/// calls reconnect, and at most one of them fails.
+#[test]
+fn a_store_reconnects_after_its_sessions_are_terminated() {
+    let Some(f) = store_with(Kind::Postgres, 1) else {
+        return;
+    };
+    let s = &f.store;
+    let db = f.pg.as_ref().unwrap();
+    for round in 0..3 {
+        s.ping().unwrap();
+        s.write_batched(Box::new(|tx| tx.append_audit(&rec("batched")).map(|_| ())))
+            .unwrap();
+        assert!(db.terminate_sessions() >= 4, "round {round}");
+        let mut failures = 0;
+        for _ in 0..6 {
+            if s.ping().is_err() {
+                failures += 1;
+            }
+        }
+        assert!(failures <= 1, "round {round}: {failures} failed pings");
+        let mut failures = 0;
+        for i in 0..3 {
+            let r = if i % 2 == 0 {
+                s.write(|tx| tx.append_audit(&rec("direct")).map(|_| ()))
+            } else {
+                s.write_batched(Box::new(|tx| tx.append_audit(&rec("b")).map(|_| ())))
+            };
+            if let Err(e) = r {
+                assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+                failures += 1;
+            }
+        }
+        assert!(failures <= 1, "round {round}: {failures} failed writes");
+    }
+    assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
 }

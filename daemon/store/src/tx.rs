@@ -1,11 +1,11 @@
 //! Typed operations inside one transaction.
 
 use crate::audit::{self, AuditRecord, AuditRow, ChainCheck};
+use crate::db::{params, Conn, OptionalExtension, Row};
 use crate::rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
 };
 use crate::{Error, Result};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 mod acme;
 mod anchors;
@@ -15,7 +15,7 @@ pub use acme::{AcmeAccountRow, DnsProviderRow, ManagedCertRow, ManagedVersionRow
 
 /// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.
 pub struct Tx<'a> {
-    tx: &'a Transaction<'a>,
+    tx: Conn<'a>,
 }
 
 fn cursor_of(rowid: i64) -> String {
@@ -45,12 +45,22 @@ fn page<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
     }
 }
 
+/// An `INSERT … ON CONFLICT DO NOTHING` that inserted nothing hit a uniqueness rule. (Doing nothing
+/// instead of failing keeps a PostgreSQL transaction usable after the conflict, as in SQLite.)
+fn inserted(n: usize) -> Result<usize> {
+    if n == 0 {
+        Err(Error::Conflict("unique constraint".into()))
+    } else {
+        Ok(n)
+    }
+}
+
 fn limit_plus_one(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(1000).saturating_add(1)
 }
 
 /// Maps one row to `(rowid, value)` for [`page`].
-type RowMap<T> = fn(&Row<'_>) -> rusqlite::Result<(i64, T)>;
+type RowMap<T> = fn(&Row<'_>) -> Result<(i64, T)>;
 
 impl Tx<'_> {
     /// A page of tenant `tenant_id`'s rows of `table` in creation (rowid) order: `cols` are
@@ -74,7 +84,7 @@ impl Tx<'_> {
                 "SELECT {cols} FROM {table} WHERE tenant_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
             ))?
             .query_map(params![tenant_id, after, limit_plus_one(limit)], map)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
 }
@@ -82,7 +92,7 @@ impl Tx<'_> {
 const CA_COLS: &str = "id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, key_size, \
      key_label, cert_der, chain_pem, csr_pem, serial, not_before, not_after, settings, created_at, rowid";
 
-fn ca_row(r: &Row<'_>) -> rusqlite::Result<(i64, CaRow)> {
+fn ca_row(r: &Row<'_>) -> Result<(i64, CaRow)> {
     Ok((
         r.get(18)?,
         CaRow {
@@ -108,7 +118,7 @@ fn ca_row(r: &Row<'_>) -> rusqlite::Result<(i64, CaRow)> {
     ))
 }
 
-fn token_row(r: &Row<'_>) -> rusqlite::Result<(i64, TokenRow)> {
+fn token_row(r: &Row<'_>) -> Result<(i64, TokenRow)> {
     let policies: String = r.get(4)?;
     Ok((
         r.get(8)?,
@@ -128,7 +138,7 @@ const CERT_COLS: &str =
     "issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, sans, cert_der, \
      status, not_before, not_after, revoked_at, revocation_reason, created_at, rowid";
 
-fn cert_row(r: &Row<'_>) -> rusqlite::Result<(i64, CertRow)> {
+fn cert_row(r: &Row<'_>) -> Result<(i64, CertRow)> {
     Ok((
         r.get(15)?,
         CertRow {
@@ -153,7 +163,7 @@ fn cert_row(r: &Row<'_>) -> rusqlite::Result<(i64, CertRow)> {
 
 const ROLE_COLS: &str = "tenant_id, name, ca_id, config, created_at, updated_at, rowid";
 
-fn role_row(r: &Row<'_>) -> rusqlite::Result<(i64, RoleRow)> {
+fn role_row(r: &Row<'_>) -> Result<(i64, RoleRow)> {
     Ok((
         r.get(6)?,
         RoleRow {
@@ -171,13 +181,15 @@ fn role_row(r: &Row<'_>) -> rusqlite::Result<(i64, RoleRow)> {
 pub type CertStatus = (String, Option<String>, Option<String>);
 /// A CRL entry as read in chunks: `(rowid, serial, revoked_at, reason)`.
 pub type RevokedRow = (i64, String, String, Option<String>);
+/// A revocation as polled by other nodes: `(issuer_ca_id, serial, revoked_at)`.
+pub type Revocation = (String, String, String);
 /// A CA's CRL state: `(number, this_update, next_update, dirty)`.
 pub type CrlState = (i64, Option<String>, Option<String>, bool);
 
 const CSR_COLS: &str = "id, tenant_id, status, csr_der, summary, note, requested_by, created_at, decided_by, decided_at, \
      comment, reason, signed_ca_id, signed_serial, signed_at, rowid";
 
-fn csr_row(r: &Row<'_>) -> rusqlite::Result<(i64, CsrRow)> {
+fn csr_row(r: &Row<'_>) -> Result<(i64, CsrRow)> {
     Ok((
         r.get(15)?,
         CsrRow {
@@ -204,14 +216,14 @@ const TOKEN_COLS: &str =
     "id, tenant_id, name, hash, policies, created_at, expires_at, revoked_at, rowid";
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(tx: &'a Transaction<'a>) -> Self {
-        Tx { tx }
+    pub(crate) fn new(db: &'a (dyn crate::db::Exec + 'a)) -> Self {
+        Tx { tx: Conn::new(db) }
     }
 
     pub(crate) fn ping(&self) -> Result<()> {
         self.tx
             .prepare_cached("SELECT 1")?
-            .query_row([], |_| Ok(()))?;
+            .query_row(params![], |_| Ok(()))?;
         Ok(())
     }
 
@@ -223,9 +235,12 @@ impl<'a> Tx<'a> {
     /// [`Error::Conflict`] when the name is taken.
     pub fn insert_tenant(&self, t: &TenantRow) -> Result<()> {
         self.tx
-            .prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?
+            .prepare_cached(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?
             .execute(params![t.id, t.name, t.created_at])
-            .map_err(|e| match Error::from(e) {
+            .and_then(inserted)
+            .map_err(|e| match e {
                 Error::Conflict(_) => Error::Conflict(format!("tenant {:?} exists", t.name)),
                 other => other,
             })?;
@@ -240,15 +255,14 @@ impl<'a> Tx<'a> {
         let mut st = self
             .tx
             .prepare("SELECT id, name, created_at FROM tenants ORDER BY name")?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map(params![], |r| {
             Ok(TenantRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 created_at: r.get(2)?,
             })
         })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(Error::from)
+        rows.collect::<Result<Vec<_>>>()
     }
 
     /// The tenant with `name`.
@@ -258,14 +272,13 @@ impl<'a> Tx<'a> {
     pub fn tenant_by_name(&self, name: &str) -> Result<TenantRow> {
         self.tx
             .prepare_cached("SELECT id, name, created_at FROM tenants WHERE name = ?1")?
-            .query_row([name], |r| {
+            .query_row(params![name], |r| {
                 Ok(TenantRow {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     created_at: r.get(2)?,
                 })
             })
-            .map_err(Error::from)
     }
 
     // ---- tokens --------------------------------------------------------------------------
@@ -301,12 +314,11 @@ impl<'a> Tx<'a> {
     pub fn token_by_id(&self, id: &str) -> Result<(TokenRow, Vec<u8>)> {
         self.tx
             .prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"))?
-            .query_row([id], |r| {
+            .query_row(params![id], |r| {
                 let (_, t) = token_row(r)?;
                 let h: Vec<u8> = r.get(3)?;
                 Ok((t, h))
             })
-            .map_err(Error::from)
     }
 
     /// Tokens, optionally of one tenant.
@@ -321,11 +333,11 @@ impl<'a> Tx<'a> {
     ) -> Result<Page<TokenRow>> {
         let after = parse_cursor(cursor)?;
         let mut st = self.tx.prepare(&format!(
-            "SELECT {TOKEN_COLS} FROM tokens WHERE (?1 IS NULL OR tenant_id = ?1) AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+            "SELECT {TOKEN_COLS} FROM tokens WHERE (CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1) AND rowid > ?2 ORDER BY rowid LIMIT ?3"
         ))?;
         let rows = st
             .query_map(params![tenant_id, after, limit_plus_one(limit)], token_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
 
@@ -334,7 +346,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`] when there is no such (unrevoked) token.
     pub fn revoke_token(&self, id: &str, tenant_id: Option<&str>, at: &str) -> Result<()> {
-        let n = self.tx.prepare_cached("UPDATE tokens SET revoked_at = ?3 WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2) AND revoked_at IS NULL")?.execute(params![id, tenant_id, at],
+        let n = self.tx.prepare_cached("UPDATE tokens SET revoked_at = ?3 WHERE id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR tenant_id = ?2) AND revoked_at IS NULL")?.execute(params![id, tenant_id, at],
         )?;
         if n == 0 {
             return Err(Error::NotFound);
@@ -352,14 +364,16 @@ impl<'a> Tx<'a> {
         self.tx
             .prepare_cached("INSERT INTO cas (id, tenant_id, name, common_name, ca_type, parent_ca_id, status, key_type, \
                  key_size, key_label, cert_der, chain_pem, csr_pem, serial, not_before, not_after, settings, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+                 ON CONFLICT DO NOTHING")?
             .execute(params![
                     c.id, c.tenant_id, c.name, c.common_name, c.ca_type, c.parent_ca_id, c.status, c.key_type,
                     c.key_size, c.key_label, c.cert_der, c.chain_pem, c.csr_pem, c.serial, c.not_before,
                     c.not_after, c.settings, c.created_at
                 ],
             )
-            .map_err(|e| match Error::from(e) {
+            .and_then(inserted)
+            .map_err(|e| match e {
                 Error::Conflict(_) => Error::Conflict(format!("a CA named {:?} exists", c.name)),
                 other => other,
             })?;
@@ -404,7 +418,6 @@ impl<'a> Tx<'a> {
             ))?
             .query_row(params![id, tenant_id], ca_row)
             .map(|(_, c)| c)
-            .map_err(Error::from)
     }
 
     /// The CA `id`, whatever its tenant (for unauthenticated CRL/OCSP/AIA endpoints).
@@ -414,9 +427,8 @@ impl<'a> Tx<'a> {
     pub fn get_ca_any_tenant(&self, id: &str) -> Result<CaRow> {
         self.tx
             .prepare_cached(&format!("SELECT {CA_COLS} FROM cas WHERE id = ?1"))?
-            .query_row([id], ca_row)
+            .query_row(params![id], ca_row)
             .map(|(_, c)| c)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's CAs in creation order.
@@ -455,14 +467,16 @@ impl<'a> Tx<'a> {
         self.tx
             .prepare_cached("INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
                  sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at, tbs_der) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")?
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                 ON CONFLICT DO NOTHING")?
             .execute(params![
                     c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, c.sans,
                     c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, c.created_at,
                     tbs_der
                 ],
             )
-            .map_err(|e| match Error::from(e) {
+            .and_then(inserted)
+            .map_err(|e| match e {
                 Error::Conflict(_) => Error::Conflict(format!("serial {} already used by this issuer", c.serial)),
                 other => other,
             })?;
@@ -508,8 +522,38 @@ impl<'a> Tx<'a> {
                  revocation_reason = 'cessation_of_operation' WHERE status = 'reserved' \
                  RETURNING tenant_id, issuer_ca_id, serial",
             )?
-            .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<Vec<(String, String, String)>>>()?;
+            .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<(String, String, String)>>>()?;
+        for (_, ca, _) in &rows {
+            self.mark_crl_dirty(ca)?;
+        }
+        Ok(rows)
+    }
+
+    /// [`Tx::reconcile_reservations`] for several nodes on one database: only reservations
+    /// created before `created_before` (RFC 3339, as stored) are revoked, so that a node starting
+    /// up does not revoke the reservations another node has in flight right now. Returns
+    /// `(tenant, issuer, serial)` of each.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn reconcile_stale_reservations(
+        &self,
+        now: &str,
+        created_before: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        let rows = self
+            .tx
+            .prepare(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
+                 revocation_reason = 'cessation_of_operation' \
+                 WHERE status = 'reserved' AND created_at < ?2 \
+                 RETURNING tenant_id, issuer_ca_id, serial",
+            )?
+            .query_map(params![now, created_before], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<(String, String, String)>>>()?;
         for (_, ca, _) in &rows {
             self.mark_crl_dirty(ca)?;
         }
@@ -543,7 +587,6 @@ impl<'a> Tx<'a> {
                     })
                 },
             )
-            .map_err(Error::from)
     }
 
     /// The tenant's issued certificate with `serial` (canonical form), of any issuer.
@@ -557,7 +600,6 @@ impl<'a> Tx<'a> {
                 cert_row,
             )
             .map(|(_, c)| c)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's certificates, newest last, filtered.
@@ -574,11 +616,11 @@ impl<'a> Tx<'a> {
         let after = parse_cursor(cursor)?;
         let mut st = self.tx.prepare(&format!(
             "SELECT {CERT_COLS} FROM certificates WHERE tenant_id = ?1 AND rowid > ?2 AND status != 'reserved' \
-             AND (?3 IS NULL OR issuer_ca_id = ?3) AND (?4 IS NULL OR role = ?4) \
-             AND (?5 IS NULL OR (?5 = 'revoked' AND status = 'revoked') \
+             AND (CAST(?3 AS TEXT) IS NULL OR issuer_ca_id = ?3) AND (CAST(?4 AS TEXT) IS NULL OR role = ?4) \
+             AND (CAST(?5 AS TEXT) IS NULL OR (?5 = 'revoked' AND status = 'revoked') \
                   OR (?5 = 'valid' AND status = 'valid' AND not_after > ?6) \
                   OR (?5 = 'expired' AND status = 'valid' AND not_after <= ?6)) \
-             AND (?7 IS NULL OR (status = 'valid' AND not_after > ?6 AND not_after <= ?7)) \
+             AND (CAST(?7 AS TEXT) IS NULL OR (status = 'valid' AND not_after > ?6 AND not_after <= ?7)) \
              ORDER BY rowid LIMIT ?8"
         ))?;
         let rows = st
@@ -595,7 +637,7 @@ impl<'a> Tx<'a> {
                 ],
                 cert_row,
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
 
@@ -607,10 +649,20 @@ impl<'a> Tx<'a> {
     /// [`Error::Conflict`] when the tenant has a role of that name.
     pub fn insert_role(&self, r: &RoleRow) -> Result<()> {
         self.tx
-            .prepare_cached("INSERT INTO roles (tenant_id, name, ca_id, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![r.tenant_id, r.name, r.ca_id, r.config, r.created_at, r.updated_at],
-            )
-            .map_err(|e| match Error::from(e) {
+            .prepare_cached(
+                "INSERT INTO roles (tenant_id, name, ca_id, config, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                r.tenant_id,
+                r.name,
+                r.ca_id,
+                r.config,
+                r.created_at,
+                r.updated_at
+            ])
+            .and_then(inserted)
+            .map_err(|e| match e {
                 Error::Conflict(_) => Error::Conflict(format!("a role named {:?} exists", r.name)),
                 other => other,
             })?;
@@ -656,7 +708,6 @@ impl<'a> Tx<'a> {
             ))?
             .query_row(params![tenant_id, name], role_row)
             .map(|(_, r)| r)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's roles.
@@ -698,7 +749,6 @@ impl<'a> Tx<'a> {
             ))?
             .query_row(params![id, tenant_id], csr_row)
             .map(|(_, c)| c)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's CSRs, optionally of one status.
@@ -714,14 +764,14 @@ impl<'a> Tx<'a> {
     ) -> Result<Page<CsrRow>> {
         let after = parse_cursor(cursor)?;
         let mut st = self.tx.prepare_cached(&format!(
-            "SELECT {CSR_COLS} FROM csrs WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) AND rowid > ?3 ORDER BY rowid LIMIT ?4"
+            "SELECT {CSR_COLS} FROM csrs WHERE tenant_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) AND rowid > ?3 ORDER BY rowid LIMIT ?4"
         ))?;
         let rows = st
             .query_map(
                 params![tenant_id, status, after, limit_plus_one(limit)],
                 csr_row,
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
 
@@ -787,8 +837,7 @@ impl<'a> Tx<'a> {
     pub fn tenant_csr_distinct_approver(&self, tenant_id: &str) -> Result<Option<bool>> {
         self.tx
             .prepare_cached("SELECT csr_distinct_approver FROM tenants WHERE id = ?1")?
-            .query_row([tenant_id], |r| r.get::<_, Option<bool>>(0))
-            .map_err(Error::from)
+            .query_row(params![tenant_id], |r| r.get::<_, Option<bool>>(0))
     }
 
     /// Sets (or with `None` clears) the tenant's separation-of-duties setting.
@@ -866,8 +915,8 @@ impl<'a> Tx<'a> {
         };
         let mut st = self.tx.prepare_cached(
             "SELECT seq, tenant_id, type, object_id, time, data FROM events WHERE tenant_id = ?1 AND seq > ?2 \
-             AND (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR substr(type, 1, length(?5)) = ?5) \
-             AND (?6 IS NULL OR time >= ?6) ORDER BY seq LIMIT ?3",
+             AND (CAST(?4 AS TEXT) IS NULL OR type = ?4) AND (CAST(?5 AS TEXT) IS NULL OR substr(type, 1, length(?5)) = ?5) \
+             AND (CAST(?6 AS TEXT) IS NULL OR time >= ?6) ORDER BY seq LIMIT ?3",
         )?;
         let rows = st
             .query_map(
@@ -893,7 +942,7 @@ impl<'a> Tx<'a> {
                     ))
                 },
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(rows, limit))
     }
 
@@ -915,12 +964,17 @@ impl<'a> Tx<'a> {
         if row.status == "revoked" {
             return Err(Error::Conflict("already revoked".into()));
         }
-        self.tx
+        let n = self
+            .tx
             .prepare_cached(
                 "UPDATE certificates SET status = 'revoked', revoked_at = ?3, revocation_reason = ?4 \
                  WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'valid'",
             )?
             .execute(params![row.issuer_ca_id, row.serial, at, reason])?;
+        if n == 0 {
+            // Revoked (or changed) by a concurrent transaction since it was read.
+            return Err(Error::Conflict("already revoked".into()));
+        }
         self.mark_crl_dirty(&row.issuer_ca_id)?;
         Ok(row)
     }
@@ -935,7 +989,7 @@ impl<'a> Tx<'a> {
                 "INSERT INTO crl_state (ca_id, crl_number, dirty) VALUES (?1, 0, 1) \
                  ON CONFLICT(ca_id) DO UPDATE SET dirty = 1",
             )?
-            .execute([ca_id])?;
+            .execute(params![ca_id])?;
         Ok(())
     }
 
@@ -945,8 +999,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn certificate_status(&self, ca_id: &str, serial: &str) -> Result<Option<CertStatus>> {
-        Ok(self
-            .tx
+        self.tx
             .prepare_cached(
                 "SELECT status, revoked_at, revocation_reason FROM certificates \
                  WHERE issuer_ca_id = ?1 AND serial = ?2 AND status != 'reserved'",
@@ -954,7 +1007,7 @@ impl<'a> Tx<'a> {
             .query_row(params![ca_id, serial], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
-            .optional()?)
+            .optional()
     }
 
     /// Up to `limit` revoked certificates of `ca_id` after `after_rowid` whose `not_after` is not
@@ -991,7 +1044,7 @@ impl<'a> Tx<'a> {
                     ))
                 },
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -1004,13 +1057,10 @@ impl<'a> Tx<'a> {
         self.tx
             .prepare_cached(
                 "INSERT INTO crl_state (ca_id, crl_number, dirty) VALUES (?1, 1, 0) \
-                 ON CONFLICT(ca_id) DO UPDATE SET crl_number = crl_number + 1, dirty = 0",
+                 ON CONFLICT(ca_id) DO UPDATE SET crl_number = crl_state.crl_number + 1, dirty = 0 \
+                 RETURNING crl_number",
             )?
-            .execute([ca_id])?;
-        Ok(self
-            .tx
-            .prepare_cached("SELECT crl_number FROM crl_state WHERE ca_id = ?1")?
-            .query_row([ca_id], |r| r.get(0))?)
+            .query_row(params![ca_id], |r| r.get(0))
     }
 
     /// Records that the CRL numbered `number` was published (its DER lives in a file next to the
@@ -1061,21 +1111,71 @@ impl<'a> Tx<'a> {
         Ok(n == 1)
     }
 
+    /// Stores the DER of CRL `number` of `ca_id` where every node finds it, unless a CRL with the
+    /// same or a higher number is stored already (two nodes publishing at once cannot move it
+    /// back); returns whether it was stored.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn store_crl_der(&self, ca_id: &str, number: i64, der: &[u8]) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO crl_blobs (ca_id, crl_number, der) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(ca_id) DO UPDATE SET crl_number = excluded.crl_number, der = excluded.der \
+                 WHERE crl_blobs.crl_number < excluded.crl_number",
+            )?
+            .execute(params![ca_id, number, der])?;
+        Ok(n == 1)
+    }
+
+    /// The newest stored CRL of `ca_id`: `(number, DER)`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn crl_der(&self, ca_id: &str) -> Result<Option<(i64, Vec<u8>)>> {
+        self.tx
+            .prepare_cached("SELECT crl_number, der FROM crl_blobs WHERE ca_id = ?1")?
+            .query_row(params![ca_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    }
+
+    /// Revoked certificates (every tenant) whose `revoked_at` is at or after `since_rfc3339`
+    /// (stored as `YYYY-MM-DDTHH:MM:SSZ`, so text order is time order), oldest first, at most
+    /// `limit`: `(issuer_ca_id, serial, revoked_at)`. For other nodes' OCSP caches: poll with the
+    /// newest `revoked_at` seen (records of that second come again; skip the known ones).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn revocations_since(&self, since_rfc3339: &str, limit: usize) -> Result<Vec<Revocation>> {
+        self.tx
+            .prepare_cached(
+                "SELECT issuer_ca_id, serial, revoked_at FROM certificates \
+                 WHERE status = 'revoked' AND revoked_at >= ?1 \
+                 ORDER BY revoked_at, issuer_ca_id, serial LIMIT ?2",
+            )?
+            .query_map(
+                params![since_rfc3339, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .collect()
+    }
+
     /// The CRL state of `ca_id`: `(number, this_update, next_update, dirty)`; `this_update` is
     /// `None` until a CRL was published.
     ///
     /// # Errors
     /// SQL failures.
     pub fn published_crl(&self, ca_id: &str) -> Result<Option<CrlState>> {
-        Ok(self
+        self
             .tx
             .prepare_cached(
                 "SELECT crl_number, this_update, next_update, dirty FROM crl_state WHERE ca_id = ?1",
             )?
-            .query_row([ca_id], |r| {
+            .query_row(params![ca_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0))
             })
-            .optional()?)
+            .optional()
     }
 
     /// For health: `(CAs with a published CRL, CAs whose CRL is dirty, earliest next_update)`.
@@ -1083,12 +1183,13 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn crl_summary(&self) -> Result<(i64, i64, Option<String>)> {
-        Ok(self
+        self
             .tx
             .prepare_cached(
-                "SELECT COUNT(this_update), COALESCE(SUM(dirty), 0), MIN(next_update) FROM crl_state",
+                "SELECT COUNT(this_update), CAST(COALESCE(SUM(dirty), 0) AS BIGINT), MIN(next_update) \
+                 FROM crl_state",
             )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
+            .query_row(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
     }
 
     /// Ids of active or retired CAs with a certificate whose CRL is dirty or due before `due`.
@@ -1103,8 +1204,8 @@ impl<'a> Tx<'a> {
              AND (s.ca_id IS NULL OR s.dirty = 1 OR s.this_update IS NULL OR s.next_update IS NULL OR s.next_update <= ?1)",
         )?;
         let rows = st
-            .query_map([due], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+            .query_map(params![due], |r| r.get(0))?
+            .collect::<Result<Vec<String>>>()?;
         Ok(rows)
     }
 
@@ -1115,13 +1216,12 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn ocsp_signer(&self, ca_id: &str) -> Result<Option<(String, Vec<u8>, String)>> {
-        Ok(self
-            .tx
+        self.tx
             .prepare_cached(
                 "SELECT key_label, cert_der, not_after FROM ocsp_signers WHERE ca_id = ?1",
             )?
-            .query_row([ca_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?)
+            .query_row(params![ca_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
     }
 
     /// Installs (or replaces, on rotation) the delegated OCSP signer of `ca_id`.
@@ -1162,7 +1262,7 @@ impl<'a> Tx<'a> {
         let (total, revoked): (i64, i64) = self
             .tx
             .prepare_cached(
-                "SELECT count(*), coalesce(sum(status = 'revoked'), 0) FROM certificates \
+                "SELECT count(*), CAST(COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM certificates \
                  WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2",
             )?
             .query_row(params![tenant_id, cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -1172,7 +1272,7 @@ impl<'a> Tx<'a> {
         )?;
         let cas = st
             .query_map(params![tenant_id, cutoff], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+            .collect::<Result<Vec<String>>>()?;
         if apply {
             self.tx
                 .prepare_cached(
@@ -1203,7 +1303,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures (the caller's whole transaction then fails).
     pub fn append_audit(&self, rec: &AuditRecord) -> Result<i64> {
-        audit::append(self.tx, rec)
+        audit::append(&self.tx, rec)
     }
 
     /// A page of audit records, oldest first, optionally of one tenant.
@@ -1217,7 +1317,7 @@ impl<'a> Tx<'a> {
         limit: usize,
     ) -> Result<Page<AuditRow>> {
         let after = parse_cursor(cursor)?;
-        let rows = audit::list(self.tx, tenant_id, after, limit_plus_one(limit))?;
+        let rows = audit::list(&self.tx, tenant_id, after, limit_plus_one(limit))?;
         Ok(page(rows.into_iter().map(|r| (r.seq, r)).collect(), limit))
     }
 
@@ -1226,6 +1326,6 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures (a broken chain is a [`ChainCheck`], not an error).
     pub fn verify_audit(&self) -> Result<ChainCheck> {
-        audit::verify(self.tx)
+        audit::verify(&self.tx)
     }
 }

@@ -3,9 +3,9 @@
 //! reads by managed-certificate id (ids carry 128 random bits; the worker got the id from a row).
 
 use super::Tx;
+use crate::db::{params, OptionalExtension, Row};
 use crate::rows::Page;
 use crate::{Error, Result};
-use rusqlite::{params, OptionalExtension, Row};
 
 /// An ACME account. `creds_*` hold the encrypted instant-acme credentials (account key inside).
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ const ACCOUNT_COLS: &str = "id, tenant_id, name, provider, environment, director
      directory_ca_pem, account_url, eab_kid, status, creds_wrapped, creds_sealed, created_at, \
      deactivated_at, rowid";
 
-fn account_row(r: &Row<'_>) -> rusqlite::Result<(i64, AcmeAccountRow)> {
+fn account_row(r: &Row<'_>) -> Result<(i64, AcmeAccountRow)> {
     Ok((
         r.get(15)?,
         AcmeAccountRow {
@@ -163,7 +163,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<(i64, AcmeAccountRow)> {
 const DNS_COLS: &str =
     "id, tenant_id, name, kind, config, secrets_wrapped, secrets_sealed, created_at, rowid";
 
-fn dns_row(r: &Row<'_>) -> rusqlite::Result<(i64, DnsProviderRow)> {
+fn dns_row(r: &Row<'_>) -> Result<(i64, DnsProviderRow)> {
     Ok((
         r.get(8)?,
         DnsProviderRow {
@@ -183,7 +183,7 @@ const MC_COLS: &str = "id, tenant_id, account_id, domains, challenge_type, dns_p
      key_type, profile, auto_renew, status, version, last_error, order_kind, order_url, \
      order_started_at, order_attempts, renew_at, renew_failures, created_at, updated_at, rowid";
 
-fn mc_row(r: &Row<'_>) -> rusqlite::Result<(i64, ManagedCertRow)> {
+fn mc_row(r: &Row<'_>) -> Result<(i64, ManagedCertRow)> {
     Ok((
         r.get(20)?,
         ManagedCertRow {
@@ -214,7 +214,7 @@ fn mc_row(r: &Row<'_>) -> rusqlite::Result<(i64, ManagedCertRow)> {
 const VERSION_COLS: &str = "mc_id, version, serial_number, certificate, ca_chain, not_before, \
      not_after, key_wrapped, key_sealed, created_at";
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<ManagedVersionRow> {
+fn version_row(r: &Row<'_>) -> Result<ManagedVersionRow> {
     Ok(ManagedVersionRow {
         mc_id: r.get(0)?,
         version: r.get(1)?,
@@ -296,7 +296,6 @@ impl Tx<'_> {
             ))?
             .query_row(params![tenant_id, id], account_row)
             .map(|(_, a)| a)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's accounts, oldest first.
@@ -382,7 +381,6 @@ impl Tx<'_> {
             ))?
             .query_row(params![tenant_id, id], dns_row)
             .map(|(_, a)| a)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's DNS providers.
@@ -496,6 +494,23 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Starts an order of `kind` (`issue` or `renew`) on managed certificate `id`, only if none
+    /// is in flight (one conditional UPDATE: of two nodes starting the same renewal, one wins).
+    /// Resets the attempt count. Returns whether this call started it.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn claim_managed_order(&self, id: &str, kind: &str, at: &str) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE acme_certificates SET order_kind = ?2, order_attempts = 0, updated_at = ?3 \
+                 WHERE id = ?1 AND order_kind IS NULL",
+            )?
+            .execute(params![id, kind, at])?;
+        Ok(n == 1)
+    }
+
     /// The tenant's managed certificate `id`.
     ///
     /// # Errors
@@ -507,7 +522,6 @@ impl Tx<'_> {
             ))?
             .query_row(params![tenant_id, id], mc_row)
             .map(|(_, a)| a)
-            .map_err(Error::from)
     }
 
     /// Managed certificate `id` whatever its tenant (the order worker's read).
@@ -521,7 +535,6 @@ impl Tx<'_> {
             ))?
             .query_row(params![id], mc_row)
             .map(|(_, a)| a)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's managed certificates.
@@ -553,8 +566,8 @@ impl Tx<'_> {
         let ids = self
             .tx
             .prepare_cached("SELECT id FROM acme_certificates WHERE order_kind IS NOT NULL")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+            .query_map(params![], |r| r.get(0))?
+            .collect::<Result<Vec<String>>>()?;
         Ok(ids)
     }
 
@@ -571,7 +584,7 @@ impl Tx<'_> {
                  AND order_kind IS NULL AND auto_renew = 1 AND status = 'valid'",
             )?
             .query_map(params![now], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+            .collect::<Result<Vec<String>>>()?;
         Ok(ids)
     }
 
@@ -593,7 +606,7 @@ impl Tx<'_> {
             .query_map(params![horizon], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -624,7 +637,7 @@ impl Tx<'_> {
                     r.get(5)?,
                 ))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -695,7 +708,6 @@ impl Tx<'_> {
                 "SELECT {VERSION_COLS} FROM acme_certificate_versions WHERE mc_id = ?1 AND version = ?2"
             ))?
             .query_row(params![mc_id, version], version_row)
-            .map_err(Error::from)
     }
 
     /// All versions of `mc_id`, oldest first.
@@ -709,7 +721,7 @@ impl Tx<'_> {
                 "SELECT {VERSION_COLS} FROM acme_certificate_versions WHERE mc_id = ?1 ORDER BY version"
             ))?
             .query_map(params![mc_id], version_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 }

@@ -1,14 +1,14 @@
 //! Trust anchors: CA certificates a tenant trusts for validation (migration 008).
 
 use super::Tx;
+use crate::db::{params, OptionalExtension, Row};
 use crate::rows::{Page, TrustAnchorRow};
 use crate::{Error, Result};
-use rusqlite::{params, OptionalExtension, Row};
 
 const COLS: &str =
     "id, tenant_id, name, subject, fingerprint_sha256, cert_der, not_after, created_at, rowid";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(i64, TrustAnchorRow)> {
+fn row(r: &Row<'_>) -> Result<(i64, TrustAnchorRow)> {
     Ok((
         r.get(8)?,
         TrustAnchorRow {
@@ -76,7 +76,6 @@ impl Tx<'_> {
             ))?
             .query_row(params![tenant_id, id], row)
             .map(|(_, a)| a)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's trust anchors in creation order.
@@ -106,7 +105,7 @@ impl Tx<'_> {
                 row,
             )?
             .map(|r| r.map(|(_, a)| a))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -125,7 +124,8 @@ impl Tx<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Error, Store, TenantRow, TrustAnchorRow};
+    use crate::testutil::{both_backends, fixture, Kind};
+    use crate::{Error, TenantRow, TrustAnchorRow};
 
     fn anchor(tenant: &str, id: &str, name: &str, fp: &str) -> TrustAnchorRow {
         TrustAnchorRow {
@@ -140,10 +140,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn anchors_are_unique_per_tenant_and_invisible_to_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    both_backends!(anchors_are_unique_per_tenant_and_invisible_to_others);
+
+    fn anchors_are_unique_per_tenant_and_invisible_to_others(kind: Kind) {
+        let Some(f) = fixture(kind) else {
+            return;
+        };
+        let s = &f.store;
         s.write(|tx| {
             for (id, name) in [("tn_a", "a"), ("tn_b", "b")] {
                 tx.insert_tenant(&TenantRow {

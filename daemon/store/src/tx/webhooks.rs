@@ -4,13 +4,13 @@
 //! issuance path writes nothing here.
 
 use super::Tx;
+use crate::db::{params, OptionalExtension, Row};
 use crate::rows::{EventRow, Page, WebhookDeliveryRow, WebhookRow};
-use crate::{Error, Result};
-use rusqlite::{params, OptionalExtension, Row};
+use crate::Result;
 
 const COLS: &str = "id, tenant_id, url, events, secret_enc, created_at, cursor, rowid";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(i64, WebhookRow)> {
+fn row(r: &Row<'_>) -> Result<(i64, WebhookRow)> {
     Ok((
         r.get(7)?,
         WebhookRow {
@@ -28,7 +28,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, WebhookRow)> {
 const DCOLS: &str = "id, webhook_id, event_seq, event_type, status, attempts, next_attempt_ms, \
      last_http_status, last_error, created_at, updated_at";
 
-fn delivery(r: &Row<'_>) -> rusqlite::Result<WebhookDeliveryRow> {
+fn delivery(r: &Row<'_>) -> Result<WebhookDeliveryRow> {
     Ok(WebhookDeliveryRow {
         id: r.get(0)?,
         webhook_id: r.get(1)?,
@@ -78,7 +78,6 @@ impl Tx<'_> {
             ))?
             .query_row(params![tenant_id, id], row)
             .map(|(_, w)| w)
-            .map_err(Error::from)
     }
 
     /// A page of the tenant's webhooks in creation order.
@@ -103,9 +102,9 @@ impl Tx<'_> {
             .tx
             .prepare_cached(&format!("SELECT {COLS} FROM webhooks ORDER BY rowid"))?;
         let rows = st
-            .query_map([], row)?
+            .query_map(params![], row)?
             .map(|r| r.map(|(_, w)| w))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -147,7 +146,7 @@ impl Tx<'_> {
                     })
                 },
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -170,7 +169,6 @@ impl Tx<'_> {
                     data: r.get(5)?,
                 })
             })
-            .map_err(Error::from)
     }
 
     /// Queues `deliveries` (new, pending rows) for webhook `webhook_id` and moves its cursor to
@@ -192,8 +190,8 @@ impl Tx<'_> {
             return Ok(false);
         }
         let mut st = self.tx.prepare_cached(&format!(
-            "INSERT OR IGNORE INTO webhook_deliveries ({DCOLS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            "INSERT INTO webhook_deliveries ({DCOLS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING"
         ))?;
         for d in deliveries {
             st.execute(params![
@@ -218,18 +216,45 @@ impl Tx<'_> {
     /// # Errors
     /// SQL failures.
     pub fn next_pending_delivery(&self, webhook_id: &str) -> Result<Option<WebhookDeliveryRow>> {
-        Ok(self
+        self
             .tx
             .prepare_cached(&format!(
                 "SELECT {DCOLS} FROM webhook_deliveries WHERE webhook_id = ?1 AND status = 'pending' \
                  ORDER BY event_seq LIMIT 1"
             ))?
             .query_row(params![webhook_id], delivery)
-            .optional()?)
+            .optional()
+    }
+
+    /// Claims attempt number `attempts + 1` of pending delivery `id` until `lease_until_ms`
+    /// (Unix milliseconds): only when it is still pending with `attempts` attempts and due at
+    /// `now_ms`. Moves `next_attempt_ms` to the lease's end, so no other node sends the same
+    /// attempt meanwhile; returns whether this call claimed it.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn claim_delivery(
+        &self,
+        id: &str,
+        attempts: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE webhook_deliveries SET next_attempt_ms = ?4 \
+                 WHERE id = ?1 AND status = 'pending' AND attempts = ?2 \
+                 AND COALESCE(next_attempt_ms, 0) <= ?3",
+            )?
+            .execute(params![id, attempts, now_ms, lease_until_ms])?;
+        Ok(n == 1)
     }
 
     /// Records an attempt's outcome (status, attempts, next attempt, last status and error).
-    /// Returns false when the delivery is gone (its webhook was deleted).
+    /// Returns false when the delivery is gone (its webhook was deleted), or when it is no longer
+    /// pending or already has `d.attempts` attempts recorded (another node recorded this attempt:
+    /// a delivery only moves forward).
     ///
     /// # Errors
     /// SQL failures.
@@ -238,7 +263,8 @@ impl Tx<'_> {
             .tx
             .prepare_cached(
                 "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_ms = ?4, \
-                 last_http_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
+                 last_http_status = ?5, last_error = ?6, updated_at = ?7 \
+                 WHERE id = ?1 AND status = 'pending' AND attempts < ?3",
             )?
             .execute(params![
                 d.id,
@@ -270,14 +296,15 @@ impl Tx<'_> {
                 params![webhook_id, i64::try_from(limit).unwrap_or(100)],
                 delivery,
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::{Store, TenantRow, WebhookDeliveryRow, WebhookRow};
+    use crate::testutil::{both_backends, fixture, Kind};
+    use crate::{TenantRow, WebhookDeliveryRow, WebhookRow};
 
     fn hook(id: &str) -> WebhookRow {
         WebhookRow {
@@ -307,10 +334,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cursor_starts_after_existing_events_and_deliveries_go_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    both_backends!(cursor_starts_after_existing_events_and_deliveries_go_in_order);
+
+    fn cursor_starts_after_existing_events_and_deliveries_go_in_order(kind: Kind) {
+        let Some(f) = fixture(kind) else {
+            return;
+        };
+        let s = &f.store;
         s.write(|tx| {
             tx.insert_tenant(&TenantRow {
                 id: "tn_a".into(),
