@@ -681,3 +681,55 @@ fn a_store_reconnects_after_its_sessions_are_terminated() {
     }
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
 }
+
+/// TLS to the database: the server's certificate is checked against the CA file and its name.
+/// Uses the self-signed certificate Debian's PostgreSQL serves (`localhost`).
+#[test]
+fn tls_to_the_database_checks_the_server_certificate() {
+    let Some(f) = store_with(Kind::Postgres, 0) else {
+        return;
+    };
+    let snakeoil = std::path::PathBuf::from("/etc/ssl/certs/ssl-cert-snakeoil.pem");
+    let ssl_on =
+        f.pg.as_ref()
+            .unwrap()
+            .client()
+            .query_one("SHOW ssl", &[])
+            .map(|r| r.get::<_, String>(0) == "on")
+            .unwrap_or(false);
+    if !snakeoil.exists() || !ssl_on {
+        eprintln!("the server has no TLS certificate: TLS test skipped");
+        return;
+    }
+    let plain = f.pg.as_ref().unwrap().config();
+    assert!(!f.store.read(|tx| tx.pg_ssl_in_use()).unwrap());
+    let localhost = plain.url.replace("@127.0.0.1:", "@localhost:");
+    let tls = PgConfig {
+        url: format!("{localhost}?sslmode=verify-full"),
+        pool_size: 1,
+        ca_file: Some(snakeoil.clone()),
+    };
+    let s = Store::open_postgres(&tls).unwrap();
+    assert!(s.read(|tx| tx.pg_ssl_in_use()).unwrap());
+    s.write(|tx| tx.append_audit(&rec("over-tls")).map(|_| ()))
+        .unwrap();
+    // The name must match the certificate.
+    let wrong_name = PgConfig {
+        url: plain.url.clone(),
+        pool_size: 1,
+        ca_file: Some(snakeoil),
+    };
+    let err = Store::open_postgres(&wrong_name).unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    // A CA file that holds no certificate is refused before connecting.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = Store::open_postgres(&PgConfig {
+        url: format!("{localhost}?sslmode=verify-full"),
+        pool_size: 1,
+        ca_file: Some(empty),
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+}

@@ -227,6 +227,14 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Whether this connection is encrypted (PostgreSQL; tests of TLS).
+    #[cfg(test)]
+    pub(crate) fn pg_ssl_in_use(&self) -> Result<bool> {
+        self.tx
+            .prepare_cached("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")?
+            .query_row(params![], |r| r.get(0))
+    }
+
     // ---- tenants -------------------------------------------------------------------------
 
     /// Inserts a tenant.
