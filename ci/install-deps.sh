@@ -29,11 +29,12 @@ command -v knotd           >/dev/null 2>&1 || [ -x /usr/sbin/knotd ] || need+=(k
 command -v pdns_server     >/dev/null 2>&1 || [ -x /usr/sbin/pdns_server ] || need+=(pdns-server)
 [ -e /usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql ] || need+=(pdns-backend-sqlite3)
 command -v pebble          >/dev/null 2>&1 || need+=(pebble)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ] || [ "${CI:-}" = "true" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends softhsm2 opensc openssl sqlite3 ca-certificates \
-    curl systemd lintian rpm binutils pebble knot pdns-server pdns-backend-sqlite3 >/dev/null
+    curl systemd lintian rpm binutils pebble knot pdns-server pdns-backend-sqlite3 postgresql >/dev/null
 fi
 test -e /usr/lib/softhsm/libsofthsm2.so || { echo "libsofthsm2.so not found after install" >&2; exit 1; }
 # moto's server (Route 53 API) for daemon/dns/tests/route53.rs, in its own venv.

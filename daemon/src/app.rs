@@ -60,6 +60,10 @@ pub struct App {
     pub issuers: Arc<RwLock<HashMap<String, Arc<Issuer>>>>,
     /// Wakes the scheduler after a revocation (CRLs are rebuilt after a short debounce).
     pub crl_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the scheduler for a whole pass now (this node just became the cluster's leader).
+    pub sched_wake: Arc<tokio::sync::Notify>,
+    /// This node's place among the nodes sharing the database.
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// Signed OCSP responses (invalidated per certificate on revocation).
     pub ocsp: Arc<crate::ocsp::OcspCache>,
     /// How fast the token has been answering (decides inline vs blocking-pool signing).
@@ -151,7 +155,13 @@ impl App {
         &self,
         f: impl FnOnce(&scaivault_store::Tx<'_>) -> scaivault_store::Result<T>,
     ) -> scaivault_store::Result<T> {
-        self.store.read(f)
+        if self.cluster.is_shared() {
+            // A PostgreSQL read is a network round trip, and its client blocks: tell the runtime
+            // (its other tasks move to another worker meanwhile).
+            tokio::task::block_in_place(|| self.store.read(f))
+        } else {
+            self.store.read(f)
+        }
     }
 
     /// Runs token work (a signature) on the blocking pool, bounded by `[hsm] call_timeout`

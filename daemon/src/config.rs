@@ -37,6 +37,9 @@ pub struct Config {
     /// `[webhooks]`.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// `[cluster]`.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// `[server]`.
@@ -100,17 +103,70 @@ fn default_tls_tenant() -> String {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `sqlite` (default) — `postgres` arrives with the multi-node work.
+    /// `sqlite` (default, one node) or `postgres` (one or more nodes sharing the database).
     #[serde(default = "default_backend")]
     pub backend: String,
     /// SQLite file.
     pub path: Option<PathBuf>,
-    /// Connection URL for a server backend.
+    /// PostgreSQL connection URL (`postgres://user@host:port/db?sslmode=...`), without password.
     pub url: Option<String>,
+    /// PostgreSQL: read connections kept open (the writer has its own two).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// PostgreSQL: PEM bundle of the CAs trusted for TLS to the database (turns TLS on).
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: file holding the password (mode 0600 recommended).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: name of an environment variable holding the password.
+    pub password_env: Option<String>,
 }
 
 fn default_backend() -> String {
     "sqlite".into()
+}
+
+fn default_pool_size() -> usize {
+    8
+}
+
+/// The systemd credential holding the database password when neither `password_file` nor
+/// `password_env` is set (`LoadCredential=db-password:...`).
+pub const DB_PASSWORD_CREDENTIAL: &str = "db-password";
+
+/// `[cluster]`: several nodes on one PostgreSQL database (docs/OPERATIONS.md §multi-node).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in health, metrics and logs (default: the host name).
+    pub node_name: Option<String>,
+    /// Leadership lease: a follower tries to take over the scheduled jobs every half lease, and
+    /// the leader re-checks its hold as often (Go duration, default `10s`).
+    #[serde(default = "default_lease")]
+    pub lease: String,
+}
+
+fn default_lease() -> String {
+    "10s".into()
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_name: None,
+            lease: default_lease(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The lease (validated: at least 1 s).
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            scaivault_core::duration::parse_seconds(&self.lease)
+                .unwrap_or(10)
+                .max(1),
+        )
+    }
 }
 
 /// `[hsm]`.
@@ -164,6 +220,15 @@ impl HsmConfig {
 
 /// A validated timeout in seconds (`fallback` if it does not parse: `validate` refused that
 /// already); `None` for 0.
+/// Whether a `postgres://` URL has a password in its user-info part (`user:password@`).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 fn limit(text: &str, fallback: u64) -> Option<std::time::Duration> {
     match scaivault_core::duration::parse_seconds(text).unwrap_or(fallback) {
         0 => None,
@@ -503,6 +568,15 @@ impl Config {
                 "storage.url is for server backends; the sqlite backend takes storage.path".into(),
             );
         }
+        match scaivault_core::duration::parse_seconds(&self.cluster.lease) {
+            Ok(secs) if secs >= 1 => {}
+            _ => {
+                return bad(format!(
+                    "cluster.lease {:?} is not a duration of at least 1s",
+                    self.cluster.lease
+                ))
+            }
+        }
         for (key, addr) in [
             (
                 "acme.http_challenge_listen",
@@ -529,9 +603,33 @@ impl Config {
         match self.storage.backend.as_str() {
             "sqlite" if self.storage.path.is_some() => {}
             "sqlite" => return bad("storage.path is required for the sqlite backend".into()),
+            "postgres" => {
+                let Some(url) = &self.storage.url else {
+                    return bad("storage.url is required for the postgres backend".into());
+                };
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return bad("storage.url must be a postgres:// URL".into());
+                }
+                if url_has_password(url) {
+                    return bad(
+                        "storage.url must not carry a password: use storage.password_file, storage.password_env or the systemd credential db-password".into(),
+                    );
+                }
+                if self.storage.path.is_some() {
+                    return bad("storage.path is for the sqlite backend".into());
+                }
+                if self.storage.password_file.is_some() && self.storage.password_env.is_some() {
+                    return bad(
+                        "set only one of storage.password_file and storage.password_env".into(),
+                    );
+                }
+                if !(1..=256).contains(&self.storage.pool_size) {
+                    return bad("storage.pool_size must be between 1 and 256".into());
+                }
+            }
             other => {
                 return bad(format!(
-                    "storage.backend {other:?} is not supported by this build (sqlite)"
+                    "storage.backend {other:?} is not supported (sqlite, postgres)"
                 ))
             }
         }
@@ -623,6 +721,45 @@ impl Config {
         out
     }
 
+    /// The PostgreSQL password from its configured source, if any (never logged).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the source (never the password).
+    pub fn read_db_password(&self) -> Result<Option<Zeroizing<String>>, ConfigError> {
+        let trim =
+            |s: Zeroizing<String>| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned());
+        if let Some(f) = &self.storage.password_file {
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "cannot read storage.password_file {}: {e}",
+                    f.display()
+                ))
+            })?;
+            return Ok(Some(trim(Zeroizing::new(s))));
+        }
+        if let Some(var) = &self.storage.password_env {
+            let s = std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "environment variable {var} (storage.password_env) is not set"
+                ))
+            })?;
+            return Ok(Some(trim(Zeroizing::new(s))));
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let p = Path::new(&dir).join(DB_PASSWORD_CREDENTIAL);
+            if p.exists() {
+                let s = std::fs::read_to_string(&p).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read systemd credential {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                return Ok(Some(trim(Zeroizing::new(s))));
+            }
+        }
+        Ok(None)
+    }
+
     /// The SQLite path (validated present).
     pub fn db_path(&self) -> PathBuf {
         self.storage
@@ -697,6 +834,47 @@ pin_env = "PIN"
             toml::from_str::<Config>(&bad).is_err(),
             "an inline pin must be refused"
         );
+    }
+
+    #[test]
+    fn postgres_storage_is_checked() {
+        let pg = |storage: &str| {
+            let text = GOOD.replace("path = \"/tmp/x.db\"", storage);
+            let c: Config = toml::from_str(&text).unwrap();
+            c.validate().map(|()| c).map_err(|e| e.to_string())
+        };
+        let c = pg(
+            "backend = \"postgres\"\nurl = \"postgres://sv@db:5432/sv\"\npassword_env = \"PGPW\"",
+        )
+        .unwrap();
+        assert_eq!(c.storage.pool_size, 8);
+        assert_eq!(c.cluster.lease(), std::time::Duration::from_secs(10));
+        let e = pg("backend = \"postgres\"").unwrap_err();
+        assert!(e.contains("storage.url is required"), "{e}");
+        let e = pg("backend = \"postgres\"\nurl = \"postgres://sv:hunter2@db/sv\"").unwrap_err();
+        assert!(
+            e.contains("must not carry a password") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = pg("backend = \"postgres\"\nurl = \"mysql://db/sv\"").unwrap_err();
+        assert!(e.contains("postgres:// URL"), "{e}");
+        let e =
+            pg("backend = \"postgres\"\nurl = \"postgres://db/sv\"\npool_size = 0").unwrap_err();
+        assert!(e.contains("pool_size"), "{e}");
+        let e = pg("backend = \"oracle\"").unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
+        // `@` inside the path or query is not a password.
+        assert!(
+            pg("backend = \"postgres\"\nurl = \"postgres://sv@db/sv?application_name=a:b\"")
+                .is_ok()
+        );
+        let text = format!("{GOOD}\n[cluster]\nlease = \"0s\"\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cluster.lease"));
     }
 
     #[test]

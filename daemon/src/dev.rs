@@ -61,7 +61,64 @@ fn toml_str(p: &Path) -> String {
     )
 }
 
-fn first_run(dir: &Path, listen: SocketAddr) -> Result<(), StartError> {
+/// The `[storage]` section of a first run: a SQLite file in `dir`, or the PostgreSQL database of
+/// `database_url` with its password moved to `dir/db.password`.
+fn storage_section(dir: &Path, database_url: Option<&str>) -> Result<String, StartError> {
+    let Some(raw) = database_url else {
+        return Ok(format!(
+            "[storage]\npath = {}\n",
+            toml_str(&dir.join("scaivault.db"))
+        ));
+    };
+    let mut url = url::Url::parse(raw)
+        .map_err(|e| StartError(format!("--database-url is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(StartError(
+            "--database-url must be a postgres:// URL".into(),
+        ));
+    }
+    let mut section = String::from("[storage]\nbackend = \"postgres\"\n");
+    if let Some(pw) = url.password() {
+        let pw = percent_decode(pw);
+        write_private(&dir.join("db.password"), &pw)?;
+        section.push_str(&format!(
+            "password_file = {}\n",
+            toml_str(&dir.join("db.password"))
+        ));
+        url.set_password(None)
+            .map_err(|()| StartError("--database-url: cannot remove the password".into()))?;
+    }
+    section.push_str(&format!("url = \"{}\"\n", url.as_str().replace('"', "%22")));
+    Ok(section)
+}
+
+/// Decodes `%XX` escapes (a URL's password may contain them).
+fn percent_decode(s: &str) -> zeroize::Zeroizing<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes.get(i), hex) {
+            (Some(b'%'), Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (Some(&b), _) => {
+                out.push(b);
+                i += 1;
+            }
+            (None, _) => break,
+        }
+    }
+    zeroize::Zeroizing::new(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn first_run(dir: &Path, listen: SocketAddr, database_url: Option<&str>) -> Result<(), StartError> {
+    let storage = storage_section(dir, database_url)?;
     let module = softhsm_module()?;
     let hsm_dir = dir.join("softhsm");
     let tokens = hsm_dir.join("tokens");
@@ -90,10 +147,9 @@ fn first_run(dir: &Path, listen: SocketAddr) -> Result<(), StartError> {
     let config = format!(
         "# ScaiVault dev-mode configuration, written by `scaivault dev`. See config/scaivault.example.toml.\n\
          [server]\nlisten = \"{listen}\"\npublic_base_url = \"http://{listen}\"\n\n\
-         [storage]\npath = {db}\n\n\
+         {storage}\n\
          [hsm]\nmodule = {module}\ntoken_label = \"{DEV_TOKEN_LABEL}\"\npin_file = {pin}\nsofthsm2_conf = {conf}\n\n\
          [log]\nlevel = \"info\"\n",
-        db = toml_str(&dir.join("scaivault.db")),
         module = toml_str(&module),
         pin = toml_str(&dir.join("hsm.pin")),
         conf = toml_str(&conf),
@@ -106,7 +162,11 @@ fn first_run(dir: &Path, listen: SocketAddr) -> Result<(), StartError> {
 ///
 /// # Errors
 /// Startup failures, with a sentence for the operator.
-pub fn run(dir: &Path, listen: Option<SocketAddr>) -> Result<ExitCode, StartError> {
+pub fn run(
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    database_url: Option<&str>,
+) -> Result<ExitCode, StartError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -121,7 +181,7 @@ pub fn run(dir: &Path, listen: Option<SocketAddr>) -> Result<ExitCode, StartErro
             Some(a) => a,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
-        first_run(&dir, addr)?;
+        first_run(&dir, addr, database_url)?;
     }
     let mut cfg = Config::load(&config_path).context("configuration")?;
     if let Some(l) = listen {

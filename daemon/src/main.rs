@@ -16,6 +16,7 @@ mod auth;
 mod ca;
 mod ceremony;
 mod cli;
+mod cluster;
 mod config;
 mod csrs;
 mod dev;
@@ -65,6 +66,10 @@ enum Command {
         /// Listen address (default 127.0.0.1:8200).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// First run only: use this PostgreSQL database instead of a SQLite file
+        /// (`postgres://user:password@host:port/db`; the password goes to DIR/db.password).
+        #[arg(long, env = "SCAIVAULT_DEV_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Serve the API with the given --config.
     Serve,
@@ -101,7 +106,11 @@ fn main() -> ExitCode {
     // is private to its user, whatever the caller's umask (the unit sets UMask=0077 as well).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let result = match cli.command {
-        Command::Dev { data_dir, listen } => dev::run(&data_dir, listen),
+        Command::Dev {
+            data_dir,
+            listen,
+            database_url,
+        } => dev::run(&data_dir, listen, database_url.as_deref()),
         Command::Serve => cli::need_config(cli.config.as_deref()).and_then(serve::run_with_config),
         Command::CheckConfig => cli::need_config(cli.config.as_deref()).and_then(cli::check_config),
         Command::Tenant { command } => {

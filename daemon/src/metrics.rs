@@ -25,6 +25,8 @@ pub struct Metrics {
     pub crl_last_build_ms: AtomicU64,
     /// Entries of the last CRL built.
     pub crl_last_entries: AtomicU64,
+    /// Scheduler passes of the cluster-wide jobs (CRLs, ACME) this node ran as leader.
+    pub leader_passes: AtomicU64,
 }
 
 impl Metrics {
@@ -63,7 +65,7 @@ impl Metrics {
                 get(c)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 4] = [
+        let counters: [(&str, &str, &AtomicU64); 5] = [
             (
                 "scaivault_certificates_issued_total",
                 "Leaf certificates signed and stored.",
@@ -83,6 +85,11 @@ impl Metrics {
                 "scaivault_ocsp_signed_total",
                 "OCSP responses signed (on request or pre-signed).",
                 &self.ocsp_signed,
+            ),
+            (
+                "scaivault_scheduler_leader_passes_total",
+                "Passes of the cluster-wide scheduled jobs (CRLs, ACME) run on this node as leader.",
+                &self.leader_passes,
             ),
         ];
         for (name, help, c) in counters {

@@ -155,6 +155,7 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
     let store = app.store.clone();
     let id = ca_id.to_owned();
     let path = crl_path(app, ca_id)?;
+    let shared = app.cluster.is_shared();
     let metrics = app.metrics.clone();
     let tenant = row.tenant_id.clone();
     app.blocking(move || {
@@ -185,7 +186,9 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
                 })
                 .collect()
         })?;
-        write_crl_file(&path, &der)?;
+        if !shared {
+            write_crl_file(&path, &der)?;
+        }
         let (this_s, next_s) = (time_util::rfc3339(now), time_util::rfc3339(next));
         let event = serde_json::json!({
             "ca_id": id, "crl_number": number, "entries": count,
@@ -193,6 +196,10 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
         })
         .to_string();
         store.write(|tx| {
+            if shared {
+                // Every node serves it from the database (a newer number reserved meanwhile wins).
+                tx.store_crl_der(&id, number, &der)?;
+            }
             tx.publish_crl(&id, number, &this_s, &next_s)?;
             tx.insert_event(&tenant, "crl.generated", Some(&id), &this_s, &event)
         })?;
@@ -211,7 +218,8 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
     .await
 }
 
-/// Where the published CRL of `ca_id` lives: `crl/<ca_id>.crl` next to the database.
+/// Where the published CRL of `ca_id` lives with SQLite: `crl/<ca_id>.crl` next to the database.
+/// With PostgreSQL the CRL is a row every node reads (`crl_blobs`).
 fn crl_path(app: &App, ca_id: &str) -> Result<std::path::PathBuf, ApiError> {
     if ca_id.is_empty()
         || !ca_id
@@ -263,6 +271,9 @@ fn write_crl_file(path: &std::path::Path, der: &[u8]) -> Result<(), ApiError> {
 /// `404`, `409 ca_pending_signature`.
 pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
     let path = crl_path(app, ca_id)?;
+    if app.cluster.is_shared() {
+        return current_shared(app, ca_id).await;
+    }
     match tokio::fs::read(&path).await {
         Ok(der) => return Ok(der),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -288,6 +299,30 @@ pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
         tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
         ApiError::internal("CRL missing right after it was built")
     })
+}
+
+/// [`current`] with PostgreSQL: the CRL published by whichever node built or imported it.
+async fn current_shared(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
+    async fn stored(app: &App, ca_id: &str) -> Result<Option<(i64, Vec<u8>)>, ApiError> {
+        let id = ca_id.to_owned();
+        app.db(move |s| Ok(s.read(|tx| tx.crl_der(&id))?)).await
+    }
+    if let Some((_, der)) = stored(app, ca_id).await? {
+        return Ok(der);
+    }
+    let row = crate::ca::get_public(app, ca_id).await?;
+    if row.is_offline() {
+        return Err(ApiError::new(
+            rocket::http::Status::NotFound,
+            "crl_not_found",
+            format!("no CRL has been imported for offline CA {ca_id} yet"),
+        ));
+    }
+    rebuild(app, ca_id).await?;
+    stored(app, ca_id)
+        .await?
+        .map(|(_, der)| der)
+        .ok_or_else(|| ApiError::internal("CRL missing right after it was built"))
 }
 
 /// The outcome of a CRL import.
@@ -337,6 +372,7 @@ pub async fn import(
     let info = crl::check_external(&der, &cert, time_util::now())?;
     let retire = revoked_children(app, &caller.tenant_id, &cert, &info.revoked).await?;
     let path = crl_path(app, ca_id)?;
+    let shared = app.cluster.is_shared();
     let store = app.store.clone();
     let id = ca_id.to_owned();
     let tenant = caller.tenant_id.clone();
@@ -377,10 +413,17 @@ pub async fn import(
                 return Err(stale(have));
             }
         }
-        write_crl_file(&path, &der)?;
+        if !shared {
+            write_crl_file(&path, &der)?;
+        }
         let now = time_util::rfc3339(time_util::now());
         store.write(|tx| {
             if !tx.import_crl(&id, number, &t, &n)? {
+                return Err(scaivault_store::Error::Conflict(
+                    "crl number not increasing".into(),
+                ));
+            }
+            if shared && !tx.store_crl_der(&id, number, &der)? {
                 return Err(scaivault_store::Error::Conflict(
                     "crl number not increasing".into(),
                 ));

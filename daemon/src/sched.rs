@@ -5,6 +5,10 @@
 //! database (CRL numbers, next updates, dirty marks), so it survives restarts. It also starts the
 //! webhook delivery worker (`webhooks::worker`). It stops when the
 //! shutdown signal fires.
+//!
+//! With several nodes on one PostgreSQL database only the leader (see [`crate::cluster`]) runs
+//! the CRL, ACME and webhook jobs; every node keeps its heartbeat, its rate-limit buckets and its
+//! own OCSP cache fresh.
 
 use crate::app::App;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -34,9 +38,9 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
-                last_pass = timed(crate::revoke::rebuild_due(&app)).await;
-                // ACME: orders left in flight by a restart, renewals that are due.
-                crate::acme::renew::tick(&app).await;
+                if app.cluster.is_leader() {
+                    last_pass = timed(leader_pass(&app)).await;
+                }
                 // OCSP responses in use that go stale before the next tick but one: re-signed now.
                 let now = scaivault_core::time_util::now();
                 let queued = app.ocsp.queue_refresh(now, crate::ocsp::REFRESH_HORIZON);
@@ -46,13 +50,39 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             }
             _ = app.crl_wake.notified() => {
                 tokio::time::sleep(DEBOUNCE.max(last_pass * COOLDOWN_FACTOR)).await;
-                last_pass = timed(crate::revoke::rebuild_due(&app)).await;
+                if app.cluster.is_leader() {
+                    last_pass = timed(crate::revoke::rebuild_due(&app)).await;
+                }
+            }
+            _ = app.sched_wake.notified() => {
+                if app.cluster.is_leader() {
+                    last_pass = timed(leader_pass(&app)).await;
+                }
             }
             _ = &mut shutdown => break,
         }
     }
     presigner.abort();
     webhooks.abort();
+}
+
+/// The jobs that run once per cluster: CRLs, then ACME (orders left in flight by a restart or by a
+/// previous leader, renewals that are due).
+async fn leader_pass(app: &App) {
+    crate::metrics::Metrics::bump(&app.metrics.leader_passes);
+    if app.cluster.is_shared() {
+        // Reservations of nodes that died mid-issuance and did not come back.
+        let store = app.store.clone();
+        match tokio::task::spawn_blocking(move || crate::serve::reconcile_reservations(&store))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => app.crl_wake.notify_one(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reconciling stale reservations failed"),
+            _ => {}
+        }
+    }
+    crate::revoke::rebuild_due(app).await;
+    crate::acme::renew::tick(app).await;
 }
 
 async fn timed(f: impl std::future::Future<Output = ()>) -> Duration {

@@ -89,24 +89,59 @@ pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
 /// # Errors
 /// A sentence naming the database file.
 pub fn open_store(cfg: &Config) -> Result<Arc<Store>, StartError> {
+    if cfg.storage.backend == "postgres" {
+        let url = cfg.storage.url.clone().unwrap_or_default();
+        let password = cfg.read_db_password().context("database password")?;
+        // The password joins the URL in memory only (the configured URL carries none).
+        let mut with_password = url::Url::parse(&url)
+            .map_err(|e| StartError(format!("storage.url is not a URL: {e}")))?;
+        if let Some(pw) = &password {
+            with_password
+                .set_password(Some(pw.as_str()))
+                .map_err(|()| StartError("storage.url cannot carry a password".into()))?;
+        }
+        let with_password = zeroize::Zeroizing::new(with_password.to_string());
+        return Store::open_postgres(&scaivault_store::PgConfig {
+            url: with_password.as_str().to_owned(),
+            pool_size: cfg.storage.pool_size,
+            ca_file: cfg.storage.ca_file.clone(),
+        })
+        .map(Arc::new)
+        .context(&format!("cannot open PostgreSQL database {url}"));
+    }
     let path = cfg.db_path();
     Store::open(&path)
         .map(Arc::new)
         .context(&format!("cannot open database {}", path.display()))
 }
 
+/// With several nodes, reservations younger than this may be in flight on another node: only
+/// older ones are reconciled (an issuance holds its reservation for one signature, bounded by
+/// `[hsm] call_timeout`, and a commit).
+pub const STALE_RESERVATION: time::Duration = time::Duration::minutes(2);
+
 /// Revokes the serial reservations a crash left behind (the token may have signed them; nobody
 /// received the certificate), each with an audit record and a `certificate.revoked` event, in one
 /// transaction before the listener starts. Only the daemon does this, never a CLI command that
-/// opens the database while a daemon may be issuing.
+/// opens the database while a daemon may be issuing. With SQLite every reservation is a leftover
+/// (one node, not serving yet); with PostgreSQL another node may be issuing, so only reservations
+/// older than [`STALE_RESERVATION`] are (and the leader repeats this on every pass, for nodes that
+/// died and did not come back).
 ///
 /// # Errors
 /// The database cannot be written.
-fn reconcile_reservations(store: &Store) -> Result<(), StartError> {
-    let now = scaivault_core::time_util::rfc3339(scaivault_core::time_util::now());
+pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
+    let now_t = scaivault_core::time_util::now();
+    let now = scaivault_core::time_util::rfc3339(now_t);
+    let shared = store.backend() == "postgres";
+    let before = scaivault_core::time_util::rfc3339(now_t - STALE_RESERVATION);
     let done = store
         .write(|tx| {
-            let rows = tx.reconcile_reservations(&now)?;
+            let rows = if shared {
+                tx.reconcile_stale_reservations(&now, &before)?
+            } else {
+                tx.reconcile_reservations(&now)?
+            };
             for (tenant, ca, serial) in &rows {
                 tx.append_audit(&scaivault_store::AuditRecord {
                     time: now.clone(),
@@ -137,7 +172,7 @@ fn reconcile_reservations(store: &Store) -> Result<(), StartError> {
             "revoked serial reservations left unfinished by an earlier crash"
         );
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Refuses set-uid execution (the umask is set for every command in `main`).
@@ -217,6 +252,10 @@ async fn blocking<T: Send + 'static>(
 fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
     let rsa_pool = crate::leafkey::RsaPool::start(cfg.limits.rsa_key_pool);
     let limits = Arc::new(crate::limits::RateLimits::new(&cfg.limits));
+    let cluster = Arc::new(crate::cluster::Cluster::new(
+        crate::cluster::node_name(cfg.cluster.node_name.as_deref()),
+        store.backend() == "postgres",
+    ));
     App {
         config: cfg,
         store,
@@ -225,6 +264,8 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         rsa_pool,
         issuers: Default::default(),
         crl_wake: Default::default(),
+        sched_wake: Default::default(),
+        cluster,
         ocsp: Default::default(),
         token_pace: Default::default(),
         metrics: Default::default(),
@@ -237,6 +278,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
 struct Background {
     stop: watch::Sender<bool>,
     scheduler: tokio::task::JoinHandle<()>,
+    cluster: tokio::task::JoinHandle<()>,
     watchdog: tokio::task::JoinHandle<()>,
 }
 
@@ -252,6 +294,7 @@ impl Background {
             app.scheduler_beat.clone(),
             stopped(rx.clone()),
         ));
+        let cluster = tokio::spawn(crate::cluster::run(app.clone(), stopped(rx.clone())));
         let watchdog = tokio::spawn(crate::systemd::run_watchdog(
             notifier.clone(),
             app.clone(),
@@ -261,6 +304,7 @@ impl Background {
         Background {
             stop,
             scheduler,
+            cluster,
             watchdog,
         }
     }
@@ -269,6 +313,9 @@ impl Background {
         let _ = self.stop.send(true);
         if let Err(e) = self.scheduler.await {
             tracing::warn!(error = %e, "scheduler task failed");
+        }
+        if let Err(e) = self.cluster.await {
+            tracing::warn!(error = %e, "cluster task failed");
         }
         let _ = self.watchdog.await;
     }
@@ -294,7 +341,7 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     };
     let store = store?;
     let s = store.clone();
-    blocking(move || reconcile_reservations(&s)).await?;
+    blocking(move || reconcile_reservations(&s).map(|_| ())).await?;
     let app = new_app(cfg.clone(), store, token);
     // instant-acme's default HTTPS client uses the process-wide rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -306,6 +353,8 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     .map_err(|e| StartError(format!("cannot bind an ACME challenge listener: {e}")))?;
     let challenge_tasks =
         crate::acme::challenge::spawn(challenge_listeners, app.acme.challenges.clone());
+    // Several nodes on one database: try for the leadership before the scheduler's first tick.
+    crate::cluster::elect(&app).await;
     let background = Background::start(&app, &notifier);
 
     let outcome = serve_until_stopped(&app, cfg, &path, &notifier, &mut signals).await;

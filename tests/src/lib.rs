@@ -11,6 +11,7 @@ pub mod ari;
 pub mod knot;
 pub mod pdns;
 pub mod pebble;
+pub mod pg;
 pub mod stubs;
 
 use serde_json::Value;
@@ -168,12 +169,38 @@ impl Daemon {
         Self::start_in_with_env(dir, &[])
     }
 
+    /// Starts a second node of this daemon's cluster: its own data directory and port, this
+    /// daemon's configuration (the same PostgreSQL database, SoftHSM2 token directory and PIN).
+    /// `edit` may change the copied configuration (e.g. the node name). Needs the PostgreSQL
+    /// backend (see [`pg`]).
+    pub fn start_peer(&self, edit: impl Fn(String) -> String) -> Daemon {
+        assert!(
+            pg::enabled(),
+            "a peer shares the database: run with SCAIVAULT_TEST_BACKEND=postgres"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("scaivault-peer-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let text = edit(std::fs::read_to_string(self.config()).unwrap());
+        std::fs::write(dir.path().join("data/scaivault.toml"), text).unwrap();
+        Self::start_in(dir)
+    }
+
     /// [`Daemon::start_in`] with extra environment variables for the daemon process.
     pub fn start_in_with_env(dir: tempfile::TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let port = free_port();
         let log = dir.path().join("daemon.log");
         let out = dir.path().join("daemon.out");
-        let child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        if pg::enabled() && !dir.path().join("data/scaivault.toml").exists() {
+            // First start with the PostgreSQL backend: a database of its own.
+            let db = pg::create_database();
+            std::fs::write(dir.path().join(pg::DATABASE_FILE), &db.name).unwrap();
+            cmd.env("SCAIVAULT_DEV_DATABASE_URL", &db.url);
+        }
+        let child = cmd
             .envs(env.iter().copied())
             .args(["dev", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -374,6 +401,20 @@ impl Daemon {
         std::mem::replace(&mut self.dir, tmp)
     }
 
+    /// The stored bytes of the daemon's database, for "this secret is not stored in plaintext"
+    /// checks: the SQLite file and its WAL, or a `pg_dump` of its PostgreSQL database with every
+    /// `bytea` value also appended decoded.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        if let Ok(name) = std::fs::read_to_string(self.dir.path().join(pg::DATABASE_FILE)) {
+            return pg::dump(name.trim());
+        }
+        ["scaivault.db", "scaivault.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::read(self.data().join(f)).ok())
+            .flatten()
+            .collect()
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -383,6 +424,11 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        // The data directory goes with this value (not handed on by `into_dir`): so does its
+        // PostgreSQL database.
+        if let Ok(name) = std::fs::read_to_string(self.dir.path().join(pg::DATABASE_FILE)) {
+            pg::drop_database(name.trim());
+        }
     }
 }
 

@@ -146,8 +146,7 @@ fn issue_and_check(challenge: &str) {
 
     // The key is encrypted at rest: not in the database file in plaintext.
     // The database file and its WAL (recent writes sit in the WAL until a checkpoint).
-    let mut db = std::fs::read(d.data().join("scaivault.db")).unwrap();
-    db.extend(std::fs::read(d.data().join("scaivault.db-wal")).unwrap_or_default());
+    let db = d.database_bytes();
     assert!(
         db.windows(id.len()).any(|w| w == id.as_bytes()),
         "the managed certificate is in the files searched"
@@ -221,8 +220,7 @@ fn dns01_issues_with(
     assert_eq!(v["status"], "valid", "{v}\n{}", d.log_text());
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     verify(p, &d, &v, &names);
-    let mut db = std::fs::read(d.data().join("scaivault.db")).unwrap();
-    db.extend(std::fs::read(d.data().join("scaivault.db-wal")).unwrap_or_default());
+    let db = d.database_bytes();
     assert!(
         !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "{kind} secret in the database file"

@@ -105,10 +105,7 @@ fn secrets_stay_out_of_logs_cmdline_and_audit() {
         .unwrap()
         .to_owned();
     assert!(key_line.len() >= 40, "{key_line}");
-    let mut db = Vec::new();
-    for f in ["scaivault.db", "scaivault.db-wal"] {
-        db.extend(std::fs::read(d.data().join(f)).unwrap_or_default());
-    }
+    let db = d.database_bytes();
     let db = String::from_utf8_lossy(&db).into_owned();
 
     let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
@@ -312,10 +309,7 @@ fn planted_canaries_reach_no_log_response_audit_record_or_database_file() {
         bodies.push(format!("GET {path} -> {}", r.text()));
     }
 
-    let mut db = Vec::new();
-    for f in ["scaivault.db", "scaivault.db-wal"] {
-        db.extend(std::fs::read(d.data().join(f)).unwrap_or_default());
-    }
+    let db = d.database_bytes();
     assert!(
         db.windows(b"p-rfc2136".len()).any(|w| w == b"p-rfc2136"),
         "the providers are in the files searched"

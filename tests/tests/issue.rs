@@ -784,11 +784,7 @@ fn inventory_and_private_key_storage() {
         .any(|r| r["action"] == "certificate.read_private_key" && r["outcome"] == "success"));
 
     // Neither private key's bytes appear in the database files (the kept one is sealed).
-    let db_bytes: Vec<u8> = ["scaivault.db", "scaivault.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::read(d.data().join(f)).ok())
-        .flatten()
-        .collect();
+    let db_bytes = d.database_bytes();
     for issued in [&plain, &kept] {
         let pem_text = issued["private_key"].as_str().unwrap();
         let key_path = write(d.dir.path(), "k.pem", pem_text);

@@ -126,15 +126,25 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
     );
     // The published CRL is a file next to the database, the same bytes the API serves; the
     // database row holds only its state (a revocation rewrites that row, so no blob lives there).
+    // With PostgreSQL (several nodes) it is a row of its own, `crl_blobs`, that every node serves.
     let der = d.call("GET", &format!("/v1/pki/ca/{iid}/crl"), None, None);
-    let file = std::fs::read(tmp.join(format!("data/crl/{iid}.crl"))).unwrap();
-    assert_eq!(der.bytes, file);
-    let blobs = std::process::Command::new("sqlite3")
-        .arg(tmp.join("data/scaivault.db"))
-        .arg("SELECT COUNT(*) FROM crl_state WHERE der IS NOT NULL")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&blobs.stdout).trim(), "0");
+    if let Ok(db) = std::fs::read_to_string(tmp.join(scaivault_tests::pg::DATABASE_FILE)) {
+        let stored = scaivault_tests::pg::query(
+            db.trim(),
+            &format!("SELECT encode(der, 'hex') FROM crl_blobs WHERE ca_id = '{iid}'"),
+        );
+        assert_eq!(hex::encode(&der.bytes), stored);
+        assert!(!tmp.join(format!("data/crl/{iid}.crl")).exists());
+    } else {
+        let file = std::fs::read(tmp.join(format!("data/crl/{iid}.crl"))).unwrap();
+        assert_eq!(der.bytes, file);
+        let blobs = std::process::Command::new("sqlite3")
+            .arg(tmp.join("data/scaivault.db"))
+            .arg("SELECT COUNT(*) FROM crl_state WHERE der IS NOT NULL")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&blobs.stdout).trim(), "0");
+    }
     // Health shows the CRL scheduler's state (aggregated: no CA ids on the public endpoint).
     let health = d.get("/v1/sys/health").json();
     assert!(

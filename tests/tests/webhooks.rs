@@ -236,14 +236,17 @@ fn signed_events_arrive_filtered_and_stop_after_delete() {
         actions.iter().any(|a| a == "webhook.delete success"),
         "{actions:?}"
     );
-    for f in ["scaivault.db", "scaivault.db-wal"] {
-        let bytes = std::fs::read(d.data().join(f)).unwrap_or_default();
-        assert!(
-            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-            "secret in {f}"
-        );
-    }
-    assert!(d.data().join("scaivault.db").exists());
+    let bytes = d.database_bytes();
+    assert!(
+        bytes
+            .windows(b"webhook.delete".len())
+            .any(|w| w == b"webhook.delete"),
+        "the database bytes searched hold the audit records"
+    );
+    assert!(
+        !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        "secret in the database"
+    );
 }
 
 #[test]

@@ -28,6 +28,11 @@ pub const WORKER: &str = "acme-worker";
 
 /// Starts the order of `mc_id` in the background unless it already runs in this process.
 pub fn spawn(app: &App, mc_id: &str) {
+    if !app.cluster.is_leader() {
+        // Orders run on the cluster's leader: its next scheduler tick finds this one in flight.
+        tracing::debug!(mc = %mc_id, "ACME order left to the leader");
+        return;
+    }
     if !app.acme.claim(mc_id) {
         return;
     }

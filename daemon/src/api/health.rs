@@ -18,7 +18,19 @@ struct Health {
     database: &'static str,
     scheduler: &'static str,
     crl: CrlHealth,
+    cluster: ClusterHealth,
     version: &'static str,
+}
+
+/// This node among the nodes sharing the database.
+#[derive(Debug, Serialize)]
+struct ClusterHealth {
+    /// `sqlite` or `postgres`.
+    backend: &'static str,
+    /// This node's name (`[cluster] node_name`, else the host name).
+    node: String,
+    /// Whether this node runs the scheduled jobs (CRLs, ACME, webhooks); always with SQLite.
+    leader: bool,
 }
 
 /// The CRL scheduler's state across all CAs (aggregated: health is unauthenticated, so it names
@@ -79,6 +91,11 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
                 "stalled"
             },
             crl,
+            cluster: ClusterHealth {
+                backend: app.store.backend(),
+                node: app.cluster.node().to_owned(),
+                leader: app.cluster.is_leader(),
+            },
             version: env!("CARGO_PKG_VERSION"),
         }),
     )

@@ -14,11 +14,18 @@ fn metrics(app: &State<App>) -> (ContentType, String) {
     let (entries, queued) = app.ocsp.sizes();
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
     let text = app.metrics.render(
-        &[(
-            "scaivault_hsm_sign_calls_total",
-            "C_Sign calls made on the token (every attempt, failed ones and retries included).",
-            scaivault_hsm::pkcs11::sign_calls(),
-        )],
+        &[
+            (
+                "scaivault_hsm_sign_calls_total",
+                "C_Sign calls made on the token (every attempt, failed ones and retries included).",
+                scaivault_hsm::pkcs11::sign_calls(),
+            ),
+            (
+                "scaivault_cluster_elections_total",
+                "Times this node became the leader that runs the scheduled jobs.",
+                app.cluster.elections(),
+            ),
+        ],
         &[
             (
                 "scaivault_ocsp_cache_entries",
@@ -29,6 +36,11 @@ fn metrics(app: &State<App>) -> (ContentType, String) {
                 "scaivault_ocsp_presign_queue",
                 "OCSP responses waiting to be pre-signed.",
                 queued as f64,
+            ),
+            (
+                "scaivault_cluster_leader",
+                "1 while this node runs the cluster's scheduled jobs (always 1 with SQLite).",
+                if app.cluster.is_leader() { 1.0 } else { 0.0 },
             ),
             (
                 "scaivault_scheduler_last_tick_timestamp_seconds",

@@ -47,6 +47,10 @@ pub async fn run(app: App) {
     loop {
         tokio::time::sleep(poll).await;
         while tasks.try_join_next().is_some() {}
+        if !app.cluster.is_leader() {
+            // Another node delivers (deliveries in flight here finish first).
+            continue;
+        }
         let hooks = match app
             .db(|s| s.read(|tx| tx.all_webhooks()).map_err(ApiError::from))
             .await

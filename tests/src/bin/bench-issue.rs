@@ -35,12 +35,18 @@ struct Opts {
     client_threads: usize,
     /// `[hsm] call_timeout` for the daemon (e.g. `0s` for inline signing); the default if unset.
     hsm_call_timeout: Option<String>,
+    /// `postgres`: the daemons use a PostgreSQL database (`$SCAIVAULT_TEST_PG`, as in the tests).
+    backend: String,
+    /// Daemons sharing the database and token (more than one needs `--backend postgres`); the
+    /// workers are spread over them round robin.
+    nodes: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench-issue [--seconds S] [--conns 4,16] [--keys ec256,rsa2048,ed25519] \
-         [--skip-cfssl] [--client-threads T] [--hsm-call-timeout 0s]\n\
+         [--skip-cfssl] [--client-threads T] [--hsm-call-timeout 0s] \
+         [--backend sqlite|postgres] [--nodes N]\n\
          (the daemon binary is $SCAIVAULT_BIN, e.g. target/release/scaivault)"
     );
     std::process::exit(2)
@@ -54,6 +60,8 @@ fn parse_opts() -> Opts {
         skip_cfssl: false,
         client_threads: 1,
         hsm_call_timeout: None,
+        backend: "sqlite".into(),
+        nodes: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,11 +78,20 @@ fn parse_opts() -> Opts {
             "--client-threads" => o.client_threads = val().parse().unwrap_or_else(|_| usage()),
             "--skip-cfssl" => o.skip_cfssl = true,
             "--hsm-call-timeout" => o.hsm_call_timeout = Some(val()),
+            "--backend" => o.backend = val(),
+            "--nodes" => o.nodes = val().parse().unwrap_or_else(|_| usage()),
             "-h" | "--help" => usage(),
             _ => usage(),
         }
     }
     if o.seconds == 0 || o.conns.is_empty() || o.conns.contains(&0) || o.client_threads == 0 {
+        usage();
+    }
+    if !matches!(o.backend.as_str(), "sqlite" | "postgres")
+        || o.nodes == 0
+        || (o.nodes > 1 && o.backend != "postgres")
+    {
+        eprintln!("--nodes above 1 needs --backend postgres");
         usage();
     }
     for k in &o.keys {
@@ -138,7 +155,8 @@ impl LoadResult {
 /// One kind of request to hammer.
 #[derive(Clone)]
 struct Target {
-    url: String,
+    /// Worker `w` sends to `urls[w % urls.len()]`.
+    urls: Vec<String>,
     bearer: Option<String>,
     /// `common_name` prefix for ScaiVault bodies; `None` sends `fixed_body` every time.
     cn_prefix: Option<String>,
@@ -169,9 +187,15 @@ fn client() -> reqwest::Client {
 }
 
 /// One request; `Ok(())` for a success, `Err(kind, detail)` otherwise.
-async fn one(c: &reqwest::Client, t: &Target, body: Vec<u8>) -> Result<(), (String, String)> {
+async fn one(
+    c: &reqwest::Client,
+    t: &Target,
+    worker: usize,
+    body: Vec<u8>,
+) -> Result<(), (String, String)> {
+    let url = &t.urls[worker % t.urls.len()];
     let mut rb = c
-        .post(&t.url)
+        .post(url)
         .header("Content-Type", "application/json")
         .body(body);
     if let Some(b) = &t.bearer {
@@ -220,7 +244,7 @@ async fn run_load(t: &Target, conns: usize, dur: Duration) -> LoadResult {
                 i += 1;
                 let body = t.body(w, i);
                 let t0 = Instant::now();
-                match one(&c, &t, body).await {
+                match one(&c, &t, w, body).await {
                     Ok(()) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
                     Err(e) => {
                         errs.push(e);
@@ -244,7 +268,7 @@ async fn run_burst(t: &Target, n: usize) -> LoadResult {
         handles.push(tokio::spawn(async move {
             let c = client();
             let t0 = Instant::now();
-            match one(&c, &t, t.body(w, 0)).await {
+            match one(&c, &t, w, t.body(w, 0)).await {
                 Ok(()) => (vec![t0.elapsed().as_secs_f64() * 1000.0], vec![]),
                 Err(e) => (vec![], vec![e]),
             }
@@ -295,6 +319,10 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
     if std::env::var_os("SCAIVAULT_TEST_LOG").is_none() {
         std::env::set_var("SCAIVAULT_TEST_LOG", "warn");
     }
+    if o.backend == "postgres" {
+        scaivault_tests::pg::require();
+        std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
+    }
     let mut d = Daemon::start();
     if let Some(limit) = &o.hsm_call_timeout {
         // Restart in the same directory with `[hsm] call_timeout` set.
@@ -337,8 +365,36 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         );
         assert_eq!(r.status, 200, "issue {k}: {}", r.text());
     }
+    // Further nodes: the same database, token and configuration, their own port.
+    let peers: Vec<Daemon> = (1..o.nodes)
+        .map(|i| {
+            d.start_peer(|c| {
+                c.replace(
+                    "[storage]",
+                    &format!("[cluster]\nnode_name = \"bench-{i}\"\n\n[storage]"),
+                )
+            })
+        })
+        .collect();
+    let pids: Vec<u32> = std::iter::once(pid)
+        .chain(peers.iter().map(Daemon::pid))
+        .collect();
+    println!("backend: {}, nodes: {} (pids {pids:?})", o.backend, o.nodes);
+    let cpu_all = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let hwm_all = |pids: &[u32]| {
+        pids.iter()
+            .map(|p| status_kib(*p, "VmHWM:").to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    let bases: Vec<String> = std::iter::once(d.base.clone())
+        .chain(peers.iter().map(|p| p.base.clone()))
+        .collect();
     let target = |k: &str, tag: &str| Target {
-        url: format!("{}/v1/pki/issue/bench-{k}", d.base),
+        urls: bases
+            .iter()
+            .map(|b| format!("{b}/v1/pki/issue/bench-{k}"))
+            .collect(),
         bearer: Some(d.admin.clone()),
         cn_prefix: Some(format!("{k}-{tag}")),
         fixed_body: Vec::new(),
@@ -378,20 +434,20 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
             burst = Some(rt.block_on(run_burst(&target(k, "burst"), 100)));
         }
         for &n in &o.conns {
-            let cpu0 = cpu_secs(pid);
+            let cpu0 = cpu_all(&pids);
             let r = rt.block_on(run_load(
                 &target(k, &format!("c{n}")),
                 n,
                 Duration::from_secs(o.seconds),
             ));
-            let cpu_us = (cpu_secs(pid) - cpu0) * 1e6 / (r.ok.max(1) as f64);
+            let cpu_us = (cpu_all(&pids) - cpu0) * 1e6 / (r.ok.max(1) as f64);
             println!(
                 "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} |",
                 r.rate(),
                 r.ok,
                 r.errors_text(),
                 r.lat_cells(),
-                status_kib(pid, "VmHWM:")
+                hwm_all(&pids)
             );
             if let Some(e) = &r.first_error {
                 notes.push(format!("{label} c={n}: first error: {e}"));
@@ -426,7 +482,7 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
     std::thread::sleep(Duration::from_secs(1));
     println!(
         "\ndaemon memory: peak VmHWM {} KiB, VmRSS at the end {} KiB; load average after: {}",
-        status_kib(pid, "VmHWM:"),
+        hwm_all(&pids),
         status_kib(pid, "VmRSS:"),
         loadavg()
     );
@@ -612,7 +668,7 @@ fn bench_cfssl(rt: &tokio::runtime::Runtime, o: &Opts) -> Option<BTreeMap<usize,
             .unwrap(),
     );
     let t = Target {
-        url: format!("http://127.0.0.1:{port}/api/v1/cfssl/newcert"),
+        urls: vec![format!("http://127.0.0.1:{port}/api/v1/cfssl/newcert")],
         bearer: None,
         cn_prefix: None,
         fixed_body: br#"{"request":{"CN":"x.bench.internal","hosts":["x.bench.internal"],"key":{"algo":"ecdsa","size":256}}}"#.to_vec(),
@@ -622,7 +678,7 @@ fn bench_cfssl(rt: &tokio::runtime::Runtime, o: &Opts) -> Option<BTreeMap<usize,
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if rt.block_on(one(&c, &t, t.fixed_body.clone())).is_ok() {
+        if rt.block_on(one(&c, &t, 0, t.fixed_body.clone())).is_ok() {
             break;
         }
         assert!(

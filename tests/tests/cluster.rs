@@ -1,0 +1,315 @@
+//! Several nodes on one PostgreSQL database and one SoftHSM2 token directory (#11): issuance
+//! spread over two nodes yields distinct serials, revocations made on one node reach the other's
+//! CRL and OCSP answers, the scheduled jobs run on one node, and they move when that node dies.
+//!
+//! Needs `SCAIVAULT_TEST_PG` (`export SCAIVAULT_TEST_PG=$(bash ci/postgres.sh)`); these tests set
+//! the PostgreSQL backend for their daemons themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use scaivault_tests::{bin, openssl, write, Daemon};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Two nodes: `a` (started first, so the leader) and `b`, with a lease of `lease`.
+fn two_nodes(lease: &str) -> (Daemon, Daemon) {
+    scaivault_tests::pg::require();
+    std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
+    let a = Daemon::start_with_config(&format!(
+        "[cluster]\nnode_name = \"a\"\nlease = \"{lease}\"\n"
+    ));
+    wait_until(Duration::from_secs(10), "node a leads", || leader(&a));
+    let b = a.start_peer(|c| c.replace("node_name = \"a\"", "node_name = \"b\""));
+    let h = b.get("/v1/sys/health").json();
+    assert_eq!(h["cluster"]["backend"], "postgres", "{h}");
+    assert_eq!(h["cluster"]["node"], "b", "{h}");
+    assert_eq!(h["cluster"]["leader"], false, "{h}");
+    (a, b)
+}
+
+fn leader(d: &Daemon) -> bool {
+    d.get("/v1/sys/health").json()["cluster"]["leader"] == true
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if f() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A root and an issuing role, made on node `a`.
+fn setup(a: &Daemon, crl_interval: &str) -> Value {
+    let root = a.post(
+        "/v1/pki/ca",
+        &json!({"name": "root", "common_name": "Cluster Root", "ca_type": "root",
+                "key_type": "ec", "validity_days": 3650, "crl_interval": crl_interval}),
+    );
+    assert_eq!(root.status, 201, "{}", root.text());
+    let root = root.json();
+    let r = a.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.svc.internal"], "ttl": "24h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    root
+}
+
+fn issue(d: &Daemon, cn: &str) -> String {
+    let r = d.post("/v1/pki/issue/svc", &json!({"common_name": cn}));
+    assert_eq!(r.status, 200, "{}: {}", d.base, r.text());
+    r.json()["serial_number"].as_str().unwrap().to_owned()
+}
+
+fn revoke(d: &Daemon, serial: &str) {
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": serial, "reason": "key_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// The node's CRL as `openssl crl -text`, verified against `root_pem`.
+fn crl_text(d: &Daemon, ca_id: &str, root_pem: &str) -> String {
+    let r = d.call("GET", &format!("/v1/pki/ca/{ca_id}/crl"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = d.dir.path().join("now.crl");
+    std::fs::write(&p, &r.bytes).unwrap();
+    let out = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        p.to_str().unwrap(),
+        "-CAfile",
+        root_pem,
+        "-noout",
+        "-text",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("verify OK"), "{err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn crl_number(text: &str) -> u64 {
+    text.split("CRL Number:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `openssl ocsp` against node `d`, verified against the root: the status word.
+fn ocsp(d: &Daemon, ca_id: &str, root_pem: &str, serial: &str) -> String {
+    let o = openssl(&[
+        "ocsp",
+        "-issuer",
+        root_pem,
+        "-CAfile",
+        root_pem,
+        "-serial",
+        &format!("0x{}", serial.replace(':', "")),
+        "-url",
+        &format!("{}/v1/pki/ocsp/{ca_id}", d.base),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("Response verify OK"), "{text}");
+    if text.contains(": revoked") {
+        "revoked".into()
+    } else if text.contains(": good") {
+        "good".into()
+    } else {
+        panic!("{text}")
+    }
+}
+
+fn audit_verify(d: &Daemon) {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_nodes_issue_distinct_serials_and_see_each_others_revocations() {
+    let (a, b) = two_nodes("4s");
+    let root = setup(&a, "1h");
+    let ca_id = root["id"].as_str().unwrap().to_owned();
+    let root_pem = write(
+        a.dir.path(),
+        "root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+
+    // 1,000 issuances, eight clients, alternating between the nodes.
+    let nodes = [&a, &b];
+    let serials: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                s.spawn(move || {
+                    (0..125)
+                        .map(|i| issue(nodes[(t + i) % 2], &format!("h{t}-{i}.svc.internal")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(serials.len(), 1000);
+    let distinct: HashSet<&String> = serials.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        1000,
+        "duplicate serials across the two nodes"
+    );
+    // Both nodes list all of them (one database).
+    for d in [&a, &b] {
+        let mut seen = 0;
+        let mut cursor = String::new();
+        loop {
+            let page = d
+                .get(&format!("/v1/pki/certificates?limit=500&cursor={cursor}"))
+                .json();
+            seen += page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["role"] == "svc")
+                .count();
+            match page["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = c.to_owned(),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, 1000, "{}", d.base);
+    }
+
+    // Node b caches "good" answers; node a revokes; b answers "revoked" without being told.
+    let (on_a, on_b) = (&serials[0..3], &serials[3..6]);
+    for s in on_a.iter().chain(on_b) {
+        assert_eq!(ocsp(&b, &ca_id, &root_pem, s), "good");
+        assert_eq!(ocsp(&a, &ca_id, &root_pem, s), "good");
+    }
+    let n0 = crl_number(&crl_text(&a, &ca_id, &root_pem));
+    for s in on_a {
+        revoke(&a, s);
+    }
+    for s in on_b {
+        revoke(&b, s);
+    }
+    let took = wait_until(
+        Duration::from_secs(10),
+        "OCSP revoked on the other node",
+        || {
+            on_a.iter()
+                .all(|s| ocsp(&b, &ca_id, &root_pem, s) == "revoked")
+                && on_b
+                    .iter()
+                    .all(|s| ocsp(&a, &ca_id, &root_pem, s) == "revoked")
+        },
+    );
+    eprintln!("revocations reached the other node's OCSP answers in {took:?}");
+    // One rebuild (the leader's, a few seconds after the revocations) puts all six on the CRL,
+    // served alike by both nodes.
+    let took = wait_until(
+        Duration::from_secs(20),
+        "all revocations on b's CRL",
+        || {
+            let text = crl_text(&b, &ca_id, &root_pem);
+            on_a.iter()
+                .chain(on_b)
+                .all(|s| text.contains(&s.replace(':', "")))
+        },
+    );
+    eprintln!("revocations reached node b's CRL in {took:?}");
+    let text_b = crl_text(&b, &ca_id, &root_pem);
+    let text_a = crl_text(&a, &ca_id, &root_pem);
+    assert_eq!(text_a, text_b, "both nodes serve the same CRL");
+    assert!(crl_number(&text_b) > n0);
+    // The follower built none of them.
+    assert_eq!(b.metric("scaivault_crl_builds_total"), 0.0);
+    assert_eq!(b.metric("scaivault_scheduler_leader_passes_total"), 0.0);
+    assert!(a.metric("scaivault_crl_builds_total") >= 1.0);
+    assert_eq!(a.metric("scaivault_cluster_leader"), 1.0);
+    assert_eq!(b.metric("scaivault_cluster_leader"), 0.0);
+    // Both nodes wrote audit records at once: the chain is whole.
+    audit_verify(&a);
+    audit_verify(&b);
+}
+
+#[test]
+fn scheduled_jobs_run_once_per_interval_and_move_when_the_leader_dies() {
+    let (mut a, b) = two_nodes("4s");
+    let root = setup(&a, "1m");
+    let ca_id = root["id"].as_str().unwrap().to_owned();
+    let root_pem = write(
+        a.dir.path(),
+        "root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+    let events = |d: &Daemon| -> Vec<i64> {
+        d.get("/v1/events?type=crl.generated&limit=1000").json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"]["ca_id"] == ca_id.as_str() || e["object_id"] == ca_id.as_str())
+            .map(|e| e["data"]["crl_number"].as_i64().unwrap_or(-1))
+            .collect()
+    };
+    // The first CRL (built when first asked for, or by the leader's first pass).
+    let first = crl_number(&crl_text(&a, &ca_id, &root_pem));
+    // One interval (1 minute; the scheduler ticks every 10 s) later there is exactly one more.
+    wait_until(Duration::from_secs(90), "the scheduled rebuild", || {
+        crl_number(&crl_text(&a, &ca_id, &root_pem)) > first
+    });
+    std::thread::sleep(Duration::from_secs(12)); // a further tick of both schedulers
+    let numbers = events(&b);
+    assert_eq!(
+        numbers
+            .iter()
+            .filter(|n| **n > i64::try_from(first).unwrap())
+            .count(),
+        1,
+        "one rebuild per interval across the two nodes: {numbers:?}"
+    );
+    assert_eq!(b.metric("scaivault_crl_builds_total"), 0.0);
+    assert_eq!(b.metric("scaivault_scheduler_leader_passes_total"), 0.0);
+    assert!(a.metric("scaivault_scheduler_leader_passes_total") >= 1.0);
+
+    // The leader dies (SIGKILL: no goodbye); b takes the jobs over within the lease.
+    a.kill();
+    let took = wait_until(Duration::from_secs(4), "node b leads after a died", || {
+        leader(&b)
+    });
+    eprintln!("node b became leader {took:?} after node a was killed (lease 4s)");
+    // And runs them: a revocation on b is on b's CRL shortly, built by b.
+    let serial = issue(&b, "late.svc.internal");
+    revoke(&b, &serial);
+    wait_until(Duration::from_secs(15), "b rebuilds the CRL", || {
+        crl_text(&b, &ca_id, &root_pem).contains(&serial.replace(':', ""))
+    });
+    assert!(b.metric("scaivault_crl_builds_total") >= 1.0);
+    assert_eq!(b.metric("scaivault_cluster_elections_total"), 1.0);
+    audit_verify(&b);
+}
