@@ -733,3 +733,294 @@ fn tls_to_the_database_checks_the_server_certificate() {
     .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
 }
+
+both_backends!(every_method_runs, acme_methods_run);
+
+/// Every typed method once, so that a statement PostgreSQL cannot type or run shows up here and
+/// not in a daemon test.
+fn every_method_runs(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    let now = "2026-06-01T00:00:00Z";
+    s.write(|tx| {
+        // tokens
+        let tok = TokenRow {
+            id: "tok_a".into(),
+            tenant_id: "tn_1".into(),
+            name: Some("n".into()),
+            policies: vec!["admin".into()],
+            created_at: now.into(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        tx.insert_token(&tok, &[7; 32])?;
+        let (t, h) = tx.token_by_id("tok_a")?;
+        assert_eq!((t.policies, h), (vec!["admin".to_owned()], vec![7; 32]));
+        assert_eq!(tx.list_tokens(None, None, 10)?.items.len(), 1);
+        assert_eq!(tx.list_tokens(Some("tn_1"), None, 10)?.items.len(), 1);
+        tx.revoke_token("tok_a", Some("tn_1"), now)?;
+        assert!(matches!(
+            tx.revoke_token("tok_a", None, now),
+            Err(Error::NotFound)
+        ));
+        // CAs
+        let mut c = ca("ca_1");
+        tx.insert_ca(&c)?;
+        c.status = "retired".into();
+        c.serial = Some("01".into());
+        tx.update_ca(&c)?;
+        assert!(tx.ca_name_taken("tn_1", "ca_1")?);
+        assert_eq!(tx.get_ca("tn_1", "ca_1")?.status, "retired");
+        assert_eq!(tx.get_ca_any_tenant("ca_1")?.key_size, 256);
+        assert!(matches!(tx.get_ca("tn_x", "ca_1"), Err(Error::NotFound)));
+        let p = tx.list_cas("tn_1", None, 1)?;
+        assert_eq!(p.items.len(), 1);
+        assert!(p.next_cursor.is_none());
+        // certificates
+        let mut r = cert("ca_1", "0R");
+        r.status = "reserved".into();
+        r.cert_der = None;
+        tx.reserve_certificate(&r, b"tbs")?;
+        tx.complete_certificate(&cert("ca_1", "0R"))?;
+        assert!(matches!(
+            tx.complete_certificate(&cert("ca_1", "0R")),
+            Err(Error::NotFound)
+        ));
+        tx.reserve_certificate(&r_with(&r, "0S"), b"tbs")?;
+        tx.release_serial("ca_1", "0S")?;
+        tx.reserve_certificate(&r_with(&r, "0T"), b"tbs")?;
+        tx.reserve_certificate(&r_with(&r, "0U"), b"tbs")?;
+        assert_eq!(
+            tx.reconcile_stale_reservations(now, "2025-01-01T00:00:00Z")?
+                .len(),
+            0
+        );
+        assert_eq!(tx.reconcile_reservations(now)?.len(), 2);
+        tx.insert_stored_key(&StoredKeyRow {
+            issuer_ca_id: "ca_1".into(),
+            serial: "0R".into(),
+            wrapped_key: vec![1],
+            sealed: vec![2],
+        })?;
+        assert_eq!(tx.get_stored_key("ca_1", "0R")?.sealed, vec![2]);
+        assert_eq!(tx.get_certificate("tn_1", "0R")?.status, "valid");
+        let mut filter = CertFilter {
+            now: now.into(),
+            ..CertFilter::default()
+        };
+        assert_eq!(
+            tx.list_certificates("tn_1", &filter, None, 10)?.items.len(),
+            3
+        );
+        filter.status = Some("revoked".into());
+        filter.ca_id = Some("ca_1".into());
+        assert_eq!(
+            tx.list_certificates("tn_1", &filter, None, 10)?.items.len(),
+            2
+        );
+        filter.status = Some("valid".into());
+        filter.expiring_before = Some("2030-01-01T00:00:00Z".into());
+        filter.role = None;
+        assert_eq!(
+            tx.list_certificates("tn_1", &filter, None, 10)?.items.len(),
+            1
+        );
+        // roles
+        let mut role = RoleRow {
+            tenant_id: "tn_1".into(),
+            name: "web".into(),
+            ca_id: "ca_1".into(),
+            config: "{}".into(),
+            created_at: now.into(),
+            updated_at: now.into(),
+        };
+        tx.insert_role(&role)?;
+        assert!(matches!(tx.insert_role(&role), Err(Error::Conflict(_))));
+        role.config = "{\"a\":1}".into();
+        tx.update_role(&role)?;
+        assert_eq!(tx.get_role("tn_1", "web")?.config, "{\"a\":1}");
+        assert_eq!(tx.list_roles("tn_1", None, 10)?.items.len(), 1);
+        tx.delete_role("tn_1", "web")?;
+        assert!(matches!(
+            tx.delete_role("tn_1", "web"),
+            Err(Error::NotFound)
+        ));
+        // tenant setting
+        assert_eq!(tx.tenant_csr_distinct_approver("tn_1")?, None);
+        tx.set_tenant_csr_distinct_approver("default", Some(true))?;
+        assert_eq!(tx.tenant_csr_distinct_approver("tn_1")?, Some(true));
+        // events
+        tx.insert_event(
+            "tn_1",
+            "csr.imported",
+            Some("csr_1"),
+            "2026-01-01T00:00:00Z",
+            "{}",
+        )?;
+        tx.insert_event("tn_1", "certificate.issued", None, now, "{}")?;
+        assert_eq!(tx.list_events("tn_1", None, 10)?.items.len(), 2);
+        let only = tx.list_events_filtered("tn_1", None, 10, Some("certificate.*"), None)?;
+        assert_eq!(only.items.len(), 1);
+        let exact = tx.list_events_filtered("tn_1", None, 10, Some("csr.imported"), None)?;
+        assert_eq!(exact.items.len(), 1);
+        let since = tx.list_events_filtered("tn_1", None, 10, None, Some(now))?;
+        assert_eq!(since.items[0].kind, "certificate.issued");
+        // revocation and CRLs
+        assert_eq!(tx.certificate_status("ca_1", "0R")?.unwrap().0, "valid");
+        assert_eq!(tx.certificate_status("ca_1", "FF")?, None);
+        let chunk = tx.revoked_chunk("ca_1", "2000-01-01T00:00:00Z", 0, 1)?;
+        assert_eq!(chunk.len(), 1);
+        let more = tx.revoked_chunk("ca_1", "2000-01-01T00:00:00Z", chunk[0].0, 10)?;
+        assert_eq!(more.len(), 1);
+        assert_eq!(tx.cas_needing_crl(now)?, vec!["ca_1".to_owned()]);
+        let n = tx.next_crl_number("ca_1")?;
+        tx.publish_crl("ca_1", n, now, "2026-06-02T00:00:00Z")?;
+        let (num, this, _, dirty) = tx.published_crl("ca_1")?.unwrap();
+        assert_eq!((num, this.as_deref(), dirty), (n, Some(now), false));
+        assert!(tx.cas_needing_crl(now)?.is_empty());
+        assert!(tx.import_crl("ca_1", n + 5, now, "2026-07-01T00:00:00Z")?);
+        assert!(!tx.import_crl("ca_1", n + 1, now, "2026-07-01T00:00:00Z")?);
+        assert_eq!(
+            tx.crl_summary()?,
+            (1, 0, Some("2026-07-01T00:00:00Z".into()))
+        );
+        tx.put_ocsp_signer("ca_1", "ocsp-1", &[9], now)?;
+        tx.put_ocsp_signer("ca_1", "ocsp-2", &[9], now)?;
+        assert_eq!(tx.ocsp_signer("ca_1")?.unwrap().0, "ocsp-2");
+        // tidy
+        let (total, revoked, cas) = tx.tidy_certificates("tn_1", "2099-01-01T00:00:00Z", true)?;
+        assert_eq!((total, revoked, cas), (3, 2, vec!["ca_1".to_owned()]));
+        assert!(matches!(
+            tx.get_certificate("tn_1", "0R"),
+            Err(Error::NotFound)
+        ));
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn r_with(r: &CertRow, serial: &str) -> CertRow {
+    CertRow {
+        serial: serial.into(),
+        ..r.clone()
+    }
+}
+
+fn acme_methods_run(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let now = "2026-06-01T00:00:00Z";
+    f.store
+        .write(|tx| {
+            let acct = AcmeAccountRow {
+                id: "acme_1".into(),
+                tenant_id: "tn_1".into(),
+                name: "le".into(),
+                provider: "letsencrypt".into(),
+                environment: "staging".into(),
+                directory_url: "https://x/dir".into(),
+                email: None,
+                directory_ca_pem: None,
+                account_url: "https://x/acct/1".into(),
+                eab_kid: None,
+                status: "valid".into(),
+                creds_wrapped: vec![1],
+                creds_sealed: vec![2],
+                created_at: now.into(),
+                deactivated_at: None,
+            };
+            tx.insert_acme_account(&acct)?;
+            assert!(matches!(
+                tx.insert_acme_account(&acct),
+                Err(Error::Conflict(_))
+            ));
+            assert!(tx.acme_account_name_taken("tn_1", "le")?);
+            assert_eq!(tx.get_acme_account("tn_1", "acme_1")?.creds_sealed, vec![2]);
+            assert_eq!(tx.list_acme_accounts("tn_1", None, 10)?.items.len(), 1);
+            let dns = DnsProviderRow {
+                id: "dns_1".into(),
+                tenant_id: "tn_1".into(),
+                name: "d".into(),
+                kind: "rfc2136".into(),
+                config: "{}".into(),
+                secrets_wrapped: vec![3],
+                secrets_sealed: vec![4],
+                created_at: now.into(),
+            };
+            tx.insert_dns_provider(&dns)?;
+            assert_eq!(tx.get_dns_provider("tn_1", "dns_1")?.kind, "rfc2136");
+            assert_eq!(tx.list_dns_providers("tn_1", None, 10)?.items.len(), 1);
+            let mut mc = ManagedCertRow {
+                id: "mc_1".into(),
+                tenant_id: "tn_1".into(),
+                account_id: "acme_1".into(),
+                domains: "[\"a.example\"]".into(),
+                challenge_type: "dns-01".into(),
+                dns_provider_id: Some("dns_1".into()),
+                key_type: "ec256".into(),
+                profile: None,
+                auto_renew: true,
+                status: "pending".into(),
+                version: 0,
+                last_error: None,
+                order_kind: None,
+                order_url: None,
+                order_started_at: None,
+                order_attempts: 0,
+                renew_at: None,
+                renew_failures: 0,
+                created_at: now.into(),
+                updated_at: now.into(),
+            };
+            tx.insert_managed_cert(&mc)?;
+            assert!(matches!(
+                tx.delete_dns_provider("tn_1", "dns_1"),
+                Err(Error::Conflict(_))
+            ));
+            assert!(tx.claim_managed_order("mc_1", "issue", now)?);
+            assert!(!tx.claim_managed_order("mc_1", "issue", now)?);
+            assert_eq!(tx.managed_certs_in_flight()?, vec!["mc_1".to_owned()]);
+            tx.insert_managed_version(&ManagedVersionRow {
+                mc_id: "mc_1".into(),
+                version: 1,
+                serial_number: "01".into(),
+                certificate: "PEM".into(),
+                ca_chain: "CHAIN".into(),
+                not_before: now.into(),
+                not_after: "2026-06-10T00:00:00Z".into(),
+                key_wrapped: vec![5],
+                key_sealed: vec![6],
+                created_at: now.into(),
+            })?;
+            mc.status = "valid".into();
+            mc.version = 1;
+            mc.renew_at = Some("2026-06-05T00:00:00Z".into());
+            tx.update_managed_cert(&mc)?;
+            assert!(tx.managed_certs_in_flight()?.is_empty());
+            let got = tx.get_managed_cert("tn_1", "mc_1")?;
+            assert_eq!(got, tx.get_managed_cert_any_tenant("mc_1")?);
+            assert!(got.auto_renew);
+            assert_eq!(tx.list_managed_certs("tn_1", None, 10)?.items.len(), 1);
+            assert_eq!(
+                tx.managed_certs_due("2026-06-06T00:00:00Z")?,
+                vec!["mc_1".to_owned()]
+            );
+            assert_eq!(tx.managed_certs_expiring("2026-06-20T00:00:00Z")?.len(), 1);
+            tx.mark_managed_cert_expiring("mc_1", 1)?;
+            assert!(tx
+                .managed_certs_expiring("2026-06-20T00:00:00Z")?
+                .is_empty());
+            assert_eq!(tx.managed_certs_ari_due(now)?.len(), 1);
+            tx.set_managed_cert_ari("mc_1", 1, "2026-06-03T00:00:00Z", None)?;
+            assert!(tx.managed_certs_ari_due(now)?.is_empty());
+            assert_eq!(tx.get_managed_version("mc_1", 1)?.key_sealed, vec![6]);
+            assert_eq!(tx.list_managed_versions("mc_1")?.len(), 1);
+            tx.deactivate_acme_account("tn_1", "acme_1", now)?;
+            assert_eq!(tx.get_acme_account("tn_1", "acme_1")?.status, "deactivated");
+            Ok(())
+        })
+        .unwrap();
+}
