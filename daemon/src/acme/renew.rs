@@ -213,14 +213,13 @@ pub async fn tick(app: &App) {
         let started = app
             .db(move |s| {
                 Ok(s.write(|tx| {
-                    let mut row = tx.get_managed_cert_any_tenant(&i)?;
-                    if row.order_kind.is_some() {
+                    // One conditional update: only if no order is in flight (of two nodes, or a
+                    // renewal and an API call, one starts it).
+                    let now = time_util::rfc3339(time_util::now());
+                    if !tx.claim_managed_order(&i, "renew", &now)? {
                         return Ok(false);
                     }
-                    row.order_kind = Some("renew".into());
-                    row.order_attempts = 0;
-                    row.updated_at = time_util::rfc3339(time_util::now());
-                    tx.update_managed_cert(&row)?;
+                    let row = tx.get_managed_cert_any_tenant(&i)?;
                     let rec =
                         super::worker::record(&row, "acme.certificate.renew", "started", None);
                     tx.append_audit(&rec)?;

@@ -247,6 +247,28 @@ async fn attempt(
             http::signature(secret, &timestamp, body.as_bytes()),
         ),
     ];
+    // Lease this attempt (several nodes: a leader that just lost its place, and the new one, must
+    // not both send it). The lease outlasts the attempt; the outcome replaces it.
+    let (id, attempts) = (d.id.clone(), d.attempts);
+    let now = now_ms();
+    let lease_ms = i64::try_from(cfg.timeout_secs.saturating_mul(1000))
+        .unwrap_or(i64::MAX / 4)
+        .saturating_add(5_000);
+    let won = Arc::new(AtomicBool::new(false));
+    let flag = won.clone();
+    let claimed = app
+        .write_with(
+            Box::new(move |tx| {
+                let lease = now.saturating_add(lease_ms);
+                flag.store(tx.claim_delivery(&id, attempts, now, lease)?, Ordering::Relaxed);
+                Ok(())
+            }),
+            Durability::Wal,
+        )
+        .await;
+    if claimed.is_err() || !won.load(Ordering::Relaxed) {
+        return false;
+    }
     let ca_file = cfg.ca_file.clone();
     let tls_config = || tls.get_or_init(|| http::tls_config(&ca_file)).clone();
     let outcome = tokio::time::timeout(
