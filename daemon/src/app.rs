@@ -153,12 +153,12 @@ impl App {
     /// What `f` returns.
     pub fn read_now<T>(
         &self,
-        f: impl FnOnce(&scaivault_store::Tx<'_>) -> scaivault_store::Result<T>,
+        f: impl Fn(&scaivault_store::Tx<'_>) -> scaivault_store::Result<T>,
     ) -> scaivault_store::Result<T> {
         if self.cluster.is_shared() {
             // A PostgreSQL read is a network round trip, and its client blocks: tell the runtime
-            // (its other tasks move to another worker meanwhile).
-            tokio::task::block_in_place(|| self.store.read(f))
+            // (its other tasks move to another worker meanwhile). Lookups only: no transaction.
+            tokio::task::block_in_place(|| self.store.lookup(f))
         } else {
             self.store.read(f)
         }

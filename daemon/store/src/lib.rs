@@ -293,6 +293,23 @@ impl Store {
         }
     }
 
+    /// Runs `f`, a few indexed lookups that need not see one snapshot (the request path's token,
+    /// role and CA reads): with PostgreSQL without a transaction, each statement on its own (one
+    /// round trip each instead of three for a one-statement transaction), retried once on a
+    /// fresh connection when the pooled one was dead; with SQLite the same as [`Store::read`].
+    ///
+    /// # Errors
+    /// What `f` returns, or [`Error::Unavailable`].
+    pub fn lookup<T>(&self, f: impl Fn(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.read(f),
+            Backend::Postgres(p) => {
+                let mut slot = pick(&p.readers, &self.next_reader)?;
+                pg::run_autocommit(&p.settings, &mut slot, |tx| f(&Tx::new(tx)))
+            }
+        }
+    }
+
     /// Runs `f` in one write transaction of its own, committed only when `f` succeeds.
     ///
     /// # Errors

@@ -495,6 +495,37 @@ pub(crate) fn begin_write(sync: bool) -> String {
     )
 }
 
+/// Runs `f` without a transaction (each statement commits on its own: one round trip per
+/// statement, instead of `BEGIN` + statement + `COMMIT`), for reads whose statements need not see
+/// one snapshot. A connection found dead is replaced and `f` tried once more (it only reads).
+pub(crate) fn run_autocommit<T>(
+    settings: &Settings,
+    slot: &mut Option<PgConn>,
+    f: impl Fn(&PgTx<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let fresh = settings.ensure(slot)?;
+        let conn = slot
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("no connection".into()))?;
+        let tx = PgTx {
+            conn: RefCell::new(conn),
+            settings,
+            aborted: Cell::new(false),
+        };
+        let out = f(&tx);
+        let broken = tx.conn.into_inner().broken;
+        match out {
+            Err(Error::Unavailable(_)) if broken && !fresh && tries < 2 => {
+                *slot = None;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `f` in a transaction begun with `begin` on the connection in `slot` (connecting or
 /// reconnecting first when needed), then commits, or rolls back when `f` fails.
 pub(crate) fn run<T>(

@@ -680,6 +680,17 @@ fn a_store_reconnects_after_its_sessions_are_terminated() {
         assert!(failures <= 1, "round {round}: {failures} failed writes");
     }
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
+    // Lookups (no transaction) retry once on a fresh connection: none fails.
+    for round in 0..3 {
+        for _ in 0..4 {
+            s.lookup(|tx| tx.ping()).unwrap();
+        }
+        assert!(db.terminate_sessions() >= 1, "round {round}");
+        for i in 0..6 {
+            s.lookup(|tx| tx.ping())
+                .unwrap_or_else(|e| panic!("round {round}, lookup {i}: {e}"));
+        }
+    }
 }
 
 /// TLS to the database: the server's certificate is checked against the CA file and its name.
