@@ -499,6 +499,22 @@ pub mod bench {
         (tick(11) + tick(12)) / 100.0
     }
 
+    /// CPU seconds used so far by every live process whose command is `name` (e.g. the
+    /// `postgres` server and its backends; processes that exited meanwhile are not counted).
+    pub fn cpu_secs_of(name: &str) -> f64 {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == name)
+            })
+            .map(cpu_secs)
+            .sum()
+    }
+
     /// The 1, 5 and 15 minute load averages.
     pub fn loadavg() -> String {
         std::fs::read_to_string("/proc/loadavg")

@@ -435,12 +435,20 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         }
         for &n in &o.conns {
             let cpu0 = cpu_all(&pids);
+            let pg0 = scaivault_tests::bench::cpu_secs_of("postgres");
             let r = rt.block_on(run_load(
                 &target(k, &format!("c{n}")),
                 n,
                 Duration::from_secs(o.seconds),
             ));
             let cpu_us = (cpu_all(&pids) - cpu0) * 1e6 / (r.ok.max(1) as f64);
+            if o.backend == "postgres" {
+                let pg_us = (scaivault_tests::bench::cpu_secs_of("postgres") - pg0) * 1e6
+                    / (r.ok.max(1) as f64);
+                notes.push(format!(
+                    "{label} c={n}: PostgreSQL server CPU {pg_us:.0} µs/cert"
+                ));
+            }
             println!(
                 "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} |",
                 r.rate(),
