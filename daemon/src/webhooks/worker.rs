@@ -260,7 +260,10 @@ async fn attempt(
         .write_with(
             Box::new(move |tx| {
                 let lease = now.saturating_add(lease_ms);
-                flag.store(tx.claim_delivery(&id, attempts, now, lease)?, Ordering::Relaxed);
+                flag.store(
+                    tx.claim_delivery(&id, attempts, now, lease)?,
+                    Ordering::Relaxed,
+                );
                 Ok(())
             }),
             Durability::Wal,
