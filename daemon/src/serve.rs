@@ -351,8 +351,16 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     )
     .await
     .map_err(|e| StartError(format!("cannot bind an ACME challenge listener: {e}")))?;
-    let challenge_tasks =
-        crate::acme::challenge::spawn(challenge_listeners, app.acme.challenges.clone());
+    // Several nodes: an answer of an order the leader runs is looked up in the database.
+    let shared_answers = app
+        .cluster
+        .is_shared()
+        .then(|| crate::acme::challenge::SharedAnswers::new(app.store.clone()));
+    let challenge_tasks = crate::acme::challenge::spawn(
+        challenge_listeners,
+        app.acme.challenges.clone(),
+        shared_answers,
+    );
     // Several nodes on one database: try for the leadership before the scheduler's first tick.
     crate::cluster::elect(&app).await;
     let background = Background::start(&app, &notifier);

@@ -3,6 +3,7 @@
 //! (`worker.rs`) stores the result or the failure. `Err` values are the messages for
 //! `last_error`: the CA's own detail and problem type whenever the CA gave one.
 
+use super::challenge::{HTTP_01, TLS_ALPN_01};
 use super::{accounts, ca_detail, nonce_retry, problem_text, providers};
 use crate::app::{split_pem, App};
 use crate::error::ApiError;
@@ -176,10 +177,14 @@ async fn provision(
             ChallengeType::Http01 => {
                 responses.add_http(&ch.token, key_auth.as_str());
                 done.http.push(ch.token.clone());
+                share(app, HTTP_01, &ch.token, key_auth.as_str()).await?;
             }
             ChallengeType::TlsAlpn01 => {
-                responses.add_tls(&domain, key_auth.digest().as_ref())?;
+                let digest = key_auth.digest();
+                responses.add_tls(&domain, digest.as_ref())?;
                 done.tls.push(domain.clone());
+                let (name, value) = (domain.to_ascii_lowercase(), hex::encode(digest.as_ref()));
+                share(app, TLS_ALPN_01, &name, &value).await?;
             }
             _ => {
                 let d = dns.ok_or("dns-01 needs a DNS provider")?;
@@ -199,6 +204,52 @@ async fn provision(
     Ok(())
 }
 
+/// With several nodes (PostgreSQL), stores an answer so that whichever node the CA's validation
+/// reaches can serve it (`challenge::shared`); with SQLite this node is the only one.
+async fn share(app: &App, kind: &'static str, name: &str, value: &str) -> Result<(), String> {
+    if !app.cluster.is_shared() {
+        return Ok(());
+    }
+    let (n, v) = (name.to_owned(), value.to_owned());
+    app.db(move |s| {
+        let at = time_util::rfc3339(time_util::now());
+        Ok(s.write(|tx| tx.put_challenge_answer(kind, &n, &v, &at))?)
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "the {kind} answer could not be shared with the other nodes: {}",
+            e.detail
+        )
+    })
+}
+
+/// Deletes this order's stored answers (several nodes); a failure leaves them to the scheduler's
+/// clean-up of leftovers.
+async fn unshare(app: &App, done: &Provisioned) {
+    if !app.cluster.is_shared() || (done.http.is_empty() && done.tls.is_empty()) {
+        return;
+    }
+    let http = done.http.clone();
+    let tls: Vec<String> = done.tls.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let res = app
+        .db(move |s| {
+            Ok(s.write(|tx| {
+                for t in &http {
+                    tx.delete_challenge_answer(HTTP_01, t)?;
+                }
+                for n in &tls {
+                    tx.delete_challenge_answer(TLS_ALPN_01, n)?;
+                }
+                Ok(())
+            })?)
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "stored challenge answers not deleted (the scheduler will)");
+    }
+}
+
 async fn unprovision(app: &App, dns: Option<&Dns>, done: Provisioned) {
     let r = &app.acme.challenges;
     for t in &done.http {
@@ -207,6 +258,7 @@ async fn unprovision(app: &App, dns: Option<&Dns>, done: Provisioned) {
     for n in &done.tls {
         r.remove_tls(n);
     }
+    unshare(app, &done).await;
     if let Some(d) = dns {
         for p in &done.dns {
             if let Err(e) = scaivault_dns::cleanup(d.provider.as_ref(), p).await {

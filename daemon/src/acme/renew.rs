@@ -1,5 +1,7 @@
 //! The scheduler's ACME job, run on every tick:
 //!
+//! 0. Several nodes: stored challenge answers older than a day (left by a node that died
+//!    mid-order) are deleted.
 //! 1. Managed certificates with an order in flight that no task of this process runs (the
 //!    daemon was restarted or killed mid-order) are started again — never left `pending`.
 //! 2. `auto_renew` certificates whose `renew_at` has come get a renewal order. `renew_at` is set
@@ -71,6 +73,26 @@ async fn fire_expiring(app: &App) {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "certificate.expiring fired"),
         Err(e) => tracing::warn!(error = %e, "ACME scheduler: expiring check failed"),
+    }
+}
+
+/// Stored challenge answers older than this are leftovers (a node died mid-order): no order
+/// outlives `[acme] order_timeout`, which is far shorter.
+const ANSWER_LEFTOVER_AGE: time::Duration = time::Duration::days(1);
+
+/// Several nodes: deletes the stored challenge answers an order did not delete (its node died).
+async fn sweep_challenge_answers(app: &App) {
+    if !app.cluster.is_shared() {
+        return;
+    }
+    let before = time_util::rfc3339(time_util::now() - ANSWER_LEFTOVER_AGE);
+    match app
+        .db(move |s| Ok(s.write(|tx| tx.delete_challenge_answers_before(&before))?))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "leftover ACME challenge answers deleted"),
+        Err(e) => tracing::warn!(error = %e, "ACME scheduler: challenge answer clean-up failed"),
     }
 }
 
@@ -190,6 +212,7 @@ async fn ari_ask(
 /// One pass: resume orders left in flight, ask ARI, start due renewals, fire
 /// `certificate.expiring`.
 pub async fn tick(app: &App) {
+    sweep_challenge_answers(app).await;
     fire_expiring(app).await;
     ari_tick(app).await;
     let now = time_util::rfc3339(time_util::now());

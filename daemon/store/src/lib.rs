@@ -87,6 +87,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/010_webhooks.sql"),
     include_str!("migrations/011_acme.sql"),
     include_str!("migrations/012_crl_blobs.sql"),
+    include_str!("migrations/013_acme_challenge_answers.sql"),
 ];
 
 /// PostgreSQL's migrations: position `i` here is the same change as position `i` of
@@ -104,6 +105,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("migrations/pg/010_webhooks.sql"),
     include_str!("migrations/pg/011_acme.sql"),
     include_str!("migrations/pg/012_crl_blobs.sql"),
+    include_str!("migrations/pg/013_acme_challenge_answers.sql"),
 ];
 
 /// How many read connections the SQLite store keeps (WAL lets them read while a write commits).

@@ -1029,9 +1029,37 @@ fn acme_methods_run(kind: Kind) {
             assert!(tx.managed_certs_ari_due(now)?.is_empty());
             assert_eq!(tx.get_managed_version("mc_1", 1)?.key_sealed, vec![6]);
             assert_eq!(tx.list_managed_versions("mc_1")?.len(), 1);
+            assert_eq!(tx.challenge_answer("http-01", "tok")?, None);
+            tx.put_challenge_answer("http-01", "tok", "tok.thumb", "2026-06-01T00:00:00Z")?;
+            tx.put_challenge_answer("http-01", "tok", "tok.thumb2", "2026-06-01T00:00:00Z")?;
+            tx.put_challenge_answer("tls-alpn-01", "a.example", "ab12", "2026-06-02T00:00:00Z")?;
+            assert_eq!(
+                tx.challenge_answer("http-01", "tok")?.as_deref(),
+                Some("tok.thumb2")
+            );
+            assert_eq!(tx.challenge_answer("tls-alpn-01", "tok")?, None);
+            tx.delete_challenge_answer("http-01", "tok")?;
+            tx.delete_challenge_answer("http-01", "tok")?;
+            assert_eq!(tx.challenge_answer("http-01", "tok")?, None);
+            tx.put_challenge_answer("http-01", "old", "old.thumb", "2026-05-01T00:00:00Z")?;
+            assert_eq!(
+                tx.delete_challenge_answers_before("2026-06-01T00:00:00Z")?,
+                1
+            );
+            assert_eq!(tx.challenge_answer("http-01", "old")?, None);
+            assert_eq!(
+                tx.challenge_answer("tls-alpn-01", "a.example")?.as_deref(),
+                Some("ab12")
+            );
             tx.deactivate_acme_account("tn_1", "acme_1", now)?;
             assert_eq!(tx.get_acme_account("tn_1", "acme_1")?.status, "deactivated");
             Ok(())
         })
         .unwrap();
+    // Only the two kinds the responders serve (a failed statement ends a PostgreSQL
+    // transaction, hence a write of its own).
+    assert!(f
+        .store
+        .write(|tx| tx.put_challenge_answer("dns-01", "x", "y", "2026-06-01T00:00:00Z"))
+        .is_err());
 }

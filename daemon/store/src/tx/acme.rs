@@ -1,5 +1,6 @@
 //! The ACME client's tables (migration 011): accounts, DNS providers, managed certificates with
-//! their versions and the order in flight. Every lookup is tenant-scoped except the worker's own
+//! their versions and the order in flight; and the challenge answers every node of a cluster
+//! serves (migration 013). Every lookup is tenant-scoped except the worker's own
 //! reads by managed-certificate id (ids carry 128 random bits; the worker got the id from a row).
 
 use super::Tx;
@@ -708,6 +709,64 @@ impl Tx<'_> {
                 "SELECT {VERSION_COLS} FROM acme_certificate_versions WHERE mc_id = ?1 AND version = ?2"
             ))?
             .query_row(params![mc_id, version], version_row)
+    }
+
+    /// Stores (or replaces) a challenge answer that every node of a cluster serves: `kind`
+    /// `http-01` (`name` the token, `value` the key authorization) or `tls-alpn-01` (`name` the
+    /// lowercase DNS name, `value` the hex SHA-256 of the key authorization).
+    ///
+    /// # Errors
+    /// SQL failures (a `kind` outside the two is refused by the table's CHECK).
+    pub fn put_challenge_answer(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &str,
+        at: &str,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO acme_challenge_answers (kind, name, value, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kind, name) \
+                 DO UPDATE SET value = excluded.value, created_at = excluded.created_at",
+            )?
+            .execute(params![kind, name, value, at])?;
+        Ok(())
+    }
+
+    /// Removes a challenge answer (nothing when there is none).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn delete_challenge_answer(&self, kind: &str, name: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM acme_challenge_answers WHERE kind = ?1 AND name = ?2")?
+            .execute(params![kind, name])?;
+        Ok(())
+    }
+
+    /// The stored answer of challenge `kind` for `name`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn challenge_answer(&self, kind: &str, name: &str) -> Result<Option<String>> {
+        self.tx
+            .prepare_cached(
+                "SELECT value FROM acme_challenge_answers WHERE kind = ?1 AND name = ?2",
+            )?
+            .query_row(params![kind, name], |r| r.get(0))
+            .optional()
+    }
+
+    /// Removes the answers stored before `at` (RFC 3339): leftovers of a node that died during an
+    /// order. Returns how many went.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn delete_challenge_answers_before(&self, at: &str) -> Result<usize> {
+        self.tx
+            .prepare_cached("DELETE FROM acme_challenge_answers WHERE created_at < ?1")?
+            .execute(params![at])
     }
 
     /// All versions of `mc_id`, oldest first.

@@ -1,29 +1,36 @@
 //! The challenge responders.
 //!
-//! - http-01 (RFC 8555 §8.3): a small plain-HTTP/1.1 server on `[acme] http_challenge_listen`
-//!   answering `GET /.well-known/acme-challenge/{token}` with the key authorization; anything
-//!   else is `404`. One request per connection, 8 KiB and 10 s at most per request.
-//! - tls-alpn-01 (RFC 8737): a TLS server on `[acme] tls_challenge_listen` that offers only the
-//!   ALPN protocol `acme-tls/1` and presents, for the SNI name, a self-signed certificate whose
-//!   only SAN is that name and that carries the critical acmeIdentifier extension
+//! - http-01 (RFC 8555 §8.3, [`http`]): a small plain-HTTP/1.1 server on
+//!   `[acme] http_challenge_listen` answering `GET /.well-known/acme-challenge/{token}` with the
+//!   key authorization; anything else is `404`. One request per connection, 8 KiB and 10 s at most
+//!   per request.
+//! - tls-alpn-01 (RFC 8737, [`tls`]): a TLS server on `[acme] tls_challenge_listen` that offers
+//!   only the ALPN protocol `acme-tls/1` and presents, for the SNI name, a self-signed certificate
+//!   whose only SAN is that name and that carries the critical acmeIdentifier extension
 //!   (1.3.6.1.5.5.7.1.31) with the SHA-256 of the key authorization. Handshakes without
 //!   `acme-tls/1` or for an unknown name are refused.
 //!
-//! The order worker adds answers before it tells the CA a challenge is ready and removes them
-//! when the order ends.
+//! The order worker adds answers to [`Responses`] (this process's memory) before it tells the CA
+//! a challenge is ready and removes them when the order ends. With several nodes on one
+//! PostgreSQL database the worker runs on the leader only, but the CA's validation request may
+//! reach any node behind the load balancer: the worker then also writes each answer to the
+//! database, and on a miss in memory the responders look it up there ([`shared`]).
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+mod http;
+pub mod shared;
+mod tls;
+
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+pub use shared::{SharedAnswers, HTTP_01, TLS_ALPN_01};
 
 /// The ALPN protocol of RFC 8737.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
-const HTTP_PREFIX: &str = "/.well-known/acme-challenge/";
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers currently served.
@@ -125,21 +132,6 @@ fn tls_alpn_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Strin
     Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
-#[derive(Debug)]
-struct AlpnResolver(Arc<Responses>);
-
-impl ResolvesServerCert for AlpnResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello
-            .alpn()
-            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
-        if !acme {
-            return None;
-        }
-        self.0.tls(hello.server_name()?)
-    }
-}
-
 /// Bound challenge listeners, ready to serve.
 #[derive(Debug, Default)]
 pub struct Listeners {
@@ -169,104 +161,27 @@ pub async fn bind(http: Option<SocketAddr>, tls: Option<SocketAddr>) -> Result<L
     })
 }
 
-/// Serves the bound listeners until the returned tasks are aborted.
-pub fn spawn(listeners: Listeners, responses: Arc<Responses>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Serves the bound listeners until the returned tasks are aborted. `shared`: the cluster's
+/// stored answers, looked up on a miss in `responses` (`None` with SQLite: one node).
+pub fn spawn(
+    listeners: Listeners,
+    responses: Arc<Responses>,
+    shared: Option<SharedAnswers>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if let Some(l) = listeners.http {
         tracing::info!(addr = ?l.local_addr().ok(), "ACME http-01 challenge listener");
-        tasks.push(tokio::spawn(serve_http(l, responses.clone())));
+        tasks.push(tokio::spawn(http::serve(
+            l,
+            responses.clone(),
+            shared.clone(),
+        )));
     }
     if let Some(l) = listeners.tls {
         tracing::info!(addr = ?l.local_addr().ok(), "ACME tls-alpn-01 challenge listener");
-        tasks.push(tokio::spawn(serve_tls(l, responses)));
+        tasks.push(tokio::spawn(tls::serve(l, responses, shared)));
     }
     tasks
-}
-
-async fn serve_http(listener: TcpListener, responses: Arc<Responses>) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let r = responses.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer_http(stream, &r)).await {
-                tracing::debug!(%peer, error = %e, "http-01 request timed out");
-            }
-        });
-    }
-}
-
-async fn answer_http(mut stream: tokio::net::TcpStream, responses: &Responses) {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let answer = match (method, target.strip_prefix(HTTP_PREFIX)) {
-        ("GET" | "HEAD", Some(token)) => responses.http(token),
-        _ => None,
-    };
-    tracing::debug!(target_path = %target, found = answer.is_some(), "http-01 request");
-    let (status, body) = match answer {
-        Some(a) => ("200 OK", a),
-        None => ("404 Not Found", "not found\n".to_owned()),
-    };
-    let body = if method == "HEAD" {
-        String::new()
-    } else {
-        body
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(resp.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
-async fn serve_tls(listener: TcpListener, responses: Arc<Responses>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = match rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(b) => {
-            let mut c = b
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(AlpnResolver(responses)));
-            c.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
-            c
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "tls-alpn-01 listener cannot start");
-            return;
-        }
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(IO_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(mut tls)) => {
-                    tracing::debug!(%peer, "tls-alpn-01 handshake done");
-                    let _ = tls.shutdown().await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls-alpn-01 handshake refused"),
-                Err(_) => tracing::debug!(%peer, "tls-alpn-01 handshake timed out"),
-            }
-        });
-    }
 }
 
 #[cfg(test)]
