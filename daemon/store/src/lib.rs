@@ -65,7 +65,7 @@ pub use rows::{
 };
 pub use tx::{
     AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, ManagedCertRow, ManagedVersionRow,
-    Revocation, RevokedRow, Tx,
+    OcspResponseRow, Revocation, RevokedRow, Tx,
 };
 
 use db::Exec;
@@ -88,6 +88,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/011_acme.sql"),
     include_str!("migrations/012_crl_blobs.sql"),
     include_str!("migrations/013_acme_challenge_answers.sql"),
+    include_str!("migrations/014_ocsp_responses.sql"),
 ];
 
 /// PostgreSQL's migrations: position `i` here is the same change as position `i` of
@@ -106,6 +107,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("migrations/pg/011_acme.sql"),
     include_str!("migrations/pg/012_crl_blobs.sql"),
     include_str!("migrations/pg/013_acme_challenge_answers.sql"),
+    include_str!("migrations/pg/014_ocsp_responses.sql"),
 ];
 
 /// How many read connections the SQLite store keeps (WAL lets them read while a write commits).

@@ -244,6 +244,7 @@ both_backends!(
     two_stores_migrating_at_once_and_a_newer_schema_is_refused,
     a_crl_is_stored_only_over_an_older_one,
     revocations_since_lists_revocations_in_time_order,
+    ocsp_responses_are_stored_only_while_the_status_holds,
     a_conflict_does_not_spoil_the_transaction,
     conditional_claims_have_one_winner,
 );
@@ -505,6 +506,100 @@ fn a_crl_is_stored_only_over_an_older_one(kind: Kind) {
     assert_eq!(
         s.read(|tx| tx.crl_der("ca_1")).unwrap(),
         Some((6, b"six".to_vec()))
+    );
+}
+
+fn ocsp_row(ca_id: &str, serial: &str, status: &str, this_update: &str) -> OcspResponseRow {
+    OcspResponseRow {
+        ca_id: ca_id.into(),
+        serial: serial.into(),
+        cert_id: vec![1, 2],
+        der: format!("{status} {this_update}").into_bytes(),
+        status: status.into(),
+        this_update: this_update.into(),
+        next_update: "2026-06-02T00:00:00Z".into(),
+        refresh_at: "2026-06-01T12:00:00Z".into(),
+    }
+}
+
+/// A response lands only while the certificate's status is the one it encodes: a `good` signed
+/// before a revocation and stored after it is refused, and the revocation's delete leaves none.
+fn ocsp_responses_are_stored_only_while_the_status_holds(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    let t1 = "2026-06-01T00:00:00Z";
+    let t2 = "2026-06-01T00:10:00Z";
+    s.write(|tx| {
+        tx.insert_ca(&ca("ca_1"))?;
+        tx.insert_certificate(&cert("ca_1", "0A"))?;
+        let mut r = cert("ca_1", "0B");
+        r.status = "reserved".into();
+        r.cert_der = None;
+        tx.reserve_certificate(&r, b"tbs")
+    })
+    .unwrap();
+    let put = |row: OcspResponseRow| s.write(|tx| tx.put_ocsp_response(&row)).unwrap();
+    let get = |serial: &str| {
+        s.read(|tx| tx.ocsp_response("ca_1", serial, &[1, 2]))
+            .unwrap()
+            .map(|r| r.status)
+    };
+    // Only the status the inventory holds.
+    assert!(!put(ocsp_row("ca_1", "0A", "revoked", t1)));
+    assert!(!put(ocsp_row("ca_1", "0A", "unknown", t1)));
+    assert!(put(ocsp_row("ca_1", "0A", "good", t1)));
+    // A reserved serial and a serial never issued are `unknown`.
+    assert!(!put(ocsp_row("ca_1", "0B", "good", t1)));
+    assert!(put(ocsp_row("ca_1", "0B", "unknown", t1)));
+    assert!(put(ocsp_row("ca_1", "0C", "unknown", t1)));
+    // A newer response replaces an older one, never the reverse.
+    assert!(put(ocsp_row("ca_1", "0A", "good", t2)));
+    assert!(!put(ocsp_row("ca_1", "0A", "good", t1)));
+    let row = s
+        .read(|tx| tx.ocsp_response("ca_1", "0A", &[1, 2]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.this_update, t2);
+    assert_eq!(
+        s.read(|tx| tx.ocsp_response("ca_1", "0A", &[9])).unwrap(),
+        None
+    );
+    // Revocation and the delete in one transaction: the `good` signed before it cannot land after.
+    s.write(|tx| {
+        tx.revoke_certificate("tn_1", "0A", t2, "key_compromise")?;
+        tx.delete_ocsp_responses("ca_1", "0A")
+    })
+    .unwrap();
+    assert_eq!(get("0A"), None);
+    assert!(!put(ocsp_row("ca_1", "0A", "good", t2)));
+    assert_eq!(get("0A"), None);
+    assert!(put(ocsp_row("ca_1", "0A", "revoked", t2)));
+    assert_eq!(get("0A").as_deref(), Some("revoked"));
+    // Due for refresh, soonest first, bounded; expired ones are dropped.
+    let mut later = ocsp_row("ca_1", "0C", "unknown", t2);
+    later.refresh_at = "2026-06-01T18:00:00Z".into();
+    assert!(put(later));
+    let due = s
+        .read(|tx| tx.ocsp_responses_due("2026-06-01T12:00:00Z", 10))
+        .unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+    assert_eq!(
+        s.read(|tx| tx.ocsp_responses_due("2099-01-01T00:00:00Z", 1))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.write(|tx| tx.delete_ocsp_responses_expired("2026-06-01T13:00:00Z"))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.write(|tx| tx.delete_ocsp_responses_expired("2026-06-03T00:00:00Z"))
+            .unwrap(),
+        3
     );
 }
 
@@ -900,6 +995,13 @@ fn every_method_runs(kind: Kind) {
         tx.put_ocsp_signer("ca_1", "ocsp-1", &[9], now)?;
         tx.put_ocsp_signer("ca_1", "ocsp-2", &[9], now)?;
         assert_eq!(tx.ocsp_signer("ca_1")?.unwrap().0, "ocsp-2");
+        // shared OCSP responses
+        let resp = ocsp_row("ca_1", "0R", "good", now);
+        assert!(tx.put_ocsp_response(&resp)?);
+        assert_eq!(tx.ocsp_response("ca_1", "0R", &[1, 2])?, Some(resp));
+        assert_eq!(tx.ocsp_responses_due("2099-01-01T00:00:00Z", 10)?.len(), 1);
+        assert_eq!(tx.delete_ocsp_responses_expired("2099-01-01T00:00:00Z")?, 1);
+        assert_eq!(tx.delete_ocsp_responses("ca_1", "0R")?, 0);
         // tidy
         let (total, revoked, cas) = tx.tidy_certificates("tn_1", "2099-01-01T00:00:00Z", true)?;
         assert_eq!((total, revoked, cas), (3, 2, vec!["ca_1".to_owned()]));

@@ -9,9 +9,11 @@ use crate::{Error, Result};
 
 mod acme;
 mod anchors;
+mod ocsp;
 mod webhooks;
 
 pub use acme::{AcmeAccountRow, DnsProviderRow, ManagedCertRow, ManagedVersionRow};
+pub use ocsp::OcspResponseRow;
 
 /// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.
 pub struct Tx<'a> {
