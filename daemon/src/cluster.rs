@@ -11,12 +11,16 @@
 //! A leader that cannot reach the database steps down at once. With SQLite there is one node and
 //! it always leads.
 //!
-//! What stays per node: the OCSP response cache and its pre-signer (the cache is this node's
-//! memory; pre-signing on the leader only would leave the followers signing every stale response
-//! on demand, more signatures in all), the RSA key pool, rate limits.
+//! **OCSP.** Signed responses are shared through the database table `ocsp_responses`: the leader
+//! alone pre-signs and refreshes (its cache and the shared rows about to go stale), any node that
+//! signs on demand stores its response there, and a node that misses its own cache reads the
+//! shared row before signing (see [`crate::ocsp`]). Each node still keeps its in-memory cache in
+//! front of the table. What stays per node: that cache, the RSA key pool, rate limits.
 //!
-//! **Revocations from other nodes.** A node invalidates its OCSP cache entry right after its own
-//! revocation commits. To see the other nodes' revocations, every node of a PostgreSQL cluster
+//! **Revocations from other nodes.** A revocation deletes the serial's shared OCSP responses in
+//! its own transaction, and a response is stored only while the status it says still holds, so
+//! the table never answers `good` for a revoked certificate. A node invalidates its OCSP cache
+//! entry right after its own revocation commits. To see the other nodes' revocations, every node of a PostgreSQL cluster
 //! reads the revocations committed since its last look once a second
 //! ([`Tx::revocations_since`](scaivault_store::Tx::revocations_since), an indexed range read) and
 //! invalidates those entries; the leader also wakes its CRL scheduler for them.

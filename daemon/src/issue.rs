@@ -535,10 +535,16 @@ pub async fn sign_order(
         return Err(ApiError::from(e));
     }
     crate::metrics::Metrics::bump(&app.metrics.certificates_issued);
-    // Its OCSP response ("good"), signed in the background before a relying party asks.
-    match scaivault_core::ocsp::sha1_cert_id(&issuer.info, &serial) {
-        Ok(id) => app.ocsp.presign(&issuer.ca_id, id),
-        Err(e) => tracing::warn!(serial = %serial, error = %e, "no CertID for OCSP pre-signing"),
+    // Its OCSP response ("good"), signed in the background before a relying party asks. In a
+    // cluster only the leader pre-signs (into the shared table); a follower's new certificates
+    // are signed on first request by whichever node is asked (see `crate::ocsp`).
+    if app.cluster.is_leader() {
+        match scaivault_core::ocsp::sha1_cert_id(&issuer.info, &serial) {
+            Ok(id) => app.ocsp.presign(&issuer.ca_id, id),
+            Err(e) => {
+                tracing::warn!(serial = %serial, error = %e, "no CertID for OCSP pre-signing");
+            }
+        }
     }
     Ok(Issued {
         certificate: pem::certificate(&der)?,

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub ocsp_cached: AtomicU64,
     /// OCSP responses signed (on request or pre-signed).
     pub ocsp_signed: AtomicU64,
+    /// OCSP responses served from the table shared by the nodes of a cluster (signed by another
+    /// node, or by this one before its cache dropped them).
+    pub ocsp_shared_hits: AtomicU64,
     /// CRLs built and published.
     pub crl_builds: AtomicU64,
     /// Duration of the last CRL build, milliseconds.
@@ -65,7 +68,7 @@ impl Metrics {
                 get(c)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 5] = [
+        let counters: [(&str, &str, &AtomicU64); 6] = [
             (
                 "scaivault_certificates_issued_total",
                 "Leaf certificates signed and stored.",
@@ -85,6 +88,11 @@ impl Metrics {
                 "scaivault_ocsp_signed_total",
                 "OCSP responses signed (on request or pre-signed).",
                 &self.ocsp_signed,
+            ),
+            (
+                "scaivault_ocsp_shared_hits_total",
+                "OCSP responses served from the table shared by the nodes of a cluster.",
+                &self.ocsp_shared_hits,
             ),
             (
                 "scaivault_scheduler_leader_passes_total",

@@ -10,6 +10,19 @@
 //! [`OcspCache::invalidate`] right after a revocation commits; an epoch counter makes sure that a
 //! response signed from a status read before that commit is not cached afterwards.
 //!
+//! **Several nodes** (`[storage] backend = "postgres"`): the responses are also kept in the
+//! database table `ocsp_responses`, shared by the nodes. A node that misses its own cache reads
+//! the shared row before signing, and serves it (and caches it) while it is fresh for the caller;
+//! a node that signs a response (on demand, any node) stores it there. Only the leader pre-signs
+//! (new certificates it issued, revoked ones, and, on each scheduler tick, its cached responses
+//! and the shared rows about to go stale); a follower's pre-signing queue is ignored, and a
+//! follower's new certificates get their first response from whichever node is asked first. A
+//! row is stored only while the certificate's status still matches what it says (one conditional
+//! statement under the cluster's write lock), and a revocation deletes the serial's rows in its
+//! own transaction, so no node can read a `good` for a certificate once its revocation is visible;
+//! the local caches of the other nodes are dropped by the revocation watch (`crate::cluster`), and
+//! the epoch rule below keeps a row read before that from being cached after it.
+//!
 //! Every failure is an OCSP status, never an HTTP error: an unknown or pending CA is
 //! `unauthorized`, an unavailable token or database `tryLater`, anything else `internalError`.
 
@@ -262,6 +275,10 @@ pub async fn presigner(app: App) {
             let Some((ca_id, cert_id)) = app.ocsp.next_presign() else {
                 break;
             };
+            if !app.cluster.is_leader() {
+                // A follower of a cluster: the leader pre-signs into the shared table.
+                continue;
+            }
             match scaivault_core::ocsp::request_for_cert_id(&cert_id) {
                 Ok(der) => {
                     if let Err(r) = answer_inner(&app, &ca_id, &der, REFRESH_HORIZON).await {
@@ -297,6 +314,25 @@ async fn answer_inner(
                 crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
             }
             return Ok(hit);
+        }
+    }
+    let shared = app.cluster.is_shared();
+    if shared {
+        if let Some((serial, cert_id)) = &cache_key {
+            // Read the epoch first: a revocation seen after the row was read keeps it out of the
+            // cache (the row itself is deleted by the revocation's transaction).
+            let epoch = app.ocsp.epoch();
+            if let Some(resp) = shared_response(app, ca_id, serial, cert_id).await {
+                if time_util::now() + fresh_for < resp.refresh_at {
+                    if fresh_for.is_zero() {
+                        crate::metrics::Metrics::bump(&app.metrics.ocsp_shared_hits);
+                    }
+                    let keep_until = (!fresh_for.is_zero()).then(|| time_util::now() + fresh_for);
+                    return Ok(app
+                        .ocsp
+                        .put(ca_id, serial, Arc::new(resp), epoch, keep_until));
+                }
+            }
         }
     }
     let row = match crate::ca::get_public(app, ca_id).await {
@@ -339,9 +375,22 @@ async fn answer_inner(
                 ),
                 None => Responder::new(&issuer.info, issuer.signer.as_ref(), validity),
             };
+            // What the response says, for the shared table (a cached request has one CertID).
+            let mut said = "unknown";
             Ok(responder
                 .map_err(OcspError::from)
-                .and_then(|r| r.respond_parsed(&req, now, |s| lookup(&store, &ca, s))))
+                .and_then(|r| {
+                    r.respond_parsed(&req, now, |s| {
+                        let state = lookup(&store, &ca, s);
+                        said = match &state {
+                            Ok(CertState::Good) => "good",
+                            Ok(CertState::Revoked { .. }) => "revoked",
+                            _ => "unknown",
+                        };
+                        state
+                    })
+                })
+                .map(|signed| (signed, said)))
         })
         .await
         .map_err(|e| refusal_for(&e))?
@@ -351,6 +400,7 @@ async fn answer_inner(
             }
             e.refusal()
         })?;
+    let (signed, said) = signed;
     crate::metrics::Metrics::bump(&app.metrics.ocsp_signed);
     let (this_update, next_update) = (signed.this_update, signed.next_update);
     let resp = Arc::new(SignedResponse {
@@ -366,9 +416,105 @@ async fn answer_inner(
     });
     let keep_until = (!fresh_for.is_zero()).then(|| time_util::now() + fresh_for);
     Ok(match &cache_key {
-        Some((serial, _)) => app.ocsp.put(ca_id, serial, resp, epoch, keep_until),
+        Some((serial, _)) => {
+            if shared {
+                store_shared(app, ca_id, serial, &resp, said);
+            }
+            app.ocsp.put(ca_id, serial, resp, epoch, keep_until)
+        }
         None => resp,
     })
+}
+
+/// The response the cluster stored for this `CertID`, if any and readable (a failed read is
+/// logged and treated as none: the caller signs instead).
+async fn shared_response(
+    app: &App,
+    ca_id: &str,
+    serial: &str,
+    cert_id: &[u8],
+) -> Option<SignedResponse> {
+    let (ca, key, id) = (ca_id.to_owned(), serial.to_owned(), cert_id.to_vec());
+    // On the blocking pool: the PostgreSQL client blocks.
+    let found = app
+        .db(move |s| {
+            s.lookup(|tx| tx.ocsp_response(&ca, &key, &id))
+                .map_err(ApiError::from)
+        })
+        .await;
+    let row = match found {
+        Ok(row) => row?,
+        Err(e) => {
+            tracing::debug!(ca = %ca_id, error = %e, "OCSP: shared response unreadable; signing");
+            return None;
+        }
+    };
+    let at = |t: &str| time_util::parse_rfc3339(t).ok();
+    Some(SignedResponse {
+        etag: hex::encode(Sha256::digest(&row.der)),
+        this_update: at(&row.this_update)?,
+        next_update: at(&row.next_update)?,
+        refresh_at: at(&row.refresh_at)?,
+        der: row.der.into(),
+        cert_id: row.cert_id,
+    })
+}
+
+/// Stores a response this node signed in the cluster's table, in the background (a `Wal` group
+/// commit; the answer does not wait for it). The store keeps it only while the certificate's
+/// status is still `said`.
+fn store_shared(app: &App, ca_id: &str, serial: &str, resp: &SignedResponse, said: &str) {
+    let row = scaivault_store::OcspResponseRow {
+        ca_id: ca_id.to_owned(),
+        serial: serial.to_owned(),
+        cert_id: resp.cert_id.clone(),
+        der: resp.der.to_vec(),
+        status: said.to_owned(),
+        this_update: time_util::rfc3339(resp.this_update),
+        next_update: time_util::rfc3339(resp.next_update),
+        refresh_at: time_util::rfc3339(resp.refresh_at),
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        let r = app
+            .write_with(
+                Box::new(move |tx| tx.put_ocsp_response(&row).map(|_| ())),
+                scaivault_store::Durability::Wal,
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "OCSP: could not store a response for the other nodes");
+        }
+    });
+}
+
+/// The leader's refresh of the cluster's table (each scheduler tick, after
+/// [`OcspCache::queue_refresh`]): queues the stored responses that go stale within
+/// [`REFRESH_HORIZON`] (also those only followers serve) and drops those past their nextUpdate.
+/// Returns how many were queued.
+pub async fn refresh_shared(app: &App, now: OffsetDateTime) -> usize {
+    let due = time_util::rfc3339(now + REFRESH_HORIZON);
+    let expired = time_util::rfc3339(now);
+    let found = app
+        .db(move |s| {
+            s.write(|tx| tx.delete_ocsp_responses_expired(&expired))?;
+            s.read(|tx| tx.ocsp_responses_due(&due, PRESIGN_QUEUE))
+                .map_err(ApiError::from)
+        })
+        .await;
+    match found {
+        Ok(rows) => {
+            let n = rows.len();
+            for (ca, cert_id) in rows {
+                app.ocsp.presign(&ca, cert_id);
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "OCSP: shared responses due for refresh unreadable");
+            0
+        }
+    }
 }
 
 /// A delegated OCSP signer: a key on the token and its certificate from the CA.

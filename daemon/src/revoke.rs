@@ -62,8 +62,14 @@ pub async fn revoke(
     // write lock (whose busy handler sleeps in steps of milliseconds).
     let found = Arc::new(std::sync::Mutex::new(None));
     let slot = found.clone();
+    let shared = app.cluster.is_shared();
     app.write(Box::new(move |tx| {
         let row = tx.revoke_certificate(&t, &k, &a, &r)?;
+        if shared {
+            // The cluster's stored OCSP answers for it go in the same transaction: no node can
+            // read a `good` for it once the revocation is visible (see `crate::ocsp`).
+            tx.delete_ocsp_responses(&row.issuer_ca_id, &row.serial)?;
+        }
         if let Some(ca) = &row.subject_ca_id {
             // A CA's own certificate: that CA stops issuing.
             let mut ca_row = tx.get_ca(&t, ca)?;

@@ -7,8 +7,8 @@
 //! shutdown signal fires.
 //!
 //! With several nodes on one PostgreSQL database only the leader (see [`crate::cluster`]) runs
-//! the CRL, ACME and webhook jobs; every node keeps its heartbeat, its rate-limit buckets and its
-//! own OCSP cache fresh.
+//! the CRL, ACME and webhook jobs and OCSP pre-signing and refresh (into the response table the
+//! nodes share, see [`crate::ocsp`]); every node keeps its heartbeat and its rate-limit buckets.
 
 use crate::app::App;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -42,10 +42,16 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
                     last_pass = timed(leader_pass(&app)).await;
                 }
                 // OCSP responses in use that go stale before the next tick but one: re-signed now.
-                let now = scaivault_core::time_util::now();
-                let queued = app.ocsp.queue_refresh(now, crate::ocsp::REFRESH_HORIZON);
-                if queued > 0 {
-                    tracing::debug!(queued, "OCSP responses queued for refresh");
+                // In a cluster by the leader only, which also refreshes the shared table.
+                if app.cluster.is_leader() {
+                    let now = scaivault_core::time_util::now();
+                    let mut queued = app.ocsp.queue_refresh(now, crate::ocsp::REFRESH_HORIZON);
+                    if app.cluster.is_shared() {
+                        queued += crate::ocsp::refresh_shared(&app, now).await;
+                    }
+                    if queued > 0 {
+                        tracing::debug!(queued, "OCSP responses queued for refresh");
+                    }
                 }
             }
             _ = app.crl_wake.notified() => {

@@ -143,6 +143,10 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
                 tx.reconcile_reservations(&now)?
             };
             for (tenant, ca, serial) in &rows {
+                if shared {
+                    // An `unknown` stored while it was reserved must not outlive the revocation.
+                    tx.delete_ocsp_responses(ca, serial)?;
+                }
                 tx.append_audit(&scaivault_store::AuditRecord {
                     time: now.clone(),
                     tenant_id: Some(tenant.clone()),

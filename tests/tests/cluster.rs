@@ -1,6 +1,7 @@
 //! Several nodes on one PostgreSQL database and one SoftHSM2 token directory (#11): issuance
 //! spread over two nodes yields distinct serials, revocations made on one node reach the other's
-//! CRL and OCSP answers, the scheduled jobs run on one node, and they move when that node dies.
+//! CRL and OCSP answers, the scheduled jobs run on one node, and they move when that node dies;
+//! OCSP responses are signed once per cluster and served by every node from the shared table.
 //!
 //! Needs `SCAIVAULT_TEST_PG` (`export SCAIVAULT_TEST_PG=$(bash ci/postgres.sh)`); these tests set
 //! the PostgreSQL backend for their daemons themselves.
@@ -311,5 +312,159 @@ fn scheduled_jobs_run_once_per_interval_and_move_when_the_leader_dies() {
     });
     assert!(b.metric("scaivault_crl_builds_total") >= 1.0);
     assert_eq!(b.metric("scaivault_cluster_elections_total"), 1.0);
+    audit_verify(&b);
+}
+
+/// An OCSP request without a nonce (so answered from the caches) for `serial`, sent with GET to
+/// node `d`: the status `openssl ocsp` reads from the response (verified against the root) and
+/// the response's DER.
+fn ocsp_cacheable(d: &Daemon, ca_id: &str, root_pem: &str, serial: &str) -> (String, Vec<u8>) {
+    use base64::Engine;
+    let hex = format!("0x{}", serial.replace(':', ""));
+    let req = d.dir.path().join("req.der");
+    let resp = d.dir.path().join("resp.der");
+    let o = openssl(&[
+        "ocsp",
+        "-issuer",
+        root_pem,
+        "-serial",
+        &hex,
+        "-no_nonce",
+        "-reqout",
+        req.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&req).unwrap());
+    let b64 = b64
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let r = d.call("GET", &format!("/v1/pki/ocsp/{ca_id}/{b64}"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::fs::write(&resp, &r.bytes).unwrap();
+    let o = openssl(&[
+        "ocsp",
+        "-respin",
+        resp.to_str().unwrap(),
+        "-issuer",
+        root_pem,
+        "-CAfile",
+        root_pem,
+        "-serial",
+        &hex,
+        "-no_nonce",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("Response verify OK"), "{text}");
+    let status = if text.contains(": revoked") {
+        "revoked"
+    } else if text.contains(": good") {
+        "good"
+    } else {
+        panic!("{text}")
+    };
+    (status.to_owned(), r.bytes)
+}
+
+#[test]
+fn ocsp_responses_are_signed_once_per_cluster_and_served_by_every_node() {
+    const SIGNED: &str = "scaivault_ocsp_signed_total";
+    const SHARED: &str = "scaivault_ocsp_shared_hits_total";
+    let (a, b) = two_nodes("4s");
+    // A one-minute OCSP validity: responses are due for refresh after 30 s.
+    let root = a.post(
+        "/v1/pki/ca",
+        &json!({"name": "root", "common_name": "Cluster Root", "ca_type": "root",
+                "key_type": "ec", "validity_days": 3650, "ocsp_validity": "1m"}),
+    );
+    assert_eq!(root.status, 201, "{}", root.text());
+    let root = root.json();
+    let r = a.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.svc.internal"], "ttl": "24h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ca_id = root["id"].as_str().unwrap().to_owned();
+    let root_pem = write(
+        a.dir.path(),
+        "root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+
+    // Issued on the leader: its pre-signer signs the responses and stores them for the cluster;
+    // the follower serves the same bytes without signing anything.
+    let on_a: Vec<String> = (0..3)
+        .map(|i| issue(&a, &format!("a{i}.svc.internal")))
+        .collect();
+    wait_until(Duration::from_secs(10), "the leader pre-signs", || {
+        a.metric(SIGNED) >= 3.0
+    });
+    std::thread::sleep(Duration::from_secs(1)); // the background store of the last one
+    for s in &on_a {
+        let (status_b, der_b) = ocsp_cacheable(&b, &ca_id, &root_pem, s);
+        let (status_a, der_a) = ocsp_cacheable(&a, &ca_id, &root_pem, s);
+        assert_eq!((status_a.as_str(), status_b.as_str()), ("good", "good"));
+        assert_eq!(der_a, der_b, "both nodes serve the leader's response");
+    }
+    assert_eq!(b.metric(SIGNED), 0.0, "the follower signed nothing");
+    assert_eq!(b.metric(SHARED), 3.0);
+    assert_eq!(b.metric("scaivault_ocsp_presign_queue"), 0.0);
+    // Asked again, the follower answers from its own cache.
+    let hits = b.metric("scaivault_ocsp_cache_hits_total");
+    ocsp_cacheable(&b, &ca_id, &root_pem, &on_a[0]);
+    assert_eq!(b.metric("scaivault_ocsp_cache_hits_total"), hits + 1.0);
+    assert_eq!(b.metric(SIGNED), 0.0);
+
+    // Issued on the follower: no pre-signing there; the first node asked signs and stores it, and
+    // the other serves that response.
+    let on_b = issue(&b, "b0.svc.internal");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.metric(SIGNED), 0.0, "a follower does not pre-sign");
+    let (status, first) = ocsp_cacheable(&b, &ca_id, &root_pem, &on_b);
+    assert_eq!(status, "good");
+    assert_eq!(b.metric(SIGNED), 1.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let shared_a = a.metric(SHARED);
+    let (_, on_a_der) = ocsp_cacheable(&a, &ca_id, &root_pem, &on_b);
+    assert_eq!(on_a_der, first, "the leader serves the follower's response");
+    assert_eq!(a.metric(SHARED), shared_a + 1.0);
+
+    // The leader keeps the shared responses fresh, also those only the follower serves: once the
+    // follower's copy is half-way through its minute, it finds a newer one, signed by the leader.
+    let took = wait_until(Duration::from_secs(60), "a refreshed response on b", || {
+        let (status, der) = ocsp_cacheable(&b, &ca_id, &root_pem, &on_b);
+        assert_eq!(status, "good");
+        std::thread::sleep(Duration::from_millis(500));
+        der != first
+    });
+    eprintln!("the follower served the leader's refreshed response after {took:?}");
+    assert_eq!(b.metric(SIGNED), 1.0, "the follower never refreshes");
+    assert_eq!(b.metric("scaivault_scheduler_leader_passes_total"), 0.0);
+
+    // A revocation on the follower: both nodes answer `revoked` within seconds, from their caches
+    // and signed afresh (with a nonce).
+    revoke(&b, &on_a[1]);
+    revoke(&b, &on_b);
+    let took = wait_until(Duration::from_secs(5), "revoked on both nodes", || {
+        [&a, &b].iter().all(|d| {
+            [&on_a[1], &on_b]
+                .iter()
+                .all(|s| ocsp_cacheable(d, &ca_id, &root_pem, s).0 == "revoked")
+        })
+    });
+    eprintln!("both nodes answered revoked {took:?} after the follower's revocations");
+    for d in [&a, &b] {
+        for s in [&on_a[1], &on_b] {
+            assert_eq!(ocsp(d, &ca_id, &root_pem, s), "revoked");
+            assert_eq!(ocsp_cacheable(d, &ca_id, &root_pem, s).0, "revoked");
+        }
+        assert_eq!(ocsp_cacheable(d, &ca_id, &root_pem, &on_a[0]).0, "good");
+    }
+    assert_eq!(b.metric("scaivault_scheduler_leader_passes_total"), 0.0);
+    audit_verify(&a);
     audit_verify(&b);
 }
