@@ -417,7 +417,9 @@ async fn answer_inner(
     let keep_until = (!fresh_for.is_zero()).then(|| time_util::now() + fresh_for);
     Ok(match &cache_key {
         Some((serial, _)) => {
-            if shared {
+            // `unknown` answers stay in this node's bounded cache only: anyone may ask for random
+            // serials, and the shared table must not grow with them.
+            if shared && said != "unknown" {
                 store_shared(app, ca_id, serial, &resp, said);
             }
             app.ocsp.put(ca_id, serial, resp, epoch, keep_until)

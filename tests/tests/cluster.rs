@@ -465,6 +465,51 @@ fn ocsp_responses_are_signed_once_per_cluster_and_served_by_every_node() {
         assert_eq!(ocsp_cacheable(d, &ca_id, &root_pem, &on_a[0]).0, "good");
     }
     assert_eq!(b.metric("scaivault_scheduler_leader_passes_total"), 0.0);
+
+    // Anyone may ask about random serials: `unknown` answers are not stored for the cluster.
+    let db =
+        std::fs::read_to_string(a.dir.path().join(scaivault_tests::pg::DATABASE_FILE)).unwrap();
+    let rows = |serial: &str| -> i64 {
+        scaivault_tests::pg::query(
+            db.trim(),
+            &format!("SELECT count(*) FROM ocsp_responses WHERE serial = '{serial}'"),
+        )
+        .parse()
+        .unwrap()
+    };
+    assert!(
+        rows(&on_a[0].replace(':', "").to_uppercase()) >= 1,
+        "known serials are stored"
+    );
+    let stranger = "7123456789ABCDEF0123";
+    let req = b.dir.path().join("unknown.der");
+    let o = openssl(&[
+        "ocsp",
+        "-issuer",
+        &root_pem,
+        "-serial",
+        &format!("0x{stranger}"),
+        "-no_nonce",
+        "-reqout",
+        req.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&req).unwrap())
+    };
+    let b64 = b64
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let r = b.call("GET", &format!("/v1/pki/ocsp/{ca_id}/{b64}"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        rows(stranger),
+        0,
+        "an unknown serial's answer was stored for the cluster"
+    );
     audit_verify(&a);
     audit_verify(&b);
 }
