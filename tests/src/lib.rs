@@ -291,7 +291,22 @@ impl Daemon {
                 .header("Content-Type", "application/json")
                 .body(b.to_vec());
         }
-        let r = rb.send().unwrap();
+        // A body over the daemon's limit is answered 413 while the client may still be sending
+        // it; the server then closes the connection and, depending on timing, the client sees
+        // the reset instead of the answer. Such a request changes nothing: send it again.
+        let oversized = body.is_some_and(|b| b.len() > 1024 * 1024);
+        let mut tries = 0;
+        let r = loop {
+            tries += 1;
+            let attempt = rb.try_clone().expect("a byte body can be cloned");
+            match attempt.send() {
+                Ok(r) => break r,
+                Err(e) if oversized && tries < 8 && e.is_request() => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("{method} {path}: {e:?}"),
+            }
+        };
         let status = r.status().as_u16();
         let header = |n: &str| {
             r.headers()
