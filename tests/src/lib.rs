@@ -430,6 +430,31 @@ impl Daemon {
             .collect()
     }
 
+    /// The CA's published CRL (`GET /v1/pki/ca/{id}/crl`, DER) as `openssl crl -text`, after
+    /// asserting that openssl verifies it against `trust` (a PEM file); `tag` names the copy kept
+    /// in the test directory.
+    pub fn crl_text(&self, ca_id: &str, trust: &str, tag: &str) -> String {
+        let r = self.call("GET", &format!("/v1/pki/ca/{ca_id}/crl"), None, None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.content_type, "application/pkix-crl");
+        let p = self.dir.path().join(format!("{tag}.crl"));
+        std::fs::write(&p, &r.bytes).unwrap();
+        let out = openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            p.to_str().unwrap(),
+            "-CAfile",
+            trust,
+            "-noout",
+            "-text",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success() && err.contains("verify OK"), "{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -445,6 +470,16 @@ impl Drop for Daemon {
             pg::drop_database(name.trim());
         }
     }
+}
+
+/// The CRL number in `openssl crl -text` output.
+pub fn crl_number(text: &str) -> u64 {
+    text.split("CRL Number:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Runs `openssl ARGS`.

@@ -7,7 +7,7 @@
 //! the PostgreSQL backend for their daemons themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{bin, openssl, write, Daemon};
+use scaivault_tests::{bin, crl_number, openssl, write, Daemon};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::process::Command;
@@ -73,37 +73,6 @@ fn revoke(d: &Daemon, serial: &str) {
         &json!({"serial_number": serial, "reason": "key_compromise"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-}
-
-/// The node's CRL as `openssl crl -text`, verified against `root_pem`.
-fn crl_text(d: &Daemon, ca_id: &str, root_pem: &str) -> String {
-    let r = d.call("GET", &format!("/v1/pki/ca/{ca_id}/crl"), None, None);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let p = d.dir.path().join("now.crl");
-    std::fs::write(&p, &r.bytes).unwrap();
-    let out = openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        p.to_str().unwrap(),
-        "-CAfile",
-        root_pem,
-        "-noout",
-        "-text",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success() && err.contains("verify OK"), "{err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn crl_number(text: &str) -> u64 {
-    text.split("CRL Number:")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// `openssl ocsp` against node `d`, verified against the root: the status word.
@@ -212,7 +181,7 @@ fn two_nodes_issue_distinct_serials_and_see_each_others_revocations() {
         assert_eq!(ocsp(&b, &ca_id, &root_pem, s), "good");
         assert_eq!(ocsp(&a, &ca_id, &root_pem, s), "good");
     }
-    let n0 = crl_number(&crl_text(&a, &ca_id, &root_pem));
+    let n0 = crl_number(&a.crl_text(&ca_id, &root_pem, "now"));
     for s in on_a {
         revoke(&a, s);
     }
@@ -237,15 +206,15 @@ fn two_nodes_issue_distinct_serials_and_see_each_others_revocations() {
         Duration::from_secs(20),
         "all revocations on b's CRL",
         || {
-            let text = crl_text(&b, &ca_id, &root_pem);
+            let text = b.crl_text(&ca_id, &root_pem, "now");
             on_a.iter()
                 .chain(on_b)
                 .all(|s| text.contains(&s.replace(':', "")))
         },
     );
     eprintln!("revocations reached node b's CRL in {took:?}");
-    let text_b = crl_text(&b, &ca_id, &root_pem);
-    let text_a = crl_text(&a, &ca_id, &root_pem);
+    let text_b = b.crl_text(&ca_id, &root_pem, "now");
+    let text_a = a.crl_text(&ca_id, &root_pem, "now");
     assert_eq!(text_a, text_b, "both nodes serve the same CRL");
     assert!(crl_number(&text_b) > n0);
     // The follower built none of them.
@@ -279,10 +248,10 @@ fn scheduled_jobs_run_once_per_interval_and_move_when_the_leader_dies() {
             .collect()
     };
     // The first CRL (built when first asked for, or by the leader's first pass).
-    let first = crl_number(&crl_text(&a, &ca_id, &root_pem));
+    let first = crl_number(&a.crl_text(&ca_id, &root_pem, "now"));
     // One interval (1 minute; the scheduler ticks every 10 s) later there is exactly one more.
     wait_until(Duration::from_secs(90), "the scheduled rebuild", || {
-        crl_number(&crl_text(&a, &ca_id, &root_pem)) > first
+        crl_number(&a.crl_text(&ca_id, &root_pem, "now")) > first
     });
     std::thread::sleep(Duration::from_secs(12)); // a further tick of both schedulers
     let numbers = events(&b);
@@ -308,7 +277,8 @@ fn scheduled_jobs_run_once_per_interval_and_move_when_the_leader_dies() {
     let serial = issue(&b, "late.svc.internal");
     revoke(&b, &serial);
     wait_until(Duration::from_secs(15), "b rebuilds the CRL", || {
-        crl_text(&b, &ca_id, &root_pem).contains(&serial.replace(':', ""))
+        b.crl_text(&ca_id, &root_pem, "now")
+            .contains(&serial.replace(':', ""))
     });
     assert!(b.metric("scaivault_crl_builds_total") >= 1.0);
     assert_eq!(b.metric("scaivault_cluster_elections_total"), 1.0);

@@ -2,7 +2,7 @@
 //! within seconds, CRL numbers increasing across restarts, revoking a CA.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use scaivault_tests::{crl_number, openssl, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -15,37 +15,6 @@ fn setup(d: &Daemon) -> (Value, Value) {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     (root, int)
-}
-
-fn crl_text(d: &Daemon, ca_id: &str, trust: &str, tag: &str) -> String {
-    let r = d.call("GET", &format!("/v1/pki/ca/{ca_id}/crl"), None, None);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.content_type, "application/pkix-crl");
-    let p = d.dir.path().join(format!("{tag}.crl"));
-    std::fs::write(&p, &r.bytes).unwrap();
-    let out = openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        p.to_str().unwrap(),
-        "-CAfile",
-        trust,
-        "-noout",
-        "-text",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success() && err.contains("verify OK"), "{err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn crl_number(text: &str) -> u64 {
-    text.split("CRL Number:")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -70,7 +39,7 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
         )
         .json();
     let serial = leaf["serial_number"].as_str().unwrap();
-    let before = crl_text(&d, iid, &trust, "before");
+    let before = d.crl_text(iid, &trust, "before");
     assert!(before.contains("No Revoked Certificates"), "{before}");
     let n0 = crl_number(&before);
 
@@ -100,7 +69,7 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
     // The scheduler rebuilds the CRL shortly after the revocation.
     let hex = serial.replace(':', "");
     let text = loop {
-        let t = crl_text(&d, iid, &trust, "after");
+        let t = d.crl_text(iid, &trust, "after");
         if t.contains(&hex) {
             break t;
         }
@@ -214,7 +183,7 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
     let rebuilt = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({}));
     assert_eq!(rebuilt.status, 200, "{}", rebuilt.text());
     assert_eq!(rebuilt.json()["entries"], 2);
-    let text = crl_text(&d, iid, &trust, "two");
+    let text = d.crl_text(iid, &trust, "two");
     assert_eq!(text.matches("Serial Number:").count(), 2, "{text}");
     assert_eq!(text.matches("CRL Reason Code").count(), 1, "{text}");
     // A revoked leaf fails openssl verification with the CRL.
@@ -459,7 +428,7 @@ fn tidy_removes_long_expired_certificates_with_a_dry_run_first() {
             root["certificate"].as_str().unwrap()
         ),
     );
-    let text = crl_text(&d, iid, &trust, "tidied");
+    let text = d.crl_text(iid, &trust, "tidied");
     assert!(
         !text.contains(&short[0]["serial_number"].as_str().unwrap().replace(':', "")),
         "{text}"
