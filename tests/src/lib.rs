@@ -294,7 +294,11 @@ impl Daemon {
         // A body over the daemon's limit is answered 413 while the client may still be sending
         // it; the server then closes the connection and, depending on timing, the client sees
         // the reset instead of the answer. Such a request changes nothing: send it again.
+        // It also must not leave a half-closed connection in the pool for the next request.
         let oversized = body.is_some_and(|b| b.len() > 1024 * 1024);
+        if oversized {
+            rb = rb.header("Connection", "close");
+        }
         let mut tries = 0;
         let r = loop {
             tries += 1;
