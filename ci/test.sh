@@ -23,7 +23,10 @@ export SCAIVAULT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/scaivault"
 # tests run against both backends, tests/tests/cluster.rs runs two daemons on one database.
 if [ -z "${SCAIVAULT_TEST_PG:-}" ] && [ "$(id -u)" = 0 ]; then
   SCAIVAULT_TEST_PG=$(bash ci/postgres.sh)
-  export SCAIVAULT_TEST_PG
+  case "$SCAIVAULT_TEST_PG" in
+    postgres://*) export SCAIVAULT_TEST_PG ;;
+    *) echo "ci/postgres.sh printed something other than a URL: $SCAIVAULT_TEST_PG" >&2; exit 1 ;;
+  esac
 fi
 cargo test --locked --workspace -- --test-threads "${TEST_THREADS:-4}"
 # The API suite again, every daemon on a PostgreSQL database of its own. Left out: tests about
