@@ -53,6 +53,11 @@ pub struct ServerConfig {
     /// HTTPS on the API listener; plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
+    /// The relying-party listener: plain HTTP serving only what relying parties fetch without
+    /// credentials (OCSP, CRLs, CA certificates), for `public_base_url` to point at. Off when
+    /// absent; those paths stay on `listen` either way.
+    #[serde(default)]
+    pub public_listen: Option<SocketAddr>,
     /// Seconds in-flight requests get to finish after SIGTERM (Rocket's `grace`).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u32,
@@ -583,9 +588,21 @@ impl Config {
                 self.acme.http_challenge_listen,
             ),
             ("acme.tls_challenge_listen", self.acme.tls_challenge_listen),
+            ("server.public_listen", self.server.public_listen),
         ] {
             if addr == Some(self.server.listen) {
                 return bad(format!("{key} must differ from server.listen"));
+            }
+        }
+        if let Some(public) = self.server.public_listen {
+            let acme = [
+                self.acme.http_challenge_listen,
+                self.acme.tls_challenge_listen,
+            ];
+            if acme.contains(&Some(public)) {
+                return bad(format!(
+                    "server.public_listen {public} is also an ACME challenge listener"
+                ));
             }
         }
         for (key, value) in [
@@ -685,6 +702,7 @@ impl Config {
                 self.acme.http_challenge_listen,
             ),
             ("acme.tls_challenge_listen", self.acme.tls_challenge_listen),
+            ("server.public_listen", self.server.public_listen),
         ] {
             if privileged(addr) {
                 out.push(format!(
@@ -976,5 +994,24 @@ pin_env = "PIN"
             .unwrap_err()
             .to_string()
             .contains("public_base_url"));
+    }
+
+    #[test]
+    fn the_relying_party_listener_needs_an_address_of_its_own() {
+        let mut c: Config = toml::from_str(GOOD).unwrap();
+        c.server.public_listen = Some(c.server.listen);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("server.public_listen must differ"), "{e}");
+        let port80: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        c.server.public_listen = Some(port80);
+        c.acme.http_challenge_listen = Some(port80);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("also an ACME challenge listener"), "{e}");
+        c.acme.http_challenge_listen = None;
+        c.validate().unwrap();
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("server.public_listen uses a port below 1024")));
     }
 }

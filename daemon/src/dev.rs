@@ -186,7 +186,9 @@ pub fn run(
     let mut cfg = Config::load(&config_path).context("configuration")?;
     if let Some(l) = listen {
         cfg.server.listen = l;
-        cfg.server.public_base_url = format!("http://{l}");
+        // Relying parties go to the relying-party listener when there is one.
+        let public = cfg.server.public_listen.unwrap_or(l);
+        cfg.server.public_base_url = format!("http://{public}");
     }
     let store = serve::open_store(&cfg)?;
     let has_default = store

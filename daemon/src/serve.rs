@@ -365,6 +365,15 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         app.acme.challenges.clone(),
         shared_answers,
     );
+    let public_task = match cfg.server.public_listen {
+        Some(addr) => Some(crate::api::public::spawn(
+            crate::api::public::bind(addr)
+                .await
+                .map_err(|e| StartError(format!("cannot bind the relying-party listener: {e}")))?,
+            app.clone(),
+        )),
+        None => None,
+    };
     // Several nodes on one database: try for the leadership before the scheduler's first tick.
     crate::cluster::elect(&app).await;
     let background = Background::start(&app, &notifier);
@@ -375,7 +384,7 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         notifier.stopping("stopping: waiting for the scheduler");
     }
     background.stop().await;
-    for t in challenge_tasks {
+    for t in challenge_tasks.into_iter().chain(public_task) {
         t.abort();
     }
     notifier.status("stopping: committing queued database writes");

@@ -156,6 +156,16 @@ impl Daemon {
         Self::start_in(dir)
     }
 
+    /// Stops the daemon, passes its configuration through `edit` and starts it again in the same
+    /// data directory (on a new port).
+    pub fn restart_with(self, edit: impl Fn(String) -> String) -> Daemon {
+        let config = self.config();
+        let dir = self.into_dir();
+        let text = edit(std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, text).unwrap();
+        Self::start_in(dir)
+    }
+
     /// Kills the daemon with SIGKILL (no graceful stop), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

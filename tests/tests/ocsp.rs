@@ -85,7 +85,12 @@ fn ocsp(args: &[&str]) -> (bool, String) {
 
 /// `openssl ocsp` against the responder URL of the intermediate, verified against the chain.
 fn ask(d: &Daemon, p: &Pki, target: &[&str], extra: &[&str]) -> String {
-    let url = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    ask_at(&d.base, p, target, extra)
+}
+
+/// [`ask`] with the responder at `base` (`http://host:port`).
+fn ask_at(base: &str, p: &Pki, target: &[&str], extra: &[&str]) -> String {
+    let url = format!("{base}/v1/pki/ocsp/{}", p.int_id);
     let mut args: Vec<&str> = extra.to_vec();
     args.extend_from_slice(&["-issuer", &p.int_pem]);
     args.extend_from_slice(target);
@@ -313,13 +318,14 @@ fn get_form_with_base64_specials_and_cache_headers() {
     );
 }
 
+const MALFORMED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x01];
+const UNAUTHORIZED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x06];
+
 #[test]
 fn garbage_is_malformed_and_foreign_issuers_unauthorized() {
     let d = Daemon::start();
     let p = setup(&d);
     let base = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
-    const MALFORMED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x01];
-    const UNAUTHORIZED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x06];
     for (method, url, body) in [
         (
             reqwest::Method::POST,
@@ -637,4 +643,197 @@ fn the_delegated_signer_rotates_before_it_expires() {
     let audit = d.get("/v1/audit?limit=1000").text();
     let _ = (&p.root_pem, &p.leaf_serial);
     assert_eq!(audit.matches("ocsp.delegate_issued").count(), 2, "{audit}");
+}
+
+/// The relying-party listener (`server.public_listen`): plain HTTP with only the OCSP, CRL and CA
+/// certificate paths, the ones issued certificates name when `public_base_url` points at it.
+#[test]
+fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
+    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
+    let d = Daemon::start().restart_with(|text| {
+        text.replacen(
+            "[server]\n",
+            &format!("[server]\npublic_listen = \"{public}\"\n"),
+            1,
+        )
+    });
+    let base = format!("http://{public}");
+    let p = setup(&d);
+    // The leaf's AIA and CRL distribution point name the relying-party listener.
+    let ocsp_uri = openssl_ok(&["x509", "-noout", "-ocsp_uri", "-in", &p.leaf_pem]);
+    assert_eq!(ocsp_uri.trim(), format!("{base}/v1/pki/ocsp/{}", p.int_id));
+    let text = openssl_ok(&["x509", "-noout", "-text", "-in", &p.leaf_pem]);
+    assert!(
+        text.contains(&format!("URI:{base}/v1/pki/ca/{}/crl", p.int_id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "CA Issuers - URI:{base}/v1/pki/ca/{}/certificate?format=der",
+            p.int_id
+        )),
+        "{text}"
+    );
+
+    // OCSP: openssl at the URL from the certificate, POST, with and without a nonce.
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    for extra in [&["-no_nonce"][..], &["-nonce"][..]] {
+        let out = ask_at(&base, &p, &leaf, extra);
+        assert!(out.contains("leaf.pem: good"), "{extra:?}: {out}");
+    }
+    // GET with the cache headers, and 304 for the current ETag.
+    let der = request_der(&d, &p.int_pem, &leaf, "leaf");
+    let ocsp_base = format!("{base}/v1/pki/ocsp/{}", p.int_id);
+    let get_url = format!("{ocsp_base}/{}", percent_encode(&base64(&d, &der)));
+    let r = http(reqwest::Method::GET, &get_url, None, None);
+    check_cache_headers(&r);
+    assert!(read_response(&d, &p, "public-get", &r.body, &leaf).contains("leaf.pem: good"));
+    let etag = r.header("etag").to_owned();
+    let r304 = http(reqwest::Method::GET, &get_url, None, Some(&etag));
+    assert_eq!(r304.status, 304);
+    assert!(r304.body.is_empty());
+    // Garbage: the OCSP error status with HTTP 200; over 8 KiB: 413.
+    let r = http(
+        reqwest::Method::POST,
+        &ocsp_base,
+        Some(b"garbage".to_vec()),
+        None,
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &MALFORMED[..]));
+    let r = http(
+        reqwest::Method::POST,
+        &ocsp_base,
+        Some(vec![0x30; 9 * 1024]),
+        None,
+    );
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("content-type"), "application/problem+json");
+    assert!(String::from_utf8_lossy(&r.body).contains("\"code\":\"body_too_large\""));
+    let r = http(
+        reqwest::Method::POST,
+        &format!("{base}/v1/pki/ocsp/ca_00000000000000000000000000000000"),
+        Some(der),
+        None,
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &UNAUTHORIZED[..]));
+
+    // A revocation shows here within seconds, as on the API listener.
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": p.leaf_serial, "reason": "key_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = Instant::now();
+    let out = loop {
+        let out = ask_at(&base, &p, &leaf, &["-no_nonce"]);
+        if out.contains("leaf.pem: revoked") || t0.elapsed() > Duration::from_secs(5) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.contains("leaf.pem: revoked"), "within 5 s: {out}");
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
+
+    // The CRL, DER and PEM, verified by openssl, listing the revoked serial once rebuilt.
+    let r = d.post(&format!("/v1/pki/ca/{}/crl", p.int_id), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let crl_url = format!("{base}/v1/pki/ca/{}/crl", p.int_id);
+    let r = http(reqwest::Method::GET, &crl_url, None, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "application/pkix-crl");
+    let crl = d.dir.path().join("public.crl");
+    std::fs::write(&crl, &r.body).unwrap();
+    let out = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        crl.to_str().unwrap(),
+        "-CAfile",
+        &p.chain_pem,
+        "-noout",
+        "-text",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("verify OK"), "{text}");
+    let serial_hex = p.leaf_serial.replace(':', "").to_uppercase();
+    assert!(
+        text.replace(':', "").to_uppercase().contains(&serial_hex),
+        "{serial_hex}: {text}"
+    );
+    let pem = http(
+        reqwest::Method::GET,
+        &format!("{crl_url}?format=pem"),
+        None,
+        None,
+    );
+    assert_eq!(pem.status, 200);
+    assert!(String::from_utf8_lossy(&pem.body).starts_with("-----BEGIN X509 CRL-----"));
+    let bad = http(
+        reqwest::Method::GET,
+        &format!("{crl_url}?format=xml"),
+        None,
+        None,
+    );
+    assert_eq!(bad.status, 400);
+    assert!(String::from_utf8_lossy(&bad.body).contains("\"code\":\"invalid_format\""));
+    // HEAD: the headers of GET, no body.
+    let head = http(reqwest::Method::HEAD, &crl_url, None, None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), r.body.len().to_string());
+    assert!(head.body.is_empty());
+
+    // The CA certificate the AIA names: the intermediate, DER; PEM by default.
+    let cert_url = format!("{base}/v1/pki/ca/{}/certificate", p.int_id);
+    let r = http(
+        reqwest::Method::GET,
+        &format!("{cert_url}?format=der"),
+        None,
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "application/pkix-cert");
+    let int_der = d.dir.path().join("int.der");
+    openssl_ok(&[
+        "x509",
+        "-in",
+        &p.int_pem,
+        "-outform",
+        "DER",
+        "-out",
+        int_der.to_str().unwrap(),
+    ]);
+    assert_eq!(r.body, std::fs::read(&int_der).unwrap());
+    let r = http(reqwest::Method::GET, &cert_url, None, None);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        std::fs::read_to_string(&p.int_pem).unwrap()
+    );
+
+    // Nothing of the API: not even with the admin token.
+    let client = reqwest::blocking::Client::new();
+    for path in ["/v1/pki/roles", "/v1/sys/health", "/metrics", "/v1/pki/ca"] {
+        let r = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&d.admin)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["code"], "not_found", "{path}: {body}");
+        assert_eq!(body["instance"], path);
+    }
+    let r = client.post(&crl_url).bearer_auth(&d.admin).send().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    let r = client.delete(&ocsp_base).send().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    // The API listener still serves the same paths.
+    let r = d.call("GET", &format!("/v1/pki/ca/{}/crl", p.int_id), None, None);
+    assert_eq!(r.status, 200);
 }

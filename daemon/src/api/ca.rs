@@ -312,6 +312,20 @@ async fn certificate(
     id: &str,
     format: Option<&str>,
 ) -> Result<(ContentType, Vec<u8>), ApiError> {
+    let (mime, body) = certificate_body(app, id, format).await?;
+    Ok((
+        ContentType::parse_flexible(mime).unwrap_or(ContentType::Binary),
+        body,
+    ))
+}
+
+/// The CA's certificate as `format` (`pem`, the default, or `der`): media type and bytes. Shared
+/// with the relying-party listener (`super::public`).
+pub(crate) async fn certificate_body(
+    app: &App,
+    id: &str,
+    format: Option<&str>,
+) -> Result<(&'static str, Vec<u8>), ApiError> {
     let row = ca::get_public(app, id).await?;
     let der = row.cert_der.ok_or_else(|| {
         ApiError::conflict(
@@ -321,10 +335,10 @@ async fn certificate(
     })?;
     match format.unwrap_or("pem") {
         "pem" => Ok((
-            ContentType::new("application", "x-pem-file"),
+            "application/x-pem-file",
             pem::certificate(&der)?.into_bytes(),
         )),
-        "der" => Ok((ContentType::new("application", "pkix-cert"), der)),
+        "der" => Ok(("application/pkix-cert", der)),
         other => Err(ApiError::bad_request(
             "invalid_format",
             format!("format {other:?} is not pem or der"),

@@ -27,6 +27,7 @@ mod issue;
 mod metrics;
 mod ocsp;
 mod problem;
+pub mod public;
 mod revoke;
 mod roles;
 mod tidy;

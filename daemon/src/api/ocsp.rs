@@ -26,7 +26,7 @@ use base64::Engine;
 use rocket::data::{self, Data, FromData, ToByteUnit};
 use rocket::http::uri::fmt::Path;
 use rocket::http::uri::{Origin, Segments};
-use rocket::http::{ContentType, RawStr, Status};
+use rocket::http::{RawStr, Status};
 use rocket::request::{self, FromRequest, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, post, routes, Route, State};
@@ -36,7 +36,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Largest request body read (RFC 5019 requests are about 100 bytes).
-const MAX_REQUEST_BYTES: u64 = 8 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: u64 = 8 * 1024;
 
 /// RFC 9110 §5.6.7 IMF-fixdate.
 const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
@@ -102,7 +102,7 @@ async fn get_request(
 
 /// The DER request from the raw path `/v1/pki/ocsp/<ca_id>/<percent-encoded base64>`: everything
 /// after the CA segment, percent-decoded (never `+` → space), base64-decoded.
-fn request_from_path(raw: &str) -> Option<Vec<u8>> {
+pub(crate) fn request_from_path(raw: &str) -> Option<Vec<u8>> {
     let rest = raw.strip_prefix("/v1/pki/ocsp/")?.trim_start_matches('/');
     let (_, encoded) = rest.split_once('/')?;
     let b64 = RawStr::new(encoded).percent_decode().ok()?;
@@ -151,40 +151,71 @@ fn http_date(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-impl<'r> Responder<'r, 'static> for OcspReply {
-    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
-        let mut res = Response::build();
-        res.status(Status::Ok)
-            .header(ContentType::new("application", "ocsp-response"));
-        let body: Arc<[u8]> = match self.answer {
-            OcspAnswer::Refused(r) => {
-                res.raw_header("Cache-Control", "no-store");
-                r.to_der().into()
-            }
-            OcspAnswer::Signed(s) => {
-                let now = scaivault_core::time_util::now();
-                let max_age = (s.next_update - now).whole_seconds().max(0);
-                let etag = format!("\"{}\"", s.etag);
-                res.raw_header(
+/// An OCSP answer as HTTP, independent of the server library: status, headers, body. Shared by
+/// the Rocket routes here and the relying-party listener (`super::public`).
+pub(crate) struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// `None` for a `304`.
+    pub body: Option<Arc<[u8]>>,
+}
+
+/// The HTTP form of `answer`; `if_none_match` is the client's `If-None-Match` (GET only).
+pub(crate) fn http_reply(answer: OcspAnswer, if_none_match: Option<&str>) -> HttpReply {
+    let mut headers = vec![("Content-Type", "application/ocsp-response".to_owned())];
+    let body: Arc<[u8]> = match answer {
+        OcspAnswer::Refused(r) => {
+            headers.push(("Cache-Control", "no-store".to_owned()));
+            r.to_der().into()
+        }
+        OcspAnswer::Signed(s) => {
+            let now = scaivault_core::time_util::now();
+            let max_age = (s.next_update - now).whole_seconds().max(0);
+            let etag = format!("\"{}\"", s.etag);
+            let matches = if_none_match.is_some_and(|h| {
+                h.split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == etag || t == "*")
+            });
+            headers.extend([
+                (
                     "Cache-Control",
                     format!("max-age={max_age}, public, no-transform, must-revalidate"),
-                )
-                .raw_header("Last-Modified", http_date(s.this_update))
-                .raw_header("Expires", http_date(s.next_update))
-                .raw_header("ETag", etag.clone());
-                let matches = self.if_none_match.as_deref().is_some_and(|h| {
-                    h.split(',')
-                        .map(|t| t.trim().trim_start_matches("W/"))
-                        .any(|t| t == etag || t == "*")
-                });
-                if matches {
-                    return res.status(Status::NotModified).ok();
-                }
-                s.der.clone()
+                ),
+                ("Last-Modified", http_date(s.this_update)),
+                ("Expires", http_date(s.next_update)),
+                ("ETag", etag),
+            ]);
+            if matches {
+                return HttpReply {
+                    status: 304,
+                    headers,
+                    body: None,
+                };
             }
-        };
-        let len = body.len();
-        res.sized_body(len, Cursor::new(body)).ok()
+            s.der.clone()
+        }
+    };
+    HttpReply {
+        status: 200,
+        headers,
+        body: Some(body),
+    }
+}
+
+impl<'r> Responder<'r, 'static> for OcspReply {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let reply = http_reply(self.answer, self.if_none_match.as_deref());
+        let mut res = Response::build();
+        res.status(Status::from_code(reply.status).unwrap_or(Status::Ok));
+        for (name, value) in reply.headers {
+            res.raw_header(name, value);
+        }
+        if let Some(body) = reply.body {
+            let len = body.len();
+            res.sized_body(len, Cursor::new(body));
+        }
+        res.ok()
     }
 }
 

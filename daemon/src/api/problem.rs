@@ -24,18 +24,23 @@ pub fn remember(req: &Request<'_>, err: ApiError) -> (Status, ApiError) {
     (status, err)
 }
 
-fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
-    let request_id = req.local_cache(RequestId::new).0.clone();
-    let body = serde_json::json!({
+/// The RFC 9457 document for `e`, answering the request `request_id` for `instance` (its path).
+pub(crate) fn problem_json(e: &ApiError, request_id: &str, instance: &str) -> String {
+    serde_json::json!({
         "type": format!("urn:scaivault:problem:{}", e.code),
         "title": e.status.reason().unwrap_or("Error"),
         "status": e.status.code,
         "detail": e.detail,
         "code": e.code,
         "request_id": request_id,
-        "instance": req.uri().path().to_string(),
+        "instance": instance,
     })
-    .to_string();
+    .to_string()
+}
+
+fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
+    let request_id = req.local_cache(RequestId::new).0.clone();
+    let body = problem_json(e, &request_id, req.uri().path().as_str());
     let mut r = Response::build();
     r.status(e.status)
         .header(ContentType::new("application", "problem+json"))

@@ -65,6 +65,20 @@ async fn get_crl(
     id: &str,
     format: Option<&str>,
 ) -> Result<(ContentType, Vec<u8>), ApiError> {
+    let (mime, body) = crl_body(app, id, format).await?;
+    Ok((
+        ContentType::parse_flexible(mime).unwrap_or(ContentType::Binary),
+        body,
+    ))
+}
+
+/// The CA's current CRL as `format` (`der`, the default, or `pem`): media type and bytes. Shared
+/// with the relying-party listener (`super::public`).
+pub(crate) async fn crl_body(
+    app: &App,
+    id: &str,
+    format: Option<&str>,
+) -> Result<(&'static str, Vec<u8>), ApiError> {
     let pem_wanted = match format.unwrap_or("der") {
         "der" => false,
         "pem" => true,
@@ -78,11 +92,11 @@ async fn get_crl(
     let der = revoke::current(app, id).await?;
     if pem_wanted {
         Ok((
-            ContentType::new("application", "x-pem-file"),
+            "application/x-pem-file",
             scaivault_core::pem::encode("X509 CRL", &der)?.into_bytes(),
         ))
     } else {
-        Ok((ContentType::new("application", "pkix-crl"), der))
+        Ok(("application/pkix-crl", der))
     }
 }
 
