@@ -351,7 +351,8 @@ struct Row {
     revoke: Vec<f64>,
     revoke_errors: usize,
     crl_wait_s: f64,
-    ocsp: Vec<(usize, Load)>,
+    /// (listener, connections, load).
+    ocsp: Vec<(&'static str, usize, Load)>,
     ocsp_check: String,
     peer: Option<Peer>,
     peer_note: String,
@@ -366,7 +367,13 @@ struct Peer {
     ocsp_note: String,
 }
 
+/// The OCSP endpoints measured.
+const PUBLIC: &str = "relying-party listener (hyper)";
+const API: &str = "API listener (Rocket)";
+
 struct Pki {
+    /// `http://` + `server.public_listen`.
+    public_base: String,
     int_id: String,
     int_pem: String,
     trust_pem: String,
@@ -374,7 +381,7 @@ struct Pki {
     db: PathBuf,
 }
 
-fn setup(d: &Daemon) -> Pki {
+fn setup(d: &Daemon, public_base: String) -> Pki {
     let root = d.create_root("bench-root", "ec", Some(256));
     let int = d.post(
         "/v1/pki/ca",
@@ -412,6 +419,7 @@ fn setup(d: &Daemon) -> Pki {
         )
         .unwrap();
     Pki {
+        public_base,
         int_id,
         int_pem,
         trust_pem,
@@ -556,7 +564,7 @@ fn bench_size(
         String::from_utf8_lossy(&out.stderr)
     );
     let body = std::fs::read(&req).unwrap();
-    let url = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    let url = format!("{}/v1/pki/ocsp/{}", p.public_base, p.int_id);
     let resp = rt.block_on(async {
         reqwest::Client::new()
             .post(&url)
@@ -593,16 +601,19 @@ fn bench_size(
             )
         }
     );
-    for conns in [4usize, 16] {
-        let l = rt.block_on(ocsp_load(
-            &url,
-            &body,
-            conns,
-            Duration::from_secs(o.seconds),
-            false,
-        ));
-        eprintln!("[{n}] OCSP c={conns}: {:.0}/s", l.rate());
-        row.ocsp.push((conns, l));
+    let api_url = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
+    for (listener, url) in [(PUBLIC, &url), (API, &api_url)] {
+        for conns in [4usize, 16] {
+            let l = rt.block_on(ocsp_load(
+                url,
+                &body,
+                conns,
+                Duration::from_secs(o.seconds),
+                false,
+            ));
+            eprintln!("[{n}] OCSP {listener} c={conns}: {:.0}/s", l.rate());
+            row.ocsp.push((listener, conns, l));
+        }
     }
 
     // 5. The openssl peers.
@@ -872,9 +883,9 @@ fn print(rows: &[Row], o: &Opts) {
     println!("| responder | revoked in index | conns | connection | responses/s | responses | errors | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        for (c, l) in &r.ocsp {
+        for (listener, c, l) in &r.ocsp {
             println!(
-                "| ScaiVault (cache) | {} | {c} | keep-alive | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
+                "| ScaiVault (cache), {listener} | {} | {c} | keep-alive | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
                 r.entries,
                 l.rate(),
                 l.ok,
@@ -910,14 +921,20 @@ fn print(rows: &[Row], o: &Opts) {
         }
     }
     println!("\n### Ratios ScaiVault / openssl (targets: CRL time ≤ 0.5, CRL peak memory ≤ 0.5, OCSP responses/s ≥ 10)\n");
-    println!("| revoked | CRL build time | CRL peak memory (daemon VmHWM absolute) | CRL peak memory (VmHWM Δ) | OCSP responses/s (4 conns) |");
+    println!("| revoked | CRL build time | CRL peak memory (daemon VmHWM absolute) | CRL peak memory (VmHWM Δ) | OCSP responses/s (4 conns; relying-party listener) |");
     println!("|---|---|---|---|---|");
     for r in rows {
         let Some(p) = &r.peer else { continue };
-        let ocsp = match (r.ocsp.first(), p.ocsp.as_ref()) {
-            (Some((_, s)), Some(q)) if q.rate() > 0.0 => format!("{:.1}", s.rate() / q.rate()),
-            _ => "–".into(),
+        let ratio = |listener: &str| {
+            let ours = r.ocsp.iter().find(|(l, c, _)| *l == listener && *c == 4);
+            match (ours, p.ocsp.as_ref()) {
+                (Some((_, _, s)), Some(q)) if q.rate() > 0.0 => {
+                    format!("{:.1}", s.rate() / q.rate())
+                }
+                _ => "–".into(),
+            }
         };
+        let ocsp = format!("{} ({} on the API listener)", ratio(PUBLIC), ratio(API));
         let rss = p.gencrl_rss_kib.max(1) as f64;
         println!(
             "| {} | {:.2} | {:.2} | {:.2} | {ocsp} |",
@@ -950,14 +967,23 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut d = Daemon::start();
+    // OCSP is measured on both listeners: the relying-party one (`server.public_listen`) and the
+    // API's.
+    let public = format!("127.0.0.1:{}", free_port());
+    let mut d = Daemon::start().restart_with(|text| {
+        text.replacen(
+            "[server]\n",
+            &format!("[server]\npublic_listen = \"{public}\"\n"),
+            1,
+        )
+    });
     println!(
         "daemon: {} (pid {}), VmRSS after start {} KiB",
         scaivault_tests::bin().display(),
         d.pid(),
         status_kib(d.pid(), "VmRSS:")
     );
-    let p = setup(&d);
+    let p = setup(&d, format!("http://{public}"));
     let mut rng = Rng(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
