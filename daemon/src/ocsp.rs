@@ -68,6 +68,9 @@ pub struct SignedResponse {
     refresh_at: OffsetDateTime,
     /// The `CertID` (DER) answered, part of the cache key.
     cert_id: Vec<u8>,
+    /// Its HTTP header values (`Last-Modified`, `Expires`, `ETag`), formatted on first use by the
+    /// HTTP layer and kept with the response: a cache hit formats no date.
+    pub(crate) http_headers: std::sync::OnceLock<[String; 3]>,
 }
 
 /// The answer to one OCSP request.
@@ -293,6 +296,17 @@ pub async fn presigner(app: App) {
     }
 }
 
+/// The cached response for `der` when there is a fresh one: no signing, no database, no await
+/// (the relying-party listener answers such hits on its own threads). `None` for anything else,
+/// garbage included: [`answer`] then decides.
+pub fn cached(app: &App, ca_id: &str, der: &[u8]) -> Option<Arc<SignedResponse>> {
+    let req = ParsedRequest::parse(der).ok()?;
+    let (serial, cert_id) = req.cache_key()?;
+    let hit = app.ocsp.get(ca_id, &serial, &cert_id, time_util::now())?;
+    crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
+    Some(hit)
+}
+
 /// Answers `der` from the cache when a response stays fresh for at least `fresh_for` more
 /// (zero for a client; [`REFRESH_HORIZON`] for the pre-signer, which so neither re-signs a response
 /// a client just caused nor leaves one that would go stale before the next refresh pass), else
@@ -413,6 +427,7 @@ async fn answer_inner(
             .as_ref()
             .map(|(_, id)| id.clone())
             .unwrap_or_default(),
+        http_headers: std::sync::OnceLock::new(),
     });
     let keep_until = (!fresh_for.is_zero()).then(|| time_util::now() + fresh_for);
     Ok(match &cache_key {
@@ -459,6 +474,7 @@ async fn shared_response(
         refresh_at: at(&row.refresh_at)?,
         der: row.der.into(),
         cert_id: row.cert_id,
+        http_headers: std::sync::OnceLock::new(),
     })
 }
 

@@ -365,13 +365,15 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         app.acme.challenges.clone(),
         shared_answers,
     );
-    let public_task = match cfg.server.public_listen {
-        Some(addr) => Some(crate::api::public::spawn(
-            crate::api::public::bind(addr)
-                .await
-                .map_err(|e| StartError(format!("cannot bind the relying-party listener: {e}")))?,
-            app.clone(),
-        )),
+    let public_listener = match cfg.server.public_listen {
+        Some(addr) => Some(
+            crate::api::public::spawn(
+                crate::api::public::bind(addr).await.map_err(StartError)?,
+                app.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(StartError)?,
+        ),
         None => None,
     };
     // Several nodes on one database: try for the leadership before the scheduler's first tick.
@@ -384,8 +386,11 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
         notifier.stopping("stopping: waiting for the scheduler");
     }
     background.stop().await;
-    for t in challenge_tasks.into_iter().chain(public_task) {
+    for t in challenge_tasks {
         t.abort();
+    }
+    if let Some(p) = public_listener {
+        p.stop();
     }
     notifier.status("stopping: committing queued database writes");
     let store = app.store.clone();

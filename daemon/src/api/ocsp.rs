@@ -145,7 +145,7 @@ impl OcspReply {
     }
 }
 
-fn http_date(t: OffsetDateTime) -> String {
+pub(crate) fn http_date(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(HTTP_DATE)
         .unwrap_or_default()
@@ -171,7 +171,13 @@ pub(crate) fn http_reply(answer: OcspAnswer, if_none_match: Option<&str>) -> Htt
         OcspAnswer::Signed(s) => {
             let now = scaivault_core::time_util::now();
             let max_age = (s.next_update - now).whole_seconds().max(0);
-            let etag = format!("\"{}\"", s.etag);
+            let [last_modified, expires, etag] = s.http_headers.get_or_init(|| {
+                [
+                    http_date(s.this_update),
+                    http_date(s.next_update),
+                    format!("\"{}\"", s.etag),
+                ]
+            });
             let matches = if_none_match.is_some_and(|h| {
                 h.split(',')
                     .map(|t| t.trim().trim_start_matches("W/"))
@@ -182,9 +188,9 @@ pub(crate) fn http_reply(answer: OcspAnswer, if_none_match: Option<&str>) -> Htt
                     "Cache-Control",
                     format!("max-age={max_age}, public, no-transform, must-revalidate"),
                 ),
-                ("Last-Modified", http_date(s.this_update)),
-                ("Expires", http_date(s.next_update)),
-                ("ETag", etag),
+                ("Last-Modified", last_modified.clone()),
+                ("Expires", expires.clone()),
+                ("ETag", etag.clone()),
             ]);
             if matches {
                 return HttpReply {
