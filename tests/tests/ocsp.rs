@@ -837,3 +837,161 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
     let r = d.call("GET", &format!("/v1/pki/ca/{}/crl", p.int_id), None, None);
     assert_eq!(r.status, 200);
 }
+
+/// Sends `bytes` on a fresh connection to `addr`, half-closes nothing, and reads until the server
+/// closes the connection or `until` has been seen `count` times; returns what arrived.
+fn raw(addr: &str, bytes: &[u8], until: &str, count: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("{e}: {}", String::from_utf8_lossy(&got)),
+        }
+        if String::from_utf8_lossy(&got).matches(until).count() >= count && !until.is_empty() {
+            // Give a trailing body a moment to arrive.
+            std::thread::sleep(Duration::from_millis(50));
+            s.set_nonblocking(true).unwrap();
+            while let Ok(n) = s.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+            }
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The relying-party listener's own HTTP/1.1 handling, byte by byte: pipelining, HTTP/1.0,
+/// `Expect: 100-continue`, and what it refuses (a chunked body, an oversized head, not HTTP).
+#[test]
+fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
+    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
+    let d = Daemon::start().restart_with(|text| {
+        text.replacen(
+            "[server]\n",
+            &format!("[server]\npublic_listen = \"{public}\"\n"),
+            1,
+        )
+    });
+    let p = setup(&d);
+    let der = request_der(&d, &p.int_pem, &["-cert", &p.leaf_pem], "leaf");
+    let post = |extra: &str| {
+        let mut r = format!(
+            "POST /v1/pki/ocsp/{} HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n{extra}\r\n",
+            p.int_id,
+            der.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(&der);
+        r
+    };
+    // Two pipelined requests in one write, then a CRL request with `Connection: close`: three
+    // answers in order on one connection, which the server then closes.
+    let mut three = post("");
+    three.extend(post(""));
+    three.extend(
+        format!(
+            "GET /v1/pki/ca/{}/crl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            p.int_id
+        )
+        .into_bytes(),
+    );
+    let out = raw(&public, &three, "", 0);
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("Content-Type: application/ocsp-response")
+            .count(),
+        2
+    );
+    assert!(out.contains("Content-Type: application/pkix-crl"), "{out}");
+    assert!(out.contains("Connection: close\r\n"), "{out}");
+    assert!(out.contains("\r\nDate: "), "{out}");
+    // HTTP/1.0 closes after the answer unless asked to keep the connection.
+    let out = raw(
+        &public,
+        format!("GET /v1/pki/ca/{}/certificate HTTP/1.0\r\n\r\n", p.int_id).as_bytes(),
+        "",
+        0,
+    );
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("-----END CERTIFICATE-----"), "{out}");
+    // Expect: 100-continue is honoured: the interim answer, then the response once the body came.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&public).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let full = post("Expect: 100-continue\r\n");
+        let (head, body) = full.split_at(full.len() - der.len());
+        s.write_all(head).unwrap();
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert_eq!(&chunk[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(body).unwrap();
+        let n = s.read(&mut chunk).unwrap();
+        let text = String::from_utf8_lossy(&chunk[..n]);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    }
+    // Refusals: a problem document, then the connection is closed.
+    for (request, status, code) in [
+        (
+            format!(
+                "POST /v1/pki/ocsp/{} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                p.int_id
+            ),
+            "411 Length Required",
+            "length_required",
+        ),
+        (
+            format!(
+                "GET /v1/pki/ca/{}/crl HTTP/1.1\r\n{}\r\n",
+                p.int_id,
+                "X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(40)
+            ),
+            "400 Bad Request",
+            "bad_request",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n", "a".repeat(9000)),
+            "431 Request Header Fields Too Large",
+            "request_header_too_large",
+        ),
+        (
+            "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\u{0}\u{1}\u{fc}\u{3}\u{3}".to_owned(),
+            "400 Bad Request",
+            "bad_request",
+        ),
+        (
+            format!(
+                "POST /v1/pki/ocsp/{} HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+                p.int_id
+            ),
+            "400 Bad Request",
+            "bad_request",
+        ),
+    ] {
+        let out = raw(&public, request.as_bytes(), "", 0);
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{status}: {out}"
+        );
+        assert!(out.contains("Content-Type: application/problem+json"), "{out}");
+        assert!(out.contains(&format!("\"code\":\"{code}\"")), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+    }
+    // The listener still answers afterwards.
+    let out = ask_at(
+        &format!("http://{public}"),
+        &p,
+        &["-cert", &p.leaf_pem],
+        &[],
+    );
+    assert!(out.contains("leaf.pem: good"), "{out}");
+}

@@ -304,15 +304,19 @@ async fn raw_exchange(
                 let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
                 return Err(String::from_utf8_lossy(line).into_owned());
             }
-            let len = head
-                .split(|&b| b == b'\n')
-                .find_map(|l| {
-                    let l = l.strip_suffix(b"\r").unwrap_or(l);
-                    let (name, value) = l.split_at(l.iter().position(|&b| b == b':')?);
-                    name.eq_ignore_ascii_case(b"content-length")
-                        .then(|| std::str::from_utf8(&value[1..]).ok()?.trim().parse::<usize>().ok())
-                        .flatten()
-                });
+            let len = head.split(|&b| b == b'\n').find_map(|l| {
+                let l = l.strip_suffix(b"\r").unwrap_or(l);
+                let (name, value) = l.split_at(l.iter().position(|&b| b == b':')?);
+                name.eq_ignore_ascii_case(b"content-length")
+                    .then(|| {
+                        std::str::from_utf8(&value[1..])
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .flatten()
+            });
             break (i + 4, len);
         }
     };
