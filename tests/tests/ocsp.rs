@@ -101,6 +101,22 @@ fn ask_at(base: &str, p: &Pki, target: &[&str], extra: &[&str]) -> String {
     out
 }
 
+/// Asks the responder at `base` (nonce-less) until it says `leaf.pem: revoked`, at most 5 s;
+/// returns openssl's output.
+fn revoked_within_5s(base: &str, p: &Pki, target: &[&str]) -> String {
+    let t0 = Instant::now();
+    let out = loop {
+        let out = ask_at(base, p, target, &["-no_nonce"]);
+        if out.contains("leaf.pem: revoked") || t0.elapsed() > Duration::from_secs(5) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.contains("leaf.pem: revoked"), "within 5 s: {out}");
+    assert!(t0.elapsed() <= Duration::from_secs(5));
+    out
+}
+
 /// A random positive serial of `len` octets, `0x…`.
 fn random_serial(len: usize) -> String {
     let hex = openssl_ok(&["rand", "-hex", &len.to_string()]);
@@ -415,16 +431,7 @@ fn revoked_within_seconds_with_time_and_reason() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let revoked_at = r.json()["revoked_at"].as_str().unwrap().to_owned();
-    let t0 = Instant::now();
-    let out = loop {
-        let out = ask(&d, &p, &leaf, &["-no_nonce"]);
-        if out.contains("leaf.pem: revoked") || t0.elapsed() > Duration::from_secs(5) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(out.contains("leaf.pem: revoked"), "within 5 s: {out}");
-    assert!(t0.elapsed() <= Duration::from_secs(5));
+    let out = revoked_within_5s(&d.base, &p, &leaf);
     assert!(out.contains("Reason: keyCompromise"), "{out}");
     assert!(out.contains("Revocation Time:"), "{out}");
     // The revocation time is the API's (2026-11-28T17:18:15Z → "Nov 28 17:18:15 2026 GMT").
@@ -723,15 +730,7 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
         &json!({"serial_number": p.leaf_serial, "reason": "key_compromise"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let t0 = Instant::now();
-    let out = loop {
-        let out = ask_at(&base, &p, &leaf, &["-no_nonce"]);
-        if out.contains("leaf.pem: revoked") || t0.elapsed() > Duration::from_secs(5) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(out.contains("leaf.pem: revoked"), "within 5 s: {out}");
+    let out = revoked_within_5s(&base, &p, &leaf);
     assert!(out.contains("Reason: keyCompromise"), "{out}");
 
     // The CRL, DER and PEM, verified by openssl, listing the revoked serial once rebuilt.

@@ -312,11 +312,7 @@ async fn certificate(
     id: &str,
     format: Option<&str>,
 ) -> Result<(ContentType, Vec<u8>), ApiError> {
-    let (mime, body) = certificate_body(app, id, format).await?;
-    Ok((
-        ContentType::parse_flexible(mime).unwrap_or(ContentType::Binary),
-        body,
-    ))
+    certificate_body(app, id, format).await.map(super::typed)
 }
 
 /// The CA's certificate as `format` (`pem`, the default, or `der`): media type and bytes. Shared

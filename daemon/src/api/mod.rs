@@ -41,6 +41,14 @@ use crate::app::App;
 use rocket::data::{ByteUnit, Limits};
 use rocket::{Build, Rocket};
 
+/// A media type and body, as Rocket's responder for them (the relying-party listener takes the
+/// same pairs as they are).
+pub(crate) fn typed((mime, body): (&'static str, Vec<u8>)) -> (rocket::http::ContentType, Vec<u8>) {
+    let ct = rocket::http::ContentType::parse_flexible(mime)
+        .unwrap_or(rocket::http::ContentType::Binary);
+    (ct, body)
+}
+
 /// Builds the Rocket instance for `app`.
 pub fn build(app: App) -> Rocket<Build> {
     let body = ByteUnit::from(app.config.limits.body_bytes);

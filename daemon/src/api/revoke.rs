@@ -65,11 +65,7 @@ async fn get_crl(
     id: &str,
     format: Option<&str>,
 ) -> Result<(ContentType, Vec<u8>), ApiError> {
-    let (mime, body) = crl_body(app, id, format).await?;
-    Ok((
-        ContentType::parse_flexible(mime).unwrap_or(ContentType::Binary),
-        body,
-    ))
+    crl_body(app, id, format).await.map(super::typed)
 }
 
 /// The CA's current CRL as `format` (`der`, the default, or `pem`): media type and bytes. Shared
