@@ -451,22 +451,7 @@ impl Daemon {
         let r = self.call("GET", &format!("/v1/pki/ca/{ca_id}/crl"), None, None);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.content_type, "application/pkix-crl");
-        let p = self.dir.path().join(format!("{tag}.crl"));
-        std::fs::write(&p, &r.bytes).unwrap();
-        let out = openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            p.to_str().unwrap(),
-            "-CAfile",
-            trust,
-            "-noout",
-            "-text",
-        ]);
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success() && err.contains("verify OK"), "{err}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        verified_crl_text(self.dir.path(), &r.bytes, trust, tag)
     }
 
     /// The daemon's log so far.
@@ -494,6 +479,27 @@ pub fn crl_number(text: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// A DER CRL as `openssl crl -text`, after asserting that openssl verifies it against `trust` (a
+/// PEM file); the copy is kept as `<dir>/<tag>.crl`.
+pub fn verified_crl_text(dir: &Path, der: &[u8], trust: &str, tag: &str) -> String {
+    let p = dir.join(format!("{tag}.crl"));
+    std::fs::write(&p, der).unwrap();
+    let out = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        p.to_str().unwrap(),
+        "-CAfile",
+        trust,
+        "-noout",
+        "-text",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("verify OK"), "{err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `openssl ARGS`.

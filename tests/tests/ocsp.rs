@@ -5,7 +5,7 @@
 //! the RFC 5019 cache headers; responses served from cache until a revocation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use scaivault_tests::{openssl, openssl_ok, verified_crl_text, write, Daemon};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -740,25 +740,7 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
     let r = http(reqwest::Method::GET, &crl_url, None, None);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), "application/pkix-crl");
-    let crl = d.dir.path().join("public.crl");
-    std::fs::write(&crl, &r.body).unwrap();
-    let out = openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        crl.to_str().unwrap(),
-        "-CAfile",
-        &p.chain_pem,
-        "-noout",
-        "-text",
-    ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && text.contains("verify OK"), "{text}");
+    let text = verified_crl_text(d.dir.path(), &r.body, &p.chain_pem, "public");
     let serial_hex = p.leaf_serial.replace(':', "").to_uppercase();
     assert!(
         text.replace(':', "").to_uppercase().contains(&serial_hex),
