@@ -32,6 +32,7 @@ struct Opts {
     conns: Vec<usize>,
     keys: Vec<String>,
     skip_cfssl: bool,
+    skip_ceiling: bool,
     client_threads: usize,
     /// `[hsm] call_timeout` for the daemon (e.g. `0s` for inline signing); the default if unset.
     hsm_call_timeout: Option<String>,
@@ -45,7 +46,7 @@ struct Opts {
 fn usage() -> ! {
     eprintln!(
         "usage: bench-issue [--seconds S] [--conns 4,16] [--keys ec256,rsa2048,ed25519] \
-         [--skip-cfssl] [--client-threads T] [--hsm-call-timeout 0s] \
+         [--skip-cfssl] [--skip-ceiling] [--client-threads T] [--hsm-call-timeout 0s] \
          [--backend sqlite|postgres] [--nodes N]\n\
          (the daemon binary is $SCAIVAULT_BIN, e.g. target/release/scaivault)"
     );
@@ -58,6 +59,7 @@ fn parse_opts() -> Opts {
         conns: vec![4, 16],
         keys: vec!["ec256".into(), "rsa2048".into(), "ed25519".into()],
         skip_cfssl: false,
+        skip_ceiling: false,
         client_threads: 1,
         hsm_call_timeout: None,
         backend: "sqlite".into(),
@@ -77,6 +79,7 @@ fn parse_opts() -> Opts {
             "--keys" => o.keys = val().split(',').map(|k| k.trim().to_owned()).collect(),
             "--client-threads" => o.client_threads = val().parse().unwrap_or_else(|_| usage()),
             "--skip-cfssl" => o.skip_cfssl = true,
+            "--skip-ceiling" => o.skip_ceiling = true,
             "--hsm-call-timeout" => o.hsm_call_timeout = Some(val()),
             "--backend" => o.backend = val(),
             "--nodes" => o.nodes = val().parse().unwrap_or_else(|_| usage()),
@@ -754,7 +757,9 @@ fn main() {
         .build()
         .unwrap();
     let ec = bench_scaivault(&rt, &o);
-    bench_hsm(&o);
+    if !o.skip_ceiling {
+        bench_hsm(&o);
+    }
     let cf = bench_cfssl(&rt, &o);
     if let Some(cf) = cf {
         if !ec.is_empty() {
