@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 fx=fixtures
 c=corpus
 rm -rf "$fx" "$c"
-mkdir -p "$fx" "$c"/{csr_import,cert_validate,ocsp_request,json_bodies}
+mkdir -p "$fx" "$c"/{csr_import,cert_validate,ocsp_request,json_bodies,http_head}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -117,4 +117,12 @@ python3 -c 'import json,sys; print(json.dumps({"name": "partner root", "certific
 echo '{"name": "ci", "policies": ["issuer:svc", "auditor"], "ttl": "720h"}' >"$j/token.json"
 echo '{"retention": "72h", "dry_run": true}' >"$j/tidy.json"
 echo '{"name": "svc", "ca_id": "ca_0123456789abcdef", "allowed_domains": ["*.svc.cluster.local", "*.internal"], "allow_subdomains": true, "allow_ip_sans": true, "allowed_ip_ranges": ["10.0.0.0/8"], "allowed_uri_sans": ["spiffe://cluster.local/ns/*/sa/*"], "max_ttl": "720h", "key_type": "ec", "key_bits": 256, "require_cn": true}' >"$j/role.json"
+# Request heads for the relying-party listener: OCSP POST, CRL GET over HTTP/1.0 keep-alive,
+# absolute form with a conditional and 100-continue, conflicting lengths, a pipelined GET.
+h=$c/http_head
+printf 'POST /v1/pki/ocsp/ca_1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: 83\r\n\r\n' >"$h/post_ocsp"
+printf 'GET /v1/pki/ca/ca_1/crl?format=pem HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n' >"$h/get_crl_http10"
+printf 'GET http://pki.example/v1/pki/ca/ca_1/certificate HTTP/1.1\r\nIf-None-Match: "a"\r\nExpect: 100-continue\r\nConnection: TE, close\r\n\r\n' >"$h/absolute_form"
+printf 'POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n' >"$h/conflicting_lengths"
+printf 'GET /v1/pki/ocsp/ca_1/MEMwQTA%%2FMD0wOzAJBgUrDgMCGgUABBQ HTTP/1.1\r\nHost: pki\r\n\r\nGET / HTTP/1.1\r\n\r\n' >"$h/pipelined"
 echo "seeds: $(find "$c" -type f | wc -l) files, $(du -sk "$c" | cut -f1) KiB"

@@ -957,6 +957,12 @@ fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
             "400 Bad Request",
             "bad_request",
         ),
+        // A target that is neither origin- nor absolute-form (found by the http_head fuzzer).
+        (
+            format!("GET v1/pki/ca/{}/crl HTTP/1.1\r\nHost: x\r\n\r\n", p.int_id),
+            "400 Bad Request",
+            "bad_request",
+        ),
     ] {
         let out = raw(&public, request.as_bytes(), "", 0);
         assert!(

@@ -30,10 +30,13 @@
 //! counters, and a log line at `debug` (target `scaivault::http::public`) rather than `info`: an
 //! OCSP responder answers at a rate no access log wants.
 
+mod head;
+
 use super::ocsp::{http_reply, request_from_path, MAX_REQUEST_BYTES};
 use super::problem::problem_json;
 use crate::app::App;
 use crate::error::ApiError;
+use head::{parse_head, Head, Parsed};
 use rocket::http::Status;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,9 +50,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
-
-/// Most headers in a request.
-const MAX_HEADERS: usize = 32;
 
 /// Binds `addr`.
 ///
@@ -152,103 +152,6 @@ async fn serve(listener: TcpListener, app: Arc<App>, main: tokio::runtime::Handl
             }
         });
     }
-}
-
-/// A request head, owned (the buffer it was parsed from moves on).
-#[derive(Debug, Clone, PartialEq)]
-struct Head {
-    /// Bytes of the head, up to and including the blank line.
-    len: usize,
-    method: String,
-    /// The path, from an origin- or absolute-form target.
-    path: String,
-    query: Option<String>,
-    /// HTTP/1.1 (else 1.0).
-    http11: bool,
-    content_length: usize,
-    chunked: bool,
-    /// The connection ends after this request.
-    close: bool,
-    expect_continue: bool,
-    if_none_match: Option<String>,
-}
-
-/// What a buffer holds.
-#[derive(Debug, PartialEq)]
-enum Parsed {
-    Head(Head),
-    /// Not a whole head yet.
-    Partial,
-    /// Not HTTP: answer 400 and close.
-    Bad(&'static str),
-}
-
-/// Parses the head at the start of `buf` (`httparse`, which hyper uses too).
-fn parse_head(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Bad("too many headers"),
-        Err(_) => return Parsed::Bad("not an HTTP/1.x request"),
-    };
-    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Parsed::Bad("incomplete request line");
-    };
-    let http11 = version == 1;
-    // Absolute form (`http://host/path`, RFC 9112 §3.2.2): keep the path.
-    let target = match target.split_once("://") {
-        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
-        _ => target,
-    };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_owned())),
-        None => (target, None),
-    };
-    let mut head = Head {
-        len,
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query,
-        http11,
-        content_length: 0,
-        chunked: false,
-        close: !http11,
-        expect_continue: false,
-        if_none_match: None,
-    };
-    let mut lengths = 0;
-    for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            match value.parse::<usize>() {
-                Ok(n) => head.content_length = n,
-                Err(_) => return Parsed::Bad("bad Content-Length"),
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    head.close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
-                    head.close = false;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("expect") {
-            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
-        } else if name.eq_ignore_ascii_case("if-none-match") {
-            head.if_none_match = Some(value.to_owned());
-        }
-    }
-    // RFC 9112 §6.3: two lengths, or a length with a transfer coding, cannot be trusted.
-    if lengths > 1 || (lengths == 1 && head.chunked) {
-        return Parsed::Bad("conflicting message lengths");
-    }
-    Parsed::Head(head)
 }
 
 /// A response's body.
@@ -619,68 +522,6 @@ fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn head(raw: &str) -> Head {
-        match parse_head(raw.as_bytes()) {
-            Parsed::Head(h) => h,
-            other => panic!("{raw:?}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn heads_are_parsed_with_their_framing() {
-        let h =
-            head("POST /v1/pki/ocsp/ca_1 HTTP/1.1\r\nHost: x\r\nContent-Length: 83\r\n\r\nBODY");
-        assert_eq!(h.len, 64);
-        assert_eq!(
-            (
-                h.method.as_str(),
-                h.path.as_str(),
-                h.content_length,
-                h.close
-            ),
-            ("POST", "/v1/pki/ocsp/ca_1", 83, false)
-        );
-        // HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 stays unless asked to close.
-        assert!(head("GET / HTTP/1.0\r\n\r\n").close);
-        assert!(!head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").close);
-        assert!(head("GET / HTTP/1.1\r\nConnection: TE, close\r\n\r\n").close);
-        // Absolute form, query, conditional and Expect.
-        let h = head("GET http://pki.example/v1/pki/ca/ca_1/crl?format=pem HTTP/1.1\r\nIf-None-Match: \"a\"\r\nExpect: 100-continue\r\n\r\n");
-        assert_eq!(h.path, "/v1/pki/ca/ca_1/crl");
-        assert_eq!(h.query.as_deref(), Some("format=pem"));
-        assert_eq!(h.if_none_match.as_deref(), Some("\"a\""));
-        assert!(h.expect_continue);
-        assert_eq!(head("GET http://pki.example HTTP/1.1\r\n\r\n").path, "/");
-        assert!(head("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").chunked);
-    }
-
-    #[test]
-    fn partial_and_bad_heads_are_told_apart() {
-        assert_eq!(parse_head(b""), Parsed::Partial);
-        assert_eq!(
-            parse_head(b"GET /v1/pki/ocsp/x HTTP/1.1\r\nHost:"),
-            Parsed::Partial
-        );
-        for bad in [
-            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
-            b"GET / HTTP/2.0\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ] {
-            assert!(
-                matches!(parse_head(bad), Parsed::Bad(_)),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let many = format!(
-            "GET / HTTP/1.1\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS + 1)
-        );
-        assert_eq!(parse_head(many.as_bytes()), Parsed::Bad("too many headers"));
-    }
 
     #[test]
     fn responses_are_one_buffer_with_length_and_date() {
