@@ -58,6 +58,10 @@ pub struct ServerConfig {
     /// absent; those paths stay on `listen` either way.
     #[serde(default)]
     pub public_listen: Option<SocketAddr>,
+    /// Most connections the relying-party listener holds open at once; one more is answered
+    /// `503 too_many_connections` and closed.
+    #[serde(default = "default_public_max_connections")]
+    pub public_max_connections: u32,
     /// Seconds in-flight requests get to finish after SIGTERM (Rocket's `grace`).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u32,
@@ -66,6 +70,9 @@ pub struct ServerConfig {
     pub shutdown_mercy_secs: u32,
 }
 
+fn default_public_max_connections() -> u32 {
+    4096
+}
 fn default_shutdown_grace() -> u32 {
     5
 }
@@ -594,6 +601,9 @@ impl Config {
                 return bad(format!("{key} must differ from server.listen"));
             }
         }
+        if !(1..=1_000_000).contains(&self.server.public_max_connections) {
+            return bad("server.public_max_connections must be between 1 and 1000000".to_owned());
+        }
         if let Some(public) = self.server.public_listen {
             let acme = [
                 self.acme.http_challenge_listen,
@@ -1013,5 +1023,18 @@ pin_env = "PIN"
             .warnings()
             .iter()
             .any(|w| w.starts_with("server.public_listen uses a port below 1024")));
+    }
+
+    #[test]
+    fn the_relying_party_connection_cap_is_bounded() {
+        let mut c: Config = toml::from_str(GOOD).unwrap();
+        assert_eq!(c.server.public_max_connections, 4096);
+        for bad in [0, 1_000_001] {
+            c.server.public_max_connections = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("server.public_max_connections"), "{e}");
+        }
+        c.server.public_max_connections = 1;
+        c.validate().unwrap();
     }
 }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub crl_last_entries: AtomicU64,
     /// Scheduler passes of the cluster-wide jobs (CRLs, ACME) this node ran as leader.
     pub leader_passes: AtomicU64,
+    /// Connections the relying-party listener refused at `server.public_max_connections`.
+    pub public_connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -68,7 +70,7 @@ impl Metrics {
                 get(c)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             (
                 "scaivault_certificates_issued_total",
                 "Leaf certificates signed and stored.",
@@ -98,6 +100,11 @@ impl Metrics {
                 "scaivault_scheduler_leader_passes_total",
                 "Passes of the cluster-wide scheduled jobs (CRLs, ACME) run on this node as leader.",
                 &self.leader_passes,
+            ),
+            (
+                "scaivault_public_connections_refused_total",
+                "Connections the relying-party listener refused at server.public_max_connections.",
+                &self.public_connections_refused,
             ),
         ];
         for (name, help, c) in counters {

@@ -5,7 +5,7 @@
 //! | `log.level` | applied at once (unless `RUST_LOG` is set) |
 //! | `server.tls` (files re-read, or a new role-issued certificate when the section changed) | applied by restarting the HTTP listener in-process |
 //! | `limits.body_bytes`, `limits.max_page`, `csr.*`, `server.shutdown_*` | applied by restarting the HTTP listener in-process |
-//! | `server.listen`, `server.public_listen`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`) and `limits.body_timeout` | **not** reloadable: logged, the running value stays until a restart |
+//! | `server.listen`, `server.public_listen`, `server.public_max_connections`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`) and `limits.body_timeout` | **not** reloadable: logged, the running value stays until a restart |
 //!
 //! Restarting the listener in-process: Rocket 0.5 cannot swap a listener's certificate or limits
 //! while it runs, so the running server stops accepting, a new one (same token, database and
@@ -47,6 +47,11 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         config.server.public_listen != running.server.public_listen,
     );
     config.server.public_listen = running.server.public_listen;
+    keep(
+        "server.public_max_connections",
+        config.server.public_max_connections != running.server.public_max_connections,
+    );
+    config.server.public_max_connections = running.server.public_max_connections;
     keep(
         "server.public_base_url",
         config.server.public_base_url != running.server.public_base_url,

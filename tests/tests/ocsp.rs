@@ -850,6 +850,66 @@ fn raw(addr: &str, bytes: &[u8], until: &str, count: usize) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// `server.public_max_connections`: one connection over the cap is answered `503` and closed,
+/// and counted; once a connection closes, the next is served.
+#[test]
+fn the_relying_party_listener_caps_its_connections() {
+    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
+    let d = Daemon::start().restart_with(|text| {
+        text.replacen(
+            "[server]\n",
+            &format!("[server]\npublic_listen = \"{public}\"\npublic_max_connections = 2\n"),
+            1,
+        )
+    });
+    let served = |out: &str| out.starts_with("HTTP/1.1 404 Not Found\r\n");
+    let ask = "GET /nothing-here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(served(&raw(&public, ask.as_bytes(), "", 0)));
+    // Two idle connections fill the cap (each holds its place from accept until it closes).
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&public).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let out = raw(&public, ask.as_bytes(), "", 0);
+        if !served(&out) {
+            break out;
+        }
+        // The listener may not have accepted both idle connections yet.
+        assert!(std::time::Instant::now() < deadline, "never refused: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("Retry-After: 1\r\n"), "{refused}");
+    assert!(refused.contains("Connection: close\r\n"), "{refused}");
+    assert!(
+        refused.contains("\"code\":\"too_many_connections\""),
+        "{refused}"
+    );
+    let m = d.call("GET", "/metrics", None, None);
+    let count = m
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("scaivault_public_connections_refused_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no counter: {}", m.text()));
+    assert!(count >= 1, "{count}");
+    // One idle connection closes: its place is free again.
+    drop(idle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = raw(&public, ask.as_bytes(), "", 0);
+        if served(&out) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still refused: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The relying-party listener's own HTTP/1.1 handling, byte by byte: pipelining, HTTP/1.0,
 /// `Expect: 100-continue`, and what it refuses (a chunked body, an oversized head, not HTTP).
 #[test]

@@ -39,6 +39,7 @@ use crate::error::ApiError;
 use head::{parse_head, Head, Parsed};
 use rocket::http::Status;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,6 +91,10 @@ pub fn spawn(
         .into_std()
         .map_err(|e| format!("relying-party listener: {e}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let limit = Arc::new(Connections {
+        open: AtomicUsize::new(0),
+        max: usize::try_from(app.config.server.public_max_connections).unwrap_or(usize::MAX),
+    });
     let app = Arc::new(app);
     let n = threads();
     for i in 0..n {
@@ -97,6 +102,7 @@ pub fn spawn(
             .try_clone()
             .map_err(|e| format!("relying-party listener: {e}"))?;
         let (app, main, mut stopped) = (app.clone(), main.clone(), stopped.clone());
+        let limit = limit.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -113,7 +119,7 @@ pub fn spawn(
                         }
                     };
                     tokio::select! {
-                        () = serve(listener, app, main) => {}
+                        () = serve(listener, app, main, limit) => {}
                         _ = stopped.wait_for(|s| *s) => {}
                     }
                 });
@@ -133,7 +139,38 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
 
-async fn serve(listener: TcpListener, app: Arc<App>, main: tokio::runtime::Handle) {
+/// The connections open on the listener's threads, and how many may be.
+struct Connections {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// A connection's place under `server.public_max_connections`, given back on drop.
+struct Slot(Arc<Connections>);
+
+impl Connections {
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    main: tokio::runtime::Handle,
+    limit: Arc<Connections>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -145,13 +182,50 @@ async fn serve(listener: TcpListener, app: Arc<App>, main: tokio::runtime::Handl
             }
         };
         let _ = stream.set_nodelay(true);
+        let Some(slot) = limit.take() else {
+            crate::metrics::Metrics::bump(&app.metrics.public_connections_refused);
+            tracing::debug!(%peer, max = limit.max, "relying-party listener: too many connections");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let (app, main) = (app.clone(), main.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = connection(stream, peer, &app, &main).await {
                 tracing::debug!(%peer, error = %e, "relying-party connection ended");
             }
         });
     }
+}
+
+/// Answers a connection over `server.public_max_connections` with `503 too_many_connections`
+/// (`Retry-After: 1`) and closes it, without acting on what it sent.
+async fn refuse(mut stream: TcpStream) {
+    let mut reply = Reply::error(
+        Status::ServiceUnavailable,
+        "too_many_connections",
+        "the relying-party listener holds server.public_max_connections connections; retry shortly",
+        "/",
+    );
+    reply.headers.push(("Retry-After", "1".to_owned()));
+    let mut out = Vec::with_capacity(512);
+    encode(&mut out, &reply, false, true);
+    // Write, end our side, then read what the client sent until it closes (at most 1 s and
+    // 16 KiB): closing with unread data would reset the connection and could discard the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < 16 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 /// A response's body.
