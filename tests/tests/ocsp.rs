@@ -656,14 +656,7 @@ fn the_delegated_signer_rotates_before_it_expires() {
 /// certificate paths, the ones issued certificates name when `public_base_url` points at it.
 #[test]
 fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
-    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
-    let d = Daemon::start().restart_with(|text| {
-        text.replacen(
-            "[server]\n",
-            &format!("[server]\npublic_listen = \"{public}\"\n"),
-            1,
-        )
-    });
+    let (d, public) = with_public_listener("");
     let base = format!("http://{public}");
     let p = setup(&d);
     // The leaf's AIA and CRL distribution point name the relying-party listener.
@@ -819,6 +812,20 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
     assert_eq!(r.status, 200);
 }
 
+/// A dev daemon restarted with the relying-party listener on a free port (and `extra` lines in
+/// `[server]`), and that listener's address.
+fn with_public_listener(extra: &str) -> (Daemon, String) {
+    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
+    let d = Daemon::start().restart_with(|text| {
+        text.replacen(
+            "[server]\n",
+            &format!("[server]\npublic_listen = \"{public}\"\n{extra}"),
+            1,
+        )
+    });
+    (d, public)
+}
+
 /// Sends `bytes` on a fresh connection to `addr`, half-closes nothing, and reads until the server
 /// closes the connection or `until` has been seen `count` times; returns what arrived.
 fn raw(addr: &str, bytes: &[u8], until: &str, count: usize) -> String {
@@ -854,14 +861,7 @@ fn raw(addr: &str, bytes: &[u8], until: &str, count: usize) -> String {
 /// and counted; once a connection closes, the next is served.
 #[test]
 fn the_relying_party_listener_caps_its_connections() {
-    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
-    let d = Daemon::start().restart_with(|text| {
-        text.replacen(
-            "[server]\n",
-            &format!("[server]\npublic_listen = \"{public}\"\npublic_max_connections = 2\n"),
-            1,
-        )
-    });
+    let (d, public) = with_public_listener("public_max_connections = 2\n");
     let served = |out: &str| out.starts_with("HTTP/1.1 404 Not Found\r\n");
     let ask = "GET /nothing-here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert!(served(&raw(&public, ask.as_bytes(), "", 0)));
@@ -914,14 +914,7 @@ fn the_relying_party_listener_caps_its_connections() {
 /// `Expect: 100-continue`, and what it refuses (a chunked body, an oversized head, not HTTP).
 #[test]
 fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
-    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
-    let d = Daemon::start().restart_with(|text| {
-        text.replacen(
-            "[server]\n",
-            &format!("[server]\npublic_listen = \"{public}\"\n"),
-            1,
-        )
-    });
+    let (d, public) = with_public_listener("");
     let p = setup(&d);
     let der = request_der(&d, &p.int_pem, &["-cert", &p.leaf_pem], "leaf");
     let post = |extra: &str| {
