@@ -271,26 +271,108 @@ fn write_crl_file(path: &std::path::Path, der: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What identifies a published CRL's version without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CrlVersion {
+    /// SQLite: the file's inode, length and modification time (every publication renames a new
+    /// file over the old one).
+    File {
+        ino: u64,
+        len: u64,
+        modified: Option<std::time::SystemTime>,
+    },
+    /// PostgreSQL: the stored CRL number (it only grows).
+    Number(i64),
+}
+
+/// The CRL last served per CA, with its version. A CRL of a million entries is ~50 MB: a GET reads
+/// it again only when a newer one was published (a `stat` of the file, or the stored number),
+/// and answers share one copy.
+#[derive(Debug, Default)]
+pub struct CrlCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedCrl>>,
+}
+
+/// A cached CRL: its version and DER.
+type CachedCrl = (CrlVersion, Arc<[u8]>);
+
+impl CrlCache {
+    fn get(&self, ca_id: &str, version: &CrlVersion) -> Option<Arc<[u8]>> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(ca_id)
+            .filter(|(v, _)| v == version)
+            .map(|(_, der)| der.clone())
+    }
+
+    fn put(&self, ca_id: &str, version: CrlVersion, der: Vec<u8>) -> Arc<[u8]> {
+        let der: Arc<[u8]> = der.into();
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.insert(ca_id.to_owned(), (version, der.clone()));
+        der
+    }
+}
+
+fn file_version(meta: &std::fs::Metadata) -> CrlVersion {
+    use std::os::unix::fs::MetadataExt;
+    CrlVersion::File {
+        ino: meta.ino(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    }
+}
+
+fn crl_read_failed(path: &std::path::Path, e: &std::io::Error) -> ApiError {
+    tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
+    ApiError::new(
+        rocket::http::Status::ServiceUnavailable,
+        "crl_unavailable",
+        "the CRL could not be read",
+    )
+}
+
+/// The published CRL file at `path`, from the cache when it has not changed; `None` when there
+/// is none. The version is taken before the read, and a publication renames a complete file into
+/// place, so what is read is at least that version: a copy cached under an older version than
+/// its content is read again on the next request, never served stale.
+async fn read_published(
+    app: &App,
+    ca_id: &str,
+    path: &std::path::Path,
+) -> Result<Option<Arc<[u8]>>, ApiError> {
+    let meta = match tokio::fs::metadata(path).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(crl_read_failed(path, &e)),
+    };
+    let version = file_version(&meta);
+    if let Some(der) = app.crls.get(ca_id, &version) {
+        return Ok(Some(der));
+    }
+    match tokio::fs::read(path).await {
+        Ok(der) => Ok(Some(app.crls.put(ca_id, version, der))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crl_read_failed(path, &e)),
+    }
+}
+
 /// The published CRL of `ca_id` (built now when there is none yet), DER.
 ///
 /// # Errors
 /// `404`, `409 ca_pending_signature`.
-pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
+pub async fn current(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
     let path = crl_path(app, ca_id)?;
     if app.cluster.is_shared() {
         return current_shared(app, ca_id).await;
     }
-    match tokio::fs::read(&path).await {
-        Ok(der) => return Ok(der),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
-            return Err(ApiError::new(
-                rocket::http::Status::ServiceUnavailable,
-                "crl_unavailable",
-                "the CRL could not be read",
-            ));
-        }
+    if let Some(der) = read_published(app, ca_id, &path).await? {
+        return Ok(der);
     }
     let row = crate::ca::get_public(app, ca_id).await?;
     if row.is_offline() {
@@ -301,19 +383,30 @@ pub async fn current(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
         ));
     }
     rebuild(app, ca_id).await?;
-    tokio::fs::read(&path).await.map_err(|e| {
-        tracing::error!(path = %path.display(), error = %e, "reading the CRL failed");
-        ApiError::internal("CRL missing right after it was built")
-    })
+    read_published(app, ca_id, &path)
+        .await?
+        .ok_or_else(|| ApiError::internal("CRL missing right after it was built"))
 }
 
-/// [`current`] with PostgreSQL: the CRL published by whichever node built or imported it.
-async fn current_shared(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
-    async fn stored(app: &App, ca_id: &str) -> Result<Option<(i64, Vec<u8>)>, ApiError> {
+/// [`current`] with PostgreSQL: the CRL published by whichever node built or imported it. A GET
+/// reads the stored number and the DER only when this node has not cached that number.
+async fn current_shared(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
+    async fn stored(app: &App, ca_id: &str) -> Result<Option<Arc<[u8]>>, ApiError> {
         let id = ca_id.to_owned();
-        app.db(move |s| Ok(s.read(|tx| tx.crl_der(&id))?)).await
+        let number = app
+            .db(move |s| Ok(s.read(|tx| tx.crl_number_stored(&id))?))
+            .await?;
+        let Some(number) = number else {
+            return Ok(None);
+        };
+        if let Some(der) = app.crls.get(ca_id, &CrlVersion::Number(number)) {
+            return Ok(Some(der));
+        }
+        let id = ca_id.to_owned();
+        let found = app.db(move |s| Ok(s.read(|tx| tx.crl_der(&id))?)).await?;
+        Ok(found.map(|(n, der)| app.crls.put(ca_id, CrlVersion::Number(n), der)))
     }
-    if let Some((_, der)) = stored(app, ca_id).await? {
+    if let Some(der) = stored(app, ca_id).await? {
         return Ok(der);
     }
     let row = crate::ca::get_public(app, ca_id).await?;
@@ -327,7 +420,6 @@ async fn current_shared(app: &App, ca_id: &str) -> Result<Vec<u8>, ApiError> {
     rebuild(app, ca_id).await?;
     stored(app, ca_id)
         .await?
-        .map(|(_, der)| der)
         .ok_or_else(|| ApiError::internal("CRL missing right after it was built"))
 }
 

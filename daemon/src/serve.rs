@@ -272,6 +272,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         cluster,
         ocsp: Default::default(),
         token_pace: Default::default(),
+        crls: Default::default(),
         metrics: Default::default(),
         limits,
         acme: Default::default(),

@@ -560,7 +560,16 @@ async fn route(app: &App, head: &Head, body: &[u8]) -> Reply {
             let allow = if has_request { "GET, HEAD" } else { "POST" };
             return method_not_allowed(&head.method, path, allow);
         }
-        Target::Crl(id) if get => super::revoke::crl_body(app, id, format).await,
+        Target::Crl(id) if get => {
+            return match super::revoke::crl_body(app, id, format).await {
+                Ok((mime, bytes)) => Reply {
+                    status: 200,
+                    headers: vec![("Content-Type", mime.to_owned())],
+                    body: Body::Shared(bytes),
+                },
+                Err(e) => Reply::problem(&e, path),
+            }
+        }
         Target::CaCertificate(id) if get => super::ca::certificate_body(app, id, format).await,
         Target::Crl(_) | Target::CaCertificate(_) => {
             return method_not_allowed(&head.method, path, "GET, HEAD")

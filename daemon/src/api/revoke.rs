@@ -64,8 +64,25 @@ async fn get_crl(
     _client: PublicClient,
     id: &str,
     format: Option<&str>,
-) -> Result<(ContentType, Vec<u8>), ApiError> {
-    crl_body(app, id, format).await.map(super::typed)
+) -> Result<SharedBody, ApiError> {
+    let (mime, bytes) = crl_body(app, id, format).await?;
+    Ok(SharedBody(
+        ContentType::parse_flexible(mime).unwrap_or(ContentType::Binary),
+        bytes,
+    ))
+}
+
+/// A body shared with a cache (the published CRL), sent without copying it.
+pub(crate) struct SharedBody(ContentType, std::sync::Arc<[u8]>);
+
+impl<'r> rocket::response::Responder<'r, 'static> for SharedBody {
+    fn respond_to(self, _: &'r rocket::Request<'_>) -> rocket::response::Result<'static> {
+        let len = self.1.len();
+        rocket::Response::build()
+            .header(self.0)
+            .sized_body(len, std::io::Cursor::new(self.1))
+            .ok()
+    }
 }
 
 /// The CA's current CRL as `format` (`der`, the default, or `pem`): media type and bytes. Shared
@@ -74,7 +91,7 @@ pub(crate) async fn crl_body(
     app: &App,
     id: &str,
     format: Option<&str>,
-) -> Result<(&'static str, Vec<u8>), ApiError> {
+) -> Result<(&'static str, std::sync::Arc<[u8]>), ApiError> {
     let pem_wanted = match format.unwrap_or("der") {
         "der" => false,
         "pem" => true,
@@ -89,7 +106,9 @@ pub(crate) async fn crl_body(
     if pem_wanted {
         Ok((
             "application/x-pem-file",
-            scaivault_core::pem::encode("X509 CRL", &der)?.into_bytes(),
+            scaivault_core::pem::encode("X509 CRL", &der)?
+                .into_bytes()
+                .into(),
         ))
     } else {
         Ok(("application/pkix-crl", der))

@@ -494,6 +494,7 @@ fn a_crl_is_stored_only_over_an_older_one(kind: Kind) {
     };
     let s = &f.store;
     assert_eq!(s.read(|tx| tx.crl_der("ca_1")).unwrap(), None);
+    assert_eq!(s.read(|tx| tx.crl_number_stored("ca_1")).unwrap(), None);
     assert!(s.write(|tx| tx.store_crl_der("ca_1", 5, b"five")).unwrap());
     assert!(!s.write(|tx| tx.store_crl_der("ca_1", 3, b"three")).unwrap());
     assert!(!s.write(|tx| tx.store_crl_der("ca_1", 5, b"again")).unwrap());

@@ -1139,6 +1139,17 @@ impl<'a> Tx<'a> {
         Ok(n == 1)
     }
 
+    /// The number of the newest stored CRL of `ca_id`, without its DER (to check a cached copy).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn crl_number_stored(&self, ca_id: &str) -> Result<Option<i64>> {
+        self.tx
+            .prepare_cached("SELECT crl_number FROM crl_blobs WHERE ca_id = ?1")?
+            .query_row(params![ca_id], |r| r.get(0))
+            .optional()
+    }
+
     /// The newest stored CRL of `ca_id`: `(number, DER)`.
     ///
     /// # Errors
