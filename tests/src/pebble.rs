@@ -182,7 +182,26 @@ fn https_tls(dir: &Path) {
 
 impl Pebble {
     /// Starts challtestsrv and pebble and waits until pebble's directory answers.
+    ///
+    /// The ports are picked free but released before the processes bind them, so a test running
+    /// beside this one can take one in between (pebble then exits with "address already in use"):
+    /// up to three attempts, with fresh ports each time.
     pub fn start(opts: &PebbleOptions) -> Pebble {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Self::try_start(opts) {
+                Ok(p) => return p,
+                Err(log) => {
+                    eprintln!("pebble attempt {attempt} failed: {log}");
+                    last = log;
+                }
+            }
+        }
+        panic!("pebble did not start (3 attempts, fresh ports each): {last}");
+    }
+
+    /// One attempt of [`Pebble::start`]: pebble's log when it exits or does not answer in 20 s.
+    fn try_start(opts: &PebbleOptions) -> Result<Pebble, String> {
         let dir = tempfile::Builder::new()
             .prefix("scaivault-pebble-")
             .tempdir()
@@ -236,7 +255,7 @@ impl Pebble {
         let pebble = cmd
             .spawn()
             .expect("pebble on PATH (apt-get install pebble)");
-        let p = Pebble {
+        let mut p = Pebble {
             pebble: Some(pebble),
             challtestsrv_proc: Some(challtestsrv),
             directory_url: format!("https://127.0.0.1:{acme_port}/dir"),
@@ -250,14 +269,18 @@ impl Pebble {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while p.curl(&p.directory_url).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "pebble did not start: {}",
-                p.log()
-            );
+            let exited = [&mut p.pebble, &mut p.challtestsrv_proc]
+                .into_iter()
+                .any(|c| {
+                    c.as_mut()
+                        .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+                });
+            if exited || Instant::now() >= deadline {
+                return Err(p.log());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        p
+        Ok(p)
     }
 
     /// GET `url` through `curl`, trusting pebble's TLS CA; the body when it answered 2xx.
