@@ -199,7 +199,35 @@ impl Daemon {
     }
 
     /// [`Daemon::start_in`] with extra environment variables for the daemon process.
-    pub fn start_in_with_env(dir: tempfile::TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+    ///
+    /// The port is picked free but released before the daemon binds it, so a test running beside
+    /// this one can take it in between: when the daemon exits because its address is in use, it
+    /// is started again on a fresh port (up to three attempts).
+    pub fn start_in_with_env(
+        mut dir: tempfile::TempDir,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
+        for attempt in 1..=3 {
+            let mut d = Self::spawn_in(dir, env);
+            match d.wait_healthy() {
+                Ok(()) => {
+                    d.admin = std::fs::read_to_string(d.data().join("admin.token"))
+                        .unwrap()
+                        .trim()
+                        .to_owned();
+                    return d;
+                }
+                Err(log) if attempt < 3 && log.contains("in use") => {
+                    eprintln!("daemon start {attempt}: its port was taken, again on another");
+                    dir = d.into_dir();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let port = free_port();
         let log = dir.path().join("daemon.log");
         let out = dir.path().join("daemon.out");
@@ -225,7 +253,7 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut d = Daemon {
+        let d = Daemon {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
             admin: String::new(),
@@ -237,26 +265,22 @@ impl Daemon {
                 .build()
                 .unwrap(),
         };
-        d.wait_healthy();
-        d.admin = std::fs::read_to_string(d.data().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
         d
     }
 
-    fn wait_healthy(&mut self) {
+    /// Waits until the daemon answers its health check; `Err` with its log when it exits first.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
+                return Err(format!(
                     "daemon exited with {status}: {}",
                     std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                ));
             }
             if let Ok(r) = self.http.get(format!("{}/v1/sys/health", self.base)).send() {
                 if r.status().as_u16() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(

@@ -483,3 +483,43 @@ fn ocsp_responses_are_signed_once_per_cluster_and_served_by_every_node() {
     audit_verify(&a);
     audit_verify(&b);
 }
+
+/// A node whose listen address is taken exits with an error naming it, not a crash. Its store's
+/// last reference goes on an async thread at shutdown, where dropping a PostgreSQL connection
+/// used to panic inside a destructor and abort (seen in CI: SIGABRT after a failed bind).
+#[test]
+fn a_node_that_cannot_bind_its_address_exits_with_an_error() {
+    scaivault_tests::pg::require();
+    std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
+    let a = Daemon::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(a.config()).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("listen = ") {
+                format!("listen = \"127.0.0.1:{port}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    let cfg = write(&a.data(), "taken.toml", &text.join("\n"));
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // An exit code (the startup error's), not a signal.
+    assert!(
+        out.status.code().is_some_and(|c| c != 0),
+        "{}: {err}",
+        out.status
+    );
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    drop(taken);
+}

@@ -152,6 +152,35 @@ struct Postgres {
     leader: Mutex<pg::Leader>,
 }
 
+impl Drop for Postgres {
+    /// `postgres::Client` closes its connection by blocking on a runtime of its own, which panics
+    /// (and, inside a destructor, aborts the process) on a thread that drives async tasks — where
+    /// the daemon's last reference to the store can go at shutdown. There, the connections are
+    /// closed on a thread of their own.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let readers = std::mem::take(&mut self.readers);
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let leader = std::mem::take(
+            self.leader
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let closing = std::thread::Builder::new()
+            .name("store-close".into())
+            .spawn(move || drop((readers, writer, leader)));
+        if let Ok(t) = closing {
+            let _ = t.join();
+        }
+    }
+}
+
 enum Backend {
     Sqlite(Sqlite),
     Postgres(Box<Postgres>),
