@@ -94,6 +94,7 @@ pub fn spawn(
     let limit = Arc::new(Connections {
         open: AtomicUsize::new(0),
         max: usize::try_from(app.config.server.public_max_connections).unwrap_or(usize::MAX),
+        refusing: AtomicUsize::new(0),
     });
     let app = Arc::new(app);
     let n = threads();
@@ -143,7 +144,13 @@ fn threads() -> usize {
 struct Connections {
     open: AtomicUsize,
     max: usize,
+    /// Refusals being written (each holds its socket for up to a second).
+    refusing: AtomicUsize,
 }
+
+/// Most refusals written at once; beyond, a connection over the cap is closed without an answer,
+/// so that a flood of connections cannot hold more sockets than the cap plus this.
+const MAX_REFUSING: usize = 64;
 
 /// A connection's place under `server.public_max_connections`, given back on drop.
 struct Slot(Arc<Connections>);
@@ -185,7 +192,16 @@ async fn serve(
         let Some(slot) = limit.take() else {
             crate::metrics::Metrics::bump(&app.metrics.public_connections_refused);
             tracing::debug!(%peer, max = limit.max, "relying-party listener: too many connections");
-            tokio::spawn(refuse(stream));
+            if limit.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+                let limit = limit.clone();
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    limit.refusing.fetch_sub(1, Ordering::AcqRel);
+                });
+            } else {
+                limit.refusing.fetch_sub(1, Ordering::AcqRel);
+                drop(stream);
+            }
             continue;
         };
         let (app, main) = (app.clone(), main.clone());
