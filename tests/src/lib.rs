@@ -57,13 +57,54 @@ pub fn fault_shim() -> PathBuf {
     p
 }
 
-/// A free loopback port.
+/// A free loopback port (TCP and UDP), for a server a test configures and starts later.
+///
+/// The port is taken from outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): a port the kernel hands out as `127.0.0.1:0` can be
+/// taken, between this call and the server's bind, as the local end of any outgoing connection
+/// (a daemon's PostgreSQL pool, a client of another test), and a server configured with it (an
+/// ACME challenge listener pebble was told about) then cannot start. Outside that range only an
+/// explicit bind can take it; ports are handed out round-robin from a per-process starting point
+/// so that tests in one process do not pick the same one, and each is checked bindable.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (lo, hi) = static_port_range();
+    let span = u32::from(hi - lo) + 1;
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        let _ = NEXT.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = lo + u16::try_from(n).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in {lo}..={hi}")
+}
+
+/// The ports [`free_port`] draws from: below the ephemeral range when there is room, else above.
+fn static_port_range() -> (u16, u16) {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = range
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u16>().ok());
+    let (low, high) = (it.next().unwrap_or(32768), it.next().unwrap_or(60999));
+    if low > 12_000 {
+        (10_000, low - 1)
+    } else if high < 63_000 {
+        (high + 1, 65_535)
+    } else {
+        panic!("the ephemeral port range {low}-{high} leaves no room for test servers")
+    }
 }
 
 /// An HTTP answer.
