@@ -339,6 +339,11 @@ pub struct LimitsConfig {
     /// How long a client may take to send its request body (`408 request_timeout` after).
     #[serde(default = "default_body_timeout")]
     pub body_timeout: String,
+    /// Relying-party listener: how long a request's head may take to arrive, counted from the
+    /// connection's start or the previous answer (also the idle limit of a keep-alive
+    /// connection); the connection is closed after.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
 }
 
 impl Default for LimitsConfig {
@@ -354,6 +359,7 @@ impl Default for LimitsConfig {
             public_ip_rate: 0,
             public_ip_burst: 0,
             body_timeout: default_body_timeout(),
+            header_timeout: default_header_timeout(),
         }
     }
 }
@@ -369,6 +375,9 @@ fn default_rsa_key_pool() -> usize {
 }
 fn default_body_timeout() -> String {
     "30s".into()
+}
+fn default_header_timeout() -> String {
+    "10s".into()
 }
 
 /// `[webhooks]`: the delivery worker (docs/WEBHOOKS.md).
@@ -686,6 +695,10 @@ impl Config {
         match scaivault_core::duration::parse_seconds(&self.limits.body_timeout) {
             Ok(1..=3600) => {}
             _ => return bad("limits.body_timeout must be a duration from 1s to 1h".into()),
+        }
+        match scaivault_core::duration::parse_seconds(&self.limits.header_timeout) {
+            Ok(1..=3600) => {}
+            _ => return bad("limits.header_timeout must be a duration from 1s to 1h".into()),
         }
         if !(1..=300).contains(&self.server.shutdown_grace_secs) {
             return bad("server.shutdown_grace_secs must be between 1 and 300".into());
@@ -1036,5 +1049,20 @@ pin_env = "PIN"
         }
         c.server.public_max_connections = 1;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_header_timeout_is_a_bounded_duration() {
+        let mut c: Config = toml::from_str(GOOD).unwrap();
+        assert_eq!(c.limits.header_timeout, "10s");
+        for bad in ["0s", "2h", "soon", ""] {
+            c.limits.header_timeout = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("limits.header_timeout"), "{bad}: {e}");
+        }
+        c.limits.header_timeout = "1s".into();
+        c.validate().unwrap();
+        let l = crate::limits::RateLimits::new(&c.limits);
+        assert_eq!(l.header_timeout, std::time::Duration::from_secs(1));
     }
 }

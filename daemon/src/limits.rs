@@ -44,6 +44,8 @@ impl<K: Hash + Eq + Clone> Bucket<K> {
 pub struct RateLimits {
     /// `[limits] body_timeout`.
     pub body_timeout: std::time::Duration,
+    /// `[limits] header_timeout` (the relying-party listener).
+    pub header_timeout: std::time::Duration,
     token: Option<Bucket<String>>,
     tenant: Option<Bucket<String>>,
     public_ip: Option<Bucket<IpAddr>>,
@@ -56,6 +58,7 @@ impl std::fmt::Debug for RateLimits {
             .field("tenant", &self.tenant.is_some())
             .field("public_ip", &self.public_ip.is_some())
             .field("body_timeout", &self.body_timeout)
+            .field("header_timeout", &self.header_timeout)
             .finish()
     }
 }
@@ -64,8 +67,10 @@ impl RateLimits {
     /// The limits of a configuration.
     pub fn new(c: &LimitsConfig) -> Self {
         let secs = scaivault_core::duration::parse_seconds(&c.body_timeout).unwrap_or(30);
+        let head_secs = scaivault_core::duration::parse_seconds(&c.header_timeout).unwrap_or(10);
         RateLimits {
             body_timeout: std::time::Duration::from_secs(secs.max(1)),
+            header_timeout: std::time::Duration::from_secs(head_secs.max(1)),
             token: Bucket::new(c.token_rate, c.token_burst, "API token"),
             tenant: Bucket::new(c.tenant_rate, c.tenant_burst, "tenant"),
             public_ip: Bucket::new(c.public_ip_rate, c.public_ip_burst, "client address"),

@@ -73,6 +73,14 @@ pub struct SignedResponse {
     pub(crate) http_headers: std::sync::OnceLock<[String; 3]>,
 }
 
+impl SignedResponse {
+    /// Whether this response may still be served from a cache at `now` (the pre-signer replaces
+    /// it before then).
+    pub fn is_fresh(&self, now: OffsetDateTime) -> bool {
+        now < self.refresh_at
+    }
+}
+
 /// The answer to one OCSP request.
 #[derive(Debug, Clone)]
 pub enum OcspAnswer {
@@ -175,7 +183,11 @@ impl OcspCache {
         n
     }
 
-    fn epoch(&self) -> u64 {
+    /// The invalidation counter: it changes whenever a cached response is dropped by
+    /// [`OcspCache::invalidate`]. A copy of a cached response kept elsewhere (the relying-party
+    /// listener's encoded repeats) is valid only while the counter is the one read before the
+    /// response was looked up.
+    pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
@@ -190,7 +202,7 @@ impl OcspCache {
         let map = self.entries.read().ok()?;
         map.get(&(ca_id.to_owned(), serial_key.to_owned()))?
             .iter()
-            .find(|r| r.cert_id == cert_id && now < r.refresh_at)
+            .find(|r| r.cert_id == cert_id && r.is_fresh(now))
             .cloned()
     }
 

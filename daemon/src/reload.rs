@@ -5,7 +5,7 @@
 //! | `log.level` | applied at once (unless `RUST_LOG` is set) |
 //! | `server.tls` (files re-read, or a new role-issued certificate when the section changed) | applied by restarting the HTTP listener in-process |
 //! | `limits.body_bytes`, `limits.max_page`, `csr.*`, `server.shutdown_*` | applied by restarting the HTTP listener in-process |
-//! | `server.listen`, `server.public_listen`, `server.public_max_connections`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`) and `limits.body_timeout` | **not** reloadable: logged, the running value stays until a restart |
+//! | `server.listen`, `server.public_listen`, `server.public_max_connections`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`), `limits.body_timeout` and `limits.header_timeout` | **not** reloadable: logged, the running value stays until a restart |
 //!
 //! Restarting the listener in-process: Rocket 0.5 cannot swap a listener's certificate or limits
 //! while it runs, so the running server stops accepting, a new one (same token, database and
@@ -81,10 +81,11 @@ pub fn plan(running: &Config, new: Config) -> Plan {
             l.public_ip_rate,
             l.public_ip_burst,
             l.body_timeout.clone(),
+            l.header_timeout.clone(),
         )
     };
     keep(
-        "limits.*_rate, limits.*_burst, limits.body_timeout",
+        "limits.*_rate, limits.*_burst, limits.body_timeout, limits.header_timeout",
         rates(&config.limits) != rates(&running.limits),
     );
     config.limits.token_rate = running.limits.token_rate;
@@ -94,6 +95,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     config.limits.public_ip_rate = running.limits.public_ip_rate;
     config.limits.public_ip_burst = running.limits.public_ip_burst;
     config.limits.body_timeout = running.limits.body_timeout.clone();
+    config.limits.header_timeout = running.limits.header_timeout.clone();
     let listener_changed = config.server != running.server
         || config.limits != running.limits
         || config.csr != running.csr;

@@ -1035,3 +1035,160 @@ fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
     );
     assert!(out.contains("leaf.pem: good"), "{out}");
 }
+
+/// One request and its answer on a keep-alive connection: the status line and headers, and the
+/// body of the announced `Content-Length`.
+fn exchange(s: &mut std::net::TcpStream, req: &[u8]) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    s.write_all(req).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap_or_else(|| panic!("no length: {head}"))
+                .parse()
+                .unwrap();
+            if got.len() >= i + 4 + len {
+                assert_eq!(got.len(), i + 4 + len, "more than one answer: {head}");
+                return (head, got[i + 4..].to_vec());
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The listener answers a repeated OCSP request from a copy of its encoded answer (per thread;
+/// one connection stays on one thread): the repeats are the same signed response with current
+/// headers, and a revocation replaces them at once, on the same connection and the same bytes.
+#[test]
+fn repeated_ocsp_requests_on_one_connection_see_a_revocation() {
+    let (d, public) = with_public_listener("");
+    let p = setup(&d);
+    let leaf = ["-cert", p.leaf_pem.as_str()];
+    let der = request_der(&d, &p.int_pem, &leaf, "repeat");
+    let mut req = format!(
+        "POST /v1/pki/ocsp/{} HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n",
+        p.int_id,
+        der.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&der);
+    let mut s = std::net::TcpStream::connect(&public).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (head, first) = exchange(&mut s, &req);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(read_response(&d, &p, "repeat-1", &first, &leaf).contains("leaf.pem: good"));
+    for i in 0..5 {
+        let (head, body) = exchange(&mut s, &req);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{i}: {head}");
+        assert!(
+            head.contains("Content-Type: application/ocsp-response\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Cache-Control: max-age="), "{head}");
+        assert!(head.contains("ETag: \""), "{head}");
+        assert!(head.contains("Date: "), "{head}");
+        assert_eq!(body, first, "repeat {i}");
+    }
+    // After a second the headers are made again (Date and max-age), the response is the same.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (later, body) = exchange(&mut s, &req);
+    assert_eq!(body, first);
+    let date = |h: &str| {
+        h.lines()
+            .find(|l| l.starts_with("Date: "))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(date(&later), date(&head), "{later}");
+
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": p.leaf_serial, "reason": "key_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same bytes on the same connection: revoked at once (the answer that was repeated is
+    // never written again), signed and verified.
+    let (head, body) = exchange(&mut s, &req);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_ne!(
+        body, first,
+        "the cached 'good' answer outlived the revocation"
+    );
+    let out = read_response(&d, &p, "repeat-revoked", &body, &leaf);
+    assert!(out.contains("leaf.pem: revoked"), "{out}");
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
+    let (_, again) = exchange(&mut s, &req);
+    assert!(read_response(&d, &p, "repeat-revoked-2", &again, &leaf).contains("leaf.pem: revoked"));
+}
+
+/// `limits.header_timeout`: a head that trickles in a byte at a time is cut off when the time is
+/// up (not each time a byte arrives), and so is an idle keep-alive connection.
+#[test]
+fn a_head_that_trickles_in_is_cut_off_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let public = format!("127.0.0.1:{}", scaivault_tests::free_port());
+    let d = Daemon::start().restart_with(|text| {
+        format!(
+            "{}\n[limits]\nheader_timeout = \"1s\"\n",
+            text.replacen(
+                "[server]\n",
+                &format!("[server]\npublic_listen = \"{public}\"\n"),
+                1
+            )
+        )
+    });
+    let head = b"GET /v1/pki/ca/nothing/crl HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(&public).unwrap();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    // A byte every 100 ms: the whole head would take ~8 s.
+    let cut = loop {
+        if s.write_all(&head[sent..=sent]).is_err() {
+            break t0.elapsed();
+        }
+        sent += 1;
+        assert!(
+            sent < head.len(),
+            "the whole head went through in {:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => break t0.elapsed(),
+            Ok(n) => panic!("answered: {}", String::from_utf8_lossy(&b[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break t0.elapsed(),
+        }
+        s.set_nonblocking(false).unwrap();
+    };
+    assert!(
+        cut >= Duration::from_millis(900) && cut < Duration::from_secs(4),
+        "closed after {cut:?} and {sent} bytes"
+    );
+    // Idle after an answer: closed after about a second as well.
+    let mut s = std::net::TcpStream::connect(&public).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (answer, _) = exchange(
+        &mut s,
+        b"GET /v1/pki/ca/nothing/crl HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    let t0 = Instant::now();
+    let mut b = [0u8; 64];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "the idle connection got more");
+    let idle = t0.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+        "idle connection closed after {idle:?}"
+    );
+    drop(d);
+}

@@ -22,15 +22,18 @@
 //! writes each answer with one `write` call, more than twice hyper's rate. What it
 //! supports is what these four endpoints need: `Content-Length` bodies up to 8 KiB (`411` for a
 //! chunked one, `413` beyond), `Expect: 100-continue`, keep-alive (HTTP/1.1 by default, HTTP/1.0
-//! on request) with pipelining, origin- and absolute-form targets, `HEAD`. The head must arrive
-//! within [`HEADER_TIMEOUT`] (also the idle limit between requests), a body within
-//! `limits.body_timeout`; a head over [`MAX_HEAD`] is `431`.
+//! on request) with pipelining, origin- and absolute-form targets, `HEAD`. A request's whole head
+//! must arrive within `limits.header_timeout` (default 10 s) of the connection's start or of the
+//! previous answer, however it trickles in (a client sending a byte a second cannot hold a
+//! connection), a body within `limits.body_timeout`; a head over [`MAX_HEAD`] is `431`. Repeated
+//! OCSP requests are answered from per-thread copies of their encoded answers ([`repeats`]).
 //!
 //! Per request: the public-IP rate limit (`limits.public_rate`), the `scaivault_http_responses_*`
 //! counters, and a log line at `debug` (target `scaivault::http::public`) rather than `info`: an
 //! OCSP responder answers at a rate no access log wants.
 
 mod head;
+mod repeats;
 
 use super::ocsp::{http_reply, request_from_path, MAX_REQUEST_BYTES};
 use super::problem::problem_json;
@@ -44,10 +47,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// How long a client has to send a request's head, and how long an idle keep-alive connection
-/// waits for the next one.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -299,8 +298,8 @@ impl Reply {
     }
 }
 
-/// Serves one connection: requests in order until the client closes, asks to close, goes
-/// quiet for [`HEADER_TIMEOUT`], or sends something that ends the connection.
+/// Serves one connection: requests in order until the client closes, asks to close, does not
+/// complete a head within `limits.header_timeout`, or sends something that ends the connection.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -309,6 +308,13 @@ async fn connection(
 ) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut key: Vec<u8> = Vec::with_capacity(256);
+    // The next head must be complete by `head_due`: one timer per connection, moved only when it
+    // fires (re-arming a timer for every read costs more than the rest of a cached answer).
+    let header_timeout = app.limits.header_timeout;
+    let mut head_due = tokio::time::Instant::now() + header_timeout;
+    let timer = tokio::time::sleep_until(head_due);
+    tokio::pin!(timer);
     loop {
         let head = match parse_head(&buf) {
             Parsed::Head(h) => h,
@@ -322,12 +328,12 @@ async fn connection(
                 return finish(&mut stream, &mut out, app, &r, false, true).await;
             }
             Parsed::Partial => {
-                match tokio::time::timeout(HEADER_TIMEOUT, read_more(&mut stream, &mut buf)).await {
-                    Ok(Ok(true)) => continue,
-                    // Closed, failed or quiet: nothing to answer (RFC 9112 §9.5: a timeout on
-                    // an idle connection just closes it).
-                    Ok(Ok(false)) | Ok(Err(_)) | Err(_) => return Ok(()),
+                if read_by(&mut stream, &mut buf, timer.as_mut(), head_due).await {
+                    continue;
                 }
+                // Closed, failed or too slow: nothing to answer (RFC 9112 §9.5: a timeout on an
+                // idle connection just closes it).
+                return Ok(());
             }
             Parsed::Bad(why) => {
                 let r = Reply::error(Status::BadRequest, "bad_request", why, "");
@@ -387,7 +393,15 @@ async fn connection(
             }
         }
         let body = buf.get(head.len..end).unwrap_or_default();
-        let reply = match app.limits.check_public(Some(peer.ip())) {
+        let limited = app.limits.check_public(Some(peer.ip()));
+        if limited.is_ok() && repeats::answer(app, &head, body, &mut key, &mut out) {
+            tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %head.path, status = 200, %peer, "repeat");
+            buf.drain(..end);
+            stream.write_all(&out).await?;
+            head_due = tokio::time::Instant::now() + header_timeout;
+            continue;
+        }
+        let reply = match limited {
             Ok(()) => match from_cache(app, &head, body) {
                 Some(r) => r,
                 None => {
@@ -413,6 +427,29 @@ async fn connection(
         finish(&mut stream, &mut out, app, &reply, head_only, head.close).await?;
         if head.close {
             return Ok(());
+        }
+        head_due = tokio::time::Instant::now() + header_timeout;
+    }
+}
+
+/// Reads more of a request head into `buf`; `false` when the stream ends or fails, or `due`
+/// passes first. `timer` may be set earlier than `due` (it is then moved to `due`).
+async fn read_by(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    due: tokio::time::Instant,
+) -> bool {
+    loop {
+        tokio::select! {
+            biased;
+            r = read_more(stream, buf) => return matches!(r, Ok(true)),
+            () = timer.as_mut() => {
+                if tokio::time::Instant::now() >= due {
+                    return false;
+                }
+                timer.as_mut().reset(due);
+            }
         }
     }
 }
@@ -445,6 +482,23 @@ async fn finish(
 
 /// The response in HTTP/1.1 form into `out` (cleared first): one buffer, one write.
 fn encode(out: &mut Vec<u8>, reply: &Reply, head_only: bool, close: bool) {
+    encode_at(
+        out,
+        reply,
+        head_only,
+        close,
+        scaivault_core::time_util::now(),
+    );
+}
+
+/// [`encode`] with the `Date` of `now`.
+fn encode_at(
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    head_only: bool,
+    close: bool,
+    now: time::OffsetDateTime,
+) {
     use std::io::Write;
     out.clear();
     let reason = reason_phrase(reply.status);
@@ -453,7 +507,7 @@ fn encode(out: &mut Vec<u8>, reply: &Reply, head_only: bool, close: bool) {
         out,
         "HTTP/1.1 {} {reason}\r\nDate: {}\r\n",
         reply.status,
-        date_now()
+        date_at(now)
     );
     // A 304 has no body and describes none (RFC 9110 §15.4.5).
     if reply.status != 304 {
@@ -480,12 +534,11 @@ fn reason_phrase(status: u16) -> &'static str {
         .unwrap_or("Unknown")
 }
 
-/// The `Date` header value, formatted once per second per thread.
-fn date_now() -> String {
+/// The `Date` header value for `now`, formatted once per second per thread.
+fn date_at(now: time::OffsetDateTime) -> String {
     thread_local! {
         static CACHE: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
-    let now = scaivault_core::time_util::now();
     let sec = now.unix_timestamp();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();

@@ -1,0 +1,114 @@
+//! Encoded answers to repeated OCSP requests, per relying-party listener thread.
+//!
+//! Relying parties ask about the same certificates over and over, and without a nonce a request
+//! for a certificate is the same bytes every time. This keeps, per thread, the whole HTTP answer
+//! last written for such a request, keyed by the request as sent (method, target, body): a repeat
+//! is one hash lookup and one `write`, without parsing the DER request again, taking the shared
+//! cache's lock or formatting headers.
+//!
+//! An entry is only a copy of what the shared cache ([`crate::ocsp::OcspCache`]) holds, and is
+//! used only while all of these hold, else the request takes the ordinary path:
+//! - the shared cache's invalidation counter is the one read *before* the response was looked up
+//!   (any revocation changes it, so no copy outlives a revocation, on any thread);
+//! - the response is still fresh (the pre-signer would replace it by then);
+//! - it is the same second as when it was encoded (`Date` and `max-age` change every second).
+//!
+//! Only keep-alive `POST` and `GET` requests without `If-None-Match` are kept (a `304`, a `HEAD`
+//! or a closing answer takes the ordinary path). The thread's map holds at most [`MAX`] entries
+//! and starts over when full.
+
+use super::{encode_at, ocsp_reply, request_from_path, target, Head, Target};
+use crate::app::App;
+use crate::ocsp::{OcspAnswer, SignedResponse};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Entries per listener thread (each ~0.5–2 KiB: the request and the encoded answer).
+pub const MAX: usize = 1024;
+
+struct Repeat {
+    resp: Arc<SignedResponse>,
+    epoch: u64,
+    second: i64,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static REPEATS: RefCell<HashMap<Vec<u8>, Repeat>> = RefCell::new(HashMap::new());
+}
+
+/// Writes into `out` the answer to a cached OCSP request and returns `true`; `false` (with `out`
+/// unspecified) for every other request, which then takes the ordinary path. `key` is scratch
+/// space kept by the connection.
+pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
+    let post = match head.method.as_str() {
+        "POST" => true,
+        "GET" => false,
+        _ => return false,
+    };
+    if head.close || head.if_none_match.is_some() {
+        return false;
+    }
+    let Some(Target::Ocsp { ca, has_request }) = target(&head.path) else {
+        return false;
+    };
+    if post == has_request {
+        // POST with a request in the path, or GET without one: the ordinary path answers.
+        return false;
+    }
+    key.clear();
+    key.extend_from_slice(head.method.as_bytes());
+    key.push(b' ');
+    key.extend_from_slice(head.path.as_bytes());
+    key.push(b'?');
+    key.extend_from_slice(head.query.as_deref().unwrap_or_default().as_bytes());
+    key.push(0);
+    key.extend_from_slice(body);
+    let now = scaivault_core::time_util::now();
+    let second = now.unix_timestamp();
+    let epoch = app.ocsp.epoch();
+    let hit = REPEATS.with(|r| {
+        let map = r.borrow();
+        let e = map.get(key.as_slice())?;
+        (e.epoch == epoch && e.second == second && e.resp.is_fresh(now)).then(|| {
+            out.clear();
+            out.extend_from_slice(&e.bytes);
+        })
+    });
+    if hit.is_some() {
+        crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
+        app.metrics.http_answered(200);
+        return true;
+    }
+    // The ordinary cache lookup, after reading the counter (a revocation from now on changes it).
+    let resp = if post {
+        crate::ocsp::cached(app, ca, body)
+    } else {
+        request_from_path(&head.path).and_then(|der| crate::ocsp::cached(app, ca, &der))
+    };
+    let Some(resp) = resp else {
+        return false;
+    };
+    let reply = ocsp_reply(OcspAnswer::Signed(resp.clone()), None);
+    encode_at(out, &reply, false, false, now);
+    app.metrics.http_answered(reply.status);
+    if reply.status == 200 {
+        REPEATS.with(|r| {
+            let mut map = r.borrow_mut();
+            if map.len() >= MAX {
+                map.clear();
+            }
+            map.insert(
+                key.clone(),
+                Repeat {
+                    resp,
+                    epoch,
+                    second,
+                    bytes: out.clone(),
+                },
+            );
+        });
+    }
+    true
+}
