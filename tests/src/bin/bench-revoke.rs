@@ -5,13 +5,15 @@
 //! rebuild (`POST /v1/pki/ca/{id}/crl`), CRL size, daemon peak RSS (VmHWM), revoke latency with N
 //! already revoked, and OCSP responses/s from the cache (closed loop over loopback). The peers on
 //! the same machine and data size are `openssl ca -gencrl` (time and peak RSS via
-//! `/usr/bin/time -v`) and `openssl ocsp -index … -port …` as a responder. Prints Markdown tables
-//! for `docs/PERFORMANCE.md`; asserts nothing about speed.
+//! `/usr/bin/time -v`) and `openssl ocsp -index … -port …` as a responder. OCSP is measured in
+//! rounds (`--rounds`, each row `--seconds` per round, every responder in turn within a round) and
+//! reported by the median round, so that a slow spell of a shared machine does not decide a ratio.
+//! Prints Markdown tables for `docs/PERFORMANCE.md`; asserts nothing about speed.
 //!
 //! ```sh
 //! cargo build --release -p scaivault -p scaivault-tests
 //! SCAIVAULT_BIN=target/release/scaivault target/release/bench-revoke \
-//!     [--entries 100000,1000000] [--seconds 10] [--revokes 200] [--skip-openssl]
+//!     [--entries 100000,1000000] [--seconds 5] [--rounds 3] [--revokes 200] [--skip-openssl]
 //! ```
 //!
 //! Note: `openssl ocsp -port` binds all interfaces (`[::]`) for the duration of its run.
@@ -28,12 +30,13 @@ struct Opts {
     entries: Vec<usize>,
     seconds: u64,
     revokes: usize,
+    rounds: usize,
     skip_openssl: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-revoke [--entries 100000,1000000] [--seconds 10] [--revokes 200] [--skip-openssl]\n\
+        "usage: bench-revoke [--entries 100000,1000000] [--seconds 5] [--rounds 3] [--revokes 200] [--skip-openssl]\n\
          (the daemon binary is $SCAIVAULT_BIN, e.g. target/release/scaivault)"
     );
     std::process::exit(2)
@@ -42,8 +45,9 @@ fn usage() -> ! {
 fn parse_opts() -> Opts {
     let mut o = Opts {
         entries: vec![100_000, 1_000_000],
-        seconds: 10,
+        seconds: 5,
         revokes: 200,
+        rounds: 3,
         skip_openssl: false,
     };
     let mut args = std::env::args().skip(1);
@@ -63,11 +67,12 @@ fn parse_opts() -> Opts {
             }
             "--seconds" => o.seconds = val().parse().unwrap_or_else(|_| usage()),
             "--revokes" => o.revokes = val().parse().unwrap_or_else(|_| usage()),
+            "--rounds" => o.rounds = val().parse().unwrap_or_else(|_| usage()),
             "--skip-openssl" => o.skip_openssl = true,
             _ => usage(),
         }
     }
-    if o.entries.is_empty() || o.seconds == 0 || o.revokes == 0 {
+    if o.entries.is_empty() || o.seconds == 0 || o.revokes == 0 || o.rounds == 0 {
         usage();
     }
     o.entries.sort_unstable();
@@ -202,6 +207,60 @@ struct Load {
 impl Load {
     fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The rounds of one OCSP configuration (responder, connections). Configurations are measured in
+/// turns, round after round, so that a slow spell of this shared machine falls on every
+/// responder rather than on one; the rate reported is the median round's.
+#[derive(Default)]
+struct Series {
+    rounds: Vec<Load>,
+    /// Latencies of every round together, sorted (ms).
+    lat_ms: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, mut l: Load) {
+        self.lat_ms.append(&mut l.lat_ms);
+        self.lat_ms.sort_by(f64::total_cmp);
+        self.rounds.push(l);
+    }
+
+    fn rates(&self) -> Vec<f64> {
+        self.rounds.iter().map(Load::rate).collect()
+    }
+
+    /// The median round's responses/s (the mean of the middle two for an even count).
+    fn median_rate(&self) -> f64 {
+        let mut r = self.rates();
+        r.sort_by(f64::total_cmp);
+        match r.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.rounds.iter().map(|l| l.ok).sum()
+    }
+
+    fn errors(&self) -> usize {
+        self.rounds.iter().map(|l| l.errors).sum()
+    }
+
+    fn first_error(&self) -> Option<&String> {
+        self.rounds.iter().find_map(|l| l.first_error.as_ref())
+    }
+
+    /// `a / b / c` rounds, in the order run.
+    fn rounds_text(&self) -> String {
+        self.rates()
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
     }
 }
 
@@ -362,8 +421,8 @@ struct Row {
     revoke: Vec<f64>,
     revoke_errors: usize,
     crl_wait_s: f64,
-    /// (listener, connections, load).
-    ocsp: Vec<(&'static str, usize, Load)>,
+    /// ((listener, connections), rounds).
+    ocsp: Vec<((&'static str, usize), Series)>,
     ocsp_check: String,
     peer: Option<Peer>,
     peer_note: String,
@@ -374,9 +433,17 @@ struct Peer {
     gencrl_s: f64,
     gencrl_rss_kib: u64,
     crl_der_bytes: usize,
-    /// (connections, load) for `openssl ocsp`.
-    ocsp: Vec<(usize, Load)>,
+    /// (connections, rounds) for `openssl ocsp`.
+    ocsp: Vec<(usize, Series)>,
     ocsp_note: String,
+}
+
+/// A running `openssl ocsp -index` responder, answering.
+struct PeerResponder {
+    url: String,
+    body: Vec<u8>,
+    _srv: Kill,
+    _dir: tempfile::TempDir,
 }
 
 /// The OCSP endpoints measured.
@@ -614,30 +681,74 @@ fn bench_size(
         }
     );
     let api_url = format!("{}/v1/pki/ocsp/{}", d.base, p.int_id);
-    for (listener, url) in [(PUBLIC, &url), (API, &api_url)] {
-        for conns in [4usize, 16] {
-            let l = rt.block_on(ocsp_load(
-                url,
-                &body,
-                conns,
-                Duration::from_secs(o.seconds),
-                false,
-            ));
-            eprintln!("[{n}] OCSP {listener} c={conns}: {:.0}/s", l.rate());
-            row.ocsp.push((listener, conns, l));
-        }
-    }
 
-    // 5. The openssl peers.
+    // 5. The openssl peers: `openssl ca -gencrl`, then `openssl ocsp` left running.
+    let mut responder = None;
     if o.skip_openssl {
         row.peer_note = "skipped (--skip-openssl)".into();
     } else {
-        match peer(rt, o, n, rng) {
-            Ok(pr) => row.peer = Some(pr),
+        match peer(rt, n, rng) {
+            Ok((pr, r)) => {
+                row.peer = Some(pr);
+                responder = r;
+            }
             Err(e) => row.peer_note = e,
         }
     }
+
+    // 6. OCSP in rounds: within a round every responder and concurrency in turn.
+    let dur = Duration::from_secs(o.seconds);
+    for round in 1..=o.rounds {
+        for conns in [4usize, 16] {
+            for (listener, url) in [(PUBLIC, &url), (API, &api_url)] {
+                let l = rt.block_on(ocsp_load(url, &body, conns, dur, false));
+                eprintln!(
+                    "[{n}] round {round} OCSP {listener} c={conns}: {:.0}/s",
+                    l.rate()
+                );
+                series(&mut row.ocsp, (listener, conns)).push(l);
+            }
+            if let (Some(r), Some(pr)) = (&responder, row.peer.as_mut()) {
+                let l = rt.block_on(ocsp_load(&r.url, &r.body, conns, dur, true));
+                eprintln!(
+                    "[{n}] round {round} openssl ocsp c={conns}: {:.0}/s",
+                    l.rate()
+                );
+                series(&mut pr.ocsp, conns).push(l);
+            }
+        }
+    }
+    if let Some(pr) = row.peer.as_mut() {
+        let notes: Vec<String> = pr
+            .ocsp
+            .iter()
+            .map(|(conns, s)| {
+                format!(
+                    "{conns} conns: {} errors{}",
+                    s.errors(),
+                    s.first_error()
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        if !notes.is_empty() {
+            pr.ocsp_note = format!("{}; {}", pr.ocsp_note, notes.join(", "));
+        }
+    }
     row
+}
+
+/// The series for `key` in `list`, added when missing.
+fn series<K: PartialEq + Copy>(list: &mut Vec<(K, Series)>, key: K) -> &mut Series {
+    let i = match list.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            list.push((key, Series::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[i].1
 }
 
 /// Runs `cmd`, mapping failures to a message.
@@ -662,7 +773,13 @@ impl Drop for Kill {
     }
 }
 
-fn peer(rt: &tokio::runtime::Runtime, o: &Opts, n: usize, rng: &mut Rng) -> Result<Peer, String> {
+/// `openssl ca -gencrl` on an index of `n` revoked entries, measured; then `openssl ocsp` on the
+/// same index, started and answering (`None` with a note in the result when it does not answer).
+fn peer(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    rng: &mut Rng,
+) -> Result<(Peer, Option<PeerResponder>), String> {
     let dir = tempfile::Builder::new()
         .prefix("bench-revoke-openssl-")
         .tempdir()
@@ -775,7 +892,7 @@ fn peer(rt: &tokio::runtime::Runtime, o: &Opts, n: usize, rng: &mut Rng) -> Resu
     let body = std::fs::read(w.join("req.der")).unwrap();
     let port = free_port();
     let log = std::fs::File::create(w.join("ocsp.log")).unwrap();
-    let _srv = Kill(
+    let srv = Kill(
         Command::new("openssl")
             .args([
                 "ocsp",
@@ -816,34 +933,21 @@ fn peer(rt: &tokio::runtime::Runtime, o: &Opts, n: usize, rng: &mut Rng) -> Resu
             "openssl ocsp did not answer in 120 s: {}",
             std::fs::read_to_string(w.join("ocsp.log")).unwrap_or_default()
         );
-        return Ok(pr);
-    }
-    let load_s = t0.elapsed().as_secs_f64();
-    let mut notes = Vec::new();
-    for conns in [4usize, 16] {
-        let l = rt.block_on(ocsp_load(
-            &url,
-            &body,
-            conns,
-            Duration::from_secs(o.seconds),
-            true,
-        ));
-        notes.push(format!(
-            "{conns} conns: {} errors{}",
-            l.errors,
-            l.first_error
-                .as_ref()
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default()
-        ));
-        eprintln!("[{n}] openssl ocsp c={conns}: {:.0}/s", l.rate());
-        pr.ocsp.push((conns, l));
+        return Ok((pr, None));
     }
     pr.ocsp_note = format!(
-        "index of {n} loaded and answering after {load_s:.1} s; {}",
-        notes.join(", ")
+        "index of {n} loaded and answering after {:.1} s",
+        t0.elapsed().as_secs_f64()
     );
-    Ok(pr)
+    Ok((
+        pr,
+        Some(PeerResponder {
+            url,
+            body,
+            _srv: srv,
+            _dir: dir,
+        }),
+    ))
 }
 
 fn print(rows: &[Row], o: &Opts) {
@@ -896,34 +1000,35 @@ fn print(rows: &[Row], o: &Opts) {
         );
     }
     println!(
-        "\n### OCSP (`POST application/ocsp-request`, one certID, no nonce; closed loop over loopback, {} s per run)\n",
-        o.seconds
+        "\n### OCSP (`POST application/ocsp-request`, one certID, no nonce; closed loop over loopback; {} rounds of {} s per row, every row in turn within a round; responses/s of the median round, then each round's; latencies over all rounds)\n",
+        o.rounds, o.seconds
     );
-    println!("| responder | revoked in index | conns | connection | responses/s | responses | errors | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| responder | revoked in index | conns | connection | responses/s (median) | rounds | responses | errors | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let line = |who: &str, n: u64, c: usize, how: &str, s: &Series| {
+        println!(
+            "| {who} | {n} | {c} | {how} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            s.median_rate(),
+            s.rounds_text(),
+            s.ok(),
+            s.errors(),
+            pct(&s.lat_ms, 0.5),
+            pct(&s.lat_ms, 0.99),
+            pct(&s.lat_ms, 1.0)
+        );
+    };
     for r in rows {
-        for (listener, c, l) in &r.ocsp {
-            println!(
-                "| ScaiVault (cache), {listener} | {} | {c} | keep-alive | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
-                r.entries,
-                l.rate(),
-                l.ok,
-                l.errors,
-                pct(&l.lat_ms, 0.5),
-                pct(&l.lat_ms, 0.99),
-                pct(&l.lat_ms, 1.0)
-            );
+        for ((listener, c), s) in &r.ocsp {
+            let who = format!("ScaiVault (cache), {listener}");
+            line(&who, r.entries, *c, "keep-alive", s);
         }
-        for (c, l) in r.peer.iter().flat_map(|p| p.ocsp.iter()) {
-            println!(
-                "| openssl ocsp -index | {} | {c} | new per request (HTTP/1.0) | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
-                r.n,
-                l.rate(),
-                l.ok,
-                l.errors,
-                pct(&l.lat_ms, 0.5),
-                pct(&l.lat_ms, 0.99),
-                pct(&l.lat_ms, 1.0)
+        for (c, s) in r.peer.iter().flat_map(|p| p.ocsp.iter()) {
+            line(
+                "openssl ocsp -index",
+                r.n as u64,
+                *c,
+                "new per request (HTTP/1.0)",
+                s,
             );
         }
     }
@@ -940,29 +1045,37 @@ fn print(rows: &[Row], o: &Opts) {
         }
     }
     println!("\n### Ratios ScaiVault / openssl (targets: CRL time ≤ 0.5, CRL peak memory ≤ 0.5, OCSP responses/s ≥ 10)\n");
+    println!("OCSP: median round against median round, then round by round in brackets.\n");
     println!("| revoked | CRL build time | CRL peak memory (daemon VmHWM absolute) | CRL peak memory (VmHWM Δ) | OCSP responses/s, 4 conns (16 conns); relying-party listener |");
     println!("|---|---|---|---|---|");
     for r in rows {
         let Some(p) = &r.peer else { continue };
-        let ratio = |listener: &str, conns: usize| {
-            let ours = r
-                .ocsp
-                .iter()
-                .find(|(l, c, _)| *l == listener && *c == conns);
+        let ratio = |listener: &str, conns: usize, rounds: bool| {
+            let ours = r.ocsp.iter().find(|(k, _)| *k == (listener, conns));
             let theirs = p.ocsp.iter().find(|(c, _)| *c == conns);
             match (ours, theirs) {
-                (Some((_, _, s)), Some((_, q))) if q.rate() > 0.0 => {
-                    format!("{:.1}", s.rate() / q.rate())
+                (Some((_, s)), Some((_, q))) if q.median_rate() > 0.0 => {
+                    let median = format!("{:.1}", s.median_rate() / q.median_rate());
+                    if !rounds {
+                        return median;
+                    }
+                    let each: Vec<String> = s
+                        .rates()
+                        .iter()
+                        .zip(q.rates())
+                        .map(|(a, b)| format!("{:.1}", a / b.max(f64::MIN_POSITIVE)))
+                        .collect();
+                    format!("**{median}** [{}]", each.join(" / "))
                 }
                 _ => "–".into(),
             }
         };
         let ocsp = format!(
             "{} ({}); API listener {} ({})",
-            ratio(PUBLIC, 4),
-            ratio(PUBLIC, 16),
-            ratio(API, 4),
-            ratio(API, 16)
+            ratio(PUBLIC, 4, true),
+            ratio(PUBLIC, 16, true),
+            ratio(API, 4, false),
+            ratio(API, 16, false)
         );
         let rss = p.gencrl_rss_kib.max(1) as f64;
         println!(
