@@ -7,10 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fx=fixtures
 c=corpus
-rm -rf "$fx" "$c"
-mkdir -p "$fx" "$c"/{csr_import,cert_validate,ocsp_request,json_bodies,http_head}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Findings' regression seeds (corpus/<target>/regression-*) are kept: they are not generated here.
+mkdir -p "$tmp/keep"
+for f in "$c"/*/regression-*; do
+  [ -e "$f" ] || continue
+  mkdir -p "$tmp/keep/$(basename "$(dirname "$f")")"
+  cp -p "$f" "$tmp/keep/$(basename "$(dirname "$f")")/"
+done
+rm -rf "$fx" "$c"
+mkdir -p "$fx" "$c"/{csr_import,cert_validate,ocsp_request,json_bodies,http_head}
+cp -rp "$tmp/keep/." "$c/"
 
 # The fuzz CA (P-256, self-signed, 100 years) and an intermediate under it.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$fx/ca.key" \
