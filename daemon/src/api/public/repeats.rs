@@ -13,9 +13,9 @@
 //! - the response is still fresh (the pre-signer would replace it by then);
 //! - it is the same second as when it was encoded (`Date` and `max-age` change every second).
 //!
-//! Only keep-alive `POST` and `GET` requests without `If-None-Match` are kept (a `304`, a `HEAD`
-//! or a closing answer takes the ordinary path). The thread's map holds at most [`MAX`] entries
-//! and starts over when full.
+//! Only keep-alive `POST` and `GET` requests without `If-None-Match`, of at most [`MAX_KEY`] bytes,
+//! are kept (a `304`, a `HEAD` or a closing answer takes the ordinary path). The thread's map
+//! holds at most [`MAX`] entries and starts over when full.
 
 use super::{encode_at, ocsp_reply, request_from_path, target, Head, Target};
 use crate::app::App;
@@ -26,6 +26,11 @@ use std::sync::Arc;
 
 /// Entries per listener thread (each ~0.5–2 KiB: the request and the encoded answer).
 pub const MAX: usize = 1024;
+
+/// Longest request kept (method, target and body together). A nonce-less request for one
+/// certificate is ~100–200 bytes; larger ones take the ordinary path, so the map stays within a
+/// few MiB per thread whatever clients send.
+pub const MAX_KEY: usize = 512;
 
 struct Repeat {
     resp: Arc<SignedResponse>,
@@ -55,6 +60,11 @@ pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut 
     };
     if post == has_request {
         // POST with a request in the path, or GET without one: the ordinary path answers.
+        return false;
+    }
+    if head.method.len() + head.path.len() + head.query.as_ref().map_or(0, String::len) + body.len()
+        > MAX_KEY
+    {
         return false;
     }
     key.clear();
