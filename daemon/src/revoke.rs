@@ -287,10 +287,13 @@ enum CrlVersion {
 
 /// The CRL last served per CA, with its version. A CRL of a million entries is ~50 MB: a GET reads
 /// it again only when a newer one was published (a `stat` of the file, or the stored number),
-/// and answers share one copy.
+/// and answers share one copy. Reading a new one is done by one request at a time (`fill`):
+/// relying parties asking together right after a publication wait for that one read instead of
+/// each holding a copy of its own.
 #[derive(Debug, Default)]
 pub struct CrlCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, CachedCrl>>,
+    fill: tokio::sync::Mutex<()>,
 }
 
 /// A cached CRL: its version and DER.
@@ -308,8 +311,7 @@ impl CrlCache {
             .map(|(_, der)| der.clone())
     }
 
-    fn put(&self, ca_id: &str, version: CrlVersion, der: Vec<u8>) -> Arc<[u8]> {
-        let der: Arc<[u8]> = der.into();
+    fn put(&self, ca_id: &str, version: CrlVersion, der: Arc<[u8]>) -> Arc<[u8]> {
         let mut entries = self
             .entries
             .lock()
@@ -351,15 +353,44 @@ async fn read_published(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(crl_read_failed(path, &e)),
     };
-    let version = file_version(&meta);
-    if let Some(der) = app.crls.get(ca_id, &version) {
+    if let Some(der) = app.crls.get(ca_id, &file_version(&meta)) {
         return Ok(Some(der));
     }
-    match tokio::fs::read(path).await {
-        Ok(der) => Ok(Some(app.crls.put(ca_id, version, der))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+    let _one = app.crls.fill.lock().await;
+    // Read by the request that held the lock before this one?
+    if let Ok(meta) = tokio::fs::metadata(path).await {
+        if let Some(der) = app.crls.get(ca_id, &file_version(&meta)) {
+            return Ok(Some(der));
+        }
+    }
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || read_shared(&owned))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the CRL: {e}")))?;
+    match read {
+        Ok(Some((version, der))) => Ok(Some(app.crls.put(ca_id, version, der))),
+        Ok(None) => Ok(None),
         Err(e) => Err(crl_read_failed(path, &e)),
     }
+}
+
+/// The file at `path` and its version (from the open file: a publication renames a new file over
+/// the path, so what is read matches the version), read straight into one shared buffer; `None`
+/// when there is no file.
+fn read_shared(path: &std::path::Path) -> std::io::Result<Option<(CrlVersion, Arc<[u8]>)>> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    let len = usize::try_from(meta.len()).map_err(std::io::Error::other)?;
+    // One allocation of the final size (`repeat_n` has an exact length), filled in place.
+    let mut der: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let buf = Arc::get_mut(&mut der).ok_or_else(|| std::io::Error::other("shared too early"))?;
+    f.read_exact(buf)?;
+    Ok(Some((file_version(&meta), der)))
 }
 
 /// The published CRL of `ca_id` (built now when there is none yet), DER.
@@ -402,9 +433,14 @@ async fn current_shared(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
         if let Some(der) = app.crls.get(ca_id, &CrlVersion::Number(number)) {
             return Ok(Some(der));
         }
+        let _one = app.crls.fill.lock().await;
+        // Read by the request that held the lock before this one?
+        if let Some(der) = app.crls.get(ca_id, &CrlVersion::Number(number)) {
+            return Ok(Some(der));
+        }
         let id = ca_id.to_owned();
         let found = app.db(move |s| Ok(s.read(|tx| tx.crl_der(&id))?)).await?;
-        Ok(found.map(|(n, der)| app.crls.put(ca_id, CrlVersion::Number(n), der)))
+        Ok(found.map(|(n, der)| app.crls.put(ca_id, CrlVersion::Number(n), der.into())))
     }
     if let Some(der) = stored(app, ca_id).await? {
         return Ok(der);

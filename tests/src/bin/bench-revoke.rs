@@ -3,7 +3,8 @@
 //! Starts a dev daemon with an EC P-256 root + intermediate (keys in SoftHSM), then for each size
 //! N seeds N revoked leaf rows straight into the SQLite file and measures: the synchronous CRL
 //! rebuild (`POST /v1/pki/ca/{id}/crl`), CRL size, daemon peak RSS (VmHWM), revoke latency with N
-//! already revoked, and OCSP responses/s from the cache (closed loop over loopback). The peers on
+//! already revoked, CRL downloads from the relying-party listener (rate and the daemon's peak
+//! RSS), and OCSP responses/s from the cache (closed loop over loopback). The peers on
 //! the same machine and data size are `openssl ca -gencrl` (time and peak RSS via
 //! `/usr/bin/time -v`) and `openssl ocsp -index … -port …` as a responder. OCSP is measured in
 //! rounds (`--rounds`, each row `--seconds` per round, every responder in turn within a round) and
@@ -271,8 +272,6 @@ impl Series {
 /// cores the load generator shares the CPU with the responder, and a heavy client would measure
 /// itself. Every answer is checked: status 200 and a non-empty body of the announced length.
 async fn ocsp_load(url: &str, body: &[u8], conns: usize, dur: Duration, fresh: bool) -> Load {
-    let start = Instant::now();
-    let deadline = start + dur;
     let rest = url.strip_prefix("http://").unwrap();
     let (addr, path) = rest.split_once('/').unwrap();
     let conn_hdr = if fresh { "close" } else { "keep-alive" };
@@ -282,6 +281,21 @@ async fn ocsp_load(url: &str, body: &[u8], conns: usize, dur: Duration, fresh: b
     )
     .into_bytes();
     req.extend_from_slice(body);
+    http_load(addr, req, conns, dur, fresh).await
+}
+
+/// Closed loop: `conns` keep-alive workers GET `url` for `dur` (the CRL downloads).
+async fn get_load(url: &str, conns: usize, dur: Duration) -> Load {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    http_load(addr, req, conns, dur, false).await
+}
+
+/// Closed loop: `conns` workers send `req` to `addr` for `dur` (see [`ocsp_load`]).
+async fn http_load(addr: &str, req: Vec<u8>, conns: usize, dur: Duration, fresh: bool) -> Load {
+    let start = Instant::now();
+    let deadline = start + dur;
     let mut hs = Vec::new();
     for _ in 0..conns {
         let (addr, req) = (addr.to_owned(), req.clone());
@@ -421,6 +435,9 @@ struct Row {
     revoke: Vec<f64>,
     revoke_errors: usize,
     crl_wait_s: f64,
+    /// CRL downloads from the relying-party listener: the load, and the daemon's VmHWM before
+    /// and after (KiB).
+    crl_get: Option<(Load, u64, u64)>,
     /// ((listener, connections), rounds).
     ocsp: Vec<((&'static str, usize), Series)>,
     ocsp_check: String,
@@ -618,6 +635,13 @@ fn bench_size(
         std::thread::sleep(Duration::from_millis(200));
     }
     row.crl_wait_s = t0.elapsed().as_secs_f64();
+
+    // 3b. CRL downloads from the relying-party listener: 4 connections, one shared copy.
+    let crl_url = format!("{}/v1/pki/ca/{}/crl", p.public_base, p.int_id);
+    let hwm = status_kib(pid, "VmHWM:");
+    let l = rt.block_on(get_load(&crl_url, 4, Duration::from_secs(o.seconds)));
+    eprintln!("[{n}] CRL GET c=4: {:.1}/s, {} errors", l.rate(), l.errors);
+    row.crl_get = Some((l, hwm, status_kib(pid, "VmHWM:")));
 
     // 4. OCSP from the cache.
     let leaf = issue(d, &format!("ocsp-{n}.bench.internal"));
@@ -998,6 +1022,28 @@ fn print(rows: &[Row], o: &Opts) {
             pct(l, 1.0),
             r.crl_wait_s
         );
+    }
+    println!(
+        "\n### CRL downloads (`GET /v1/pki/ca/{{id}}/crl`, DER, relying-party listener, 4 keep-alive connections, {} s)\n",
+        o.seconds
+    );
+    println!("| CRL entries | CRL DER bytes | downloads/s | MB/s | errors | p50 ms | p99 ms | daemon VmHWM before → after MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        if let Some((l, before, after)) = &r.crl_get {
+            println!(
+                "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.0} → {:.0} |",
+                r.entries,
+                r.crl_bytes,
+                l.rate(),
+                l.rate() * r.crl_bytes as f64 / 1e6,
+                l.errors,
+                pct(&l.lat_ms, 0.5),
+                pct(&l.lat_ms, 0.99),
+                mib(*before),
+                mib(*after)
+            );
+        }
     }
     println!(
         "\n### OCSP (`POST application/ocsp-request`, one certID, no nonce; closed loop over loopback; {} rounds of {} s per row, every row in turn within a round; responses/s of the median round, then each round's; latencies over all rounds)\n",
