@@ -223,7 +223,7 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
     let template = CaTemplate {
         subject: subject.clone(),
         spki_der: Vec::new(),
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now,
         not_after,
         max_path_length: req.settings.max_path_length,

@@ -413,7 +413,7 @@ pub async fn sign_order(
         on_store,
     } = order;
     require_san(&names)?;
-    let serial = Serial::random();
+    let serial = Serial::fresh();
     let object = format!("{}:{}", issuer.ca_id, serial.key());
     let now = time_util::rfc3339(time_util::now());
     let mut sans: Vec<String> = names.dns_names.clone();

@@ -634,7 +634,7 @@ async fn delegate(
             let tbs = scaivault_core::ocsp::delegate_tbs(
                 subject,
                 key.public_key_der(),
-                &Serial::random(),
+                &Serial::fresh(),
                 now - Duration::seconds(30),
                 not_after,
                 &iss.info,

@@ -617,7 +617,7 @@ mod tests {
         for n in [0usize, 1, 300] {
             let mut left: Vec<RevokedEntry> = (0..n)
                 .map(|i| RevokedEntry {
-                    serial: Serial::random().key(),
+                    serial: Serial::fresh().key(),
                     revoked_at: now,
                     reason: Some(REASONS[(i + 1) % REASONS.len()].to_owned()),
                 })

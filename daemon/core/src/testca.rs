@@ -32,7 +32,7 @@ pub(crate) fn self_signed(token: &SoftToken, spec: KeySpec, label: &str, cn: &st
         .to_name()
         .unwrap(),
         spki_der: key.public_key_der().to_vec(),
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now,
         not_after: now + time::Duration::days(30),
         max_path_length: None,

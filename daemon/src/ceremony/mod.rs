@@ -355,7 +355,7 @@ fn build_root(
     let t = CaTemplate {
         subject,
         spki_der: key.public_key_der().to_vec(),
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now,
         not_after: now + time::Duration::days(i64::from(c.file.root.validity_days)),
         max_path_length: c.file.root.max_path_length,
@@ -452,7 +452,7 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
     let t = CaTemplate {
         subject: req.subject.clone(),
         spki_der: req.spki_der.clone(),
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now,
         not_after,
         max_path_length: path_len,

@@ -112,7 +112,7 @@ fn good_revoked_unknown_for_every_key_type_verify_with_openssl() {
     {
         let ca = ca(&token, spec, &format!("ca{i}"));
         let responder = Responder::new(&ca.info, ca.key.as_ref(), Duration::hours(12)).unwrap();
-        let (good, revoked, unknown) = (Serial::random(), Serial::random(), Serial::random());
+        let (good, revoked, unknown) = (Serial::fresh(), Serial::fresh(), Serial::fresh());
         let revoked_at = time_util::now() - Duration::hours(1);
         let lookup = |s: &Serial| {
             Ok(if *s == good {
@@ -207,7 +207,7 @@ fn unspecified_reason_is_left_out() {
     let token = SoftToken::new();
     let ca = ca(&token, KeySpec::EcP256, "u");
     let responder = Responder::new(&ca.info, ca.key.as_ref(), Duration::minutes(5)).unwrap();
-    let s = Serial::random();
+    let s = Serial::fresh();
     for reason in [Some("unspecified".to_owned()), None] {
         let signed = responder
             .respond(
@@ -239,7 +239,7 @@ fn refusals() {
     let ca = ca(&token, KeySpec::EcP256, "a");
     let other = ca_other(&token);
     let responder = Responder::new(&ca.info, ca.key.as_ref(), Duration::hours(1)).unwrap();
-    let s = Serial::random().der_bytes();
+    let s = Serial::fresh().der_bytes();
     let never = |_: &Serial| -> Result<CertState, Refusal> { panic!("no lookup expected") };
     let refused = |der: &[u8]| {
         responder
@@ -296,7 +296,7 @@ fn ca_other(token: &SoftToken) -> Certificate {
 fn cache_keys_only_for_single_nonce_less_requests() {
     let token = SoftToken::new();
     let ca = ca(&token, KeySpec::EcP256, "k");
-    let s = Serial::random();
+    let s = Serial::fresh();
     let id = cert_id::<Sha1>(&ca.cert, ID_SHA_1, &s.der_bytes());
     let req = ParsedRequest::parse(&request(vec![id.clone()], None)).unwrap();
     assert_eq!(

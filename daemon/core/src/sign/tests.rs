@@ -39,7 +39,7 @@ fn template(cn: &str, spki: &[u8], years: i64) -> CaTemplate {
         .to_name()
         .unwrap(),
         spki_der: spki.to_vec(),
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now,
         not_after: now + Duration::days(365 * years),
         max_path_length: None,
@@ -255,7 +255,7 @@ fn a_leaf_that_breaks_the_profile_never_reaches_the_signer() {
         .unwrap(),
         spki_der: leaf_key.public_key_der().to_vec(),
         key_type: scaivault_hsm::KeyType::Ec,
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now,
         not_after: now + Duration::days(7),
         names: LeafNames {

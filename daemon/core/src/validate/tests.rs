@@ -30,7 +30,7 @@ fn ca(token: &SoftToken, cn: &str, parent: Option<&Ca>, constraints: Constraints
         .to_name()
         .unwrap(),
         spki_der: key.public_key_der().to_vec(),
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now - Duration::hours(1),
         // Never past the parent (the lint refuses that), also when a second ticks by.
         not_after: parent.map_or(now + Duration::days(365), |p| p.info.not_after),
@@ -68,7 +68,7 @@ fn leaf(token: &SoftToken, issuer: &Ca, dns: &str, server: bool, client: bool) -
         .unwrap(),
         spki_der: key.public_key_der().to_vec(),
         key_type: scaivault_hsm::KeyType::Ec,
-        serial: Serial::random(),
+        serial: Serial::fresh(),
         not_before: now - Duration::minutes(5),
         not_after: now + Duration::days(7),
         names: LeafNames {
