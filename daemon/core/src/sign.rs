@@ -35,12 +35,22 @@ pub fn sign_certificate(
     };
     verify::verify_signature(&verify_key, &tbs.signature, &tbs_der, &sig)
         .map_err(|e| Error::TokenSignatureInvalid(e.to_string()))?;
-    let cert = Certificate {
-        signature_algorithm: tbs.signature.clone(),
-        tbs_certificate: tbs,
-        signature: BitString::from_bytes(&sig)?,
-    };
-    Ok(cert.to_der()?)
+    assemble(&tbs_der, &tbs.signature.to_der()?, &sig)
+}
+
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }` (RFC 5280
+/// §4.1) around the TBS bytes that were signed, without encoding the TBS a second time: the same
+/// bytes `Certificate::to_der` would give (checked in the tests).
+fn assemble(tbs_der: &[u8], algorithm_der: &[u8], sig: &[u8]) -> Result<Vec<u8>> {
+    let sig_der = BitString::from_bytes(sig)?.to_der()?;
+    let body = tbs_der.len() + algorithm_der.len() + sig_der.len();
+    let header = der::Header::new(der::Tag::Sequence, der::Length::try_from(body)?)?;
+    let mut out = Vec::with_capacity(body + 8);
+    header.encode_to_vec(&mut out)?;
+    out.extend_from_slice(tbs_der);
+    out.extend_from_slice(algorithm_der);
+    out.extend_from_slice(&sig_der);
+    Ok(out)
 }
 
 /// Builds a PKCS#10 CSR (RFC 2986) for `subject` signed by `signer`, as PEM.

@@ -320,6 +320,11 @@ pub(crate) trait Exec {
     ) -> Result<()>;
     /// Runs SQL without parameters (one or more statements).
     fn batch(&self, sql: &str) -> Result<()>;
+    /// Runs one parameterless statement run many times (a savepoint): SQLite keeps it prepared
+    /// instead of parsing it again on every job of every batch.
+    fn repeat(&self, sql: &str) -> Result<()> {
+        self.batch(sql)
+    }
 }
 
 impl rusqlite::ToSql for Param<'_> {
@@ -360,6 +365,11 @@ impl Exec for rusqlite::Connection {
 
     fn batch(&self, sql: &str) -> Result<()> {
         Ok(self.execute_batch(sql)?)
+    }
+
+    fn repeat(&self, sql: &str) -> Result<()> {
+        self.prepare_cached(sql)?.execute([])?;
+        Ok(())
     }
 }
 

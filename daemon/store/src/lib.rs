@@ -313,11 +313,8 @@ impl Store {
     pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => {
-                let mut conn = pick(&s.readers, &self.next_reader)?;
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-                let out = f(&Tx::new(&*tx))?;
-                tx.commit()?;
-                Ok(out)
+                let conn = pick(&s.readers, &self.next_reader)?;
+                in_transaction(&conn, "BEGIN DEFERRED", |c| f(&Tx::new(c)))
             }
             Backend::Postgres(p) => {
                 let mut slot = pick(&p.readers, &self.next_reader)?;
@@ -506,17 +503,17 @@ fn group_commit_loop(mut conn: BatchConn, jobs: mpsc::Receiver<Queued>) {
 fn run_jobs(db: &dyn Exec, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        if let Err(e) = db.batch("SAVEPOINT job") {
+        if let Err(e) = db.repeat("SAVEPOINT job") {
             results.push(Err(e));
             continue;
         }
         let r = job(&Tx::new(db));
         let end = if r.is_ok() {
-            "RELEASE job"
+            db.repeat("RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            db.batch("ROLLBACK TO job; RELEASE job")
         };
-        match db.batch(end) {
+        match end {
             Ok(()) => results.push(r),
             Err(e) => results.push(Err(e)),
         }
@@ -526,16 +523,31 @@ fn run_jobs(db: &dyn Exec, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
 
 fn run_batch_sqlite(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()>> {
     let n = jobs.len();
-    let fail_all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(t) => t,
-        Err(e) => return fail_all(Error::from(e)),
-    };
-    let results = run_jobs(&*tx, jobs);
-    match tx.commit() {
-        Ok(()) => results,
-        Err(e) => fail_all(Error::from(e)),
+    match in_transaction(conn, "BEGIN IMMEDIATE", |c| Ok(run_jobs(c, jobs))) {
+        Ok(results) => results,
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
     }
+}
+
+/// Runs `f` between `begin` and `COMMIT` on `conn`, rolling back when `f` or the commit fails. The
+/// three statements stay prepared on the connection (what `rusqlite::Transaction` would parse
+/// again on every call: twice per request on the read path, once per group commit).
+fn in_transaction<T>(
+    conn: &Connection,
+    begin: &str,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.prepare_cached(begin)?.execute([])?;
+    let out = f(conn).and_then(|v| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(v)
+    });
+    if out.is_err() && !conn.is_autocommit() {
+        // Nothing of a failed transaction stays; a failing ROLLBACK leaves the connection to
+        // SQLite's own recovery (the next BEGIN fails and is reported).
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    out
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {

@@ -88,6 +88,8 @@ fn root_and_intermediate_for_every_key_type_verify_with_openssl() {
         )
         .unwrap();
         let root = pem::from_der(&root_der).unwrap();
+        // The certificate assembled around the signed TBS bytes is the one the encoder makes.
+        assert_eq!(root.to_der().unwrap(), root_der, "{spec:?}");
         let issuer = issuer_info(&root, alg.clone()).unwrap();
 
         let int_key = token.generate(KeySpec::EcP256, &format!("int{i}")).unwrap();
