@@ -634,6 +634,20 @@ pub mod bench {
         (tick(11) + tick(12)) / 100.0
     }
 
+    /// Bytes and calls written so far by process `pid` through `write`-family system calls
+    /// (`wchar`, `syscw` of `/proc/<pid>/io`: the database's WAL frames, checkpoints and logs, before
+    /// the page cache); zeros when unreadable.
+    pub fn written(pid: u32) -> (u64, u64) {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (field("wchar:"), field("syscw:"))
+    }
+
     /// CPU seconds used so far by every live process whose command is `name` (e.g. the
     /// `postgres` server and its backends; processes that exited meanwhile are not counted).
     pub fn cpu_secs_of(name: &str) -> f64 {

@@ -4,8 +4,10 @@
 //! connection, POST one issuance after another for S seconds. It measures EC P-256, RSA-2048 and
 //! Ed25519 leaves under an EC P-256 intermediate whose key lives in SoftHSM, an RSA burst after an
 //! idle period, and two references on the same machine: the raw SoftHSM ECDSA P-256 signing rate
-//! through `scaivault-hsm` (the ceiling) and cfssl's `/api/v1/cfssl/newcert` (the peer). Prints
-//! Markdown tables for `docs/PERFORMANCE.md`; asserts nothing about speed.
+//! through `scaivault-hsm` (the ceiling) and cfssl's `/api/v1/cfssl/newcert` (the peer). Besides
+//! rates and latencies, each row gives the daemon's CPU and what it wrote (bytes and `write`-family
+//! calls, from `/proc/<pid>/io`) per certificate: steadier figures than rates on a shared machine.
+//! Prints Markdown tables for `docs/PERFORMANCE.md`; asserts nothing about speed.
 //!
 //! ```sh
 //! cargo build --release -p scaivault -p scaivault-tests
@@ -17,7 +19,7 @@
 
 use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
 use scaivault_hsm::{KeySpec, Token};
-use scaivault_tests::bench::{cpu_secs, loadavg, pct, status_kib};
+use scaivault_tests::bench::{cpu_secs, loadavg, pct, status_kib, written};
 use scaivault_tests::{free_port, Daemon};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -384,6 +386,11 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         .collect();
     println!("backend: {}, nodes: {} (pids {pids:?})", o.backend, o.nodes);
     let cpu_all = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let written_all = |pids: &[u32]| {
+        pids.iter()
+            .map(|p| written(*p))
+            .fold((0, 0), |(b, c), (b1, c1)| (b + b1, c + c1))
+    };
     let hwm_all = |pids: &[u32]| {
         pids.iter()
             .map(|p| status_kib(*p, "VmHWM:").to_string())
@@ -423,8 +430,8 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         o.seconds,
         loadavg()
     );
-    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB | daemon CPU µs/cert |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB | daemon CPU µs/cert | daemon KiB written/cert | write calls/cert |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ec_rates = BTreeMap::new();
     let mut burst = None;
     let mut notes = Vec::new();
@@ -438,13 +445,18 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         }
         for &n in &o.conns {
             let cpu0 = cpu_all(&pids);
+            let (bytes0, calls0) = written_all(&pids);
             let pg0 = scaivault_tests::bench::cpu_secs_of("postgres");
             let r = rt.block_on(run_load(
                 &target(k, &format!("c{n}")),
                 n,
                 Duration::from_secs(o.seconds),
             ));
-            let cpu_us = (cpu_all(&pids) - cpu0) * 1e6 / (r.ok.max(1) as f64);
+            let certs = r.ok.max(1) as f64;
+            let cpu_us = (cpu_all(&pids) - cpu0) * 1e6 / certs;
+            let (bytes1, calls1) = written_all(&pids);
+            let kib = bytes1.saturating_sub(bytes0) as f64 / 1024.0 / certs;
+            let calls = calls1.saturating_sub(calls0) as f64 / certs;
             if o.backend == "postgres" {
                 let pg_us = (scaivault_tests::bench::cpu_secs_of("postgres") - pg0) * 1e6
                     / (r.ok.max(1) as f64);
@@ -453,7 +465,7 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
                 ));
             }
             println!(
-                "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} |",
+                "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} | {kib:.1} | {calls:.1} |",
                 r.rate(),
                 r.ok,
                 r.errors_text(),
