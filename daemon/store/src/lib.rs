@@ -121,6 +121,14 @@ pub type BatchReply = Box<dyn FnOnce(Result<()>) + Send>;
 /// The most jobs one group commit takes.
 const MAX_BATCH: usize = 512;
 
+/// WAL pages after which a connection that commits checkpoints by itself (SQLite's
+/// `wal_autocheckpoint`, default 1 000): a safety net only. The checkpointer thread
+/// ([`checkpoint_loop`]) normally copies the WAL back long before, off the writer's path.
+const AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
+/// How long the checkpointer lets commits accumulate once woken by one.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How durable a batched job must be when its reply is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -211,6 +219,7 @@ fn connect(path: &Path) -> Result<Connection> {
         .map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
@@ -251,7 +260,8 @@ impl Store {
             .map(|_| connect(path).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
         let batch_conn = connect(path)?;
-        let batches = start_writer(BatchConn::Sqlite(batch_conn))?;
+        let checkpoints = start_checkpointer(connect(path)?)?;
+        let batches = start_writer(BatchConn::Sqlite(batch_conn), Some(checkpoints))?;
         Ok(Store {
             backend: Backend::Sqlite(Sqlite {
                 readers,
@@ -277,7 +287,10 @@ impl Store {
             .map(|_| settings.connect().map(|c| Mutex::new(Some(c))))
             .collect::<Result<Vec<_>>>()?;
         let batch_conn = Some(settings.connect()?);
-        let batches = start_writer(BatchConn::Postgres(settings.clone(), Box::new(batch_conn)))?;
+        let batches = start_writer(
+            BatchConn::Postgres(settings.clone(), Box::new(batch_conn)),
+            None,
+        )?;
         Ok(Store {
             backend: Backend::Postgres(Box::new(Postgres {
                 settings,
@@ -438,19 +451,52 @@ enum BatchConn {
     Postgres(Arc<pg::Settings>, Box<Option<pg::PgConn>>),
 }
 
-fn start_writer(conn: BatchConn) -> Result<mpsc::Sender<Queued>> {
+fn start_writer(
+    conn: BatchConn,
+    checkpoints: Option<mpsc::SyncSender<()>>,
+) -> Result<mpsc::Sender<Queued>> {
     let (batches, jobs) = mpsc::channel();
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || group_commit_loop(conn, jobs))
+        .spawn(move || group_commit_loop(conn, jobs, checkpoints))
         .map_err(|e| Error::Unavailable(format!("cannot start the store writer: {e}")))?;
     Ok(batches)
+}
+
+/// Starts the SQLite checkpointer on its own connection; the writer wakes it after its commits.
+fn start_checkpointer(conn: Connection) -> Result<mpsc::SyncSender<()>> {
+    let (wake, woken) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || checkpoint_loop(&conn, &woken))
+        .map_err(|e| Error::Unavailable(format!("cannot start the store checkpointer: {e}")))?;
+    Ok(wake)
+}
+
+/// Copies committed WAL frames back into the database file, at most every [`CHECKPOINT_EVERY`]
+/// while commits keep coming and not at all when idle. Left to the committing connection (SQLite's
+/// default), a checkpoint runs inside a commit every ~1 000 pages — several milliseconds during
+/// which every queued write waits; a `PASSIVE` checkpoint on another connection runs beside the
+/// writer (it copies only what no reader still needs and never waits for readers or writers).
+/// A failing checkpoint is left to the next one, to the writer's own safety net
+/// ([`AUTOCHECKPOINT_PAGES`]) and to the commits, which report the same disk's errors. Ends when
+/// the writer does.
+fn checkpoint_loop(conn: &Connection, woken: &mpsc::Receiver<()>) {
+    while woken.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        while woken.try_recv().is_ok() {}
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
 }
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits once, replies.
 /// The commit syncs the WAL (`synchronous=FULL`) unless every job of the batch asked for
 /// [`Durability::Wal`].
-fn group_commit_loop(mut conn: BatchConn, jobs: mpsc::Receiver<Queued>) {
+fn group_commit_loop(
+    mut conn: BatchConn,
+    jobs: mpsc::Receiver<Queued>,
+    checkpoints: Option<mpsc::SyncSender<()>>,
+) {
     let mut synced = true; // `connect` set synchronous=FULL
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -495,6 +541,10 @@ fn group_commit_loop(mut conn: BatchConn, jobs: mpsc::Receiver<Queued>) {
         };
         for (reply, result) in replies.into_iter().zip(results) {
             reply(result);
+        }
+        if let Some(wake) = &checkpoints {
+            // Full: the checkpointer is already due to run; gone: the safety net remains.
+            let _ = wake.try_send(());
         }
     }
 }
