@@ -579,9 +579,9 @@ fn run_batch_sqlite(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()
     }
 }
 
-/// Runs `f` between `begin` and `COMMIT` on `conn`, rolling back when `f` or the commit fails. The
-/// three statements stay prepared on the connection (what `rusqlite::Transaction` would parse
-/// again on every call: twice per request on the read path, once per group commit).
+/// Runs `f` between `begin` and `COMMIT` on `conn`, rolling back when `f` or the commit fails.
+/// `begin` and `COMMIT` stay prepared on the connection (`rusqlite::Transaction` parses them again
+/// on every call: twice per request on the read path, once per group commit).
 fn in_transaction<T>(
     conn: &Connection,
     begin: &str,
