@@ -917,16 +917,7 @@ fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
     let (d, public) = with_public_listener("");
     let p = setup(&d);
     let der = request_der(&d, &p.int_pem, &["-cert", &p.leaf_pem], "leaf");
-    let post = |extra: &str| {
-        let mut r = format!(
-            "POST /v1/pki/ocsp/{} HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n{extra}\r\n",
-            p.int_id,
-            der.len()
-        )
-        .into_bytes();
-        r.extend_from_slice(&der);
-        r
-    };
+    let post = |extra: &str| ocsp_post(&p.int_id, &der, extra);
     // Two pipelined requests in one write, then a CRL request with `Connection: close`: three
     // answers in order on one connection, which the server then closes.
     let mut three = post("");
@@ -1036,6 +1027,18 @@ fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
     assert!(out.contains("leaf.pem: good"), "{out}");
 }
 
+/// A raw HTTP/1.1 OCSP POST of `der` to CA `int_id`, with `extra` header lines (each ending in
+/// CRLF) before the blank line.
+fn ocsp_post(int_id: &str, der: &[u8], extra: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST /v1/pki/ocsp/{int_id} HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n{extra}\r\n",
+        der.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(der);
+    r
+}
+
 /// One request and its answer on a keep-alive connection: the status line and headers, and the
 /// body of the announced `Content-Length`.
 fn exchange(s: &mut std::net::TcpStream, req: &[u8]) -> (String, Vec<u8>) {
@@ -1072,13 +1075,7 @@ fn repeated_ocsp_requests_on_one_connection_see_a_revocation() {
     let p = setup(&d);
     let leaf = ["-cert", p.leaf_pem.as_str()];
     let der = request_der(&d, &p.int_pem, &leaf, "repeat");
-    let mut req = format!(
-        "POST /v1/pki/ocsp/{} HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n",
-        p.int_id,
-        der.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&der);
+    let req = ocsp_post(&p.int_id, &der, "");
     let mut s = std::net::TcpStream::connect(&public).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (head, first) = exchange(&mut s, &req);
