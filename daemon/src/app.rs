@@ -76,6 +76,8 @@ pub struct App {
     pub limits: Arc<crate::limits::RateLimits>,
     /// The ACME client's shared state (challenge answers, running orders).
     pub acme: Arc<crate::acme::Runtime>,
+    /// Tokens and roles for the issuance path (SQLite; checked at each reservation).
+    pub issue_cache: Arc<crate::issuecache::IssueCache>,
 }
 
 /// A moving average of token call durations, in microseconds.
@@ -481,30 +483,72 @@ impl App {
     ///
     /// # Errors
     /// `401` for an unknown, malformed, revoked or expired token.
-    pub async fn authenticate(
+    pub fn authenticate(&self, token: &str, request_id: String) -> Result<Caller, ApiError> {
+        self.resolve(token, request_id, false)
+    }
+
+    /// [`App::authenticate`] for the issuance endpoints: the token row may come from
+    /// [`crate::issuecache`], whose every use the serial reservation checks against the database.
+    ///
+    /// # Errors
+    /// As [`App::authenticate`].
+    pub fn authenticate_issuing(
         &self,
-        token: String,
+        token: &str,
         request_id: String,
     ) -> Result<Caller, ApiError> {
-        let Some(id) = auth::token_id(&token) else {
-            return Err(ApiError::unauthorized("malformed bearer token"));
-        };
-        let found = match self.read_now(|tx| tx.token_by_id(&id)) {
-            Ok(v) => Some(v),
-            Err(scaivault_store::Error::NotFound) => None,
+        self.resolve(token, request_id, true)
+    }
+
+    /// Reads the caller's token again from the database (the issuance path, after a reservation
+    /// found that something it relied on changed).
+    ///
+    /// # Errors
+    /// `401` when the token is gone, revoked or expired.
+    pub fn recheck(&self, caller: &Caller) -> Result<(), ApiError> {
+        let row = match self.read_now(|tx| tx.token_by_id(&caller.token_id)) {
+            Ok((row, _)) => row,
+            Err(scaivault_store::Error::NotFound) => {
+                return Err(ApiError::unauthorized("unknown token"))
+            }
             Err(e) => return Err(ApiError::from(e)),
         };
-        let Some((row, stored)) = found else {
-            return Err(ApiError::unauthorized("unknown token"));
+        check_token_usable(&row)
+    }
+
+    fn resolve(&self, token: &str, request_id: String, cached: bool) -> Result<Caller, ApiError> {
+        let Some(id) = auth::token_id(token) else {
+            return Err(ApiError::unauthorized("malformed bearer token"));
         };
-        if !auth::hash_matches(&token, &stored) {
+        let hit = if cached {
+            self.issue_cache.token(&id)
+        } else {
+            None
+        };
+        let found = match hit {
+            Some(t) => t,
+            None => match self.read_now(|tx| tx.token_by_id(&id)) {
+                Ok((row, hash)) => {
+                    if cached {
+                        self.issue_cache.put_token(row.clone(), hash.clone());
+                    }
+                    Arc::new((row, hash))
+                }
+                Err(scaivault_store::Error::NotFound) => {
+                    return Err(ApiError::unauthorized("unknown token"))
+                }
+                Err(e) => return Err(ApiError::from(e)),
+            },
+        };
+        let (row, stored) = &*found;
+        if !auth::hash_matches(token, stored) {
             return Err(ApiError::unauthorized("unknown token"));
         }
-        check_token_usable(&row)?;
+        check_token_usable(row)?;
         Ok(Caller {
-            tenant_id: row.tenant_id,
-            token_id: row.id,
-            policies: row.policies,
+            tenant_id: row.tenant_id.clone(),
+            token_id: row.id.clone(),
+            policies: row.policies.clone(),
             request_id,
         })
     }

@@ -608,6 +608,7 @@ pub async fn install_signed(
         .map_err(ApiError::from)
     })
     .await?;
+    app.issue_cache.clear();
     Ok(row)
 }
 
@@ -818,6 +819,7 @@ pub async fn retire(app: &App, caller: &Caller, id: &str) -> Result<CaRow, ApiEr
         .map_err(ApiError::from)
     })
     .await?;
+    app.issue_cache.clear();
     Ok(row)
 }
 

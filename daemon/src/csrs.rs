@@ -372,6 +372,7 @@ pub async fn sign(
             )?;
             tx.append_audit(&rec).map(|_| ())
         })),
+        basis: None,
     };
     let issuer: Arc<_> = issuer;
     match issue::sign_order(app, caller, &issuer, order).await {

@@ -154,6 +154,10 @@ impl From<scaivault_store::Error> for ApiError {
                 )
             }
             S::Corrupt(cause) | S::Sql(cause) => ApiError::internal(cause),
+            S::Changed(what) => ApiError::conflict(
+                "changed_concurrently",
+                format!("the {what} changed during the request; try again"),
+            ),
         }
     }
 }

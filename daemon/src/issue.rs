@@ -10,6 +10,7 @@
 
 use crate::app::{App, Caller, Issuer};
 use crate::error::ApiError;
+use crate::issuecache::CachedRole;
 use crate::leafkey;
 use crate::roles::{self, RoleSpec};
 use aes_gcm::aead::{Aead, KeyInit};
@@ -19,7 +20,7 @@ use scaivault_core::role::{ApprovedNames, NameRequest};
 use scaivault_core::serial::Serial;
 use scaivault_core::{csr, duration, pem, time_util};
 use scaivault_hsm::KeyType;
-use scaivault_store::{CertRow, StoredKeyRow};
+use scaivault_store::{CertRow, IssueBasis, StoredKeyRow};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -136,8 +137,60 @@ fn require_san(names: &ApprovedNames) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The role and its issuing CA, read in one indexed read on this thread (see [`App::read_now`]).
-async fn load(app: &App, tenant_id: &str, role: &str) -> Result<(RoleSpec, Arc<Issuer>), ApiError> {
+/// Where an issuance reads its token and role from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// [`crate::issuecache`] when it is on (the API's issuance endpoints, whose caller came from
+    /// [`crate::api::guards::IssuingCaller`]); the reservation then checks what was used.
+    Cached,
+    /// The database (the daemon's own callers, and the retry after a failed check).
+    Fresh,
+}
+
+/// Refusal of a reservation whose basis changed; never leaves this module (the request is retried
+/// from the database).
+const BASIS_CHANGED: &str = "issue_basis_changed";
+
+/// Runs `attempt` with [`Lookup::Cached`] and, when the reservation found that the token, role or
+/// CA it relied on changed, once more from the database after checking the token again.
+async fn with_retry<F, Fut>(
+    app: &App,
+    caller: &Caller,
+    lookup: Lookup,
+    mut attempt: F,
+) -> Result<Issued, ApiError>
+where
+    F: FnMut(Lookup) -> Fut,
+    Fut: std::future::Future<Output = Result<Issued, ApiError>>,
+{
+    match attempt(lookup).await {
+        Err(e) if e.code == BASIS_CHANGED => {
+            app.issue_cache.clear();
+            app.recheck(caller)?;
+            attempt(Lookup::Fresh).await
+        }
+        other => other,
+    }
+}
+
+/// The role and its issuing CA: from [`crate::issuecache`] for [`Lookup::Cached`] when it is on
+/// (with the basis the reservation must check), otherwise in one indexed read on this thread
+/// (see [`App::read_now`]).
+async fn load(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    lookup: Lookup,
+) -> Result<(Arc<CachedRole>, Option<IssueBasis>), ApiError> {
+    let cached = lookup == Lookup::Cached && app.issue_cache.enabled();
+    let basis = |r: &CachedRole| cached.then(|| r.basis(&caller.token_id, &caller.tenant_id));
+    if cached {
+        if let Some(r) = app.issue_cache.role(&caller.tenant_id, role) {
+            let b = basis(&r);
+            return Ok((r, b));
+        }
+    }
+    let tenant_id = caller.tenant_id.as_str();
     let (role_row, ca_row) = app
         .read_now(|tx| {
             let role_row = match tx.get_role(tenant_id, role) {
@@ -160,8 +213,23 @@ async fn load(app: &App, tenant_id: &str, role: &str) -> Result<(RoleSpec, Arc<I
             format!("CA {:?} of role {role} not found", role_row.ca_id),
         )
     })?;
+    let ca_serial = ca_row.serial.clone();
+    let ca_key_label = ca_row.key_label.clone();
     let issuer = app.issuer_for(ca_row).await?;
-    Ok((spec, issuer))
+    let entry = Arc::new(CachedRole {
+        spec,
+        issuer,
+        config: role_row.config,
+        ca_serial: ca_serial.clone().unwrap_or_default(),
+        ca_key_label,
+    });
+    // An active CA always has its certificate's serial; without one nothing is cached.
+    if cached && ca_serial.is_some() {
+        app.issue_cache.put_role(tenant_id, entry.clone());
+        let b = basis(&entry);
+        return Ok((entry, b));
+    }
+    Ok((entry, None))
 }
 
 /// Issues a certificate and a fresh key pair under role `role`.
@@ -174,8 +242,23 @@ pub async fn issue(
     caller: &Caller,
     role: &str,
     input: IssueInput,
+    lookup: Lookup,
 ) -> Result<Issued, ApiError> {
-    let (spec, issuer) = load(app, &caller.tenant_id, role).await?;
+    with_retry(app, caller, lookup, |l| {
+        issue_once(app, caller, role, &input, l)
+    })
+    .await
+}
+
+async fn issue_once(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    input: &IssueInput,
+    lookup: Lookup,
+) -> Result<Issued, ApiError> {
+    let (loaded, basis) = load(app, caller, role, lookup).await?;
+    let (spec, issuer) = (&loaded.spec, &loaded.issuer);
     let names = spec.policy()?.check(&NameRequest {
         common_name: input.common_name.as_deref(),
         dns_names: &input.alt_names,
@@ -183,7 +266,7 @@ pub async fn issue(
         uri_sans: &input.uri_sans,
     })?;
     require_san(&names)?;
-    let (nb, na) = lifetime(&spec, input.ttl.as_deref(), &issuer)?;
+    let (nb, na) = lifetime(spec, input.ttl.as_deref(), issuer)?;
     let key_spec = spec.key_spec()?;
     let pool = app.rsa_pool.clone();
     let pkcs8 = input.pkcs8;
@@ -204,13 +287,14 @@ pub async fn issue(
         app,
         caller,
         role,
-        &spec,
-        &issuer,
+        spec,
+        issuer,
         names,
         key.spki_der.clone(),
         key_spec.key_type(),
         (nb, na),
         sealed,
+        basis,
     )
     .await?;
     out.private_key = Some(key.private_pem);
@@ -228,8 +312,24 @@ pub async fn sign_csr(
     role: &str,
     csr_pem: &str,
     ttl: Option<&str>,
+    lookup: Lookup,
 ) -> Result<Issued, ApiError> {
-    let (spec, issuer) = load(app, &caller.tenant_id, role).await?;
+    with_retry(app, caller, lookup, |l| {
+        sign_csr_once(app, caller, role, csr_pem, ttl, l)
+    })
+    .await
+}
+
+async fn sign_csr_once(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    csr_pem: &str,
+    ttl: Option<&str>,
+    lookup: Lookup,
+) -> Result<Issued, ApiError> {
+    let (loaded, basis) = load(app, caller, role, lookup).await?;
+    let (spec, issuer) = (&loaded.spec, &loaded.issuer);
     let parsed = csr::parse_pem(csr_pem)?;
     let want = spec.key_spec()?;
     if parsed.key.key_type != want.type_name() || parsed.key.bits < want.bits() {
@@ -257,7 +357,7 @@ pub async fn sign_csr(
         ip_sans: &ips,
         uri_sans: &parsed.uris,
     })?;
-    let window = lifetime(&spec, ttl, &issuer)?;
+    let window = lifetime(spec, ttl, issuer)?;
     let key_type = match parsed.key.key_type {
         "rsa" => KeyType::Rsa,
         "ed25519" => KeyType::Ed25519,
@@ -267,13 +367,14 @@ pub async fn sign_csr(
         app,
         caller,
         role,
-        &spec,
-        &issuer,
+        spec,
+        issuer,
         names,
         parsed.spki_der,
         key_type,
         window,
         None,
+        basis,
     )
     .await
 }
@@ -358,6 +459,9 @@ pub struct LeafOrder {
     /// Runs in the transaction that stores the certificate (e.g. a CSR's state change), with the
     /// serial; its failure fails the whole store.
     pub on_store: Option<OnStore>,
+    /// What the reservation must find unchanged (the caller read token and role from
+    /// [`crate::issuecache`]).
+    pub basis: Option<IssueBasis>,
 }
 
 #[allow(clippy::too_many_arguments)] // one internal step with the whole request's context
@@ -372,6 +476,7 @@ async fn sign_and_store(
     key_type: KeyType,
     window: (OffsetDateTime, OffsetDateTime),
     sealed: Option<(Vec<u8>, Vec<u8>)>,
+    basis: Option<IssueBasis>,
 ) -> Result<Issued, ApiError> {
     let order = LeafOrder {
         role: Some(role.to_owned()),
@@ -384,6 +489,7 @@ async fn sign_and_store(
         client_auth: spec.client_flag,
         sealed,
         on_store: None,
+        basis,
     };
     sign_order(app, caller, issuer, order).await
 }
@@ -411,6 +517,7 @@ pub async fn sign_order(
         client_auth,
         sealed,
         on_store,
+        basis,
     } = order;
     require_san(&names)?;
     let serial = Serial::fresh();
@@ -462,15 +569,27 @@ pub async fn sign_order(
     // next start revokes (`serve::reconcile_reservations`).
     app.write_with(
         Box::new(move |tx| {
+            if let Some(b) = &basis {
+                tx.check_issue_basis(b)?;
+            }
             tx.reserve_certificate(&reserve, &tbs_der)?;
             tx.append_audit(&started).map(|_| ())
         }),
         scaivault_store::Durability::Wal,
     )
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "reserving a serial with its audit record failed");
-        ApiError::audit_unavailable()
+    .map_err(|e| match e {
+        scaivault_store::Error::Changed(what) => {
+            tracing::debug!(%what, "issuance basis changed before the reservation; retried");
+            ApiError::conflict(
+                BASIS_CHANGED,
+                format!("the {what} changed during the request"),
+            )
+        }
+        e => {
+            tracing::error!(error = %e, "reserving a serial with its audit record failed");
+            ApiError::audit_unavailable()
+        }
     })?;
 
     // Lint, sign on the token and check the signature (inline while the token is fast, see

@@ -22,6 +22,7 @@ mod csrs;
 mod dev;
 mod error;
 mod issue;
+mod issuecache;
 mod leafkey;
 mod limits;
 mod listener;

@@ -101,6 +101,10 @@ pub async fn revoke(
         .and_then(|mut s| s.take())
         .ok_or_else(|| ApiError::internal("revocation committed without its row"))?;
     crate::metrics::Metrics::bump(&app.metrics.certificates_revoked);
+    if row.subject_ca_id.is_some() {
+        // That CA was retired with it.
+        app.issue_cache.clear();
+    }
     app.after_revocation(&row.issuer_ca_id, &row.serial);
     Ok(Revoked {
         serial_number: Serial::parse(&key)?.to_string(),
@@ -574,6 +578,7 @@ pub async fn import(
         Ok(())
     })
     .await?;
+    app.issue_cache.clear();
     Ok(Imported {
         crl_number: info.number,
         entries: info.entries,

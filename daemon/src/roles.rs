@@ -318,6 +318,7 @@ pub async fn save(
         })
     })
     .await?;
+    app.issue_cache.clear();
     Ok(spec)
 }
 
@@ -338,6 +339,7 @@ pub async fn delete(app: &App, caller: &Caller, name: &str) -> Result<(), ApiErr
             other => ApiError::from(other),
         })
     })
-    .await
-    .map(|_| ())
+    .await?;
+    app.issue_cache.clear();
+    Ok(())
 }

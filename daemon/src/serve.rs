@@ -260,6 +260,9 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         crate::cluster::node_name(cfg.cluster.node_name.as_deref()),
         store.backend() == "postgres",
     ));
+    let issue_cache = Arc::new(crate::issuecache::IssueCache::new(
+        store.backend() == "sqlite",
+    ));
     App {
         config: cfg,
         store,
@@ -276,6 +279,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         metrics: Default::default(),
         limits,
         acme: Default::default(),
+        issue_cache,
     }
 }
 

@@ -176,7 +176,7 @@ pub async fn issue_from_role(app: &App, settings: &TlsSettings) -> Result<TlsMat
         ttl: settings.ttl.clone(),
         pkcs8: true,
     };
-    let res = crate::issue::issue(app, &caller, &role, input).await;
+    let res = crate::issue::issue(app, &caller, &role, input, crate::issue::Lookup::Fresh).await;
     let issued = app
         .finish(&caller, "certificate.issue", Some(&role), res)
         .await

@@ -837,3 +837,123 @@ fn inventory_and_private_key_storage() {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The issuance path keeps tokens and roles in memory (`issuecache`); every change made before a
+/// request's serial reservation — through the API, the CLI, or straight into the database file —
+/// is honoured exactly as without the cache, and refused requests leave nothing behind.
+#[test]
+fn issuance_follows_token_role_and_ca_changes_at_once() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "chg");
+    role(
+        &d,
+        "chg",
+        &int,
+        json!({"allowed_domains": ["a.internal", "b.internal"], "allow_subdomains": false}),
+    );
+    let token = |name: &str| {
+        let r = d.post(
+            "/v1/auth/tokens",
+            &json!({"policies": ["issuer:chg"], "name": name}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let issue = |t: &str, cn: &str| {
+        d.call(
+            "POST",
+            "/v1/pki/issue/chg",
+            Some(t),
+            Some(json!({ "common_name": cn }).to_string().as_bytes()),
+        )
+    };
+    let ok = |t: &str, cn: &str| {
+        let r = issue(t, cn);
+        assert_eq!(r.status, 200, "{cn}: {}", r.text());
+    };
+    let (t1, _) = token("api-revoked");
+    let (t2, id2) = token("cli-revoked");
+    let (t3, _) = token("stays");
+    let mut issued = 0;
+    for t in [&t1, &t2, &t3] {
+        ok(t, "a.internal"); // each token and the role now cached
+        issued += 1;
+    }
+
+    // Through the API: a revoked token, a role that no longer allows a.internal.
+    let t1_id = d.get("/v1/auth/tokens").json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "api-revoked")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = d.call(
+        "DELETE",
+        &format!("/v1/auth/tokens/{t1_id}"),
+        Some(&d.admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    issue(&t1, "a.internal").problem(401, "unauthorized");
+    let mut upd = d.get("/v1/pki/roles/chg").json();
+    upd["allowed_domains"] = json!(["b.internal"]);
+    let r = d.call(
+        "PUT",
+        "/v1/pki/roles/chg",
+        Some(&d.admin),
+        Some(upd.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    issue(&t3, "a.internal").problem(400, "domain_not_allowed");
+    ok(&t3, "b.internal");
+    issued += 1;
+
+    // From outside the daemon: the CLI revokes a cached token.
+    ok(&t2, "b.internal");
+    issued += 1;
+    let out = d.cli(&["token", "revoke", &id2]);
+    assert!(out.status.success(), "{out:?}");
+    let p = issue(&t2, "b.internal").problem(401, "unauthorized");
+    assert!(p["detail"].as_str().unwrap().contains("revoked"), "{p}");
+
+    let db = d.data().join("scaivault.db");
+    if db.exists() {
+        // Straight into the file (SQLite; with PostgreSQL the cache is off): the role allows
+        // a.internal again, then its CA is retired.
+        ok(&t3, "b.internal");
+        issued += 1;
+        scaivault_tests::sqlite(
+            &db,
+            "PRAGMA busy_timeout = 5000; UPDATE roles SET config = replace(config, '\"b.internal\"', '\"a.internal\"') WHERE name = 'chg'",
+        );
+        issue(&t3, "b.internal").problem(400, "domain_not_allowed");
+        ok(&t3, "a.internal");
+        issued += 1;
+        scaivault_tests::sqlite(
+            &db,
+            &format!(
+                "PRAGMA busy_timeout = 5000; UPDATE cas SET status = 'retired' WHERE id = '{}'",
+                int["id"].as_str().unwrap()
+            ),
+        );
+        issue(&t3, "a.internal").problem(400, "ca_not_active");
+    }
+
+    // Exactly the successful requests left certificates; no reservation is left over.
+    let inv = d
+        .get(&format!(
+            "/v1/pki/certificates?ca_id={}",
+            int["id"].as_str().unwrap()
+        ))
+        .json();
+    let items = inv["items"].as_array().unwrap();
+    assert_eq!(items.len(), issued, "{inv}");
+    assert!(items.iter().all(|c| c["status"] == "valid"), "{inv}");
+}

@@ -90,32 +90,55 @@ impl<'r> FromRequest<'r> for Caller {
     type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let request_id = req.local_cache(RequestId::new).0.clone();
-        let Some(app) = req.rocket().state::<App>() else {
+        caller(req, false)
+    }
+}
+
+/// The caller of an issuance endpoint (`/v1/pki/issue/{role}`, `/v1/pki/sign/{role}`): the same
+/// checks as [`Caller`], with the token row possibly from [`crate::issuecache`] — the serial
+/// reservation checks it against the database before anything is signed.
+pub struct IssuingCaller(pub Caller);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for IssuingCaller {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        caller(req, true).map(IssuingCaller)
+    }
+}
+
+fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
+    let request_id = req.local_cache(RequestId::new).0.clone();
+    let Some(app) = req.rocket().state::<App>() else {
+        return Outcome::Error(remember(
+            req,
+            ApiError::internal("application state missing"),
+        ));
+    };
+    let header = req.headers().get_one("Authorization").unwrap_or("");
+    let token = match header.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            t.trim()
+        }
+        _ => {
             return Outcome::Error(remember(
                 req,
-                ApiError::internal("application state missing"),
-            ));
-        };
-        let header = req.headers().get_one("Authorization").unwrap_or("");
-        let token = match header.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
-                t.trim().to_owned()
-            }
-            _ => {
-                return Outcome::Error(remember(
-                    req,
-                    ApiError::unauthorized("missing bearer token (Authorization: Bearer <token>)"),
-                ))
-            }
-        };
-        match app.authenticate(token, request_id).await {
-            Ok(c) => match app.limits.check_caller(&c.token_id, &c.tenant_id) {
-                Ok(()) => Outcome::Success(c),
-                Err(e) => Outcome::Error(remember(req, e)),
-            },
-            Err(e) => Outcome::Error(remember(req, e)),
+                ApiError::unauthorized("missing bearer token (Authorization: Bearer <token>)"),
+            ))
         }
+    };
+    let found = if issuing {
+        app.authenticate_issuing(token, request_id)
+    } else {
+        app.authenticate(token, request_id)
+    };
+    match found {
+        Ok(c) => match app.limits.check_caller(&c.token_id, &c.tenant_id) {
+            Ok(()) => Outcome::Success(c),
+            Err(e) => Outcome::Error(remember(req, e)),
+        },
+        Err(e) => Outcome::Error(remember(req, e)),
     }
 }
 

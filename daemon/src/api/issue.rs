@@ -1,10 +1,11 @@
 //! `POST /v1/pki/issue/<role>` (key made by ScaiVault, returned once) and
 //! `POST /v1/pki/sign/<role>` (a client's CSR). Policy `admin` or `issuer:<role>`.
 
+use super::guards::IssuingCaller;
 use super::problem::{Body, CSR_BODY_BYTES};
-use crate::app::{App, Caller};
+use crate::app::App;
 use crate::error::ApiError;
-use crate::issue::{self, IssueInput, Issued};
+use crate::issue::{self, IssueInput, Issued, Lookup};
 use rocket::serde::json::Json;
 use rocket::{post, routes, Route, State};
 use serde::{Deserialize, Serialize};
@@ -60,10 +61,11 @@ impl From<Issued> for IssueResponse {
 #[post("/v1/pki/issue/<role>", data = "<body>")]
 async fn issue_cert(
     app: &State<App>,
-    caller: Caller,
+    caller: IssuingCaller,
     role: &str,
     body: Body<IssueRequest>,
 ) -> Result<Json<IssueResponse>, ApiError> {
+    let caller = caller.0;
     app.require_issuer(&caller, role, "certificate.issue")
         .await?;
     let res = async {
@@ -86,7 +88,7 @@ async fn issue_cert(
             ttl: b.ttl,
             pkcs8,
         };
-        issue::issue(app, &caller, role, input)
+        issue::issue(app, &caller, role, input, Lookup::Cached)
             .await
             .map(IssueResponse::from)
     }
@@ -108,16 +110,24 @@ struct SignRequest {
 #[post("/v1/pki/sign/<role>", data = "<body>")]
 async fn sign_cert(
     app: &State<App>,
-    caller: Caller,
+    caller: IssuingCaller,
     role: &str,
     body: Body<SignRequest, { CSR_BODY_BYTES }>,
 ) -> Result<Json<IssueResponse>, ApiError> {
+    let caller = caller.0;
     app.require_issuer(&caller, role, "certificate.sign")
         .await?;
     let b = body.0;
-    let res = issue::sign_csr(app, &caller, role, &b.csr_pem, b.ttl.as_deref())
-        .await
-        .map(IssueResponse::from);
+    let res = issue::sign_csr(
+        app,
+        &caller,
+        role,
+        &b.csr_pem,
+        b.ttl.as_deref(),
+        Lookup::Cached,
+    )
+    .await
+    .map(IssueResponse::from);
     Ok(Json(
         app.finish(&caller, "certificate.sign", Some(role), res)
             .await?,

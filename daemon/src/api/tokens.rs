@@ -193,6 +193,7 @@ async fn revoke(app: &State<App>, caller: Caller, id: &str) -> Result<Json<Revok
             })
         })
         .await?;
+        app.issue_cache.clear();
         Ok(Revoked {
             id: id.to_owned(),
             revoked_at: at,

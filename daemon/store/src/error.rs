@@ -21,6 +21,10 @@ pub enum Error {
     /// Any other SQL failure (a bug).
     #[error("database error: {0}")]
     Sql(String),
+    /// What a write was decided on has changed since it was read (see
+    /// [`crate::Tx::check_issue_basis`]); `what` names it.
+    #[error("changed since read: {0}")]
+    Changed(String),
 }
 
 impl From<rusqlite::Error> for Error {

@@ -60,8 +60,8 @@ pub use audit::{AuditRecord, AuditRow, ChainCheck};
 pub use error::{Error, Result};
 pub use pg::PgConfig;
 pub use rows::{
-    CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
-    TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
+    CaRow, CertFilter, CertRow, CsrRow, EventRow, IssueBasis, Page, RoleRow, StoredKeyRow,
+    TenantRow, TokenRow, TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
 };
 pub use tx::{
     AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, ManagedCertRow, ManagedVersionRow,

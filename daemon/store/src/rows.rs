@@ -136,6 +136,27 @@ pub struct RoleRow {
     pub updated_at: String,
 }
 
+/// What an issuance decided on before its serial was reserved, read from the daemon's cache: the
+/// token, the role and the role's CA as they were then. [`crate::Tx::check_issue_basis`] checks,
+/// inside the reservation's transaction, that all three still hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueBasis {
+    /// The caller's token (must be unrevoked and of `tenant_id`).
+    pub token_id: String,
+    /// The caller's tenant.
+    pub tenant_id: String,
+    /// The role's name.
+    pub role: String,
+    /// The role's CA (the role must still name it; it must still be active).
+    pub ca_id: String,
+    /// The role's settings as read (JSON, compared byte for byte).
+    pub role_config: String,
+    /// The CA certificate's serial as read.
+    pub ca_serial: String,
+    /// The CA's key label as read (an offline CA's label differs).
+    pub ca_key_label: String,
+}
+
 /// A sealed leaf private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKeyRow {

@@ -1200,3 +1200,107 @@ fn batched_writes_reach_the_database_file_without_the_writer_checkpointing() {
     // Still one consistent database with its WAL.
     assert_eq!(s.read(|tx| tx.verify_audit()).unwrap().first_bad, None);
 }
+
+both_backends!(issue_basis_detects_each_change);
+
+/// `check_issue_basis` passes while token, role and CA are as read, and names the first that
+/// changed: a revoked token, a role with other settings or another CA, a CA retired, re-keyed
+/// (other certificate serial) or taken offline (other key label), a deleted role.
+fn issue_basis_detects_each_change(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    let now = "2026-06-01T00:00:00Z";
+    let mut c = ca("ca_1");
+    c.serial = Some("0A".into());
+    let role = RoleRow {
+        tenant_id: "tn_1".into(),
+        name: "web".into(),
+        ca_id: "ca_1".into(),
+        config: "{\"ttl\":\"1h\"}".into(),
+        created_at: now.into(),
+        updated_at: now.into(),
+    };
+    s.write(|tx| {
+        for id in ["tok_a", "tok_b"] {
+            tx.insert_token(
+                &TokenRow {
+                    id: id.into(),
+                    tenant_id: "tn_1".into(),
+                    name: None,
+                    policies: vec!["issuer:web".into()],
+                    created_at: now.into(),
+                    expires_at: None,
+                    revoked_at: None,
+                },
+                id.as_bytes(),
+            )?;
+        }
+        tx.insert_ca(&c)?;
+        tx.update_ca(&c)?;
+        let mut other = ca("ca_2");
+        other.serial = Some("0B".into());
+        tx.insert_ca(&other)?;
+        tx.update_ca(&other)?;
+        tx.insert_role(&role)
+    })
+    .unwrap();
+    let basis = IssueBasis {
+        token_id: "tok_a".into(),
+        tenant_id: "tn_1".into(),
+        role: "web".into(),
+        ca_id: "ca_1".into(),
+        role_config: role.config.clone(),
+        ca_serial: "0A".into(),
+        ca_key_label: c.key_label.clone(),
+    };
+    let check = |b: &IssueBasis| s.write(|tx| tx.check_issue_basis(b));
+    let changed = |b: &IssueBasis| match check(b) {
+        Err(Error::Changed(what)) => what,
+        other => panic!("expected Changed, got {other:?}"),
+    };
+    check(&basis).unwrap();
+
+    // What the caller read differs from the database: each field on its own.
+    let mut b = basis.clone();
+    b.tenant_id = "tn_2".into();
+    assert_eq!(changed(&b), "token");
+    let mut b = basis.clone();
+    b.role_config = "{\"ttl\":\"2h\"}".into();
+    assert_eq!(changed(&b), "role");
+    let mut b = basis.clone();
+    b.ca_id = "ca_2".into();
+    b.ca_serial = "0B".into();
+    assert_eq!(changed(&b), "role");
+    let mut b = basis.clone();
+    b.ca_serial = "0C".into();
+    assert_eq!(changed(&b), "ca");
+    let mut b = basis.clone();
+    b.ca_key_label = "offline-x".into();
+    assert_eq!(changed(&b), "ca");
+
+    // The database changes under an unchanged basis.
+    s.write(|tx| {
+        let mut r = role.clone();
+        r.config = "{\"ttl\":\"3h\"}".into();
+        tx.update_role(&r)
+    })
+    .unwrap();
+    assert_eq!(changed(&basis), "role");
+    s.write(|tx| tx.update_role(&role)).unwrap();
+    check(&basis).unwrap();
+    let mut retired = c.clone();
+    retired.status = "retired".into();
+    s.write(|tx| tx.update_ca(&retired)).unwrap();
+    assert_eq!(changed(&basis), "ca");
+    s.write(|tx| tx.update_ca(&c)).unwrap();
+    check(&basis).unwrap();
+    s.write(|tx| tx.revoke_token("tok_a", None, now)).unwrap();
+    assert_eq!(changed(&basis), "token");
+    let mut b = basis.clone();
+    b.token_id = "tok_b".into();
+    check(&b).unwrap();
+    s.write(|tx| tx.delete_role("tn_1", "web")).unwrap();
+    assert_eq!(changed(&b), "role");
+}

@@ -3,7 +3,8 @@
 use crate::audit::{self, AuditRecord, AuditRow, ChainCheck};
 use crate::db::{params, Conn, OptionalExtension, Row};
 use crate::rows::{
-    CaRow, CertFilter, CertRow, CsrRow, EventRow, Page, RoleRow, StoredKeyRow, TenantRow, TokenRow,
+    CaRow, CertFilter, CertRow, CsrRow, EventRow, IssueBasis, Page, RoleRow, StoredKeyRow,
+    TenantRow, TokenRow,
 };
 use crate::{Error, Result};
 
@@ -705,6 +706,43 @@ impl<'a> Tx<'a> {
             return Err(Error::NotFound);
         }
         Ok(())
+    }
+
+    /// Checks that what an issuance was decided on still holds: the token is unrevoked and of
+    /// the tenant, the role still has the same settings and CA, and that CA is still active with
+    /// the same certificate and key. One statement of three indexed lookups; in the group commit
+    /// the writer's pages are in its cache, so it costs microseconds. (Expiry is checked by the
+    /// caller against the clock.)
+    ///
+    /// # Errors
+    /// [`Error::Changed`] naming the first thing that changed; SQL failures.
+    pub fn check_issue_basis(&self, b: &IssueBasis) -> Result<()> {
+        let (token, role, ca): (i64, i64, i64) = self
+            .tx
+            .prepare_cached(
+                "SELECT \
+                 (SELECT COUNT(*) FROM tokens WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL), \
+                 (SELECT COUNT(*) FROM roles WHERE tenant_id = ?2 AND name = ?3 AND ca_id = ?4 AND config = ?5), \
+                 (SELECT COUNT(*) FROM cas WHERE id = ?4 AND tenant_id = ?2 AND status = 'active' AND serial = ?6 AND key_label = ?7)",
+            )?
+            .query_row(
+                params![
+                    b.token_id,
+                    b.tenant_id,
+                    b.role,
+                    b.ca_id,
+                    b.role_config,
+                    b.ca_serial,
+                    b.ca_key_label
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        match (token, role, ca) {
+            (0, _, _) => Err(Error::Changed("token".into())),
+            (_, 0, _) => Err(Error::Changed("role".into())),
+            (_, _, 0) => Err(Error::Changed("ca".into())),
+            _ => Ok(()),
+        }
     }
 
     /// The tenant's role `name`.

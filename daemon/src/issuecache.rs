@@ -1,0 +1,188 @@
+//! The issuance path's cache of tokens and roles (SQLite only).
+//!
+//! `POST /v1/pki/issue/{role}` and `POST /v1/pki/sign/{role}` need the caller's token, the role
+//! and the role's CA on every request. Read from the database, that is two read transactions of
+//! indexed lookups whose pages every commit of the group writer has just invalidated: ~80 µs of
+//! CPU per certificate, about a tenth of an issuance (see `docs/PERFORMANCE.md`). Here they come
+//! from memory, and nothing is trusted for longer than it takes to reserve the serial: the
+//! reservation's own transaction checks that the token is still unrevoked and the role and CA
+//! unchanged ([`scaivault_store::Tx::check_issue_basis`], under the database's write lock). A
+//! revocation, role or CA change committed before that — through this daemon's API, the CLI or
+//! anything else writing the file — stops the issuance before the token signs, exactly as the
+//! uncached reads would have; the request is then retried once from the database
+//! ([`crate::issue`]), which refuses it or issues under the new settings.
+//!
+//! Changes made through this daemon also drop the entries at once ([`IssueCache::clear`]), so
+//! that only changes from outside cost a retry. Every other endpoint authenticates from the
+//! database as before. With PostgreSQL the cache is off: the check would cost the single writer a
+//! network round trip per certificate, and the reads are lookups outside a transaction already.
+
+use crate::app::Issuer;
+use crate::roles::RoleSpec;
+use scaivault_store::{IssueBasis, TokenRow};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Entries per map; a full map is emptied (tokens and roles are few, and a miss costs one read).
+const MAX_ENTRIES: usize = 4096;
+
+/// A token row and its stored hash, as read.
+pub type CachedToken = Arc<(TokenRow, Vec<u8>)>;
+
+/// A role, decoded, with its issuer and what the reservation must find unchanged.
+pub struct CachedRole {
+    /// The role's settings.
+    pub spec: RoleSpec,
+    /// Its CA, ready to sign.
+    pub issuer: Arc<Issuer>,
+    /// The role's settings (JSON) as stored.
+    pub config: String,
+    /// The CA's certificate serial as stored.
+    pub ca_serial: String,
+    /// The CA's key label as stored.
+    pub ca_key_label: String,
+}
+
+impl CachedRole {
+    /// What the reservation checks for a caller with `token_id` of `tenant_id`.
+    pub fn basis(&self, token_id: &str, tenant_id: &str) -> IssueBasis {
+        IssueBasis {
+            token_id: token_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            role: self.spec.name.clone(),
+            ca_id: self.spec.ca_id.clone(),
+            role_config: self.config.clone(),
+            ca_serial: self.ca_serial.clone(),
+            ca_key_label: self.ca_key_label.clone(),
+        }
+    }
+}
+
+/// Tokens by id and roles by (tenant, name).
+#[derive(Default)]
+pub struct IssueCache {
+    enabled: bool,
+    tokens: RwLock<HashMap<String, CachedToken>>,
+    roles: RwLock<HashMap<(String, String), Arc<CachedRole>>>,
+}
+
+impl IssueCache {
+    /// A cache that is used only when `enabled` (the SQLite store).
+    pub fn new(enabled: bool) -> Self {
+        IssueCache {
+            enabled,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the issuance path uses the cache (and its reservations check the basis).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The token with row id `id`, if cached.
+    pub fn token(&self, id: &str) -> Option<CachedToken> {
+        if !self.enabled {
+            return None;
+        }
+        self.tokens.read().ok()?.get(id).cloned()
+    }
+
+    /// Remembers a token row read from the database.
+    pub fn put_token(&self, row: TokenRow, hash: Vec<u8>) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut m) = self.tokens.write() {
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(row.id.clone(), Arc::new((row, hash)));
+        }
+    }
+
+    /// Role `name` of `tenant_id`, if cached.
+    pub fn role(&self, tenant_id: &str, name: &str) -> Option<Arc<CachedRole>> {
+        if !self.enabled {
+            return None;
+        }
+        self.roles
+            .read()
+            .ok()?
+            .get(&(tenant_id.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Remembers a role read from the database, with its issuer.
+    pub fn put_role(&self, tenant_id: &str, role: Arc<CachedRole>) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut m) = self.roles.write() {
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert((tenant_id.to_owned(), role.spec.name.clone()), role);
+        }
+    }
+
+    /// Forgets everything: after this daemon changed a token, role or CA, and after a
+    /// reservation found that something changed elsewhere.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.tokens.write() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.roles.write() {
+            m.clear();
+        }
+    }
+
+    /// `(tokens, roles)` cached.
+    #[cfg(test)]
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.tokens.read().map_or(0, |m| m.len()),
+            self.roles.read().map_or(0, |m| m.len()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str) -> TokenRow {
+        TokenRow {
+            id: id.into(),
+            tenant_id: "tn_1".into(),
+            name: None,
+            policies: vec!["admin".into()],
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn off_means_nothing_is_kept() {
+        let c = IssueCache::new(false);
+        c.put_token(token("tok_a"), vec![1]);
+        assert!(c.token("tok_a").is_none());
+        assert_eq!(c.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn tokens_are_kept_bounded_and_cleared() {
+        let c = IssueCache::new(true);
+        c.put_token(token("tok_a"), vec![1]);
+        let got = c.token("tok_a").expect("cached");
+        assert_eq!((got.0.id.as_str(), got.1.as_slice()), ("tok_a", &[1u8][..]));
+        assert!(c.token("tok_b").is_none());
+        for i in 0..MAX_ENTRIES + 10 {
+            c.put_token(token(&format!("tok_{i}")), vec![]);
+        }
+        assert!(c.sizes().0 <= MAX_ENTRIES, "{:?}", c.sizes());
+        c.clear();
+        assert_eq!(c.sizes(), (0, 0));
+    }
+}
