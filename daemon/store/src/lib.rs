@@ -89,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/012_crl_blobs.sql"),
     include_str!("migrations/013_acme_challenge_answers.sql"),
     include_str!("migrations/014_ocsp_responses.sql"),
+    include_str!("migrations/015_no_serial_index.sql"),
 ];
 
 /// PostgreSQL's migrations: position `i` here is the same change as position `i` of
@@ -108,6 +109,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("migrations/pg/012_crl_blobs.sql"),
     include_str!("migrations/pg/013_acme_challenge_answers.sql"),
     include_str!("migrations/pg/014_ocsp_responses.sql"),
+    include_str!("migrations/pg/015_no_serial_index.sql"),
 ];
 
 /// How many read connections the SQLite store keeps (WAL lets them read while a write commits).

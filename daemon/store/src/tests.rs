@@ -1304,3 +1304,73 @@ fn issue_basis_detects_each_change(kind: Kind) {
     s.write(|tx| tx.delete_role("tn_1", "web")).unwrap();
     assert_eq!(changed(&b), "role");
 }
+
+both_backends!(certificate_by_serial_is_the_tenants_own);
+
+/// `get_certificate` finds a serial under any of the tenant's CAs, never another tenant's
+/// certificate with the same serial nor a bare reservation.
+fn certificate_by_serial_is_the_tenants_own(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let s = &f.store;
+    s.write(|tx| {
+        tx.insert_tenant(&TenantRow {
+            id: "tn_2".into(),
+            name: "other".into(),
+            created_at: "x".into(),
+        })?;
+        tx.insert_ca(&ca("ca_1"))?;
+        tx.insert_ca(&ca("ca_2"))?;
+        let mut theirs = ca("ca_9");
+        theirs.tenant_id = "tn_2".into();
+        tx.insert_ca(&theirs)?;
+        tx.insert_certificate(&cert("ca_2", "0A"))?;
+        let mut c = cert("ca_9", "0B");
+        c.tenant_id = "tn_2".into();
+        tx.insert_certificate(&c)?;
+        let mut reserved = cert("ca_1", "0C");
+        reserved.status = "reserved".into();
+        reserved.cert_der = None;
+        tx.reserve_certificate(&reserved, &[1])
+    })
+    .unwrap();
+    s.read(|tx| {
+        assert_eq!(tx.get_certificate("tn_1", "0A")?.issuer_ca_id, "ca_2");
+        assert_eq!(tx.get_certificate("tn_2", "0B")?.issuer_ca_id, "ca_9");
+        assert!(matches!(
+            tx.get_certificate("tn_1", "0B"),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            tx.get_certificate("tn_2", "0A"),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            tx.get_certificate("tn_1", "0C"),
+            Err(Error::NotFound)
+        ));
+        Ok(())
+    })
+    .unwrap();
+    if kind == Kind::Sqlite {
+        // One primary-key probe per CA, not a walk over the tenant's certificates.
+        let conn = rusqlite::Connection::open(f.sqlite_path()).unwrap();
+        let mut st = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::tx::get_certificate_sql()
+            ))
+            .unwrap();
+        let plan: Vec<String> = st
+            .query_map(["tn_1", "0A"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("SEARCH c USING INDEX sqlite_autoindex_certificates_1 (issuer_ca_id=? AND serial=?)")),
+            "{plan:?}"
+        );
+    }
+}

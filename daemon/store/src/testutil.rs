@@ -139,7 +139,7 @@ pub(crate) fn fixture(kind: Kind) -> Option<Fixture> {
 }
 
 impl Fixture {
-    fn sqlite_path(&self) -> PathBuf {
+    pub(crate) fn sqlite_path(&self) -> PathBuf {
         self.dir.as_ref().unwrap().path().join("db.sqlite")
     }
 

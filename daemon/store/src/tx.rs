@@ -140,6 +140,22 @@ fn token_row(r: &Row<'_>) -> Result<(i64, TokenRow)> {
 const CERT_COLS: &str =
     "issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, sans, cert_der, \
      status, not_before, not_after, revoked_at, revocation_reason, created_at, rowid";
+/// [`CERT_COLS`] of a `certificates` table named `c` in a join.
+const CERT_COLS_C: &str =
+    "c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, \
+     c.sans, c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, \
+     c.created_at, c.rowid";
+
+/// [`Tx::get_certificate`]: the tenant's CAs first, then the primary key (issuer_ca_id, serial)
+/// of each (`CROSS JOIN` fixes that order in SQLite, whose planner would otherwise walk all the
+/// tenant's certificates by `certificates_tenant`).
+pub(crate) fn get_certificate_sql() -> String {
+    format!(
+        "SELECT {CERT_COLS_C} FROM cas CROSS JOIN certificates c \
+         WHERE cas.tenant_id = ?1 AND c.issuer_ca_id = cas.id AND c.serial = ?2 \
+         AND c.tenant_id = ?1 AND c.status != 'reserved' ORDER BY c.rowid LIMIT 1"
+    )
+}
 
 fn cert_row(r: &Row<'_>) -> Result<(i64, CertRow)> {
     Ok((
@@ -606,10 +622,8 @@ impl<'a> Tx<'a> {
     /// [`Error::NotFound`].
     pub fn get_certificate(&self, tenant_id: &str, serial: &str) -> Result<CertRow> {
         self.tx
-            .prepare_cached(&format!("SELECT {CERT_COLS} FROM certificates WHERE tenant_id = ?1 AND serial = ?2 AND status != 'reserved' ORDER BY rowid LIMIT 1"))?
-            .query_row(params![tenant_id, serial],
-                cert_row,
-            )
+            .prepare_cached(&get_certificate_sql())?
+            .query_row(params![tenant_id, serial], cert_row)
             .map(|(_, c)| c)
     }
 
