@@ -526,27 +526,42 @@ impl Shared {
     }
 
     /// The one object of `class` labelled `label`.
+    ///
+    /// SoftHSM's `C_CopyObject` first copies every attribute of the source into the new object,
+    /// `CKA_TOKEN = true` included, and only then applies the template (`CKA_TOKEN = false`): a
+    /// search on another thread in between also finds the session copy being made (seen once in
+    /// CI as a `DuplicateLabel` while four threads re-made copies after a logout). A second match
+    /// is therefore looked for again a few times, a millisecond apart, before it counts as two
+    /// objects sharing the label.
     fn find_one(
         session: &Session,
         class: ObjectClass,
         label: &str,
     ) -> std::result::Result<Option<ObjectHandle>, OpError> {
-        // Token objects only: the session copies of a key carry its label too.
-        let found = session.find_objects(&[
-            Attribute::Class(class),
-            Attribute::Token(true),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])?;
-        match found.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(*one)),
-            [..] => {
-                tracing::error!(
-                    label,
-                    count = found.len(),
-                    "several key objects share a label"
-                );
-                Err(OpError::Hsm(Error::DuplicateLabel(label.to_owned())))
+        const COPY_IN_FLIGHT_RETRIES: usize = 5;
+        let mut retries = 0;
+        loop {
+            // Token objects only: the session copies of a key carry its label too.
+            let found = session.find_objects(&[
+                Attribute::Class(class),
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            match found.as_slice() {
+                [] => return Ok(None),
+                [one] => return Ok(Some(*one)),
+                [..] if retries < COPY_IN_FLIGHT_RETRIES => {
+                    retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                [..] => {
+                    tracing::error!(
+                        label,
+                        count = found.len(),
+                        "several key objects share a label"
+                    );
+                    return Err(OpError::Hsm(Error::DuplicateLabel(label.to_owned())));
+                }
             }
         }
     }
