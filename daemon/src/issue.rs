@@ -223,11 +223,16 @@ async fn load(
         ca_serial: ca_serial.clone().unwrap_or_default(),
         ca_key_label,
     });
-    // An active CA always has its certificate's serial; without one nothing is cached.
-    if cached && ca_serial.is_some() {
-        app.issue_cache.put_role(tenant_id, entry.clone());
-        let b = basis(&entry);
-        return Ok((entry, b));
+    if cached {
+        if ca_serial.is_some() {
+            app.issue_cache.put_role(tenant_id, entry.clone());
+            let b = basis(&entry);
+            return Ok((entry, b));
+        }
+        // An active CA always has its certificate's serial; without one nothing is cached and
+        // there is no basis for the reservation to check, so the caller's token (which may have
+        // come from the cache) is read again here.
+        app.recheck(caller)?;
     }
     Ok((entry, None))
 }
