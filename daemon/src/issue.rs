@@ -320,17 +320,17 @@ pub async fn sign_csr(
     lookup: Lookup,
 ) -> Result<Issued, ApiError> {
     with_retry(app, caller, lookup, |l| {
-        sign_csr_once(app, caller, role, csr_pem, ttl, l)
+        sign_csr_once(app, caller, role, (csr_pem, ttl), l)
     })
     .await
 }
 
+/// One attempt of [`sign_csr`]: the CSR (PEM) and the requested `ttl` come as one pair.
 async fn sign_csr_once(
     app: &App,
     caller: &Caller,
     role: &str,
-    csr_pem: &str,
-    ttl: Option<&str>,
+    (csr_pem, ttl): (&str, Option<&str>),
     lookup: Lookup,
 ) -> Result<Issued, ApiError> {
     let (loaded, basis) = load(app, caller, role, lookup).await?;
