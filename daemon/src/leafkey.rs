@@ -148,6 +148,24 @@ impl RsaPool {
         self.wake.notify_one();
     }
 
+    /// Starts keeping keys ready for leaves of `key` when it is a pooled RSA size (a role's key
+    /// spec, checked or not: anything else is ignored).
+    pub fn want_for<E>(&self, key: Result<KeySpec, E>) {
+        if let Ok(KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096) = key {
+            let bits = key.map_or(0, |k| k.bits());
+            self.want(usize::try_from(bits).unwrap_or(0));
+        }
+    }
+
+    /// Keys of `bits` ready now, and how many the pool keeps ready for that size (0 while no role
+    /// or request has asked for the size).
+    pub fn level(&self, bits: usize) -> (usize, usize) {
+        match self.keys.lock() {
+            Ok(k) => k.get(&bits).map_or((0, 0), |v| (v.len(), self.target)),
+            Err(_) => (0, 0),
+        }
+    }
+
     /// A key of `bits`: from the pool when one is ready, else generated now.
     fn take(&self, bits: usize) -> Result<rsa::RsaPrivateKey, ApiError> {
         self.want(bits);

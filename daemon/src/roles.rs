@@ -292,10 +292,7 @@ pub async fn save(
         created_at: now.clone(),
         updated_at: now,
     };
-    if let Ok(KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096) = spec.key_spec() {
-        app.rsa_pool
-            .want(usize::try_from(spec.key_spec()?.bits()).unwrap_or(2048));
-    }
+    app.rsa_pool.want_for(spec.key_spec());
     let action = if existing {
         "role.update"
     } else {

@@ -179,6 +179,23 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
     Ok(done)
 }
 
+/// Has the RSA key pool fill for the sizes the stored roles issue, so that after a restart the
+/// first burst of RSA issuances finds keys ready (a failure only delays the pool until first use).
+async fn want_rsa_keys(app: &App) {
+    let store = app.store.clone();
+    let configs = tokio::task::spawn_blocking(move || store.read(|tx| tx.all_role_configs())).await;
+    let Ok(Ok(configs)) = configs else {
+        tracing::warn!("cannot read the roles: the RSA key pool fills on first use");
+        return;
+    };
+    for config in configs {
+        let spec = serde_json::from_str::<crate::roles::RoleSpec>(&config);
+        if let Ok(key) = spec.as_ref().map(crate::roles::RoleSpec::key_spec) {
+            app.rsa_pool.want_for(key);
+        }
+    }
+}
+
 /// Refuses set-uid execution (the umask is set for every command in `main`).
 fn process_checks() -> Result<(), StartError> {
     let (uid, euid) = (nix::unistd::getuid(), nix::unistd::geteuid());
@@ -352,6 +369,7 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     let s = store.clone();
     blocking(move || reconcile_reservations(&s).map(|_| ())).await?;
     let app = new_app(cfg.clone(), store, token);
+    want_rsa_keys(&app).await;
     // instant-acme's default HTTPS client uses the process-wide rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let challenge_listeners = crate::acme::challenge::bind(

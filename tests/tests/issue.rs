@@ -957,3 +957,65 @@ fn issuance_follows_token_role_and_ca_changes_at_once() {
     assert_eq!(items.len(), issued, "{inv}");
     assert!(items.iter().all(|c| c["status"] == "valid"), "{inv}");
 }
+
+/// Polls `GET /metrics` until `name` reaches `want` (panics after `secs`).
+fn wait_metric(d: &Daemon, name: &str, want: f64, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let v = d.metric(name);
+        if v >= want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {v} (want {want}) for {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rsa_key_pool_fills_for_rsa_roles_and_again_after_a_restart() {
+    let d = Daemon::start_with_config("[limits]\nrsa_key_pool = 3\n");
+    let (_, int) = hierarchy(&d, "pool");
+    // No RSA role yet: the pool makes nothing.
+    role(&d, "pool-ec", &int, json!({}));
+    assert_eq!(d.metric("scaivault_rsa_key_pool_target"), 0.0);
+    assert_eq!(d.metric("scaivault_rsa_key_pool_ready"), 0.0);
+
+    role(
+        &d,
+        "pool-rsa",
+        &int,
+        json!({"key_type": "rsa", "key_bits": 2048}),
+    );
+    assert_eq!(d.metric("scaivault_rsa_key_pool_target"), 3.0);
+    wait_metric(&d, "scaivault_rsa_key_pool_ready", 3.0, 120);
+    assert_eq!(
+        d.metric("scaivault_rsa_key_pool_ready"),
+        3.0,
+        "never above the target"
+    );
+
+    // An issuance takes a ready key (the pool drops by one until the filler replaces it), and the
+    // key is a fresh RSA-2048 key matching the certificate.
+    let r = d.post(
+        "/v1/pki/issue/pool-rsa",
+        &json!({"common_name": "a.svc.cluster.local"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let issued = r.json();
+    let dir = tempfile::tempdir().unwrap();
+    let (leaf, untrusted, root, key) = files(dir.path(), "pool", &issued);
+    openssl_ok(&["verify", "-CAfile", &root, "-untrusted", &untrusted, &leaf]);
+    let text = openssl_ok(&["rsa", "-in", &key, "-noout", "-text"]);
+    assert!(text.contains("Private-Key: (2048 bit"), "{text}");
+    let from_key = openssl_ok(&["rsa", "-in", &key, "-pubout"]);
+    let from_cert = openssl_ok(&["x509", "-in", &leaf, "-noout", "-pubkey"]);
+    assert_eq!(from_key, from_cert);
+
+    // After a restart the pool is empty, and fills for the stored RSA role with no role change.
+    let d = d.restart_with(|t| t);
+    assert_eq!(d.metric("scaivault_rsa_key_pool_target"), 3.0);
+    wait_metric(&d, "scaivault_rsa_key_pool_ready", 3.0, 120);
+}

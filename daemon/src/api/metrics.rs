@@ -13,6 +13,7 @@ pub fn routes() -> Vec<Route> {
 fn metrics(app: &State<App>) -> (ContentType, String) {
     let (entries, queued) = app.ocsp.sizes();
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
+    let (rsa_ready, rsa_target) = app.rsa_pool.level(2048);
     let text = app.metrics.render(
         &[
             (
@@ -36,6 +37,16 @@ fn metrics(app: &State<App>) -> (ContentType, String) {
                 "scaivault_ocsp_presign_queue",
                 "OCSP responses waiting to be pre-signed.",
                 queued as f64,
+            ),
+            (
+                "scaivault_rsa_key_pool_ready",
+                "RSA-2048 leaf keys generated ahead and ready to be taken.",
+                rsa_ready as f64,
+            ),
+            (
+                "scaivault_rsa_key_pool_target",
+                "RSA-2048 leaf keys the pool keeps ready (0 until a role or request uses RSA-2048).",
+                rsa_target as f64,
             ),
             (
                 "scaivault_cluster_leader",

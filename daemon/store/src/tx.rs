@@ -785,6 +785,17 @@ impl<'a> Tx<'a> {
         self.tenant_page("roles", ROLE_COLS, role_row, tenant_id, cursor, limit)
     }
 
+    /// The stored settings (JSON) of every role of every tenant: read once at startup, e.g. to
+    /// know which RSA sizes the key pool should keep ready.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn all_role_configs(&self) -> Result<Vec<String>> {
+        let mut st = self.tx.prepare("SELECT config FROM roles")?;
+        let rows = st.query_map(params![], |r| r.get(0))?;
+        rows.collect::<Result<Vec<String>>>()
+    }
+
     // ---- CSR workflow ----------------------------------------------------------------------
 
     /// Inserts a CSR.
