@@ -9,6 +9,12 @@
 //! host commands `tenant`, `token`, `audit verify` and `ceremony` (key ceremonies on an
 //! offline token, see the `ceremony` module).
 
+/// Rust allocations go to mimalloc: the issuance path allocates and frees many small buffers
+/// (DER, PEM, JSON) across threads, and glibc's malloc and free took ~10 % of the daemon's CPU
+/// there (docs/PERFORMANCE.md). C libraries (SQLite, SoftHSM, OpenSSL) keep using glibc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod acme;
 mod api;
 mod app;
