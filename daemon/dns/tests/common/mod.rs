@@ -86,25 +86,41 @@ impl Proc {
 
 /// Asks `server` over TCP (no recursion) and returns the response.
 pub async fn query(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    try_query(server, name, rtype)
+        .await
+        .unwrap_or_else(|e| panic!("{server}: {name} {rtype}: {e}"))
+}
+
+/// [`query`], with a failure (timeout, refused or reset connection, bad answer) as an error:
+/// a server that is still starting may accept a connection and reset it.
+pub async fn try_query(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Message, String> {
     let mut msg = Message::query();
     msg.metadata.recursion_desired = false;
-    msg.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
-    let bytes = msg.to_vec().expect("encode");
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(server),
-    )
-    .await
-    .expect("connect timeout")
-    .expect("connect");
-    let len = u16::try_from(bytes.len()).expect("len");
-    stream.write_all(&len.to_be_bytes()).await.expect("write");
-    stream.write_all(&bytes).await.expect("write");
-    let mut lb = [0u8; 2];
-    stream.read_exact(&mut lb).await.expect("read");
-    let mut resp = vec![0u8; usize::from(u16::from_be_bytes(lb))];
-    stream.read_exact(&mut resp).await.expect("read");
-    Message::from_vec(&resp).expect("decode")
+    msg.add_query(Query::query(
+        Name::from_ascii(name).map_err(|e| format!("name: {e}"))?,
+        rtype,
+    ));
+    let bytes = msg.to_vec().map_err(|e| format!("encode: {e}"))?;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(server).await?;
+        let len = u16::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        stream.write_all(&len.to_be_bytes()).await?;
+        stream.write_all(&bytes).await?;
+        let mut lb = [0u8; 2];
+        stream.read_exact(&mut lb).await?;
+        let mut resp = vec![0u8; usize::from(u16::from_be_bytes(lb))];
+        stream.read_exact(&mut resp).await?;
+        Ok::<_, std::io::Error>(resp)
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Message::from_vec(&resp).map_err(|e| format!("decode: {e}"))
 }
 
 /// The TXT values `server` serves at `name`, sorted.
@@ -146,9 +162,12 @@ pub async fn wait_for_zone(server: SocketAddr, zone: &str, proc: &mut Proc, what
         )
         .await;
         if matches!(attempt, Ok(Ok(true))) {
-            let resp = query(server, zone, RecordType::SOA).await;
-            if resp.metadata.response_code == ResponseCode::NoError && !resp.answers.is_empty() {
-                return;
+            // Not ready yet if the exchange fails (Knot may reset connections while it loads).
+            if let Ok(resp) = try_query(server, zone, RecordType::SOA).await {
+                if resp.metadata.response_code == ResponseCode::NoError && !resp.answers.is_empty()
+                {
+                    return;
+                }
             }
         }
         if start.elapsed() > Duration::from_secs(20) {
