@@ -32,6 +32,9 @@ pub struct Metrics {
     pub leader_passes: AtomicU64,
     /// Connections the relying-party listener refused at `server.public_max_connections`.
     pub public_connections_refused: AtomicU64,
+    /// Connections open on the relying-party listener (each holds a place under
+    /// `server.public_max_connections` from accept until it closes).
+    pub public_connections_open: AtomicU64,
 }
 
 impl Metrics {
@@ -135,6 +138,11 @@ impl Metrics {
                 "scaivault_crl_last_entries",
                 "Entries of the last CRL built.",
                 get(&self.crl_last_entries) as f64,
+            ),
+            (
+                "scaivault_public_connections_open",
+                "Connections open on the relying-party listener.",
+                get(&self.public_connections_open) as f64,
             ),
         ];
         all_gauges.extend_from_slice(gauges);

@@ -865,10 +865,28 @@ fn the_relying_party_listener_caps_its_connections() {
     let served = |out: &str| out.starts_with("HTTP/1.1 404 Not Found\r\n");
     let ask = "GET /nothing-here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert!(served(&raw(&public, ask.as_bytes(), "", 0)));
+    // The server ends that connection's task (and gives its place back) a moment after the
+    // client saw it close: wait for that, or an idle connection below could find the cap full.
+    let open_now = |want: f64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let open = d.metric("scaivault_public_connections_open");
+            if open == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{open} connections open, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    open_now(0.0);
     // Two idle connections fill the cap (each holds its place from accept until it closes).
     let idle: Vec<std::net::TcpStream> = (0..2)
         .map(|_| std::net::TcpStream::connect(&public).unwrap())
         .collect();
+    open_now(2.0);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let refused = loop {
         let out = raw(&public, ask.as_bytes(), "", 0);

@@ -98,6 +98,7 @@ pub fn spawn(
         open: AtomicUsize::new(0),
         max: usize::try_from(app.config.server.public_max_connections).unwrap_or(usize::MAX),
         refusing: AtomicUsize::new(0),
+        metrics: app.metrics.clone(),
     });
     let app = Arc::new(app);
     let n = threads();
@@ -149,6 +150,8 @@ struct Connections {
     max: usize,
     /// Refusals being written (each holds its socket for up to a second).
     refusing: AtomicUsize,
+    /// Where `scaivault_public_connections_open` is kept.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Most refusals written at once; beyond, a connection over the cap is closed without an answer,
@@ -165,13 +168,22 @@ impl Connections {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(self.clone()))
+            .map(|_| {
+                self.metrics
+                    .public_connections_open
+                    .fetch_add(1, Ordering::Relaxed);
+                Slot(self.clone())
+            })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0
+            .metrics
+            .public_connections_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
