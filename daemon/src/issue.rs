@@ -12,6 +12,7 @@ use crate::app::{App, Caller, Issuer};
 use crate::error::ApiError;
 use crate::issuecache::CachedRole;
 use crate::leafkey;
+use crate::metrics::IssueStage;
 use crate::roles::{self, RoleSpec};
 use aes_gcm::aead::{Aead, KeyInit};
 use scaivault_core::leaf::{self, LeafNames, LeafTemplate, LeafUrls};
@@ -22,6 +23,7 @@ use scaivault_core::{csr, duration, pem, time_util};
 use scaivault_hsm::KeyType;
 use scaivault_store::{CertRow, IssueBasis, StoredKeyRow};
 use std::sync::Arc;
+use std::time::Instant;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
@@ -499,6 +501,14 @@ async fn sign_and_store(
     sign_order(app, caller, issuer, order).await
 }
 
+/// Records in `GET /metrics` that `stage` of an issuance, begun at `since`, ended now; returns now.
+fn stage_done(app: &App, stage: IssueStage, since: Instant) -> Instant {
+    let now = Instant::now();
+    app.metrics
+        .issue_stage(stage, now.saturating_duration_since(since));
+    now
+}
+
 /// Reserves a serial (with its `started` audit record), builds, lints, signs, checks and stores a
 /// leaf certificate for `order`.
 ///
@@ -568,6 +578,7 @@ pub async fn sign_order(
     let tbs_der = der::Encode::to_der(&tbs).map_err(ApiError::internal)?;
     let started = caller.record("certificate.issue", Some(&object), "started");
     let reserve = row.clone();
+    let timer = Instant::now();
     // The serial and the to-be-signed certificate, written (to the WAL) before the token signs;
     // made durable on disk by the certificate's own commit below, before anyone sees the
     // certificate (see `Durability::Wal`). A crash in between leaves the reservation, which the
@@ -597,6 +608,7 @@ pub async fn sign_order(
         }
     })?;
 
+    let timer = stage_done(app, IssueStage::Reserve, timer);
     // Lint, sign on the token and check the signature (inline while the token is fast, see
     // `App::token_call`); then store with the `success` record in the next group commit.
     let iss = issuer.clone();
@@ -620,6 +632,7 @@ pub async fn sign_order(
             return Err(e);
         }
     };
+    let timer = stage_done(app, IssueStage::Sign, timer);
     let done = caller.record("certificate.issue", Some(&object), "success");
     let stored = sealed.map(|(wrapped_key, sealed)| StoredKeyRow {
         issuer_ca_id: issuer.ca_id.clone(),
@@ -658,6 +671,7 @@ pub async fn sign_order(
         tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
         return Err(ApiError::from(e));
     }
+    stage_done(app, IssueStage::Store, timer);
     crate::metrics::Metrics::bump(&app.metrics.certificates_issued);
     // Its OCSP response ("good"), signed in the background before a relying party asks. In a
     // cluster only the leader pre-signs (into the shared table); a follower's new certificates

@@ -1019,3 +1019,39 @@ fn rsa_key_pool_fills_for_rsa_roles_and_again_after_a_restart() {
     assert_eq!(d.metric("scaivault_rsa_key_pool_target"), 3.0);
     wait_metric(&d, "scaivault_rsa_key_pool_ready", 3.0, 120);
 }
+
+#[test]
+fn metrics_time_the_steps_of_each_issuance() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "stages");
+    role(&d, "stages", &int, json!({}));
+    let sample = |what: &str, stage: &str| {
+        d.metric(&format!(
+            "scaivault_issue_stage_seconds_{what}{{stage=\"{stage}\"}}"
+        ))
+    };
+    for stage in ["reserve", "sign", "store"] {
+        assert_eq!(sample("count", stage), 0.0, "{stage}");
+    }
+    for cn in ["a.svc.cluster.local", "b.svc.cluster.local"] {
+        let r = d.post("/v1/pki/issue/stages", &json!({"common_name": cn}));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // A refused request reaches none of the steps.
+    d.post(
+        "/v1/pki/issue/stages",
+        &json!({"common_name": "evil.example.com"}),
+    )
+    .problem(400, "domain_not_allowed");
+    for stage in ["reserve", "sign", "store"] {
+        assert_eq!(sample("count", stage), 2.0, "{stage}");
+        assert!(sample("sum", stage) > 0.0, "{stage}");
+        assert_eq!(
+            d.metric(&format!(
+                "scaivault_issue_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}}"
+            )),
+            2.0,
+            "{stage}"
+        );
+    }
+}

@@ -321,6 +321,21 @@ const RSA_POOL_WAIT_SECS: u64 = 300;
 
 /// Waits until every daemon's RSA-2048 pool holds its target (`GET /metrics`), at most
 /// [`RSA_POOL_WAIT_SECS`]; returns the seconds waited and the keys ready / wanted at the end.
+/// The issuance steps timed by the daemons (`scaivault_issue_stage_seconds`): for reserve, sign
+/// and store, the seconds and the count summed over `daemons`.
+fn stage_totals(daemons: &[&Daemon]) -> [(f64, f64); 3] {
+    ["reserve", "sign", "store"].map(|stage| {
+        daemons.iter().fold((0.0, 0.0), |(s, c), d| {
+            let m = |what: &str| {
+                d.metric(&format!(
+                    "scaivault_issue_stage_seconds_{what}{{stage=\"{stage}\"}}"
+                ))
+            };
+            (s + m("sum"), c + m("count"))
+        })
+    })
+}
+
 fn wait_for_rsa_pools(daemons: &[&Daemon]) -> (f64, f64, f64) {
     let start = Instant::now();
     loop {
@@ -466,6 +481,8 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
             burst = Some((pool, rt.block_on(run_burst(&target(k, "burst"), 100))));
         }
         for &n in &o.conns {
+            let all: Vec<&Daemon> = std::iter::once(&d).chain(peers.iter()).collect();
+            let stages0 = stage_totals(&all);
             let cpu0 = cpu_all(&pids);
             let (bytes0, calls0) = written_all(&pids);
             let pg0 = scaivault_tests::bench::cpu_secs_of("postgres");
@@ -494,6 +511,17 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
                 r.lat_cells(),
                 hwm_all(&pids)
             );
+            let stages1 = stage_totals(&all);
+            let mean_us = |i: usize| {
+                let ((s0, c0), (s1, c1)) = (stages0[i], stages1[i]);
+                (s1 - s0) * 1e6 / (c1 - c0).max(1.0)
+            };
+            notes.push(format!(
+                "{label} c={n}: mean time of an issuance's steps (daemon /metrics): reserve {:.0} µs, sign {:.0} µs, store {:.0} µs",
+                mean_us(0),
+                mean_us(1),
+                mean_us(2)
+            ));
             if let Some(e) = &r.first_error {
                 notes.push(format!("{label} c={n}: first error: {e}"));
             }
