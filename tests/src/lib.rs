@@ -634,6 +634,23 @@ pub mod bench {
         (tick(11) + tick(12)) / 100.0
     }
 
+    /// Time the live threads of process `pid` have spent runnable but waiting for a CPU, in
+    /// seconds (the second field of `/proc/<pid>/task/<tid>/schedstat`, summed; threads that
+    /// exited meanwhile are not counted); 0 when unreadable. On a machine with idle CPU this is the
+    /// cost of waking threads: each hand-off between threads waits here before the woken thread
+    /// runs.
+    pub fn run_delay_secs(pid: u32) -> f64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0.0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1e9
+    }
+
     /// Bytes and calls written so far by process `pid` through `write`-family system calls
     /// (`wchar`, `syscw` of `/proc/<pid>/io`: the database's WAL frames, checkpoints and logs, before
     /// the page cache); zeros when unreadable.

@@ -19,7 +19,7 @@
 
 use scaivault_hsm::pkcs11::{Pkcs11Config, Pkcs11Token};
 use scaivault_hsm::{KeySpec, Token};
-use scaivault_tests::bench::{cpu_secs, loadavg, pct, status_kib, written};
+use scaivault_tests::bench::{cpu_secs, loadavg, pct, run_delay_secs, status_kib, written};
 use scaivault_tests::{free_port, Daemon};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -422,6 +422,7 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         .collect();
     println!("backend: {}, nodes: {} (pids {pids:?})", o.backend, o.nodes);
     let cpu_all = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let waits_all = |pids: &[u32]| pids.iter().map(|p| run_delay_secs(*p)).sum::<f64>();
     let written_all = |pids: &[u32]| {
         pids.iter()
             .map(|p| written(*p))
@@ -466,8 +467,8 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
         o.seconds,
         loadavg()
     );
-    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB | daemon CPU µs/cert | daemon KiB written/cert | write calls/cert |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| leaf key | conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | daemon VmHWM KiB | daemon CPU µs/cert | daemon run-queue wait µs/cert | daemon KiB written/cert | write calls/cert |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ec_rates = BTreeMap::new();
     let mut burst = None;
     let mut notes = Vec::new();
@@ -484,6 +485,8 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
             let all: Vec<&Daemon> = std::iter::once(&d).chain(peers.iter()).collect();
             let stages0 = stage_totals(&all);
             let cpu0 = cpu_all(&pids);
+            let wait0 = waits_all(&pids);
+            let own_wait0 = run_delay_secs(std::process::id());
             let (bytes0, calls0) = written_all(&pids);
             let pg0 = scaivault_tests::bench::cpu_secs_of("postgres");
             let r = rt.block_on(run_load(
@@ -493,6 +496,8 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
             ));
             let certs = r.ok.max(1) as f64;
             let cpu_us = (cpu_all(&pids) - cpu0) * 1e6 / certs;
+            let wait_us = (waits_all(&pids) - wait0) * 1e6 / certs;
+            let own_wait_us = (run_delay_secs(std::process::id()) - own_wait0) * 1e6 / certs;
             let (bytes1, calls1) = written_all(&pids);
             let kib = bytes1.saturating_sub(bytes0) as f64 / 1024.0 / certs;
             let calls = calls1.saturating_sub(calls0) as f64 / certs;
@@ -504,7 +509,7 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
                 ));
             }
             println!(
-                "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} | {kib:.1} | {calls:.1} |",
+                "| {label} | {n} | {:.0} | {} | {} | {} | {} | {cpu_us:.0} | {wait_us:.0} | {kib:.1} | {calls:.1} |",
                 r.rate(),
                 r.ok,
                 r.errors_text(),
@@ -517,7 +522,7 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, f6
                 (s1 - s0) * 1e6 / (c1 - c0).max(1.0)
             };
             notes.push(format!(
-                "{label} c={n}: mean time of an issuance's steps (daemon /metrics): reserve {:.0} µs, sign {:.0} µs, store {:.0} µs",
+                "{label} c={n}: mean time of an issuance's steps (daemon /metrics): reserve {:.0} µs, sign {:.0} µs, store {:.0} µs; the load generator's own run-queue wait {own_wait_us:.0} µs/cert",
                 mean_us(0),
                 mean_us(1),
                 mean_us(2)
@@ -769,17 +774,19 @@ fn bench_cfssl(rt: &tokio::runtime::Runtime, o: &Opts) -> Option<BTreeMap<usize,
         o.seconds,
         loadavg()
     );
-    println!("| conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | cfssl CPU µs/cert |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| conns | certs/s | certs | errors | p50 ms | p90 ms | p99 ms | max ms | cfssl CPU µs/cert | cfssl run-queue wait µs/cert |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rates = BTreeMap::new();
     let mut notes = Vec::new();
     let cfssl_pid = _server.0.id();
     for &n in &o.conns {
         let cpu0 = cpu_secs(cfssl_pid);
+        let wait0 = run_delay_secs(cfssl_pid);
         let r = rt.block_on(run_load(&t, n, Duration::from_secs(o.seconds)));
         let cpu_us = (cpu_secs(cfssl_pid) - cpu0) * 1e6 / (r.ok.max(1) as f64);
+        let wait_us = (run_delay_secs(cfssl_pid) - wait0) * 1e6 / (r.ok.max(1) as f64);
         println!(
-            "| {n} | {:.0} | {} | {} | {} | {cpu_us:.0} |",
+            "| {n} | {:.0} | {} | {} | {} | {cpu_us:.0} | {wait_us:.0} |",
             r.rate(),
             r.ok,
             r.errors_text(),
