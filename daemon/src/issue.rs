@@ -6,7 +6,9 @@
 //! together with a `started` audit record (one transaction, written to the WAL without its own
 //! `fsync`; the UNIQUE(issuer, serial) constraint makes a serial single-use) → TBS built and linted → signed on the token → signature verified →
 //! certificate stored with the `success` record. A failure after the reservation releases the
-//! serial and writes an `error:<code>` record.
+//! serial and writes an `error:<code>` record. With `[hsm] call_timeout` set (the default) the
+//! steps after the reservation are chained from thread to thread (store writer → blocking pool →
+//! store writer) and the request's task wakes once, at the end (see `chained`).
 
 use crate::app::{App, Caller, Issuer};
 use crate::error::ApiError;
@@ -21,7 +23,9 @@ use scaivault_core::role::{ApprovedNames, NameRequest};
 use scaivault_core::serial::Serial;
 use scaivault_core::{csr, duration, pem, time_util};
 use scaivault_hsm::KeyType;
+use scaivault_store::Durability;
 use scaivault_store::{CertRow, IssueBasis, StoredKeyRow};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use time::{Duration, OffsetDateTime};
@@ -501,6 +505,283 @@ async fn sign_and_store(
     sign_order(app, caller, issuer, order).await
 }
 
+/// What an issuance's reservation, signature and store came to.
+enum Outcome {
+    /// The reservation was not written: nothing was signed.
+    NotReserved(scaivault_store::Error),
+    /// Lint, token or check failed (or the token did not answer in time): the reservation stands
+    /// and must be released.
+    SignFailed(ApiError),
+    /// Signed but the certificate's commit failed.
+    NotStored(scaivault_store::Error, Vec<u8>),
+    /// Signed and durably stored.
+    Stored(Vec<u8>),
+}
+
+/// The certificate's commit, prepared before the signature.
+struct StoreJob {
+    row: CertRow,
+    stored: Option<StoredKeyRow>,
+    on_store: Option<OnStore>,
+    done: scaivault_store::AuditRecord,
+}
+
+impl StoreJob {
+    /// The group-commit job storing the signed certificate `der` with its event and `success`
+    /// record.
+    fn into_job(self, der: Vec<u8>) -> scaivault_store::BatchJob {
+        let StoreJob {
+            mut row,
+            stored,
+            on_store,
+            done,
+        } = self;
+        row.cert_der = Some(der);
+        Box::new(move |tx| {
+            tx.complete_certificate(&row)?;
+            if let Some(k) = &stored {
+                tx.insert_stored_key(k)?;
+            }
+            let at = time_util::rfc3339(time_util::now());
+            let data = serde_json::json!({
+                "ca_id": row.issuer_ca_id, "serial": row.serial, "role": row.role,
+                "common_name": row.common_name, "not_after": row.not_after,
+            })
+            .to_string();
+            tx.insert_event(
+                &row.tenant_id,
+                "certificate.issued",
+                Some(&row.serial),
+                &at,
+                &data,
+            )?;
+            if let Some(f) = on_store {
+                f(tx, &row.serial)?;
+            }
+            tx.append_audit(&done).map(|_| ())
+        })
+    }
+}
+
+/// The answer to a reservation the store refused.
+fn reservation_refused(e: scaivault_store::Error) -> ApiError {
+    match e {
+        scaivault_store::Error::Changed(what) => {
+            tracing::debug!(%what, "issuance basis changed before the reservation; retried");
+            ApiError::conflict(
+                BASIS_CHANGED,
+                format!("the {what} changed during the request"),
+            )
+        }
+        e => {
+            tracing::error!(error = %e, "reserving a serial with its audit record failed");
+            ApiError::audit_unavailable()
+        }
+    }
+}
+
+/// Reservation, signature and store one after the other from this task (`[hsm] call_timeout =
+/// "0s"`: the signature inline while the token is fast, see [`App::token_call`]).
+async fn stepwise(
+    app: &App,
+    issuer: &Arc<Issuer>,
+    tbs: x509_cert::TbsCertificate,
+    reserve: scaivault_store::BatchJob,
+    store: StoreJob,
+) -> Outcome {
+    let timer = Instant::now();
+    if let Err(e) = app.write_with(reserve, Durability::Wal).await {
+        return Outcome::NotReserved(e);
+    }
+    let timer = stage_done(app, IssueStage::Reserve, timer);
+    let iss = issuer.clone();
+    let signed = app
+        .token_call(move || {
+            leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from)
+        })
+        .await;
+    let der = match signed {
+        Ok(d) => d,
+        Err(e) => return Outcome::SignFailed(e),
+    };
+    let timer = stage_done(app, IssueStage::Sign, timer);
+    let res = app.write(store.into_job(der.clone())).await;
+    stage_done(app, IssueStage::Store, timer);
+    match res {
+        Ok(()) => Outcome::Stored(der),
+        Err(e) => Outcome::NotStored(e, der),
+    }
+}
+
+/// Where the token call of a [`chained`] issuance is.
+struct SignWatch {
+    /// [`SignWatch::WAITING`], [`SignWatch::SIGNING`], [`SignWatch::SIGNED`] or
+    /// [`SignWatch::ABANDONED`].
+    state: AtomicU8,
+    /// When the token call began, microseconds after `base`.
+    began_us: AtomicU64,
+    base: Instant,
+}
+
+impl SignWatch {
+    const WAITING: u8 = 0;
+    const SIGNING: u8 = 1;
+    const SIGNED: u8 = 2;
+    const ABANDONED: u8 = 3;
+
+    fn new() -> Self {
+        SignWatch {
+            state: AtomicU8::new(Self::WAITING),
+            began_us: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    fn begin(&self) {
+        let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.began_us.store(us, Ordering::SeqCst);
+        self.state.store(Self::SIGNING, Ordering::SeqCst);
+    }
+
+    /// The token call returned: false when the request gave up on it meanwhile.
+    fn finish(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Self::SIGNING,
+                Self::SIGNED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
+    /// How long the token call has been running, if it is.
+    fn running_for(&self) -> Option<std::time::Duration> {
+        (self.state.load(Ordering::SeqCst) == Self::SIGNING).then(|| {
+            let began = std::time::Duration::from_micros(self.began_us.load(Ordering::SeqCst));
+            self.base.elapsed().saturating_sub(began)
+        })
+    }
+
+    /// Gives up on a running token call: false when it returned meanwhile.
+    fn abandon(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Self::SIGNING,
+                Self::ABANDONED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+}
+
+/// Reservation, signature and store chained from thread to thread without waking this task in
+/// between: the reservation's commit starts the token call on the blocking pool, whose end
+/// submits the certificate's commit, whose reply wakes the request. Two hand-offs fewer than
+/// [`stepwise`] (each a wait for a CPU; see docs/PERFORMANCE.md). The token call is still bounded
+/// by `limit`: when it runs longer, the request gives up with `503 hsm_unavailable` while the
+/// call keeps its blocking thread until the module returns (its result is then dropped).
+async fn chained(
+    app: &App,
+    issuer: &Arc<Issuer>,
+    tbs: x509_cert::TbsCertificate,
+    reserve: scaivault_store::BatchJob,
+    store: StoreJob,
+    limit: std::time::Duration,
+) -> Outcome {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<Outcome>();
+    let watch = Arc::new(SignWatch::new());
+    let seen = watch.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let (metrics, pace, db) = (
+        app.metrics.clone(),
+        app.token_pace.clone(),
+        app.store.clone(),
+    );
+    let iss = issuer.clone();
+    let timer = Instant::now();
+    let after_reservation: scaivault_store::BatchReply = Box::new(move |r| {
+        if let Err(e) = r {
+            let _ = tx.send(Outcome::NotReserved(e));
+            return;
+        }
+        metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
+        runtime.spawn_blocking(move || {
+            seen.begin();
+            let t0 = Instant::now();
+            let signed =
+                leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
+            let took = t0.elapsed();
+            pace.observe(took);
+            if !seen.finish() {
+                tracing::warn!(
+                    operation = "sign",
+                    ok = signed.is_ok(),
+                    "a token call returned after its request had given up on it"
+                );
+                return;
+            }
+            metrics.issue_stage(IssueStage::Sign, took);
+            let der = match signed {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Outcome::SignFailed(e));
+                    return;
+                }
+            };
+            let t1 = Instant::now();
+            let job = store.into_job(der.clone());
+            db.submit(
+                job,
+                Box::new(move |r| {
+                    metrics.issue_stage(IssueStage::Store, t1.elapsed());
+                    let _ = tx.send(match r {
+                        Ok(()) => Outcome::Stored(der),
+                        Err(e) => Outcome::NotStored(e, der),
+                    });
+                }),
+            );
+        });
+    });
+    app.store
+        .submit_with(reserve, after_reservation, Durability::Wal);
+    let mut wait = limit;
+    loop {
+        match tokio::time::timeout(wait, &mut rx).await {
+            Ok(Ok(outcome)) => return outcome,
+            // The chain ended without an answer (a panic, or the runtime shutting down): the
+            // reservation, if any, is released (a stored certificate is not touched by that).
+            Ok(Err(_)) => {
+                return Outcome::SignFailed(ApiError::internal(
+                    "the issuance ended without an outcome",
+                ))
+            }
+            Err(_) => match watch.running_for() {
+                Some(ran) if ran >= limit => {
+                    if watch.abandon() {
+                        tracing::error!(
+                            operation = "sign",
+                            limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                            "the token did not answer in time: answering 503; the call keeps its \
+                             blocking thread until the module returns"
+                        );
+                        return Outcome::SignFailed(ApiError::hsm_unavailable());
+                    }
+                    wait = limit;
+                }
+                Some(ran) => {
+                    wait = limit
+                        .saturating_sub(ran)
+                        .max(std::time::Duration::from_millis(1));
+                }
+                // Not signing: waiting for the store (whose own errors come back), or done.
+                None => wait = limit,
+            },
+        }
+    }
+}
+
 /// Records in `GET /metrics` that `stage` of an issuance, begun at `since`, ended now; returns now.
 fn stage_done(app: &App, stage: IssueStage, since: Instant) -> Instant {
     let now = Instant::now();
@@ -541,7 +822,7 @@ pub async fn sign_order(
     let mut sans: Vec<String> = names.dns_names.clone();
     sans.extend(names.ips.iter().map(ToString::to_string));
     sans.extend(names.uris.iter().cloned());
-    let mut row = CertRow {
+    let row = CertRow {
         issuer_ca_id: issuer.ca_id.clone(),
         serial: serial.key(),
         tenant_id: caller.tenant_id.clone(),
@@ -577,62 +858,6 @@ pub async fn sign_order(
     let tbs = leaf::leaf_tbs(&template, &issuer.info)?;
     let tbs_der = der::Encode::to_der(&tbs).map_err(ApiError::internal)?;
     let started = caller.record("certificate.issue", Some(&object), "started");
-    let reserve = row.clone();
-    let timer = Instant::now();
-    // The serial and the to-be-signed certificate, written (to the WAL) before the token signs;
-    // made durable on disk by the certificate's own commit below, before anyone sees the
-    // certificate (see `Durability::Wal`). A crash in between leaves the reservation, which the
-    // next start revokes (`serve::reconcile_reservations`).
-    app.write_with(
-        Box::new(move |tx| {
-            if let Some(b) = &basis {
-                tx.check_issue_basis(b)?;
-            }
-            tx.reserve_certificate(&reserve, &tbs_der)?;
-            tx.append_audit(&started).map(|_| ())
-        }),
-        scaivault_store::Durability::Wal,
-    )
-    .await
-    .map_err(|e| match e {
-        scaivault_store::Error::Changed(what) => {
-            tracing::debug!(%what, "issuance basis changed before the reservation; retried");
-            ApiError::conflict(
-                BASIS_CHANGED,
-                format!("the {what} changed during the request"),
-            )
-        }
-        e => {
-            tracing::error!(error = %e, "reserving a serial with its audit record failed");
-            ApiError::audit_unavailable()
-        }
-    })?;
-
-    let timer = stage_done(app, IssueStage::Reserve, timer);
-    // Lint, sign on the token and check the signature (inline while the token is fast, see
-    // `App::token_call`); then store with the `success` record in the next group commit.
-    let iss = issuer.clone();
-    let signed = app
-        .token_call(move || {
-            leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from)
-        })
-        .await;
-    let der = match signed {
-        Ok(d) => d,
-        Err(e) => {
-            let mut failed = caller.record("certificate.issue", Some(&object), "error:");
-            failed.outcome = format!("error:{}", e.code);
-            let (ca, sn) = (issuer.ca_id.clone(), row.serial.clone());
-            app.write(Box::new(move |tx| {
-                tx.release_serial(&ca, &sn)?;
-                tx.append_audit(&failed).map(|_| ())
-            }))
-            .await
-            .map_err(|_| ApiError::audit_unavailable())?;
-            return Err(e);
-        }
-    };
-    let timer = stage_done(app, IssueStage::Sign, timer);
     let done = caller.record("certificate.issue", Some(&object), "success");
     let stored = sealed.map(|(wrapped_key, sealed)| StoredKeyRow {
         issuer_ca_id: issuer.ca_id.clone(),
@@ -640,38 +865,54 @@ pub async fn sign_order(
         wrapped_key,
         sealed,
     });
-    row.cert_der = Some(der.clone());
-    let stored_res = app
-        .write(Box::new(move |tx| {
-            tx.complete_certificate(&row)?;
-            if let Some(k) = &stored {
-                tx.insert_stored_key(k)?;
-            }
-            let at = time_util::rfc3339(time_util::now());
-            let data = serde_json::json!({
-                "ca_id": row.issuer_ca_id, "serial": row.serial, "role": row.role,
-                "common_name": row.common_name, "not_after": row.not_after,
-            })
-            .to_string();
-            tx.insert_event(
-                &row.tenant_id,
-                "certificate.issued",
-                Some(&row.serial),
-                &at,
-                &data,
-            )?;
-            if let Some(f) = on_store {
-                f(tx, &row.serial)?;
-            }
-            tx.append_audit(&done).map(|_| ())
-        }))
-        .await;
-    if let Err(e) = stored_res {
-        // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
-        tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
-        return Err(ApiError::from(e));
-    }
-    stage_done(app, IssueStage::Store, timer);
+    let reserve = row.clone();
+    let reserve_job: scaivault_store::BatchJob = Box::new(move |tx| {
+        if let Some(b) = &basis {
+            tx.check_issue_basis(b)?;
+        }
+        tx.reserve_certificate(&reserve, &tbs_der)?;
+        tx.append_audit(&started).map(|_| ())
+    });
+    let reserved_serial = row.serial.clone();
+    let release = |e: ApiError| {
+        let mut failed = caller.record("certificate.issue", Some(&object), "error:");
+        failed.outcome = format!("error:{}", e.code);
+        let (ca, sn) = (issuer.ca_id.clone(), reserved_serial.clone());
+        async move {
+            app.write(Box::new(move |tx| {
+                tx.release_serial(&ca, &sn)?;
+                tx.append_audit(&failed).map(|_| ())
+            }))
+            .await
+            .map_err(|_| ApiError::audit_unavailable())?;
+            Err::<Issued, ApiError>(e)
+        }
+    };
+    let store_job = StoreJob {
+        row,
+        stored,
+        on_store,
+        done,
+    };
+    // The serial and the to-be-signed certificate are written (to the WAL) before the token signs;
+    // made durable on disk by the certificate's own commit, before anyone sees the certificate
+    // (see `Durability::Wal`). A crash in between leaves the reservation, which the next start
+    // revokes (`serve::reconcile_reservations`). Then lint, signature on the token and its check;
+    // then the certificate with the `success` record in the next group commit.
+    let outcome = match app.config.hsm.call_limit() {
+        Some(limit) => chained(app, issuer, tbs, reserve_job, store_job, limit).await,
+        None => stepwise(app, issuer, tbs, reserve_job, store_job).await,
+    };
+    let der = match outcome {
+        Outcome::NotReserved(e) => return Err(reservation_refused(e)),
+        Outcome::SignFailed(e) => return release(e).await,
+        Outcome::NotStored(e, der) => {
+            // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
+            tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
+            return Err(ApiError::from(e));
+        }
+        Outcome::Stored(der) => der,
+    };
     crate::metrics::Metrics::bump(&app.metrics.certificates_issued);
     // Its OCSP response ("good"), signed in the background before a relying party asks. In a
     // cluster only the leader pre-signs (into the shared table); a follower's new certificates
@@ -693,4 +934,30 @@ pub async fn sign_order(
         not_after: time_util::rfc3339(not_after),
         issuing_ca_id: issuer.ca_id.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignWatch;
+
+    #[test]
+    fn a_token_call_is_either_finished_or_abandoned_never_both() {
+        let w = SignWatch::new();
+        // Before the call starts nothing can be abandoned (the request waits for the store).
+        assert!(w.running_for().is_none());
+        assert!(!w.abandon());
+        w.begin();
+        assert!(w.running_for().is_some());
+        assert!(w.finish());
+        assert!(!w.abandon(), "finished first: the result is the request's");
+        assert!(w.running_for().is_none());
+
+        let w = SignWatch::new();
+        w.begin();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(w.running_for().unwrap() >= std::time::Duration::from_millis(5));
+        assert!(w.abandon());
+        assert!(!w.finish(), "abandoned first: the late result is dropped");
+        assert!(w.running_for().is_none());
+    }
 }
