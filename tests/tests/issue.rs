@@ -947,14 +947,19 @@ fn issuance_follows_token_role_and_ca_changes_at_once() {
     }
 
     // Exactly the successful requests left certificates; no reservation is left over.
+    assert_all_valid(&d, &int, issued);
+}
+
+/// The CA's inventory holds exactly `n` certificates, all valid (no reservation left over).
+fn assert_all_valid(d: &Daemon, ca: &Value, n: usize) {
     let inv = d
         .get(&format!(
             "/v1/pki/certificates?ca_id={}",
-            int["id"].as_str().unwrap()
+            ca["id"].as_str().unwrap()
         ))
         .json();
     let items = inv["items"].as_array().unwrap();
-    assert_eq!(items.len(), issued, "{inv}");
+    assert_eq!(items.len(), n, "{inv}");
     assert!(items.iter().all(|c| c["status"] == "valid"), "{inv}");
 }
 
@@ -1054,4 +1059,46 @@ fn metrics_time_the_steps_of_each_issuance() {
             "{stage}"
         );
     }
+}
+
+/// With `[hsm] call_timeout = "0s"` the steps run one after the other from the request's task
+/// (signing inline once the token has proved fast) instead of being chained between threads.
+#[test]
+fn issuance_without_a_call_timeout_takes_the_stepwise_path() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "steps");
+    role(&d, "steps", &int, json!({}));
+    let d = d.restart_with(|t| {
+        assert!(t.contains("[hsm]\n"), "{t}");
+        t.replacen("[hsm]\n", "[hsm]\ncall_timeout = \"0s\"\n", 1)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // The first calls measure the token on the blocking pool; later ones sign inline.
+    for i in 0..12 {
+        let r = d.post(
+            "/v1/pki/issue/steps",
+            &json!({"common_name": format!("s{i}.svc.cluster.local")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let issued = r.json();
+        let (leaf, untrusted, root_file, _) = files(dir.path(), &format!("s{i}"), &issued);
+        openssl_ok(&[
+            "verify",
+            "-CAfile",
+            &root_file,
+            "-untrusted",
+            &untrusted,
+            &leaf,
+        ]);
+    }
+    for stage in ["reserve", "sign", "store"] {
+        assert_eq!(
+            d.metric(&format!(
+                "scaivault_issue_stage_seconds_count{{stage=\"{stage}\"}}"
+            )),
+            12.0,
+            "{stage}"
+        );
+    }
+    assert_all_valid(&d, &int, 12);
 }
