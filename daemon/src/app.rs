@@ -117,6 +117,25 @@ impl Default for TokenPace {
     }
 }
 
+/// Logs a token call that outlived its request's `call_timeout` (the request answers 503).
+pub(crate) fn log_token_timeout(what: &str, limit: std::time::Duration) {
+    tracing::error!(
+        operation = what,
+        limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        "the token did not answer in time: answering 503; the call keeps its blocking thread \
+         until the module returns"
+    );
+}
+
+/// Logs a token call that returned after its request gave up on it (its result is dropped).
+pub(crate) fn log_late_token_result(what: &str, ok: bool) {
+    tracing::warn!(
+        operation = what,
+        ok,
+        "a token call returned after its request had given up on it"
+    );
+}
+
 /// An active CA ready to sign: its issuer data, its key on the token, its chain.
 pub struct Issuer {
     /// CA id.
@@ -253,11 +272,7 @@ impl App {
             let out = f();
             let claimed = seen.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst);
             if claimed.is_err() {
-                tracing::warn!(
-                    operation = what,
-                    ok = out.is_ok(),
-                    "a token call returned after its request had given up on it"
-                );
+                log_late_token_result(what, out.is_ok());
                 if let Ok(value) = &out {
                     undo(value);
                 }
@@ -270,12 +285,7 @@ impl App {
                 let gave_up =
                     state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst);
                 if gave_up.is_ok() {
-                    tracing::error!(
-                        operation = what,
-                        limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                        "the token did not answer in time: answering 503; the call keeps its \
-                         blocking thread until the module returns"
-                    );
+                    log_token_timeout(what, limit);
                     Err(ApiError::hsm_unavailable())
                 } else {
                     // It finished at the very moment the limit passed: its result is ours.

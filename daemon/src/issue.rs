@@ -715,11 +715,7 @@ async fn chained(
             let took = t0.elapsed();
             pace.observe(took);
             if !seen.finish() {
-                tracing::warn!(
-                    operation = "sign",
-                    ok = signed.is_ok(),
-                    "a token call returned after its request had given up on it"
-                );
+                crate::app::log_late_token_result("sign", signed.is_ok());
                 return;
             }
             metrics.issue_stage(IssueStage::Sign, took);
@@ -760,12 +756,7 @@ async fn chained(
             Err(_) => match watch.running_for() {
                 Some(ran) if ran >= limit => {
                     if watch.abandon() {
-                        tracing::error!(
-                            operation = "sign",
-                            limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                            "the token did not answer in time: answering 503; the call keeps its \
-                             blocking thread until the module returns"
-                        );
+                        crate::app::log_token_timeout("sign", limit);
                         return Outcome::SignFailed(ApiError::hsm_unavailable());
                     }
                     wait = limit;
