@@ -2,17 +2,13 @@
 //! client's CSR, signed at once under the same rules).
 //!
 //! Order of work, so that nothing is signed unless it was authorised and recorded:
-//! role policy → lifetime → issuer active and outliving the certificate → (key) → TBS built →
-//! serial and TBS reserved with a `started` audit record → basis checked → TBS linted → signed on
-//! the token → signature verified → certificate stored with the `started` and `success` records
-//! (the UNIQUE(issuer, serial) constraint makes a serial single-use). A failure after the
-//! reservation releases the serial and writes an `error:<code>` record.
-//!
-//! The reservation goes to the SQLite store's reservation journal (one page-aligned `write` from
-//! the request's thread, see [`scaivault_store::journal`]) or, on PostgreSQL, to a row of the
-//! shared database (a group commit without its own `fsync`). With `[hsm] call_timeout` set (the
-//! default) the steps after it are chained from thread to thread (blocking pool → store writer)
-//! and the request's task wakes once, at the end (see `chained`).
+//! role policy → lifetime → issuer active and outliving the certificate → (key) → serial reserved
+//! together with a `started` audit record (one transaction, written to the WAL without its own
+//! `fsync`; the UNIQUE(issuer, serial) constraint makes a serial single-use) → TBS built and linted → signed on the token → signature verified →
+//! certificate stored with the `success` record. A failure after the reservation releases the
+//! serial and writes an `error:<code>` record. With `[hsm] call_timeout` set (the default) the
+//! steps after the reservation are chained from thread to thread (store writer → blocking pool →
+//! store writer) and the request's task wakes once, at the end (see `chained`).
 
 use crate::app::{App, Caller, Issuer};
 use crate::error::ApiError;
@@ -27,8 +23,8 @@ use scaivault_core::role::{ApprovedNames, NameRequest};
 use scaivault_core::serial::Serial;
 use scaivault_core::{csr, duration, pem, time_util};
 use scaivault_hsm::KeyType;
-use scaivault_store::journal::{Reservation, Ticket};
-use scaivault_store::{AuditRecord, CertRow, Durability, IssueBasis, Store, StoredKeyRow};
+use scaivault_store::Durability;
+use scaivault_store::{CertRow, IssueBasis, StoredKeyRow};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -509,25 +505,13 @@ async fn sign_and_store(
     sign_order(app, caller, issuer, order).await
 }
 
-/// How an issuance's reservation is made.
-enum Reserve {
-    /// A group-commit job (PostgreSQL): the basis check, the reservation row and its `started`
-    /// record in one transaction, written before the token signs.
-    Row(scaivault_store::BatchJob),
-    /// Already written to the store's reservation journal (SQLite; see
-    /// [`scaivault_store::journal`]); the basis is checked against the database right before the
-    /// token signs, and the `started` record joins the certificate's commit.
-    Journal(Ticket, Option<IssueBasis>),
-}
-
-/// What an issuance's reservation, signature and store came to. A journal ticket comes back when
-/// the request has to settle it.
+/// What an issuance's reservation, signature and store came to.
 enum Outcome {
-    /// The reservation was not written, or its basis changed: nothing was signed.
-    NotReserved(scaivault_store::Error, Option<Ticket>),
+    /// The reservation was not written: nothing was signed.
+    NotReserved(scaivault_store::Error),
     /// Lint, token or check failed (or the token did not answer in time): the reservation stands
     /// and must be released.
-    SignFailed(ApiError, Option<Ticket>),
+    SignFailed(ApiError),
     /// Signed but the certificate's commit failed.
     NotStored(scaivault_store::Error, Vec<u8>),
     /// Signed and durably stored.
@@ -539,10 +523,7 @@ struct StoreJob {
     row: CertRow,
     stored: Option<StoredKeyRow>,
     on_store: Option<OnStore>,
-    done: AuditRecord,
-    /// With a journaled reservation: its `started` record, appended before `done` (the row is
-    /// inserted then, not completed).
-    started: Option<AuditRecord>,
+    done: scaivault_store::AuditRecord,
 }
 
 impl StoreJob {
@@ -554,18 +535,10 @@ impl StoreJob {
             stored,
             on_store,
             done,
-            started,
         } = self;
         row.cert_der = Some(der);
-        row.status = "valid".into();
         Box::new(move |tx| {
-            match &started {
-                Some(s) => {
-                    tx.append_audit(s)?;
-                    tx.insert_certificate(&row)?;
-                }
-                None => tx.complete_certificate(&row)?,
-            }
+            tx.complete_certificate(&row)?;
             if let Some(k) = &stored {
                 tx.insert_stored_key(k)?;
             }
@@ -607,69 +580,19 @@ fn reservation_refused(e: scaivault_store::Error) -> ApiError {
     }
 }
 
-/// Whether the request's basis still holds in the database (a read; journaled reservations).
-fn basis_holds(db: &Store, basis: Option<&IssueBasis>) -> scaivault_store::Result<()> {
-    match basis {
-        Some(b) => db.read(|tx| tx.check_issue_basis(b)),
-        None => Ok(()),
-    }
-}
-
-/// Submits the certificate's commit; its reply settles the journal ticket (resolved once the
-/// certificate is durable; on failure left for the next start, which revokes the serial) and sends
-/// the outcome.
-fn submit_store(
-    db: &Arc<Store>,
-    metrics: Arc<crate::metrics::Metrics>,
-    job: StoreJob,
-    der: Vec<u8>,
-    ticket: Option<Ticket>,
-    tx: tokio::sync::oneshot::Sender<Outcome>,
-) {
-    let t1 = Instant::now();
-    let store = db.clone();
-    db.submit(
-        job.into_job(der.clone()),
-        Box::new(move |r| {
-            metrics.issue_stage(IssueStage::Store, t1.elapsed());
-            let outcome = match r {
-                Ok(()) => {
-                    if let (Some(t), Some(j)) = (ticket, store.journal()) {
-                        j.resolve(t);
-                    }
-                    Outcome::Stored(der)
-                }
-                Err(e) => Outcome::NotStored(e, der),
-            };
-            let _ = tx.send(outcome);
-        }),
-    );
-}
-
 /// Reservation, signature and store one after the other from this task (`[hsm] call_timeout =
 /// "0s"`: the signature inline while the token is fast, see [`App::token_call`]).
 async fn stepwise(
     app: &App,
     issuer: &Arc<Issuer>,
     tbs: x509_cert::TbsCertificate,
-    reserve: Reserve,
+    reserve: scaivault_store::BatchJob,
     store: StoreJob,
-    timer: Instant,
 ) -> Outcome {
-    let ticket = match reserve {
-        Reserve::Row(job) => {
-            if let Err(e) = app.write_with(job, Durability::Wal).await {
-                return Outcome::NotReserved(e, None);
-            }
-            None
-        }
-        Reserve::Journal(t, basis) => {
-            if let Err(e) = basis_holds(&app.store, basis.as_ref()) {
-                return Outcome::NotReserved(e, Some(t));
-            }
-            Some(t)
-        }
-    };
+    let timer = Instant::now();
+    if let Err(e) = app.write_with(reserve, Durability::Wal).await {
+        return Outcome::NotReserved(e);
+    }
     let timer = stage_done(app, IssueStage::Reserve, timer);
     let iss = issuer.clone();
     let signed = app
@@ -679,24 +602,15 @@ async fn stepwise(
         .await;
     let der = match signed {
         Ok(d) => d,
-        Err(e) => return Outcome::SignFailed(e, ticket),
+        Err(e) => return Outcome::SignFailed(e),
     };
-    stage_done(app, IssueStage::Sign, timer);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    submit_store(
-        &app.store,
-        app.metrics.clone(),
-        store,
-        der.clone(),
-        ticket,
-        tx,
-    );
-    rx.await.unwrap_or_else(|_| {
-        Outcome::NotStored(
-            scaivault_store::Error::Unavailable("the store writer has stopped".into()),
-            der,
-        )
-    })
+    let timer = stage_done(app, IssueStage::Sign, timer);
+    let res = app.write(store.into_job(der.clone())).await;
+    stage_done(app, IssueStage::Store, timer);
+    match res {
+        Ok(()) => Outcome::Stored(der),
+        Err(e) => Outcome::NotStored(e, der),
+    }
 }
 
 /// Where the token call of a [`chained`] issuance is.
@@ -772,73 +686,62 @@ async fn chained(
     app: &App,
     issuer: &Arc<Issuer>,
     tbs: x509_cert::TbsCertificate,
-    reserve: Reserve,
+    reserve: scaivault_store::BatchJob,
     store: StoreJob,
     limit: std::time::Duration,
-    timer: Instant,
 ) -> Outcome {
     let (tx, mut rx) = tokio::sync::oneshot::channel::<Outcome>();
     let watch = Arc::new(SignWatch::new());
     let seen = watch.clone();
+    let runtime = tokio::runtime::Handle::current();
     let (metrics, pace, db) = (
         app.metrics.clone(),
         app.token_pace.clone(),
         app.store.clone(),
     );
     let iss = issuer.clone();
-    let (ticket, basis, job) = match reserve {
-        Reserve::Row(job) => (None, None, Some(job)),
-        Reserve::Journal(t, b) => (Some(t), b, None),
-    };
-    // A journal ticket goes with whoever settles the issuance: the chain, or the request when it
-    // gives up on the token call (exactly one of them, see `SignWatch`).
-    let slot = Arc::new(std::sync::Mutex::new(ticket));
-    let held = slot.clone();
-    let take = move || held.lock().ok().and_then(|mut t| t.take());
-    // On the blocking pool once the reservation is written: the basis check of a journaled
-    // reservation, the token call and its check, then the certificate's commit is submitted.
-    let sign = move |reserved: scaivault_store::Result<()>| {
-        if let Err(e) = reserved.and_then(|()| basis_holds(&db, basis.as_ref())) {
-            let _ = tx.send(Outcome::NotReserved(e, take()));
+    let timer = Instant::now();
+    let after_reservation: scaivault_store::BatchReply = Box::new(move |r| {
+        if let Err(e) = r {
+            let _ = tx.send(Outcome::NotReserved(e));
             return;
         }
         metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
-        seen.begin();
-        let t0 = Instant::now();
-        let signed = leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
-        let took = t0.elapsed();
-        pace.observe(took);
-        if !seen.finish() {
-            crate::app::log_late_token_result("sign", signed.is_ok());
-            return;
-        }
-        metrics.issue_stage(IssueStage::Sign, took);
-        match signed {
-            Ok(der) => submit_store(&db, metrics, store, der, take(), tx),
-            Err(e) => {
-                let _ = tx.send(Outcome::SignFailed(e, take()));
+        runtime.spawn_blocking(move || {
+            seen.begin();
+            let t0 = Instant::now();
+            let signed =
+                leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
+            let took = t0.elapsed();
+            pace.observe(took);
+            if !seen.finish() {
+                crate::app::log_late_token_result("sign", signed.is_ok());
+                return;
             }
-        }
-    };
-    match job {
-        Some(job) => {
-            let runtime = tokio::runtime::Handle::current();
-            app.store.submit_with(
+            metrics.issue_stage(IssueStage::Sign, took);
+            let der = match signed {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Outcome::SignFailed(e));
+                    return;
+                }
+            };
+            let t1 = Instant::now();
+            let job = store.into_job(der.clone());
+            db.submit(
                 job,
-                Box::new(move |r| match r {
-                    Ok(()) => {
-                        runtime.spawn_blocking(move || sign(Ok(())));
-                    }
-                    Err(e) => sign(Err(e)),
+                Box::new(move |r| {
+                    metrics.issue_stage(IssueStage::Store, t1.elapsed());
+                    let _ = tx.send(match r {
+                        Ok(()) => Outcome::Stored(der),
+                        Err(e) => Outcome::NotStored(e, der),
+                    });
                 }),
-                Durability::Wal,
             );
-        }
-        None => {
-            tokio::task::spawn_blocking(move || sign(Ok(())));
-        }
-    }
-    let take = move || slot.lock().ok().and_then(|mut t| t.take());
+        });
+    });
+    app.store
+        .submit_with(reserve, after_reservation, Durability::Wal);
     let mut wait = limit;
     loop {
         match tokio::time::timeout(wait, &mut rx).await {
@@ -846,16 +749,15 @@ async fn chained(
             // The chain ended without an answer (a panic, or the runtime shutting down): the
             // reservation, if any, is released (a stored certificate is not touched by that).
             Ok(Err(_)) => {
-                return Outcome::SignFailed(
-                    ApiError::internal("the issuance ended without an outcome"),
-                    take(),
-                )
+                return Outcome::SignFailed(ApiError::internal(
+                    "the issuance ended without an outcome",
+                ))
             }
             Err(_) => match watch.running_for() {
                 Some(ran) if ran >= limit => {
                     if watch.abandon() {
                         crate::app::log_token_timeout("sign", limit);
-                        return Outcome::SignFailed(ApiError::hsm_unavailable(), take());
+                        return Outcome::SignFailed(ApiError::hsm_unavailable());
                     }
                     wait = limit;
                 }
@@ -954,61 +856,26 @@ pub async fn sign_order(
         wrapped_key,
         sealed,
     });
-    // The serial, the to-be-signed certificate and the `started` record are written before the
-    // token signs: to the reservation journal next to the SQLite file (one page-aligned `write`
-    // from this thread; the record joins the audit chain with the certificate's commit), or on
-    // PostgreSQL as a row in the shared database (a group commit without its own `fsync`). Either
-    // survives a crash of the process and is made durable by the certificate's own commit before
-    // anyone sees the certificate; a crash in between leaves the reservation, which the next start
-    // revokes (`serve::reconcile_reservations`). Then lint, signature on the token and its check;
-    // then the certificate with the `success` record in the next group commit.
-    let timer = Instant::now();
-    let journal = app.store.journal();
-    let (reserve, journaled) = match journal {
-        Some(j) => {
-            let ticket = j
-                .reserve(&Reservation {
-                    row: row.clone(),
-                    tbs_der,
-                    started: started.clone(),
-                })
-                .map_err(reservation_refused)?;
-            (Reserve::Journal(ticket, basis), Some(started))
+    let reserve = row.clone();
+    let reserve_job: scaivault_store::BatchJob = Box::new(move |tx| {
+        if let Some(b) = &basis {
+            tx.check_issue_basis(b)?;
         }
-        None => {
-            let reserve = row.clone();
-            let job: scaivault_store::BatchJob = Box::new(move |tx| {
-                if let Some(b) = &basis {
-                    tx.check_issue_basis(b)?;
-                }
-                tx.reserve_certificate(&reserve, &tbs_der)?;
-                tx.append_audit(&started).map(|_| ())
-            });
-            (Reserve::Row(job), None)
-        }
-    };
+        tx.reserve_certificate(&reserve, &tbs_der)?;
+        tx.append_audit(&started).map(|_| ())
+    });
     let reserved_serial = row.serial.clone();
-    // A failure after the reservation: the serial is released (nothing was signed, or the token's
-    // late answer is dropped) with an `error:<code>` record.
-    let release = |e: ApiError, ticket: Option<Ticket>| {
+    let release = |e: ApiError| {
         let mut failed = caller.record("certificate.issue", Some(&object), "error:");
         failed.outcome = format!("error:{}", e.code);
         let (ca, sn) = (issuer.ca_id.clone(), reserved_serial.clone());
-        let started = journaled.clone();
         async move {
-            let (ca2, sn2) = (ca.clone(), sn.clone());
             app.write(Box::new(move |tx| {
-                match &started {
-                    Some(s) => tx.append_audit(s).map(|_| ())?,
-                    None => tx.release_serial(&ca, &sn)?,
-                }
+                tx.release_serial(&ca, &sn)?;
                 tx.append_audit(&failed).map(|_| ())
             }))
             .await
             .map_err(|_| ApiError::audit_unavailable())?;
-            if let (Some(t), Some(j)) = (ticket, journal) {
-                j.release(t, &ca2, &sn2);
-            }
             Err::<Issued, ApiError>(e)
         }
     };
@@ -1017,20 +884,19 @@ pub async fn sign_order(
         stored,
         on_store,
         done,
-        started: journaled.clone(),
     };
+    // The serial and the to-be-signed certificate are written (to the WAL) before the token signs;
+    // made durable on disk by the certificate's own commit, before anyone sees the certificate
+    // (see `Durability::Wal`). A crash in between leaves the reservation, which the next start
+    // revokes (`serve::reconcile_reservations`). Then lint, signature on the token and its check;
+    // then the certificate with the `success` record in the next group commit.
     let outcome = match app.config.hsm.call_limit() {
-        Some(limit) => chained(app, issuer, tbs, reserve, store_job, limit, timer).await,
-        None => stepwise(app, issuer, tbs, reserve, store_job, timer).await,
+        Some(limit) => chained(app, issuer, tbs, reserve_job, store_job, limit).await,
+        None => stepwise(app, issuer, tbs, reserve_job, store_job).await,
     };
     let der = match outcome {
-        Outcome::NotReserved(e, ticket) => {
-            if let (Some(t), Some(j)) = (ticket, journal) {
-                j.release(t, &issuer.ca_id, &reserved_serial);
-            }
-            return Err(reservation_refused(e));
-        }
-        Outcome::SignFailed(e, ticket) => return release(e, ticket).await,
+        Outcome::NotReserved(e) => return Err(reservation_refused(e)),
+        Outcome::SignFailed(e) => return release(e).await,
         Outcome::NotStored(e, der) => {
             // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
             tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
