@@ -24,6 +24,10 @@ pub struct Caller {
     pub policies: Vec<String>,
     /// This request's id.
     pub request_id: String,
+    /// [`crate::issuecache::IssueCache::generation`] before this caller's token was looked up:
+    /// an issuance relying on cached rows checks them against the database before signing
+    /// unless nothing may have changed since ([`crate::issuecache::IssueCache::unchanged_since`]).
+    pub cache_generation: u64,
 }
 
 impl Caller {
@@ -530,6 +534,7 @@ impl App {
         let Some(id) = auth::token_id(token) else {
             return Err(ApiError::unauthorized("malformed bearer token"));
         };
+        let cache_generation = self.issue_cache.generation();
         let hit = if cached {
             self.issue_cache.token(&id)
         } else {
@@ -560,6 +565,7 @@ impl App {
             token_id: row.id.clone(),
             policies: row.policies.clone(),
             request_id,
+            cache_generation,
         })
     }
 }

@@ -2,17 +2,21 @@
 //! client's CSR, signed at once under the same rules).
 //!
 //! Order of work, so that nothing is signed unless it was authorised and recorded:
-//! role policy → lifetime → issuer active and outliving the certificate → (key) → serial reserved
-//! together with a `started` audit record (one transaction, written to the WAL without its own
-//! `fsync`; the UNIQUE(issuer, serial) constraint makes a serial single-use) → TBS built and linted → signed on the token → signature verified →
-//! certificate stored with the `success` record. A failure after the reservation releases the
-//! serial and writes an `error:<code>` record. With `[hsm] call_timeout` set (the default) the
-//! steps after the reservation are chained from thread to thread (store writer → blocking pool →
-//! store writer) and the request's task wakes once, at the end (see `chained`).
+//! role policy → lifetime → issuer active and outliving the certificate → (key) → TBS built →
+//! serial and TBS reserved with a `started` audit record → basis checked → TBS linted → signed on
+//! the token → signature verified → certificate stored with the `started` and `success` records
+//! (the UNIQUE(issuer, serial) constraint makes a serial single-use). A failure after the
+//! reservation releases the serial and writes an `error:<code>` record.
+//!
+//! The reservation goes to the SQLite store's reservation journal (one page-aligned `write` from
+//! the request's thread, see [`scaivault_store::journal`]) or, on PostgreSQL, to a row of the
+//! shared database (a group commit without its own `fsync`). With `[hsm] call_timeout` set (the
+//! default) the steps after it are chained from thread to thread (blocking pool → store writer)
+//! and the request's task wakes once, at the end (see `chained`).
 
 use crate::app::{App, Caller, Issuer};
 use crate::error::ApiError;
-use crate::issuecache::CachedRole;
+use crate::issuecache::{CachedRole, IssueCache};
 use crate::leafkey;
 use crate::metrics::IssueStage;
 use crate::roles::{self, RoleSpec};
@@ -23,8 +27,8 @@ use scaivault_core::role::{ApprovedNames, NameRequest};
 use scaivault_core::serial::Serial;
 use scaivault_core::{csr, duration, pem, time_util};
 use scaivault_hsm::KeyType;
-use scaivault_store::Durability;
-use scaivault_store::{CertRow, IssueBasis, StoredKeyRow};
+use scaivault_store::journal::{Reservation, Ticket};
+use scaivault_store::{AuditRecord, CertRow, Durability, IssueBasis, Store, StoredKeyRow};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -505,17 +509,38 @@ async fn sign_and_store(
     sign_order(app, caller, issuer, order).await
 }
 
-/// What an issuance's reservation, signature and store came to.
+/// How an issuance's reservation is made.
+enum Reserve {
+    /// A group-commit job (PostgreSQL): the basis check, the reservation row and its `started`
+    /// record in one transaction, written before the token signs.
+    Row(scaivault_store::BatchJob),
+    /// Already written to the store's reservation journal (SQLite; see
+    /// [`scaivault_store::journal`]). The basis is read from the database right before the token
+    /// signs unless nothing can have changed since `seen` (see
+    /// [`crate::issuecache::IssueCache::unchanged_since`]), and checked again by the certificate's
+    /// commit; the `started` record joins that commit.
+    Journal {
+        ticket: Ticket,
+        basis: Option<IssueBasis>,
+        seen: u64,
+    },
+}
+
+/// What an issuance's reservation, signature and store came to. A journal ticket comes back when
+/// the request has to settle it.
 enum Outcome {
-    /// The reservation was not written: nothing was signed.
-    NotReserved(scaivault_store::Error),
+    /// The reservation was not written, or its basis changed: nothing was signed.
+    NotReserved(scaivault_store::Error, Option<Ticket>),
     /// Lint, token or check failed (or the token did not answer in time): the reservation stands
     /// and must be released.
-    SignFailed(ApiError),
+    SignFailed(ApiError, Option<Ticket>),
     /// Signed but the certificate's commit failed.
     NotStored(scaivault_store::Error, Vec<u8>),
     /// Signed and durably stored.
     Stored(Vec<u8>),
+    /// Signed, but its basis had changed by the certificate's commit: stored revoked, not to be
+    /// returned (names what changed).
+    Voided(String),
 }
 
 /// The certificate's commit, prepared before the signature.
@@ -523,22 +548,59 @@ struct StoreJob {
     row: CertRow,
     stored: Option<StoredKeyRow>,
     on_store: Option<OnStore>,
-    done: scaivault_store::AuditRecord,
+    done: AuditRecord,
+    /// With a journaled reservation: its `started` record, appended before `done` (the row is
+    /// inserted then, not completed), and the basis to check under the write lock.
+    journaled: Option<(AuditRecord, Option<IssueBasis>)>,
 }
 
 impl StoreJob {
     /// The group-commit job storing the signed certificate `der` with its event and `success`
-    /// record.
-    fn into_job(self, der: Vec<u8>) -> scaivault_store::BatchJob {
+    /// record. With a journaled reservation whose basis no longer holds (a change that raced the
+    /// issuance, or came from a process the daemon cannot see), the certificate is stored revoked
+    /// (`cessation_of_operation`) with an `error:issue_basis_changed` record instead, and `voided`
+    /// names what changed: it is never returned.
+    fn into_job(
+        self,
+        der: Vec<u8>,
+        voided: Arc<std::sync::OnceLock<String>>,
+    ) -> scaivault_store::BatchJob {
         let StoreJob {
             mut row,
             stored,
             on_store,
-            done,
+            mut done,
+            journaled,
         } = self;
         row.cert_der = Some(der);
+        row.status = "valid".into();
         Box::new(move |tx| {
-            tx.complete_certificate(&row)?;
+            match &journaled {
+                Some((started, basis)) => {
+                    tx.append_audit(started)?;
+                    let changed = match basis.as_ref().map(|b| tx.check_issue_basis(b)) {
+                        Some(Err(scaivault_store::Error::Changed(what))) => Some(what),
+                        Some(Err(e)) => return Err(e),
+                        Some(Ok(())) | None => None,
+                    };
+                    if let Some(what) = changed {
+                        row.status = "revoked".into();
+                        row.revoked_at = Some(time_util::rfc3339(time_util::now()));
+                        row.revocation_reason = Some("cessation_of_operation".into());
+                        tx.insert_certificate(&row)?;
+                        tx.mark_crl_dirty(&row.issuer_ca_id)?;
+                        done.outcome = format!("error:{BASIS_CHANGED}");
+                        done.detail = Some(format!(
+                            "the {what} changed before the certificate was stored: stored revoked, not returned"
+                        ));
+                        tx.append_audit(&done)?;
+                        let _ = voided.set(what);
+                        return Ok(());
+                    }
+                    tx.insert_certificate(&row)?;
+                }
+                None => tx.complete_certificate(&row)?,
+            }
             if let Some(k) = &stored {
                 tx.insert_stored_key(k)?;
             }
@@ -580,19 +642,84 @@ fn reservation_refused(e: scaivault_store::Error) -> ApiError {
     }
 }
 
+/// Whether the request's basis still holds (journaled reservations): known when nothing can have
+/// changed since the caller's token was looked up (`seen`), otherwise read from the database.
+fn basis_holds(
+    db: &Store,
+    cache: &IssueCache,
+    seen: u64,
+    basis: Option<&IssueBasis>,
+) -> scaivault_store::Result<()> {
+    match basis {
+        Some(b) if !cache.unchanged_since(seen) => db.read(|tx| tx.check_issue_basis(b)),
+        _ => Ok(()),
+    }
+}
+
+/// Submits the certificate's commit; its reply settles the journal ticket (resolved once the
+/// certificate is durable; on failure left for the next start, which revokes the serial) and sends
+/// the outcome.
+fn submit_store(
+    db: &Arc<Store>,
+    metrics: Arc<crate::metrics::Metrics>,
+    job: StoreJob,
+    der: Vec<u8>,
+    ticket: Option<Ticket>,
+    tx: tokio::sync::oneshot::Sender<Outcome>,
+) {
+    let t1 = Instant::now();
+    let store = db.clone();
+    let voided = Arc::new(std::sync::OnceLock::new());
+    let seen = voided.clone();
+    db.submit(
+        job.into_job(der.clone(), voided),
+        Box::new(move |r| {
+            metrics.issue_stage(IssueStage::Store, t1.elapsed());
+            let outcome = match r {
+                Ok(()) => {
+                    if let (Some(t), Some(j)) = (ticket, store.journal()) {
+                        j.resolve(t);
+                    }
+                    match seen.get() {
+                        Some(what) => Outcome::Voided(what.clone()),
+                        None => Outcome::Stored(der),
+                    }
+                }
+                Err(e) => Outcome::NotStored(e, der),
+            };
+            let _ = tx.send(outcome);
+        }),
+    );
+}
+
 /// Reservation, signature and store one after the other from this task (`[hsm] call_timeout =
 /// "0s"`: the signature inline while the token is fast, see [`App::token_call`]).
 async fn stepwise(
     app: &App,
     issuer: &Arc<Issuer>,
     tbs: x509_cert::TbsCertificate,
-    reserve: scaivault_store::BatchJob,
+    reserve: Reserve,
     store: StoreJob,
+    timer: Instant,
 ) -> Outcome {
-    let timer = Instant::now();
-    if let Err(e) = app.write_with(reserve, Durability::Wal).await {
-        return Outcome::NotReserved(e);
-    }
+    let ticket = match reserve {
+        Reserve::Row(job) => {
+            if let Err(e) = app.write_with(job, Durability::Wal).await {
+                return Outcome::NotReserved(e, None);
+            }
+            None
+        }
+        Reserve::Journal {
+            ticket: t,
+            basis,
+            seen,
+        } => {
+            if let Err(e) = basis_holds(&app.store, &app.issue_cache, seen, basis.as_ref()) {
+                return Outcome::NotReserved(e, Some(t));
+            }
+            Some(t)
+        }
+    };
     let timer = stage_done(app, IssueStage::Reserve, timer);
     let iss = issuer.clone();
     let signed = app
@@ -602,15 +729,24 @@ async fn stepwise(
         .await;
     let der = match signed {
         Ok(d) => d,
-        Err(e) => return Outcome::SignFailed(e),
+        Err(e) => return Outcome::SignFailed(e, ticket),
     };
-    let timer = stage_done(app, IssueStage::Sign, timer);
-    let res = app.write(store.into_job(der.clone())).await;
-    stage_done(app, IssueStage::Store, timer);
-    match res {
-        Ok(()) => Outcome::Stored(der),
-        Err(e) => Outcome::NotStored(e, der),
-    }
+    stage_done(app, IssueStage::Sign, timer);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    submit_store(
+        &app.store,
+        app.metrics.clone(),
+        store,
+        der.clone(),
+        ticket,
+        tx,
+    );
+    rx.await.unwrap_or_else(|_| {
+        Outcome::NotStored(
+            scaivault_store::Error::Unavailable("the store writer has stopped".into()),
+            der,
+        )
+    })
 }
 
 /// Where the token call of a [`chained`] issuance is.
@@ -686,62 +822,78 @@ async fn chained(
     app: &App,
     issuer: &Arc<Issuer>,
     tbs: x509_cert::TbsCertificate,
-    reserve: scaivault_store::BatchJob,
+    reserve: Reserve,
     store: StoreJob,
     limit: std::time::Duration,
+    timer: Instant,
 ) -> Outcome {
     let (tx, mut rx) = tokio::sync::oneshot::channel::<Outcome>();
     let watch = Arc::new(SignWatch::new());
     let seen = watch.clone();
-    let runtime = tokio::runtime::Handle::current();
     let (metrics, pace, db) = (
         app.metrics.clone(),
         app.token_pace.clone(),
         app.store.clone(),
     );
     let iss = issuer.clone();
-    let timer = Instant::now();
-    let after_reservation: scaivault_store::BatchReply = Box::new(move |r| {
-        if let Err(e) = r {
-            let _ = tx.send(Outcome::NotReserved(e));
+    let (ticket, basis, since, job) = match reserve {
+        Reserve::Row(job) => (None, None, 0, Some(job)),
+        Reserve::Journal {
+            ticket,
+            basis,
+            seen,
+        } => (Some(ticket), basis, seen, None),
+    };
+    let cache = app.issue_cache.clone();
+    // A journal ticket goes with whoever settles the issuance: the chain, or the request when it
+    // gives up on the token call (exactly one of them, see `SignWatch`).
+    let slot = Arc::new(std::sync::Mutex::new(ticket));
+    let held = slot.clone();
+    let take = move || held.lock().ok().and_then(|mut t| t.take());
+    // On the blocking pool once the reservation is written: the basis check of a journaled
+    // reservation, the token call and its check, then the certificate's commit is submitted.
+    let sign = move |reserved: scaivault_store::Result<()>| {
+        if let Err(e) = reserved.and_then(|()| basis_holds(&db, &cache, since, basis.as_ref())) {
+            let _ = tx.send(Outcome::NotReserved(e, take()));
             return;
         }
         metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
-        runtime.spawn_blocking(move || {
-            seen.begin();
-            let t0 = Instant::now();
-            let signed =
-                leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
-            let took = t0.elapsed();
-            pace.observe(took);
-            if !seen.finish() {
-                crate::app::log_late_token_result("sign", signed.is_ok());
-                return;
+        seen.begin();
+        let t0 = Instant::now();
+        let signed = leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
+        let took = t0.elapsed();
+        pace.observe(took);
+        if !seen.finish() {
+            crate::app::log_late_token_result("sign", signed.is_ok());
+            return;
+        }
+        metrics.issue_stage(IssueStage::Sign, took);
+        match signed {
+            Ok(der) => submit_store(&db, metrics, store, der, take(), tx),
+            Err(e) => {
+                let _ = tx.send(Outcome::SignFailed(e, take()));
             }
-            metrics.issue_stage(IssueStage::Sign, took);
-            let der = match signed {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = tx.send(Outcome::SignFailed(e));
-                    return;
-                }
-            };
-            let t1 = Instant::now();
-            let job = store.into_job(der.clone());
-            db.submit(
+        }
+    };
+    match job {
+        Some(job) => {
+            let runtime = tokio::runtime::Handle::current();
+            app.store.submit_with(
                 job,
-                Box::new(move |r| {
-                    metrics.issue_stage(IssueStage::Store, t1.elapsed());
-                    let _ = tx.send(match r {
-                        Ok(()) => Outcome::Stored(der),
-                        Err(e) => Outcome::NotStored(e, der),
-                    });
+                Box::new(move |r| match r {
+                    Ok(()) => {
+                        runtime.spawn_blocking(move || sign(Ok(())));
+                    }
+                    Err(e) => sign(Err(e)),
                 }),
+                Durability::Wal,
             );
-        });
-    });
-    app.store
-        .submit_with(reserve, after_reservation, Durability::Wal);
+        }
+        None => {
+            tokio::task::spawn_blocking(move || sign(Ok(())));
+        }
+    }
+    let take = move || slot.lock().ok().and_then(|mut t| t.take());
     let mut wait = limit;
     loop {
         match tokio::time::timeout(wait, &mut rx).await {
@@ -749,15 +901,16 @@ async fn chained(
             // The chain ended without an answer (a panic, or the runtime shutting down): the
             // reservation, if any, is released (a stored certificate is not touched by that).
             Ok(Err(_)) => {
-                return Outcome::SignFailed(ApiError::internal(
-                    "the issuance ended without an outcome",
-                ))
+                return Outcome::SignFailed(
+                    ApiError::internal("the issuance ended without an outcome"),
+                    take(),
+                )
             }
             Err(_) => match watch.running_for() {
                 Some(ran) if ran >= limit => {
                     if watch.abandon() {
                         crate::app::log_token_timeout("sign", limit);
-                        return Outcome::SignFailed(ApiError::hsm_unavailable());
+                        return Outcome::SignFailed(ApiError::hsm_unavailable(), take());
                     }
                     wait = limit;
                 }
@@ -856,26 +1009,67 @@ pub async fn sign_order(
         wrapped_key,
         sealed,
     });
-    let reserve = row.clone();
-    let reserve_job: scaivault_store::BatchJob = Box::new(move |tx| {
-        if let Some(b) = &basis {
-            tx.check_issue_basis(b)?;
+    // The serial, the to-be-signed certificate and the `started` record are written before the
+    // token signs: to the reservation journal next to the SQLite file (one page-aligned `write`
+    // from this thread; the record joins the audit chain with the certificate's commit), or on
+    // PostgreSQL as a row in the shared database (a group commit without its own `fsync`). Either
+    // survives a crash of the process and is made durable by the certificate's own commit before
+    // anyone sees the certificate; a crash in between leaves the reservation, which the next start
+    // revokes (`serve::reconcile_reservations`). Then lint, signature on the token and its check;
+    // then the certificate with the `success` record in the next group commit.
+    let timer = Instant::now();
+    let journal = app.store.journal();
+    let (reserve, journaled) = match journal {
+        Some(j) => {
+            let ticket = j
+                .reserve(&Reservation {
+                    row: row.clone(),
+                    tbs_der,
+                    started: started.clone(),
+                })
+                .map_err(reservation_refused)?;
+            let reserve = Reserve::Journal {
+                ticket,
+                basis: basis.clone(),
+                seen: caller.cache_generation,
+            };
+            (reserve, Some((started, basis)))
         }
-        tx.reserve_certificate(&reserve, &tbs_der)?;
-        tx.append_audit(&started).map(|_| ())
-    });
+        None => {
+            let reserve = row.clone();
+            let job: scaivault_store::BatchJob = Box::new(move |tx| {
+                if let Some(b) = &basis {
+                    tx.check_issue_basis(b)?;
+                }
+                tx.reserve_certificate(&reserve, &tbs_der)?;
+                tx.append_audit(&started).map(|_| ())
+            });
+            (Reserve::Row(job), None)
+        }
+    };
     let reserved_serial = row.serial.clone();
-    let release = |e: ApiError| {
+    let started_again = journaled.as_ref().map(|(s, _)| s.clone());
+    // A failure after the reservation: the serial is released (nothing was signed, or the token's
+    // late answer is dropped) with an `error:<code>` record.
+    let release = |e: ApiError, ticket: Option<Ticket>| {
         let mut failed = caller.record("certificate.issue", Some(&object), "error:");
         failed.outcome = format!("error:{}", e.code);
         let (ca, sn) = (issuer.ca_id.clone(), reserved_serial.clone());
+        let started = started_again.clone();
         async move {
+            let (ca2, sn2) = (ca.clone(), sn.clone());
             app.write(Box::new(move |tx| {
-                tx.release_serial(&ca, &sn)?;
+                match &started {
+                    Some(s) => tx.append_audit(s).map(|_| ())?,
+                    None => tx.release_serial(&ca, &sn)?,
+                }
                 tx.append_audit(&failed).map(|_| ())
             }))
             .await
             .map_err(|_| ApiError::audit_unavailable())?;
+            if let (Some(t), Some(j)) = (ticket, journal) {
+                j.release(t, &ca2, &sn2);
+            }
             Err::<Issued, ApiError>(e)
         }
     };
@@ -884,23 +1078,28 @@ pub async fn sign_order(
         stored,
         on_store,
         done,
+        journaled,
     };
-    // The serial and the to-be-signed certificate are written (to the WAL) before the token signs;
-    // made durable on disk by the certificate's own commit, before anyone sees the certificate
-    // (see `Durability::Wal`). A crash in between leaves the reservation, which the next start
-    // revokes (`serve::reconcile_reservations`). Then lint, signature on the token and its check;
-    // then the certificate with the `success` record in the next group commit.
     let outcome = match app.config.hsm.call_limit() {
-        Some(limit) => chained(app, issuer, tbs, reserve_job, store_job, limit).await,
-        None => stepwise(app, issuer, tbs, reserve_job, store_job).await,
+        Some(limit) => chained(app, issuer, tbs, reserve, store_job, limit, timer).await,
+        None => stepwise(app, issuer, tbs, reserve, store_job, timer).await,
     };
     let der = match outcome {
-        Outcome::NotReserved(e) => return Err(reservation_refused(e)),
-        Outcome::SignFailed(e) => return release(e).await,
+        Outcome::NotReserved(e, ticket) => {
+            if let (Some(t), Some(j)) = (ticket, journal) {
+                j.release(t, &issuer.ca_id, &reserved_serial);
+            }
+            return Err(reservation_refused(e));
+        }
+        Outcome::SignFailed(e, ticket) => return release(e, ticket).await,
         Outcome::NotStored(e, der) => {
             // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
             tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
             return Err(ApiError::from(e));
+        }
+        Outcome::Voided(what) => {
+            tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");
+            return Err(reservation_refused(scaivault_store::Error::Changed(what)));
         }
         Outcome::Stored(der) => der,
     };

@@ -16,12 +16,26 @@
 //! that only changes from outside cost a retry. Every other endpoint authenticates from the
 //! database as before. With PostgreSQL the cache is off: the check would cost the single writer a
 //! network round trip per certificate, and the reads are lookups outside a transaction already.
+//!
+//! **When the check is skipped.** On SQLite the reservation goes to a journal, not through the
+//! writer (see [`scaivault_store::journal`]), so the check became a read of its own — and every
+//! commit resets a reader's page cache, which made that read cost ~45 µs of CPU per certificate.
+//! It is skipped when nothing can have changed since the caller's token was looked up
+//! ([`IssueCache::unchanged_since`]): no change through this daemon (each one bumps
+//! [`IssueCache::generation`] when it clears the cache) and no other process has opened the
+//! database file since the daemon started ([`DbWatch`]: `inotify` `IN_OPEN`/`IN_CLOSE` on it — the
+//! CLI, the `sqlite3` shell or any other writer must open the file before it can write). A
+//! process that opened the file before the daemon started is not seen; for it, and for races with
+//! a change in flight, the certificate's own commit checks the basis again under the write lock,
+//! and a certificate signed on a basis that changed is stored revoked and never returned
+//! (`crate::issue`).
 
 use crate::app::Issuer;
 use crate::roles::RoleSpec;
 use scaivault_store::{IssueBasis, TokenRow};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Entries per map; a full map is emptied (tokens and roles are few, and a miss costs one read).
 const MAX_ENTRIES: usize = 4096;
@@ -58,12 +72,80 @@ impl CachedRole {
     }
 }
 
+/// Other processes opening the database file, seen through `inotify`.
+pub struct DbWatch {
+    inotify: nix::sys::inotify::Inotify,
+    state: Mutex<WatchState>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// Opens minus closes seen (handles other processes hold now).
+    open: u64,
+    /// Events were lost, or the watch ended (the file was replaced): never quiet again.
+    broken: bool,
+}
+
+impl DbWatch {
+    /// Watches `db` for opens and closes.
+    ///
+    /// # Errors
+    /// The `inotify` error (no watch: every issuance then checks its basis by a read).
+    pub fn new(db: &std::path::Path) -> nix::Result<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(db, AddWatchFlags::IN_OPEN | AddWatchFlags::IN_CLOSE)?;
+        Ok(DbWatch {
+            inotify,
+            state: Mutex::new(WatchState::default()),
+        })
+    }
+
+    /// Takes the events waiting: whether any came, and whether no other process holds the file
+    /// open now.
+    fn poll(&self) -> (bool, bool) {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let Ok(mut st) = self.state.lock() else {
+            return (true, false);
+        };
+        let mut any = false;
+        loop {
+            match self.inotify.read_events() {
+                Ok(events) if !events.is_empty() => {
+                    any = true;
+                    for e in events {
+                        if e.mask.contains(F::IN_OPEN) {
+                            st.open += 1;
+                        }
+                        if e.mask.intersects(F::IN_CLOSE) {
+                            st.open = st.open.saturating_sub(1);
+                        }
+                        if e.mask.intersects(F::IN_Q_OVERFLOW | F::IN_IGNORED) {
+                            st.broken = true;
+                        }
+                    }
+                }
+                Ok(_) | Err(nix::errno::Errno::EAGAIN) => break,
+                Err(_) => {
+                    st.broken = true;
+                    break;
+                }
+            }
+        }
+        (any, !st.broken && st.open == 0)
+    }
+}
+
 /// Tokens by id and roles by (tenant, name).
 #[derive(Default)]
 pub struct IssueCache {
     enabled: bool,
     tokens: RwLock<HashMap<String, CachedToken>>,
     roles: RwLock<HashMap<(String, String), Arc<CachedRole>>>,
+    /// Bumped by every [`IssueCache::clear`].
+    generation: AtomicU64,
+    /// Other processes opening the database (SQLite), if watched.
+    watch: Option<DbWatch>,
 }
 
 impl IssueCache {
@@ -73,6 +155,36 @@ impl IssueCache {
             enabled,
             ..Default::default()
         }
+    }
+
+    /// The cache with other processes' opens of `db` watched (see [`DbWatch`]); without a watch
+    /// (it could not be set up) every issuance checks its basis by a read.
+    pub fn watching(mut self, db: &std::path::Path) -> Self {
+        match DbWatch::new(db) {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => {
+                tracing::warn!(path = %db.display(), error = %e, "cannot watch the database file: every issuance reads its basis before signing");
+            }
+        }
+        self
+    }
+
+    /// Counts the changes made through this daemon (and seen from outside) to tokens, roles and
+    /// CAs.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Whether nothing the cache holds can have changed since [`IssueCache::generation`] was
+    /// `seen`: no change through this daemon since, no other process opened the database file
+    /// since the last call, and none holds it open. Opens seen here clear the cache.
+    pub fn unchanged_since(&self, seen: u64) -> bool {
+        let Some(w) = &self.watch else { return false };
+        let (opened, quiet) = w.poll();
+        if opened {
+            self.clear();
+        }
+        quiet && !opened && self.generation() == seen
     }
 
     /// Whether the issuance path uses the cache (and its reservations check the basis).
@@ -129,6 +241,7 @@ impl IssueCache {
     /// Forgets everything: after this daemon changed a token, role or CA, and after a
     /// reservation found that something changed elsewhere.
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut m) = self.tokens.write() {
             m.clear();
         }
@@ -184,5 +297,48 @@ mod tests {
         assert!(c.sizes().0 <= MAX_ENTRIES, "{:?}", c.sizes());
         c.clear();
         assert_eq!(c.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn opens_by_others_and_changes_here_mean_check_again() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = d.path().join("x.db");
+        std::fs::write(&db, b"").expect("db");
+        // Without a watch nothing is ever known to be unchanged.
+        let unwatched = IssueCache::new(true);
+        assert!(!unwatched.unchanged_since(unwatched.generation()));
+
+        let c = IssueCache::new(true).watching(&db);
+        let g = c.generation();
+        assert!(c.unchanged_since(g));
+        // A change through this daemon.
+        c.put_token(token("tok_a"), vec![1]);
+        c.clear();
+        assert!(!c.unchanged_since(g));
+        let g = c.generation();
+        assert!(c.unchanged_since(g));
+        // Another handle opened and closed in between: not unchanged once, and the cache is
+        // emptied; quiet again after.
+        c.put_token(token("tok_a"), vec![1]);
+        drop(std::fs::File::open(&db).expect("open"));
+        assert!(!c.unchanged_since(g));
+        assert_eq!(c.sizes(), (0, 0));
+        let g = c.generation();
+        assert!(c.unchanged_since(g));
+        // A handle held open: never unchanged while it is.
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .expect("open");
+        assert!(!c.unchanged_since(c.generation()));
+        assert!(!c.unchanged_since(c.generation()));
+        drop(held);
+        assert!(!c.unchanged_since(c.generation()));
+        assert!(c.unchanged_since(c.generation()));
+        // The file replaced: the watch ends, and so does trusting it.
+        std::fs::remove_file(&db).expect("rm");
+        assert!(!c.unchanged_since(c.generation()));
+        std::fs::write(&db, b"").expect("db");
+        assert!(!c.unchanged_since(c.generation()));
     }
 }

@@ -124,7 +124,9 @@ pub const STALE_RESERVATION: time::Duration = time::Duration::minutes(2);
 /// received the certificate), each with an audit record and a `certificate.revoked` event, in one
 /// transaction before the listener starts. Only the daemon does this, never a CLI command that
 /// opens the database while a daemon may be issuing. With SQLite every reservation is a leftover
-/// (one node, not serving yet); with PostgreSQL another node may be issuing, so only reservations
+/// (one node, not serving yet): first the reservation journal's records that the database does not
+/// hold become reservation rows (with their `started` records), then the journal's segments go
+/// once the transaction is committed; with PostgreSQL another node may be issuing, so only reservations
 /// older than [`STALE_RESERVATION`] are (and the leader repeats this on every pass, for nodes that
 /// died and did not come back).
 ///
@@ -135,8 +137,22 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
     let now = scaivault_core::time_util::rfc3339(now_t);
     let shared = store.backend() == "postgres";
     let before = scaivault_core::time_util::rfc3339(now_t - STALE_RESERVATION);
+    // The reservation journal of earlier runs (SQLite): what the database does not hold is
+    // stored as the reservation it stands for, with its `started` record, and revoked below.
+    let (journaled, segments) = match store.journal() {
+        Some(j) if !shared => j.pending().context("cannot read the reservation journal")?,
+        _ => (Vec::new(), Vec::new()),
+    };
     let done = store
         .write(|tx| {
+            for r in &journaled {
+                match tx.reserve_certificate(&r.row, &r.tbs_der) {
+                    Ok(()) => tx.append_audit(&r.started).map(|_| ())?,
+                    // Stored (or revoked) already: the certificate's commit settled it.
+                    Err(scaivault_store::Error::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             let rows = if shared {
                 tx.reconcile_stale_reservations(&now, &before)?
             } else {
@@ -170,6 +186,10 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
             Ok(rows.len())
         })
         .context("cannot reconcile unfinished serial reservations")?;
+    if let Some(j) = store.journal() {
+        j.forget(&segments)
+            .context("cannot delete the reconciled reservation journal")?;
+    }
     if done > 0 {
         tracing::warn!(
             count = done,
@@ -277,9 +297,12 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         crate::cluster::node_name(cfg.cluster.node_name.as_deref()),
         store.backend() == "postgres",
     ));
-    let issue_cache = Arc::new(crate::issuecache::IssueCache::new(
-        store.backend() == "sqlite",
-    ));
+    // Watched from here on: the daemon's own connections are open already.
+    let mut cache = crate::issuecache::IssueCache::new(store.backend() == "sqlite");
+    if let Some(db) = store.path() {
+        cache = cache.watching(db);
+    }
+    let issue_cache = Arc::new(cache);
     App {
         config: cfg,
         store,

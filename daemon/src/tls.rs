@@ -167,6 +167,7 @@ pub async fn issue_from_role(app: &App, settings: &TlsSettings) -> Result<TlsMat
         token_id: DAEMON_TOKEN_ID.into(),
         policies: Vec::new(),
         request_id: scaivault_core::ids::new_id("req"),
+        cache_generation: app.issue_cache.generation(),
     };
     let input = IssueInput {
         common_name: settings.common_name.clone(),

@@ -950,6 +950,102 @@ fn issuance_follows_token_role_and_ca_changes_at_once() {
     assert_all_valid(&d, &int, issued);
 }
 
+/// A process that opened the database file before the daemon started is not seen by its watch
+/// (`issuecache::DbWatch`), so the daemon signs on its cached basis when such a process revokes the
+/// token; the certificate's commit checks the basis again under the write lock, stores the
+/// certificate revoked and never returns it, and the request is retried from the database and
+/// refused. (Changes by processes that open the file afterwards — the CLI, `sqlite3` — stop the
+/// issuance before the token signs: `issuance_follows_token_role_and_ca_changes_at_once`.)
+#[test]
+fn a_change_the_daemon_cannot_see_revokes_what_was_signed_on_it() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "unseen");
+    role(&d, "unseen", &int, json!({}));
+    let r = d.post(
+        "/v1/auth/tokens",
+        &json!({"policies": ["issuer:unseen"], "name": "held"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (token, token_id) = {
+        let v = r.json();
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let db = d.data().join("scaivault.db");
+    if !db.exists() {
+        return; // PostgreSQL: no cache, the reservation checks the basis before signing
+    }
+    // Opened (and read) while the daemon is down, so that its watch never sees this handle.
+    let d = {
+        let mut d = d;
+        d.stop();
+        d
+    };
+    let held = rusqlite::Connection::open(&db).unwrap();
+    held.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let n: i64 = held
+        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+        .unwrap();
+    assert!(n >= 2);
+    let d = d.restart_with(|c| c);
+    let issue = |cn: &str| {
+        d.call(
+            "POST",
+            "/v1/pki/issue/unseen",
+            Some(&token),
+            Some(json!({ "common_name": cn }).to_string().as_bytes()),
+        )
+    };
+    let r = issue("a.internal");
+    assert_eq!(r.status, 200, "{}", r.text()); // token and role now cached
+    wait_metric(&d, "scaivault_ocsp_cache_entries", 1.0, 30); // its OCSP answer pre-signed
+    let signs = d.metric("scaivault_hsm_sign_calls_total");
+    held.execute(
+        "UPDATE tokens SET revoked_at = '2026-01-01T00:00:00Z' WHERE id = ?1",
+        [&token_id],
+    )
+    .unwrap();
+    let p = issue("b.internal").problem(401, "unauthorized");
+    assert!(p["detail"].as_str().unwrap().contains("revoked"), "{p}");
+    assert_eq!(
+        d.metric("scaivault_hsm_sign_calls_total"),
+        signs + 1.0,
+        "signed once on the cached basis"
+    );
+    let inv = d
+        .get(&format!(
+            "/v1/pki/certificates?ca_id={}",
+            int["id"].as_str().unwrap()
+        ))
+        .json();
+    let items = inv["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{inv}");
+    let voided: Vec<_> = items.iter().filter(|c| c["status"] == "revoked").collect();
+    assert_eq!(voided.len(), 1, "{inv}");
+    assert_eq!(voided[0]["common_name"], "b.internal", "{inv}");
+    assert_eq!(
+        voided[0]["revocation_reason"], "cessation_of_operation",
+        "{inv}"
+    );
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let outcomes: Vec<_> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "certificate.issue")
+        .map(|a| a["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        outcomes.iter().any(|o| o == "error:issue_basis_changed"),
+        "{outcomes:?}"
+    );
+    let out = d.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// The CA's inventory holds exactly `n` certificates, all valid (no reservation left over).
 fn assert_all_valid(d: &Daemon, ca: &Value, n: usize) {
     let inv = d

@@ -52,6 +52,7 @@
 pub mod audit;
 pub(crate) mod db;
 mod error;
+pub mod journal;
 mod pg;
 mod rows;
 mod tx;
@@ -199,6 +200,8 @@ enum Backend {
 /// The metadata store.
 pub struct Store {
     backend: Backend,
+    /// The reservation journal (SQLite only; see [`journal`]).
+    journal: Option<journal::Journal>,
     next_reader: AtomicUsize,
     batches: mpsc::Sender<Queued>,
 }
@@ -270,6 +273,7 @@ impl Store {
                 writer: Mutex::new(writer),
                 path: path.to_path_buf(),
             }),
+            journal: Some(journal::Journal::new(path)),
             next_reader: AtomicUsize::new(0),
             batches,
         })
@@ -300,6 +304,7 @@ impl Store {
                 writer: Mutex::new(writer),
                 leader: Mutex::new(pg::Leader::default()),
             })),
+            journal: None,
             next_reader: AtomicUsize::new(0),
             batches,
         })
@@ -311,6 +316,13 @@ impl Store {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
+    }
+
+    /// Where issuances record their reservations before signing: the journal next to the SQLite
+    /// file; `None` on PostgreSQL, where the reservation is a row of the shared database (another
+    /// node reconciles it if this one never comes back).
+    pub fn journal(&self) -> Option<&journal::Journal> {
+        self.journal.as_ref()
     }
 
     /// The database file (SQLite only).

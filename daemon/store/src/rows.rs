@@ -85,7 +85,7 @@ impl CaRow {
 }
 
 /// A signed certificate as recorded in the inventory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertRow {
     /// The CA that signed it.
     pub issuer_ca_id: String,
