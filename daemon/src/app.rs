@@ -545,7 +545,8 @@ impl App {
             None => match self.read_now(|tx| tx.token_by_id(&id)) {
                 Ok((row, hash)) => {
                     if cached {
-                        self.issue_cache.put_token(row.clone(), hash.clone());
+                        self.issue_cache
+                            .put_token(row.clone(), hash.clone(), cache_generation);
                     }
                     Arc::new((row, hash))
                 }

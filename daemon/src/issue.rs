@@ -235,7 +235,8 @@ async fn load(
     });
     if cached {
         if ca_serial.is_some() {
-            app.issue_cache.put_role(tenant_id, entry.clone());
+            app.issue_cache
+                .put_role(tenant_id, entry.clone(), caller.cache_generation);
             let b = basis(&entry);
             return Ok((entry, b));
         }

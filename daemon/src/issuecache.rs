@@ -4,9 +4,8 @@
 //! and the role's CA on every request. Read from the database, that is two read transactions of
 //! indexed lookups whose pages every commit of the group writer has just invalidated: ~80 µs of
 //! CPU per certificate, about a tenth of an issuance (see `docs/PERFORMANCE.md`). Here they come
-//! from memory, and nothing is trusted for longer than it takes to reserve the serial: the
-//! reservation's own transaction checks that the token is still unrevoked and the role and CA
-//! unchanged ([`scaivault_store::Tx::check_issue_basis`], under the database's write lock). A
+//! from memory, and nothing is trusted without a check before the token signs that the token is
+//! still unrevoked and the role and CA unchanged ([`scaivault_store::Tx::check_issue_basis`]). A
 //! revocation, role or CA change committed before that — through this daemon's API, the CLI or
 //! anything else writing the file — stops the issuance before the token signs, exactly as the
 //! uncached reads would have; the request is then retried once from the database
@@ -200,12 +199,16 @@ impl IssueCache {
         self.tokens.read().ok()?.get(id).cloned()
     }
 
-    /// Remembers a token row read from the database.
-    pub fn put_token(&self, row: TokenRow, hash: Vec<u8>) {
+    /// Remembers a token row read from the database after [`IssueCache::generation`] was `seen`
+    /// — unless the cache was cleared since (the row may predate that change).
+    pub fn put_token(&self, row: TokenRow, hash: Vec<u8>, seen: u64) {
         if !self.enabled {
             return;
         }
         if let Ok(mut m) = self.tokens.write() {
+            if self.generation() != seen {
+                return;
+            }
             if m.len() >= MAX_ENTRIES {
                 m.clear();
             }
@@ -225,12 +228,16 @@ impl IssueCache {
             .cloned()
     }
 
-    /// Remembers a role read from the database, with its issuer.
-    pub fn put_role(&self, tenant_id: &str, role: Arc<CachedRole>) {
+    /// Remembers a role read from the database, with its issuer, after [`IssueCache::generation`]
+    /// was `seen` — unless the cache was cleared since.
+    pub fn put_role(&self, tenant_id: &str, role: Arc<CachedRole>, seen: u64) {
         if !self.enabled {
             return;
         }
         if let Ok(mut m) = self.roles.write() {
+            if self.generation() != seen {
+                return;
+            }
             if m.len() >= MAX_ENTRIES {
                 m.clear();
             }
@@ -279,7 +286,7 @@ mod tests {
     #[test]
     fn off_means_nothing_is_kept() {
         let c = IssueCache::new(false);
-        c.put_token(token("tok_a"), vec![1]);
+        c.put_token(token("tok_a"), vec![1], c.generation());
         assert!(c.token("tok_a").is_none());
         assert_eq!(c.sizes(), (0, 0));
     }
@@ -287,16 +294,23 @@ mod tests {
     #[test]
     fn tokens_are_kept_bounded_and_cleared() {
         let c = IssueCache::new(true);
-        c.put_token(token("tok_a"), vec![1]);
+        c.put_token(token("tok_a"), vec![1], c.generation());
         let got = c.token("tok_a").expect("cached");
         assert_eq!((got.0.id.as_str(), got.1.as_slice()), ("tok_a", &[1u8][..]));
         assert!(c.token("tok_b").is_none());
         for i in 0..MAX_ENTRIES + 10 {
-            c.put_token(token(&format!("tok_{i}")), vec![]);
+            c.put_token(token(&format!("tok_{i}")), vec![], c.generation());
         }
         assert!(c.sizes().0 <= MAX_ENTRIES, "{:?}", c.sizes());
         c.clear();
         assert_eq!(c.sizes(), (0, 0));
+        // A row read before a clear is not kept: it may predate the change that cleared.
+        let before = c.generation();
+        c.clear();
+        c.put_token(token("tok_a"), vec![1], before);
+        assert!(c.token("tok_a").is_none());
+        c.put_token(token("tok_a"), vec![1], c.generation());
+        assert!(c.token("tok_a").is_some());
     }
 
     #[test]
@@ -312,14 +326,14 @@ mod tests {
         let g = c.generation();
         assert!(c.unchanged_since(g));
         // A change through this daemon.
-        c.put_token(token("tok_a"), vec![1]);
+        c.put_token(token("tok_a"), vec![1], g);
         c.clear();
         assert!(!c.unchanged_since(g));
         let g = c.generation();
         assert!(c.unchanged_since(g));
         // Another handle opened and closed in between: not unchanged once, and the cache is
         // emptied; quiet again after.
-        c.put_token(token("tok_a"), vec![1]);
+        c.put_token(token("tok_a"), vec![1], g);
         drop(std::fs::File::open(&db).expect("open"));
         assert!(!c.unchanged_since(g));
         assert_eq!(c.sizes(), (0, 0));
