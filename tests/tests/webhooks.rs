@@ -570,7 +570,15 @@ fn https_receivers_are_verified_against_the_ca_file() {
         norm(&serial)
     );
     check_signature(&got[0]);
-    let ds = deliveries(&d, wg["id"].as_str().unwrap());
+    // The receiver has the request; the daemon records the delivery once it read the answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ds = loop {
+        let ds = deliveries(&d, wg["id"].as_str().unwrap());
+        if ds.first().is_some_and(|x| x["status"] != "pending") || Instant::now() >= deadline {
+            break ds;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(ds[0]["status"], "delivered", "{ds:?}");
 
     // A certificate from a CA outside ca_file: the handshake fails, nothing is sent.
