@@ -1374,3 +1374,55 @@ fn certificate_by_serial_is_the_tenants_own(kind: Kind) {
         );
     }
 }
+
+/// The files of this process whose names are SQLite temporary files (`etilqs_…`; opened and
+/// unlinked at once, so they show as `(deleted)`).
+fn open_sqlite_temp_files() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.contains("etilqs_"))
+        .collect()
+}
+
+/// A group-commit job runs under a savepoint whose statement journal SQLite would spill to a
+/// temporary file past 64 KiB; the batch connection keeps it in memory (`temp_store=MEMORY`), so a
+/// job that changes ~200 existing pages opens no file.
+#[test]
+fn a_large_batched_job_keeps_its_statement_journal_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    s.write(|tx| {
+        tx.insert_tenant(&tenant("tn_1"))?;
+        tx.insert_ca(&ca("ca1"))?;
+        for i in 0..400 {
+            let mut c = cert("ca1", &format!("{i:04X}"));
+            c.cert_der = Some(vec![7; 2048]);
+            tx.insert_certificate(&c)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let during = seen.clone();
+    s.write_batched(Box::new(move |tx| {
+        for i in 0..400 {
+            tx.revoke_certificate(
+                "tn_1",
+                &format!("{i:04X}"),
+                "2026-06-01T00:00:00Z",
+                "superseded",
+            )?;
+        }
+        *during.lock().unwrap() = Some(open_sqlite_temp_files());
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().take(), Some(Vec::<String>::new()));
+    let revoked = s
+        .read(|tx| tx.get_certificate("tn_1", "018F"))
+        .unwrap()
+        .status;
+    assert_eq!(revoked, "revoked");
+}
