@@ -384,7 +384,13 @@ impl Journal {
         let mut found = Vec::new();
         let mut released = std::collections::HashSet::new();
         for path in &paths {
-            let bytes = std::fs::read(path).map_err(|e| io("reading", path, &e))?;
+            let bytes = match std::fs::read(path) {
+                Ok(b) => b,
+                // Deleted meanwhile by the sweeper of an earlier store on the same database in
+                // this process: every record in it was settled.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("reading", path, &e)),
+            };
             let (recs, torn) = records(&bytes);
             if torn > 0 {
                 tracing::warn!(path = %path.display(), torn, "torn reservation journal records skipped");
