@@ -25,6 +25,7 @@ use scaivault_core::leaf::{self, LeafNames, LeafTemplate, LeafUrls};
 use scaivault_core::name::DnFields;
 use scaivault_core::role::{ApprovedNames, NameRequest};
 use scaivault_core::serial::Serial;
+use scaivault_core::sign::EncodedTbs;
 use scaivault_core::{csr, duration, pem, time_util};
 use scaivault_hsm::KeyType;
 use scaivault_store::journal::{Reservation, Ticket};
@@ -698,7 +699,7 @@ fn submit_store(
 async fn stepwise(
     app: &App,
     issuer: &Arc<Issuer>,
-    tbs: x509_cert::TbsCertificate,
+    tbs: EncodedTbs,
     reserve: Reserve,
     store: StoreJob,
     timer: Instant,
@@ -725,7 +726,7 @@ async fn stepwise(
     let iss = issuer.clone();
     let signed = app
         .token_call(move || {
-            leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from)
+            leaf::sign_leaf(&tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from)
         })
         .await;
     let der = match signed {
@@ -822,7 +823,7 @@ impl SignWatch {
 async fn chained(
     app: &App,
     issuer: &Arc<Issuer>,
-    tbs: x509_cert::TbsCertificate,
+    tbs: EncodedTbs,
     reserve: Reserve,
     store: StoreJob,
     limit: std::time::Duration,
@@ -861,7 +862,7 @@ async fn chained(
         metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
         seen.begin();
         let t0 = Instant::now();
-        let signed = leaf::sign_leaf(tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
+        let signed = leaf::sign_leaf(&tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
         let took = t0.elapsed();
         pace.observe(took);
         if !seen.finish() {
@@ -1000,8 +1001,8 @@ pub async fn sign_order(
         client_auth,
         urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
     };
-    let tbs = leaf::leaf_tbs(&template, &issuer.info)?;
-    let tbs_der = der::Encode::to_der(&tbs).map_err(ApiError::internal)?;
+    let tbs = EncodedTbs::new(leaf::leaf_tbs(&template, &issuer.info)?)?;
+    let tbs_der = tbs.der().to_vec();
     let started = caller.record("certificate.issue", Some(&object), "started");
     let done = caller.record("certificate.issue", Some(&object), "success");
     let stored = sealed.map(|(wrapped_key, sealed)| StoredKeyRow {

@@ -274,15 +274,15 @@ pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
 /// # Errors
 /// [`Error::ProfileViolation`] before anything is signed; token and verification errors.
 pub fn sign_leaf(
-    tbs: TbsCertificate,
+    tbs: &crate::sign::EncodedTbs,
     issuer: &IssuerInfo,
     signer: &dyn scaivault_hsm::Signer,
 ) -> Result<Vec<u8>> {
-    lint_leaf(&tbs)?;
+    lint_leaf(tbs.tbs())?;
     let expect = crate::profile::LintExpect {
         issuer: Some(issuer),
         ca: false,
         algorithm_der: &issuer.algorithm_der,
     };
-    crate::sign::sign_certificate(tbs, expect, signer)
+    crate::sign::sign_encoded(tbs, expect, signer)
 }

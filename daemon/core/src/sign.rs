@@ -14,6 +14,36 @@ use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version as CsrVersion};
 use x509_cert::Certificate;
 
+/// A to-be-signed certificate together with its DER encoding, made once: what is recorded before
+/// signing (the serial reservation keeps the DER), what the lint checks and what the token signs
+/// are the same value by construction, and the encoding is not repeated on the issuance path.
+#[derive(Debug, Clone)]
+pub struct EncodedTbs {
+    tbs: TbsCertificate,
+    der: Vec<u8>,
+}
+
+impl EncodedTbs {
+    /// Encodes `tbs`.
+    ///
+    /// # Errors
+    /// Encoder errors.
+    pub fn new(tbs: TbsCertificate) -> Result<Self> {
+        let der = tbs.to_der()?;
+        Ok(EncodedTbs { tbs, der })
+    }
+
+    /// The value.
+    pub fn tbs(&self) -> &TbsCertificate {
+        &self.tbs
+    }
+
+    /// Its DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
 /// Lints `tbs`, has `signer` sign it, verifies the signature with the issuer's public key
 /// (`expect.issuer`, or the subject's own key for a self-signed certificate) and returns the DER
 /// certificate.
@@ -26,16 +56,28 @@ pub fn sign_certificate(
     expect: LintExpect<'_>,
     signer: &dyn Signer,
 ) -> Result<Vec<u8>> {
-    profile::lint(&tbs, expect)?;
-    let tbs_der = tbs.to_der()?;
-    let sig = signer.sign(&tbs_der)?;
+    sign_encoded(&EncodedTbs::new(tbs)?, expect, signer)
+}
+
+/// [`sign_certificate`] for a TBS already encoded.
+///
+/// # Errors
+/// As [`sign_certificate`].
+pub fn sign_encoded(
+    tbs: &EncodedTbs,
+    expect: LintExpect<'_>,
+    signer: &dyn Signer,
+) -> Result<Vec<u8>> {
+    let (value, tbs_der) = (tbs.tbs(), tbs.der());
+    profile::lint(value, expect)?;
+    let sig = signer.sign(tbs_der)?;
     let verify_key = match expect.issuer {
         Some(i) => i.spki_der.clone(),
-        None => tbs.subject_public_key_info.to_der()?,
+        None => value.subject_public_key_info.to_der()?,
     };
-    verify::verify_signature(&verify_key, &tbs.signature, &tbs_der, &sig)
+    verify::verify_signature(&verify_key, &value.signature, tbs_der, &sig)
         .map_err(|e| Error::TokenSignatureInvalid(e.to_string()))?;
-    assemble(&tbs_der, &tbs.signature.to_der()?, &sig)
+    assemble(tbs_der, &value.signature.to_der()?, &sig)
 }
 
 /// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }` (RFC 5280

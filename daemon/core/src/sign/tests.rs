@@ -270,14 +270,19 @@ fn a_leaf_that_breaks_the_profile_never_reaches_the_signer() {
         urls: LeafUrls::for_ca("http://x", "ca_1"),
     };
     // The untouched template signs once and verifies.
-    let ok = sign_leaf(leaf_tbs(&leaf, &issuer).unwrap(), &issuer, &ca_key).unwrap();
+    let ok = sign_leaf(
+        &EncodedTbs::new(leaf_tbs(&leaf, &issuer).unwrap()).unwrap(),
+        &issuer,
+        &ca_key,
+    )
+    .unwrap();
     assert!(verify::verify_certificate(&pem::from_der(&ok).unwrap(), &issuer.spki_der).is_ok());
     assert_eq!(ca_key.1.load(Ordering::SeqCst), 2);
 
     let inject = |f: &dyn Fn(&mut x509_cert::certificate::TbsCertificate)| {
         let mut tbs = leaf_tbs(&leaf, &issuer).unwrap();
         f(&mut tbs);
-        let err = sign_leaf(tbs, &issuer, &ca_key).unwrap_err();
+        let err = sign_leaf(&EncodedTbs::new(tbs).unwrap(), &issuer, &ca_key).unwrap_err();
         assert_eq!(err.code(), "profile_violation", "{err}");
     };
     // keyCertSign on a leaf.

@@ -81,7 +81,7 @@ fn leaf(token: &SoftToken, issuer: &Ca, dns: &str, server: bool, client: bool) -
         urls: LeafUrls::for_ca("http://x", "ca_1"),
     };
     sign_leaf(
-        leaf_tbs(&t, &issuer.info).unwrap(),
+        &crate::sign::EncodedTbs::new(leaf_tbs(&t, &issuer.info).unwrap()).unwrap(),
         &issuer.info,
         issuer.key.as_ref(),
     )
