@@ -1,5 +1,5 @@
 use super::*;
-use crate::testutil::{both_backends, fixture, Fixture, Kind};
+use crate::testutil::{both_backends, cert_row as cert, fixture, Fixture, Kind};
 
 fn rec(action: &str) -> AuditRecord {
     AuditRecord {
@@ -276,26 +276,6 @@ fn ca(id: &str) -> CaRow {
         not_before: None,
         not_after: None,
         settings: "{}".into(),
-        created_at: "2026-01-01T00:00:00Z".into(),
-    }
-}
-
-fn cert(ca_id: &str, serial: &str) -> CertRow {
-    CertRow {
-        issuer_ca_id: ca_id.into(),
-        serial: serial.into(),
-        tenant_id: "tn_1".into(),
-        kind: "leaf".into(),
-        subject_ca_id: None,
-        role: None,
-        common_name: Some("x".into()),
-        sans: None,
-        cert_der: Some(vec![4, 5, 6]),
-        status: "valid".into(),
-        not_before: Some("2026-01-01T00:00:00Z".into()),
-        not_after: Some("2027-01-01T00:00:00Z".into()),
-        revoked_at: None,
-        revocation_reason: None,
         created_at: "2026-01-01T00:00:00Z".into(),
     }
 }

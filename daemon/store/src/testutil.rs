@@ -167,3 +167,24 @@ impl Fixture {
         }
     }
 }
+
+/// A valid leaf certificate row of tenant `tn_1`.
+pub(crate) fn cert_row(ca_id: &str, serial: &str) -> crate::CertRow {
+    crate::CertRow {
+        issuer_ca_id: ca_id.into(),
+        serial: serial.into(),
+        tenant_id: "tn_1".into(),
+        kind: "leaf".into(),
+        subject_ca_id: None,
+        role: None,
+        common_name: Some("x".into()),
+        sans: None,
+        cert_der: Some(vec![4, 5, 6]),
+        status: "valid".into(),
+        not_before: Some("2026-01-01T00:00:00Z".into()),
+        not_after: Some("2027-01-01T00:00:00Z".into()),
+        revoked_at: None,
+        revocation_reason: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
