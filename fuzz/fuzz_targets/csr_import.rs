@@ -124,7 +124,10 @@ fn issue(ctx: &str, policy: &RolePolicy, p: &ParsedCsr) {
     let Some(tbs) = client(ctx, leaf::leaf_tbs(&template, &f.issuer)) else {
         return;
     };
-    let der = client(ctx, leaf::sign_leaf(tbs, &f.issuer, &f.key));
+    let Some(tbs) = client(ctx, scaivault_core::sign::EncodedTbs::new(tbs)) else {
+        return;
+    };
+    let der = client(ctx, leaf::sign_leaf(&tbs, &f.issuer, &f.key));
     if let Some(der) = der {
         scaivault_core::pem::from_der(&der).expect("the signed leaf decodes");
     }
