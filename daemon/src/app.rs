@@ -72,6 +72,8 @@ pub struct App {
     pub ocsp: Arc<crate::ocsp::OcspCache>,
     /// How fast the token has been answering (decides inline vs blocking-pool signing).
     pub token_pace: Arc<TokenPace>,
+    /// The threads that make leaf signatures (see [`crate::signers`]).
+    pub signers: crate::signers::Signers,
     /// The CRLs last served, so that a GET does not read an unchanged CRL again.
     pub crls: Arc<crate::revoke::CrlCache>,
     /// Counters for `GET /metrics`.

@@ -204,6 +204,9 @@ pub struct HsmConfig {
     /// The same for key generation (CA creation), which takes seconds for RSA-4096.
     #[serde(default = "default_keygen_timeout")]
     pub keygen_timeout: String,
+    /// Threads that make leaf signatures (`crate::signers`); unset: the host's CPUs + 1.
+    #[serde(default)]
+    pub sign_threads: Option<usize>,
 }
 
 fn default_module() -> PathBuf {
@@ -683,6 +686,9 @@ impl Config {
                 return bad(format!("{key} must be a duration from 0s (no limit) to 1h"));
             }
         }
+        if matches!(self.hsm.sign_threads, Some(n) if !(1..=256).contains(&n)) {
+            return bad("hsm.sign_threads must be between 1 and 256".into());
+        }
         if !(1024..=64 * 1024 * 1024).contains(&self.limits.body_bytes) {
             return bad("limits.body_bytes must be between 1024 and 67108864".into());
         }
@@ -927,6 +933,26 @@ pin_env = "PIN"
         assert!(!c.csr.require_distinct_approver);
         // The example documents the defaults of [webhooks].
         assert_eq!(c.webhooks, WebhooksConfig::default());
+    }
+
+    #[test]
+    fn sign_threads_is_optional_and_range_checked() {
+        let c: Config = toml::from_str(GOOD).unwrap();
+        assert_eq!(c.hsm.sign_threads, None, "unset: the daemon picks CPUs + 1");
+        for (n, ok) in [("0", false), ("1", true), ("256", true), ("257", false)] {
+            let text = GOOD.replace(
+                "pin_env = \"PIN\"",
+                &format!("pin_env = \"PIN\"\nsign_threads = {n}"),
+            );
+            let c: Config = toml::from_str(&text).unwrap();
+            match c.validate() {
+                Ok(()) => assert!(ok, "{n} accepted"),
+                Err(e) => assert!(
+                    !ok && e.to_string().contains("hsm.sign_threads"),
+                    "{n}: {e}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! The reservation goes to the SQLite store's reservation journal (one page-aligned `write` from
 //! the request's thread, see [`scaivault_store::journal`]) or, on PostgreSQL, to a row of the
 //! shared database (a group commit without its own `fsync`). With `[hsm] call_timeout` set (the
-//! default) the steps after it are chained from thread to thread (blocking pool → store writer)
-//! and the request's task wakes once, at the end (see `chained`).
+//! default) the steps after it are chained from thread to thread (a signer thread, see
+//! [`crate::signers`] → store writer) and the request's task wakes once, at the end (see
+//! `chained`).
 
 use crate::app::{App, Caller, Issuer};
 use crate::error::ApiError;
@@ -753,10 +754,10 @@ async fn stepwise(
 
 /// Where the token call of a [`chained`] issuance is.
 struct SignWatch {
-    /// [`SignWatch::WAITING`], [`SignWatch::SIGNING`], [`SignWatch::SIGNED`] or
-    /// [`SignWatch::ABANDONED`].
+    /// [`SignWatch::WAITING`], [`SignWatch::SIGNING`] (queued for a signer thread or in the
+    /// token call), [`SignWatch::SIGNED`] or [`SignWatch::ABANDONED`].
     state: AtomicU8,
-    /// When the token call began, microseconds after `base`.
+    /// When the token call was queued for a signer thread, microseconds after `base`.
     began_us: AtomicU64,
     base: Instant,
 }
@@ -793,6 +794,11 @@ impl SignWatch {
             .is_ok()
     }
 
+    /// The request gave up on the call (before or during it).
+    fn abandoned(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == Self::ABANDONED
+    }
+
     /// How long the token call has been running, if it is.
     fn running_for(&self) -> Option<std::time::Duration> {
         (self.state.load(Ordering::SeqCst) == Self::SIGNING).then(|| {
@@ -815,11 +821,13 @@ impl SignWatch {
 }
 
 /// Reservation, signature and store chained from thread to thread without waking this task in
-/// between: the reservation's commit starts the token call on the blocking pool, whose end
-/// submits the certificate's commit, whose reply wakes the request. Two hand-offs fewer than
-/// [`stepwise`] (each a wait for a CPU; see docs/PERFORMANCE.md). The token call is still bounded
-/// by `limit`: when it runs longer, the request gives up with `503 hsm_unavailable` while the
-/// call keeps its blocking thread until the module returns (its result is then dropped).
+/// between: the reservation's commit queues the token call for a signer thread
+/// ([`crate::signers`]), whose end submits the certificate's commit, whose reply wakes the
+/// request. Two hand-offs fewer than [`stepwise`] (each a wait for a CPU; see
+/// docs/PERFORMANCE.md). The token call is still bounded by `limit`, counted from the moment it
+/// is queued: when it waits or runs longer, the request gives up with `503 hsm_unavailable`; a
+/// call not yet begun is then never made, one under way keeps its signer thread until the module
+/// returns (its result is then dropped).
 async fn chained(
     app: &App,
     issuer: &Arc<Issuer>,
@@ -855,12 +863,15 @@ async fn chained(
     // On the blocking pool once the reservation is written: the basis check of a journaled
     // reservation, the token call and its check, then the certificate's commit is submitted.
     let sign = move |reserved: scaivault_store::Result<()>| {
+        if seen.abandoned() {
+            // The request gave up before a signer took the job: nothing to sign or settle.
+            return;
+        }
         if let Err(e) = reserved.and_then(|()| basis_holds(&db, &cache, since, basis.as_ref())) {
             let _ = tx.send(Outcome::NotReserved(e, take()));
             return;
         }
         metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
-        seen.begin();
         let t0 = Instant::now();
         let signed = leaf::sign_leaf(&tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
         let took = t0.elapsed();
@@ -877,14 +888,16 @@ async fn chained(
             }
         }
     };
+    // The call limit counts from the moment the job is queued for a signer thread.
+    let (signers, queued) = (app.signers.clone(), watch.clone());
     match job {
         Some(job) => {
-            let runtime = tokio::runtime::Handle::current();
             app.store.submit_with(
                 job,
                 Box::new(move |r| match r {
                     Ok(()) => {
-                        runtime.spawn_blocking(move || sign(Ok(())));
+                        queued.begin();
+                        signers.run(move || sign(Ok(())));
                     }
                     Err(e) => sign(Err(e)),
                 }),
@@ -892,7 +905,8 @@ async fn chained(
             );
         }
         None => {
-            tokio::task::spawn_blocking(move || sign(Ok(())));
+            queued.begin();
+            signers.run(move || sign(Ok(())));
         }
     }
     let take = move || slot.lock().ok().and_then(|mut t| t.take());
@@ -1148,7 +1162,12 @@ mod tests {
         w.begin();
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(w.running_for().unwrap() >= std::time::Duration::from_millis(5));
+        assert!(!w.abandoned());
         assert!(w.abandon());
+        assert!(
+            w.abandoned(),
+            "a signer thread that takes the job now drops it"
+        );
         assert!(!w.finish(), "abandoned first: the late result is dropped");
         assert!(w.running_for().is_none());
     }

@@ -42,6 +42,7 @@ mod roles;
 mod sched;
 mod serve;
 mod signals;
+mod signers;
 mod systemd;
 mod tls;
 mod trust;

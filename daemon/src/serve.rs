@@ -303,6 +303,12 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         cache = cache.watching(db);
     }
     let issue_cache = Arc::new(cache);
+    let signers = crate::signers::Signers::new(
+        cfg.hsm
+            .sign_threads
+            .unwrap_or_else(crate::signers::Signers::default_size),
+        cfg.hsm.call_limit(),
+    );
     App {
         config: cfg,
         store,
@@ -315,6 +321,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         cluster,
         ocsp: Default::default(),
         token_pace: Default::default(),
+        signers,
         crls: Default::default(),
         metrics: Default::default(),
         limits,

@@ -1198,3 +1198,71 @@ fn issuance_without_a_call_timeout_takes_the_stepwise_path() {
     }
     assert_all_valid(&d, &int, 12);
 }
+
+/// Threads of the daemon named `name` (`/proc/PID/task/*/comm`).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[test]
+fn concurrent_issuances_share_the_configured_signer_threads() {
+    let d = Daemon::start().restart_with(|t| t.replacen("[hsm]\n", "[hsm]\nsign_threads = 2\n", 1));
+    let (root, int) = hierarchy(&d, "thr");
+    role(&d, "thr", &int, json!({}));
+    // Sixteen issuances at once, twice: every one signed and verified, on at most two signer
+    // threads (one blocking-pool thread per issuance before).
+    let mut serials = std::collections::BTreeSet::new();
+    for round in 0..2 {
+        let replies: Vec<Value> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..16)
+                .map(|i| {
+                    let d = &d;
+                    s.spawn(move || {
+                        let r = d.post(
+                            "/v1/pki/issue/thr",
+                            &json!({"common_name": format!("r{round}-{i}.svc.cluster.local")}),
+                        );
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        r.json()
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for v in &replies {
+            assert_eq!(v["issuing_ca_id"], int["id"]);
+            assert!(serials.insert(v["serial_number"].as_str().unwrap().to_owned()));
+        }
+        let signers = threads_named(d.pid(), "signer");
+        assert!(
+            (1..=2).contains(&signers),
+            "{signers} signer threads for 16 concurrent issuances"
+        );
+    }
+    assert_eq!(serials.len(), 32);
+    // The last one verifies against the root with the chain it came with.
+    let dir = tempfile::tempdir().unwrap();
+    let last = d.post(
+        "/v1/pki/issue/thr",
+        &json!({"common_name": "last.svc.cluster.local"}),
+    );
+    assert_eq!(last.status, 200, "{}", last.text());
+    let (leaf, untrusted, _, _) = files(dir.path(), "last", &last.json());
+    let root_pem = write(
+        dir.path(),
+        "root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+    openssl_ok(&[
+        "verify",
+        "-CAfile",
+        &root_pem,
+        "-untrusted",
+        &untrusted,
+        &leaf,
+    ]);
+}
