@@ -38,6 +38,8 @@ struct Opts {
     client_threads: usize,
     /// `[hsm] call_timeout` for the daemon (e.g. `0s` for inline signing); the default if unset.
     hsm_call_timeout: Option<String>,
+    /// `[hsm] sign_threads` for the daemon; the default (CPUs + 1) if unset.
+    sign_threads: Option<usize>,
     /// `postgres`: the daemons use a PostgreSQL database (`$SCAIVAULT_TEST_PG`, as in the tests).
     backend: String,
     /// Daemons sharing the database and token (more than one needs `--backend postgres`); the
@@ -49,7 +51,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench-issue [--seconds S] [--conns 4,16] [--keys ec256,rsa2048,ed25519] \
          [--skip-cfssl] [--skip-ceiling] [--client-threads T] [--hsm-call-timeout 0s] \
-         [--backend sqlite|postgres] [--nodes N]\n\
+         [--sign-threads N] [--backend sqlite|postgres] [--nodes N]\n\
          (the daemon binary is $SCAIVAULT_BIN, e.g. target/release/scaivault)"
     );
     std::process::exit(2)
@@ -64,6 +66,7 @@ fn parse_opts() -> Opts {
         skip_ceiling: false,
         client_threads: 1,
         hsm_call_timeout: None,
+        sign_threads: None,
         backend: "sqlite".into(),
         nodes: 1,
     };
@@ -83,6 +86,7 @@ fn parse_opts() -> Opts {
             "--skip-cfssl" => o.skip_cfssl = true,
             "--skip-ceiling" => o.skip_ceiling = true,
             "--hsm-call-timeout" => o.hsm_call_timeout = Some(val()),
+            "--sign-threads" => o.sign_threads = Some(val().parse().unwrap_or_else(|_| usage())),
             "--backend" => o.backend = val(),
             "--nodes" => o.nodes = val().parse().unwrap_or_else(|_| usage()),
             "-h" | "--help" => usage(),
@@ -375,18 +379,27 @@ fn bench_scaivault(rt: &tokio::runtime::Runtime, o: &Opts) -> BTreeMap<usize, Me
         std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
     }
     let mut d = Daemon::start();
+    let mut hsm = String::new();
     if let Some(limit) = &o.hsm_call_timeout {
-        // Restart in the same directory with `[hsm] call_timeout` set.
+        hsm.push_str(&format!("call_timeout = {limit:?}\n"));
+    }
+    if let Some(n) = o.sign_threads {
+        hsm.push_str(&format!("sign_threads = {n}\n"));
+    }
+    if !hsm.is_empty() {
+        // Restart in the same directory with those `[hsm]` settings.
         let dir = d.into_dir();
         let config = dir.path().join("data/scaivault.toml");
         let text = std::fs::read_to_string(&config).unwrap();
-        let text = text.replacen("[hsm]\n", &format!("[hsm]\ncall_timeout = {limit:?}\n"), 1);
+        let text = text.replacen("[hsm]\n", &format!("[hsm]\n{hsm}"), 1);
         std::fs::write(&config, text).unwrap();
         d = Daemon::start_in(dir);
     }
     println!(
-        "hsm call_timeout: {}",
-        o.hsm_call_timeout.as_deref().unwrap_or("default (5s)")
+        "hsm call_timeout: {}; sign_threads: {}",
+        o.hsm_call_timeout.as_deref().unwrap_or("default (5s)"),
+        o.sign_threads
+            .map_or_else(|| "default (CPUs + 1)".to_owned(), |n| n.to_string())
     );
     let pid = d.pid();
     println!(
