@@ -107,11 +107,20 @@ impl Signers {
         }
     }
 
+    /// `(threads alive, jobs queued, threads in a call older than the stuck limit)`, for
+    /// `GET /metrics`.
+    pub fn gauges(&self) -> (usize, usize, usize) {
+        let inner = &self.handle.0;
+        let st = inner.lock();
+        let stuck = inner.stuck_after.map_or(0, |after| st.stuck(after));
+        (st.threads, st.jobs.len(), stuck)
+    }
+
     /// `(threads alive, jobs queued)`.
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize) {
-        let st = self.handle.0.lock();
-        (st.threads, st.jobs.len())
+        let (threads, queued, _) = self.gauges();
+        (threads, queued)
     }
 }
 
@@ -119,6 +128,16 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.0.lock().closed = true;
         self.0.ready.notify_all();
+    }
+}
+
+impl State {
+    /// Threads whose job has run for `after` or longer.
+    fn stuck(&self, after: Duration) -> usize {
+        self.running
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= after)
+            .count()
     }
 }
 
@@ -139,12 +158,7 @@ impl Inner {
         if st.threads >= self.size + MAX_EXTRA {
             return false;
         }
-        let stuck = st
-            .running
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= after)
-            .count();
-        st.threads - stuck < self.size
+        st.threads - st.stuck(after) < self.size
     }
 
     fn work(&self, id: u64) {
@@ -222,6 +236,7 @@ mod tests {
             "second",
             "a second thread took the job while the first is stuck"
         );
+        assert_eq!(pool.gauges().2, 1, "the hung call counts as stuck");
         // The extra thread ends with its job: the pool is back to its size (the stuck thread).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while pool.sizes().0 > 1 {

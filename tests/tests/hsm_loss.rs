@@ -273,6 +273,9 @@ fn a_hung_token_answers_503_within_the_call_timeout_and_service_resumes() {
     });
     assert_eq!(codes, vec![503; 4]);
     assert!(took <= BOUND, "4 parallel issues answered in {took:?}");
+    // The signer threads caught in the hung module are reported; none of them is waited for.
+    let stuck = rig.d.metric("scaivault_signer_stuck");
+    assert!(stuck >= 1.0, "signer threads stuck in the token: {stuck}");
     check_recovery(&mut rig, pid, "hang");
     // The hung calls returned once the token was back; the key of the CA creation that had
     // timed out was destroyed then (no CA row will ever use it).
@@ -289,5 +292,23 @@ fn a_hung_token_answers_503_within_the_call_timeout_and_service_resumes() {
             "the abandoned calls did not finish (or the orphan key was not destroyed)"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // No signer thread is left in the module, and those started beside the stuck ones have
+    // ended: the pool is back to its size (`[hsm] sign_threads` unset: CPUs + 1).
+    let size = std::thread::available_parallelism().unwrap().get() + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (stuck, threads) = (
+            rig.d.metric("scaivault_signer_stuck"),
+            rig.d.metric("scaivault_signer_threads"),
+        );
+        if stuck == 0.0 && threads <= size as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "signer threads after the hang: {threads} ({stuck} stuck), size {size}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

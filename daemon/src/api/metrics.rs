@@ -14,6 +14,7 @@ fn metrics(app: &State<App>) -> (ContentType, String) {
     let (entries, queued) = app.ocsp.sizes();
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
     let (rsa_ready, rsa_target) = app.rsa_pool.level(2048);
+    let (signers, sign_queue, signers_stuck) = app.signers.gauges();
     let text = app.metrics.render(
         &[
             (
@@ -47,6 +48,21 @@ fn metrics(app: &State<App>) -> (ContentType, String) {
                 "scaivault_rsa_key_pool_target",
                 "RSA-2048 leaf keys the pool keeps ready (0 until a role or request uses RSA-2048).",
                 rsa_target as f64,
+            ),
+            (
+                "scaivault_signer_threads",
+                "Threads that make leaf signatures ([hsm] sign_threads, plus any started beside calls stuck in the token).",
+                signers as f64,
+            ),
+            (
+                "scaivault_signer_queue",
+                "Leaf signatures waiting for a signer thread.",
+                sign_queue as f64,
+            ),
+            (
+                "scaivault_signer_stuck",
+                "Signer threads in a token call older than [hsm] call_timeout (a hung module).",
+                signers_stuck as f64,
             ),
             (
                 "scaivault_cluster_leader",
