@@ -860,7 +860,7 @@ async fn chained(
     let slot = Arc::new(std::sync::Mutex::new(ticket));
     let held = slot.clone();
     let take = move || held.lock().ok().and_then(|mut t| t.take());
-    // On the blocking pool once the reservation is written: the basis check of a journaled
+    // On a signer thread once the reservation is written: the basis check of a journaled
     // reservation, the token call and its check, then the certificate's commit is submitted.
     let sign = move |reserved: scaivault_store::Result<()>| {
         if seen.abandoned() {
