@@ -18,7 +18,7 @@
 //! dropped without calling the token. So that calls stuck in a hung module do not take the pool's
 //! capacity for good, a job queued while no thread is idle and fewer than `size` threads are free
 //! of a call older than `stuck_after` starts one more thread (at most [`MAX_EXTRA`] over `size`);
-//! threads over `size` end when they finish their job.
+//! threads over `size` end when they finish a job and find none queued.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -89,7 +89,7 @@ impl Signers {
             inner.ready.notify_one();
             return;
         }
-        if st.threads < inner.size || inner.all_busy_are_stuck(&st) {
+        if st.threads < inner.size || inner.short_of_free_threads(&st) {
             st.threads += 1;
             let id = st.next_id;
             st.next_id += 1;
@@ -151,7 +151,7 @@ impl Inner {
     }
 
     /// True when fewer than `size` threads are free of a stuck call (and the pool may grow).
-    fn all_busy_are_stuck(&self, st: &State) -> bool {
+    fn short_of_free_threads(&self, st: &State) -> bool {
         let Some(after) = self.stuck_after else {
             return false;
         };
@@ -171,7 +171,7 @@ impl Inner {
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
                 st = self.lock();
                 st.running.retain(|(i, _)| *i != id);
-                if st.threads > self.size {
+                if st.threads > self.size && st.jobs.is_empty() {
                     break;
                 }
                 continue;
