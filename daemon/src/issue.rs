@@ -3,8 +3,9 @@
 //!
 //! Order of work, so that nothing is signed unless it was authorised and recorded:
 //! role policy → lifetime → issuer active and outliving the certificate → (key) → TBS built →
-//! serial and TBS reserved with a `started` audit record → basis checked → TBS linted → signed on
-//! the token → signature verified → certificate stored with the `started` and `success` records
+//! serial and TBS reserved (with the `started` record that stands for the attempt should a crash
+//! leave it unfinished) → basis checked → TBS linted → signed on the token → signature verified →
+//! certificate stored with the call's one audit record, `success` (API.md: one record per call)
 //! (the UNIQUE(issuer, serial) constraint makes a serial single-use). A failure after the
 //! reservation releases the serial and writes an `error:<code>` record.
 //!
@@ -514,14 +515,14 @@ async fn sign_and_store(
 
 /// How an issuance's reservation is made.
 enum Reserve {
-    /// A group-commit job (PostgreSQL): the basis check, the reservation row and its `started`
-    /// record in one transaction, written before the token signs.
+    /// A group-commit job (PostgreSQL): the basis check and the reservation row in one
+    /// transaction, written before the token signs.
     Row(scaivault_store::BatchJob),
     /// Already written to the store's reservation journal (SQLite; see
     /// [`scaivault_store::journal`]). The basis is read from the database right before the token
     /// signs unless nothing can have changed since `seen` (see
     /// [`crate::issuecache::IssueCache::unchanged_since`]), and checked again by the certificate's
-    /// commit; the `started` record joins that commit.
+    /// commit.
     Journal {
         ticket: Ticket,
         basis: Option<IssueBasis>,
@@ -552,9 +553,16 @@ struct StoreJob {
     stored: Option<StoredKeyRow>,
     on_store: Option<OnStore>,
     done: AuditRecord,
-    /// With a journaled reservation: its `started` record, appended before `done` (the row is
-    /// inserted then, not completed), and the basis to check under the write lock.
-    journaled: Option<(AuditRecord, Option<IssueBasis>)>,
+    row_write: RowWrite,
+}
+
+/// How the certificate's commit writes its row.
+enum RowWrite {
+    /// Inserted: the reservation was journaled (SQLite); with the basis to check under the write
+    /// lock.
+    Insert(Option<IssueBasis>),
+    /// Completed: the reservation is a row already (PostgreSQL).
+    Complete,
 }
 
 impl StoreJob {
@@ -573,14 +581,13 @@ impl StoreJob {
             stored,
             on_store,
             mut done,
-            journaled,
+            row_write,
         } = self;
         row.cert_der = Some(der);
         row.status = "valid".into();
         Box::new(move |tx| {
-            match &journaled {
-                Some((started, basis)) => {
-                    tx.append_audit(started)?;
+            match &row_write {
+                RowWrite::Insert(basis) => {
                     let changed = match basis.as_ref().map(|b| tx.check_issue_basis(b)) {
                         Some(Err(scaivault_store::Error::Changed(what))) => Some(what),
                         Some(Err(e)) => return Err(e),
@@ -602,7 +609,7 @@ impl StoreJob {
                     }
                     tx.insert_certificate(&row)?;
                 }
-                None => tx.complete_certificate(&row)?,
+                RowWrite::Complete => tx.complete_certificate(&row)?,
             }
             if let Some(k) = &stored {
                 tx.insert_stored_key(k)?;
@@ -950,8 +957,7 @@ fn stage_done(app: &App, stage: IssueStage, since: Instant) -> Instant {
     now
 }
 
-/// Reserves a serial (with its `started` audit record), builds, lints, signs, checks and stores a
-/// leaf certificate for `order`.
+/// Reserves a serial, builds, lints, signs, checks and stores a leaf certificate for `order`.
 ///
 /// # Errors
 /// `503 audit_unavailable` when the reservation cannot be written; profile, token and store
@@ -1017,7 +1023,6 @@ pub async fn sign_order(
     };
     let tbs = EncodedTbs::new(leaf::leaf_tbs(&template, &issuer.info)?)?;
     let tbs_der = tbs.der().to_vec();
-    let started = caller.record("certificate.issue", Some(&object), "started");
     let done = caller.record("certificate.issue", Some(&object), "success");
     let stored = sealed.map(|(wrapped_key, sealed)| StoredKeyRow {
         issuer_ca_id: issuer.ca_id.clone(),
@@ -1025,23 +1030,24 @@ pub async fn sign_order(
         wrapped_key,
         sealed,
     });
-    // The serial, the to-be-signed certificate and the `started` record are written before the
-    // token signs: to the reservation journal next to the SQLite file (one page-aligned `write`
-    // from this thread; the record joins the audit chain with the certificate's commit), or on
-    // PostgreSQL as a row in the shared database (a group commit without its own `fsync`). Either
-    // survives a crash of the process and is made durable by the certificate's own commit before
-    // anyone sees the certificate; a crash in between leaves the reservation, which the next start
-    // revokes (`serve::reconcile_reservations`). Then lint, signature on the token and its check;
-    // then the certificate with the `success` record in the next group commit.
+    // The serial and the to-be-signed certificate are written before the token signs: to the
+    // reservation journal next to the SQLite file (one page-aligned `write` from this thread,
+    // with the `started` record that stands for the attempt if a crash leaves it unfinished), or
+    // on PostgreSQL as a row in the shared database (a group commit without its own `fsync`).
+    // Either survives a crash of the process and is made durable by the certificate's own commit
+    // before anyone sees the certificate; a crash in between leaves the reservation, which the
+    // next start revokes with its audit records (`serve::reconcile_reservations`). Then lint,
+    // signature on the token and its check; then the certificate with the call's audit record
+    // (`success`) in the next group commit.
     let timer = Instant::now();
     let journal = app.store.journal();
-    let (reserve, journaled) = match journal {
+    let (reserve, row_write) = match journal {
         Some(j) => {
             let ticket = j
                 .reserve(&Reservation {
                     row: row.clone(),
                     tbs_der,
-                    started: started.clone(),
+                    started: caller.record("certificate.issue", Some(&object), "started"),
                 })
                 .map_err(reservation_refused)?;
             let reserve = Reserve::Journal {
@@ -1049,7 +1055,7 @@ pub async fn sign_order(
                 basis: basis.clone(),
                 seen: caller.cache_generation,
             };
-            (reserve, Some((started, basis)))
+            (reserve, RowWrite::Insert(basis))
         }
         None => {
             let reserve = row.clone();
@@ -1057,27 +1063,25 @@ pub async fn sign_order(
                 if let Some(b) = &basis {
                     tx.check_issue_basis(b)?;
                 }
-                tx.reserve_certificate(&reserve, &tbs_der)?;
-                tx.append_audit(&started).map(|_| ())
+                tx.reserve_certificate(&reserve, &tbs_der)
             });
-            (Reserve::Row(job), None)
+            (Reserve::Row(job), RowWrite::Complete)
         }
     };
     let reserved_serial = row.serial.clone();
-    let started_again = journaled.as_ref().map(|(s, _)| s.clone());
     // A failure after the reservation: the serial is released (nothing was signed, or the token's
     // late answer is dropped) with an `error:<code>` record.
     let release = |e: ApiError, ticket: Option<Ticket>| {
         let mut failed = caller.record("certificate.issue", Some(&object), "error:");
         failed.outcome = format!("error:{}", e.code);
         let (ca, sn) = (issuer.ca_id.clone(), reserved_serial.clone());
-        let started = started_again.clone();
+        let row_reserved = journal.is_none();
         async move {
             let (ca2, sn2) = (ca.clone(), sn.clone());
             app.write(Box::new(move |tx| {
-                match &started {
-                    Some(s) => tx.append_audit(s).map(|_| ())?,
-                    None => tx.release_serial(&ca, &sn)?,
+                if row_reserved {
+                    // The reservation is a row (PostgreSQL); a journaled one is released below.
+                    tx.release_serial(&ca, &sn)?;
                 }
                 tx.append_audit(&failed).map(|_| ())
             }))
@@ -1094,7 +1098,7 @@ pub async fn sign_order(
         stored,
         on_store,
         done,
-        journaled,
+        row_write,
     };
     let outcome = match app.config.hsm.call_limit() {
         Some(limit) => chained(app, issuer, tbs, reserve, store_job, limit, timer).await,

@@ -1266,3 +1266,62 @@ fn concurrent_issuances_share_the_configured_signer_threads() {
         &leaf,
     ]);
 }
+
+#[test]
+fn an_issuance_writes_one_audit_record() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "one");
+    role(&d, "one", &int, json!({}));
+    let ok = d.post(
+        "/v1/pki/issue/one",
+        &json!({"common_name": "a.svc.cluster.local"}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let serial = ok.json()["serial_number"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .to_uppercase();
+    // A refused one (a TTL over the role's max) is audited once too.
+    d.post(
+        "/v1/pki/issue/one",
+        &json!({"common_name": "b.svc.cluster.local", "ttl": "9999h"}),
+    )
+    .problem(400, "ttl_exceeds_role_max");
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let issues: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "certificate.issue")
+        .map(|a| {
+            (
+                a["object_id"].as_str().unwrap_or("").to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let object = format!("{}:{serial}", int["id"].as_str().unwrap());
+    assert_eq!(
+        issues
+            .iter()
+            .filter(|(o, _)| *o == object)
+            .collect::<Vec<_>>(),
+        vec![&(object.clone(), "success".to_owned())],
+        "{issues:?}"
+    );
+    assert!(
+        !issues.iter().any(|(_, outcome)| outcome == "started"),
+        "{issues:?}"
+    );
+    assert_eq!(
+        issues
+            .iter()
+            .filter(|(_, outcome)| outcome == "error:ttl_exceeds_role_max")
+            .count(),
+        1,
+        "{issues:?}"
+    );
+    let out = d.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{out:?}");
+}

@@ -1,13 +1,14 @@
 //! The reservation journal of the SQLite store: where an issuance records its serial, its
-//! to-be-signed certificate and its `started` audit record before the token signs.
+//! to-be-signed certificate and a `started` audit record before the token signs (the record
+//! joins the audit chain only if a crash leaves the issuance unfinished: the call's own record is
+//! the certificate commit's `success`, API.md asking for one record per call).
 //!
 //! Before it, every issuance wrote that reservation as a transaction of its own through the group
 //! commit — a hand-off to the writer thread and back before the signature, and an `INSERT` later
 //! turned into an `UPDATE`. The journal is a plain append-only file written by the request's own
 //! thread: one `write` of whole 4 KiB pages (no `fsync`), so it survives a crash of the process like
-//! the WAL frames it replaces (`Durability::Wal`), and the certificate's own durable commit
-//! — which also appends the `started` record to the audit chain — follows before anyone sees the
-//! certificate. Measured in docs/PERFORMANCE.md.
+//! the WAL frames it replaces (`Durability::Wal`), and the certificate's own durable commit, with
+//! its audit record, follows before anyone sees the certificate. Measured in docs/PERFORMANCE.md.
 //!
 //! **Fail-closed.** Every record starts on a fresh page of its segment file, so each append needs
 //! new space on the filesystem: on a full filesystem the `write` fails (`ENOSPC`), the issuance
@@ -58,7 +59,8 @@ pub struct Reservation {
     /// The to-be-signed certificate, DER.
     #[serde(with = "hex::serde")]
     pub tbs_der: Vec<u8>,
-    /// The `started` audit record.
+    /// The `started` audit record, appended to the chain by the reconciliation at start if the
+    /// issuance never finished.
     pub started: AuditRecord,
 }
 
