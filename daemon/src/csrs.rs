@@ -304,21 +304,40 @@ pub async fn sign(
         .iter()
         .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
         .collect();
-    if let Some(cn) = &parsed.common_name {
-        let cn_l = cn.to_ascii_lowercase();
-        if cn.contains('.')
-            && !cn.contains(' ')
-            && cn.parse::<std::net::IpAddr>().is_err()
-            && !dns.contains(&cn_l)
-        {
-            dns.insert(0, cn_l);
+    let mut ips = parsed.ips.clone();
+    // The CN is repeated in the SAN when it is a DNS name or an IP address. A CN that reads like
+    // a host name but is neither (a URI, `a..b`, `a_b.example`) would have to go into the SAN
+    // as something it is not: refused, so that no certificate carries a mangled name.
+    // A CN without a dot (`Billing`) or with a space stays free text, as before.
+    if let Some(cn) = parsed
+        .common_name
+        .as_ref()
+        .filter(|cn| cn.contains('.') && !cn.contains(' '))
+    {
+        if let Ok(ip) = cn.parse::<std::net::IpAddr>() {
+            if !ips.contains(&ip) {
+                ips.insert(0, ip);
+            }
+        } else if let Ok(name) = scaivault_core::role::normalize_dns_name(cn) {
+            if !dns.contains(&name) {
+                dns.insert(0, name);
+            }
+        } else {
+            return Err(ApiError::bad_request(
+                "invalid_csr",
+                format!(
+                    "the CSR's common name {cn:?} looks like a host name but is neither a DNS \
+                     name nor an IP address; put the name in the subjectAltName and use a CN \
+                     that is one, or none"
+                ),
+            ));
         }
     }
     dns.dedup();
     let names = ApprovedNames {
         common_name: parsed.common_name.clone(),
         dns_names: dns,
-        ips: parsed.ips.clone(),
+        ips,
         uris: parsed.uris.clone(),
     };
     if names.dns_names.is_empty() && names.ips.is_empty() && names.uris.is_empty() {
@@ -356,7 +375,7 @@ pub async fn sign(
         names,
         spki_der: parsed.spki_der.clone(),
         key_type,
-        window: (now - Duration::seconds(30), not_after),
+        window: (issuer.info.backdated(now, Duration::seconds(30)), not_after),
         server_auth,
         client_auth,
         sealed: None,

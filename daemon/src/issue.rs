@@ -24,7 +24,6 @@ use crate::metrics::IssueStage;
 use crate::roles::{self, RoleSpec};
 use aes_gcm::aead::{Aead, KeyInit};
 use scaivault_core::leaf::{self, LeafNames, LeafTemplate, LeafUrls};
-use scaivault_core::name::DnFields;
 use scaivault_core::role::{ApprovedNames, NameRequest};
 use scaivault_core::serial::Serial;
 use scaivault_core::sign::EncodedTbs;
@@ -97,14 +96,7 @@ fn lifetime(
         ));
     }
     if secs > max {
-        return Err(ApiError::bad_request(
-            "ttl_exceeds_role_max",
-            format!(
-                "ttl {} exceeds the role's max_ttl {}",
-                duration::format_seconds(secs),
-                spec.max_ttl
-            ),
-        ));
+        return Err(roles::ttl_over_max(secs, &spec.max_ttl));
     }
     let now = time_util::now();
     let not_after = now + Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2));
@@ -119,23 +111,31 @@ fn lifetime(
             ),
         ));
     }
-    Ok((now - BACKDATE, not_after))
+    Ok((issuer.info.backdated(now, BACKDATE), not_after))
 }
 
 fn subject(spec: &RoleSpec, names: &ApprovedNames) -> Result<x509_cert::name::Name, ApiError> {
-    let cn = names
-        .common_name
-        .clone()
-        .or_else(|| names.dns_names.first().cloned())
-        .or_else(|| names.ips.first().map(ToString::to_string))
-        .or_else(|| names.uris.first().cloned())
-        .ok_or_else(|| ApiError::bad_request("no_names", "the request names nothing to certify"))?;
-    Ok(DnFields {
-        common_name: cn,
-        organization: spec.organization.clone(),
-        ..Default::default()
-    }
-    .to_name()?)
+    let cn = default_cn(names);
+    Ok(scaivault_core::name::leaf_subject(
+        cn.as_deref(),
+        spec.organization.as_deref(),
+    )?)
+}
+
+/// The subject CN: the requested one, else (as step-ca does) the first DNS name that fits a CN,
+/// else the first IP address. None when the names are only URIs or DNS names longer than a CN
+/// may be (64 characters): the subject then has no CN and the subjectAltName, which carries every
+/// name anyway, is marked critical (RFC 5280 §4.2.1.6). A URI is never a CN (the pre-signing lint
+/// would refuse a CN that is not among the SAN's DNS names and IP addresses).
+fn default_cn(names: &ApprovedNames) -> Option<String> {
+    names.common_name.clone().or_else(|| {
+        names
+            .dns_names
+            .iter()
+            .find(|d| d.chars().count() <= scaivault_core::name::MAX_CN_CHARS)
+            .cloned()
+            .or_else(|| names.ips.first().map(ToString::to_string))
+    })
 }
 
 /// Every leaf carries a subjectAltName (RFC 5280 §4.2.1.6, CA/B BR): a request whose only name is a

@@ -635,7 +635,7 @@ async fn delegate(
                 subject,
                 key.public_key_der(),
                 &Serial::fresh(),
-                now - Duration::seconds(30),
+                iss.info.backdated(now, Duration::seconds(30)),
                 not_after,
                 &iss.info,
             )?;

@@ -111,17 +111,17 @@ impl RoleSpec {
         Ok(duration::parse_seconds(&self.max_ttl)?)
     }
 
-    /// The default TTL in seconds: `ttl`, else 72h; capped by `max_ttl`.
+    /// The lifetime of a certificate requested without a ttl: the role's `ttl` (never over
+    /// `max_ttl` since [`RoleSpec::validate`] checks it; a role stored before that check is then
+    /// refused at issuance, not cut), else 72h capped by `max_ttl`.
     ///
     /// # Errors
     /// `invalid_duration`.
     pub fn default_ttl_secs(&self) -> Result<u64, ApiError> {
-        let max = self.max_ttl_secs()?;
-        let ttl = match &self.ttl {
-            Some(t) => duration::parse_seconds(t)?,
-            None => 72 * 3600,
-        };
-        Ok(ttl.min(max))
+        match &self.ttl {
+            Some(t) => Ok(duration::parse_seconds(t)?),
+            None => Ok((72 * 3600).min(self.max_ttl_secs()?)),
+        }
     }
 
     /// The name policy.
@@ -171,11 +171,17 @@ impl RoleSpec {
             ));
         }
         if let Some(t) = &self.ttl {
-            if duration::parse_seconds(t)? == 0 {
+            let secs = duration::parse_seconds(t)?;
+            if secs == 0 {
                 return Err(ApiError::bad_request(
                     "invalid_duration",
                     "ttl must be positive",
                 ));
+            }
+            // The role's default lifetime is given to requests without a ttl: one over max_ttl
+            // would have to be cut on every such request, and nothing is cut silently.
+            if secs > max {
+                return Err(ttl_over_max(secs, &self.max_ttl));
             }
         }
         self.policy()?;
@@ -205,6 +211,25 @@ impl RoleSpec {
                     format!("allowed_domains entry {d:?} is not an ASCII domain pattern"),
                 ));
             }
+            if let Err(e) = scaivault_core::role::check_domain_pattern(d) {
+                return Err(ApiError::bad_request(
+                    "invalid_role",
+                    format!("allowed_domains entry {d:?} can never match a name: {e}"),
+                ));
+            }
+        }
+        for u in &self.allowed_uri_sans {
+            if u.is_empty()
+                || !u.is_ascii()
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_role",
+                    format!(
+                        "allowed_uri_sans entry {u:?} is not an ASCII URI glob without whitespace"
+                    ),
+                ));
+            }
         }
         if let Some(o) = &self.organization {
             scaivault_core::name::DnFields {
@@ -216,6 +241,17 @@ impl RoleSpec {
         }
         Ok(())
     }
+}
+
+/// `400 ttl_exceeds_role_max`: a lifetime of `secs` over the role's `max_ttl`.
+pub fn ttl_over_max(secs: u64, max_ttl: &str) -> ApiError {
+    ApiError::bad_request(
+        "ttl_exceeds_role_max",
+        format!(
+            "ttl {} exceeds the role's max_ttl {max_ttl}",
+            duration::format_seconds(secs)
+        ),
+    )
 }
 
 /// Loads and decodes a role.

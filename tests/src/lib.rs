@@ -697,3 +697,27 @@ pub mod bench {
         sorted[idx.min(last)]
     }
 }
+
+/// Makes a key and a CSR with `openssl req` (key options `newkey`, e.g. `["-newkey", "ec",
+/// "-pkeyopt", "ec_paramgen_curve:P-256"]`, subject `subj`, optional `subjectAltName` `san`) in
+/// `dir`; returns the CSR's PEM and the key file's path.
+pub fn make_csr(
+    dir: &Path,
+    tag: &str,
+    newkey: &[&str],
+    subj: &str,
+    san: Option<&str>,
+) -> (String, String) {
+    let key = dir.join(format!("{tag}.key")).to_str().unwrap().to_owned();
+    let csr = dir.join(format!("{tag}.csr")).to_str().unwrap().to_owned();
+    let mut args = vec!["req", "-new"];
+    args.extend_from_slice(newkey);
+    args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &csr, "-subj", subj]);
+    let ext;
+    if let Some(s) = san {
+        ext = format!("subjectAltName={s}");
+        args.extend_from_slice(&["-addext", &ext]);
+    }
+    openssl_ok(&args);
+    (std::fs::read_to_string(&csr).unwrap(), key)
+}

@@ -2,30 +2,8 @@
 //! state machine, separation of duties, parallel sign calls, and hostile CSRs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use scaivault_tests::{make_csr, openssl, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
-use std::path::Path;
-
-fn make_csr(
-    dir: &Path,
-    tag: &str,
-    newkey: &[&str],
-    subj: &str,
-    san: Option<&str>,
-) -> (String, String) {
-    let key = dir.join(format!("{tag}.key")).to_str().unwrap().to_owned();
-    let csr = dir.join(format!("{tag}.csr")).to_str().unwrap().to_owned();
-    let mut args = vec!["req", "-new"];
-    args.extend_from_slice(newkey);
-    args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &csr, "-subj", subj]);
-    let ext;
-    if let Some(s) = san {
-        ext = format!("subjectAltName={s}");
-        args.extend_from_slice(&["-addext", &ext]);
-    }
-    openssl_ok(&args);
-    (std::fs::read_to_string(&csr).unwrap(), key)
-}
 
 fn hierarchy(d: &Daemon) -> (Value, Value) {
     let root = d.create_root("root", "ec", Some(256));
@@ -607,4 +585,68 @@ fn hostile_csrs_are_refused_cleanly() {
         0
     );
     assert_eq!(imp(&csr_pem).status, 201);
+}
+
+/// The CN of a reviewed CSR goes into the SAN only as what it is: an IP address as an IP
+/// address, a DNS name as a DNS name; a CN that reads like a host name but is neither (a URI
+/// here) is refused at signing, instead of becoming a DNS SAN that is not one (or a 500 from
+/// the pre-signing lint). A CSR without a subject gets a critical SAN.
+#[test]
+fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let (_, int) = hierarchy(&d);
+    let approve_and_sign = |tag: &str, subj: &str, san: Option<&str>| {
+        let (pem, _) = make_csr(
+            tmp,
+            tag,
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            subj,
+            san,
+        );
+        let c = d.post("/v1/pki/csr/import", &json!({"csr_pem": pem}));
+        assert_eq!(c.status, 201, "{tag}: {}", c.text());
+        let id = c.json()["id"].as_str().unwrap().to_owned();
+        let ok = d.post(&format!("/v1/pki/csr/{id}/approve"), &json!({}));
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        d.post(
+            &format!("/v1/pki/csr/{id}/sign"),
+            &json!({"ca_id": int["id"], "validity_days": 30}),
+        )
+    };
+    let text = |tag: &str, r: &scaivault_tests::Reply| {
+        assert_eq!(r.status, 200, "{tag}: {}", r.text());
+        let leaf = write(
+            tmp,
+            &format!("{tag}.pem"),
+            r.json()["certificate"].as_str().unwrap(),
+        );
+        openssl_ok(&["x509", "-in", &leaf, "-noout", "-text"])
+    };
+    let t = text("ip", &approve_and_sign("ip", "/CN=10.1.2.3", None));
+    assert!(t.contains("IP Address:10.1.2.3"), "{t}");
+    assert!(!t.contains("DNS:"), "{t}");
+    let t = text(
+        "dns",
+        &approve_and_sign("dns", "/CN=Device.IoT.example", Some("URI:urn:device:1")),
+    );
+    assert!(t.contains("DNS:device.iot.example"), "{t}");
+    let t = text(
+        "empty",
+        &approve_and_sign("empty", "/", Some("DNS:e.iot.example")),
+    );
+    assert!(
+        t.contains("X509v3 Subject Alternative Name: critical"),
+        "{t}"
+    );
+    let p = approve_and_sign(
+        "uri",
+        "/CN=spiffe:\\/\\/cluster.local\\/ns\\/a\\/sa\\/b",
+        Some("URI:spiffe://cluster.local/ns/a/sa/b"),
+    )
+    .problem(400, "invalid_csr");
+    assert!(
+        p["detail"].as_str().unwrap().contains("neither a DNS"),
+        "{p}"
+    );
 }

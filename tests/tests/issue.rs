@@ -3,7 +3,7 @@
 //! private keys (do not) end up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{openssl, openssl_ok, write, Daemon};
+use scaivault_tests::{make_csr, openssl, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -1324,4 +1324,283 @@ fn an_issuance_writes_one_audit_record() {
     );
     let out = d.cli(&["audit", "verify"]);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Names that make a poor or impossible CN: a leaf whose names are only URIs (SPIFFE), or only a
+/// DNS name longer than a CN may be, has no CN and a critical SAN (RFC 5280 §4.2.1.6); an IP
+/// address may be the CN when the role allows IP SANs (it is repeated in the SAN); and a leaf
+/// never starts before the CA that signs it, even one issued within seconds of the CA.
+#[test]
+fn subjects_without_a_usable_cn_ip_common_names_and_the_start_of_validity() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let (_, int) = hierarchy(&d, "subj");
+    role(
+        &d,
+        "spiffe",
+        &int,
+        json!({"allowed_uri_sans": ["spiffe://cluster.local/ns/*/sa/*"], "require_cn": false}),
+    );
+    // The subject (RFC 2253 form, "subject=" when empty) and the text of a verified leaf.
+    let text_of = |tag: &str, issued: &Value| {
+        let (leaf, untrusted, root, _) = files(tmp, tag, issued);
+        openssl_ok(&["verify", "-CAfile", &root, "-untrusted", &untrusted, &leaf]);
+        let subject = openssl_ok(&[
+            "x509", "-in", &leaf, "-noout", "-subject", "-nameopt", "RFC2253",
+        ]);
+        (
+            subject.trim().to_owned(),
+            openssl_ok(&["x509", "-in", &leaf, "-noout", "-text"]),
+        )
+    };
+
+    // URI only (issue): no CN, the SAN critical.
+    let r = d.post(
+        "/v1/pki/issue/spiffe",
+        &json!({"uri_sans": ["spiffe://cluster.local/ns/default/sa/web"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let issued = r.json();
+    let (subject, text) = text_of("uri", &issued);
+    assert_eq!(subject, "subject=", "an empty subject: {text}");
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: critical"),
+        "{text}"
+    );
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/default/sa/web"),
+        "{text}"
+    );
+
+    // The same through /sign, from a CSR whose only name is the URI.
+    let (csr_pem, _) = make_csr(
+        tmp,
+        "uri",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/O=Workload",
+        Some("URI:spiffe://cluster.local/ns/default/sa/api"),
+    );
+    let r = d.post(
+        "/v1/pki/sign/spiffe",
+        &json!({"csr_pem": csr_pem, "ttl": "1h"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (subject, text) = text_of("uri-csr", &r.json());
+    assert_eq!(subject, "subject=", "{text}");
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: critical"),
+        "{text}"
+    );
+
+    // Only a DNS name longer than 64 characters, no CN requested: no CN either.
+    role(&d, "long", &int, json!({"require_cn": false}));
+    let long = format!("{}.svc.cluster.local", "a".repeat(50));
+    assert!(long.len() > 64);
+    let r = d.post("/v1/pki/issue/long", &json!({"alt_names": [long]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (subject, text) = text_of("long", &r.json());
+    assert_eq!(subject, "subject=", "{text}");
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: critical"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("DNS:{long}")), "{text}");
+    // A shorter DNS name among them becomes the CN, and the SAN stays non-critical.
+    let r = d.post(
+        "/v1/pki/issue/long",
+        &json!({"alt_names": [long, "short.svc.cluster.local"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (subject, text) = text_of("long2", &r.json());
+    assert_eq!(subject, "subject=CN=short.svc.cluster.local", "{text}");
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: \n"),
+        "{text}"
+    );
+
+    // An IP address as the CN under a role that allows IP SANs (require_cn on).
+    role(&d, "ip", &int, json!({"allowed_ip_ranges": ["10.0.0.0/8"]}));
+    let r = d.post("/v1/pki/issue/ip", &json!({"common_name": "10.1.2.3"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (subject, text) = text_of("ip", &r.json());
+    assert_eq!(subject, "subject=CN=10.1.2.3", "{text}");
+    assert!(text.contains("IP Address:10.1.2.3"), "{text}");
+    d.post("/v1/pki/issue/ip", &json!({"common_name": "192.168.1.1"}))
+        .problem(400, "ip_not_allowed");
+
+    // Every leaf above was issued within seconds of its CA: none starts before it.
+    let ca = d.get(&format!("/v1/pki/ca/{}", int["id"].as_str().unwrap()));
+    let ca_start = ca.json()["not_before"].as_str().unwrap().to_owned();
+    let listed = d.get(&format!(
+        "/v1/pki/certificates?ca_id={}",
+        int["id"].as_str().unwrap()
+    ));
+    let items = listed.json()["items"].as_array().unwrap().clone();
+    assert!(items.len() >= 5, "{items:?}");
+    for c in items {
+        let start = c["not_before"].as_str().unwrap();
+        assert!(
+            start >= ca_start.as_str(),
+            "leaf starts {start}, before its CA ({ca_start})"
+        );
+    }
+}
+
+/// A role setting that would have to be cut on every issuance, or that can never match a name,
+/// is refused when the role is written; so is an A-label that is not valid IDNA.
+#[test]
+fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "rv");
+    let create = |extra: Value| {
+        let mut body = json!({"name": "rv", "ca_id": int["id"], "allowed_domains": ["x.example"]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        d.post("/v1/pki/roles", &body)
+    };
+    let p = create(json!({"max_ttl": "1h", "ttl": "2h"})).problem(400, "ttl_exceeds_role_max");
+    assert!(p["detail"].as_str().unwrap().contains("2h"), "{p}");
+    // The default max_ttl is 720h.
+    create(json!({"ttl": "1000h"})).problem(400, "ttl_exceeds_role_max");
+    for bad in [
+        "a..com",
+        "*",
+        "*.",
+        ".x.y",
+        "a.*.y",
+        "*x.y",
+        "a_b.com",
+        "10.0.0.1",
+        "xn--zz.example",
+    ] {
+        let p = create(json!({"allowed_domains": [bad]})).problem(400, "invalid_role");
+        assert!(p["detail"].as_str().unwrap().contains(bad), "{bad}: {p}");
+    }
+    create(json!({"allowed_domains": [], "allowed_uri_sans": [""]})).problem(400, "invalid_role");
+
+    // A valid role; an update cannot bring in what a create may not.
+    let r = create(json!({"max_ttl": "2h", "ttl": "1h", "allow_subdomains": true}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let put = |body: Value| {
+        d.call(
+            "PUT",
+            "/v1/pki/roles/rv",
+            Some(&d.admin),
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    put(
+        json!({"ca_id": int["id"], "allowed_domains": ["x.example"], "max_ttl": "1h", "ttl": "2h"}),
+    )
+    .problem(400, "ttl_exceeds_role_max");
+    // Without a ttl the role's own 1h applies (not the 72h default cut to max_ttl).
+    let r = d.post("/v1/pki/issue/rv", &json!({"common_name": "a.x.example"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let leaf = write(
+        d.dir.path(),
+        "rv.pem",
+        r.json()["certificate"].as_str().unwrap(),
+    );
+    let ends_within = |secs: &str| {
+        !openssl(&["x509", "-in", &leaf, "-noout", "-checkend", secs])
+            .status
+            .success()
+    };
+    assert!(
+        !ends_within("3500") && ends_within("3700"),
+        "a 1h certificate"
+    );
+
+    // A-labels are decoded: valid ones are issued, broken ones refused.
+    let r = d.post(
+        "/v1/pki/issue/rv",
+        &json!({"common_name": "xn--bcher-kva.x.example"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for bad in ["xn--zz.x.example", "xn--a.x.example"] {
+        let p = d
+            .post("/v1/pki/issue/rv", &json!({"common_name": bad}))
+            .problem(400, "invalid_dns_name");
+        assert!(p["detail"].as_str().unwrap().contains("A-label"), "{p}");
+    }
+}
+
+/// CSRs as other tools write them: base64 wrapped at 76 columns (Python, Java), the
+/// `NEW CERTIFICATE REQUEST` label (Windows `certreq`), and RSA keys larger than 4096 bits.
+#[test]
+fn csrs_from_other_tools_are_read() {
+    use base64::Engine as _;
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let (_, int) = hierarchy(&d, "tools");
+    role(&d, "ec", &int, json!({}));
+    role(
+        &d,
+        "rsa",
+        &int,
+        json!({"key_type": "rsa", "key_bits": 2048}),
+    );
+    let make = |tag: &str, newkey: &[&str]| {
+        let key = tmp.join(format!("{tag}.key")).to_str().unwrap().to_owned();
+        let der = tmp.join(format!("{tag}.der")).to_str().unwrap().to_owned();
+        let mut args = vec!["req", "-new"];
+        args.extend_from_slice(newkey);
+        args.extend_from_slice(&[
+            "-nodes",
+            "-keyout",
+            &key,
+            "-outform",
+            "DER",
+            "-out",
+            &der,
+            "-subj",
+            "/CN=tool.svc.cluster.local",
+        ]);
+        openssl_ok(&args);
+        std::fs::read(&der).unwrap()
+    };
+    let pem = |label: &str, der: &[u8], width: usize| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    let ec = make(
+        "ec",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    for (label, width) in [
+        ("CERTIFICATE REQUEST", 76),
+        ("CERTIFICATE REQUEST", 1000),
+        ("NEW CERTIFICATE REQUEST", 64),
+    ] {
+        let text = pem(label, &ec, width);
+        let r = d.post("/v1/pki/sign/ec", &json!({"csr_pem": text, "ttl": "1h"}));
+        assert_eq!(r.status, 200, "{label} at {width}: {}", r.text());
+        let r = d.post("/v1/pki/csr/import", &json!({"csr_pem": text}));
+        assert_eq!(r.status, 201, "{label} at {width}: {}", r.text());
+    }
+    // Broken base64 is still refused.
+    let broken = pem("CERTIFICATE REQUEST", &ec, 76).replacen('M', "!", 1);
+    d.post("/v1/pki/sign/ec", &json!({"csr_pem": broken}))
+        .problem(400, "invalid_csr");
+
+    // RSA 6144: within the 2048–8192 the daemon accepts, at least the role's 2048.
+    let rsa = make("rsa", &["-newkey", "rsa:6144"]);
+    let r = d.post(
+        "/v1/pki/sign/rsa",
+        &json!({"csr_pem": pem("CERTIFICATE REQUEST", &rsa, 64), "ttl": "1h"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (leaf, untrusted, root, _) = files(tmp, "rsa6144", &r.json());
+    openssl_ok(&["verify", "-CAfile", &root, "-untrusted", &untrusted, &leaf]);
+    let text = openssl_ok(&["x509", "-in", &leaf, "-noout", "-text"]);
+    assert!(text.contains("(6144 bit)"), "{text}");
 }

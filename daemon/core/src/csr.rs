@@ -9,7 +9,6 @@ use const_oid::{AssociatedOid, ObjectIdentifier};
 use der::{Decode, Encode};
 use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256};
-use spki::DecodePublicKey;
 use std::net::IpAddr;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
@@ -64,22 +63,25 @@ fn bad(detail: impl Into<String>) -> Error {
     Error::invalid("invalid_csr", detail)
 }
 
-/// Parses a PEM CSR (CRLF and surrounding whitespace tolerated) and checks its signature.
+/// Parses a PEM CSR (any base64 line width, CRLF and surrounding whitespace tolerated) and checks
+/// its signature.
 ///
 /// # Errors
 /// `invalid_csr` with a reason: not PEM, not a CSR, truncated, bad signature, RSA under 2048 bits,
 /// unsupported key or algorithm, more than [`MAX_NAMES`] names.
 pub fn parse_pem(pem: &str) -> Result<ParsedCsr> {
-    let text = pem.trim().replace("\r\n", "\n");
+    let text = pem.trim();
     if text.contains("BEGIN CERTIFICATE-----") && !text.contains("REQUEST") {
         return Err(bad("this is a certificate, not a certificate request"));
     }
     // The PEM is decoded to DER in one piece first: `der` 0.7's streaming PEM reader
     // (`CertReq::from_pem`) loops forever when a length octet lies past the end of the body
-    // (found by fuzz/fuzz_targets/csr_import.rs; docs/FUZZING.md).
-    let (label, der) = der::pem::decode_vec(text.as_bytes())
+    // (found by fuzz/fuzz_targets/csr_import.rs; docs/FUZZING.md). Leniently: CSRs come from many
+    // tools, and some wrap the base64 at 76 columns.
+    let (label, der) = crate::pem::decode_lax(text)
         .map_err(|e| bad(format!("not a PEM certificate request: {e}")))?;
-    if label != CSR_PEM_LABEL {
+    // "NEW CERTIFICATE REQUEST" is what Windows `certreq` and older Netscape tools write.
+    if label != CSR_PEM_LABEL && label != "NEW CERTIFICATE REQUEST" {
         return Err(bad(format!(
             "not a PEM certificate request: the PEM label is {label:?}, not {CSR_PEM_LABEL:?}"
         )));
@@ -183,8 +185,7 @@ pub fn key_info(spki_der: &[u8]) -> Result<KeyInfo> {
         .map_err(|e| bad(format!("public key: {e}")))?;
     let oid = spki.algorithm.oid;
     if oid == rfc5912::RSA_ENCRYPTION {
-        let pk = rsa::RsaPublicKey::from_public_key_der(spki_der)
-            .map_err(|e| bad(format!("RSA key: {e}")))?;
+        let pk = verify::rsa_public_key(spki_der).map_err(|e| bad(format!("RSA key: {e}")))?;
         let bits = u32::try_from(pk.n().bits()).unwrap_or(0);
         if !(2048..=8192).contains(&bits) {
             return Err(bad(format!(

@@ -164,8 +164,9 @@ pub fn leaf_tbs(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<TbsCertificate>
             },
             false,
         )?,
-        // RFC 5280 §4.2.1.6: critical when the subject is empty; ours always has a CN.
-        extension(&SubjectAltName(sans), false)?,
+        // RFC 5280 §4.2.1.6: critical when the subject is empty (a request without a CN whose
+        // names cannot be one, e.g. only URIs).
+        extension(&SubjectAltName(sans), t.subject.0.is_empty())?,
         extension(
             &CrlDistributionPoints(vec![DistributionPoint {
                 distribution_point: Some(DistributionPointName::FullName(vec![uri(&t.urls.crl)?])),
@@ -226,6 +227,9 @@ pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
             Vec::new()
         }
     };
+    if tbs.subject.0.is_empty() && !find(SubjectAltName::OID).is_some_and(|e| e.critical) {
+        failures.push("empty subject with a non-critical subjectAltName".to_owned());
+    }
     if let Some(cn) = crate::name::common_name(&tbs.subject) {
         let looks_dns = cn.contains('.') && !cn.contains(' ');
         let listed = sans.iter().any(|g| match g {

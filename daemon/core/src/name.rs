@@ -58,10 +58,34 @@ impl DnFields {
                 rdns.push(utf8_rdn(oid, field, v, max)?);
             }
         }
-        rdns.push(utf8_rdn(rfc4519::CN, "common_name", &self.common_name, 64)?);
+        rdns.push(utf8_rdn(
+            rfc4519::CN,
+            "common_name",
+            &self.common_name,
+            MAX_CN_CHARS,
+        )?);
         Ok(RdnSequence(rdns))
     }
 }
+
+/// The subject of a leaf: an optional `O` and an optional `CN` (RFC 5280 §4.1.2.6 allows an empty
+/// subject when the subjectAltName carries the names; the leaf then marks its SAN critical).
+///
+/// # Errors
+/// `invalid_subject` when a value is empty, too long (64 characters) or has control characters.
+pub fn leaf_subject(common_name: Option<&str>, organization: Option<&str>) -> Result<Name> {
+    let mut rdns = Vec::new();
+    if let Some(o) = organization {
+        rdns.push(utf8_rdn(rfc4519::O, "organization", o, 64)?);
+    }
+    if let Some(cn) = common_name {
+        rdns.push(utf8_rdn(rfc4519::CN, "common_name", cn, MAX_CN_CHARS)?);
+    }
+    Ok(RdnSequence(rdns))
+}
+
+/// The longest `CN` (X.520 ub-common-name, RFC 5280 Appendix A.1).
+pub const MAX_CN_CHARS: usize = 64;
 
 fn utf8_rdn(
     oid: ObjectIdentifier,

@@ -13,6 +13,40 @@ pub fn encode(label: &str, der: &[u8]) -> Result<String> {
         .map_err(|e| Error::Encode(e.to_string()))
 }
 
+/// Decodes one PEM block leniently: the base64 text may be wrapped at any width (RFC 7468 §3 asks
+/// parsers to accept lines of any length; Python's `base64.encodebytes` and Java's MIME encoder
+/// wrap at 76 columns, where the strict decoder of `pem-rfc7468` wants 64), with CRLF or LF line
+/// ends and whitespace around the block. Returns the label and the DER.
+///
+/// # Errors
+/// A reason when a boundary is missing, the labels differ, text follows the block or the base64
+/// does not decode.
+pub fn decode_lax(text: &str) -> std::result::Result<(String, Vec<u8>), String> {
+    use base64::Engine as _;
+    let text = text.trim();
+    let rest = text
+        .strip_prefix("-----BEGIN ")
+        .ok_or("PEM preencapsulation boundary missing")?;
+    let (label, body) = rest
+        .split_once("-----")
+        .ok_or("PEM preencapsulation boundary malformed")?;
+    if label.is_empty() || !label.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err("PEM label malformed".into());
+    }
+    let end = format!("-----END {label}-----");
+    let (b64, after) = body
+        .split_once(end.as_str())
+        .ok_or("PEM postencapsulation boundary missing")?;
+    if !after.trim().is_empty() {
+        return Err("text after the PEM block".into());
+    }
+    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|e| format!("invalid Base64: {e}"))?;
+    Ok((label.to_owned(), der))
+}
+
 /// A certificate's DER as PEM.
 ///
 /// # Errors

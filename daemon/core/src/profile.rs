@@ -103,12 +103,22 @@ pub struct IssuerInfo {
     pub name: Name,
     /// The issuer's SubjectKeyIdentifier (becomes the AuthorityKeyIdentifier).
     pub key_id: Vec<u8>,
+    /// The issuer's `notBefore`: nothing it signs may start earlier.
+    pub not_before: OffsetDateTime,
     /// The issuer's `notAfter`: nothing it signs may outlive it.
     pub not_after: OffsetDateTime,
     /// The issuer's public key, DER SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
     /// The signature algorithm the issuer's key produces, DER AlgorithmIdentifier.
     pub algorithm_der: Vec<u8>,
+}
+
+impl IssuerInfo {
+    /// `now` moved back by `by` (room for relying parties' clock skew), but never before the
+    /// issuer's own `notBefore`: a certificate must not start before the CA that signs it.
+    pub fn backdated(&self, now: OffsetDateTime, by: time::Duration) -> OffsetDateTime {
+        (now - by).max(self.not_before)
+    }
 }
 
 /// Everything that goes into a CA certificate.
@@ -295,6 +305,9 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
     if let Some(i) = expect.issuer {
         if na > i.not_after {
             failures.push("notAfter is past the issuer's notAfter".into());
+        }
+        if nb < i.not_before {
+            failures.push("notBefore is before the issuer's notBefore".into());
         }
         if tbs.issuer.to_der().ok() != i.name.to_der().ok() {
             failures.push("issuer name differs from the issuer's subject".into());

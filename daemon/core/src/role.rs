@@ -10,7 +10,8 @@
 //!   1 to 63 letters, digits and hyphens, neither starting nor ending with a hyphen, at most 253
 //!   octets; a rightmost label that is numeric is refused, so IP addresses cannot hide in DNS names.
 //! - Internationalized names arrive as A-labels (`xn--…`, RFC 5890), which are LDH; a U-label is
-//!   refused with a hint to send the A-label. A-labels are not decoded or checked further.
+//!   refused with a hint to send the A-label. An A-label must decode to a valid label (UTS #46,
+//!   strict) and be in canonical form.
 //! - A wildcard is only a whole leftmost `*` label (RFC 6125 §6.4.3), never `*` directly under a
 //!   single label (`*.com`), and needs `allow_wildcard_certificates`.
 //! - Domains match case-insensitively with one trailing dot ignored: a role entry `*.x.y` matches
@@ -80,7 +81,7 @@ pub struct ApprovedNames {
     /// DNS names, lowercased without trailing dot: the CN first (when it is a DNS name, since the
     /// CN is repeated in the SAN), then the requested names in request order.
     pub dns_names: Vec<String>,
-    /// IP addresses in request order.
+    /// IP addresses: the CN first (when it is one), then the requested ones in request order.
     pub ips: Vec<IpAddr>,
     /// URIs as given, in request order.
     pub uris: Vec<String>,
@@ -110,6 +111,10 @@ impl RolePolicy {
                     out.common_name = Some(name.clone());
                     out.dns_names.push(name);
                 }
+                CommonName::Ip(ip) => {
+                    out.common_name = Some(ip.to_string());
+                    out.ips.push(ip);
+                }
                 CommonName::FreeForm(cn) => out.common_name = Some(cn),
             },
             None if self.require_cn => {
@@ -133,9 +138,14 @@ impl RolePolicy {
         Ok(out)
     }
 
-    /// A CN is a DNS name when it passes as one; with `allow_any_name`, a CN that is clearly not
-    /// meant as a hostname (it has whitespace, or neither a dot nor a `*`) is kept as free text.
+    /// A CN is a DNS name when it passes as one; an IP address when it parses as one and the role
+    /// allows IP SANs (it is then checked as an IP SAN and repeated in the SAN, as Vault does);
+    /// with `allow_any_name`, a CN that is clearly not meant as a hostname (it has whitespace, or
+    /// neither a dot nor a `*`) is kept as free text.
     fn check_cn(&self, cn: &str) -> Result<CommonName> {
+        if self.allow_ip_sans && cn.parse::<IpAddr>().is_ok() {
+            return self.check_ip(cn).map(CommonName::Ip);
+        }
         match self.check_dns_name(cn) {
             Ok(name) => Ok(CommonName::Dns(name)),
             Err(e) => {
@@ -241,6 +251,8 @@ impl RolePolicy {
 enum CommonName {
     /// A DNS name, normalized; it is repeated in the SAN.
     Dns(String),
+    /// An IP address (the role allows IP SANs); it is repeated in the SAN.
+    Ip(IpAddr),
     /// Free text (only with `allow_any_name`); not in the SAN.
     FreeForm(String),
 }
@@ -322,6 +334,32 @@ fn segment_match(pattern: &[u8], value: &[u8]) -> bool {
         .is_some_and(|rest| rest.iter().all(|b| *b == b'*'))
 }
 
+/// Checks that a role's `allowed_domains` entry can match something: a DNS name (as a requested
+/// name would have to be), optionally after one leading `*.` label. Entries such as `a..com`,
+/// `*`, `*x.y`, `a.*.y`, `a_b.com` or an IP address can never match a requested name.
+///
+/// # Errors
+/// `invalid_dns_name` naming what is wrong with the entry.
+pub fn check_domain_pattern(pattern: &str) -> Result<()> {
+    let base = pattern.strip_prefix("*.").unwrap_or(pattern);
+    if base.contains('*') {
+        return Err(Error::invalid(
+            "invalid_dns_name",
+            format!("{pattern:?} has a '*' that is not a whole leftmost label"),
+        ));
+    }
+    parse_dns_name(base).map(|_| ())
+}
+
+/// The DNS name `raw` normalized (lowercase, no trailing dot) when it is one by the rules of
+/// this module (LDH labels, valid A-labels, not an IP address), else why not.
+///
+/// # Errors
+/// `invalid_dns_name`.
+pub fn normalize_dns_name(raw: &str) -> Result<String> {
+    parse_dns_name(raw)
+}
+
 /// Checks the syntax of a requested DNS name and returns it lowercased without its trailing dot.
 fn parse_dns_name(raw: &str) -> Result<String> {
     let bad = |why: &str| Error::invalid("invalid_dns_name", format!("{raw:?} {why}"));
@@ -367,7 +405,23 @@ fn parse_dns_name(raw: &str) -> Result<String> {
             "ends in a numeric label (RFC 1123 §2.1), which reads as an IP address",
         ));
     }
+    check_a_labels(rest).map_err(|why| bad(&why))?;
     Ok(name)
+}
+
+/// Every `xn--` label of `name` (lowercase LDH) must be a valid A-label: punycode that decodes
+/// to a label UTS #46 allows (strict: STD3 rules, DNS lengths) and encodes back to itself, as
+/// Vault's and browsers' IDNA processing require. `xn--zz` (not punycode), `xn--a` (U+0080) are
+/// refused.
+fn check_a_labels(name: &str) -> std::result::Result<(), String> {
+    if !name.split('.').any(|l| l.starts_with("xn--")) {
+        return Ok(());
+    }
+    match idna::domain_to_ascii_strict(name) {
+        Ok(ascii) if ascii == name => Ok(()),
+        Ok(_) => Err("has an A-label that is not in its canonical form (IDNA)".into()),
+        Err(_) => Err("has an xn-- label that is not a valid IDNA A-label".into()),
+    }
 }
 
 /// One LDH label (RFC 1035 §2.3.1, RFC 1123 §2.1); A-labels are LDH too.

@@ -134,6 +134,7 @@ pub fn issuer_info(cert: &Certificate, algorithm_der: Vec<u8>) -> Result<IssuerI
     Ok(IssuerInfo {
         name: cert.tbs_certificate.subject.clone(),
         key_id,
+        not_before: time_util::from_x509(&cert.tbs_certificate.validity.not_before),
         not_after: time_util::from_x509(&cert.tbs_certificate.validity.not_after),
         spki_der,
         algorithm_der,

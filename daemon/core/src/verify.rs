@@ -99,7 +99,7 @@ pub fn verify_signature(
                 "RSA signature with a non-RSA key".into(),
             ));
         }
-        let pk = rsa::RsaPublicKey::from_public_key_der(spki_der).map_err(|e| bad(&e))?;
+        let pk = rsa_public_key(spki_der).map_err(|e| bad(&e))?;
         let digest = h.digest(msg);
         let scheme = match h {
             Hash::Sha256 => rsa::Pkcs1v15Sign::new::<Sha256>(),
@@ -122,6 +122,27 @@ pub fn verify_signature(
         "unsupported_algorithm",
         format!("signature algorithm {oid} is not supported"),
     ))
+}
+
+/// The largest RSA modulus accepted in a client's key (a CSR's, a trust anchor's).
+pub const MAX_RSA_BITS: usize = 8192;
+
+/// An RSA public key from its DER SubjectPublicKeyInfo, up to [`MAX_RSA_BITS`]
+/// (`RsaPublicKey::from_public_key_der` stops at 4096 and calls a larger key malformed).
+///
+/// # Errors
+/// The decoder's reason, or the modulus is over [`MAX_RSA_BITS`].
+pub fn rsa_public_key(spki_der: &[u8]) -> std::result::Result<rsa::RsaPublicKey, String> {
+    use der::Decode as _;
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|e| e.to_string())?;
+    if spki.algorithm.oid != rfc5912::RSA_ENCRYPTION {
+        return Err("not an RSA key".into());
+    }
+    let key = rsa::pkcs1::RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())
+        .map_err(|e| e.to_string())?;
+    let n = rsa::BigUint::from_bytes_be(key.modulus.as_bytes());
+    let e = rsa::BigUint::from_bytes_be(key.public_exponent.as_bytes());
+    rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS).map_err(|e| e.to_string())
 }
 
 /// The common algorithms through `ring` (several times faster than the portable RustCrypto

@@ -76,7 +76,10 @@ async fn issue_cert(
             Some(other) => {
                 return Err(ApiError::bad_request(
                     "invalid_private_key_format",
-                    format!("private_key_format {other:?} is not pkcs8 (or omitted)"),
+                    format!(
+                        "private_key_format {other:?} is not one of pkcs8, der or pem (der and \
+                         pem, as in Vault, give the key type's default PEM encoding)"
+                    ),
                 ))
             }
         };

@@ -31,6 +31,8 @@ fn parse_cursor(c: Option<&str>) -> Result<i64> {
         Some(s) => s
             .strip_prefix('c')
             .and_then(|n| n.parse::<i64>().ok())
+            // Row ids start at 1: a negative cursor was never handed out.
+            .filter(|id| *id >= 0)
             .ok_or_else(|| Error::Conflict("invalid cursor".into())),
     }
 }

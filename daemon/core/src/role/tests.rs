@@ -364,6 +364,21 @@ fn dns_syntax() {
         case("A-label", domains(&["xn--bcher-kva.example"]))
             .dns(["xn--bcher-kva.example"])
             .ok_dns(["xn--bcher-kva.example"]),
+        case("A-label that is not punycode", p())
+            .dns(["xn--zz.example.com"])
+            .err("invalid_dns_name", "not a valid IDNA A-label"),
+        case("A-label decoding to a control character", p())
+            .dns(["xn--a.example.com"])
+            .err("invalid_dns_name", "not a valid IDNA A-label"),
+        case(
+            "valid A-label under a wildcard request",
+            RolePolicy {
+                allow_wildcard_certificates: true,
+                ..p()
+            },
+        )
+        .dns(["*.xn--bcher-kva.example.com"])
+        .ok_dns(["*.xn--bcher-kva.example.com"]),
         case("U-label", p())
             .dns(["bücher.example"])
             .err("invalid_dns_name", "xn--"),
@@ -591,6 +606,14 @@ fn common_name_and_any_name() {
         case("IP as CN", any_name())
             .cn("10.0.0.1")
             .err("invalid_dns_name", "ip_sans"),
+        case("IP as CN with allow_ip_sans", ip_role(&["10.0.0.0/8"]))
+            .cn("10.0.0.1")
+            .ips(&["10.0.0.1", "10.0.0.2"])
+            .ok_cn(Some("10.0.0.1"))
+            .ok_ips(&["10.0.0.1", "10.0.0.2"]),
+        case("IP CN outside the ranges", ip_role(&["10.0.0.0/8"]))
+            .cn("192.168.0.1")
+            .err("ip_not_allowed", "192.168.0.1"),
         case("free-form CN with control character", any_name())
             .cn("Billing\u{7}Service")
             .err("invalid_dns_name", "control"),
@@ -657,4 +680,38 @@ fn dedup_order_and_limits() {
             .uris(&["bad uri"; 21])
             .err("too_many_names", "101"),
     ]);
+}
+
+#[test]
+fn domain_patterns_that_can_never_match_are_refused() {
+    for ok in [
+        "example.com",
+        "*.example.com",
+        "*.localhost",
+        "localhost",
+        "Example.COM.",
+        "xn--bcher-kva.example",
+    ] {
+        assert!(
+            super::check_domain_pattern(ok).is_ok(),
+            "{ok:?} should be accepted"
+        );
+    }
+    for bad in [
+        "a..com",
+        "-a.com",
+        "a_b.com",
+        "*",
+        "*.",
+        ".x.y",
+        "a.*.y",
+        "*.*.y",
+        "*x.y",
+        "10.0.0.1",
+        "xn--zz.example",
+        "",
+    ] {
+        let err = super::check_domain_pattern(bad).expect_err(bad);
+        assert_eq!(err.code(), "invalid_dns_name", "{bad:?}: {err}");
+    }
 }

@@ -313,6 +313,10 @@ fn a_leaf_that_breaks_the_profile_never_reaches_the_signer() {
     });
     // A validity past the issuer's.
     inject(&|tbs| tbs.validity.not_after = time_util::to_x509(now + Duration::days(800)).unwrap());
+    // A validity that starts before the issuer's.
+    inject(&|tbs| tbs.validity.not_before = time_util::to_x509(now - Duration::days(800)).unwrap());
+    // An empty subject with a non-critical subjectAltName (RFC 5280 §4.2.1.6).
+    inject(&|tbs| tbs.subject = x509_cert::name::RdnSequence(Vec::new()));
     // An issuer name that is not the CA's subject.
     inject(&|tbs| {
         tbs.issuer = DnFields {
