@@ -231,7 +231,11 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
 /// Where the published CRL of `ca_id` lives with SQLite: `crl/<ca_id>.crl` next to the database.
 /// With PostgreSQL the CRL is a row every node reads (`crl_blobs`).
 fn crl_path(app: &App, ca_id: &str) -> Result<std::path::PathBuf, ApiError> {
+    // CA ids are `ca_` and 32 hex digits (imported CAs keep the same form); anything longer than a
+    // generous 128 bytes is no CA's, and would only make the file system answer "name too long"
+    // (a 503 and an error in the log for every such request).
     if ca_id.is_empty()
+        || ca_id.len() > 128
         || !ca_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

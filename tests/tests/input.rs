@@ -18,6 +18,25 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
     post(br#"{"name":"a","ca_type":"root","validity_days":1}"#).problem(400, "missing_field");
     post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":"ten"}"#)
         .problem(400, "invalid_field");
+    // A large wrong-typed value is neither echoed back nor logged.
+    let canary = format!("wrongtyped{}", "x".repeat(200_000));
+    let p = post(
+        format!(r#"{{"name":"a","common_name":"A","ca_type":"root","validity_days":"{canary}"}}"#)
+            .as_bytes(),
+    )
+    .problem(400, "invalid_field");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.len() < 400 && !detail.contains("wrongtyped"),
+        "{detail}"
+    );
+    assert!(
+        !d.log_text().contains("wrongtyped"),
+        "the value reached the log"
+    );
+    // A CA id too long for a file name is no CA's (not a 503 from the file system).
+    d.get(&format!("/v1/pki/ca/ca_{}/crl", "a".repeat(300)))
+        .problem(404, "ca_not_found");
     post(br#"{"name":"a","common_name":"A","ca_type":"root","key_type":"dsa","validity_days":1}"#)
         .problem(400, "invalid_key_type");
     post(br#"{"name":"a","common_name":"A","ca_type":"root","key_type":"ec","key_size":521,"validity_days":1}"#).problem(400, "invalid_key_type");

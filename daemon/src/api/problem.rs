@@ -194,7 +194,7 @@ impl<'r, T: DeserializeOwned, const MAX: u64> FromData<'r> for Body<T, MAX> {
         match serde_json::from_str::<T>(&text) {
             Ok(v) => DataOutcome::Success(Body(v)),
             Err(e) => {
-                let msg = e.to_string();
+                let msg = describe_json_error(&e.to_string());
                 let code = match e.classify() {
                     serde_json::error::Category::Data if msg.starts_with("unknown field") => {
                         "unknown_field"
@@ -208,5 +208,75 @@ impl<'r, T: DeserializeOwned, const MAX: u64> FromData<'r> for Body<T, MAX> {
                 DataOutcome::Error(remember(req, ApiError::bad_request(code, msg)))
             }
         }
+    }
+}
+
+/// The longest JSON error detail sent back (and logged).
+const MAX_JSON_ERROR: usize = 300;
+
+/// `serde_json`'s message without the values it quotes (`invalid type: string "…", expected a
+/// sequence` becomes `invalid type: string, expected a sequence`) and at most [`MAX_JSON_ERROR`]
+/// bytes: a wrong-typed field is not echoed into the answer and the log, however large it is or
+/// whatever it holds. Field names (`unknown field \`x\``) stay, shortened with the rest.
+fn describe_json_error(msg: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(msg.len().min(MAX_JSON_ERROR));
+    let mut rest = msg;
+    while let Some(i) = rest.find(QUOTED) {
+        out.push_str(&rest[..i]);
+        out.push_str("string");
+        // Skip the Debug-escaped literal up to its closing, unescaped quote.
+        let lit = &rest[i + QUOTED.len()..];
+        let mut escaped = false;
+        let mut end = lit.len();
+        for (j, c) in lit.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = j + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &lit[end..];
+    }
+    out.push_str(rest);
+    if out.len() > MAX_JSON_ERROR {
+        let mut cut = MAX_JSON_ERROR;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_json_error;
+
+    #[test]
+    fn json_errors_do_not_echo_values() {
+        let e = serde_json::from_str::<Vec<String>>(r#""secret \" value""#).unwrap_err();
+        let d = describe_json_error(&e.to_string());
+        assert!(!d.contains("secret"), "{d}");
+        assert!(
+            d.starts_with("invalid type: string, expected a sequence"),
+            "{d}"
+        );
+        let big = format!("{{\"{}\": 1}}", "k".repeat(100_000));
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct S {
+            a: Option<u8>,
+        }
+        let e = serde_json::from_str::<S>(&big).unwrap_err();
+        let d = describe_json_error(&e.to_string());
+        assert!(d.len() <= 300 + '…'.len_utf8(), "{}", d.len());
+        assert!(d.starts_with("unknown field `kkk"), "{d}");
     }
 }
