@@ -470,12 +470,46 @@ pub async fn chain_pem(app: &App, row: &CaRow) -> Result<String, ApiError> {
     Err(ApiError::internal("CA chain longer than 16"))
 }
 
+/// The most certificates a chain given with a CA may hold (a root and intermediates).
+const MAX_CHAIN: usize = 8;
+
+/// `400 validity_exceeds_parent` when `cert` ends after `parent` (API.md: an intermediate's
+/// `not_after` never exceeds its parent's).
+fn within_parent(cert: &Certificate, parent: &Certificate) -> Result<(), ApiError> {
+    let end = time_util::from_x509(&cert.tbs_certificate.validity.not_after);
+    let parent_end = time_util::from_x509(&parent.tbs_certificate.validity.not_after);
+    if end > parent_end {
+        return Err(ApiError::bad_request(
+            "validity_exceeds_parent",
+            format!(
+                "the certificate ends {} but its issuer ends {}",
+                time_util::rfc3339(end),
+                time_util::rfc3339(parent_end)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `chain` links `cert` to a self-signed root: each certificate is signed by the next,
-/// every issuer is a CA, names chain, and the last one signs itself.
+/// every issuer is a CA, names chain, and the last one — and only the last one — signs itself;
+/// at most [`MAX_CHAIN`] certificates; `cert` ends no later than its issuer.
 fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiError> {
     let bad = |d: String| ApiError::bad_request("chain_invalid", d);
+    if chain.len() > MAX_CHAIN {
+        return Err(bad(format!(
+            "a chain of {} certificates; at most {MAX_CHAIN} are accepted",
+            chain.len()
+        )));
+    }
     let mut child = cert;
     for (i, issuer) in chain.iter().enumerate() {
+        if child.tbs_certificate.issuer.to_der().ok() == child.tbs_certificate.subject.to_der().ok()
+        {
+            return Err(bad(format!(
+                "the chain goes on past a self-signed certificate (at certificate {i})"
+            )));
+        }
         if child.tbs_certificate.issuer.to_der().ok()
             != issuer.tbs_certificate.subject.to_der().ok()
         {
@@ -498,6 +532,9 @@ fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiErro
                 "certificate {i} of the chain did not sign the one before: {e}"
             ))
         })?;
+        if i == 0 {
+            within_parent(cert, issuer)?;
+        }
         child = issuer;
     }
     let spki = child
@@ -723,6 +760,7 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
                 format!("the parent did not sign this certificate: {e}"),
             )
         })?;
+        within_parent(&cert, &pcert)?;
     } else if let Some(chain) = &req.chain_pem {
         let chain = pem::parse_certificates(chain)?;
         verify_chain(&cert, &chain)?;

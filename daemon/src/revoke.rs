@@ -49,6 +49,27 @@ pub async fn revoke(
         ));
     }
     let key = Serial::parse(serial)?.key();
+    // A root's own certificate has no parent whose CRL could list it (a root listing itself in
+    // its own CRL means nothing to path validation): a root is retired, not revoked.
+    let (t, k) = (caller.tenant_id.clone(), key.clone());
+    let target = app
+        .db(move |s| {
+            s.read(|tx| tx.get_certificate(&t, &k))
+                .map_err(ApiError::from)
+        })
+        .await;
+    if let Ok(row) = &target {
+        if row.subject_ca_id.as_deref() == Some(row.issuer_ca_id.as_str()) {
+            return Err(ApiError::bad_request(
+                "cannot_revoke_root",
+                format!(
+                    "{serial} is the self-signed certificate of root CA {}: a root has no parent \
+                     CRL to list it; retire it with DELETE /v1/pki/ca/{}",
+                    row.issuer_ca_id, row.issuer_ca_id
+                ),
+            ));
+        }
+    }
     let at = time_util::rfc3339(time_util::now());
     let (t, k, a, r) = (
         caller.tenant_id.clone(),

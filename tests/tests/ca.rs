@@ -334,6 +334,41 @@ fn pending_intermediate_signed_by_an_external_root() {
         &json!({"certificate_pem": "not pem", "chain_pem": root_pem}),
     )
     .problem(400, "invalid_certificate");
+    // A chain that goes on past its root (the root twice), or is too long, is refused.
+    d.post(
+        &path,
+        &json!({"certificate_pem": signed_pem, "chain_pem": root_pem.repeat(2)}),
+    )
+    .problem(400, "chain_invalid");
+    d.post(
+        &path,
+        &json!({"certificate_pem": signed_pem, "chain_pem": root_pem.repeat(9)}),
+    )
+    .problem(400, "chain_invalid");
+    // A certificate that outlives the root that signed it is refused (5000 days under 3650).
+    let long = tmp.join("long.pem").to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &root,
+        "-CAkey",
+        &key,
+        "-CAcreateserial",
+        "-days",
+        "5000",
+        "-extfile",
+        &ext,
+        "-out",
+        &long,
+    ]);
+    d.post(
+        &path,
+        &json!({"certificate_pem": std::fs::read_to_string(&long).unwrap(), "chain_pem": root_pem}),
+    )
+    .problem(400, "validity_exceeds_parent");
 
     let ok = d.post(
         &path,

@@ -270,6 +270,19 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
         assert!(numbers.contains(&n), "{n} not in {numbers:?}");
     }
 
+    // A root's own certificate is not revoked (no parent CRL could list it): retired instead.
+    let p = d
+        .post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": root["serial_number"], "reason": "ca_compromise"}),
+        )
+        .problem(400, "cannot_revoke_root");
+    assert!(p["detail"].as_str().unwrap().contains("DELETE"), "{p}");
+    assert_eq!(
+        d.get(&format!("/v1/pki/ca/{rid}")).json()["status"],
+        "active"
+    );
+
     // Revoking the intermediate's own certificate: on the root's CRL, and it stops issuing.
     let int_serial = int["serial_number"].as_str().unwrap();
     let r = d.post(
