@@ -48,8 +48,14 @@ fn build(
         ..Default::default()
     };
     config.tls = tls.map(TlsMaterial::rocket_config);
+    // Read by our patch of Rocket (daemon/vendor/PATCHES.md): a request's head must arrive within
+    // `[limits] header_timeout`, as on the relying-party listener.
+    let head_secs = scaivault_core::duration::parse_seconds(&cfg.limits.header_timeout)
+        .unwrap_or(10)
+        .max(1);
+    let provider = rocket::figment::Figment::from(config).merge(("header_read_timeout", head_secs));
     Ok(rocket
-        .configure(config)
+        .configure(provider)
         .attach(AdHoc::on_liftoff("bound address", move |rocket| {
             Box::pin(async move {
                 let c = rocket.config();

@@ -34,6 +34,24 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
         !d.log_text().contains("wrongtyped"),
         "the value reached the log"
     );
+    // A repeated query parameter is refused, not dropped (which would silently unfilter a list).
+    for q in [
+        "status=expired&status=expired",
+        "limit=1&limit=2",
+        "ca_id=a&role=r&ca_id=b",
+    ] {
+        let p = d
+            .get(&format!("/v1/pki/certificates?{q}"))
+            .problem(400, "repeated_query_parameter");
+        assert!(
+            p["detail"].as_str().unwrap().contains("more than once"),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        d.get("/v1/pki/certificates?status=valid&limit=5").status,
+        200
+    );
     // A CA id too long for a file name is no CA's (not a 503 from the file system).
     d.get(&format!("/v1/pki/ca/ca_{}/crl", "a".repeat(300)))
         .problem(404, "ca_not_found");

@@ -141,8 +141,49 @@ fn restart_with(d: Daemon, extra: &str) -> Daemon {
     Daemon::start_in(dir)
 }
 
-/// The body starts (Rocket itself waits for the first 14 bytes of any body before routing, with no
-/// timeout of its own: docs/OPERATIONS.md) and then stalls.
+/// Clients that stall on the API listener are not held: a head that never ends is dropped after
+/// `[limits] header_timeout`; a body shorter than Rocket's 14-byte form peek gets the `408` of
+/// `body_timeout` (before the patch in daemon/vendor/PATCHES.md both were held forever, even on
+/// `/v1/sys/health`); a stalled form body gets an answer too.
+#[test]
+fn stalled_heads_and_short_bodies_are_not_held() {
+    let d = restart_with(
+        Daemon::start(),
+        "\n[limits]\nbody_timeout = \"1s\"\nheader_timeout = \"2s\"\n",
+    );
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    // Sends `text` and reads until the server closes; returns what came back and how long it took.
+    let stall = |text: String| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let t0 = Instant::now();
+        s.write_all(text.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (String::from_utf8_lossy(&out).into_owned(), t0.elapsed())
+    };
+    let (text, took) = stall(format!("GET /v1/sys/health HTTP/1.1\r\nHost: {addr}\r\n"));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "unfinished head held for {took:?}: {text:?}"
+    );
+    let (text, took) = stall(format!(
+        "POST /v1/pki/roles HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"na",
+        d.admin
+    ));
+    assert!(text.starts_with("HTTP/1.1 408"), "{took:?}: {text}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let (text, took) = stall(format!(
+        "POST /v1/pki/roles HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\na=b",
+        d.admin
+    ));
+    assert!(text.starts_with("HTTP/1.1 4"), "{took:?}: {text}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // The daemon still answers.
+    assert_eq!(d.get("/v1/sys/health").status, 200);
+}
+
+/// The body starts and then stalls.
 #[test]
 fn slow_bodies_time_out_with_408() {
     let d = restart_with(Daemon::start(), "\n[limits]\nbody_timeout = \"1s\"\n");

@@ -108,7 +108,27 @@ impl<'r> FromRequest<'r> for IssuingCaller {
     }
 }
 
+/// The first query parameter named twice, if any: a handler reading one value would otherwise
+/// see none (Rocket turns a repeated scalar into an error, which an `Option` parameter swallows),
+/// and a filter the caller asked for would silently not apply.
+fn repeated_query_key(req: &Request<'_>) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    req.query_fields()
+        .map(|f| f.name.source().as_str())
+        .find(|name| !seen.insert(*name))
+        .map(str::to_owned)
+}
+
 fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
+    if let Some(name) = repeated_query_key(req) {
+        return Outcome::Error(remember(
+            req,
+            ApiError::bad_request(
+                "repeated_query_parameter",
+                format!("query parameter {name:?} is given more than once"),
+            ),
+        ));
+    }
     let request_id = req.local_cache(RequestId::new).0.clone();
     let Some(app) = req.rocket().state::<App>() else {
         return Outcome::Error(remember(
