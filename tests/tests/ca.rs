@@ -208,6 +208,21 @@ fn parent_and_validity_rules() {
     assert!(text.contains("CA:TRUE, pathlen:1"), "{text}");
     d.post("/v1/pki/ca", &json!({"name": "nc", "common_name": "NC", "ca_type": "root", "validity_days": 10, "permitted_dns_domains": ["bücher.example"]}))
         .problem(400, "invalid_name_constraint");
+    // Entries that are no DNS name, and lists that would bloat the certificate, are refused.
+    for bad in [
+        "exa mple.com",
+        "*",
+        "*.example.com",
+        &format!("{}.com", "a".repeat(300)),
+    ] {
+        d.post("/v1/pki/ca", &json!({"name": "nc", "common_name": "NC", "ca_type": "root", "validity_days": 10, "excluded_dns_domains": [bad]}))
+            .problem(400, "invalid_name_constraint");
+    }
+    let many: Vec<String> = (0..101).map(|i| format!("d{i}.example")).collect();
+    d.post("/v1/pki/ca", &json!({"name": "nc", "common_name": "NC", "ca_type": "root", "validity_days": 10, "permitted_dns_domains": many}))
+        .problem(400, "invalid_name_constraint");
+    let ok = d.post("/v1/pki/ca", &json!({"name": "nc", "common_name": "NC", "ca_type": "root", "validity_days": 10, "permitted_dns_domains": [".sub.example", "host.example."]}));
+    assert_eq!(ok.status, 201, "{}", ok.text());
     // A retired CA stops being a parent.
     let rid = root["id"].as_str().unwrap();
     let retired = d.call("DELETE", &format!("/v1/pki/ca/{rid}"), Some(&d.admin), None);

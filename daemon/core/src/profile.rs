@@ -219,6 +219,9 @@ pub fn ca_tbs(
     Ok(tbs)
 }
 
+/// The most entries each name-constraint list of a CA may hold.
+const MAX_CONSTRAINTS: usize = 100;
+
 /// Checks constraints before any key is made (the same rules [`ca_tbs`] applies).
 ///
 /// # Errors
@@ -228,12 +231,34 @@ pub fn check_constraints(c: &Constraints) -> Result<()> {
 }
 
 fn name_constraints(c: &Constraints) -> Result<NameConstraints> {
-    let dns = |d: &String| -> Result<GeneralSubtree> {
-        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
-        if d.is_empty() || !d.is_ascii() {
+    let lists = [
+        ("permitted_dns_domains", c.permitted_dns_domains.len()),
+        ("excluded_dns_domains", c.excluded_dns_domains.len()),
+        ("permitted_ip_ranges", c.permitted_ip_ranges.len()),
+    ];
+    for (what, n) in lists {
+        if n > MAX_CONSTRAINTS {
             return Err(Error::invalid(
                 "invalid_name_constraint",
-                format!("{d:?} is not an ASCII DNS name"),
+                format!("{what} has {n} entries, more than {MAX_CONSTRAINTS}"),
+            ));
+        }
+    }
+    let dns = |raw: &String| -> Result<GeneralSubtree> {
+        let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        // A DNS name, optionally with a leading dot (subdomains only, as OpenSSL and Go read
+        // it): anything else (spaces, `*`, empty or over-long labels) constrains nothing usable.
+        let host = d.strip_prefix('.').unwrap_or(&d);
+        if host.contains('*') {
+            return Err(Error::invalid(
+                "invalid_name_constraint",
+                format!("{raw:?} is not a DNS name constraint: no wildcards (\".x.y\" means every name below x.y)"),
+            ));
+        }
+        if let Err(e) = crate::role::normalize_dns_name(host) {
+            return Err(Error::invalid(
+                "invalid_name_constraint",
+                format!("{raw:?} is not a DNS name constraint: {e}"),
             ));
         }
         Ok(GeneralSubtree {
