@@ -282,24 +282,28 @@ fn pending_intermediate_signed_by_an_external_root() {
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     let ext = write(tmp, "ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
+    // The offline root signs the request `req` for `days`, into `out`.
+    let root_signs = |req: &str, days: &str, out: &str| {
+        openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            req,
+            "-CA",
+            &root,
+            "-CAkey",
+            &key,
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-extfile",
+            &ext,
+            "-out",
+            out,
+        ]);
+    };
     let signed = tmp.join("signed.pem").to_str().unwrap().to_owned();
-    openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &root,
-        "-CAkey",
-        &key,
-        "-CAcreateserial",
-        "-days",
-        "365",
-        "-extfile",
-        &ext,
-        "-out",
-        &signed,
-    ]);
+    root_signs(&csr, "365", &signed);
     let signed_pem = std::fs::read_to_string(&signed).unwrap();
     let root_pem = std::fs::read_to_string(&root).unwrap();
 
@@ -321,23 +325,7 @@ fn pending_intermediate_signed_by_an_external_root() {
         "-out",
         &tmp.join("o.csr").to_string_lossy(),
     ]);
-    openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        &tmp.join("o.csr").to_string_lossy(),
-        "-CA",
-        &root,
-        "-CAkey",
-        &key,
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &ext,
-        "-out",
-        &other,
-    ]);
+    root_signs(&tmp.join("o.csr").to_string_lossy(), "30", &other);
     let path = format!("/v1/pki/ca/{id}/signed-certificate");
     d.post(&path, &json!({"certificate_pem": std::fs::read_to_string(&other).unwrap(), "chain_pem": root_pem}))
         .problem(400, "certificate_key_mismatch");
@@ -362,23 +350,7 @@ fn pending_intermediate_signed_by_an_external_root() {
     .problem(400, "chain_invalid");
     // A certificate that outlives the root that signed it is refused (5000 days under 3650).
     let long = tmp.join("long.pem").to_str().unwrap().to_owned();
-    openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &root,
-        "-CAkey",
-        &key,
-        "-CAcreateserial",
-        "-days",
-        "5000",
-        "-extfile",
-        &ext,
-        "-out",
-        &long,
-    ]);
+    root_signs(&csr, "5000", &long);
     d.post(
         &path,
         &json!({"certificate_pem": std::fs::read_to_string(&long).unwrap(), "chain_pem": root_pem}),
