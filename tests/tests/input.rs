@@ -52,6 +52,9 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
         d.get("/v1/pki/certificates?status=valid&limit=5").status,
         200
     );
+    // A cursor that was never handed out (row ids start at 1).
+    d.get("/v1/pki/certificates?cursor=c-1")
+        .problem(400, "invalid_cursor");
     // A CA id too long for a file name is no CA's (not a 503 from the file system).
     d.get(&format!("/v1/pki/ca/ca_{}/crl", "a".repeat(300)))
         .problem(404, "ca_not_found");
