@@ -673,7 +673,7 @@ fn crl_der(text: &str) -> Result<Vec<u8>, ApiError> {
     let bad = |d: String| ApiError::bad_request("invalid_crl", d);
     let t = text.trim();
     if t.starts_with("-----BEGIN") {
-        let (label, der) = der::pem::decode_vec(t.as_bytes())
+        let (label, der) = scaivault_core::pem::decode_lax(t)
             .map_err(|e| bad(format!("the CRL PEM does not decode: {e}")))?;
         if label != "X509 CRL" {
             return Err(bad(format!(

@@ -13,7 +13,8 @@ pub fn encode(label: &str, der: &[u8]) -> Result<String> {
         .map_err(|e| Error::Encode(e.to_string()))
 }
 
-/// Decodes one PEM block leniently: the base64 text may be wrapped at any width (RFC 7468 §3 asks
+/// Decodes one PEM block leniently — every PEM input of the API goes through it (CSRs,
+/// certificates and chains, CRLs, validation input): the base64 text may be wrapped at any width (RFC 7468 §3 asks
 /// parsers to accept lines of any length; Python's `base64.encodebytes` and Java's MIME encoder
 /// wrap at 76 columns, where the strict decoder of `pem-rfc7468` wants 64), with CRLF or LF line
 /// ends and whitespace around the block. Returns the label and the DER.
@@ -77,8 +78,8 @@ pub fn parse_certificates(pem: &str) -> Result<Vec<Certificate>> {
             ));
         };
         let (block, after) = rest.split_at(end);
-        let (label, der) = der::pem::decode_vec(block.as_bytes())
-            .map_err(|e| bad(format!("certificate PEM does not decode: {e}")))?;
+        let (label, der) =
+            decode_lax(block).map_err(|e| bad(format!("certificate PEM does not decode: {e}")))?;
         if label != "CERTIFICATE" {
             return Err(bad(format!(
                 "certificate PEM does not decode: a {label:?} block"
@@ -168,6 +169,34 @@ mod tests {
             parse_certificate(&certificate(&a.der).unwrap()).unwrap(),
             a.cert
         );
+    }
+
+    /// A chain as Python's `base64.encodebytes` or Java's MIME encoder writes it (76 columns), or
+    /// on one line, reads like the 64-column form; broken base64 is still refused.
+    #[test]
+    fn certificates_wrapped_at_any_width_parse() {
+        use base64::Engine as _;
+        let token = SoftToken::new();
+        let a = crate::testca::self_signed(&token, KeySpec::EcP256, "a", "A");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&a.der);
+        for width in [76, 10_000] {
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(width)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            let block = format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            );
+            let two = format!("{block}{block}");
+            assert_eq!(
+                parse_certificates(&two).unwrap(),
+                vec![a.cert.clone(), a.cert.clone()]
+            );
+            let broken = block.replacen('M', "!", 1);
+            assert_eq!(code(parse_certificates(&broken)), "invalid_certificate");
+        }
     }
 
     /// Fuzzing regression (fuzz/corpus/cert_validate/regression-pem-truncated-header): a body

@@ -85,7 +85,7 @@ pub fn pem_blocks(text: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
             return Err(format!("block {n} has no END line"));
         };
         let block = format!("{begin}{body}{end}\n");
-        let (got, der) = der::pem::decode_vec(block.as_bytes())
+        let (got, der) = crate::pem::decode_lax(&block)
             .map_err(|e| format!("block {n} does not decode: {e}"))?;
         if got != label {
             return Err(format!("block {n} is a {got}"));
