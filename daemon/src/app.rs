@@ -5,6 +5,7 @@
 use crate::auth::{self, Perm};
 use crate::config::Config;
 use crate::error::ApiError;
+use scaivault_core::constraints::NameRules;
 use scaivault_core::profile::IssuerInfo;
 use scaivault_hsm::Signer;
 use scaivault_hsm::Token;
@@ -408,7 +409,10 @@ impl App {
             .token_blocking("find", move || Ok(token.find(&label)?))
             .await?;
         let cert = scaivault_core::pem::from_der(&der)?;
-        let info = scaivault_core::sign::issuer_info(&cert, signer.algorithm_der())?;
+        let mut info = scaivault_core::sign::issuer_info(&cert, signer.algorithm_der())?;
+        // Its leaves are bound by the name constraints of every CA above it, too.
+        let ancestors = scaivault_core::pem::parse_certificates(&chain_text)?;
+        info.name_rules = NameRules::from_certs(std::iter::once(&cert).chain(&ancestors));
         let issuer = Arc::new(Issuer {
             ca_id: ca_id.clone(),
             serial,
@@ -472,8 +476,9 @@ impl App {
         )))
     }
 
-    /// Finishes a state-changing call: a failure is audited with its code (success is audited
-    /// by the operation itself, inside its transaction).
+    /// Finishes a state-changing call: a failure is audited with its code, a refusal (`403`, e.g.
+    /// `separation_of_duties`) as `denied` like [`App::require`]'s (success is audited by the
+    /// operation itself, inside its transaction).
     ///
     /// # Errors
     /// The original error, or `503` when even the failure cannot be audited.
@@ -488,8 +493,12 @@ impl App {
             Ok(v) => Ok(v),
             Err(e) if e.code == "audit_unavailable" => Err(e),
             Err(e) => {
-                self.audit(caller.record(action, object, &format!("error:{}", e.code)))
-                    .await?;
+                let outcome = if e.status == rocket::http::Status::Forbidden {
+                    "denied".to_owned()
+                } else {
+                    format!("error:{}", e.code)
+                };
+                self.audit(caller.record(action, object, &outcome)).await?;
                 Err(e)
             }
         }

@@ -538,8 +538,10 @@ enum Outcome {
     /// Lint, token or check failed (or the token did not answer in time): the reservation stands
     /// and must be released.
     SignFailed(ApiError, Option<Ticket>),
-    /// Signed but the certificate's commit failed.
-    NotStored(scaivault_store::Error, Vec<u8>),
+    /// Signed but the certificate's commit failed: the certificate never left the process, so
+    /// the reservation is released like a failed signature's (the ticket, when the request has
+    /// to settle it).
+    NotStored(scaivault_store::Error, Option<Ticket>),
     /// Signed and durably stored.
     Stored(Vec<u8>),
     /// Signed, but its basis had changed by the certificate's commit: stored revoked, not to be
@@ -695,7 +697,7 @@ fn submit_store(
                         None => Outcome::Stored(der),
                     }
                 }
-                Err(e) => Outcome::NotStored(e, der),
+                Err(e) => Outcome::NotStored(e, ticket),
             };
             let _ = tx.send(outcome);
         }),
@@ -754,7 +756,7 @@ async fn stepwise(
     rx.await.unwrap_or_else(|_| {
         Outcome::NotStored(
             scaivault_store::Error::Unavailable("the store writer has stopped".into()),
-            der,
+            None,
         )
     })
 }
@@ -1021,6 +1023,7 @@ pub async fn sign_order(
         client_auth,
         urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
     };
+    leaf::check_name_constraints(&template, &issuer.info)?;
     let tbs = EncodedTbs::new(leaf::leaf_tbs(&template, &issuer.info)?)?;
     let tbs_der = tbs.der().to_vec();
     let done = caller.record("certificate.issue", Some(&object), "success");
@@ -1112,10 +1115,13 @@ pub async fn sign_order(
             return Err(reservation_refused(e));
         }
         Outcome::SignFailed(e, ticket) => return release(e, ticket).await,
-        Outcome::NotStored(e, der) => {
-            // Signed but not stored: keep the evidence in the log (Boulder's "orphan" handling).
-            tracing::error!(target: "scaivault::audit", serial = %serial, ca = %issuer.ca_id, der = %hex::encode(&der), "orphaned certificate: signed but not stored");
-            return Err(ApiError::from(e));
+        Outcome::NotStored(e, ticket) => {
+            // Signed but not stored: the certificate is dropped here, never returned nor logged,
+            // so the serial is released as after a failed signature. When even that cannot be
+            // written (the database is gone), the journal keeps the reservation and the next
+            // start revokes the serial, as after a crash.
+            tracing::error!(serial = %serial, ca = %issuer.ca_id, error = %e, "a signed certificate could not be stored: discarded, not returned");
+            return release(ApiError::from(e), ticket).await;
         }
         Outcome::Voided(what) => {
             tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");

@@ -1604,3 +1604,134 @@ fn csrs_from_other_tools_are_read() {
     let text = openssl_ok(&["x509", "-in", &leaf, "-noout", "-text"]);
     assert!(text.contains("(6144 bit)"), "{text}");
 }
+
+/// A CA's name constraints (and its ancestors') bind every issuance path: a name outside them is
+/// refused with `400 name_constraint_violation` before a serial is reserved — by a role that
+/// allows any name, by `sign/{role}` and by the reviewed CSR workflow — and what is inside
+/// verifies with openssl, which enforces the constraints itself.
+#[test]
+fn names_outside_the_ca_name_constraints_are_refused_on_every_path() {
+    let d = Daemon::start();
+    let tmp = d.dir.path();
+    let root = d.create_root("nc-root", "ec", Some(256));
+    let nc = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "nc", "common_name": "NC Intermediate", "ca_type": "intermediate",
+                "parent_ca_id": root["id"], "validity_days": 400,
+                "permitted_dns_domains": ["only.example"],
+                "excluded_dns_domains": ["secret.only.example"],
+                "permitted_ip_ranges": ["10.0.0.0/8"]}),
+    );
+    assert_eq!(nc.status, 201, "{}", nc.text());
+    let nc = nc.json();
+    // An unconstrained CA below it: its leaves are bound by nc's constraints all the same.
+    let sub = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "nc-sub", "common_name": "NC Sub", "ca_type": "intermediate",
+                "parent_ca_id": nc["id"], "validity_days": 300}),
+    );
+    assert_eq!(sub.status, 201, "{}", sub.text());
+    let sub = sub.json();
+    let any = json!({"allow_any_name": true, "allow_wildcard_certificates": true, "allow_ip_sans": true, "require_cn": false});
+    role(&d, "nc-any", &nc, any.clone());
+    role(&d, "sub-any", &sub, any);
+
+    let inside = d.post(
+        "/v1/pki/issue/nc-any",
+        &json!({"common_name": "a.only.example", "ip_sans": ["10.1.2.3"]}),
+    );
+    assert_eq!(inside.status, 200, "{}", inside.text());
+    let (leaf, untrusted, root_pem, _) = files(tmp, "nc-in", &inside.json());
+    openssl_ok(&[
+        "verify",
+        "-CAfile",
+        &root_pem,
+        "-untrusted",
+        &untrusted,
+        &leaf,
+    ]);
+
+    let refused = |path: &str, body: Value, name: &str| {
+        let p = d
+            .post(path, &body)
+            .problem(400, "name_constraint_violation");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains(name), "{detail}");
+        assert!(detail.contains("NC Intermediate"), "{detail}");
+    };
+    refused(
+        "/v1/pki/issue/nc-any",
+        json!({"common_name": "x1.other.example"}),
+        "x1.other.example",
+    );
+    refused(
+        "/v1/pki/issue/nc-any",
+        json!({"common_name": "a.only.example", "alt_names": ["b.secret.only.example"]}),
+        "b.secret.only.example",
+    );
+    refused(
+        "/v1/pki/issue/nc-any",
+        json!({"common_name": "a.only.example", "alt_names": ["*.only.example"]}),
+        "*.only.example",
+    );
+    refused(
+        "/v1/pki/issue/nc-any",
+        json!({"common_name": "a.only.example", "ip_sans": ["192.168.1.1"]}),
+        "192.168.1.1",
+    );
+    refused(
+        "/v1/pki/issue/sub-any",
+        json!({"common_name": "y.other.example"}),
+        "y.other.example",
+    );
+    let (csr_pem, _) = make_csr(
+        tmp,
+        "nc-out",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=z.only.example",
+        Some("DNS:z.only.example,DNS:z.elsewhere.example"),
+    );
+    refused(
+        "/v1/pki/sign/nc-any",
+        json!({"csr_pem": csr_pem}),
+        "z.elsewhere.example",
+    );
+
+    // The reviewed CSR workflow: refused at sign time, the CSR stays approved.
+    let id = d
+        .post("/v1/pki/csr/import", &json!({"csr_pem": csr_pem}))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = d.post(&format!("/v1/pki/csr/{id}/approve"), &json!({}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    refused(
+        &format!("/v1/pki/csr/{id}/sign"),
+        json!({"ca_id": nc["id"], "validity_days": 5}),
+        "z.elsewhere.example",
+    );
+    assert_eq!(
+        d.get(&format!("/v1/pki/csr/{id}")).json()["status"],
+        "approved"
+    );
+
+    // Only the one good certificate exists under either CA; nothing was reserved for the rest.
+    for (ca, want) in [(&nc, 1), (&sub, 0)] {
+        let list = d.get(&format!(
+            "/v1/pki/certificates?ca_id={}",
+            ca["id"].as_str().unwrap()
+        ));
+        let items = list.json()["items"].as_array().unwrap().clone();
+        let leaves = items.iter().filter(|c| c["kind"] == "leaf").count();
+        assert_eq!(leaves, want, "{items:?}");
+    }
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let refusals = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "error:name_constraint_violation")
+        .count();
+    assert_eq!(refusals, 7, "every refusal is audited once");
+}

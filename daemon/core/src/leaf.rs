@@ -272,6 +272,78 @@ pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
     }
 }
 
+/// The template's names against the name constraints of its issuer and the issuer's chain
+/// ([`IssuerInfo::name_rules`]), before a serial is reserved.
+///
+/// # Errors
+/// `invalid` `name_constraint_violation` naming the name, the constraint and the CA.
+pub fn check_name_constraints(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<()> {
+    use crate::constraints::LeafName;
+    let names = t
+        .names
+        .dns
+        .iter()
+        .map(|d| LeafName::Dns(d))
+        .chain(t.names.ips.iter().map(|ip| LeafName::Ip(*ip)))
+        .chain(t.names.uris.iter().map(|u| LeafName::Uri(u)))
+        .chain(std::iter::once(LeafName::Subject(&t.subject)));
+    issuer
+        .name_rules
+        .check(names)
+        .map_err(|d| Error::invalid("name_constraint_violation", d))
+}
+
+/// The finished TBS's names against the issuer's name constraints (the lint's copy of
+/// [`check_name_constraints`]).
+fn lint_name_constraints(tbs: &TbsCertificate, issuer: &IssuerInfo) -> Result<()> {
+    use crate::constraints::LeafName;
+    use const_oid::AssociatedOid;
+    if issuer.name_rules.is_empty() {
+        return Ok(());
+    }
+    let sans = match tbs
+        .extensions
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .find(|e| e.extn_id == SubjectAltName::OID)
+        .map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()))
+    {
+        Some(Ok(s)) => s.0,
+        Some(Err(e)) => return Err(Error::ProfileViolation(format!("subjectAltName: {e}"))),
+        None => Vec::new(),
+    };
+    let mut names = vec![LeafName::Subject(&tbs.subject)];
+    for g in &sans {
+        match g {
+            GeneralName::DnsName(d) => names.push(LeafName::Dns(d.as_str())),
+            GeneralName::UniformResourceIdentifier(u) => names.push(LeafName::Uri(u.as_str())),
+            GeneralName::IpAddress(o) => {
+                let b = o.as_bytes();
+                let ip = match b.len() {
+                    4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+                    _ => None,
+                };
+                match ip {
+                    Some(ip) => names.push(LeafName::Ip(ip)),
+                    None => {
+                        return Err(Error::ProfileViolation(format!(
+                            "an iPAddress of {} octets",
+                            b.len()
+                        )))
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    issuer
+        .name_rules
+        .check(names)
+        .map_err(Error::ProfileViolation)
+}
+
 /// Lints `tbs` as a leaf of `issuer`, then signs through [`crate::sign::sign_certificate`] (which
 /// runs the common lint, signs, and verifies the signature). Returns the DER certificate.
 ///
@@ -283,6 +355,7 @@ pub fn sign_leaf(
     signer: &dyn scaivault_hsm::Signer,
 ) -> Result<Vec<u8>> {
     lint_leaf(tbs.tbs())?;
+    lint_name_constraints(tbs.tbs(), issuer)?;
     let expect = crate::profile::LintExpect {
         issuer: Some(issuer),
         ca: false,

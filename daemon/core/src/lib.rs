@@ -21,6 +21,7 @@
 //!
 //! Non-goals here: storage, authorization, audit (the daemon owns those).
 
+pub mod constraints;
 pub mod crl;
 pub mod csr;
 pub mod duration;

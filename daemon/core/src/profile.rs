@@ -111,6 +111,9 @@ pub struct IssuerInfo {
     pub spki_der: Vec<u8>,
     /// The signature algorithm the issuer's key produces, DER AlgorithmIdentifier.
     pub algorithm_der: Vec<u8>,
+    /// The name constraints its leaves must satisfy: its own certificate's, plus its chain's
+    /// once the caller adds them ([`crate::constraints::NameRules::from_certs`]).
+    pub name_rules: crate::constraints::NameRules,
 }
 
 impl IssuerInfo {

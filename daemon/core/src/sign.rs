@@ -138,6 +138,7 @@ pub fn issuer_info(cert: &Certificate, algorithm_der: Vec<u8>) -> Result<IssuerI
         not_after: time_util::from_x509(&cert.tbs_certificate.validity.not_after),
         spki_der,
         algorithm_der,
+        name_rules: crate::constraints::NameRules::from_certs([cert]),
     })
 }
 

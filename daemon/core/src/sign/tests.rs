@@ -343,9 +343,39 @@ fn a_leaf_that_breaks_the_profile_never_reaches_the_signer() {
         )
         .unwrap();
     });
+    // A name outside the CA's name constraints: refused before reservation
+    // (`check_name_constraints`, a 400 for the caller) and again by the lint.
+    let mut nc = template("CA", ca_key.public_key_der(), 1);
+    nc.constraints.permitted_dns_domains = vec!["other.example".into()];
+    let nc_der = sign_certificate(
+        ca_tbs(&nc, None, &alg).unwrap(),
+        LintExpect {
+            issuer: None,
+            ca: true,
+            algorithm_der: &alg,
+        },
+        &ca_key,
+    )
+    .unwrap();
+    let constrained = IssuerInfo {
+        name_rules: issuer_info(&pem::from_der(&nc_der).unwrap(), alg.clone())
+            .unwrap()
+            .name_rules,
+        ..issuer.clone()
+    };
+    let err = crate::leaf::check_name_constraints(&leaf, &constrained).unwrap_err();
+    assert_eq!(err.code(), "name_constraint_violation", "{err}");
+    assert!(err.to_string().contains("\"a.example\""), "{err}");
+    let err = sign_leaf(
+        &EncodedTbs::new(leaf_tbs(&leaf, &constrained).unwrap()).unwrap(),
+        &constrained,
+        &ca_key,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "profile_violation", "{err}");
     assert_eq!(
         ca_key.1.load(Ordering::SeqCst),
-        2,
-        "no violating certificate reached the signer"
+        3,
+        "no violating certificate reached the signer (the constrained CA's own one did)"
     );
 }

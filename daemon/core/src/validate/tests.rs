@@ -215,7 +215,17 @@ fn name_constraints_of_an_intermediate_bind_the_leaf() {
         },
     );
     let inside = leaf(&token, &int, "a.vendor.example", true, true);
-    let outside = leaf(&token, &int, "evil.example.org", true, true);
+    // ScaiVault's own lint refuses to sign this one (constraints::tests); a CA that does not
+    // check is what the validator must catch.
+    let careless = Ca {
+        der: int.der.clone(),
+        info: IssuerInfo {
+            name_rules: crate::constraints::NameRules::default(),
+            ..int.info.clone()
+        },
+        key: int.key.clone(),
+    };
+    let outside = leaf(&token, &careless, "evil.example.org", true, true);
     let inter = vec![int.der.clone()];
     let anchors = vec![anchor(&root, "r")];
     assert!(validate(&request(&inside, &inter, &anchors, &[])).valid);
