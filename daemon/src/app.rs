@@ -491,7 +491,7 @@ impl App {
     ) -> Result<T, ApiError> {
         match res {
             Ok(v) => Ok(v),
-            Err(e) if e.code == "audit_unavailable" => Err(e),
+            Err(e) if e.code == "audit_unavailable" || e.audited => Err(e),
             Err(e) => {
                 let outcome = if e.status == rocket::http::Status::Forbidden {
                     "denied".to_owned()

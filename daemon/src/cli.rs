@@ -74,8 +74,28 @@ pub fn need_config(p: Option<&Path>) -> Result<PathBuf, StartError> {
         .ok_or_else(|| StartError("this command needs --config FILE".into()))
 }
 
-fn load(path: &Path) -> Result<(Config, std::sync::Arc<Store>), StartError> {
+/// Whether a command may create the SQLite file when it is missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// `tenant create`: the first step of a fresh install, before the daemon ever ran.
+    Create,
+    /// Everything else: a missing file is a wrong `storage.path` (or a backup that is not
+    /// there), and answering from a new empty database would be a lie (`audit verify` would call
+    /// it intact).
+    Refuse,
+}
+
+fn load(path: &Path, missing: Missing) -> Result<(Config, std::sync::Arc<Store>), StartError> {
     let cfg = Config::load(path).context("configuration")?;
+    let db = cfg.db_path();
+    if cfg.storage.backend != "postgres" && missing == Missing::Refuse && !db.exists() {
+        return Err(StartError(format!(
+            "database {} does not exist: check storage.path in {} (`tenant create` or the \
+             daemon's first start creates it)",
+            db.display(),
+            path.display()
+        )));
+    }
     let store = open_store(&cfg)?;
     Ok((cfg, store))
 }
@@ -177,7 +197,11 @@ pub fn create_token(
 /// # Errors
 /// Database failures.
 pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
-    let (_cfg, store) = load(path)?;
+    let missing = match cmd {
+        TenantCommand::Create { .. } => Missing::Create,
+        _ => Missing::Refuse,
+    };
+    let (_cfg, store) = load(path, missing)?;
     match cmd {
         TenantCommand::Create { name } => {
             let t = create_tenant(&store, &name)?;
@@ -217,7 +241,7 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
 /// # Errors
 /// Database failures, unknown tenant or token.
 pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
-    let (_cfg, store) = load(path)?;
+    let (_cfg, store) = load(path, Missing::Refuse)?;
     match cmd {
         TokenCommand::Create {
             tenant,
@@ -270,7 +294,7 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
 /// # Errors
 /// Database failures (a broken chain is exit code 1, not an error).
 pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
-    let (_cfg, store) = load(path)?;
+    let (_cfg, store) = load(path, Missing::Refuse)?;
     match cmd {
         AuditCommand::Verify => {
             let check = store.read(|tx| tx.verify_audit()).context("audit verify")?;

@@ -465,6 +465,44 @@ impl WebhooksConfig {
     }
 }
 
+/// A TOML error as `line L, column C: message`, without the parser's quotation of the offending
+/// line and without the string values serde quotes: a misplaced `pin = "…"` or `password = "…"`
+/// must not reach the terminal or the journal.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = crate::api::problem::describe_json_error(e.message());
+    let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
+        return message;
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// Whether `level` is a `tracing` filter whose every directive names a level: `info`, or
+/// `info,scaivault::http=warn`. A bare word that is not a level (`verbose`) would be taken as a
+/// target and silence every other one.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
+    let ok = !level.trim().is_empty()
+        && level.split(',').all(|d| match d.rsplit_once('=') {
+            Some((target, l)) => !target.trim().is_empty() && is_level(l),
+            None => is_level(d),
+        })
+        && tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "log.level {level:?} is not a level ({}) or a filter of target=level directives \
+             such as \"info,scaivault::http=warn\"",
+            LEVELS.join(", ")
+        )))
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -569,7 +607,7 @@ impl Config {
         })?;
         let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
-            message: e.to_string(),
+            message: describe_toml_error(&text, &e),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -716,6 +754,7 @@ impl Config {
             tls.validate()?;
         }
         self.webhooks.validate()?;
+        check_log_level(&self.log.level)?;
         Ok(())
     }
 

@@ -194,8 +194,7 @@ pub async fn decide(
         .await?;
     let distinct = setting.unwrap_or(app.config.csr.require_distinct_approver);
     if distinct && row.requested_by == caller.token_id {
-        app.audit(caller.record(&format!("csr.{action}"), Some(id), "denied"))
-            .await?;
+        // Audited once, as `denied`, by the handler's `App::finish`.
         return Err(ApiError::new(
             rocket::http::Status::Forbidden,
             "separation_of_duties",

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds for a `Retry-After` header (`429`, some `503`s).
     pub retry_after: Option<u64>,
+    /// The failure is in the audit trail already (an issuance that reserved a serial settles
+    /// its `started` record itself): [`crate::app::App::finish`] adds no second record.
+    pub audited: bool,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            audited: false,
         }
     }
 

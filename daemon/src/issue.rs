@@ -1093,7 +1093,7 @@ pub async fn sign_order(
             if let (Some(t), Some(j)) = (ticket, journal) {
                 j.release(t, &ca2, &sn2);
             }
-            Err::<Issued, ApiError>(e)
+            Err::<Issued, ApiError>(ApiError { audited: true, ..e })
         }
     };
     let store_job = StoreJob {
@@ -1121,7 +1121,12 @@ pub async fn sign_order(
             // written (the database is gone), the journal keeps the reservation and the next
             // start revokes the serial, as after a crash.
             tracing::error!(serial = %serial, ca = %issuer.ca_id, error = %e, "a signed certificate could not be stored: discarded, not returned");
-            return release(ApiError::from(e), ticket).await;
+            let failed = ApiError::new(
+                rocket::http::Status::ServiceUnavailable,
+                "database_unavailable",
+                "the database refused to store the certificate; it was discarded and nothing was issued",
+            );
+            return release(failed, ticket).await;
         }
         Outcome::Voided(what) => {
             tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");

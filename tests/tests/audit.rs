@@ -194,3 +194,89 @@ fn issuance_without_an_audit_record_signs_nothing() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert!(verify(&d.config()).0);
 }
+
+/// The token signed, then the certificate's commit failed (here: its `success` record was
+/// refused): the certificate was never returned, so it is discarded and its serial released —
+/// no reservation left for the next start to turn into a revoked certificate, a CRL entry and
+/// a `certificate.revoked` event. Through a role and through the CSR workflow.
+#[test]
+fn a_signed_certificate_whose_commit_fails_leaves_nothing_behind() {
+    let d = Daemon::start();
+    let tmp = d.dir.path().to_path_buf();
+    let root = d.create_root("r", "ec", None);
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (csr_pem, _) = scaivault_tests::make_csr(
+        &tmp,
+        "c",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=c.internal",
+        None,
+    );
+    let id = d
+        .post("/v1/pki/csr/import", &json!({"csr_pem": csr_pem}))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        d.post(&format!("/v1/pki/csr/{id}/approve"), &json!({}))
+            .status,
+        200
+    );
+    let db = d.data().join("scaivault.db");
+    sqlite(&db, "CREATE TRIGGER no_success BEFORE INSERT ON audit WHEN NEW.outcome = 'success' AND NEW.action IN ('certificate.issue', 'csr.sign') BEGIN SELECT RAISE(ABORT, 'refused'); END;");
+    d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}))
+        .problem(503, "database_unavailable");
+    d.post(
+        &format!("/v1/pki/csr/{id}/sign"),
+        &json!({"ca_id": root["id"], "validity_days": 5}),
+    )
+    .problem(503, "database_unavailable");
+    sqlite(&db, "DROP TRIGGER no_success");
+    assert_eq!(
+        d.get(&format!("/v1/pki/csr/{id}")).json()["status"],
+        "approved"
+    );
+    let released = d.get("/v1/audit?limit=1000").json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["action"] == "certificate.issue" && r["outcome"] == "error:database_unavailable"
+        })
+        .count();
+    assert_eq!(
+        released, 2,
+        "each discarded signature is audited as a failure"
+    );
+
+    // A clean restart: nothing to reconcile.
+    let d = d.restart_with(|c| c);
+    let count = |sql: &str| {
+        let out = Command::new("sqlite3").arg(&db).arg(sql).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM certificates WHERE kind = 'leaf'"),
+        "0"
+    );
+    let events = d.get("/v1/events?type=certificate.*").json();
+    assert_eq!(events["items"].as_array().unwrap().len(), 0, "{events}");
+    assert!(
+        !d.log_text().contains("left unfinished"),
+        "no reservation was left for the start to revoke"
+    );
+    // Both work again.
+    let ok = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let ok = d.post(
+        &format!("/v1/pki/csr/{id}/sign"),
+        &json!({"ca_id": root["id"], "validity_days": 5}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(verify(&d.config()).0);
+}

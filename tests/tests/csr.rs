@@ -154,6 +154,18 @@ fn csrs_of_every_key_type_go_through_import_approve_sign() {
             "{k}: {kinds:?}"
         );
     }
+    // The feed's filter takes the types and patterns webhooks take, and nothing else.
+    assert_eq!(
+        d.get("/v1/events?type=csr.*&limit=1000").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        15
+    );
+    for bad in ["bogus", "certificate.bogus", "", "cert*", "csr.imported*"] {
+        d.get(&format!("/v1/events?type={bad}"))
+            .problem(400, "invalid_type");
+    }
 }
 
 #[test]
@@ -437,6 +449,30 @@ fn separation_of_duties_and_policies() {
         json!({"reason": "mine"}),
     )
     .problem(403, "separation_of_duties");
+    // Each refusal is one record, `denied`.
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let about_own: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["object_id"] == own.as_str())
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, o: &str| (a.to_owned(), o.to_owned());
+    assert_eq!(
+        about_own,
+        vec![
+            pair("csr.import", "success"),
+            pair("csr.approve", "denied"),
+            pair("csr.reject", "denied")
+        ],
+        "{audit}"
+    );
     // Another token may.
     assert_eq!(
         call(&approver, &format!("/v1/pki/csr/{id}/approve"), json!({})).status,

@@ -120,6 +120,71 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tuning"));
+    // A secret under a wrong key: the error names the key and the line, never the value.
+    let check = |name: &str, text: String| {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(
+        "pin.toml",
+        cfg_text.replacen("[hsm]", "[hsm]\npin = \"MySecretPin987\"", 1),
+    );
+    assert!(
+        err.contains("unknown field `pin`") && err.contains("line "),
+        "{err}"
+    );
+    assert!(!err.contains("MySecretPin987"), "{err}");
+    let err = check(
+        "typed.toml",
+        cfg_text.replacen("[hsm]", "[hsm]\nsign_threads = \"Secret-In-A-String\"", 1),
+    );
+    assert!(err.contains("invalid type: string, expected"), "{err}");
+    assert!(!err.contains("Secret-In-A-String"), "{err}");
+    // A log level that is not one would silence every log line: refused.
+    for level in ["verbose", "", "info,scaivault=loud", "=info"] {
+        let err = check(
+            "level.toml",
+            cfg_text.replace("level = \"info\"", &format!("level = \"{level}\"")),
+        );
+        assert!(err.contains("log.level"), "{level:?}: {err}");
+    }
+    // A database path that does not exist: the read-only commands refuse it instead of
+    // creating an empty database and calling its audit chain intact.
+    let missing = dir.path().join("nowhere.db");
+    let cfg = dir.path().join("missing.toml");
+    std::fs::write(
+        &cfg,
+        cfg_text.replace(
+            &data.join("scaivault.db").display().to_string(),
+            &missing.display().to_string(),
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["audit", "verify"][..],
+        &["tenant", "list"],
+        &["token", "list"],
+        &["token", "revoke", "tok_x"],
+    ] {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("does not exist"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
     let good = Command::new(bin())
         .arg("--config")
         .arg(data.join("scaivault.toml"))

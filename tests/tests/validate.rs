@@ -135,6 +135,9 @@ fn chains_from_our_own_cas_validate_and_fail_for_the_right_reasons() {
     let v = validate(&d, &body);
     assert_eq!(v["valid"], false, "{v}");
     assert_eq!(codes(&v), vec!["revoked"], "{v}");
+    // The path verified: its chain and anchor are given with the reason.
+    assert_eq!(v["chain"].as_array().unwrap().len(), 3, "{v}");
+    assert!(v["trust_anchor"]["id"].is_string(), "{v}");
     assert!(
         v["errors"][0]["message"]
             .as_str()
@@ -421,6 +424,7 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
     let r = rev(format!("{root_crl}{int_crl}"));
     assert_eq!(r["valid"], false, "{r}");
     assert_eq!(codes(&r), vec!["revoked"], "{r}");
+    assert!(r["trust_anchor"]["id"].is_string(), "{r}");
     assert!(
         r["errors"][0]["message"]
             .as_str()

@@ -269,15 +269,15 @@ async fn events(
         .await?;
     let limit = page_limit(app, limit)?;
     if let Some(t) = &r#type {
-        let name = t.strip_suffix('*').unwrap_or(t);
-        if t.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
-        {
+        if !crate::webhooks::is_pattern(t) {
+            let shown: String = t.chars().take(64).collect();
             return Err(ApiError::bad_request(
                 "invalid_type",
-                format!("type {t:?} is not an event type or a prefix ending in *"),
+                format!(
+                    "type {shown:?} is not an event type or a pattern such as \"certificate.*\" \
+                     or \"*\" (types: {})",
+                    crate::webhooks::EVENT_TYPES.join(", ")
+                ),
             ));
         }
     }

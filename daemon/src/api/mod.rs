@@ -26,7 +26,7 @@ mod health;
 mod issue;
 mod metrics;
 mod ocsp;
-mod problem;
+pub(crate) mod problem;
 pub mod public;
 mod revoke;
 mod roles;

@@ -218,7 +218,7 @@ const MAX_JSON_ERROR: usize = 300;
 /// sequence` becomes `invalid type: string, expected a sequence`) and at most [`MAX_JSON_ERROR`]
 /// bytes: a wrong-typed field is not echoed into the answer and the log, however large it is or
 /// whatever it holds. Field names (`unknown field \`x\``) stay, shortened with the rest.
-fn describe_json_error(msg: &str) -> String {
+pub(crate) fn describe_json_error(msg: &str) -> String {
     const QUOTED: &str = "string \"";
     let mut out = String::with_capacity(msg.len().min(MAX_JSON_ERROR));
     let mut rest = msg;

@@ -54,6 +54,20 @@ pub fn matches(pattern: &str, kind: &str) -> bool {
     }
 }
 
+/// Whether `p` is a known event type, `*`, or `<prefix>.*` where the prefix selects at least one
+/// known type (webhook `events` and the feed's `?type=`).
+pub fn is_pattern(p: &str) -> bool {
+    match p.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => {
+            prefix.ends_with('.')
+                && !prefix.contains('*')
+                && EVENT_TYPES.iter().any(|t| t.starts_with(prefix))
+        }
+        None => EVENT_TYPES.contains(&p),
+    }
+}
+
 /// Checks `events`: 1..=32 entries, each a known type, `*`, or `<prefix>.*` where the prefix
 /// selects at least one known type.
 ///
@@ -67,16 +81,7 @@ pub fn check_events(events: &[String]) -> Result<(), ApiError> {
         ));
     }
     for e in events {
-        let ok = match e.strip_suffix('*') {
-            Some("") => true,
-            Some(prefix) => {
-                prefix.ends_with('.')
-                    && !prefix.contains('*')
-                    && EVENT_TYPES.iter().any(|t| t.starts_with(prefix))
-            }
-            None => EVENT_TYPES.contains(&e.as_str()),
-        };
-        if !ok {
+        if !is_pattern(e) {
             return Err(ApiError::bad_request(
                 "invalid_events",
                 format!(

@@ -88,6 +88,7 @@ pub fn validate(req: &Request<'_>) -> Outcome {
         inter_parsed: &inter_parsed,
         crls: &crls,
         rejected: RefCell::new(Vec::new()),
+        revocation: true,
     };
     let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().map(|c| &c.webpki).collect();
     let revocation = match (req.revocation, crl_refs.is_empty()) {
@@ -101,18 +102,18 @@ pub fn validate(req: &Request<'_>) -> Outcome {
             }),
         _ => None,
     };
-    let hook = |p: &VerifiedPath<'_>| ctx.check_path(p);
-    let result = ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &trust,
-        &inter_der,
-        unix_time(req.time),
-        req.purpose,
-        revocation,
-        Some(&hook),
-    );
-    match result {
-        Ok(path) => {
+    let verify = |revocation, ctx: &PathContext<'_, '_>| {
+        let hook = |p: &VerifiedPath<'_>| ctx.check_path(p);
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust,
+            &inter_der,
+            unix_time(req.time),
+            req.purpose,
+            revocation,
+            Some(&hook),
+        )
+        .map(|path| {
             let mut chain = vec![chain_cert(&leaf)];
             for c in path.intermediate_certificates() {
                 if let Some(p) = inter_parsed.get(c.der().as_ref()) {
@@ -127,16 +128,20 @@ pub fn validate(req: &Request<'_>) -> Outcome {
             if let Some(a) = used {
                 chain.push(chain_cert(&a.parsed));
             }
-            Outcome {
-                valid: errors.is_empty() && used.is_some(),
-                chain,
-                anchor: used.map(|a| AnchorRef {
-                    kind: a.source.kind,
-                    id: a.source.id.clone(),
-                }),
-                errors,
-            }
-        }
+            let anchor = used.map(|a| AnchorRef {
+                kind: a.source.kind,
+                id: a.source.id.clone(),
+            });
+            (chain, anchor)
+        })
+    };
+    match verify(revocation, &ctx) {
+        Ok((chain, anchor)) => Outcome {
+            valid: errors.is_empty() && anchor.is_some(),
+            chain,
+            anchor,
+            errors,
+        },
         Err(e) => {
             let rejected = ctx.rejected.into_inner();
             let linked = link_by_name(&leaf, &inter_parsed, &anchors);
@@ -144,6 +149,24 @@ pub fn validate(req: &Request<'_>) -> Outcome {
                 push(&mut errors, f);
             }
             explain(&mut errors, &e, &linked, &crls, req);
+            // A revoked certificate on a path that verifies otherwise: the path and its anchor
+            // are given with the reason, as for a name mismatch (webpki stops at the revocation
+            // and returns no path, so it is searched again without the CRLs).
+            if matches!(e, webpki::Error::CertRevoked) {
+                let again = PathContext {
+                    rejected: RefCell::new(Vec::new()),
+                    revocation: false,
+                    ..ctx
+                };
+                if let Ok((chain, anchor)) = verify(None, &again) {
+                    return Outcome {
+                        valid: false,
+                        chain,
+                        anchor,
+                        errors,
+                    };
+                }
+            }
             Outcome::failed(errors, linked.iter().map(|p| chain_cert(p)).collect())
         }
     }

@@ -23,6 +23,9 @@ pub(super) struct PathContext<'a, 'r> {
     pub(super) crls: &'a [Crl],
     /// Reasons candidate paths were rejected for (reported only if no path is accepted).
     pub(super) rejected: RefCell<Vec<Failure>>,
+    /// Whether revocation is looked at (when the request asks for it): off for the second search
+    /// that finds the path and anchor of a revoked certificate.
+    pub(super) revocation: bool,
 }
 
 impl PathContext<'_, '_> {
@@ -63,7 +66,7 @@ impl PathContext<'_, '_> {
                 ));
             }
         }
-        if self.req.revocation.is_some() {
+        if self.revocation && self.req.revocation.is_some() {
             let leaf = Parsed::new(self.req.leaf).ok();
             let mut links: Vec<(Option<&Parsed>, bool)> = vec![(leaf.as_ref(), false)];
             links.extend(certs.iter().map(|c| (*c, true)));
