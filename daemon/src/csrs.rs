@@ -96,6 +96,8 @@ pub async fn import(
         ));
     }
     let parsed = csr::parse_pem(csr_pem)?;
+    // Nothing that could not go into a certificate reaches an approver.
+    csr::check_for_workflow(&parsed)?;
     let s = summary(&parsed);
     let now = time_util::rfc3339(time_util::now());
     let row = CsrRow {
@@ -296,6 +298,8 @@ pub async fn sign(
         ));
     }
     let parsed = csr::parse_der(&row.csr_der)?;
+    // Checked at import; again for CSRs imported before that check existed.
+    csr::check_for_workflow(&parsed)?;
     // Only the subject and the SAN names are taken from the request; other requested extensions
     // are ignored.
     let mut dns: Vec<String> = parsed

@@ -579,6 +579,32 @@ fn hostile_csrs_are_refused_cleanly() {
     );
     let p = imp(&small).problem(400, "invalid_csr");
     assert!(p["detail"].as_str().unwrap().contains("1024"), "{p}");
+    // Names no certificate may carry (the workflow copies them as they are): refused at import,
+    // naming the value.
+    let long_label = format!("{}.com", "l".repeat(70));
+    for (i, (san, shown)) in [
+        ("DNS:exa mple.com", "exa mple.com"),
+        ("DNS:a..b.example", "a..b.example"),
+        ("DNS:*.*.example", "*.*.example"),
+        ("DNS:-bad-.com", "-bad-.com"),
+        (&format!("DNS:{long_label}")[..], &long_label[..]),
+        ("DNS:xn--zz.example", "xn--zz.example"),
+        ("URI:not a uri", "not a uri"),
+        ("URI:nocolon", "nocolon"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (pem, _) = make_csr(
+            tmp,
+            &format!("odd{i}"),
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            &format!("/CN=odd{i}"),
+            Some(san),
+        );
+        let p = imp(&pem).problem(400, "invalid_csr");
+        assert!(p["detail"].as_str().unwrap().contains(shown), "{san}: {p}");
+    }
     // 1,000 SANs.
     let many: Vec<String> = (0..1000).map(|i| format!("DNS:n{i}.iot.example")).collect();
     let cnf = tmp.join("many.cnf");

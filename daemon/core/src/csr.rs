@@ -175,6 +175,117 @@ fn collect_names(out: &mut ParsedCsr, names: Vec<GeneralName>) -> Result<()> {
     Ok(())
 }
 
+/// What the reviewed CSR workflow copies into a certificate must be fit for one: every SAN DNS
+/// name valid ([`crate::role::normalize_dns_name`]: LDH labels, valid A-labels, a wildcard only
+/// as a whole leftmost label), every URI of the form `scheme://authority…`, and the subject's
+/// attributes within RFC 5280's upper bounds (Appendix A: CN, O, OU and serialNumber at most 64
+/// characters, L and ST 128, C two letters), as readable strings without control characters.
+/// Role-based signing needs none of this: the role's checks take the names apart, and the subject
+/// is rebuilt from the CN.
+///
+/// # Errors
+/// `invalid_csr` naming the value and the rule.
+pub fn check_for_workflow(csr: &ParsedCsr) -> Result<()> {
+    for d in &csr.dns {
+        crate::role::normalize_dns_name(d)
+            .map_err(|e| bad(format!("subjectAltName dNSName: {e}")))?;
+    }
+    for u in &csr.uris {
+        check_uri(u).map_err(|why| bad(format!("subjectAltName URI {u:?} {why}")))?;
+    }
+    check_subject(&csr.subject)
+}
+
+/// RFC 5280 §4.2.1.6: an absolute URI (RFC 3986 §4.3), a scheme and a scheme-specific part,
+/// in ASCII without whitespace or controls (`urn:…` as well as `spiffe://…`).
+fn check_uri(u: &str) -> std::result::Result<(), &'static str> {
+    if !u.is_ascii()
+        || u.chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return Err("is not ASCII without whitespace or control characters");
+    }
+    let Some((scheme, rest)) = u.split_once(':') else {
+        return Err("has no scheme");
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Err("has an invalid scheme");
+    }
+    if rest.is_empty() || rest == "//" {
+        return Err("has no scheme-specific part");
+    }
+    if u.contains('#') {
+        return Err("has a fragment, which an absolute URI has not");
+    }
+    Ok(())
+}
+
+fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
+    use const_oid::db::rfc4519;
+    let bounds = [
+        (rfc4519::CN, "CN", 64),
+        (rfc4519::O, "O", 64),
+        (rfc4519::OU, "OU", 64),
+        (rfc4519::SERIAL_NUMBER, "serialNumber", 64),
+        (rfc4519::L, "L", 128),
+        (rfc4519::ST, "ST", 128),
+        (rfc4519::C, "C", 2),
+    ];
+    for atv in subject.0.iter().flat_map(|rdn| rdn.0.iter()) {
+        let Some((_, label, max)) = bounds.iter().find(|(oid, _, _)| *oid == atv.oid) else {
+            continue;
+        };
+        let value = attribute_text(&atv.value).ok_or_else(|| {
+            bad(format!(
+                "the subject's {label} is not a UTF8String, PrintableString or IA5String"
+            ))
+        })?;
+        let shown: String = value.chars().take(80).collect();
+        if value.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "the subject's {label} {shown:?} contains control characters"
+            )));
+        }
+        let len = value.chars().count();
+        if *label == "C" {
+            if len != 2 || !value.chars().all(|c| c.is_ascii_alphabetic()) {
+                return Err(bad(format!(
+                    "the subject's C {shown:?} is not a two-letter country code (ISO 3166)"
+                )));
+            }
+        } else if len == 0 || len > *max {
+            return Err(bad(format!(
+                "the subject's {label} has {len} characters; 1 to {max} are allowed \
+                 (RFC 5280 Appendix A)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn attribute_text(value: &der::Any) -> Option<String> {
+    use der::asn1::{Ia5StringRef, PrintableStringRef};
+    value
+        .decode_as::<String>()
+        .ok()
+        .or_else(|| {
+            value
+                .decode_as::<PrintableStringRef<'_>>()
+                .ok()
+                .map(|s| s.to_string())
+        })
+        .or_else(|| {
+            value
+                .decode_as::<Ia5StringRef<'_>>()
+                .ok()
+                .map(|s| s.to_string())
+        })
+}
+
 /// Classifies a public key.
 ///
 /// # Errors
@@ -239,6 +350,30 @@ mod tests {
         });
         rx.recv_timeout(Duration::from_secs(5))
             .expect("returns within 5 s (no endless loop)")
+    }
+
+    /// Subjects openssl itself refuses to write (it knows the bounds) but other tools do not.
+    #[test]
+    fn the_workflow_refuses_subjects_outside_rfc_5280_bounds() {
+        let token = SoftToken::new();
+        let key = token.generate(KeySpec::EcP256, "k").unwrap();
+        let check = |subject: &str| {
+            let name: x509_cert::name::Name = subject.parse().unwrap();
+            let pem = crate::sign::build_csr(&name, key.as_ref()).unwrap();
+            check_for_workflow(&parse_pem(&pem).unwrap())
+        };
+        assert!(check("CN=ok.example,O=Example,C=NL").is_ok());
+        let long_o = format!("CN=a.example,O={}", "o".repeat(300));
+        for (subject, says) in [
+            (&long_o[..], "O has 300 characters"),
+            ("CN=a.example,C=ZZZ", "two-letter"),
+            ("CN=a.example,C=1A", "two-letter"),
+            ("CN=a.example,L=", "L has 0 characters"),
+        ] {
+            let e = check(subject).unwrap_err();
+            assert_eq!(e.code(), "invalid_csr");
+            assert!(e.to_string().contains(says), "{subject}: {e}");
+        }
     }
 
     #[test]
