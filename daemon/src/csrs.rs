@@ -390,7 +390,7 @@ pub async fn sign(
                 "csr.signed",
                 Some(&i),
                 &at,
-                &serde_json::json!({"id": i, "ca_id": ca, "serial": serial}).to_string(),
+                &serde_json::json!({"id": i, "ca_id": ca, "serial": scaivault_core::serial::api_form(serial)}).to_string(),
             )?;
             tx.append_audit(&rec).map(|_| ())
         })),

@@ -618,7 +618,7 @@ impl StoreJob {
             }
             let at = time_util::rfc3339(time_util::now());
             let data = serde_json::json!({
-                "ca_id": row.issuer_ca_id, "serial": row.serial, "role": row.role,
+                "ca_id": row.issuer_ca_id, "serial": scaivault_core::serial::api_form(&row.serial), "role": row.role,
                 "common_name": row.common_name, "not_after": row.not_after,
             })
             .to_string();

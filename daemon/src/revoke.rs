@@ -85,7 +85,7 @@ pub async fn revoke(
             ca_row.status = "retired".into();
             tx.update_ca(&ca_row)?;
         }
-        let data = serde_json::json!({"serial": k, "ca_id": row.issuer_ca_id, "reason": r, "revoked_at": a}).to_string();
+        let data = serde_json::json!({"serial": scaivault_core::serial::api_form(&k), "ca_id": row.issuer_ca_id, "reason": r, "revoked_at": a}).to_string();
         tx.insert_event(&t, "certificate.revoked", Some(&k), &a, &data)?;
         tx.append_audit(&rec)?;
         if let Ok(mut s) = slot.lock() {

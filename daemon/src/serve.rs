@@ -177,7 +177,7 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
                     ),
                 })?;
                 let data = serde_json::json!({
-                    "serial": serial, "ca_id": ca, "reason": "cessation_of_operation",
+                    "serial": scaivault_core::serial::api_form(serial), "ca_id": ca, "reason": "cessation_of_operation",
                     "revoked_at": now, "unfinished": true,
                 })
                 .to_string();

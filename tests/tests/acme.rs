@@ -528,7 +528,13 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     // certificate.expiring: once per version (both are inside `expiring_within`).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let versions: Vec<i64> = events(&d, "certificate.expiring", &id)
+        let expiring = events(&d, "certificate.expiring", &id);
+        for e in &expiring {
+            // The keys of certificate.renewed: managed_certificate_id and serial.
+            assert_eq!(e["data"]["managed_certificate_id"], id.as_str(), "{e}");
+            assert!(e["data"]["serial"].as_str().unwrap().contains(':'), "{e}");
+        }
+        let versions: Vec<i64> = expiring
             .iter()
             .map(|e| e["data"]["version"].as_i64().unwrap())
             .collect();
@@ -742,6 +748,29 @@ fn bad_input_gets_problems_with_stable_codes() {
     let account = register(&d, &p, "pebble");
     post("/v1/pki/acme/accounts", json!({"name": "pebble", "provider": "custom", "directory_url": p.directory_url, "directory_ca_pem": p.tls_ca_pem}))
         .problem(409, "acme_account_name_taken");
+    // directory_ca_pem holds certificates and nothing else: a private key pasted with them is
+    // refused (and so never stored or shown); notes around the certificates are dropped.
+    let with_key = format!(
+        "{}-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n",
+        p.tls_ca_pem
+    );
+    let prob = post("/v1/pki/acme/accounts", json!({"name": "keyed", "provider": "custom", "directory_url": p.directory_url, "directory_ca_pem": with_key}))
+        .problem(400, "invalid_directory_ca");
+    assert!(!prob.to_string().contains("MIGHAgEA"), "{prob}");
+    let noted = post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "noted", "provider": "custom", "directory_url": p.directory_url, "directory_ca_pem": format!("# pebble's TLS root\n{}", p.tls_ca_pem)}),
+    );
+    assert_eq!(noted.status, 201, "{}", noted.text());
+    let stored = noted.json()["directory_ca_pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stored.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{stored}"
+    );
+    assert!(!stored.contains('#'), "{stored}");
     d.get("/v1/pki/acme/accounts/acme_0000")
         .problem(404, "acme_account_not_found");
 
@@ -753,6 +782,11 @@ fn bad_input_gets_problems_with_stable_codes() {
         .problem(400, "invalid_domain");
     issue(json!({"account_id": account, "domains": [], "challenge_type": "http-01"}))
         .problem(400, "invalid_domain");
+    // IP addresses, a numeric top label and a broken A-label are not DNS names to order.
+    for bad in ["127.0.0.1", "::1", "a.b.123", "xn--zz.example.test"] {
+        issue(json!({"account_id": account, "domains": [bad], "challenge_type": "http-01"}))
+            .problem(400, "invalid_domain");
+    }
     issue(json!({"account_id": account, "domains": ["a.example.test", "A.example.test"], "challenge_type": "http-01"}))
         .problem(400, "duplicate_domain");
     issue(

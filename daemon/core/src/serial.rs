@@ -102,6 +102,12 @@ impl Serial {
     }
 }
 
+/// A stored serial key (uppercase hex) in the API form (`1A:2B:3C`); anything that is not a serial
+/// comes back unchanged.
+pub fn api_form(key: &str) -> String {
+    Serial::parse(key).map_or_else(|_| key.to_owned(), |s| s.to_string())
+}
+
 impl std::fmt::Display for Serial {
     /// Uppercase hex pairs joined by `:` (`1A:2B:3C`), the API form.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

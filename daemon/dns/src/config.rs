@@ -69,6 +69,20 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| invalid(key, "is required"))
     }
 
+    /// A required credential that goes into an HTTP header or a signature: printable ASCII
+    /// without spaces (surrounding whitespace is trimmed). Checked here, at creation, so that a
+    /// pasted `\r\n` or NUL is refused with the key's name instead of failing every order.
+    pub(crate) fn req_credential(&mut self, key: &'static str) -> Result<&'a str, DnsError> {
+        let v = self.req_str(key)?.trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                key,
+                "must be printable ASCII without spaces or control characters",
+            ));
+        }
+        Ok(v)
+    }
+
     /// An optional `http://` or `https://` URL, returned without a trailing `/`.
     pub(crate) fn opt_url(&mut self, key: &'static str) -> Result<Option<String>, DnsError> {
         let Some(s) = self.opt_str(key)? else {

@@ -266,3 +266,27 @@ fn common_options() {
         );
     }
 }
+
+/// Credentials that go into a header or a signature: a pasted CR/LF, NUL or space is refused at
+/// creation, naming the key and not the value, instead of failing every order later.
+#[test]
+fn credentials_with_control_characters_are_refused_at_creation() {
+    for (kind, key) in [
+        ("powerdns", "api_key"),
+        ("route53", "secret_access_key"),
+        ("cloudflare", "api_token"),
+    ] {
+        for bad in ["SECRETX\r\nX-Evil: 1", "SECRETX\u{0}", "two SECRETX"] {
+            let mut cfg = good(kind);
+            cfg[key] = json!(bad);
+            let err = scaivault_dns::validate(kind, &cfg).unwrap_err();
+            assert_eq!(err.code(), "dns_provider_invalid_config", "{kind} {bad:?}");
+            assert!(!err.to_string().contains("SECRETX"), "{kind}: {err}");
+            assert_eq!(
+                field_of(scaivault_dns::validate(kind, &cfg)),
+                key,
+                "{kind} {bad:?}"
+            );
+        }
+    }
+}

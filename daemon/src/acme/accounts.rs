@@ -162,6 +162,11 @@ pub async fn create(
     input: NewAccountInput,
 ) -> Result<AcmeAccountRow, ApiError> {
     let c = check(&input)?;
+    let directory_ca_pem = input
+        .directory_ca_pem
+        .as_deref()
+        .map(super::client::normalize_directory_ca)
+        .transpose()?;
     let (t, n) = (caller.tenant_id.clone(), input.name.clone());
     if app
         .db(move |s| Ok(s.read(|tx| tx.acme_account_name_taken(&t, &n))?))
@@ -183,7 +188,7 @@ pub async fn create(
     // `create` consumes its builder, so each badNonce retry starts from a fresh one.
     let mut attempt = 0u32;
     let (account, creds) = loop {
-        let builder = account_builder(input.directory_ca_pem.as_deref())?;
+        let builder = account_builder(directory_ca_pem.as_deref())?;
         match builder
             .create(&new, c.directory_url.clone(), eab.as_ref())
             .await
@@ -203,7 +208,7 @@ pub async fn create(
         environment: c.environment,
         directory_url: c.directory_url,
         email: c.email,
-        directory_ca_pem: input.directory_ca_pem.clone(),
+        directory_ca_pem,
         account_url: account.id().to_owned(),
         eab_kid: input.eab_kid.clone(),
         status: "valid".into(),

@@ -32,7 +32,9 @@ fn not_found() -> ApiError {
     ApiError::not_found("acme_certificate_not_found", "managed certificate")
 }
 
-/// Checks one DNS name (RFC 1035 preferred syntax, lower-cased, optional leading `*.`).
+/// Checks one DNS name (RFC 1035 preferred syntax, lower-cased, optional leading `*.`; not an IP
+/// address, no numeric top label, valid A-labels: the checks role names get, see
+/// [`scaivault_core::role::normalize_dns_name`]).
 fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
     let bad = |why: &str| {
         ApiError::bad_request(
@@ -40,6 +42,11 @@ fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
             format!("domain {d:?} is not valid: {why}"),
         )
     };
+    if d.trim_end_matches('.').parse::<std::net::IpAddr>().is_ok() {
+        return Err(bad(
+            "it is an IP address; the ACME client orders DNS names only",
+        ));
+    }
     let name = d.trim_end_matches('.').to_ascii_lowercase();
     let (wild, base) = match name.strip_prefix("*.") {
         Some(b) => (true, b),
@@ -68,6 +75,10 @@ fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
             return Err(bad("labels are 1-63 letters, digits or inner hyphens"));
         }
     }
+    // The rest of the role checks: a numeric top label reads as an IP address, and `xn--`
+    // labels must be valid IDNA A-labels.
+    scaivault_core::role::normalize_dns_name(&name)
+        .map_err(|e| ApiError::bad_request("invalid_domain", format!("domain {e}")))?;
     Ok(name)
 }
 

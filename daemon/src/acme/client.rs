@@ -7,6 +7,37 @@ use bytes::Bytes;
 use instant_acme::{Account, AccountBuilder, BodyWrapper, BytesResponse, HttpClient};
 use std::sync::Arc;
 
+/// `directory_ca_pem` as stored: its certificates only, each re-encoded, so that whatever else
+/// the text held (a private key pasted by mistake, notes) is neither kept nor shown again.
+///
+/// # Errors
+/// `400 invalid_directory_ca` for a PEM block that is not a certificate, a certificate that does
+/// not decode, or no certificate at all.
+pub fn normalize_directory_ca(pem: &str) -> Result<String, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_directory_ca", m);
+    let other = pem
+        .match_indices("-----BEGIN ")
+        .filter_map(|(i, _)| pem[i + 11..].split_once("-----").map(|(label, _)| label))
+        .find(|label| *label != "CERTIFICATE");
+    if let Some(label) = other {
+        let shown: String = label.chars().take(40).collect();
+        return Err(bad(format!(
+            "directory_ca_pem may hold only CERTIFICATE blocks, not a {shown:?} block"
+        )));
+    }
+    let blocks = scaivault_core::validate::pem_blocks(pem, "CERTIFICATE").map_err(bad)?;
+    if blocks.is_empty() {
+        return Err(bad("directory_ca_pem holds no certificate".into()));
+    }
+    let mut out = String::new();
+    for (i, der) in blocks.iter().enumerate() {
+        scaivault_core::pem::from_der(der)
+            .map_err(|e| bad(format!("certificate {} does not decode: {e}", i + 1)))?;
+        out.push_str(&scaivault_core::pem::certificate(der).map_err(ApiError::internal)?);
+    }
+    Ok(out)
+}
+
 /// An account builder for a directory, trusting `ca_pem`'s certificates when given.
 ///
 /// # Errors

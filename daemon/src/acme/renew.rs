@@ -58,7 +58,7 @@ async fn fire_expiring(app: &App) {
                 let now = time_util::rfc3339(time_util::now());
                 for (id, tenant, version, serial, not_after) in &rows {
                     let data = serde_json::json!({
-                        "id": id, "version": version, "serial_number": serial,
+                        "managed_certificate_id": id, "version": version, "serial": serial,
                         "not_after": not_after,
                     })
                     .to_string();

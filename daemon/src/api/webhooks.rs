@@ -97,6 +97,7 @@ fn delivery_view(d: WebhookDeliveryRow) -> DeliveryResponse {
 #[derive(Debug, Serialize)]
 struct DeliveryList {
     items: Vec<DeliveryResponse>,
+    next_cursor: Option<String>,
 }
 
 #[post("/v1/webhooks", data = "<body>")]
@@ -155,18 +156,20 @@ async fn remove(app: &State<App>, caller: Caller, id: &str) -> Result<Status, Ap
     Ok(Status::NoContent)
 }
 
-#[get("/v1/webhooks/<id>/deliveries?<limit>")]
+#[get("/v1/webhooks/<id>/deliveries?<limit>&<cursor>")]
 async fn deliveries(
     app: &State<App>,
     caller: Caller,
     id: &str,
     limit: Option<&str>,
+    cursor: Option<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     app.require(&caller, Perm::WebhookAdmin, "webhook.read")
         .await?;
     let limit = page_limit(app, limit)?;
-    let rows = webhooks::deliveries(app, &caller.tenant_id, id, limit).await?;
+    let page = webhooks::deliveries(app, &caller.tenant_id, id, cursor, limit).await?;
     Ok(Json(DeliveryList {
-        items: rows.into_iter().map(delivery_view).collect(),
+        items: page.items.into_iter().map(delivery_view).collect(),
+        next_cursor: page.next_cursor,
     }))
 }

@@ -247,24 +247,28 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), ApiError
     Ok(())
 }
 
-/// The webhook's most recent deliveries, newest first.
+/// A page of the webhook's deliveries, newest first (`cursor` from the previous page).
 ///
 /// # Errors
-/// `404 webhook_not_found`.
+/// `404 webhook_not_found`; `400 invalid_cursor`.
 pub async fn deliveries(
     app: &App,
     tenant_id: &str,
     id: &str,
+    cursor: Option<String>,
     limit: usize,
-) -> Result<Vec<WebhookDeliveryRow>, ApiError> {
+) -> Result<scaivault_store::Page<WebhookDeliveryRow>, ApiError> {
     let (t, i) = (tenant_id.to_owned(), id.to_owned());
     app.db(move |s| {
         s.read(|tx| {
             tx.get_webhook(&t, &i)?;
-            tx.recent_deliveries(&i, limit)
+            tx.recent_deliveries(&i, cursor.as_deref(), limit)
         })
         .map_err(|e| match e {
             scaivault_store::Error::NotFound => not_found(),
+            scaivault_store::Error::Conflict(_) => {
+                ApiError::bad_request("invalid_cursor", "cursor is not valid")
+            }
             other => ApiError::from(other),
         })
     })

@@ -51,7 +51,7 @@ pub(crate) fn parse(f: &mut Fields<'_>) -> Result<Box<dyn DnsProvider>, DnsError
         .unwrap_or(&base)
         .trim_end_matches('/')
         .to_string();
-    let api_key = f.req_str("api_key")?.to_string();
+    let api_key = f.req_credential("api_key")?.to_string();
     let server_id = f.opt_str("server_id")?.unwrap_or("localhost").to_string();
     if server_id.contains('/') {
         return Err(invalid("server_id", "must not contain `/`"));

@@ -64,7 +64,7 @@ pub(crate) fn parse(f: &mut Fields<'_>) -> Result<Box<dyn DnsProvider>, DnsError
     if !access_key_id.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(invalid("access_key_id", "must be letters and digits"));
     }
-    let secret_access_key = Zeroizing::new(f.req_str("secret_access_key")?.trim().to_string());
+    let secret_access_key = Zeroizing::new(f.req_credential("secret_access_key")?.to_string());
     let region = f.req_str("region")?.trim().to_string();
     if !region
         .chars()

@@ -278,26 +278,33 @@ impl Tx<'_> {
         Ok(n > 0)
     }
 
-    /// The webhook's most recent deliveries, newest first.
+    /// A page of the webhook's deliveries, newest first; `cursor` continues below the last one
+    /// of the previous page.
     ///
     /// # Errors
-    /// SQL failures.
+    /// SQL failures; [`crate::Error::Conflict`] for a malformed cursor.
     pub fn recent_deliveries(
         &self,
         webhook_id: &str,
+        cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<WebhookDeliveryRow>> {
+    ) -> Result<Page<WebhookDeliveryRow>> {
+        let before = match super::parse_cursor(cursor)? {
+            0 => i64::MAX,
+            seq => seq,
+        };
         let mut st = self.tx.prepare_cached(&format!(
-            "SELECT {DCOLS} FROM webhook_deliveries WHERE webhook_id = ?1 \
-             ORDER BY event_seq DESC LIMIT ?2"
+            "SELECT {DCOLS} FROM webhook_deliveries WHERE webhook_id = ?1 AND event_seq < ?2 \
+             ORDER BY event_seq DESC LIMIT ?3"
         ))?;
         let rows = st
             .query_map(
-                params![webhook_id, i64::try_from(limit).unwrap_or(100)],
+                params![webhook_id, before, super::limit_plus_one(limit)],
                 delivery,
             )?
+            .map(|r| r.map(|d| (d.event_seq, d)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(rows)
+        Ok(super::page(rows, limit))
     }
 }
 
@@ -387,10 +394,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(next.id, "whd_4");
-        assert_eq!(
-            s.read(|tx| tx.recent_deliveries("wh_1", 10)).unwrap().len(),
-            2
-        );
+        let all = s.read(|tx| tx.recent_deliveries("wh_1", None, 10)).unwrap();
+        assert_eq!(all.items.len(), 2);
+        assert!(all.next_cursor.is_none());
+        // One per page, newest first, then the older one, then the end.
+        let p1 = s.read(|tx| tx.recent_deliveries("wh_1", None, 1)).unwrap();
+        assert_eq!(p1.items[0].id, "whd_4");
+        let p2 = s
+            .read(|tx| tx.recent_deliveries("wh_1", p1.next_cursor.as_deref(), 1))
+            .unwrap();
+        assert_eq!(p2.items[0].id, "whd_3");
+        assert!(p2.next_cursor.is_none(), "the oldest one ends the list");
+        assert!(matches!(
+            s.read(|tx| tx.recent_deliveries("wh_1", Some("abc"), 1)),
+            Err(crate::Error::Conflict(_))
+        ));
         s.write(|tx| tx.delete_webhook("tn_a", "wh_1")).unwrap();
         assert!(!s.write(|tx| tx.update_delivery(&next)).unwrap());
         assert!(s.read(|tx| tx.all_webhooks()).unwrap().is_empty());
