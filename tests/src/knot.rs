@@ -102,6 +102,31 @@ impl Knot {
         })
     }
 
+    /// The TXT values the zone holds now (read through `knotc zone-read`).
+    pub fn txt_values(&self) -> Vec<String> {
+        let knotc = ["/usr/sbin/knotc", "/usr/bin/knotc"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("knotc (apt-get install knot)");
+        let out = Command::new(knotc)
+            .arg("-s")
+            .arg(self.dir.path().join("knot.sock"))
+            .args(["zone-read", &format!("{}.", self.zone)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "knotc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" TXT "))
+            .filter_map(|l| l.rsplit(' ').next())
+            .map(|v| v.trim_matches('"').to_owned())
+            .collect()
+    }
+
     /// knotd's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("knotd.log")).unwrap_or_default()

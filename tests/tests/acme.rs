@@ -920,3 +920,82 @@ fn external_account_binding_is_sent_when_the_ca_requires_it() {
     );
     assert_eq!(settled(&d, &id, 60)["status"], "valid");
 }
+
+/// A dns-01 record written just before the daemon was killed is withdrawn by the next order of
+/// the same certificate (the restarted one): noted before it is written, forgotten only once it
+/// is withdrawn. The propagation check asks a second Knot serving the same zone, which never sees
+/// the record, so the order is still waiting when the daemon dies.
+#[test]
+fn a_dns01_record_left_by_a_killed_daemon_is_withdrawn_by_the_next_order() {
+    let knot = Knot::start("kill.test");
+    let blind = Knot::start("kill.test");
+    let (http, tls) = (free_port(), free_port());
+    let mut opts = PebbleOptions::new(http, tls);
+    opts.dns_server = Some(knot.addr);
+    let p = Pebble::start(&opts);
+    let mut d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble-kill");
+    let mut config = knot.rfc2136_config();
+    config["resolvers"] = json!([blind.addr.to_string()]);
+    config["propagation_timeout"] = json!("30s");
+    let r = d.post(
+        "/v1/pki/acme/dns-providers",
+        &json!({"name": "knot", "type": "rfc2136", "config": config}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let provider = r.json()["id"].as_str().unwrap().to_owned();
+    let r = d.post(
+        "/v1/pki/acme/issue",
+        &json!({"account_id": account, "domains": ["www.kill.test"], "challenge_type": "dns-01",
+                "dns_provider_id": provider}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(v) = knot.txt_values().into_iter().next() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TXT record written: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    d.kill();
+    assert_eq!(
+        knot.txt_values(),
+        vec![first.clone()],
+        "left behind by the kill"
+    );
+    let d = Daemon::start_in(d.into_dir());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while knot.txt_values().contains(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the leftover record was not withdrawn: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        d.log_text()
+            .contains("withdrew a dns-01 record an earlier order left behind"),
+        "{}",
+        d.log_text()
+    );
+    // The restarted order's own record is withdrawn when it ends, and nothing stays noted.
+    let v = settled(&d, &id, 90);
+    assert_eq!(v["status"], "failed", "{v}");
+    wait_cleaned_up("rfc2136", || knot.txt_values().is_empty());
+    if !scaivault_tests::pg::enabled() {
+        let db = d.data().join("scaivault.db");
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT count(*) FROM acme_dns_records")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    }
+}

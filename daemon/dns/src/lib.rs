@@ -127,18 +127,45 @@ pub async fn present_and_wait(
     domain: &str,
     value: &str,
 ) -> Result<Presented, DnsError> {
+    let presented = target(opts, domain, value).await?;
+    present_at_and_wait(provider, opts, &presented).await?;
+    Ok(presented)
+}
+
+/// The first half of [`present_and_wait`]: where the record for `domain` goes (CNAMEs at
+/// `_acme-challenge.<domain>` followed), without writing anything — so that a caller can note it
+/// before it exists, and withdraw it after a crash.
+///
+/// # Errors
+/// An invalid domain; a CNAME loop or chain over 8; lookup failures.
+pub async fn target(opts: &Options, domain: &str, value: &str) -> Result<Presented, DnsError> {
     let domain = domain.trim_start_matches("*.").trim_end_matches('.');
     let start = dns::name(&format!("_acme-challenge.{domain}"))
         .map_err(|e| DnsError::Provider(format!("invalid domain: {e}")))?;
     let lookup = propagation::lookup_servers(&opts.resolvers)?;
     let target = propagation::follow_cname(&lookup, start).await?;
-    let presented = Presented {
+    Ok(Presented {
         fqdn: target.to_ascii(),
         value: value.to_string(),
-    };
+    })
+}
+
+/// The second half of [`present_and_wait`]: writes `presented` and waits until it is served
+/// (removing it again, best effort, when the wait fails).
+///
+/// # Errors
+/// The provider's; [`DnsError::PropagationTimeout`].
+pub async fn present_at_and_wait(
+    provider: &dyn DnsProvider,
+    opts: &Options,
+    presented: &Presented,
+) -> Result<(), DnsError> {
+    let value = presented.value.as_str();
+    let target = dns::name(&presented.fqdn)
+        .map_err(|e| DnsError::Provider(format!("invalid record name: {e}")))?;
     provider.present(&presented.fqdn, value).await?;
     if opts.propagation_timeout.is_zero() {
-        return Ok(presented);
+        return Ok(());
     }
     let waited = match propagation::check_servers(&opts.resolvers, &target).await {
         Ok((servers, recursion)) => {
@@ -153,14 +180,12 @@ pub async fn present_and_wait(
         }
         Err(e) => Err(e),
     };
-    match waited {
-        Ok(()) => Ok(presented),
-        Err(e) => {
-            // The caller has no `Presented` to clean up with: do it here.
-            let _ = provider.cleanup(&presented.fqdn, value).await;
-            Err(e)
-        }
+    if waited.is_err() {
+        // Not served: withdrawn here, so that callers of `present_and_wait` (which get no
+        // `Presented` on failure) leave nothing behind.
+        let _ = provider.cleanup(&presented.fqdn, value).await;
     }
+    waited
 }
 
 /// Removes a record made by [`present_and_wait`].

@@ -37,11 +37,13 @@ pub struct Issued {
 struct Provisioned {
     http: Vec<String>,
     tls: Vec<String>,
-    dns: Vec<scaivault_dns::Presented>,
+    /// dns-01 records with the id of their note in `acme_dns_records`.
+    dns: Vec<(String, scaivault_dns::Presented)>,
 }
 
 /// The dns-01 provider of a managed certificate.
 struct Dns {
+    id: String,
     provider: Box<dyn scaivault_dns::DnsProvider>,
     options: scaivault_dns::Options,
 }
@@ -50,7 +52,11 @@ async fn dns_provider(app: &App, mc: &ManagedCertRow) -> Result<Option<Dns>, Str
     let Some(pid) = &mc.dns_provider_id else {
         return Ok(None);
     };
-    let row = providers::get(app, &mc.tenant_id, pid)
+    load_dns(app, &mc.tenant_id, pid).await.map(Some)
+}
+
+async fn load_dns(app: &App, tenant_id: &str, provider_id: &str) -> Result<Dns, String> {
+    let row = providers::get(app, tenant_id, provider_id)
         .await
         .map_err(|e| e.detail)?;
     let cfg = providers::full_config(app, &row)
@@ -58,7 +64,62 @@ async fn dns_provider(app: &App, mc: &ManagedCertRow) -> Result<Option<Dns>, Str
         .map_err(|e| e.detail)?;
     let provider = scaivault_dns::build(&row.kind, &cfg).map_err(|e| e.to_string())?;
     let options = scaivault_dns::options(&cfg).map_err(|e| e.to_string())?;
-    Ok(Some(Dns { provider, options }))
+    Ok(Dns {
+        id: provider_id.to_owned(),
+        provider,
+        options,
+    })
+}
+
+/// Withdraws the dns-01 records an earlier order of `mc` noted and did not withdraw (it was
+/// killed, or the provider failed then): each is removed at its provider, then forgotten. One that
+/// still cannot be removed stays noted for the next order; one whose provider is gone is
+/// forgotten with a warning.
+async fn withdraw_leftovers(app: &App, mc: &ManagedCertRow) {
+    let id = mc.id.clone();
+    let Ok(rows) = app
+        .db(move |s| Ok(s.read(|tx| tx.dns_records_of(&id))?))
+        .await
+    else {
+        return;
+    };
+    for r in rows {
+        let gone = match load_dns(app, &mc.tenant_id, &r.dns_provider_id).await {
+            Ok(d) => {
+                let p = scaivault_dns::Presented {
+                    fqdn: r.fqdn.clone(),
+                    value: r.value.clone(),
+                };
+                match scaivault_dns::cleanup(d.provider.as_ref(), &p).await {
+                    Ok(()) => {
+                        tracing::info!(mc = %mc.id, record = %r.fqdn, "withdrew a dns-01 record an earlier order left behind");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(mc = %mc.id, record = %r.fqdn, error = %e, "a dns-01 record an earlier order left behind could not be withdrawn; next order tries again");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(mc = %mc.id, record = %r.fqdn, error = %e, "the DNS provider of a leftover dns-01 record is gone: forgotten");
+                true
+            }
+        };
+        if gone {
+            forget_dns_record(app, &r.id).await;
+        }
+    }
+}
+
+async fn forget_dns_record(app: &App, id: &str) {
+    let id = id.to_owned();
+    let res = app
+        .db(move |s| Ok(s.write(|tx| tx.delete_dns_record(&id))?))
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "a withdrawn dns-01 record stays noted (the next order withdraws it again)");
+    }
 }
 
 /// Runs one order to the end; `Err` is the message for `last_error`.
@@ -82,6 +143,7 @@ pub async fn run(app: &App, mc: &ManagedCertRow, budget: Duration) -> Result<Iss
         "tls-alpn-01" => ChallengeType::TlsAlpn01,
         _ => ChallengeType::Dns01,
     };
+    withdraw_leftovers(app, mc).await;
     let dns = if challenge == ChallengeType::Dns01 {
         dns_provider(app, mc).await?
     } else {
@@ -115,7 +177,15 @@ pub async fn run(app: &App, mc: &ManagedCertRow, budget: Duration) -> Result<Iss
     let mut provisioned = Provisioned::default();
     let result = async {
         fetch_authorizations(&mut order).await?;
-        provision(app, &mut order, &challenge, dns.as_ref(), &mut provisioned).await?;
+        provision(
+            app,
+            mc,
+            &mut order,
+            &challenge,
+            dns.as_ref(),
+            &mut provisioned,
+        )
+        .await?;
         let status = poll(&mut order, deadline, |o, p| Box::pin(o.poll_ready(p))).await?;
         if status == OrderStatus::Invalid {
             return Err(invalid_reason(&mut order).await);
@@ -150,6 +220,7 @@ async fn fetch_authorizations(order: &mut Order) -> Result<(), String> {
 
 async fn provision(
     app: &App,
+    mc: &ManagedCertRow,
     order: &mut Order,
     challenge: &ChallengeType,
     dns: Option<&Dns>,
@@ -188,15 +259,32 @@ async fn provision(
             }
             _ => {
                 let d = dns.ok_or("dns-01 needs a DNS provider")?;
-                let presented = scaivault_dns::present_and_wait(
-                    d.provider.as_ref(),
-                    &d.options,
-                    &domain,
-                    &key_auth.dns_value(),
-                )
-                .await
-                .map_err(|e| format!("dns-01 for {name}: {e}"))?;
-                done.dns.push(presented);
+                let presented = scaivault_dns::target(&d.options, &domain, &key_auth.dns_value())
+                    .await
+                    .map_err(|e| format!("dns-01 for {name}: {e}"))?;
+                // Noted before it is written: a crash from here on leaves a note the next order
+                // of this certificate withdraws the record by.
+                let note = scaivault_store::DnsRecordRow {
+                    id: scaivault_core::ids::new_id("dnsrec"),
+                    managed_cert_id: mc.id.clone(),
+                    dns_provider_id: d.id.clone(),
+                    fqdn: presented.fqdn.clone(),
+                    value: presented.value.clone(),
+                    created_at: time_util::rfc3339(time_util::now()),
+                };
+                let noted = note.clone();
+                app.db(move |s| Ok(s.write(|tx| tx.insert_dns_record(&noted))?))
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "dns-01 for {name}: the record could not be noted: {}",
+                            e.detail
+                        )
+                    })?;
+                done.dns.push((note.id, presented.clone()));
+                scaivault_dns::present_at_and_wait(d.provider.as_ref(), &d.options, &presented)
+                    .await
+                    .map_err(|e| format!("dns-01 for {name}: {e}"))?;
             }
         }
         nonce_retry!(ch.set_ready()).map_err(|e| ca_detail(&e))?;
@@ -260,9 +348,12 @@ async fn unprovision(app: &App, dns: Option<&Dns>, done: Provisioned) {
     }
     unshare(app, &done).await;
     if let Some(d) = dns {
-        for p in &done.dns {
-            if let Err(e) = scaivault_dns::cleanup(d.provider.as_ref(), p).await {
-                tracing::warn!(record = %p.fqdn, error = %e, "dns-01 record cleanup failed");
+        for (id, p) in &done.dns {
+            match scaivault_dns::cleanup(d.provider.as_ref(), p).await {
+                Ok(()) => forget_dns_record(app, id).await,
+                Err(e) => {
+                    tracing::warn!(record = %p.fqdn, error = %e, "dns-01 record cleanup failed (the next order of this certificate tries again)");
+                }
             }
         }
     }

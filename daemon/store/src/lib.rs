@@ -65,8 +65,8 @@ pub use rows::{
     TenantRow, TokenRow, TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
 };
 pub use tx::{
-    AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, ManagedCertRow, ManagedVersionRow,
-    OcspResponseRow, Revocation, RevokedRow, Tx,
+    AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, DnsRecordRow, ManagedCertRow,
+    ManagedVersionRow, OcspResponseRow, Revocation, RevokedRow, Tx,
 };
 
 use db::Exec;
@@ -91,6 +91,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/013_acme_challenge_answers.sql"),
     include_str!("migrations/014_ocsp_responses.sql"),
     include_str!("migrations/015_no_serial_index.sql"),
+    include_str!("migrations/016_acme_dns_records.sql"),
 ];
 
 /// PostgreSQL's migrations: position `i` here is the same change as position `i` of
@@ -111,6 +112,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("migrations/pg/013_acme_challenge_answers.sql"),
     include_str!("migrations/pg/014_ocsp_responses.sql"),
     include_str!("migrations/pg/015_no_serial_index.sql"),
+    include_str!("migrations/pg/016_acme_dns_records.sql"),
 ];
 
 /// How many read connections the SQLite store keeps (WAL lets them read while a write commits).

@@ -1134,6 +1134,30 @@ fn acme_methods_run(kind: Kind) {
                 tx.challenge_answer("tls-alpn-01", "a.example")?.as_deref(),
                 Some("ab12")
             );
+            let rec = |id: &str, mc: &str, at: &str| crate::DnsRecordRow {
+                id: id.into(),
+                managed_cert_id: mc.into(),
+                dns_provider_id: "dns_1".into(),
+                fqdn: "_acme-challenge.a.example".into(),
+                value: format!("v-{id}"),
+                created_at: at.into(),
+            };
+            assert!(tx.dns_records_of("mc_1")?.is_empty());
+            tx.insert_dns_record(&rec("dnsrec_2", "mc_1", "2026-06-02T00:00:00Z"))?;
+            tx.insert_dns_record(&rec("dnsrec_1", "mc_1", "2026-06-01T00:00:00Z"))?;
+            tx.insert_dns_record(&rec("dnsrec_3", "mc_2", "2026-06-01T00:00:00Z"))?;
+            let of_1 = tx.dns_records_of("mc_1")?;
+            assert_eq!(
+                of_1,
+                vec![
+                    rec("dnsrec_1", "mc_1", "2026-06-01T00:00:00Z"),
+                    rec("dnsrec_2", "mc_1", "2026-06-02T00:00:00Z")
+                ]
+            );
+            tx.delete_dns_record("dnsrec_1")?;
+            tx.delete_dns_record("dnsrec_1")?;
+            assert_eq!(tx.dns_records_of("mc_1")?.len(), 1);
+            assert_eq!(tx.dns_records_of("mc_2")?.len(), 1);
             tx.deactivate_acme_account("tn_1", "acme_1", now)?;
             assert_eq!(tx.get_acme_account("tn_1", "acme_1")?.status, "deactivated");
             Ok(())

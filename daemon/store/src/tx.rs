@@ -13,7 +13,7 @@ mod anchors;
 mod ocsp;
 mod webhooks;
 
-pub use acme::{AcmeAccountRow, DnsProviderRow, ManagedCertRow, ManagedVersionRow};
+pub use acme::{AcmeAccountRow, DnsProviderRow, DnsRecordRow, ManagedCertRow, ManagedVersionRow};
 pub use ocsp::OcspResponseRow;
 
 /// A transaction handed to [`crate::Store::read`] / [`crate::Store::write`] closures.

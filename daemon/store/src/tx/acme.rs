@@ -64,6 +64,23 @@ pub struct DnsProviderRow {
     pub created_at: String,
 }
 
+/// A dns-01 TXT record noted before it was written at a DNS provider (migration 016).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecordRow {
+    /// `dnsrec_…`.
+    pub id: String,
+    /// The managed certificate whose order wrote it.
+    pub managed_cert_id: String,
+    /// The provider it was written through.
+    pub dns_provider_id: String,
+    /// Where (after following CNAMEs).
+    pub fqdn: String,
+    /// The TXT value.
+    pub value: String,
+    /// When it was noted (RFC 3339).
+    pub created_at: String,
+}
+
 /// A managed certificate (`mc_…`) and the state of its order in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedCertRow {
@@ -732,6 +749,64 @@ impl Tx<'_> {
             )?
             .execute(params![kind, name, value, at])?;
         Ok(())
+    }
+
+    /// Notes a dns-01 record about to be written at provider `provider_id` for managed
+    /// certificate `mc_id` (see migration 016).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn insert_dns_record(&self, r: &DnsRecordRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO acme_dns_records (id, managed_cert_id, dns_provider_id, fqdn, value, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                r.id,
+                r.managed_cert_id,
+                r.dns_provider_id,
+                r.fqdn,
+                r.value,
+                r.created_at
+            ])?;
+        Ok(())
+    }
+
+    /// Forgets a dns-01 record once it is withdrawn (nothing when there is none).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn delete_dns_record(&self, id: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM acme_dns_records WHERE id = ?1")?
+            .execute(params![id])?;
+        Ok(())
+    }
+
+    /// The dns-01 records noted for managed certificate `mc_id` and not yet withdrawn, oldest
+    /// first.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn dns_records_of(&self, mc_id: &str) -> Result<Vec<DnsRecordRow>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT id, managed_cert_id, dns_provider_id, fqdn, value, created_at \
+             FROM acme_dns_records WHERE managed_cert_id = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = st
+            .query_map(params![mc_id], |r| {
+                Ok(DnsRecordRow {
+                    id: r.get(0)?,
+                    managed_cert_id: r.get(1)?,
+                    dns_provider_id: r.get(2)?,
+                    fqdn: r.get(3)?,
+                    value: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Removes a challenge answer (nothing when there is none).
