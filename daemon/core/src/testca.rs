@@ -21,6 +21,17 @@ pub(crate) struct TestCa {
 
 /// A self-signed CA named `cn`, valid 30 days, with a `spec` key labelled `label` on `token`.
 pub(crate) fn self_signed(token: &SoftToken, spec: KeySpec, label: &str, cn: &str) -> TestCa {
+    self_signed_constrained(token, spec, label, cn, Constraints::default())
+}
+
+/// [`self_signed`] with name constraints.
+pub(crate) fn self_signed_constrained(
+    token: &SoftToken,
+    spec: KeySpec,
+    label: &str,
+    cn: &str,
+    constraints: Constraints,
+) -> TestCa {
     let key = token.generate(spec, label).unwrap();
     let alg = key.algorithm_der();
     let now = time_util::now();
@@ -36,7 +47,7 @@ pub(crate) fn self_signed(token: &SoftToken, spec: KeySpec, label: &str, cn: &st
         not_before: now,
         not_after: now + time::Duration::days(30),
         max_path_length: None,
-        constraints: Constraints::default(),
+        constraints,
     };
     let der = crate::sign::sign_certificate(
         ca_tbs(&t, None, &alg).unwrap(),

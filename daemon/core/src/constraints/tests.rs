@@ -1,14 +1,11 @@
 #![allow(clippy::unwrap_used)]
 
 use super::{LeafName, NameRules, Set};
-use crate::name::DnFields;
-use crate::profile::{ca_tbs, CaTemplate, Constraints, IpRange, LintExpect};
-use crate::serial::Serial;
-use crate::time_util;
+use crate::profile::{Constraints, IpRange};
 use der::asn1::{Ia5String, OctetString};
 use der::Encode;
 use scaivault_hsm::soft::SoftToken;
-use scaivault_hsm::{KeySpec, Token};
+use scaivault_hsm::KeySpec;
 use std::net::IpAddr;
 use x509_cert::ext::pkix::constraints::name::{GeneralSubtree, NameConstraints};
 use x509_cert::ext::pkix::name::GeneralName;
@@ -186,35 +183,8 @@ fn a_malformed_extension_permits_nothing() {
 #[test]
 fn rules_collect_from_a_chain_of_certificates() {
     let token = SoftToken::new();
-    let key = token.generate(KeySpec::EcP256, "nc").unwrap();
-    let alg = key.algorithm_der();
-    let now = time_util::now();
     let cert = |cn: &str, constraints: Constraints| {
-        let t = CaTemplate {
-            subject: DnFields {
-                common_name: cn.into(),
-                ..Default::default()
-            }
-            .to_name()
-            .unwrap(),
-            spki_der: key.public_key_der().to_vec(),
-            serial: Serial::fresh(),
-            not_before: now,
-            not_after: now + time::Duration::days(1),
-            max_path_length: None,
-            constraints,
-        };
-        let der = crate::sign::sign_certificate(
-            ca_tbs(&t, None, &alg).unwrap(),
-            LintExpect {
-                issuer: None,
-                ca: true,
-                algorithm_der: &alg,
-            },
-            key.as_ref(),
-        )
-        .unwrap();
-        crate::pem::from_der(&der).unwrap()
+        crate::testca::self_signed_constrained(&token, KeySpec::EcP256, cn, cn, constraints).cert
     };
     let upper = cert(
         "Upper",
