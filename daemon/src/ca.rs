@@ -215,6 +215,19 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
             ));
         }
     }
+    if let Some(der) = parent.as_ref().and_then(|p| p.cert_der.as_ref()) {
+        let parent_subject = pem::from_der(der)?.tbs_certificate.subject;
+        if parent_subject.to_der().ok() == subject.to_der().ok() {
+            return Err(ApiError::bad_request(
+                "invalid_subject",
+                format!(
+                    "the intermediate's subject is its parent's (\"{parent_subject}\"): such a \
+                     self-issued CA certificate would not count against the parent's path length \
+                     limit (RFC 5280 §6.1.4); give it another common name"
+                ),
+            ));
+        }
+    }
     let id = scaivault_core::ids::new_id("ca");
     app.audit(caller.record("ca.create", Some(&id), "started"))
         .await?;

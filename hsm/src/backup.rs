@@ -250,6 +250,8 @@ pub fn unwrap_private_key(target: &UnwrapTarget<'_>, kek: &[u8], wrapped: &[u8])
         Attribute::Extractable(true),
         Attribute::WrapWithTrusted(true),
         Attribute::Copyable(false),
+        // Not `CKA_MODIFIABLE = false`: SoftHSM 2.6 refuses it in an unwrap template
+        // (CKR_ATTRIBUTE_READ_ONLY), and it cannot be set afterwards.
         Attribute::Sign(true),
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),

@@ -25,6 +25,19 @@ pub enum Error {
     /// A key with that label exists already.
     #[error("a key labelled {0:?} exists already on the token")]
     DuplicateLabel(String),
+    /// A token with that label is initialised already (with its user PIN).
+    #[error("a token labelled {0:?} is initialised already")]
+    TokenExists(String),
+    /// A PIN the token cannot take (its length is outside the token's range).
+    #[error("the {which} PIN must have {min} to {max} characters")]
+    PinLength {
+        /// `SO` or `user`.
+        which: &'static str,
+        /// The token's minimum.
+        min: usize,
+        /// The token's maximum.
+        max: usize,
+    },
     /// Key type or size the crate does not support.
     #[error("unsupported key type or size: {0}")]
     UnsupportedKey(String),

@@ -1021,6 +1021,17 @@ impl Pkcs11Token {
         })
     }
 
+    /// Generates the key pair of an offline CA (a key ceremony's root): as [`Token::generate`],
+    /// but the private key is `CKA_COPYABLE = false` and `CKA_MODIFIABLE = false`, so that
+    /// nobody holding the user PIN can copy it, relabel it or widen its usage (`CKA_DERIVE`). The
+    /// daemon's own CA keys stay copyable: its signer threads sign with session copies.
+    ///
+    /// # Errors
+    /// As [`Token::generate`].
+    pub fn generate_offline(&self, spec: KeySpec, label: &str) -> Result<Arc<dyn Signer>> {
+        self.generate_with(spec, label, false, false)
+    }
+
     /// Test hook: generates a key pair whose private key has `CKA_COPYABLE = false`, so that
     /// signers must fall back to the token object.
     ///
@@ -1039,7 +1050,7 @@ impl Pkcs11Token {
     /// [`Token::generate`], but the private key is `CKA_EXTRACTABLE` together with
     /// `CKA_WRAP_WITH_TRUSTED` (so only a wrapping key the SO marked `CKA_TRUSTED` can wrap it; it
     /// stays `CKA_SENSITIVE`) and `CKA_COPYABLE = false` (no session copies of an extractable
-    /// key: signers use the token object).
+    /// key: signers use the token object) and `CKA_MODIFIABLE = false`.
     ///
     /// # Errors
     /// As [`Token::generate`]; [`Error::UnsupportedKey`] for Ed25519, which SoftHSM 2.6 cannot
@@ -1074,7 +1085,9 @@ impl Pkcs11Token {
             private_template.push(Attribute::WrapWithTrusted(true));
         }
         if !copyable || backup {
+            // Offline keys: neither copied nor changed once made.
             private_template.push(Attribute::Copyable(false));
+            private_template.push(Attribute::Modifiable(false));
         }
         let (handle, spki, generation) = self.shared.with_session("generate", |session| {
             let _store = self.shared.writing();

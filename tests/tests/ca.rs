@@ -162,6 +162,17 @@ fn parent_and_validity_rules() {
         &json!({"name": "i", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 4000}),
     );
     too_long.problem(400, "validity_exceeds_parent");
+    // The parent's own name: a self-issued intermediate would escape its path length limit.
+    let p = d
+        .post(
+            "/v1/pki/ca",
+            &json!({"name": "same", "common_name": "r Root CA", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 10}),
+        )
+        .problem(400, "invalid_subject");
+    assert!(
+        p["detail"].as_str().unwrap().contains("CN=r Root CA"),
+        "{p}"
+    );
     let missing = d.post(
         "/v1/pki/ca",
         &json!({"name": "i", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": "ca_00", "validity_days": 10}),

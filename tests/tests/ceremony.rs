@@ -172,6 +172,9 @@ min_ec_bits = 256"#,
         "NEVER_EXTRACTABLE=1",
         "PRIVATE=1",
         "SIGN=1",
+        // Nobody with the user PIN can copy it, relabel it or widen its usage.
+        "MODIFIABLE=0",
+        "COPYABLE=0",
     ] {
         assert!(line.contains(flag), "{flag}: {line}");
     }
@@ -629,9 +632,25 @@ fn backup_3_of_5_restores_into_a_third_token() {
         "EXTRACTABLE=1",
         "WRAP_WITH_TRUSTED=1",
         "COPYABLE=0",
+        "MODIFIABLE=0",
     ] {
         assert!(line.contains(flag), "{flag}: {line}");
     }
+    // A revocation before the backup: the restored root must still know it.
+    a.ok(&[
+        "sign-crl",
+        "--out",
+        &s(&a.path("crl-a.pem")),
+        "--revoke",
+        "0a1b2c3d4e5f6071:key_compromise",
+    ]);
+    // A backup directory holding a file of the backup it would write is refused whole.
+    std::fs::create_dir_all(a.path("backup")).unwrap();
+    std::fs::write(a.path("backup/share-3-of-5.json"), "old").unwrap();
+    a.fails(&["backup"], "exists already");
+    assert!(!a.path("backup/root-backup.json").exists());
+    assert!(!a.path("backup/share-1-of-5.json").exists());
+    std::fs::remove_file(a.path("backup/share-3-of-5.json")).unwrap();
     let out = a.ok(&["backup"]);
     assert!(out.contains("5 shares (3 needed)"), "{out}");
     let share = |i: u32| s(&a.path(&format!("backup/share-{i}-of-5.json")));
@@ -662,6 +681,26 @@ fn backup_3_of_5_restores_into_a_third_token() {
     c.ok(&["init-token"]);
     let empty = objects(&c);
     assert!(empty.ends_with(": 0 objects"), "{empty}");
+    // This token's fresh transcript is not the root's history: a restore into it would restart
+    // the CRL numbering and forget the revocation, so it is refused.
+    let args = [
+        "restore",
+        "--backup",
+        &blob,
+        "--share",
+        &share(5),
+        "--share",
+        &share(1),
+        "--share",
+        &share(3),
+    ];
+    c.fails(&args, "generate-root");
+    assert_eq!(objects(&c), empty);
+    // The root's own transcript goes on here, followed by this token's init-token line.
+    let own = std::fs::read(c.path("transcript.jsonl")).unwrap();
+    let mut history = std::fs::read(a.path("transcript.jsonl")).unwrap();
+    history.extend_from_slice(&own);
+    std::fs::write(c.path("transcript.jsonl"), history).unwrap();
 
     // Two shares are not enough; a corrupted share is refused; the token stays empty.
     let restore = |shares: &[String]| {
@@ -720,6 +759,15 @@ fn backup_3_of_5_restores_into_a_third_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It continues A's CRLs: the next number, the earlier revocation.
+    let text = openssl_ok(&["crl", "-in", &crl, "-noout", "-text"]);
+    let number = text
+        .lines()
+        .skip_while(|l| !l.contains("CRL Number"))
+        .nth(1)
+        .map(str::trim);
+    assert_eq!(number, Some("2"), "{text}");
+    assert!(text.contains("0A1B2C3D4E5F6071"), "{text}");
     // Restoring again onto the same token is refused (the label exists).
     let out = restore(&[share(2), share(3), share(4)]);
     assert!(!out.status.success());
@@ -735,4 +783,109 @@ fn a_key_made_without_backup_cannot_be_wrapped() {
     off.fails(&["backup"], "CKR_KEY_UNEXTRACTABLE");
     assert!(!off.path("backup/root-backup.json").exists());
     assert!(!off.path("backup/share-1-of-5.json").exists());
+}
+
+/// A step that fails leaves the token so that the same step can simply run again: bad input is
+/// refused before the token is touched (a PIN the token cannot take, a missing output directory,
+/// a validity past the year 9999), and a root key whose certificate could not be written is
+/// taken off the token again. Intermediates with an empty subject or the root's own name (which
+/// would escape the root's path length limit) are refused.
+#[test]
+fn failed_steps_can_be_run_again_and_self_issued_intermediates_are_refused() {
+    let off = Offline::new("");
+    // init-token: a user PIN too short for the token is refused before C_InitToken.
+    std::fs::write(off.path("user.pin"), "abc\n").unwrap();
+    off.fails(&["init-token"], "PIN must have");
+    std::fs::write(off.path("user.pin"), "user-pin-4711\n").unwrap();
+    // A transcript in a directory that does not exist: refused before the token is touched.
+    off.edit(|t| {
+        t.replace(
+            "transcript = \"transcript.jsonl\"",
+            "transcript = \"tdir/transcript.jsonl\"",
+        )
+    });
+    off.fails(&["init-token"], "does not exist");
+    std::fs::create_dir(off.path("tdir")).unwrap();
+    off.ok(&["init-token"]);
+    // A ceremony file asking for a root past any representable date is refused as a whole.
+    off.edit(|t| t.replace("validity_days = 7300", "validity_days = 3000000"));
+    off.fails(
+        &["generate-root"],
+        "root.validity_days must be between 1 and 36525",
+    );
+    off.edit(|t| t.replace("validity_days = 3000000", "validity_days = 7300"));
+    off.edit(|t| t + "\n[crl]\nnext_update_days = 4000000\n");
+    off.fails(
+        &["generate-root"],
+        "crl.next_update_days must be between 1 and 3650",
+    );
+    off.edit(|t| t.replace("next_update_days = 4000000", "next_update_days = 30"));
+    // A root certificate in a missing directory: refused before the key is made.
+    off.edit(|t| {
+        t.replace(
+            "root_certificate = \"root.pem\"",
+            "root_certificate = \"nodir/root.pem\"",
+        )
+    });
+    off.fails(&["generate-root"], "does not exist");
+    assert!(!off.ok(&["list-keys"]).contains("root-2026"));
+    std::fs::create_dir(off.path("nodir")).unwrap();
+    off.ok(&["generate-root"]);
+    assert!(off.path("nodir/root.pem").exists());
+
+    // Intermediates: an empty subject, and the root's own name, are refused.
+    let csr = |name: &str, subj: &str| {
+        let path = s(&off.path(&format!("{name}.csr")));
+        openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &s(&off.path(&format!("{name}.key"))),
+            "-subj",
+            subj,
+            "-out",
+            &path,
+        ]);
+        path
+    };
+    let same = csr(
+        "same",
+        "/C=DE/O=ScaiVault Test/CN=ScaiVault Offline Root 2026",
+    );
+    off.fails(
+        &[
+            "sign-intermediate",
+            "--csr",
+            &same,
+            "--out",
+            &s(&off.path("same.pem")),
+        ],
+        "the root's own name",
+    );
+    let empty = csr("empty", "/");
+    off.fails(
+        &[
+            "sign-intermediate",
+            "--csr",
+            &empty,
+            "--out",
+            &s(&off.path("empty.pem")),
+        ],
+        "subject is empty",
+    );
+    assert!(!off.path("same.pem").exists() && !off.path("empty.pem").exists());
+    let good = csr("good", "/O=ScaiVault Test/CN=ScaiVault Issuing CA 1");
+    off.ok(&[
+        "sign-intermediate",
+        "--csr",
+        &good,
+        "--out",
+        &s(&off.path("good.pem")),
+    ]);
+    off.ok(&["verify-transcript"]);
 }

@@ -343,6 +343,21 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
     } else if tbs.issuer.to_der().ok() != tbs.subject.to_der().ok() {
         failures.push("self-signed certificate whose issuer is not its subject".into());
     }
+    if expect.ca {
+        if tbs.subject.0.is_empty() {
+            failures.push("a CA certificate needs a non-empty subject (RFC 5280 §4.1.2.6)".into());
+        }
+        // RFC 5280 §6.1.4 (h), (l): a self-issued CA certificate does not count against the
+        // pathLenConstraint above it, and a name constraint's exemption for it would let it
+        // escape both. ScaiVault issues no key-rollover certificates, so none is self-issued.
+        if expect.issuer.is_some() && tbs.issuer.to_der().ok() == tbs.subject.to_der().ok() {
+            failures.push(
+                "a CA certificate whose subject is its issuer's name is self-issued: it would not \
+                 count against the issuer's pathLenConstraint (RFC 5280 §6.1.4)"
+                    .into(),
+            );
+        }
+    }
     if tbs.signature.to_der().ok().as_deref() != Some(expect.algorithm_der) {
         failures.push("signature algorithm differs from the signing key's".into());
     }

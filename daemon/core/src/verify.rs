@@ -124,6 +124,38 @@ pub fn verify_signature(
     ))
 }
 
+/// An ECDSA signature (DER) by the EC key `spki_der` in its low-S form: `(r, s)` and `(r, n − s)`
+/// both verify, so a record that must change whenever a byte of it changes (a ceremony
+/// transcript) keeps only the form with `s ≤ n/2`, as Bitcoin's BIP 62 does. `None` when it was
+/// low-S already, or the key is not ECDSA P-256/P-384 (RSA PKCS#1 v1.5 and Ed25519 signatures are
+/// not malleable).
+///
+/// # Errors
+/// A signature that does not decode for the key's curve.
+pub fn ecdsa_high_s_normalized(spki_der: &[u8], sig: &[u8]) -> Result<Option<Vec<u8>>> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)?;
+    if spki.algorithm.oid != rfc5912::ID_EC_PUBLIC_KEY {
+        return Ok(None);
+    }
+    let curve: Option<ObjectIdentifier> = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    let bad = |e: &dyn std::fmt::Display| Error::BadSignature(e.to_string());
+    Ok(match curve {
+        Some(c) if c == rfc5912::SECP_256_R_1 => p256::ecdsa::Signature::from_der(sig)
+            .map_err(|e| bad(&e))?
+            .normalize_s()
+            .map(|s| s.to_der().as_bytes().to_vec()),
+        Some(c) if c == rfc5912::SECP_384_R_1 => p384::ecdsa::Signature::from_der(sig)
+            .map_err(|e| bad(&e))?
+            .normalize_s()
+            .map(|s| s.to_der().as_bytes().to_vec()),
+        _ => None,
+    })
+}
+
 /// The largest RSA modulus accepted in a client's key (a CSR's, a trust anchor's).
 pub const MAX_RSA_BITS: usize = 8192;
 

@@ -55,6 +55,11 @@ pub struct CrlSection {
     pub next_update_days: u32,
 }
 
+/// The longest root validity a ceremony file may ask for, in days (100 years).
+pub const MAX_ROOT_DAYS: u32 = 36_525;
+/// The longest CRL validity (`crl.next_update_days`), in days.
+pub const MAX_CRL_DAYS: u32 = 3_650;
+
 impl Default for CrlSection {
     fn default() -> Self {
         CrlSection {
@@ -232,11 +237,19 @@ impl Ceremony {
         }
         self.root_spec()?;
         self.root_subject()?;
-        if f.root.validity_days == 0
-            || f.intermediate.validity_days == 0
-            || f.crl.next_update_days == 0
-        {
-            return bad("validity_days must be positive".into());
+        // A root for at most 100 years (what GeneralizedTime and every relying party handle).
+        for (key, days, max) in [
+            ("root.validity_days", f.root.validity_days, MAX_ROOT_DAYS),
+            (
+                "intermediate.validity_days",
+                f.intermediate.validity_days,
+                MAX_ROOT_DAYS,
+            ),
+            ("crl.next_update_days", f.crl.next_update_days, MAX_CRL_DAYS),
+        ] {
+            if !(1..=max).contains(&days) {
+                return bad(format!("{key} must be between 1 and {max}"));
+            }
         }
         if f.intermediate.validity_days >= f.root.validity_days {
             return bad(

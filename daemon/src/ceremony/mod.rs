@@ -192,6 +192,35 @@ fn step(
     }
 }
 
+/// Refuses, before the token is touched, an output whose directory does not exist: a step that
+/// fails after changing the token (a new key, an initialised token) would otherwise leave it in a
+/// state the next run cannot take up.
+fn directory_exists(path: &Path, what: &str) -> Result<(), StartError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(StartError(format!(
+            "the directory of the {what} {} does not exist",
+            path.display()
+        )))
+    }
+}
+
+/// `now` plus `days`, or a clear error (instead of a panic) past the representable dates.
+fn days_after(
+    now: time::OffsetDateTime,
+    days: u32,
+    key: &str,
+) -> Result<time::OffsetDateTime, StartError> {
+    now.checked_add(time::Duration::days(i64::from(days)))
+        .filter(|t| t.year() <= 9999)
+        .ok_or_else(|| StartError(format!("{key} = {days} reaches past the year 9999")))
+}
+
 /// Writes `bytes` to a new file (never overwrites).
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
     let io = |e: std::io::Error| StartError(format!("cannot write {}: {e}", path.display()));
@@ -205,6 +234,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
 }
 
 fn init_token(c: &Ceremony) -> Result<ExitCode, StartError> {
+    directory_exists(&c.file.output.transcript, "transcript")?;
     let so = c.so_pin()?;
     let user = c.user_pin()?;
     if c.file.token.user_pin_file.is_none() && user.as_str() != c.user_pin()?.as_str() {
@@ -268,8 +298,11 @@ fn generate_root(c: &Ceremony) -> Result<ExitCode, StartError> {
             out.display()
         )));
     }
+    directory_exists(out, "root certificate")?;
+    directory_exists(&c.file.output.transcript, "transcript")?;
     let spec = c.root_spec()?;
     let subject = c.root_subject()?;
+    days_after(time_util::now(), r.validity_days, "root.validity_days")?;
     let token = open_token(c)?;
     let info = token.token_info().map_err(hsm("token info"))?;
     let slow = if spec.key_type() == KeyType::Rsa && spec.bits() >= 3072 {
@@ -289,25 +322,43 @@ fn generate_root(c: &Ceremony) -> Result<ExitCode, StartError> {
             if r.backup {
                 token.generate_for_backup(spec, &r.key_label)
             } else {
-                token.generate(spec, &r.key_label)
+                token.generate_offline(spec, &r.key_label)
             }
         },
     )
     .map_err(hsm("generating the root key"))?;
-    let made = build_root(c, key.as_ref(), subject);
-    let der = match made {
-        Ok(der) => der,
-        Err(e) => {
-            // Do not leave a key behind that has no certificate.
-            if let Err(d) = token.destroy(&r.key_label) {
-                eprintln!("warning: cannot destroy the new key {:?}: {d}", r.key_label);
-            }
-            return Err(e);
+    // From here on a failure takes the new key off the token again (and the certificate out of
+    // the directory), so that the step can simply be run again.
+    let mut wrote = false;
+    let done = finish_root(c, &info, key.as_ref(), subject, &mut wrote);
+    if done.is_err() {
+        if let Err(d) = token.destroy(&r.key_label) {
+            eprintln!("warning: cannot destroy the new key {:?}: {d}", r.key_label);
         }
-    };
+        if wrote {
+            if let Err(d) = std::fs::remove_file(out) {
+                eprintln!("warning: cannot remove {}: {d}", out.display());
+            }
+        }
+    }
+    done
+}
+
+/// The rest of `generate-root` once the key exists: certificate, file, transcript line.
+fn finish_root(
+    c: &Ceremony,
+    info: &scaivault_hsm::pkcs11::TokenInfo,
+    key: &dyn Signer,
+    subject: x509_cert::name::Name,
+    wrote: &mut bool,
+) -> Result<ExitCode, StartError> {
+    let (r, out) = (&c.file.root, &c.file.output.root_certificate);
+    let spec = c.root_spec()?;
+    let der = build_root(c, key, subject)?;
     let cert = pem::from_der(&der).map_err(core("root certificate"))?;
     let pem_text = pem::certificate(&der).map_err(core("root certificate"))?;
     write_new(out, pem_text.as_bytes())?;
+    *wrote = true;
     let tbs = &cert.tbs_certificate;
     let mut outputs = Map::new();
     outputs.insert(
@@ -318,7 +369,7 @@ fn generate_root(c: &Ceremony) -> Result<ExitCode, StartError> {
     let line = step(
         c,
         "generate-root",
-        &info,
+        info,
         Map::new(),
         outputs,
         vec![KeyRecord::new(
@@ -340,7 +391,7 @@ fn generate_root(c: &Ceremony) -> Result<ExitCode, StartError> {
     transcript::append(
         &c.file.output.transcript,
         &[line],
-        Some((key.as_ref(), &r.key_label)),
+        Some((key, &r.key_label)),
     )?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
@@ -357,7 +408,7 @@ fn build_root(
         spki_der: key.public_key_der().to_vec(),
         serial: Serial::fresh(),
         not_before: now,
-        not_after: now + time::Duration::days(i64::from(c.file.root.validity_days)),
+        not_after: days_after(now, c.file.root.validity_days, "root.validity_days")?,
         max_path_length: c.file.root.max_path_length,
         constraints: Constraints::default(),
     };
@@ -425,6 +476,20 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
     let req = csr::parse_pem(csr_text).map_err(core("the CSR"))?;
     c.check_key(&req.key)?;
     let (root, root_bytes) = read_root(c)?;
+    // RFC 5280 §4.1.2.6: a CA's subject is not empty; §6.1.4: one equal to its issuer's is
+    // self-issued and would not count against the root's path length limit.
+    if req.subject.0.is_empty() {
+        return Err(StartError(
+            "the CSR's subject is empty: a CA certificate needs a name".into(),
+        ));
+    }
+    if req.subject.to_der().ok() == root.tbs_certificate.subject.to_der().ok() {
+        return Err(StartError(format!(
+            "the CSR's subject is the root's own name (\"{}\"): such a self-issued intermediate \
+             would escape the root's path length limit; give it another name",
+            req.subject
+        )));
+    }
     let root_spki = root
         .tbs_certificate
         .subject_public_key_info
@@ -441,7 +506,11 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
     let (info, key) = root_key(c, &root_spki)?;
     let issuer = sign::issuer_info(&root, key.algorithm_der()).map_err(core("root certificate"))?;
     let now = time_util::now();
-    let not_after = now + time::Duration::days(i64::from(c.file.intermediate.validity_days));
+    let not_after = days_after(
+        now,
+        c.file.intermediate.validity_days,
+        "intermediate.validity_days",
+    )?;
     if not_after > issuer.not_after {
         return Err(StartError(format!(
             "an intermediate valid for {} days would outlive the root (notAfter {})",
@@ -559,6 +628,60 @@ fn previous_crl(lines: &[Value]) -> Result<(u64, Vec<crl::RevokedEntry>), StartE
     Ok((number, entries))
 }
 
+/// The root's history from the ceremony's transcript, verified under the root key `root_spki`
+/// (up to its last signature when `unsigned_tail` is allowed) and beginning with the root's own
+/// `generate-root`: the CRL's memory (its number, earlier revocations) comes from it, so a
+/// transcript that starts later — a fresh file after a restore — would silently restart the
+/// numbering and forget every revocation.
+fn root_history(
+    c: &Ceremony,
+    root_spki: &[u8],
+    unsigned_tail: bool,
+) -> Result<(Vec<Value>, Vec<u8>), StartError> {
+    let t_path = &c.file.output.transcript;
+    let t_bytes = std::fs::read(t_path).map_err(|e| {
+        StartError(format!(
+            "cannot read the transcript {} ({e}): it is the root's memory (CRL numbers, \
+             revocations); after a restore it must be the root's own transcript, copied here",
+            t_path.display()
+        ))
+    })?;
+    let not_history = || {
+        StartError(format!(
+            "the transcript {} does not hold the root's generate-root step: it is not the root's \
+             whole history (after a restore, copy the root's own transcript here first)",
+            t_path.display()
+        ))
+    };
+    let signed = if unsigned_tail {
+        &t_bytes[..transcript::signed_prefix_len(&t_bytes)]
+    } else {
+        &t_bytes[..]
+    };
+    if signed.is_empty() {
+        return Err(not_history());
+    }
+    transcript::verify(signed, root_spki).map_err(|why| {
+        StartError(format!(
+            "the transcript {} does not verify under the root's key ({why})",
+            t_path.display()
+        ))
+    })?;
+    let lines: Vec<Value> = signed
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError(format!("transcript: {e}")))?;
+    if !lines
+        .iter()
+        .any(|l| l.get("step").and_then(Value::as_str) == Some("generate-root"))
+    {
+        return Err(not_history());
+    }
+    Ok((lines, t_bytes))
+}
+
 fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, StartError> {
     if out.exists() {
         return Err(StartError(format!("{} exists already", out.display())));
@@ -570,21 +693,8 @@ fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, Sta
         .to_der()
         .map_err(|e| StartError(format!("root certificate: {e}")))?;
     // The transcript is the CRL's memory (number, earlier revocations): trust it only verified.
+    let (lines, t_bytes) = root_history(c, &root_spki, false)?;
     let t_path = &c.file.output.transcript;
-    let t_bytes = std::fs::read(t_path)
-        .map_err(|e| StartError(format!("cannot read {}: {e}", t_path.display())))?;
-    transcript::verify(&t_bytes, &root_spki).map_err(|why| {
-        StartError(format!(
-            "the transcript {} does not verify ({why}): refusing to derive a CRL from it",
-            t_path.display()
-        ))
-    })?;
-    let lines: Vec<Value> = t_bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<Result<_, _>>()
-        .map_err(|e| StartError(format!("transcript: {e}")))?;
     let (previous_number, mut entries) = previous_crl(&lines)?;
     let now = time_util::now();
     let mut newly = Vec::new();
@@ -603,7 +713,7 @@ fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, Sta
     let number = previous_number + 1;
     let (info, key) = root_key(c, &root_spki)?;
     let issuer = sign::issuer_info(&root, key.algorithm_der()).map_err(core("root certificate"))?;
-    let next_update = now + time::Duration::days(i64::from(c.file.crl.next_update_days));
+    let next_update = days_after(now, c.file.crl.next_update_days, "crl.next_update_days")?;
     let params = crl::CrlParams {
         number,
         this_update: now,
@@ -684,6 +794,16 @@ fn backup_root(c: &Ceremony) -> Result<ExitCode, StartError> {
         .to_der()
         .map_err(|e| StartError(format!("root certificate: {e}")))?;
     let spec = c.root_spec()?;
+    // Every file this backup writes must be new: checked before any is written, so that a
+    // directory holding an earlier backup's files is refused with nothing mixed into it.
+    let mut names = vec!["root-backup.json".to_owned()];
+    names.extend((1..=b.shares).map(|i| format!("share-{i}-of-{}.json", b.shares)));
+    if let Some(taken) = names.iter().find(|n| b.directory.join(n).exists()) {
+        return Err(StartError(format!(
+            "{} exists already: back up into an empty directory",
+            b.directory.join(taken).display()
+        )));
+    }
     let so = c.so_pin()?;
     let user = c.user_pin()?;
     let (kek, backup_id) = backup::fresh_key();
@@ -813,6 +933,8 @@ fn restore_root(
             c.file.output.root_certificate.display()
         )));
     }
+    // The restored root goes on with its own history, or not at all.
+    root_history(c, &root_spki, true)?;
     inputs.insert(
         "root_certificate_pem".into(),
         json!(sha256_hex(&root_bytes)),

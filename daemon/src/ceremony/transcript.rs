@@ -184,6 +184,10 @@ fn sign_line(prefix: &[u8], signer: &dyn Signer, label: &str) -> Result<Vec<u8>,
     let sig = signer
         .sign(&message)
         .map_err(|e| StartError(format!("signing the transcript: {e}")))?;
+    // The low-S form only (see `verify`): the token draws either.
+    let sig = core_verify::ecdsa_high_s_normalized(signer.public_key_der(), &sig)
+        .map_err(|e| StartError(format!("the token's transcript signature: {e}")))?
+        .unwrap_or(sig);
     core_verify::verify_signature(signer.public_key_der(), &algorithm(&line)?, &message, &sig)
         .map_err(|e| {
             StartError(format!(
@@ -210,6 +214,23 @@ fn algorithm(line: &SignatureLine) -> Result<AlgorithmIdentifierOwned, StartErro
         .map_err(|e| StartError(format!("signature algorithm: {e}")))?;
     AlgorithmIdentifierOwned::from_der(&der)
         .map_err(|e| StartError(format!("signature algorithm: {e}")))
+}
+
+/// The length of the transcript's part up to and including its last signature line (0 without
+/// one): lines after it (an `init-token` of a new token, before a restore) are not signed yet.
+pub fn signed_prefix_len(bytes: &[u8]) -> usize {
+    let mut offset = 0;
+    let mut end = 0;
+    for raw in bytes.split_inclusive(|b| *b == b'\n') {
+        offset += raw.len();
+        let is_signature = serde_json::from_slice::<serde_json::Value>(raw)
+            .ok()
+            .is_some_and(|v| v.get("step").and_then(|s| s.as_str()) == Some(SIGNATURE_STEP));
+        if is_signature && raw.ends_with(b"\n") {
+            end = offset;
+        }
+    }
+    end
 }
 
 /// What [`verify`] found in an intact transcript.
@@ -277,6 +298,16 @@ pub fn verify(bytes: &[u8], root_spki_der: &[u8]) -> Result<Verified, String> {
             let message = signed_message(prefix, &line).map_err(|e| format!("line {n}: {e}"))?;
             core_verify::verify_signature(&root_spki_der, &alg, &message, &sig)
                 .map_err(|e| format!("line {n}: the signature does not verify: {e}"))?;
+            // ECDSA's (r, n − s) verifies as well as (r, s): only the low-S form is written, so
+            // the other one is a changed signature.
+            if core_verify::ecdsa_high_s_normalized(&root_spki_der, &sig)
+                .map_err(|e| format!("line {n}: signature: {e}"))?
+                .is_some()
+            {
+                return Err(format!(
+                    "line {n}: the signature was altered (an ECDSA signature in its high-S form)"
+                ));
+            }
             signatures += 1;
             last_signed_line = n;
         } else {
@@ -398,6 +429,44 @@ mod tests {
         assert!(verify(&longer, key.public_key_der()).is_err());
         assert!(verify(&bytes[..bytes.len() - 1], key.public_key_der()).is_err());
         assert!(verify(&bytes[1..], key.public_key_der()).is_err());
+    }
+
+    /// ECDSA: every signature is written low-S, and the same signature in its high-S form —
+    /// which verifies just as well — is refused as an altered line.
+    #[test]
+    fn an_ecdsa_signature_in_its_other_form_fails() {
+        use p256::ecdsa::Signature;
+        let token = scaivault_hsm::soft::SoftToken::new();
+        let key = scaivault_hsm::Token::generate(&token, KeySpec::EcP256, "root").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        for i in 0..12 {
+            append(
+                &path,
+                &[step(&format!("s{i}"))],
+                Some((key.as_ref(), "root")),
+            )
+            .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        verify(&bytes, key.public_key_der()).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let last = text.lines().last().unwrap();
+        let mut line: serde_json::Value = serde_json::from_str(last).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let der = b64.decode(line["signature"].as_str().unwrap()).unwrap();
+        let sig = Signature::from_der(&der).unwrap();
+        assert!(sig.normalize_s().is_none(), "written low-S");
+        let (r, s) = sig.split_scalars();
+        let high = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
+        line["signature"] = b64.encode(high.to_der().as_bytes()).into();
+        let forged = format!(
+            "{}{}\n",
+            &text[..text.len() - last.len() - 1],
+            serde_json::to_string(&line).unwrap()
+        );
+        let e = verify(forged.as_bytes(), key.public_key_der()).unwrap_err();
+        assert!(e.contains("altered"), "{e}");
     }
 
     #[test]
