@@ -383,6 +383,10 @@ async fn answer_inner(
         validity = validity.min(d.not_after - time_util::now());
         Some(d)
     } else {
+        // Signed by the CA's own key: not past the CA certificate's end either.
+        validity = validity
+            .min(issuer.info.not_after - time_util::now())
+            .max(Duration::ZERO);
         None
     };
     let epoch = app.ocsp.epoch();

@@ -216,7 +216,7 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
                 .collect()
         })?;
         if !shared {
-            write_crl_file(&path, &der)?;
+            publish_crl_file(&path, &id, number, &der)?;
         }
         let (this_s, next_s) = (time_util::rfc3339(now), time_util::rfc3339(next));
         let event = serde_json::json!({
@@ -267,6 +267,31 @@ fn crl_path(app: &App, ca_id: &str) -> Result<std::path::PathBuf, ApiError> {
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     Ok(dir.join("crl").join(format!("{ca_id}.crl")))
+}
+
+/// The CRL number each CA's file holds, as written by this process.
+static CRL_FILES: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Publishes CRL `number` of CA `ca_id` to its file unless a newer one is there already.
+/// Rebuilds run concurrently (the API, the scheduler, revocations): one at a time writes, and a
+/// CRL whose number was overtaken while it was being signed is not written over the newer one.
+fn publish_crl_file(
+    path: &std::path::Path,
+    ca_id: &str,
+    number: i64,
+    der: &[u8],
+) -> Result<(), ApiError> {
+    let mut written = CRL_FILES
+        .lock()
+        .map_err(|_| ApiError::internal("CRL file lock poisoned"))?;
+    if written.get(ca_id).is_some_and(|n| *n >= number) {
+        tracing::debug!(ca = %ca_id, number, "a newer CRL is published already");
+        return Ok(());
+    }
+    write_crl_file(path, der)?;
+    written.insert(ca_id.to_owned(), number);
+    Ok(())
 }
 
 /// Writes `der` to `path` atomically and durably: a temporary file in the same directory, synced,
@@ -575,7 +600,7 @@ pub async fn import(
             }
         }
         if !shared {
-            write_crl_file(&path, &der)?;
+            publish_crl_file(&path, &id, number, &der)?;
         }
         let now = time_util::rfc3339(time_util::now());
         store.write(|tx| {

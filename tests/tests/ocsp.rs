@@ -528,12 +528,41 @@ fn a_delegated_signer_answers_and_verifies() {
     );
 }
 
+/// A response signed with the CA's own key never outlives the CA's certificate, whatever its
+/// `ocsp_validity` (the delegated signer's are capped by the delegate's certificate).
+#[test]
+fn a_ca_signed_response_ends_with_the_ca() {
+    let d = Daemon::start();
+    let (p, _) = setup_with(
+        &d,
+        json!({"common_name": "Short Intermediate", "validity_days": 4, "ocsp_validity": "7d"}),
+    );
+    let out = ask(&d, &p, &["-cert", &p.leaf_pem], &["-no_nonce"]);
+    assert!(out.contains(": good"), "{out}");
+    let next = openssl_time(&out, "Next Update: ");
+    let end = openssl_ok(&["x509", "-in", &p.int_pem, "-noout", "-enddate"]);
+    let end = openssl_time(&end.replace("notAfter=", "End: "), "End: ");
+    assert!(
+        next <= end,
+        "nextUpdate {next} is past the CA's notAfter {end}: {out}"
+    );
+    assert!(
+        next > unix_now() + 3 * 86_400 - 600,
+        "capped, not cut short: {out}"
+    );
+}
+
 /// The Unix time of openssl's "Produced At: Nov 28 19:40:01 2026 GMT" line.
 fn produced_at(out: &str) -> i64 {
+    openssl_time(out, "Produced At: ")
+}
+
+/// The Unix time of the first line of openssl's output that starts with `label` (after spaces).
+fn openssl_time(out: &str, label: &str) -> i64 {
     let line = out
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Produced At: "))
-        .unwrap_or_else(|| panic!("no Produced At: {out}"));
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label}: {out}"));
     let f: Vec<&str> = line.split_whitespace().collect();
     let month = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

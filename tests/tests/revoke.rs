@@ -270,6 +270,28 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
         assert!(numbers.contains(&n), "{n} not in {numbers:?}");
     }
 
+    // Rebuilds at the same time all succeed, and the CRL served is the newest of them.
+    let got: Vec<i64> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({}));
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    r.json()["crl_number"].as_i64().unwrap()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let newest = *got.iter().max().unwrap();
+    assert!(got.iter().all(|n| *n > n3), "{got:?}");
+    let served = d.get(&format!("/v1/pki/ca/{iid}/crl?format=pem"));
+    assert_eq!(served.status, 200);
+    let file = write(d.dir.path(), "parallel.crl", &served.text());
+    let out = openssl(&["crl", "-in", &file, "-noout", "-text"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(crl_number(&text), u64::try_from(newest).unwrap(), "{got:?}");
+
     // A root's own certificate is not revoked (no parent CRL could list it): retired instead.
     let p = d
         .post(

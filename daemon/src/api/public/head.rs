@@ -49,14 +49,21 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
         return Parsed::Bad("incomplete request line");
     };
     let http11 = version == 1;
-    // Absolute form (`http://host/path`, RFC 9112 §3.2.2): keep the path.
+    // Absolute form (`http://host/path`, RFC 9112 §3.2.2): keep the path. Only `http`: this
+    // listener speaks plain HTTP, and a `https://` or `ftp://` target is meant for someone else.
     let target = match target.split_once("://") {
-        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+        Some((scheme, rest)) if !target.starts_with('/') => {
+            if !scheme.eq_ignore_ascii_case("http") {
+                return Parsed::Bad("invalid request target");
+            }
+            rest.find('/').map_or("/", |i| &rest[i..])
+        }
         _ => target,
     };
-    // Origin form starts with `/`; `*` is the asterisk form (`OPTIONS *`). Anything else (a
-    // relative reference, the authority form) is not a request this listener can route.
-    if !target.starts_with('/') && target != "*" {
+    // Origin form starts with `/`; `*` is the asterisk form, for `OPTIONS` only (RFC 9112
+    // §3.2.4). Anything else (a relative reference, the authority form) is not a request this
+    // listener can route.
+    if !target.starts_with('/') && !(target == "*" && method == "OPTIONS") {
         return Parsed::Bad("invalid request target");
     }
     let (path, query) = match target.split_once('?') {
@@ -163,6 +170,10 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET ki/ocsp/ca_1 HTTP/1.1\r\n\r\n",
             b"CONNECT pki.example:80 HTTP/1.1\r\n\r\n",
+            // `*` is for OPTIONS only; absolute targets only of this listener's scheme.
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET https://pki.example/v1/pki/ca/x/crl HTTP/1.1\r\n\r\n",
+            b"GET ftp://pki.example/v1/pki/ca/x/crl HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parse_head(bad), Parsed::Bad(_)),
