@@ -63,7 +63,8 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     // Origin form starts with `/`; `*` is the asterisk form, for `OPTIONS` only (RFC 9112
     // §3.2.4). Anything else (a relative reference, the authority form) is not a request this
     // listener can route.
-    if !target.starts_with('/') && !(target == "*" && method == "OPTIONS") {
+    let routable = target.starts_with('/') || (target == "*" && method == "OPTIONS");
+    if !routable {
         return Parsed::Bad("invalid request target");
     }
     let (path, query) = match target.split_once('?') {
