@@ -483,6 +483,9 @@ pub async fn chain_pem(app: &App, row: &CaRow) -> Result<String, ApiError> {
     Err(ApiError::internal("CA chain longer than 16"))
 }
 
+/// Label prefixes of the keys the daemon generates (CA keys, OCSP delegates, the KEK).
+const DAEMON_KEY_PREFIXES: [&str; 3] = ["ca_", "ocsp_", "scaivault-"];
+
 /// The most certificates a chain given with a CA may hold (a root and intermediates).
 const MAX_CHAIN: usize = 8;
 
@@ -702,6 +705,18 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
                     format!(
                         "key labels starting with {:?} are reserved for offline CAs",
                         CaRow::OFFLINE_LABEL_PREFIX
+                    ),
+                ));
+            }
+            // Keys the daemon generates itself belong to what made them (a CA, an OCSP
+            // delegate, the key-encryption key): a certificate for one of their public keys —
+            // a delegate's is in every OCSP answer — must not turn it into another CA's key.
+            if let Some(prefix) = DAEMON_KEY_PREFIXES.iter().find(|p| label.starts_with(*p)) {
+                return Err(ApiError::bad_request(
+                    "invalid_key_label",
+                    format!(
+                        "key labels starting with {prefix:?} belong to keys the daemon generates; \
+                         import a key made for this CA"
                     ),
                 ));
             }

@@ -535,8 +535,17 @@ fn import_a_ca_whose_key_is_already_on_the_token() {
     assert_eq!(ca["status"], "active");
     assert_eq!(ca["ca_type"], "intermediate");
     assert_eq!(ca["common_name"], "Imported Issuing CA");
-    d.post("/v1/pki/ca/import", &json!({"name": "imp2", "key_label": "ceremony-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
+    let p = d.post("/v1/pki/ca/import", &json!({"name": "imp2", "key_label": "ceremony-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
         .problem(409, "ca_conflict");
+    assert!(
+        p["detail"].as_str().unwrap().contains("another CA's"),
+        "{p}"
+    );
+    // Keys the daemon made for itself (a CA's, an OCSP delegate's) are never another CA's.
+    for label in [ca["id"].as_str().unwrap(), "ocsp_0123", "scaivault-kek-v1"] {
+        d.post("/v1/pki/ca/import", &json!({"name": "imp3", "key_label": label, "certificate_pem": cert_pem, "chain_pem": root_pem}))
+            .problem(400, "invalid_key_label");
+    }
 
     // The imported key signs on the token.
     let child = d.post("/v1/pki/ca", &json!({"name": "under-imp", "common_name": "Under Imported", "ca_type": "intermediate", "parent_ca_id": ca["id"], "validity_days": 5}));

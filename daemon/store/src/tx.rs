@@ -403,7 +403,10 @@ impl<'a> Tx<'a> {
             )
             .and_then(inserted)
             .map_err(|e| match e {
-                Error::Conflict(_) => Error::Conflict(format!("a CA named {:?} exists", c.name)),
+                Error::Conflict(_) => Error::Conflict(format!(
+                    "a CA named {:?} exists, or its key {:?} is another CA's",
+                    c.name, c.key_label
+                )),
                 other => other,
             })?;
         Ok(())
