@@ -206,7 +206,12 @@ pub fn run(
             "default",
             vec!["admin".into()],
             None,
-            Some("dev admin".into()),
+            // Token names are unique among live tokens: a later first-run (admin.token deleted)
+            // must not collide with the earlier one.
+            Some(format!(
+                "dev admin {}",
+                scaivault_core::time_util::rfc3339(scaivault_core::time_util::now())
+            )),
         )?;
         write_private(&token_file, &format!("{}\n", token.as_str()))?;
         println!("ScaiVault dev mode: data in {}", dir.display());

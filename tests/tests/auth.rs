@@ -116,6 +116,24 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     assert_eq!(ca_admin.status, 201, "{}", ca_admin.text());
     let ca_admin = ca_admin.json();
     assert!(ca_admin["expires_at"].is_string());
+    // Names are unique among the tenant's live tokens, 1 to 128 bytes without control characters.
+    d.post(
+        "/v1/auth/tokens",
+        &json!({"policies": ["auditor"], "name": "ops"}),
+    )
+    .problem(409, "token_name_taken");
+    for bad in [
+        String::new(),
+        "x".repeat(129),
+        "a\u{0}b".into(),
+        "two\nlines".into(),
+    ] {
+        d.post(
+            "/v1/auth/tokens",
+            &json!({"policies": ["auditor"], "name": bad}),
+        )
+        .problem(400, "invalid_name");
+    }
     let t = ca_admin["token"].as_str().unwrap();
     let made = d.call("POST", "/v1/pki/ca", Some(t), Some(json!({"name": "by-ops", "common_name": "Ops Root", "ca_type": "root", "validity_days": 10}).to_string().as_bytes()));
     assert_eq!(made.status, 201, "{}", made.text());

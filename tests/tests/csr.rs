@@ -191,6 +191,25 @@ fn the_state_machine_and_its_conflicts() {
 
     // Sign before approve: 409 csr_not_approved.
     let a = imp(&d);
+    // Approve's body is optional, but one that is there is decoded strictly: a malformed one
+    // approves nothing (and never loses the reviewer's comment).
+    for (body, code) in [
+        (&br#"{"comment":"ok","extra":true}"#[..], "unknown_field"),
+        (br#"{"comment":5}"#, "invalid_field"),
+        (b"garbage", "invalid_json"),
+    ] {
+        d.call(
+            "POST",
+            &format!("/v1/pki/csr/{a}/approve"),
+            Some(&d.admin),
+            Some(body),
+        )
+        .problem(400, code);
+    }
+    assert_eq!(
+        d.get(&format!("/v1/pki/csr/{a}")).json()["status"],
+        "pending"
+    );
     d.post(&format!("/v1/pki/csr/{a}/sign"), &sign_body)
         .problem(409, "csr_not_approved");
     // Reject without a reason: 400. With one: kept.

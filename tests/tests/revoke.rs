@@ -409,6 +409,28 @@ fn tidy_removes_long_expired_certificates_with_a_dry_run_first() {
         Some(br#"{"retention":"forever"}"#),
     )
     .problem(400, "invalid_duration");
+    // The body is optional, but one that is there is decoded strictly: a typo next to
+    // `dry_run` must not run a real tidy.
+    for (body, code) in [
+        (
+            &br#"{"retention":"1s","dry_run":true,"note":"x"}"#[..],
+            "unknown_field",
+        ),
+        (br#"{"retention":"1s","dry_run":"yes"}"#, "invalid_field"),
+        (b"garbage{", "invalid_json"),
+        (b"null", "invalid_field"),
+    ] {
+        d.call("POST", "/v1/pki/tidy", Some(&d.admin), Some(body))
+            .problem(400, code);
+    }
+    assert_eq!(
+        d.get("/v1/pki/certificates?role=svc").json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4,
+        "nothing was tidied by a refused request"
+    );
     let dry = d.post("/v1/pki/tidy", &json!({"retention": "1s", "dry_run": true}));
     assert_eq!(dry.status, 200, "{}", dry.text());
     let dry = dry.json();

@@ -1,7 +1,7 @@
 //! `/v1/pki/csr`: import, list, get, approve, reject, sign — and `GET /v1/events`.
 
 use super::ca::page_limit;
-use super::problem::{Body, CSR_BODY_BYTES};
+use super::problem::{Body, OptionalBody, CSR_BODY_BYTES};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::csrs::{self, Usage};
@@ -158,10 +158,10 @@ async fn approve(
     app: &State<App>,
     caller: Caller,
     id: &str,
-    body: Option<Body<ApproveRequest>>,
+    body: OptionalBody<ApproveRequest>,
 ) -> Result<Json<CsrView>, ApiError> {
     app.require(&caller, Perm::CsrReview, "csr.approve").await?;
-    let comment = body.and_then(|b| b.0.comment);
+    let comment = body.0.and_then(|b| b.comment);
     let res = async { view(csrs::decide(app, &caller, id, true, comment).await?) }.await;
     Ok(Json(
         app.finish(&caller, "csr.approve", Some(id), res).await?,

@@ -174,41 +174,66 @@ impl<'r, T: DeserializeOwned, const MAX: u64> FromData<'r> for Body<T, MAX> {
     type Error = ApiError;
 
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> DataOutcome<'r, Self> {
-        let mut limit = req.limits().get("json").unwrap_or_else(|| 1.mebibytes());
-        if MAX > 0 && MAX < limit.as_u64() {
-            limit = MAX.bytes();
-        }
-        let bytes = match read_body(req, data, limit).await {
-            Ok(b) => b,
-            Err(e) => return DataOutcome::Error(remember(req, e)),
-        };
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                return DataOutcome::Error(remember(
-                    req,
-                    ApiError::bad_request("invalid_json", "the request body is not UTF-8"),
-                ))
-            }
-        };
-        match serde_json::from_str::<T>(&text) {
-            Ok(v) => DataOutcome::Success(Body(v)),
-            Err(e) => {
-                let msg = describe_json_error(&e.to_string());
-                let code = match e.classify() {
-                    serde_json::error::Category::Data if msg.starts_with("unknown field") => {
-                        "unknown_field"
-                    }
-                    serde_json::error::Category::Data if msg.starts_with("missing field") => {
-                        "missing_field"
-                    }
-                    serde_json::error::Category::Data => "invalid_field",
-                    _ => "invalid_json",
-                };
-                DataOutcome::Error(remember(req, ApiError::bad_request(code, msg)))
-            }
+        match read_json_body(req, data, MAX).await {
+            Ok(bytes) => match decode_json(&bytes) {
+                Ok(v) => DataOutcome::Success(Body(v)),
+                Err(e) => DataOutcome::Error(remember(req, e)),
+            },
+            Err(e) => DataOutcome::Error(remember(req, e)),
         }
     }
+}
+
+/// A JSON body the route may go without: no body (or only whitespace) is `None`; anything else
+/// is decoded exactly as [`Body`] decodes it, with the same limits and errors — a malformed
+/// body is never taken for an absent one.
+pub struct OptionalBody<T, const MAX: u64 = 0>(pub Option<T>);
+
+#[rocket::async_trait]
+impl<'r, T: DeserializeOwned, const MAX: u64> FromData<'r> for OptionalBody<T, MAX> {
+    type Error = ApiError;
+
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> DataOutcome<'r, Self> {
+        match read_json_body(req, data, MAX).await {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                DataOutcome::Success(OptionalBody(None))
+            }
+            Ok(bytes) => match decode_json(&bytes) {
+                Ok(v) => DataOutcome::Success(OptionalBody(Some(v))),
+                Err(e) => DataOutcome::Error(remember(req, e)),
+            },
+            Err(e) => DataOutcome::Error(remember(req, e)),
+        }
+    }
+}
+
+/// The body under the `json` limit (or `max` when smaller and not 0).
+async fn read_json_body(req: &Request<'_>, data: Data<'_>, max: u64) -> Result<Vec<u8>, ApiError> {
+    let mut limit = req.limits().get("json").unwrap_or_else(|| 1.mebibytes());
+    if max > 0 && max < limit.as_u64() {
+        limit = max.bytes();
+    }
+    read_body(req, data, limit).await
+}
+
+/// Strict JSON decoding with the problem codes of [`Body`].
+fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the request body is not UTF-8"))?;
+    serde_json::from_str::<T>(text).map_err(|e| {
+        let msg = describe_json_error(&e.to_string());
+        let code = match e.classify() {
+            serde_json::error::Category::Data if msg.starts_with("unknown field") => {
+                "unknown_field"
+            }
+            serde_json::error::Category::Data if msg.starts_with("missing field") => {
+                "missing_field"
+            }
+            serde_json::error::Category::Data => "invalid_field",
+            _ => "invalid_json",
+        };
+        ApiError::bad_request(code, msg)
+    })
 }
 
 /// The longest JSON error detail sent back (and logged).

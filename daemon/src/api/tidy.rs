@@ -2,7 +2,7 @@
 //! from the inventory (and so from future CRLs), like Vault's `pki/tidy`. `dry_run` reports without
 //! deleting. CA certificates are never removed.
 
-use super::problem::Body;
+use super::problem::OptionalBody;
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::error::ApiError;
@@ -39,10 +39,10 @@ struct TidyReport {
 async fn tidy(
     app: &State<App>,
     caller: Caller,
-    body: Option<Body<TidyRequest>>,
+    body: OptionalBody<TidyRequest>,
 ) -> Result<Json<TidyReport>, ApiError> {
     app.require(&caller, Perm::TokenAdmin, "pki.tidy").await?;
-    let b = body.map(|b| b.0).unwrap_or_default();
+    let b = body.0.unwrap_or_default();
     let res = async {
         let retention = b.retention.unwrap_or_else(|| "720h".into());
         let secs = i64::try_from(duration::parse_seconds(&retention)?).unwrap_or(i64::MAX);

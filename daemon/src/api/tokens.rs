@@ -69,6 +69,14 @@ pub fn new_token(
     name: Option<String>,
 ) -> Result<(TokenRow, auth::NewToken), ApiError> {
     auth::check_policies(&policies)?;
+    if let Some(n) = &name {
+        if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                "a token name is 1 to 128 bytes without control characters",
+            ));
+        }
+    }
     let now = time_util::now();
     let expires_at = match ttl {
         None => None,
@@ -120,7 +128,12 @@ async fn create(
                 tx.insert_token(&r2, &hash)?;
                 tx.append_audit(&rec)
             })
-            .map_err(ApiError::from)
+            .map_err(|e| match e {
+                scaivault_store::Error::Conflict(what) => {
+                    ApiError::conflict("token_name_taken", what)
+                }
+                other => ApiError::from(other),
+            })
         })
         .await?;
         Ok(CreatedToken {

@@ -317,6 +317,19 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// SQL failures.
     pub fn insert_token(&self, t: &TokenRow, hash: &[u8]) -> Result<()> {
+        // Names are unique per tenant among tokens in use (a revoked token's name is free again).
+        if let Some(name) = &t.name {
+            let taken: i64 = self
+                .tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM tokens WHERE tenant_id = ?1 AND name = ?2 \
+                     AND revoked_at IS NULL",
+                )?
+                .query_row(params![t.tenant_id, name], |r| r.get(0))?;
+            if taken > 0 {
+                return Err(Error::Conflict(format!("a token named {name:?} exists")));
+            }
+        }
         let policies = serde_json::to_string(&t.policies).map_err(|e| Error::Sql(e.to_string()))?;
         self.tx
             .prepare_cached(
