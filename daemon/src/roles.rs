@@ -156,10 +156,14 @@ impl RoleSpec {
             || !n
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            // `.` and `..` are path segments every URL library rewrites: /v1/pki/issue/.. would
+            // not reach the role.
+            || n == "."
+            || n == ".."
         {
             return Err(ApiError::bad_request(
                 "invalid_name",
-                format!("role name {n:?} must be 1-128 of [A-Za-z0-9._-]"),
+                format!("role name {n:?} must be 1-128 of [A-Za-z0-9._-], and not . or .."),
             ));
         }
         self.key_spec()?;

@@ -1463,6 +1463,10 @@ fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
     assert!(p["detail"].as_str().unwrap().contains("2h"), "{p}");
     // The default max_ttl is 720h.
     create(json!({"ttl": "1000h"})).problem(400, "ttl_exceeds_role_max");
+    // `.` and `..` are not names a URL can carry.
+    for name in [".", ".."] {
+        create(json!({"name": name})).problem(400, "invalid_name");
+    }
     for bad in [
         "a..com",
         "*",
