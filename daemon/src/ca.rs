@@ -217,7 +217,7 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
     }
     if let Some(der) = parent.as_ref().and_then(|p| p.cert_der.as_ref()) {
         let parent_subject = pem::from_der(der)?.tbs_certificate.subject;
-        if parent_subject.to_der().ok() == subject.to_der().ok() {
+        if scaivault_core::name::same_name(&parent_subject, &subject) {
             return Err(ApiError::bad_request(
                 "invalid_subject",
                 format!(

@@ -114,8 +114,12 @@ fn lifetime(
     Ok((issuer.info.backdated(now, BACKDATE), not_after))
 }
 
-fn subject(spec: &RoleSpec, names: &ApprovedNames) -> Result<x509_cert::name::Name, ApiError> {
-    let cn = default_cn(names);
+fn subject(
+    spec: &RoleSpec,
+    names: &ApprovedNames,
+    issuer: &Issuer,
+) -> Result<x509_cert::name::Name, ApiError> {
+    let cn = default_cn(names, issuer.info.name_rules.constrains_dns());
     Ok(scaivault_core::name::leaf_subject(
         cn.as_deref(),
         spec.organization.as_deref(),
@@ -126,15 +130,23 @@ fn subject(spec: &RoleSpec, names: &ApprovedNames) -> Result<x509_cert::name::Na
 /// else the first IP address. None when the names are only URIs or DNS names longer than a CN
 /// may be (64 characters): the subject then has no CN and the subjectAltName, which carries every
 /// name anyway, is marked critical (RFC 5280 §4.2.1.6). A URI is never a CN (the pre-signing lint
-/// would refuse a CN that is not among the SAN's DNS names and IP addresses).
-fn default_cn(names: &ApprovedNames) -> Option<String> {
+/// would refuse a CN that is not among the SAN's DNS names and IP addresses). Not an IP address
+/// under a CA whose chain constrains DNS names (`dns_constrained`): OpenSSL would check that CN
+/// as a DNS name and reject the leaf; the subject is then empty instead.
+fn default_cn(names: &ApprovedNames, dns_constrained: bool) -> Option<String> {
     names.common_name.clone().or_else(|| {
         names
             .dns_names
             .iter()
             .find(|d| d.chars().count() <= scaivault_core::name::MAX_CN_CHARS)
             .cloned()
-            .or_else(|| names.ips.first().map(ToString::to_string))
+            .or_else(|| {
+                names
+                    .ips
+                    .first()
+                    .filter(|_| !dns_constrained)
+                    .map(ToString::to_string)
+            })
     })
 }
 
@@ -499,7 +511,7 @@ async fn sign_and_store(
 ) -> Result<Issued, ApiError> {
     let order = LeafOrder {
         role: Some(role.to_owned()),
-        subject: subject(spec, &names)?,
+        subject: subject(spec, &names, issuer)?,
         names,
         spki_der,
         key_type,

@@ -1654,6 +1654,21 @@ fn names_outside_the_ca_name_constraints_are_refused_on_every_path() {
         &untrusted,
         &leaf,
     ]);
+    // Only an IP address: no CN, since OpenSSL checks a CN that reads as a host name (an IP
+    // address does) against the DNS subtrees when the SAN has no DNS name.
+    let ip_only = d.post("/v1/pki/issue/nc-any", &json!({"ip_sans": ["10.9.8.7"]}));
+    assert_eq!(ip_only.status, 200, "{}", ip_only.text());
+    let (leaf, untrusted, root_pem, _) = files(tmp, "nc-ip", &ip_only.json());
+    openssl_ok(&[
+        "verify",
+        "-CAfile",
+        &root_pem,
+        "-untrusted",
+        &untrusted,
+        &leaf,
+    ]);
+    let subject = openssl_ok(&["x509", "-in", &leaf, "-noout", "-subject"]);
+    assert!(!subject.contains("CN"), "{subject}");
 
     let refused = |path: &str, body: Value, name: &str| {
         let p = d
@@ -1688,6 +1703,12 @@ fn names_outside_the_ca_name_constraints_are_refused_on_every_path() {
         json!({"common_name": "y.other.example"}),
         "y.other.example",
     );
+    // An IP address asked for as the CN is refused for the same reason, with it named.
+    refused(
+        "/v1/pki/issue/nc-any",
+        json!({"common_name": "10.9.8.7"}),
+        "common name \"10.9.8.7\"",
+    );
     let (csr_pem, _) = make_csr(
         tmp,
         "nc-out",
@@ -1721,7 +1742,7 @@ fn names_outside_the_ca_name_constraints_are_refused_on_every_path() {
     );
 
     // Only the one good certificate exists under either CA; nothing was reserved for the rest.
-    for (ca, want) in [(&nc, 1), (&sub, 0)] {
+    for (ca, want) in [(&nc, 2), (&sub, 0)] {
         let list = d.get(&format!(
             "/v1/pki/certificates?ca_id={}",
             ca["id"].as_str().unwrap()
@@ -1737,5 +1758,5 @@ fn names_outside_the_ca_name_constraints_are_refused_on_every_path() {
         .iter()
         .filter(|r| r["outcome"] == "error:name_constraint_violation")
         .count();
-    assert_eq!(refusals, 7, "every refusal is audited once");
+    assert_eq!(refusals, 8, "every refusal is audited once");
 }

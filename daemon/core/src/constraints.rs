@@ -7,15 +7,24 @@
 //! which name breaks which constraint. The same check runs again on the finished TBS as part of
 //! the lint before signing.
 //!
-//! Name forms: dNSName (a constraint `example.com` covers the name and every name below it,
-//! `.example.com` only the names below; a wildcard `*.a.example` is one label under `a.example`,
-//! and an excluded subtree it could cover counts against it), iPAddress (address and mask),
-//! uniformResourceIdentifier (the host of the URI: exact, or below a constraint with a leading
-//! dot; a URI without a host name is outside every URI constraint) and directoryName (the
-//! subject, compared RDN by RDN as encoded; an empty subject is not constrained). Other forms
-//! constrain only names of their own form, which a leaf of this CA never carries.
+//! Name forms, each matched the way OpenSSL matches it (the stricter reading where OpenSSL and
+//! RFC 5280 differ, so that no relying party rejects what the CA issues):
+//! - dNSName: a constraint `example.com` covers the name and every name below it,
+//!   `.example.com` only the names below; a wildcard `*.a.example` is one label under
+//!   `a.example`, and an excluded subtree it could cover counts against it. When the leaf has no
+//!   DNS name in its SAN, a common name that reads as a host name (`10.1.2.3` included) is checked
+//!   as one, as OpenSSL does (`NAME_CONSTRAINTS_check_CN`).
+//! - iPAddress: address and mask.
+//! - uniformResourceIdentifier: the host as OpenSSL reads it — after `scheme://`, up to the
+//!   first `:`, else the first `/`, else the end — exact, or below a constraint with a leading dot.
+//! - rfc822Name: the subject's `emailAddress` attributes (ScaiVault issues no e-mail SANs): a
+//!   constraint `user@host` is that mailbox, `host` every mailbox at host, `.domain` every
+//!   mailbox below domain.
+//! - directoryName: the subject, RDN by RDN under RFC 5280 §7.1 (case and spacing aside, see
+//!   [`crate::name::canonical`]); an empty subject is not constrained.
+//!
+//! Other forms constrain only names of their own form, which a leaf of this CA never carries.
 
-use der::Encode;
 use std::fmt;
 use std::net::IpAddr;
 use x509_cert::ext::pkix::constraints::name::{GeneralSubtrees, NameConstraints};
@@ -28,10 +37,14 @@ use x509_cert::Certificate;
 pub enum LeafName<'a> {
     /// A dNSName SAN (lowercase or not; a leading `*.` label is a wildcard).
     Dns(&'a str),
+    /// A subject common name checked as a DNS name (no DNS SAN, and it reads as a host name).
+    CommonName(&'a str),
     /// An iPAddress SAN.
     Ip(IpAddr),
     /// A uniformResourceIdentifier SAN.
     Uri(&'a str),
+    /// An `emailAddress` of the subject.
+    Email(&'a str),
     /// The subject.
     Subject(&'a Name),
 }
@@ -40,8 +53,13 @@ impl fmt::Display for LeafName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LeafName::Dns(d) => write!(f, "DNS name {d:?}"),
+            LeafName::CommonName(c) => write!(
+                f,
+                "common name {c:?} (which OpenSSL checks as a DNS name when the SAN has none)"
+            ),
             LeafName::Ip(ip) => write!(f, "IP address {ip}"),
             LeafName::Uri(u) => write!(f, "URI {u:?}"),
+            LeafName::Email(e) => write!(f, "subject emailAddress {e:?}"),
             LeafName::Subject(n) => write!(f, "subject \"{n}\""),
         }
     }
@@ -55,7 +73,8 @@ enum Base {
         mask: Vec<u8>,
     },
     Uri(String),
-    Dir(Vec<Vec<u8>>),
+    Email(String),
+    Dir(Vec<Vec<(const_oid::ObjectIdentifier, Vec<u8>)>>),
     /// A form no leaf of ours carries.
     Other,
 }
@@ -78,6 +97,7 @@ impl fmt::Display for Base {
                 }
             }
             Base::Uri(u) => write!(f, "URI host {u}"),
+            Base::Email(e) => write!(f, "e-mail {e}"),
             Base::Dir(_) => write!(f, "directory name"),
             Base::Other => write!(f, "another name form"),
         }
@@ -128,6 +148,50 @@ impl NameRules {
         self.sets.is_empty()
     }
 
+    /// Whether any CA of the chain constrains DNS names (a common name that reads as a host name
+    /// is then checked as one when the SAN has no DNS name).
+    pub fn constrains_dns(&self) -> bool {
+        self.sets
+            .iter()
+            .flat_map(|s| s.permitted.iter().chain(&s.excluded))
+            .any(|b| matches!(b, Base::Dns(_)))
+    }
+
+    /// Checks a leaf's names: its SAN's DNS names, IP addresses and URIs, and its subject (with
+    /// its `emailAddress` attributes, and its common names when the SAN has no DNS name).
+    ///
+    /// # Errors
+    /// As [`NameRules::check`].
+    pub fn check_leaf(
+        &self,
+        subject: &Name,
+        dns: &[&str],
+        ips: &[IpAddr],
+        uris: &[&str],
+    ) -> Result<(), String> {
+        if self.sets.is_empty() {
+            return Ok(());
+        }
+        let emails = subject_strings(subject, EMAIL_ADDRESS);
+        let cns: Vec<String> = if dns.is_empty() {
+            subject_strings(subject, const_oid::db::rfc4519::CN)
+                .into_iter()
+                .filter(|cn| reads_as_host_name(cn))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let names = dns
+            .iter()
+            .map(|d| LeafName::Dns(d))
+            .chain(cns.iter().map(|c| LeafName::CommonName(c)))
+            .chain(ips.iter().map(|ip| LeafName::Ip(*ip)))
+            .chain(uris.iter().map(|u| LeafName::Uri(u)))
+            .chain(emails.iter().map(|e| LeafName::Email(e)))
+            .chain(std::iter::once(LeafName::Subject(subject)));
+        self.check(names)
+    }
+
     /// Checks every name: `Err` names the first one outside a constraint, the constraint and
     /// the CA that set it.
     ///
@@ -167,7 +231,7 @@ impl Set {
                         mask: Vec::new(),
                     },
                     Base::Uri("\u{0}".into()),
-                    Base::Dir(vec![Vec::new()]),
+                    Base::Dir(vec![vec![(NOTHING, Vec::new())]]),
                 ],
                 excluded: Vec::new(),
             },
@@ -207,6 +271,65 @@ impl Set {
     }
 }
 
+/// An attribute type no name carries (a broken NameConstraints' directory subtree).
+const NOTHING: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("0.0.0");
+
+/// PKCS #9 `emailAddress` (1.2.840.113549.1.9.1).
+const EMAIL_ADDRESS: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
+
+/// The string values of every `oid` attribute of `name`.
+fn subject_strings(name: &Name, oid: const_oid::ObjectIdentifier) -> Vec<String> {
+    use der::asn1::{Ia5StringRef, PrintableStringRef};
+    name.0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == oid)
+        .filter_map(|atv| {
+            atv.value
+                .decode_as::<String>()
+                .ok()
+                .or_else(|| {
+                    atv.value
+                        .decode_as::<Ia5StringRef<'_>>()
+                        .ok()
+                        .map(|s| s.to_string())
+                })
+                .or_else(|| {
+                    atv.value
+                        .decode_as::<PrintableStringRef<'_>>()
+                        .ok()
+                        .map(|s| s.to_string())
+                })
+        })
+        .collect()
+}
+
+/// OpenSSL's test of a common name that names a host (`cn2dnsid`): letters, digits and `_`,
+/// with `-` and `.` inside, a `.` next to neither `.` nor `-`, and at least one such dot.
+fn reads_as_host_name(cn: &str) -> bool {
+    let b = cn.as_bytes();
+    let n = b.len();
+    let mut dotted = false;
+    for i in 0..n {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            continue;
+        }
+        if i > 0 && i + 1 < n {
+            if c == b'-' {
+                continue;
+            }
+            if c == b'.' && b[i + 1] != b'.' && b[i - 1] != b'-' && b[i + 1] != b'-' {
+                dotted = true;
+                continue;
+            }
+        }
+        return false;
+    }
+    dotted
+}
+
 fn bases(subtrees: Option<&GeneralSubtrees>) -> Vec<Base> {
     subtrees
         .map(|s| {
@@ -232,7 +355,8 @@ fn bases(subtrees: Option<&GeneralSubtrees>) -> Vec<Base> {
                     GeneralName::UniformResourceIdentifier(u) => {
                         Base::Uri(u.as_str().to_ascii_lowercase())
                     }
-                    GeneralName::DirectoryName(n) => Base::Dir(rdns(n)),
+                    GeneralName::Rfc822Name(m) => Base::Email(m.as_str().to_owned()),
+                    GeneralName::DirectoryName(n) => Base::Dir(crate::name::canonical(n)),
                     _ => Base::Other,
                 })
                 .collect()
@@ -244,17 +368,13 @@ fn dns_key(s: &str) -> String {
     s.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Each RDN as encoded (an RDN that cannot be encoded compares as empty, matching nothing).
-fn rdns(n: &Name) -> Vec<Vec<u8>> {
-    n.0.iter().map(|r| r.to_der().unwrap_or_default()).collect()
-}
-
 fn same_form(b: &Base, name: LeafName<'_>) -> bool {
     matches!(
         (b, name),
-        (Base::Dns(_), LeafName::Dns(_))
+        (Base::Dns(_), LeafName::Dns(_) | LeafName::CommonName(_))
             | (Base::Ip { .. }, LeafName::Ip(_))
             | (Base::Uri(_), LeafName::Uri(_))
+            | (Base::Email(_), LeafName::Email(_))
             | (Base::Dir(_), LeafName::Subject(_))
     )
 }
@@ -262,11 +382,13 @@ fn same_form(b: &Base, name: LeafName<'_>) -> bool {
 /// Whether the subtree `b` holds every name `name` stands for.
 fn permits(b: &Base, name: LeafName<'_>) -> bool {
     match (b, name) {
-        (Base::Dns(c), LeafName::Dns(d)) => dns_within(c, &dns_key(d)),
+        (Base::Dns(c), LeafName::Dns(d) | LeafName::CommonName(d)) => dns_within(c, &dns_key(d)),
+        (Base::Email(c), LeafName::Email(e)) => email_within(c, e),
         (Base::Ip { addr, mask }, LeafName::Ip(ip)) => ip_within(addr, mask, ip),
         (Base::Uri(c), LeafName::Uri(u)) => uri_host(u).is_some_and(|h| host_within(c, &h)),
         (Base::Dir(c), LeafName::Subject(n)) => {
-            let subject = rdns(n);
+            // RFC 5280 §7.1 comparison, as OpenSSL does it: case and spacing do not matter.
+            let subject = crate::name::canonical(n);
             c.len() <= subject.len() && c.iter().zip(&subject).all(|(a, b)| a == b)
         }
         _ => false,
@@ -325,6 +447,25 @@ fn ip_within(addr: &[u8], mask: &[u8], ip: IpAddr) -> bool {
             .all(|(o, (a, m))| o & m == a & m)
 }
 
+/// OpenSSL's `nc_email`: `.domain` matches the end of the address below domain; `local@host` the
+/// mailbox (local part exact, host in any case); `host` every mailbox at host.
+fn email_within(c: &str, e: &str) -> bool {
+    let Some((local, host)) = e.rsplit_once('@') else {
+        return false;
+    };
+    if c.starts_with('.') {
+        return e.len() > c.len()
+            && e.get(e.len() - c.len()..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(c));
+    }
+    match c.rsplit_once('@') {
+        Some((c_local, c_host)) => {
+            (c_local.is_empty() || c_local == local) && c_host.eq_ignore_ascii_case(host)
+        }
+        None => c.eq_ignore_ascii_case(host),
+    }
+}
+
 /// RFC 5280 §4.2.1.10 for URIs: the host must be the constraint, or below it when the
 /// constraint starts with a dot.
 fn host_within(c: &str, host: &str) -> bool {
@@ -335,17 +476,18 @@ fn host_within(c: &str, host: &str) -> bool {
     }
 }
 
-/// The host of `scheme://[userinfo@]host[:port]/…`, lowercased; `None` without one, or when it
-/// is an IP literal (URI constraints are host names).
+/// The host of a URI as OpenSSL's `nc_uri` reads it — after `scheme://`, up to the first `:`,
+/// else the first `/`, else the end — lowercased. A URI with a user part, a query or fragment
+/// right after the host, or a trailing dot gets a "host" no constraint matches, as in OpenSSL;
+/// `None` without `://`, for an empty host, or for an IP address (URI constraints name hosts).
 fn uri_host(uri: &str) -> Option<String> {
     let (_, rest) = uri.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.starts_with('[') {
-        return None;
-    }
-    let host = host_port.split(':').next()?.trim_end_matches('.');
-    if host.is_empty() || host.parse::<IpAddr>().is_ok() {
+    let end = rest
+        .find(':')
+        .or_else(|| rest.find('/'))
+        .unwrap_or(rest.len());
+    let host = &rest[..end];
+    if host.is_empty() || host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
         return None;
     }
     Some(host.to_ascii_lowercase())

@@ -193,6 +193,23 @@ pub fn check_for_workflow(csr: &ParsedCsr) -> Result<()> {
     for u in &csr.uris {
         check_uri(u).map_err(|why| bad(format!("subjectAltName URI {u:?} {why}")))?;
     }
+    // The CN is copied as written and must read as one of the SAN values: an IP address in its
+    // canonical form, a host name without a trailing dot.
+    if let Some(cn) = &csr.common_name {
+        if let Ok(ip) = cn.parse::<IpAddr>() {
+            if ip.to_string() != *cn {
+                return Err(bad(format!(
+                    "the common name {cn:?} is an IP address not written in its canonical form \
+                     ({ip}): the certificate would carry a CN that reads as none of its SAN values"
+                )));
+            }
+        } else if cn.len() > 1 && cn.ends_with('.') && !cn.contains(' ') {
+            return Err(bad(format!(
+                "the common name {cn:?} ends in a dot: request {:?}",
+                cn.trim_end_matches('.')
+            )));
+        }
+    }
     check_subject(&csr.subject)
 }
 
@@ -234,6 +251,12 @@ fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
         (rfc4519::L, "L", 128),
         (rfc4519::ST, "ST", 128),
         (rfc4519::C, "C", 2),
+        // PKCS #9 emailAddress, ub-emailaddress-length.
+        (
+            const_oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1"),
+            "emailAddress",
+            255,
+        ),
     ];
     for atv in subject.0.iter().flat_map(|rdn| rdn.0.iter()) {
         let Some((_, label, max)) = bounds.iter().find(|(oid, _, _)| *oid == atv.oid) else {
@@ -363,12 +386,15 @@ mod tests {
             check_for_workflow(&parse_pem(&pem).unwrap())
         };
         assert!(check("CN=ok.example,O=Example,C=NL").is_ok());
+        assert!(check("CN=2001:db8::1").is_ok());
         let long_o = format!("CN=a.example,O={}", "o".repeat(300));
         for (subject, says) in [
             (&long_o[..], "O has 300 characters"),
             ("CN=a.example,C=ZZZ", "two-letter"),
             ("CN=a.example,C=1A", "two-letter"),
             ("CN=a.example,L=", "L has 0 characters"),
+            ("CN=a.example.org.", "ends in a dot"),
+            ("CN=2001:DB8::1", "canonical form (2001:db8::1)"),
         ] {
             let e = check(subject).unwrap_err();
             assert_eq!(e.code(), "invalid_csr");

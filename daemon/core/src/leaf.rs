@@ -278,25 +278,20 @@ pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
 /// # Errors
 /// `invalid` `name_constraint_violation` naming the name, the constraint and the CA.
 pub fn check_name_constraints(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<()> {
-    use crate::constraints::LeafName;
-    let names = t
-        .names
-        .dns
-        .iter()
-        .map(|d| LeafName::Dns(d))
-        .chain(t.names.ips.iter().map(|ip| LeafName::Ip(*ip)))
-        .chain(t.names.uris.iter().map(|u| LeafName::Uri(u)))
-        .chain(std::iter::once(LeafName::Subject(&t.subject)));
+    if issuer.name_rules.is_empty() {
+        return Ok(());
+    }
+    let dns: Vec<&str> = t.names.dns.iter().map(String::as_str).collect();
+    let uris: Vec<&str> = t.names.uris.iter().map(String::as_str).collect();
     issuer
         .name_rules
-        .check(names)
+        .check_leaf(&t.subject, &dns, &t.names.ips, &uris)
         .map_err(|d| Error::invalid("name_constraint_violation", d))
 }
 
 /// The finished TBS's names against the issuer's name constraints (the lint's copy of
 /// [`check_name_constraints`]).
 fn lint_name_constraints(tbs: &TbsCertificate, issuer: &IssuerInfo) -> Result<()> {
-    use crate::constraints::LeafName;
     use const_oid::AssociatedOid;
     if issuer.name_rules.is_empty() {
         return Ok(());
@@ -313,11 +308,11 @@ fn lint_name_constraints(tbs: &TbsCertificate, issuer: &IssuerInfo) -> Result<()
         Some(Err(e)) => return Err(Error::ProfileViolation(format!("subjectAltName: {e}"))),
         None => Vec::new(),
     };
-    let mut names = vec![LeafName::Subject(&tbs.subject)];
+    let (mut dns, mut ips, mut uris) = (Vec::new(), Vec::new(), Vec::new());
     for g in &sans {
         match g {
-            GeneralName::DnsName(d) => names.push(LeafName::Dns(d.as_str())),
-            GeneralName::UniformResourceIdentifier(u) => names.push(LeafName::Uri(u.as_str())),
+            GeneralName::DnsName(d) => dns.push(d.as_str()),
+            GeneralName::UniformResourceIdentifier(u) => uris.push(u.as_str()),
             GeneralName::IpAddress(o) => {
                 let b = o.as_bytes();
                 let ip = match b.len() {
@@ -326,7 +321,7 @@ fn lint_name_constraints(tbs: &TbsCertificate, issuer: &IssuerInfo) -> Result<()
                     _ => None,
                 };
                 match ip {
-                    Some(ip) => names.push(LeafName::Ip(ip)),
+                    Some(ip) => ips.push(ip),
                     None => {
                         return Err(Error::ProfileViolation(format!(
                             "an iPAddress of {} octets",
@@ -340,7 +335,7 @@ fn lint_name_constraints(tbs: &TbsCertificate, issuer: &IssuerInfo) -> Result<()
     }
     issuer
         .name_rules
-        .check(names)
+        .check_leaf(&tbs.subject, &dns, &ips, &uris)
         .map_err(Error::ProfileViolation)
 }
 

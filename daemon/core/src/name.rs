@@ -116,6 +116,61 @@ fn rdn(oid: ObjectIdentifier, value: Any) -> Result<RelativeDistinguishedName> {
     Ok(RelativeDistinguishedName(set))
 }
 
+/// A name as RFC 5280 §7.1 compares names, the way OpenSSL does it (`X509_NAME_cmp` on its
+/// canonical encoding): per RDN, its attributes sorted, each the type and, for a directory string
+/// (UTF8String, PrintableString, IA5String), the value with leading and trailing whitespace
+/// removed, inner runs of whitespace made one space and ASCII letters lower-cased; any other value
+/// as encoded.
+pub fn canonical(name: &Name) -> Vec<Vec<(ObjectIdentifier, Vec<u8>)>> {
+    use der::asn1::Ia5StringRef;
+    use der::Encode;
+    name.0
+        .iter()
+        .map(|rdn| {
+            let mut atvs: Vec<(ObjectIdentifier, Vec<u8>)> = rdn
+                .0
+                .iter()
+                .map(|atv| {
+                    let text = atv
+                        .value
+                        .decode_as::<String>()
+                        .ok()
+                        .or_else(|| {
+                            atv.value
+                                .decode_as::<PrintableStringRef<'_>>()
+                                .ok()
+                                .map(|s| s.to_string())
+                        })
+                        .or_else(|| {
+                            atv.value
+                                .decode_as::<Ia5StringRef<'_>>()
+                                .ok()
+                                .map(|s| s.to_string())
+                        });
+                    let value = match text {
+                        Some(t) => t
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                            .to_ascii_lowercase()
+                            .into_bytes(),
+                        None => atv.value.to_der().unwrap_or_default(),
+                    };
+                    (atv.oid, value)
+                })
+                .collect();
+            atvs.sort();
+            atvs
+        })
+        .collect()
+}
+
+/// Whether two names are the same name under RFC 5280 §7.1 (see [`canonical`]): `CN=Test Root`
+/// and `CN=test  root` are.
+pub fn same_name(a: &Name, b: &Name) -> bool {
+    canonical(a) == canonical(b)
+}
+
 /// The value of the first `CN` in a name, if any.
 pub fn common_name(name: &Name) -> Option<String> {
     name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
@@ -150,6 +205,18 @@ mod tests {
         // RFC 4514 writes the most specific RDN first.
         assert_eq!(n.to_string(), "CN=Acme Root CA,O=Acme\\, Inc.,C=NL");
         assert!(n.to_der().is_ok());
+    }
+
+    #[test]
+    fn names_compare_as_rfc_5280_section_7_1_says() {
+        let n = |s: &str| -> Name { s.parse().unwrap() };
+        assert!(same_name(
+            &n("CN=Test Root,O=Acme"),
+            &n("CN=test  root,O= ACME ")
+        ));
+        assert!(!same_name(&n("CN=Test Root"), &n("CN=Test Roots")));
+        assert!(!same_name(&n("CN=Test Root"), &n("O=Test Root")));
+        assert!(!same_name(&n("CN=a,O=b"), &n("CN=a")));
     }
 
     #[test]

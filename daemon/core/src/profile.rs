@@ -249,13 +249,23 @@ fn name_constraints(c: &Constraints) -> Result<NameConstraints> {
     }
     let dns = |raw: &String| -> Result<GeneralSubtree> {
         let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-        // A DNS name, optionally with a leading dot (subdomains only, as OpenSSL and Go read
-        // it): anything else (spaces, `*`, empty or over-long labels) constrains nothing usable.
-        let host = d.strip_prefix('.').unwrap_or(&d);
+        // A DNS name: it covers itself and every name below (RFC 5280 §4.2.1.10). A leading dot
+        // is the form of URI and mailbox constraints, not of dNSName ones: OpenSSL and Go accept
+        // it, RFC 5280 path validators (ScaiVault's own `validate` among them) refuse the CA.
+        if d.starts_with('.') {
+            return Err(Error::invalid(
+                "invalid_name_constraint",
+                format!(
+                    "{raw:?} is not a DNS name constraint: RFC 5280 §4.2.1.10 has no leading dot \
+                     for dNSName (\"x.y\" already covers every name below x.y)"
+                ),
+            ));
+        }
+        let host = d.as_str();
         if host.contains('*') {
             return Err(Error::invalid(
                 "invalid_name_constraint",
-                format!("{raw:?} is not a DNS name constraint: no wildcards (\".x.y\" means every name below x.y)"),
+                format!("{raw:?} is not a DNS name constraint: no wildcards (\"x.y\" covers every name below x.y)"),
             ));
         }
         if let Err(e) = crate::role::normalize_dns_name(host) {
@@ -350,7 +360,7 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
         // RFC 5280 §6.1.4 (h), (l): a self-issued CA certificate does not count against the
         // pathLenConstraint above it, and a name constraint's exemption for it would let it
         // escape both. ScaiVault issues no key-rollover certificates, so none is self-issued.
-        if expect.issuer.is_some() && tbs.issuer.to_der().ok() == tbs.subject.to_der().ok() {
+        if expect.issuer.is_some() && crate::name::same_name(&tbs.issuer, &tbs.subject) {
             failures.push(
                 "a CA certificate whose subject is its issuer's name is self-issued: it would not \
                  count against the issuer's pathLenConstraint (RFC 5280 §6.1.4)"

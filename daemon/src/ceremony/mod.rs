@@ -483,7 +483,7 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
             "the CSR's subject is empty: a CA certificate needs a name".into(),
         ));
     }
-    if req.subject.to_der().ok() == root.tbs_certificate.subject.to_der().ok() {
+    if scaivault_core::name::same_name(&req.subject, &root.tbs_certificate.subject) {
         return Err(StartError(format!(
             "the CSR's subject is the root's own name (\"{}\"): such a self-issued intermediate \
              would escape the root's path length limit; give it another name",

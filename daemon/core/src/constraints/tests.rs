@@ -140,7 +140,13 @@ fn uri_subtrees_constrain_the_host() {
     );
     let u = |s: &str| ok(&r, LeafName::Uri(s));
     assert!(u("spiffe://prod.example/ns/billing"));
-    assert!(u("https://user@PROD.example:8443/x"));
+    assert!(u("https://PROD.example:8443/x"));
+    // OpenSSL's reading of the host (up to the first `:`, else `/`): a user part, a query right
+    // after the host, a trailing dot or a `:` in the path give hosts no constraint holds.
+    assert!(!u("https://user@prod.example/x"));
+    assert!(!u("https://prod.example?x=1"));
+    assert!(!u("https://prod.example./x"));
+    assert!(!u("spiffe://prod.example/ns/a:b"));
     assert!(
         !u("spiffe://a.prod.example/x"),
         "no leading dot: exact host"
@@ -163,8 +169,81 @@ fn directory_subtrees_constrain_a_non_empty_subject() {
     assert!(ok(&r, LeafName::Subject(&name("CN=a,O=Example,C=DE"))));
     assert!(!ok(&r, LeafName::Subject(&name("CN=a,O=Other,C=DE"))));
     assert!(!ok(&r, LeafName::Subject(&name("O=Example,C=DE,CN=a"))));
+    // RFC 5280 §7.1, as OpenSSL compares: case and runs of spaces do not matter.
+    assert!(ok(&r, LeafName::Subject(&name("CN=a,O=EXAMPLE,C=de"))));
+    assert!(ok(&r, LeafName::Subject(&name("CN=a,O=  Example ,C=DE"))));
+    let excluded = rules(vec![], vec![GeneralName::DirectoryName(name("O=Evil"))]);
+    assert!(!ok(&excluded, LeafName::Subject(&name("CN=a,O=evil"))));
+    assert!(ok(&excluded, LeafName::Subject(&name("CN=a,O=Good"))));
     assert!(!ok(&r, LeafName::Subject(&name("CN=a"))));
     assert!(ok(&r, LeafName::Subject(&Name::default())), "empty subject");
+}
+
+#[test]
+fn subject_mailboxes_meet_rfc822_subtrees() {
+    let m = |s: &str| GeneralName::Rfc822Name(Ia5String::new(s).unwrap());
+    let r = rules(
+        vec![m("example.org"), m(".corp.example")],
+        vec![m("bad@example.org")],
+    );
+    let subject = |mail: &str| -> Name {
+        let mut n = name("CN=a.example.org");
+        let atv = x509_cert::attr::AttributeTypeAndValue {
+            oid: super::EMAIL_ADDRESS,
+            value: der::asn1::Any::encode_from(&Ia5String::new(mail).unwrap()).unwrap(),
+        };
+        n.0.push(x509_cert::name::RelativeDistinguishedName(
+            der::asn1::SetOfVec::try_from(vec![atv]).unwrap(),
+        ));
+        n
+    };
+    let check = |mail: &str| r.check_leaf(&subject(mail), &["a.example.org"], &[], &[]);
+    assert!(check("x@example.org").is_ok());
+    assert!(check("x@EXAMPLE.ORG").is_ok());
+    assert!(check("x@mail.corp.example").is_ok());
+    assert!(
+        check("x@corp.example").is_err(),
+        ".corp.example: below only"
+    );
+    assert!(check("x@sub.example.org").is_err(), "host, not below");
+    assert!(check("x@evil.com").unwrap_err().contains("emailAddress"));
+    assert!(check("bad@EXAMPLE.org").unwrap_err().contains("excluded"));
+    assert!(check("BAD@example.org").is_ok(), "the local part is exact");
+}
+
+/// OpenSSL checks a common name that reads as a host name against DNS subtrees when the SAN has
+/// no DNS name — an IP address written as the CN included.
+#[test]
+fn a_host_like_common_name_meets_dns_subtrees_without_dns_sans() {
+    let r = rules(vec![dns("example.com")], vec![]);
+    let ip: IpAddr = "10.1.2.3".parse().unwrap();
+    let e = r
+        .check_leaf(&name("CN=10.1.2.3"), &[], &[ip], &[])
+        .unwrap_err();
+    assert!(e.contains("common name \"10.1.2.3\""), "{e}");
+    assert!(r.check_leaf(&name("CN=Device"), &[], &[ip], &[]).is_ok());
+    assert!(r
+        .check_leaf(&name("CN=a.example.com"), &[], &[ip], &[])
+        .is_ok());
+    assert!(r.check_leaf(&Name::default(), &[], &[ip], &[]).is_ok());
+    // With a DNS name in the SAN, the CN is not looked at (OpenSSL does the same).
+    assert!(r
+        .check_leaf(&name("CN=10.1.2.3"), &["a.example.com"], &[ip], &[])
+        .is_ok());
+    assert!(r.constrains_dns());
+    assert!(!rules(vec![], vec![]).constrains_dns());
+    for (cn, host) in [
+        ("10.1.2.3", true),
+        ("a.b", true),
+        ("a_b.c", true),
+        ("Device", false),
+        ("a..b", false),
+        (".a.b", false),
+        ("a-.b", false),
+        ("a b.c", false),
+    ] {
+        assert_eq!(super::reads_as_host_name(cn), host, "{cn}");
+    }
 }
 
 #[test]
