@@ -235,13 +235,19 @@ impl HsmConfig {
 
 /// A validated timeout in seconds (`fallback` if it does not parse: `validate` refused that
 /// already); `None` for 0.
-/// Whether a `postgres://` URL has a password in its user-info part (`user:password@`).
+/// Whether a `postgres://` URL has a password: in its user-info part (`user:password@`), or as a
+/// `password` query parameter (libpq and tokio-postgres take both).
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
+    let in_userinfo = authority
         .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let in_query = rest.split_once('?').is_some_and(|(_, query)| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .any(|(key, _)| key.trim().eq_ignore_ascii_case("password"))
+    });
+    in_userinfo || in_query
 }
 
 fn limit(text: &str, fallback: u64) -> Option<std::time::Duration> {
@@ -482,25 +488,31 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 /// `info,scaivault::http=warn`. A bare word that is not a level (`verbose`) would be taken as a
 /// target and silence every other one.
 fn check_log_level(level: &str) -> Result<(), ConfigError> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let is_level = |l: &str| LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
-    let ok = !level.trim().is_empty()
+    if log_level_ok(level) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "log.level {level:?} is not a level ({}) or a filter of target=level directives \
+             such as \"info,scaivault::http=warn\"",
+            LOG_LEVELS.join(", ")
+        )))
+    }
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Whether `level` is a filter whose every directive names a level (see `check_log_level`); the
+/// same test applies to `RUST_LOG`.
+pub fn log_level_ok(level: &str) -> bool {
+    let is_level = |l: &str| LOG_LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
+    !level.trim().is_empty()
         && level.split(',').all(|d| match d.rsplit_once('=') {
             Some((target, l)) => !target.trim().is_empty() && is_level(l),
             None => is_level(d),
         })
         && tracing_subscriber::EnvFilter::builder()
             .parse(level)
-            .is_ok();
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(format!(
-            "log.level {level:?} is not a level ({}) or a filter of target=level directives \
-             such as \"info,scaivault::http=warn\"",
-            LEVELS.join(", ")
-        )))
-    }
+            .is_ok()
 }
 
 /// `[log]`.
@@ -937,6 +949,15 @@ pin_env = "PIN"
         assert_eq!(c.cluster.lease(), std::time::Duration::from_secs(10));
         let e = pg("backend = \"postgres\"").unwrap_err();
         assert!(e.contains("storage.url is required"), "{e}");
+        for url in [
+            "postgres://sv@db/sv?password=hunter2",
+            "postgres://sv@db/sv?sslmode=require&PassWord=hunter2",
+            "postgres://sv@db/sv?pass%77ord=hunter2",
+        ] {
+            let e = pg(&format!("backend = \"postgres\"\nurl = \"{url}\"")).unwrap_err();
+            assert!(e.contains("must not carry a password"), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
         let e = pg("backend = \"postgres\"\nurl = \"postgres://sv:hunter2@db/sv\"").unwrap_err();
         assert!(
             e.contains("must not carry a password") && !e.contains("hunter2"),

@@ -13,15 +13,24 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 static HANDLE: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 static FROM_ENV: AtomicBool = AtomicBool::new(false);
 
+/// `level` plus what no level may change: Rocket below `warn` (its `debug` dump of each
+/// request prints every header, the bearer token included), added last so that it wins over the
+/// same targets in `level`.
 fn filter_for(level: &str) -> EnvFilter {
-    EnvFilter::new(format!("{level},rocket=warn,_=off"))
+    EnvFilter::new(format!("{level},rocket=warn,rocket::server=warn,_=off"))
 }
 
-/// Installs the process's subscriber (once; later calls do nothing).
+/// Installs the process's subscriber (once; later calls do nothing). A `RUST_LOG` that is a valid
+/// filter (by the rules of `[log] level`) replaces `level`; one that is not is ignored with a
+/// warning (`verbose` would be read as a target name and silence every line).
 pub fn init(level: &str) {
-    let (filter, from_env) = match EnvFilter::try_from_default_env() {
-        Ok(f) => (f, true),
-        Err(_) => (filter_for(level), false),
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let (filter, from_env, ignored) = match env {
+        Some(v) if crate::config::log_level_ok(&v) => (filter_for(&v), true, None),
+        Some(v) => (filter_for(level), false, Some(v)),
+        None => (filter_for(level), false, None),
     };
     let (filter, handle) = reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer()
@@ -36,6 +45,10 @@ pub fn init(level: &str) {
     {
         let _ = HANDLE.set(handle);
         FROM_ENV.store(from_env, Ordering::Relaxed);
+    }
+    if let Some(v) = ignored {
+        let shown: String = v.chars().take(80).collect();
+        tracing::warn!(rust_log = %shown, "RUST_LOG is not a level or a filter of target=level directives: ignored, [log] level applies");
     }
 }
 

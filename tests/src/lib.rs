@@ -280,7 +280,6 @@ impl Daemon {
             cmd.env("SCAIVAULT_DEV_DATABASE_URL", &db.url);
         }
         let child = cmd
-            .envs(env.iter().copied())
             .args(["dev", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -289,6 +288,8 @@ impl Daemon {
                 std::env::var("SCAIVAULT_TEST_LOG")
                     .unwrap_or_else(|_| "debug,rocket=info,hyper=info".into()),
             )
+            // The test's own variables last: they may set RUST_LOG too.
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())

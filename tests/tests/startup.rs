@@ -197,3 +197,23 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
         String::from_utf8_lossy(&good.stderr)
     );
 }
+
+/// `RUST_LOG=debug` (as OPERATIONS.md suggests for a drop-in) never logs a bearer token: Rocket's
+/// request dump stays at `warn` whatever the filter says. A `RUST_LOG` that is not a filter of
+/// levels (`verbose`, which would silence everything) is ignored with a warning.
+#[test]
+fn rust_log_never_shows_tokens_and_a_bad_one_is_ignored() {
+    let d = Daemon::start();
+    let dir = d.into_dir();
+    let d = Daemon::start_in_with_env(dir, &[("RUST_LOG", std::ffi::OsStr::new("debug"))]);
+    assert_eq!(d.get("/v1/pki/ca").status, 200);
+    let secret = d.admin.rsplit('_').next().unwrap().to_owned();
+    let log = d.log_text();
+    assert!(log.contains("DEBUG"), "debug logging is on: {log}");
+    assert!(!log.contains(&secret), "the bearer token was logged: {log}");
+    let dir = d.into_dir();
+    let d = Daemon::start_in_with_env(dir, &[("RUST_LOG", std::ffi::OsStr::new("verbose"))]);
+    assert_eq!(d.get("/v1/pki/ca").status, 200);
+    let log = d.log_text();
+    assert!(log.contains("RUST_LOG is not a level"), "{log}");
+}
