@@ -167,6 +167,12 @@ fn stalled_heads_and_short_bodies_are_not_held() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
         "unfinished head held for {took:?}: {text:?}"
     );
+    // A connection that never sends a byte is closed as well.
+    let (text, took) = stall(String::new());
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "a silent connection held for {took:?}: {text:?}"
+    );
     let (text, took) = stall(format!(
         "POST /v1/pki/roles HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"na",
         d.admin

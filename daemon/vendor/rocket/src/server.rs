@@ -670,6 +670,7 @@ impl Rocket<Orbit> {
             });
 
         let server = Arc::new(builder);
+        let first_byte = head_timeout(&self);
         let incoming = Incoming::new(listener).nodelay(true).take_until(self.shutdown());
         let mut incoming = pin!(incoming);
 
@@ -685,7 +686,10 @@ impl Rocket<Orbit> {
                     hyper_service_fn(rocket.clone(), connection.clone(), req)
                 });
 
-                let io = TokioIo::new(conn);
+                // ScaiVault patch (daemon/vendor/PATCHES.md): hyper's header timer starts with
+                // the first byte, and the protocol detection before it waits forever: a
+                // connection that sends nothing at all is closed after the head timeout too.
+                let io = TokioIo::new(FirstByteDeadline::new(conn, first_byte));
                 #[cfg(feature = "http2")]
                 let mut server = pin!(server.serve_connection_with_upgrades(io, service));
                 #[cfg(not(feature = "http2"))]
@@ -713,6 +717,89 @@ impl Rocket<Orbit> {
         }
 
         Ok(())
+    }
+}
+
+/// ScaiVault patch: a connection whose first byte does not arrive within `deadline` fails its
+/// read (`TimedOut`), which ends it; after the first byte, reads are the connection's own.
+struct FirstByteDeadline<C> {
+    inner: C,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<C> FirstByteDeadline<C> {
+    fn new(inner: C, deadline: Duration) -> Self {
+        FirstByteDeadline { inner, deadline: Some(Box::pin(sleep(deadline))) }
+    }
+}
+
+impl<C: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByteDeadline<C> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let expired = match self.deadline.as_mut() {
+                    Some(d) => d.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if expired {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within the head timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<C: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstByteDeadline<C> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
