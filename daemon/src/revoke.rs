@@ -269,6 +269,102 @@ fn crl_path(app: &App, ca_id: &str) -> Result<std::path::PathBuf, ApiError> {
     Ok(dir.join("crl").join(format!("{ca_id}.crl")))
 }
 
+/// After the SQLite database was restored from a backup, the published CRL files next to it
+/// (`crl/<ca_id>.crl`) can be newer than the database: they carry a higher number and list
+/// revocations made after the backup. Served as they are, and then rebuilt from the database,
+/// they would be followed by a different CRL with a number relying parties already hold, and the
+/// later revocations would be dropped. So at start, for every file whose number is above the
+/// stored one: the stored number is raised to it, every serial it lists is recorded as revoked
+/// (with its time and reason; a serial the database does not know at all as a revoked serial
+/// without a certificate), and the CRL is marked for a rebuild. Returns how many CAs were behind.
+///
+/// # Errors
+/// The database cannot be written. A file that cannot be read or parsed, or of an unknown CA, is
+/// skipped with a warning.
+pub fn adopt_published_crls(
+    store: &scaivault_store::Store,
+    db_path: &std::path::Path,
+) -> Result<usize, crate::serve::StartError> {
+    let dir = db_path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+        .join("crl");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut adopted = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(ca_id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".crl"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|der| crl::read_published(&der).map_err(|e| e.to_string()));
+        let (number, revoked) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "a published CRL file cannot be read: left alone");
+                continue;
+            }
+        };
+        let res = store.write(|tx| {
+            let stored = tx.published_crl(&ca_id)?.map_or(0, |s| s.0);
+            if number <= stored {
+                return Ok(None);
+            }
+            let ca = tx.get_ca_any_tenant(&ca_id)?;
+            let ca_end = ca.not_after.clone().unwrap_or_default();
+            let mut recorded = 0usize;
+            for e in &revoked {
+                let at = time_util::rfc3339(e.revoked_at);
+                let reason = e.reason.as_deref().unwrap_or("unspecified");
+                if tx.adopt_revocation(&ca.id, &ca.tenant_id, &e.serial, &at, reason, &ca_end)? {
+                    recorded += 1;
+                }
+            }
+            tx.adopt_crl_number(&ca.id, number)?;
+            tx.append_audit(&scaivault_store::AuditRecord {
+                time: time_util::rfc3339(time_util::now()),
+                tenant_id: Some(ca.tenant_id.clone()),
+                token_id: Some("daemon".into()),
+                action: "crl.adopt".into(),
+                object_id: Some(ca.id.clone()),
+                outcome: "success".into(),
+                request_id: None,
+                detail: Some(format!(
+                    "the published CRL {number} is newer than the database's {stored} (restored \
+                     from a backup?): number raised, {recorded} revocations recorded"
+                )),
+            })?;
+            Ok(Some((stored, recorded)))
+        });
+        match res {
+            Ok(Some((stored, recorded))) => {
+                adopted += 1;
+                tracing::warn!(ca = %ca_id, published = number, stored, revocations_recorded = recorded, "the published CRL is newer than the database (restored from a backup?): its number and revocations adopted, a new CRL follows");
+            }
+            Ok(None) => {}
+            Err(scaivault_store::Error::NotFound) => {
+                tracing::warn!(path = %path.display(), "a CRL file of a CA the database does not know: left alone");
+            }
+            Err(e) => {
+                return Err(crate::serve::StartError(format!(
+                    "cannot adopt the published CRL {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(adopted)
+}
+
 /// The CRL number each CA's file holds, as written by this process.
 static CRL_FILES: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());

@@ -398,6 +398,10 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     let store = store?;
     let s = store.clone();
     blocking(move || reconcile_reservations(&s).map(|_| ())).await?;
+    if store.backend() == "sqlite" {
+        let (s, db) = (store.clone(), cfg.db_path());
+        blocking(move || crate::revoke::adopt_published_crls(&s, &db).map(|_| ())).await?;
+    }
     let app = new_app(cfg.clone(), store, token);
     want_rsa_keys(&app).await;
     // instant-acme's default HTTPS client uses the process-wide rustls provider.

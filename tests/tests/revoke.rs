@@ -484,3 +484,72 @@ fn tidy_removes_long_expired_certificates_with_a_dry_run_first() {
         .iter()
         .any(|r| r["action"] == "pki.tidy" && r["outcome"] == "dry_run"));
 }
+
+/// OPERATIONS.md's restore: the database goes back to a backup, the published CRL files next to
+/// it do not. The start adopts what the newer files say — their number (the next CRL is numbered
+/// above every one relying parties may hold) and their revocations (a certificate revoked after
+/// the backup stays revoked; one the restored database never saw is recorded as a revoked serial).
+#[test]
+fn a_restored_database_adopts_the_newer_published_crl() {
+    if scaivault_tests::pg::enabled() {
+        return; // CRL files are the SQLite backend's; PostgreSQL keeps them in the database.
+    }
+    let mut d = Daemon::start();
+    let (_, int) = setup(&d);
+    let iid = int["id"].as_str().unwrap().to_owned();
+    let issue = |d: &Daemon, cn: &str| {
+        let r = d.post("/v1/pki/issue/svc", &json!({"common_name": cn}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["serial_number"].as_str().unwrap().to_owned()
+    };
+    let before = issue(&d, "a.svc.internal");
+    let db = d.data().join("scaivault.db");
+    let backup = d.dir.path().join("backup.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(".backup {}", backup.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let after = issue(&d, "b.svc.internal");
+    for s in [&before, &after] {
+        let r = d.post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": s, "reason": "key_compromise"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let published = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({})).json()["crl_number"]
+        .as_i64()
+        .unwrap();
+    d.stop();
+    // The documented restore.
+    std::fs::copy(&backup, &db).unwrap();
+    for f in ["scaivault.db-wal", "scaivault.db-shm"] {
+        let _ = std::fs::remove_file(d.data().join(f));
+    }
+    let _ = std::fs::remove_dir_all(d.data().join("scaivault.db-reservations"));
+    let d = Daemon::start_in(d.into_dir());
+    assert!(
+        d.log_text()
+            .contains("the published CRL is newer than the database"),
+        "{}",
+        d.log_text()
+    );
+    let rebuilt = d.post(&format!("/v1/pki/ca/{iid}/crl"), &json!({})).json()["crl_number"]
+        .as_i64()
+        .unwrap();
+    assert!(rebuilt > published, "{rebuilt} after {published}");
+    let pem = d.get(&format!("/v1/pki/ca/{iid}/crl?format=pem")).text();
+    let file = write(d.dir.path(), "restored.crl", &pem);
+    let text = String::from_utf8_lossy(&openssl(&["crl", "-in", &file, "-noout", "-text"]).stdout)
+        .into_owned();
+    assert_eq!(crl_number(&text), u64::try_from(rebuilt).unwrap());
+    for s in [&before, &after] {
+        assert!(text.contains(&s.replace(':', "")), "{s} missing: {text}");
+    }
+    // The certificate the backup knew is revoked in the inventory too.
+    let c = d.get(&format!("/v1/pki/certificates/{before}")).json();
+    assert_eq!(c["status"], "revoked", "{c}");
+    assert_eq!(c["revocation_reason"], "key_compromise", "{c}");
+}

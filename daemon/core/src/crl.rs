@@ -466,6 +466,56 @@ pub fn check_external(
     })
 }
 
+/// What a CRL this daemon published says: its number and its entries (reason names as the API
+/// writes them, `None` for none). Read after a database restore, to find a published CRL newer
+/// than the database (no signature check: the file is the daemon's own).
+///
+/// # Errors
+/// `invalid_crl` for DER that is not a CRL, `crl_number_missing` without a number.
+pub fn read_published(der: &[u8]) -> Result<(i64, Vec<RevokedEntry>)> {
+    use const_oid::db::rfc5280 as oids;
+    let list = x509_cert::crl::CertificateList::from_der(der)
+        .map_err(|e| Error::invalid("invalid_crl", format!("the CRL does not decode: {e}")))?;
+    let tbs = &list.tbs_cert_list;
+    let number = tbs
+        .crl_extensions
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .find(|e| e.extn_id == oids::ID_CE_CRL_NUMBER)
+        .and_then(|e| CrlNumber::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|n| {
+            let bytes = n.0.as_bytes();
+            let mut v = [0u8; 8];
+            v.get_mut(8usize.checked_sub(bytes.len())?..)?
+                .copy_from_slice(bytes);
+            i64::try_from(u64::from_be_bytes(v)).ok()
+        })
+        .ok_or_else(|| Error::invalid("crl_number_missing", "the CRL has no usable CRL number"))?;
+    let mut entries = Vec::new();
+    for r in tbs.revoked_certificates.as_deref().unwrap_or(&[]) {
+        let reason = r
+            .crl_entry_extensions
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .find(|e| e.extn_id == oids::ID_CE_CRL_REASONS)
+            .and_then(|e| CrlReason::from_der(e.extn_value.as_bytes()).ok())
+            .and_then(|code| {
+                REASONS
+                    .iter()
+                    .find(|name| reason_code(name) == Some(code))
+                    .map(|name| (*name).to_owned())
+            });
+        entries.push(RevokedEntry {
+            serial: Serial::from_bytes(r.serial_number.as_bytes())?.key(),
+            revoked_at: time_util::from_x509(&r.revocation_date),
+            reason,
+        });
+    }
+    Ok((number, entries))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

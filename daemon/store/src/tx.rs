@@ -1070,6 +1070,78 @@ impl<'a> Tx<'a> {
         Ok(row)
     }
 
+    /// After a database restore: a CRL numbered `number` was published for `ca_id` (its file is
+    /// newer than the database). Raises the stored number to it, so that the next CRL is numbered
+    /// above every one relying parties may hold, and marks the CRL out of date. Returns whether
+    /// the stored number was lower.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn adopt_crl_number(&self, ca_id: &str, number: i64) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO crl_state (ca_id, crl_number, dirty) VALUES (?1, ?2, 1) \
+                 ON CONFLICT(ca_id) DO UPDATE SET crl_number = excluded.crl_number, dirty = 1 \
+                 WHERE crl_state.crl_number < excluded.crl_number",
+            )?
+            .execute(params![ca_id, number])?;
+        Ok(n == 1)
+    }
+
+    /// After a database restore: serial `serial` of `issuer_ca_id` is on a CRL published after
+    /// the backup. A certificate the database holds as valid (or reserved) is revoked with the
+    /// CRL's time and reason; one it does not hold (issued after the backup) is recorded as a
+    /// revoked serial without a certificate, kept on the CRL until `not_after` (the issuer's end:
+    /// the certificate cannot outlive it). Returns whether anything changed.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn adopt_revocation(
+        &self,
+        issuer_ca_id: &str,
+        tenant_id: &str,
+        serial: &str,
+        at: &str,
+        reason: &str,
+        not_after: &str,
+    ) -> Result<bool> {
+        let changed = self
+            .tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?3, \
+                 revocation_reason = ?4 WHERE issuer_ca_id = ?1 AND serial = ?2 \
+                 AND status IN ('valid', 'reserved')",
+            )?
+            .execute(params![issuer_ca_id, serial, at, reason])?;
+        if changed > 0 {
+            return Ok(true);
+        }
+        let stub = CertRow {
+            issuer_ca_id: issuer_ca_id.to_owned(),
+            serial: serial.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            kind: "leaf".into(),
+            subject_ca_id: None,
+            role: None,
+            common_name: None,
+            sans: None,
+            cert_der: None,
+            status: "revoked".into(),
+            not_before: None,
+            not_after: Some(not_after.to_owned()),
+            revoked_at: Some(at.to_owned()),
+            revocation_reason: Some(reason.to_owned()),
+            created_at: at.to_owned(),
+        };
+        match self.insert_certificate(&stub) {
+            Ok(()) => Ok(true),
+            // Held already, revoked: nothing to do.
+            Err(Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Notes that `ca_id`'s CRL is out of date.
     ///
     /// # Errors
