@@ -280,28 +280,11 @@ const EMAIL_ADDRESS: const_oid::ObjectIdentifier =
 
 /// The string values of every `oid` attribute of `name`.
 fn subject_strings(name: &Name, oid: const_oid::ObjectIdentifier) -> Vec<String> {
-    use der::asn1::{Ia5StringRef, PrintableStringRef};
     name.0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
         .filter(|atv| atv.oid == oid)
-        .filter_map(|atv| {
-            atv.value
-                .decode_as::<String>()
-                .ok()
-                .or_else(|| {
-                    atv.value
-                        .decode_as::<Ia5StringRef<'_>>()
-                        .ok()
-                        .map(|s| s.to_string())
-                })
-                .or_else(|| {
-                    atv.value
-                        .decode_as::<PrintableStringRef<'_>>()
-                        .ok()
-                        .map(|s| s.to_string())
-                })
-        })
+        .filter_map(|atv| crate::name::attribute_text(&atv.value))
         .collect()
 }
 

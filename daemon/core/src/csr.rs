@@ -262,7 +262,7 @@ fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
         let Some((_, label, max)) = bounds.iter().find(|(oid, _, _)| *oid == atv.oid) else {
             continue;
         };
-        let value = attribute_text(&atv.value).ok_or_else(|| {
+        let value = crate::name::attribute_text(&atv.value).ok_or_else(|| {
             bad(format!(
                 "the subject's {label} is not a UTF8String, PrintableString or IA5String"
             ))
@@ -288,25 +288,6 @@ fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn attribute_text(value: &der::Any) -> Option<String> {
-    use der::asn1::{Ia5StringRef, PrintableStringRef};
-    value
-        .decode_as::<String>()
-        .ok()
-        .or_else(|| {
-            value
-                .decode_as::<PrintableStringRef<'_>>()
-                .ok()
-                .map(|s| s.to_string())
-        })
-        .or_else(|| {
-            value
-                .decode_as::<Ia5StringRef<'_>>()
-                .ok()
-                .map(|s| s.to_string())
-        })
 }
 
 /// Classifies a public key.

@@ -122,7 +122,6 @@ fn rdn(oid: ObjectIdentifier, value: Any) -> Result<RelativeDistinguishedName> {
 /// removed, inner runs of whitespace made one space and ASCII letters lower-cased; any other value
 /// as encoded.
 pub fn canonical(name: &Name) -> Vec<Vec<(ObjectIdentifier, Vec<u8>)>> {
-    use der::asn1::Ia5StringRef;
     use der::Encode;
     name.0
         .iter()
@@ -131,22 +130,7 @@ pub fn canonical(name: &Name) -> Vec<Vec<(ObjectIdentifier, Vec<u8>)>> {
                 .0
                 .iter()
                 .map(|atv| {
-                    let text = atv
-                        .value
-                        .decode_as::<String>()
-                        .ok()
-                        .or_else(|| {
-                            atv.value
-                                .decode_as::<PrintableStringRef<'_>>()
-                                .ok()
-                                .map(|s| s.to_string())
-                        })
-                        .or_else(|| {
-                            atv.value
-                                .decode_as::<Ia5StringRef<'_>>()
-                                .ok()
-                                .map(|s| s.to_string())
-                        });
+                    let text = attribute_text(&atv.value);
                     let value = match text {
                         Some(t) => t
                             .split_whitespace()
@@ -163,6 +147,27 @@ pub fn canonical(name: &Name) -> Vec<Vec<(ObjectIdentifier, Vec<u8>)>> {
             atvs
         })
         .collect()
+}
+
+/// An attribute value that is a directory string ScaiVault reads (UTF8String, PrintableString,
+/// IA5String), as text.
+pub fn attribute_text(value: &Any) -> Option<String> {
+    use der::asn1::Ia5StringRef;
+    value
+        .decode_as::<String>()
+        .ok()
+        .or_else(|| {
+            value
+                .decode_as::<PrintableStringRef<'_>>()
+                .ok()
+                .map(|s| s.to_string())
+        })
+        .or_else(|| {
+            value
+                .decode_as::<Ia5StringRef<'_>>()
+                .ok()
+                .map(|s| s.to_string())
+        })
 }
 
 /// Whether two names are the same name under RFC 5280 §7.1 (see [`canonical`]): `CN=Test Root`
