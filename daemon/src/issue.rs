@@ -208,7 +208,12 @@ async fn load(
     lookup: Lookup,
 ) -> Result<(Arc<CachedRole>, Option<IssueBasis>), ApiError> {
     let cached = lookup == Lookup::Cached && app.issue_cache.enabled();
-    let basis = |r: &CachedRole| cached.then(|| r.basis(&caller.token_id, &caller.tenant_id));
+    // What the reservation and the certificate's commit check under the write lock: always with
+    // PostgreSQL (several nodes, and the token and role were read outside the write), with
+    // SQLite when they came from the cache.
+    let shared = app.store.backend() == "postgres";
+    let basis =
+        |r: &CachedRole| (cached || shared).then(|| r.basis(&caller.token_id, &caller.tenant_id));
     if cached {
         if let Some(r) = app.issue_cache.role(&caller.tenant_id, role) {
             let b = basis(&r);
@@ -259,8 +264,14 @@ async fn load(
         // there is no basis for the reservation to check, so the caller's token (which may have
         // come from the cache) is read again here.
         app.recheck(caller)?;
+        return Ok((entry, None));
     }
-    Ok((entry, None))
+    let b = if ca_serial.is_some() {
+        basis(&entry)
+    } else {
+        None
+    };
+    Ok((entry, b))
 }
 
 /// Issues a certificate and a fresh key pair under role `role`.
@@ -575,8 +586,9 @@ enum RowWrite {
     /// Inserted: the reservation was journaled (SQLite); with the basis to check under the write
     /// lock.
     Insert(Option<IssueBasis>),
-    /// Completed: the reservation is a row already (PostgreSQL).
-    Complete,
+    /// Completed: the reservation is a row already (PostgreSQL); with the basis to check again
+    /// under the write lock.
+    Complete(Option<IssueBasis>),
 }
 
 impl StoreJob {
@@ -600,30 +612,45 @@ impl StoreJob {
         row.cert_der = Some(der);
         row.status = "valid".into();
         Box::new(move |tx| {
-            match &row_write {
-                RowWrite::Insert(basis) => {
-                    let changed = match basis.as_ref().map(|b| tx.check_issue_basis(b)) {
-                        Some(Err(scaivault_store::Error::Changed(what))) => Some(what),
-                        Some(Err(e)) => return Err(e),
-                        Some(Ok(())) | None => None,
-                    };
-                    if let Some(what) = changed {
+            let basis = match &row_write {
+                RowWrite::Insert(b) | RowWrite::Complete(b) => b,
+            };
+            let changed = match basis.as_ref().map(|b| tx.check_issue_basis(b)) {
+                Some(Err(scaivault_store::Error::Changed(what))) => Some(what),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(())) | None => None,
+            };
+            if let Some(what) = changed {
+                let at = time_util::rfc3339(time_util::now());
+                match &row_write {
+                    RowWrite::Insert(_) => {
                         row.status = "revoked".into();
-                        row.revoked_at = Some(time_util::rfc3339(time_util::now()));
+                        row.revoked_at = Some(at);
                         row.revocation_reason = Some("cessation_of_operation".into());
                         tx.insert_certificate(&row)?;
                         tx.mark_crl_dirty(&row.issuer_ca_id)?;
-                        done.outcome = format!("error:{BASIS_CHANGED}");
-                        done.detail = Some(format!(
-                            "the {what} changed before the certificate was stored: stored revoked, not returned"
-                        ));
-                        tx.append_audit(&done)?;
-                        let _ = voided.set(what);
-                        return Ok(());
                     }
-                    tx.insert_certificate(&row)?;
+                    RowWrite::Complete(_) => {
+                        tx.complete_certificate(&row)?;
+                        tx.revoke_certificate(
+                            &row.tenant_id,
+                            &row.serial,
+                            &at,
+                            "cessation_of_operation",
+                        )?;
+                    }
                 }
-                RowWrite::Complete => tx.complete_certificate(&row)?,
+                done.outcome = format!("error:{BASIS_CHANGED}");
+                done.detail = Some(format!(
+                    "the {what} changed before the certificate was stored: stored revoked, not returned"
+                ));
+                tx.append_audit(&done)?;
+                let _ = voided.set(what);
+                return Ok(());
+            }
+            match &row_write {
+                RowWrite::Insert(_) => tx.insert_certificate(&row)?,
+                RowWrite::Complete(_) => tx.complete_certificate(&row)?,
             }
             if let Some(k) = &stored {
                 tx.insert_stored_key(k)?;
@@ -1074,13 +1101,14 @@ pub async fn sign_order(
         }
         None => {
             let reserve = row.clone();
+            let at_commit = basis.clone();
             let job: scaivault_store::BatchJob = Box::new(move |tx| {
                 if let Some(b) = &basis {
                     tx.check_issue_basis(b)?;
                 }
                 tx.reserve_certificate(&reserve, &tbs_der)
             });
-            (Reserve::Row(job), RowWrite::Complete)
+            (Reserve::Row(job), RowWrite::Complete(at_commit))
         }
     };
     let reserved_serial = row.serial.clone();

@@ -1760,3 +1760,92 @@ fn names_outside_the_ca_name_constraints_are_refused_on_every_path() {
         .count();
     assert_eq!(refusals, 8, "every refusal is audited once");
 }
+
+/// Issuances in flight when their token is revoked: none is stored as a success after the
+/// revocation's audit record (the certificate's commit checks the basis under the write lock;
+/// a certificate signed on a basis that changed is stored revoked and not returned) — on both
+/// backends (with PostgreSQL the basis used to be checked by nobody).
+#[test]
+fn no_issuance_succeeds_on_a_token_after_its_revocation() {
+    let d = Daemon::start();
+    let (_, int) = hierarchy(&d, "rr");
+    role(&d, "rr", &int, json!({}));
+    let r = d.post(
+        "/v1/auth/tokens",
+        &json!({"policies": ["issuer:rr"], "name": "racer"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (tok, tok_id) = (
+        r.json()["token"].as_str().unwrap().to_owned(),
+        r.json()["id"].as_str().unwrap().to_owned(),
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let issued = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let (d, tok, stop, issued) = (&d, &tok, &stop, &issued);
+            s.spawn(move || {
+                for n in 0.. {
+                    let r = d.call(
+                        "POST",
+                        "/v1/pki/issue/rr",
+                        Some(tok),
+                        Some(
+                            json!({"common_name": format!("r{i}-{n}.svc.cluster.local")})
+                                .to_string()
+                                .as_bytes(),
+                        ),
+                    );
+                    match r.status {
+                        200 => {
+                            issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        401 => break,
+                        other => panic!("{other}: {}", r.text()),
+                    }
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) && n > 10_000 {
+                        break;
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let r = d.call(
+            "DELETE",
+            &format!("/v1/auth/tokens/{tok_id}"),
+            Some(&d.admin),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(issued.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // Every audit record, in order.
+    let mut records = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/audit?limit=1000&cursor={c}"),
+            None => "/v1/audit?limit=1000".into(),
+        };
+        let page = d.get(&path).json();
+        records.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let revoked_at = records
+        .iter()
+        .position(|r| r["action"] == "token.revoke" && r["object_id"] == tok_id.as_str())
+        .expect("the revocation is audited");
+    let late: Vec<&Value> = records[revoked_at..]
+        .iter()
+        .filter(|r| {
+            r["action"] == "certificate.issue"
+                && r["outcome"] == "success"
+                && r["token_id"] == tok_id.as_str()
+        })
+        .collect();
+    assert!(late.is_empty(), "issued after the revocation: {late:?}");
+}
