@@ -1075,7 +1075,8 @@ pub async fn sign_order(
     // The serial and the to-be-signed certificate are written before the token signs: to the
     // reservation journal next to the SQLite file (one page-aligned `write` from this thread,
     // with the `started` record that stands for the attempt if a crash leaves it unfinished), or
-    // on PostgreSQL as a row in the shared database (a group commit without its own `fsync`).
+    // on PostgreSQL as a row in the shared database that keeps that record (a group commit
+    // without its own `fsync`).
     // Either survives a crash of the process and is made durable by the certificate's own commit
     // before anyone sees the certificate; a crash in between leaves the reservation, which the
     // next start revokes with its audit records (`serve::reconcile_reservations`). Then lint,
@@ -1102,11 +1103,12 @@ pub async fn sign_order(
         None => {
             let reserve = row.clone();
             let at_commit = basis.clone();
+            let started = caller.record("certificate.issue", Some(&object), "started");
             let job: scaivault_store::BatchJob = Box::new(move |tx| {
                 if let Some(b) = &basis {
                     tx.check_issue_basis(b)?;
                 }
-                tx.reserve_certificate(&reserve, &tbs_der)
+                tx.reserve_certificate(&reserve, &tbs_der, Some(&started))
             });
             (Reserve::Row(job), RowWrite::Complete(at_commit))
         }

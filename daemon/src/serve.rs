@@ -146,7 +146,7 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
     let done = store
         .write(|tx| {
             for r in &journaled {
-                match tx.reserve_certificate(&r.row, &r.tbs_der) {
+                match tx.reserve_certificate(&r.row, &r.tbs_der, None) {
                     Ok(()) => tx.append_audit(&r.started).map(|_| ())?,
                     // Stored (or revoked) already: the certificate's commit settled it.
                     Err(scaivault_store::Error::Conflict(_)) => {}
@@ -158,10 +158,16 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
             } else {
                 tx.reconcile_reservations(&now)?
             };
-            for (tenant, ca, serial) in &rows {
+            for u in &rows {
+                let (tenant, ca, serial) = (&u.tenant_id, &u.issuer_ca_id, &u.serial);
                 if shared {
                     // An `unknown` stored while it was reserved must not outlive the revocation.
                     tx.delete_ocsp_responses(ca, serial)?;
+                }
+                // The reservation row's `started` record (PostgreSQL; the journal's were
+                // appended above): who asked for the certificate the token may have signed.
+                if let Some(started) = &u.started {
+                    tx.append_audit(started)?;
                 }
                 tx.append_audit(&scaivault_store::AuditRecord {
                     time: now.clone(),

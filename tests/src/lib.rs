@@ -491,6 +491,11 @@ impl Daemon {
 
     /// Stops the daemon and hands back its directory (to restart in it).
     pub fn into_dir(mut self) -> tempfile::TempDir {
+        self.take_dir()
+    }
+
+    /// [`Daemon::into_dir`] for a daemon held in a field: this value keeps an empty directory.
+    pub fn take_dir(&mut self) -> tempfile::TempDir {
         self.stop();
         let tmp = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, tmp)

@@ -19,13 +19,37 @@ const BOUND: Duration = Duration::from_secs(2);
 struct Rig {
     d: Daemon,
     control: PathBuf,
+    /// The real module the shim wraps.
+    real: String,
     ca_id: String,
     root_pem: String,
+}
+
+impl Rig {
+    /// Starts the daemon again in its directory (after a kill), on the shim; `between` runs while
+    /// it is down.
+    fn restart(&mut self, between: impl FnOnce(&Path)) {
+        self.d.kill();
+        let dir = self.d.take_dir();
+        between(dir.path());
+        self.d = Daemon::start_in_with_env(
+            dir,
+            &[
+                ("SCAIVAULT_FAULT_MODULE", OsStr::new(&self.real)),
+                ("SCAIVAULT_FAULT_CONTROL", self.control.as_os_str()),
+            ],
+        );
+    }
 }
 
 /// Starts a dev-mode daemon (SoftHSM2), then restarts it in the same directory with the shim as
 /// its module and 1 s token-call limits; creates a root and a role.
 fn rig() -> Rig {
+    rig_with("1s")
+}
+
+/// [`rig`] with a signing call limit of `call_timeout`.
+fn rig_with(call_timeout: &str) -> Rig {
     let first = Daemon::start();
     let dir = first.into_dir();
     let config = dir.path().join("data/scaivault.toml");
@@ -40,7 +64,7 @@ fn rig() -> Rig {
     let text = text.replace(
         &module_line,
         &format!(
-            "module = {}\ncall_timeout = \"1s\"\nkeygen_timeout = \"1s\"",
+            "module = {}\ncall_timeout = \"{call_timeout}\"\nkeygen_timeout = \"1s\"",
             json!(shim.to_str().unwrap())
         ),
     );
@@ -68,6 +92,7 @@ fn rig() -> Rig {
     Rig {
         d,
         control,
+        real,
         ca_id,
         root_pem,
     }
@@ -311,4 +336,95 @@ fn a_hung_token_answers_503_within_the_call_timeout_and_service_resumes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn an_issuance_killed_while_the_token_signs_is_revoked_at_restart_with_its_started_record() {
+    let mut rig = rig_with("60s");
+    let t = rig.d.post(
+        "/v1/auth/tokens",
+        &json!({"name": "svc-issuer", "policies": ["issuer:svc"]}),
+    );
+    assert_eq!(t.status, 201, "{}", t.text());
+    let (token_id, token) = (
+        t.json()["id"].as_str().unwrap().to_owned(),
+        t.json()["token"].as_str().unwrap().to_owned(),
+    );
+    // One issuance while the token answers (the CA's signer is then loaded), then the token
+    // hangs; an issuance reserves its serial (with its `started` record: in the
+    // reservation journal on SQLite, in the reservation row on PostgreSQL) and waits in `C_Sign`.
+    let r = issue(&rig.d, "first.svc.test");
+    assert_eq!(r.status, 200, "{}", r.text());
+    set_fault(&rig.control, "hang 120");
+    let base = rig.d.base.clone();
+    let client = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/pki/issue/svc"))
+            .bearer_auth(token)
+            .json(&json!({"common_name": "killed.svc.test"}))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let control = rig.control.clone();
+    rig.restart(|dir| {
+        std::fs::remove_file(&control).unwrap();
+        if let Ok(db) = std::fs::read_to_string(dir.join(scaivault_tests::pg::DATABASE_FILE)) {
+            // Nodes share PostgreSQL: only reservations older than two minutes are reconciled at
+            // start (another node may have the newer ones in flight); this one is made older.
+            let moved = scaivault_tests::pg::query(
+                db.trim(),
+                "UPDATE certificates SET created_at = '2000-01-01T00:00:00Z' \
+                 WHERE status = 'reserved' RETURNING serial",
+            );
+            assert_eq!(moved.lines().count(), 1, "one reservation: {moved:?}");
+        }
+    });
+    assert!(
+        client.join().unwrap().is_err(),
+        "the request got an answer from a killed daemon"
+    );
+
+    let records = |d: &Daemon| -> Vec<Value> {
+        let a = d.get("/v1/audit?limit=1000").json();
+        a["items"].as_array().unwrap().clone()
+    };
+    let items = records(&rig.d);
+    let of = |action: &str, outcome: &str| -> Vec<&Value> {
+        items
+            .iter()
+            .filter(|r| r["action"] == action && r["outcome"] == outcome)
+            .collect()
+    };
+    let reconciled = of("certificate.reconcile", "revoked_unfinished");
+    assert_eq!(reconciled.len(), 1, "{items:?}");
+    let object = reconciled[0]["object_id"].as_str().unwrap();
+    // Who asked for the certificate the token may have signed: the `started` record, joined to
+    // the chain just before the reconciliation's record.
+    let started = of("certificate.issue", "started");
+    assert_eq!(started.len(), 1, "{items:?}");
+    assert_eq!(started[0]["object_id"], object);
+    assert_eq!(started[0]["token_id"], token_id.as_str());
+    assert!(started[0]["request_id"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+    assert_eq!(
+        started[0]["seq"].as_u64().unwrap() + 1,
+        reconciled[0]["seq"].as_u64().unwrap()
+    );
+    // The serial is revoked, and the chain verifies.
+    let serial = object.split_once(':').unwrap().1;
+    let c = rig.d.get(&format!("/v1/pki/certificates/{serial}"));
+    assert_eq!(c.status, 200, "{}", c.text());
+    assert_eq!(c.json()["status"], "revoked", "{}", c.text());
+    let out = rig.d.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second restart finds nothing more to reconcile and appends nothing.
+    let before = items.len();
+    rig.restart(|_| {});
+    assert_eq!(records(&rig.d).len(), before);
 }

@@ -62,7 +62,7 @@ pub use error::{Error, Result};
 pub use pg::PgConfig;
 pub use rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, IssueBasis, Page, RoleRow, StoredKeyRow,
-    TenantRow, TokenRow, TrustAnchorRow, WebhookDeliveryRow, WebhookRow,
+    TenantRow, TokenRow, TrustAnchorRow, Unfinished, WebhookDeliveryRow, WebhookRow,
 };
 pub use tx::{
     AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, DnsRecordRow, ManagedCertRow,
@@ -92,6 +92,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/014_ocsp_responses.sql"),
     include_str!("migrations/015_no_serial_index.sql"),
     include_str!("migrations/016_acme_dns_records.sql"),
+    include_str!("migrations/017_reservation_started.sql"),
 ];
 
 /// PostgreSQL's migrations: position `i` here is the same change as position `i` of
@@ -113,6 +114,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("migrations/pg/014_ocsp_responses.sql"),
     include_str!("migrations/pg/015_no_serial_index.sql"),
     include_str!("migrations/pg/016_acme_dns_records.sql"),
+    include_str!("migrations/pg/017_reservation_started.sql"),
 ];
 
 /// How many read connections the SQLite store keeps (WAL lets them read while a write commits).

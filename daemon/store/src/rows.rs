@@ -84,6 +84,20 @@ impl CaRow {
     }
 }
 
+/// A reservation the reconciliation revoked: nobody received its certificate, and the token may
+/// or may not have signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Tenant of the reservation.
+    pub tenant_id: String,
+    /// The issuing CA.
+    pub issuer_ca_id: String,
+    /// The reserved serial (canonical form).
+    pub serial: String,
+    /// The attempt's `started` audit record, when the reservation row kept it (PostgreSQL).
+    pub started: Option<crate::AuditRecord>,
+}
+
 /// A signed certificate as recorded in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertRow {

@@ -518,7 +518,7 @@ fn ocsp_responses_are_stored_only_while_the_status_holds(kind: Kind) {
         let mut r = cert("ca_1", "0B");
         r.status = "reserved".into();
         r.cert_der = None;
-        tx.reserve_certificate(&r, b"tbs")
+        tx.reserve_certificate(&r, b"tbs", None)
     })
     .unwrap();
     let put = |row: OcspResponseRow| s.write(|tx| tx.put_ocsp_response(&row)).unwrap();
@@ -869,22 +869,36 @@ fn every_method_runs(kind: Kind) {
         let mut r = cert("ca_1", "0R");
         r.status = "reserved".into();
         r.cert_der = None;
-        tx.reserve_certificate(&r, b"tbs")?;
+        tx.reserve_certificate(&r, b"tbs", None)?;
         tx.complete_certificate(&cert("ca_1", "0R"))?;
         assert!(matches!(
             tx.complete_certificate(&cert("ca_1", "0R")),
             Err(Error::NotFound)
         ));
-        tx.reserve_certificate(&r_with(&r, "0S"), b"tbs")?;
+        tx.reserve_certificate(&r_with(&r, "0S"), b"tbs", None)?;
         tx.release_serial("ca_1", "0S")?;
-        tx.reserve_certificate(&r_with(&r, "0T"), b"tbs")?;
-        tx.reserve_certificate(&r_with(&r, "0U"), b"tbs")?;
+        let started = AuditRecord {
+            action: "certificate.issue".into(),
+            outcome: "started".into(),
+            token_id: Some("tok_1".into()),
+            ..AuditRecord::default()
+        };
+        tx.reserve_certificate(&r_with(&r, "0T"), b"tbs", Some(&started))?;
+        tx.reserve_certificate(&r_with(&r, "0U"), b"tbs", None)?;
         assert_eq!(
             tx.reconcile_stale_reservations(now, "2025-01-01T00:00:00Z")?
                 .len(),
             0
         );
-        assert_eq!(tx.reconcile_reservations(now)?.len(), 2);
+        // The reconciliation hands back the `started` record a reservation row kept.
+        let mut done = tx.reconcile_reservations(now)?;
+        done.sort_by(|a, b| a.serial.cmp(&b.serial));
+        let kept: Vec<_> = done
+            .iter()
+            .map(|u| (u.serial.as_str(), u.started.as_ref()))
+            .collect();
+        assert_eq!(kept, vec![("0T", Some(&started)), ("0U", None)]);
+        assert!(tx.reconcile_reservations(now)?.is_empty());
         tx.insert_stored_key(&StoredKeyRow {
             issuer_ca_id: "ca_1".into(),
             serial: "0R".into(),
@@ -1336,7 +1350,7 @@ fn certificate_by_serial_is_the_tenants_own(kind: Kind) {
         let mut reserved = cert("ca_1", "0C");
         reserved.status = "reserved".into();
         reserved.cert_der = None;
-        tx.reserve_certificate(&reserved, &[1])
+        tx.reserve_certificate(&reserved, &[1], None)
     })
     .unwrap();
     s.read(|tx| {

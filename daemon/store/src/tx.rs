@@ -4,7 +4,7 @@ use crate::audit::{self, AuditRecord, AuditRow, ChainCheck};
 use crate::db::{params, Conn, OptionalExtension, Row};
 use crate::rows::{
     CaRow, CertFilter, CertRow, CsrRow, EventRow, IssueBasis, Page, RoleRow, StoredKeyRow,
-    TenantRow, TokenRow,
+    TenantRow, TokenRow, Unfinished,
 };
 use crate::{Error, Result};
 
@@ -496,28 +496,45 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::Conflict`] when the issuer already used the serial.
     pub fn insert_certificate(&self, c: &CertRow) -> Result<()> {
-        self.insert_certificate_with(c, None)
+        self.insert_certificate_with(c, None, None)
     }
 
     /// Reserves `c.serial` (status `reserved`) together with the to-be-signed certificate the token
     /// is about to sign, so that a crash between signing and storing leaves the intent on record.
+    /// `started` is the attempt's `started` audit record when the reservation is this row (no
+    /// reservation journal holds it): the reconciliation appends it to the chain should a crash
+    /// leave the issuance unfinished (see [`Tx::reconcile_reservations`]).
     ///
     /// # Errors
     /// [`Error::Conflict`] for a serial the issuer used already; SQL failures.
-    pub fn reserve_certificate(&self, c: &CertRow, tbs_der: &[u8]) -> Result<()> {
-        self.insert_certificate_with(c, Some(tbs_der))
+    pub fn reserve_certificate(
+        &self,
+        c: &CertRow,
+        tbs_der: &[u8],
+        started: Option<&AuditRecord>,
+    ) -> Result<()> {
+        let started = started
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        self.insert_certificate_with(c, Some(tbs_der), started.as_deref())
     }
 
-    fn insert_certificate_with(&self, c: &CertRow, tbs_der: Option<&[u8]>) -> Result<()> {
+    fn insert_certificate_with(
+        &self,
+        c: &CertRow,
+        tbs_der: Option<&[u8]>,
+        started: Option<&str>,
+    ) -> Result<()> {
         self.tx
             .prepare_cached("INSERT INTO certificates (issuer_ca_id, serial, tenant_id, kind, subject_ca_id, role, common_name, \
-                 sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at, tbs_der) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                 sans, cert_der, status, not_before, not_after, revoked_at, revocation_reason, created_at, tbs_der, started_audit) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
                  ON CONFLICT DO NOTHING")?
             .execute(params![
                     c.issuer_ca_id, c.serial, c.tenant_id, c.kind, c.subject_ca_id, c.role, c.common_name, c.sans,
                     c.cert_der, c.status, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, c.created_at,
-                    tbs_der
+                    tbs_der, started
                 ],
             )
             .and_then(inserted)
@@ -533,7 +550,7 @@ impl<'a> Tx<'a> {
     /// # Errors
     /// [`Error::NotFound`] when the serial was not reserved.
     pub fn complete_certificate(&self, c: &CertRow) -> Result<()> {
-        let n = self.tx.prepare_cached("UPDATE certificates SET cert_der = ?3, status = 'valid', tbs_der = NULL, common_name = ?4, sans = ?5, \
+        let n = self.tx.prepare_cached("UPDATE certificates SET cert_der = ?3, status = 'valid', tbs_der = NULL, started_audit = NULL, common_name = ?4, sans = ?5, \
              not_before = ?6, not_after = ?7 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'reserved'")?.execute(params![c.issuer_ca_id, c.serial, c.cert_der, c.common_name, c.sans, c.not_before, c.not_after],
         )?;
         if n == 0 {
@@ -555,30 +572,17 @@ impl<'a> Tx<'a> {
     /// Revokes every reservation left unfinished (status `reserved`: the token may or may not have
     /// signed it, and nobody received the certificate), with reason `cessation_of_operation` at
     /// `now`, and marks the issuers' CRLs dirty. Run at startup, before any request is served:
-    /// then no reservation is in flight. Returns `(tenant, issuer, serial)` of each.
+    /// then no reservation is in flight.
     ///
     /// # Errors
     /// SQL failures.
-    pub fn reconcile_reservations(&self, now: &str) -> Result<Vec<(String, String, String)>> {
-        let rows = self
-            .tx
-            .prepare(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
-                 revocation_reason = 'cessation_of_operation' WHERE status = 'reserved' \
-                 RETURNING tenant_id, issuer_ca_id, serial",
-            )?
-            .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<Vec<(String, String, String)>>>()?;
-        for (_, ca, _) in &rows {
-            self.mark_crl_dirty(ca)?;
-        }
-        Ok(rows)
+    pub fn reconcile_reservations(&self, now: &str) -> Result<Vec<Unfinished>> {
+        self.reconcile_reserved(now, None)
     }
 
     /// [`Tx::reconcile_reservations`] for several nodes on one database: only reservations
     /// created before `created_before` (RFC 3339, as stored) are revoked, so that a node starting
-    /// up does not revoke the reservations another node has in flight right now. Returns
-    /// `(tenant, issuer, serial)` of each.
+    /// up does not revoke the reservations another node has in flight right now.
     ///
     /// # Errors
     /// SQL failures.
@@ -586,21 +590,43 @@ impl<'a> Tx<'a> {
         &self,
         now: &str,
         created_before: &str,
-    ) -> Result<Vec<(String, String, String)>> {
+    ) -> Result<Vec<Unfinished>> {
+        self.reconcile_reserved(now, Some(created_before))
+    }
+
+    fn reconcile_reserved(
+        &self,
+        now: &str,
+        created_before: Option<&str>,
+    ) -> Result<Vec<Unfinished>> {
         let rows = self
             .tx
             .prepare(
                 "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
                  revocation_reason = 'cessation_of_operation' \
-                 WHERE status = 'reserved' AND created_at < ?2 \
-                 RETURNING tenant_id, issuer_ca_id, serial",
+                 WHERE status = 'reserved' AND (CAST(?2 AS TEXT) IS NULL OR created_at < ?2) \
+                 RETURNING tenant_id, issuer_ca_id, serial, started_audit",
             )?
             .query_map(params![now, created_before], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                let started: Option<String> = r.get(3)?;
+                Ok(Unfinished {
+                    tenant_id: r.get(0)?,
+                    issuer_ca_id: r.get(1)?,
+                    serial: r.get(2)?,
+                    // A record that does not parse (written by hand?) is not a reason to keep
+                    // the reservation: the reconciliation's own record still names the serial.
+                    started: started.and_then(|s| serde_json::from_str(&s).ok()),
+                })
             })?
-            .collect::<Result<Vec<(String, String, String)>>>()?;
-        for (_, ca, _) in &rows {
-            self.mark_crl_dirty(ca)?;
+            .collect::<Result<Vec<Unfinished>>>()?;
+        for u in &rows {
+            self.mark_crl_dirty(&u.issuer_ca_id)?;
+            if u.started.is_some() {
+                // (`RETURNING` gives the row as updated, so the record is cleared afterwards.)
+                self.tx
+                    .prepare_cached("UPDATE certificates SET started_audit = NULL WHERE issuer_ca_id = ?1 AND serial = ?2")?
+                    .execute(params![u.issuer_ca_id, u.serial])?;
+            }
         }
         Ok(rows)
     }
