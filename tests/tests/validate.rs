@@ -3,7 +3,7 @@
 //! trust-anchor CRUD and policies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{openssl_ok, write, Daemon};
+use scaivault_tests::{openssl, openssl_ok, write, Daemon};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -226,12 +226,16 @@ fn chains_from_our_own_cas_validate_and_fail_for_the_right_reasons() {
 }
 
 /// A vendor PKI made with the openssl command line: a root, an intermediate limited to
-/// `vendor.example` by name constraints, leaves inside and outside, and CRLs.
+/// `vendor.example` by name constraints (DNS names and mailboxes), leaves inside and outside, and
+/// CRLs.
 struct Vendor {
     root: String,
     int: String,
     inside: String,
     outside: String,
+    /// DNS name inside, subject `emailAddress` inside and outside the rfc822Name constraint.
+    mail_inside: String,
+    mail_outside: String,
 }
 
 fn vendor(dir: &Path) -> Vendor {
@@ -265,7 +269,7 @@ fn vendor(dir: &Path) -> Vendor {
         dir,
         "int.ext",
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
-         nameConstraints=critical,permitted;DNS:vendor.example\n\
+         nameConstraints=critical,permitted;DNS:vendor.example,permitted;email:vendor.example\n\
          subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n",
     );
     let sign = |name: &str, subj: &str, ca: &str, ca_key: &str, ext: &str| {
@@ -324,12 +328,28 @@ fn vendor(dir: &Path) -> Vendor {
         &ik,
         &leaf_ext("evil.example.org"),
     );
+    let mail_inside = sign(
+        "mail-inside",
+        "/CN=mail.vendor.example/emailAddress=ops@vendor.example",
+        &int,
+        &ik,
+        &leaf_ext("mail.vendor.example"),
+    );
+    let mail_outside = sign(
+        "mail-outside",
+        "/CN=mail.vendor.example/emailAddress=ops@evil.example",
+        &int,
+        &ik,
+        &leaf_ext("mail.vendor.example"),
+    );
     let read = |f: &str| std::fs::read_to_string(f).unwrap();
     Vendor {
         root: read(&rc),
         int: read(&int),
         inside: read(&inside),
         outside: read(&outside),
+        mail_inside: read(&mail_inside),
+        mail_outside: read(&mail_outside),
     }
 }
 
@@ -386,9 +406,36 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
     let bad = validate(&d, &body(&v.outside));
     assert_eq!(bad["valid"], false, "{bad}");
     assert_eq!(codes(&bad), vec!["name_constraint_violation"], "{bad}");
+    // The subject's emailAddress is held to the rfc822Name constraint (RFC 5280 §4.2.1.10; webpki
+    // looks at the SAN only), as openssl does.
+    let ok = validate(&d, &body(&v.mail_inside));
+    assert_eq!(ok["valid"], true, "{ok}");
+    let bad = validate(&d, &body(&v.mail_outside));
+    assert_eq!(bad["valid"], false, "{bad}");
+    assert_eq!(codes(&bad), vec!["name_constraint_violation"], "{bad}");
+    assert!(
+        bad["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ops@evil.example"),
+        "{bad}"
+    );
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let judge = |leaf: &str| {
+        openssl(&[
+            "verify",
+            "-CAfile",
+            &p("root.pem"),
+            "-untrusted",
+            &p("int.pem"),
+            &p(leaf),
+        ])
+        .status
+        .success()
+    };
+    assert!(judge("mail-inside.pem") && !judge("mail-outside.pem"));
 
     // External revocation: CRLs from the vendor's CAs, made by `openssl ca`.
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let int_cnf = openssl_ca(&dir, "intca", &p("int.pem"), &p("int.key"));
     let root_cnf = openssl_ca(&dir, "rootca", &p("root.pem"), &p("root.key"));
     let crl = |cnf: &str, out: &str| {

@@ -143,6 +143,33 @@ impl NameRules {
         NameRules { sets }
     }
 
+    /// The constraints of CAs given as their name (for messages) and decoded extension: the
+    /// validator's certificates, decoded by their own profile. Decoding failures are the caller's
+    /// to report.
+    pub fn from_decoded<'a>(cas: impl IntoIterator<Item = (String, &'a NameConstraints)>) -> Self {
+        let mut sets = Vec::new();
+        for (ca, nc) in cas {
+            let set = Set::from_decoded(ca, nc);
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+        NameRules { sets }
+    }
+
+    /// Checks the `emailAddress` attributes of `subject` against the rfc822Name constraints
+    /// (RFC 5280 §4.2.1.10; checked whether or not the certificate has a SAN, as OpenSSL does).
+    ///
+    /// # Errors
+    /// As [`NameRules::check`].
+    pub fn check_subject_emails(&self, subject: &Name) -> Result<(), String> {
+        if self.sets.is_empty() {
+            return Ok(());
+        }
+        let emails = subject_strings(subject, EMAIL_ADDRESS);
+        self.check(emails.iter().map(|e| LeafName::Email(e)))
+    }
+
     /// Whether there are no constraints at all.
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
@@ -212,15 +239,19 @@ impl NameRules {
 }
 
 impl Set {
+    fn from_decoded(ca: String, nc: &NameConstraints) -> Self {
+        Set {
+            ca,
+            permitted: bases(nc.permitted_subtrees.as_ref()),
+            excluded: bases(nc.excluded_subtrees.as_ref()),
+        }
+    }
+
     /// The constraints of CA `ca` from the extension's value.
     fn from_der(ca: String, der: &[u8]) -> Self {
         use der::Decode;
         match NameConstraints::from_der(der) {
-            Ok(nc) => Set {
-                ca,
-                permitted: bases(nc.permitted_subtrees.as_ref()),
-                excluded: bases(nc.excluded_subtrees.as_ref()),
-            },
+            Ok(nc) => Set::from_decoded(ca, &nc),
             Err(_) => Set {
                 ca,
                 // Every form permitted nowhere.

@@ -66,8 +66,22 @@ impl PathContext<'_, '_> {
                 ));
             }
         }
+        // webpki checks the SAN and the subject's DN against name constraints, not the
+        // subject's `emailAddress` attributes against rfc822Name ones (RFC 5280 §4.2.1.10).
+        let leaf = Parsed::new(self.req.leaf).ok();
+        if let Some(leaf) = &leaf {
+            let cas = certs
+                .iter()
+                .flatten()
+                .copied()
+                .chain(anchor.map(|a| &a.parsed))
+                .filter_map(|c| Some((c.subject_text.clone(), c.name_constraints.value()?)));
+            let rules = crate::constraints::NameRules::from_decoded(cas);
+            if let Err(why) = rules.check_subject_emails(&leaf.cert.tbs_certificate.subject) {
+                fails.push(Failure::new(Code::NameConstraintViolation, why));
+            }
+        }
         if self.revocation && self.req.revocation.is_some() {
-            let leaf = Parsed::new(self.req.leaf).ok();
             let mut links: Vec<(Option<&Parsed>, bool)> = vec![(leaf.as_ref(), false)];
             links.extend(certs.iter().map(|c| (*c, true)));
             let mut issuers: Vec<Option<&Parsed>> = certs.clone();
