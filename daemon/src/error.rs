@@ -79,6 +79,20 @@ impl ApiError {
         )
     }
 
+    /// The answer to a failed transaction that carried the call's audit record: a refusal by the
+    /// data (not found, a conflict) as usual, any other failure as `503 audit_unavailable` (the
+    /// record, and so the change, was not written).
+    pub fn from_audited_write(e: scaivault_store::Error) -> Self {
+        use scaivault_store::Error as S;
+        match e {
+            S::NotFound | S::Conflict(_) | S::Changed(_) => e.into(),
+            S::Unavailable(cause) | S::Corrupt(cause) | S::Sql(cause) => {
+                tracing::error!(%cause, "a change and its audit record could not be written");
+                Self::audit_unavailable()
+            }
+        }
+    }
+
     /// `503 hsm_unavailable` for a token call that did not answer in time (`[hsm] call_timeout`).
     pub fn hsm_unavailable() -> Self {
         Self::new(

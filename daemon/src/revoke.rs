@@ -173,6 +173,19 @@ async fn crl_issuer(
 /// # Errors
 /// `404`/`409` for a missing or pending CA; token and store failures.
 pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
+    rebuild_audited(app, ca_id, None).await
+}
+
+/// [`rebuild`], with `audit` (its detail set to the CRL number and entry count) committed in the
+/// same transaction as the CRL's publication: the CRL is served only if its record is written.
+///
+/// # Errors
+/// As [`rebuild`]; `503 audit_unavailable` when the record cannot be written.
+pub async fn rebuild_audited(
+    app: &App,
+    ca_id: &str,
+    audit: Option<scaivault_store::AuditRecord>,
+) -> Result<(i64, usize), ApiError> {
     let row = crate::ca::get_public(app, ca_id).await?;
     let (info, signer) = crl_issuer(app, &row).await?;
     let settings = crate::ca::settings(&row);
@@ -215,23 +228,46 @@ pub async fn rebuild(app: &App, ca_id: &str) -> Result<(i64, usize), ApiError> {
                 })
                 .collect()
         })?;
-        if !shared {
-            publish_crl_file(&path, &id, number, &der)?;
-        }
         let (this_s, next_s) = (time_util::rfc3339(now), time_util::rfc3339(next));
         let event = serde_json::json!({
             "ca_id": id, "crl_number": number, "entries": count,
             "this_update": this_s, "next_update": next_s, "source": "rebuild",
         })
         .to_string();
-        store.write(|tx| {
-            if shared {
-                // Every node serves it from the database (a newer number reserved meanwhile wins).
-                tx.store_crl_der(&id, number, &der)?;
-            }
-            tx.publish_crl(&id, number, &this_s, &next_s)?;
-            tx.insert_event(&tenant, "crl.generated", Some(&id), &this_s, &event)
-        })?;
+        let audit = audit.map(|mut r| {
+            r.detail = Some(format!("crl_number={number} entries={count}"));
+            r
+        });
+        publish_crl(
+            (!shared).then_some(path.as_path()),
+            &id,
+            number,
+            &der,
+            || {
+                let audited = audit.is_some();
+                store
+                    .write(|tx| {
+                        if shared {
+                            // Every node serves it from the database (a newer number reserved
+                            // meanwhile wins).
+                            tx.store_crl_der(&id, number, &der)?;
+                        }
+                        tx.publish_crl(&id, number, &this_s, &next_s)?;
+                        tx.insert_event(&tenant, "crl.generated", Some(&id), &this_s, &event)?;
+                        match &audit {
+                            Some(r) => tx.append_audit(r).map(|_| ()),
+                            None => Ok(()),
+                        }
+                    })
+                    .map_err(|e| {
+                        if audited {
+                            ApiError::from_audited_write(e)
+                        } else {
+                            e.into()
+                        }
+                    })
+            },
+        )?;
         tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
         crate::metrics::Metrics::bump(&metrics.crl_builds);
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -369,53 +405,76 @@ pub fn adopt_published_crls(
 static CRL_FILES: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// Publishes CRL `number` of CA `ca_id` to its file unless a newer one is there already.
-/// Rebuilds run concurrently (the API, the scheduler, revocations): one at a time writes, and a
-/// CRL whose number was overtaken while it was being signed is not written over the newer one.
-fn publish_crl_file(
-    path: &std::path::Path,
+/// Publishes CRL `number` of CA `ca_id`: `commit` records it in the database (its state, event
+/// and audit record, in one transaction) and, with SQLite, the file is written around it — staged
+/// (written and synced under a temporary name) before the commit and renamed into place after it,
+/// so that a CRL is served only once its commit succeeded, and a commit is made only for a CRL
+/// whose bytes are on disk. Rebuilds run concurrently (the API, the scheduler, revocations): one
+/// at a time publishes, and a CRL whose number was overtaken while it was being signed is
+/// committed (the database keeps the higher number) but not written over the newer file.
+fn publish_crl(
+    path: Option<&std::path::Path>,
     ca_id: &str,
     number: i64,
     der: &[u8],
+    commit: impl FnOnce() -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
+    let Some(path) = path else {
+        return commit();
+    };
     let mut written = CRL_FILES
         .lock()
         .map_err(|_| ApiError::internal("CRL file lock poisoned"))?;
     if written.get(ca_id).is_some_and(|n| *n >= number) {
         tracing::debug!(ca = %ca_id, number, "a newer CRL is published already");
-        return Ok(());
+        return commit();
     }
-    write_crl_file(path, der)?;
+    let staged = stage_crl_file(path, der)?;
+    if let Err(e) = commit() {
+        let _ = std::fs::remove_file(&staged);
+        return Err(e);
+    }
+    install_crl_file(&staged, path)?;
     written.insert(ca_id.to_owned(), number);
     Ok(())
 }
 
-/// Writes `der` to `path` atomically and durably: a temporary file in the same directory, synced,
-/// renamed over the old one, and the directory synced.
-fn write_crl_file(path: &std::path::Path, der: &[u8]) -> Result<(), ApiError> {
+fn crl_file_error(path: &std::path::Path, what: &str, e: &std::io::Error) -> ApiError {
+    tracing::error!(path = %path.display(), error = %e, "{what}");
+    ApiError::new(
+        rocket::http::Status::ServiceUnavailable,
+        "crl_unavailable",
+        "the CRL could not be written",
+    )
+}
+
+/// Writes `der` next to `path` under a temporary name, synced; returns that name.
+fn stage_crl_file(path: &std::path::Path, der: &[u8]) -> Result<std::path::PathBuf, ApiError> {
     use std::io::Write;
     let dir = path
         .parent()
         .ok_or_else(|| ApiError::internal("CRL path has no directory"))?;
-    let io = |what: &str, e: std::io::Error| {
-        tracing::error!(path = %path.display(), error = %e, "{what}");
-        ApiError::new(
-            rocket::http::Status::ServiceUnavailable,
-            "crl_unavailable",
-            "the CRL could not be written",
-        )
-    };
+    let io = |what: &str, e: std::io::Error| crl_file_error(path, what, &e);
     std::fs::create_dir_all(dir).map_err(|e| io("creating the CRL directory failed", e))?;
     let tmp = path.with_extension("crl.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating the CRL file failed", e))?;
-    f.write_all(der)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("writing the CRL file failed", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io("publishing the CRL file failed", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("syncing the CRL directory failed", e))?;
+    if let Err(e) = f.write_all(der).and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("writing the CRL file failed", e));
+    }
+    Ok(tmp)
+}
+
+/// Renames the staged file over `path` (atomic) and syncs the directory.
+fn install_crl_file(staged: &std::path::Path, path: &std::path::Path) -> Result<(), ApiError> {
+    let io = |what: &str, e: std::io::Error| crl_file_error(path, what, &e);
+    std::fs::rename(staged, path).map_err(|e| io("publishing the CRL file failed", e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the CRL directory failed", e))?;
+    }
     Ok(())
 }
 
@@ -695,29 +754,36 @@ pub async fn import(
                 return Err(stale(have));
             }
         }
-        if !shared {
-            publish_crl_file(&path, &id, number, &der)?;
-        }
         let now = time_util::rfc3339(time_util::now());
-        store.write(|tx| {
-            if !tx.import_crl(&id, number, &t, &n)? {
-                return Err(scaivault_store::Error::Conflict(
-                    "crl number not increasing".into(),
-                ));
-            }
-            if shared && !tx.store_crl_der(&id, number, &der)? {
-                return Err(scaivault_store::Error::Conflict(
-                    "crl number not increasing".into(),
-                ));
-            }
-            for child in &retire {
-                let mut row = tx.get_ca(&tenant, child)?;
-                row.status = "retired".into();
-                tx.update_ca(&row)?;
-            }
-            tx.insert_event(&tenant, "crl.generated", Some(&id), &now, &event)?;
-            tx.append_audit(&rec)
-        })?;
+        publish_crl(
+            (!shared).then_some(path.as_path()),
+            &id,
+            number,
+            &der,
+            || {
+                store
+                    .write(|tx| {
+                        if !tx.import_crl(&id, number, &t, &n)? {
+                            return Err(scaivault_store::Error::Conflict(
+                                "crl number not increasing".into(),
+                            ));
+                        }
+                        if shared && !tx.store_crl_der(&id, number, &der)? {
+                            return Err(scaivault_store::Error::Conflict(
+                                "crl number not increasing".into(),
+                            ));
+                        }
+                        for child in &retire {
+                            let mut row = tx.get_ca(&tenant, child)?;
+                            row.status = "retired".into();
+                            tx.update_ca(&row)?;
+                        }
+                        tx.insert_event(&tenant, "crl.generated", Some(&id), &now, &event)?;
+                        tx.append_audit(&rec).map(|_| ())
+                    })
+                    .map_err(ApiError::from_audited_write)
+            },
+        )?;
         tracing::info!(ca = %id, number, entries = info.entries, "imported CRL published");
         Ok(())
     })

@@ -280,3 +280,56 @@ fn a_signed_certificate_whose_commit_fails_leaves_nothing_behind() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert!(verify(&d.config()).0);
 }
+
+/// A CRL rebuild or import whose audit record is refused publishes nothing: the CRL is committed
+/// with its record, and the file is put in place only after that commit.
+#[test]
+fn a_crl_whose_audit_record_cannot_be_written_is_not_published() {
+    let d = Daemon::start();
+    let root = d.create_root("r", "ec", None);
+    let id = root["id"].as_str().unwrap();
+    let crl = format!("/v1/pki/ca/{id}/crl");
+    let before = d.get(&crl);
+    assert_eq!(before.status, 200, "{}", before.text());
+    let events = |d: &Daemon| {
+        d.get("/v1/events?type=crl.generated").json()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let generated = events(&d);
+    let db = d.data().join("scaivault.db");
+    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    d.post(&crl, &json!({})).problem(503, "audit_unavailable");
+    sqlite(&db, "DROP TRIGGER no_audit");
+    assert_eq!(
+        d.get(&crl).bytes,
+        before.bytes,
+        "the old CRL is still served"
+    );
+    assert_eq!(events(&d), generated, "no crl.generated event");
+    assert!(
+        !d.data().join("crl").join(format!("{id}.crl.tmp")).exists(),
+        "no staged file left behind"
+    );
+    // Once the record can be written: published, with its number and entries in the record.
+    let r = d.post(&crl, &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let number = r.json()["crl_number"].as_i64().unwrap();
+    assert_ne!(d.get(&crl).bytes, before.bytes);
+    let rec = d.get("/v1/audit?limit=1000").json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["action"] == "crl.rebuild")
+        .cloned()
+        .unwrap();
+    assert_eq!(rec["outcome"], "success");
+    assert_eq!(
+        rec["detail"],
+        format!("crl_number={number} entries=0"),
+        "{rec}"
+    );
+    assert!(verify(&d.config()).0);
+}

@@ -130,9 +130,8 @@ async fn rebuild_crl(
     app.require(&caller, Perm::CaWrite, "crl.rebuild").await?;
     let res = async {
         crate::ca::get(app, &caller.tenant_id, id).await?;
-        let (n, entries) = revoke::rebuild(app, id).await?;
-        app.audit(caller.record("crl.rebuild", Some(id), "success"))
-            .await?;
+        let rec = caller.record("crl.rebuild", Some(id), "success");
+        let (n, entries) = revoke::rebuild_audited(app, id, Some(rec)).await?;
         Ok(Rebuilt {
             crl_number: n,
             entries,
