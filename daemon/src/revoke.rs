@@ -202,85 +202,113 @@ pub async fn rebuild_audited(
     let tenant = row.tenant_id.clone();
     app.blocking(move || {
         let started = std::time::Instant::now();
-        // The number is durable before anything is published.
+        // The number is durable before anything is published. Reserving it clears the CA's
+        // `dirty` mark (a revocation after this point sets it again); should anything after it
+        // fail, the mark is set again, so the next scheduler pass retries the rebuild.
         let number = store.write(|tx| tx.next_crl_number(&id))?;
-        let mut after = 0i64;
-        let params = CrlParams {
-            number: u64::try_from(number).unwrap_or(0),
-            this_update: now,
-            next_update: next,
+        let build_and_publish = |number: i64| -> Result<(i64, usize), ApiError> {
+            let mut after = 0i64;
+            let params = CrlParams {
+                number: u64::try_from(number).unwrap_or(0),
+                this_update: now,
+                next_update: next,
+            };
+            let (der, count) = crl::build(&info, signer.as_ref(), &params, || {
+                let chunk = store
+                    .read(|tx| tx.revoked_chunk(&id, &keep_after, after, CHUNK))
+                    .map_err(|e| scaivault_core::Error::Encode(e.to_string()))?;
+                if let Some((rowid, ..)) = chunk.last() {
+                    after = *rowid;
+                }
+                chunk
+                    .into_iter()
+                    .map(|(_, serial, at, reason)| {
+                        Ok(RevokedEntry {
+                            serial,
+                            revoked_at: time_util::parse_rfc3339(&at)?,
+                            reason,
+                        })
+                    })
+                    .collect()
+            })?;
+            let (this_s, next_s) = (time_util::rfc3339(now), time_util::rfc3339(next));
+            let event = serde_json::json!({
+                "ca_id": id, "crl_number": number, "entries": count,
+                "this_update": this_s, "next_update": next_s, "source": "rebuild",
+            })
+            .to_string();
+            let audit = audit.map(|mut r| {
+                r.detail = Some(format!("crl_number={number} entries={count}"));
+                r
+            });
+            publish_crl(
+                (!shared).then_some(path.as_path()),
+                &id,
+                number,
+                &der,
+                || {
+                    let audited = audit.is_some();
+                    store
+                        .write(|tx| {
+                            if shared {
+                                // Every node serves it from the database (a newer number reserved
+                                // meanwhile wins).
+                                tx.store_crl_der(&id, number, &der)?;
+                            }
+                            tx.publish_crl(&id, number, &this_s, &next_s)?;
+                            tx.insert_event(&tenant, "crl.generated", Some(&id), &this_s, &event)?;
+                            match &audit {
+                                Some(r) => tx.append_audit(r).map(|_| ()),
+                                None => Ok(()),
+                            }
+                        })
+                        .map_err(|e| {
+                            if audited {
+                                ApiError::from_audited_write(e)
+                            } else {
+                                e.into()
+                            }
+                        })
+                },
+            )?;
+            tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
+            crate::metrics::Metrics::bump(&metrics.crl_builds);
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            metrics
+                .crl_last_build_ms
+                .store(ms, std::sync::atomic::Ordering::Relaxed);
+            metrics.crl_last_entries.store(
+                u64::try_from(count).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Ok((number, count))
         };
-        let (der, count) = crl::build(&info, signer.as_ref(), &params, || {
-            let chunk = store
-                .read(|tx| tx.revoked_chunk(&id, &keep_after, after, CHUNK))
-                .map_err(|e| scaivault_core::Error::Encode(e.to_string()))?;
-            if let Some((rowid, ..)) = chunk.last() {
-                after = *rowid;
-            }
-            chunk
-                .into_iter()
-                .map(|(_, serial, at, reason)| {
-                    Ok(RevokedEntry {
-                        serial,
-                        revoked_at: time_util::parse_rfc3339(&at)?,
-                        reason,
-                    })
-                })
-                .collect()
-        })?;
-        let (this_s, next_s) = (time_util::rfc3339(now), time_util::rfc3339(next));
-        let event = serde_json::json!({
-            "ca_id": id, "crl_number": number, "entries": count,
-            "this_update": this_s, "next_update": next_s, "source": "rebuild",
-        })
-        .to_string();
-        let audit = audit.map(|mut r| {
-            r.detail = Some(format!("crl_number={number} entries={count}"));
-            r
-        });
-        publish_crl(
-            (!shared).then_some(path.as_path()),
-            &id,
-            number,
-            &der,
-            || {
-                let audited = audit.is_some();
-                store
-                    .write(|tx| {
-                        if shared {
-                            // Every node serves it from the database (a newer number reserved
-                            // meanwhile wins).
-                            tx.store_crl_der(&id, number, &der)?;
-                        }
-                        tx.publish_crl(&id, number, &this_s, &next_s)?;
-                        tx.insert_event(&tenant, "crl.generated", Some(&id), &this_s, &event)?;
-                        match &audit {
-                            Some(r) => tx.append_audit(r).map(|_| ()),
-                            None => Ok(()),
-                        }
-                    })
-                    .map_err(|e| {
-                        if audited {
-                            ApiError::from_audited_write(e)
-                        } else {
-                            e.into()
-                        }
-                    })
-            },
-        )?;
-        tracing::info!(ca = %id, number, entries = count, bytes = der.len(), "CRL published");
-        crate::metrics::Metrics::bump(&metrics.crl_builds);
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        metrics
-            .crl_last_build_ms
-            .store(ms, std::sync::atomic::Ordering::Relaxed);
-        metrics.crl_last_entries.store(
-            u64::try_from(count).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        Ok((number, count))
+        let rebuilt = build_and_publish(number);
+        let mut retry = CRL_RETRY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rebuilt.is_ok() {
+            retry.remove(&id);
+        } else if let Err(e) = store.write(|tx| tx.mark_crl_dirty(&id)) {
+            // The database refuses writes too: remembered here until a rebuild succeeds.
+            tracing::warn!(ca = %id, error = %e, "cannot mark a failed CRL rebuild for a retry");
+            retry.insert(id.clone());
+        }
+        rebuilt
     })
     .await
+}
+
+/// CAs whose last CRL rebuild failed and could not be marked `dirty` in the database either: the
+/// scheduler treats them as due.
+static CRL_RETRY: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn crl_retry_due(ca_id: &str) -> bool {
+    CRL_RETRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(ca_id)
 }
 
 /// Where the published CRL of `ca_id` lives with SQLite: `crl/<ca_id>.crl` next to the database.
@@ -907,7 +935,7 @@ pub async fn rebuild_due(app: &App) {
                     .unwrap_or(3600);
                 let rebuild_at = time_util::parse_rfc3339(&next)
                     .map(|n| n - Duration::seconds(i64::try_from(interval).unwrap_or(3600)));
-                dirty || rebuild_at.is_ok_and(|t| t <= time_util::now())
+                dirty || crl_retry_due(&ca_id) || rebuild_at.is_ok_and(|t| t <= time_util::now())
             }
             Ok(_) => true,
             Err(_) => false,

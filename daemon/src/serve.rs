@@ -146,6 +146,12 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
     let done = store
         .write(|tx| {
             for r in &journaled {
+                // A certificate past its notAfter needs no revocation, and its row may be missing
+                // because a tidy removed it after it was stored (a crash keeps the journal of the
+                // run that stored it): not replayed.
+                if r.row.not_after.as_deref().is_some_and(|t| t <= now.as_str()) {
+                    continue;
+                }
                 match tx.reserve_certificate(&r.row, &r.tbs_der, None) {
                     Ok(()) => tx.append_audit(&r.started).map(|_| ())?,
                     // Stored (or revoked) already: the certificate's commit settled it.
@@ -466,7 +472,20 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     })
     .await
     {
-        Ok(()) => tracing::info!("queued database writes committed"),
+        Ok(()) => {
+            tracing::info!("queued database writes committed");
+            // What the reservation journal holds is settled in the database now: the next start
+            // has nothing of this run to replay (but a reservation still in flight).
+            if let Some(left) = app
+                .store
+                .journal()
+                .map(scaivault_store::journal::Journal::close_resolved)
+            {
+                if left > 0 {
+                    tracing::warn!(segments = left, "reservation journal segments with unsettled reservations are kept for the next start");
+                }
+            }
+        }
         Err(e) => tracing::error!(error = %e, "queued database writes could not be committed"),
     }
     notifier.status("stopping: closing the PKCS#11 sessions");

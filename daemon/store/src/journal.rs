@@ -357,6 +357,30 @@ impl Journal {
         }
     }
 
+    /// At a clean stop, once every queued commit is done: deletes this run's segments whose
+    /// records are all resolved, the current one included, so that the next start does not
+    /// replay them (a certificate stored and then removed by a tidy would otherwise come back as
+    /// an unfinished reservation). Segments with an unresolved record stay for the next start.
+    /// Returns how many segments are left.
+    pub fn close_resolved(&self) -> usize {
+        let Ok(mut inner) = self.lock() else {
+            return usize::MAX;
+        };
+        drop(inner.current.take());
+        let done: Vec<u64> = inner
+            .open
+            .iter()
+            .filter(|(_, (unresolved, _))| *unresolved == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            inner.open.remove(&id);
+            // Here, not on the sweeper: the process is about to end.
+            delete_segment(&self.segment_path(id));
+        }
+        inner.open.len()
+    }
+
     /// The segments of earlier runs and their records that no tombstone cancels, oldest first.
     /// Call at start, before the first [`Journal::reserve`].
     ///
