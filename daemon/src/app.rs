@@ -85,6 +85,11 @@ pub struct App {
     pub acme: Arc<crate::acme::Runtime>,
     /// Tokens and roles for the issuance path (SQLite; checked at each reservation).
     pub issue_cache: Arc<crate::issuecache::IssueCache>,
+    /// Set when the database refused a signed certificate's commit (SQLite): until an issuance
+    /// is stored again, issuances reserve their serial in the database, with a probe of their
+    /// audit record, instead of the journal, so that a database that refuses writes is found
+    /// before the token signs (see `issue::sign_order`).
+    pub store_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A moving average of token call durations, in microseconds.

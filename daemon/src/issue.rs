@@ -1083,7 +1083,12 @@ pub async fn sign_order(
     // signature on the token and its check; then the certificate with the call's audit record
     // (`success`) in the next group commit.
     let timer = Instant::now();
-    let journal = app.store.journal();
+    // After the database refused a signed certificate's commit, the journal (which does not touch
+    // the database) would let the token sign again before that refusal shows: the reservation
+    // goes to the database instead, with a probe of the audit record, until a certificate is
+    // stored again.
+    let refused = app.store_refused.load(std::sync::atomic::Ordering::Relaxed);
+    let journal = app.store.journal().filter(|_| !refused);
     let (reserve, row_write) = match journal {
         Some(j) => {
             let ticket = j
@@ -1104,9 +1109,13 @@ pub async fn sign_order(
             let reserve = row.clone();
             let at_commit = basis.clone();
             let started = caller.record("certificate.issue", Some(&object), "started");
+            let probe = refused.then(|| done.clone());
             let job: scaivault_store::BatchJob = Box::new(move |tx| {
                 if let Some(b) = &basis {
                     tx.check_issue_basis(b)?;
+                }
+                if let Some(rec) = &probe {
+                    tx.probe_audit(rec)?;
                 }
                 tx.reserve_certificate(&reserve, &tbs_der, Some(&started))
             });
@@ -1158,6 +1167,10 @@ pub async fn sign_order(
         }
         Outcome::SignFailed(e, ticket) => return release(e, ticket).await,
         Outcome::NotStored(e, ticket) => {
+            if journal.is_some() {
+                app.store_refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             // Signed but not stored: the certificate is dropped here, never returned nor logged,
             // so the serial is released as after a failed signature. When even that cannot be
             // written (the database is gone), the journal keeps the reservation and the next
@@ -1174,7 +1187,13 @@ pub async fn sign_order(
             tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");
             return Err(reservation_refused(scaivault_store::Error::Changed(what)));
         }
-        Outcome::Stored(der) => der,
+        Outcome::Stored(der) => {
+            if refused {
+                app.store_refused
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            der
+        }
     };
     crate::metrics::Metrics::bump(&app.metrics.certificates_issued);
     // Its OCSP response ("good"), signed in the background before a relying party asks. In a

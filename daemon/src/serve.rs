@@ -333,6 +333,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         cluster,
         ocsp: Default::default(),
         token_pace: Default::default(),
+        store_refused: Default::default(),
         signers,
         crls: Default::default(),
         metrics: Default::default(),

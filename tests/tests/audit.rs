@@ -173,10 +173,29 @@ fn issuance_without_an_audit_record_signs_nothing() {
         &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
+    // The CRL is built now, so that no background signature moves the counter below.
+    assert_eq!(
+        d.get(&format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()))
+            .status,
+        200
+    );
+    let signs = || d.metric("scaivault_hsm_sign_calls_total");
     let db = d.data().join("scaivault.db");
     sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
-    d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}))
-        .problem(503, "audit_unavailable");
+    // The first issuance reserves its serial in the journal, beside the database: the refusal
+    // shows only at the certificate's commit, after the token signed (the certificate is
+    // discarded, never returned).
+    let before = signs();
+    let r = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(signs(), before + 1.0);
+    // From then on, until a certificate is stored again, the reservation goes to the database
+    // with a probe of its audit record: refused before the token is asked.
+    for name in ["b.internal", "c.internal"] {
+        d.post("/v1/pki/issue/svc", &json!({"common_name": name}))
+            .problem(503, "audit_unavailable");
+    }
+    assert_eq!(signs(), before + 1.0, "nothing more was signed");
     sqlite(&db, "DROP TRIGGER no_audit");
     let inv = d.get("/v1/pki/certificates?role=svc").json();
     assert_eq!(inv["items"].as_array().unwrap().len(), 0, "{inv}");
@@ -190,15 +209,19 @@ fn issuance_without_an_audit_record_signs_nothing() {
         "0",
         "no reservation or certificate left behind"
     );
-    let ok = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
-    assert_eq!(ok.status, 200, "{}", ok.text());
+    for _ in 0..2 {
+        // Through the database once, then through the journal again.
+        let ok = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+        assert_eq!(ok.status, 200, "{}", ok.text());
+    }
     assert!(verify(&d.config()).0);
 }
 
 /// The token signed, then the certificate's commit failed (here: its `success` record was
 /// refused): the certificate was never returned, so it is discarded and its serial released —
 /// no reservation left for the next start to turn into a revoked certificate, a CRL entry and
-/// a `certificate.revoked` event. Through a role and through the CSR workflow.
+/// a `certificate.revoked` event. Through the CSR workflow; an issuance through a role after it
+/// is refused before anything is signed.
 #[test]
 fn a_signed_certificate_whose_commit_fails_leaves_nothing_behind() {
     let d = Daemon::start();
@@ -229,13 +252,14 @@ fn a_signed_certificate_whose_commit_fails_leaves_nothing_behind() {
     );
     let db = d.data().join("scaivault.db");
     sqlite(&db, "CREATE TRIGGER no_success BEFORE INSERT ON audit WHEN NEW.outcome = 'success' AND NEW.action IN ('certificate.issue', 'csr.sign') BEGIN SELECT RAISE(ABORT, 'refused'); END;");
-    d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}))
-        .problem(503, "database_unavailable");
     d.post(
         &format!("/v1/pki/csr/{id}/sign"),
         &json!({"ca_id": root["id"], "validity_days": 5}),
     )
     .problem(503, "database_unavailable");
+    // Once a commit was refused, the next issuance probes its record before the token signs.
+    d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}))
+        .problem(503, "audit_unavailable");
     sqlite(&db, "DROP TRIGGER no_success");
     assert_eq!(
         d.get(&format!("/v1/pki/csr/{id}")).json()["status"],
@@ -250,8 +274,8 @@ fn a_signed_certificate_whose_commit_fails_leaves_nothing_behind() {
         })
         .count();
     assert_eq!(
-        released, 2,
-        "each discarded signature is audited as a failure"
+        released, 1,
+        "the discarded signature is audited as a failure"
     );
 
     // A clean restart: nothing to reconcile.

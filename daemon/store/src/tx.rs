@@ -1506,6 +1506,20 @@ impl<'a> Tx<'a> {
         audit::append(&self.tx, rec)
     }
 
+    /// Whether `rec` could be appended to the chain: appended under a savepoint that is then
+    /// rolled back, so nothing of it stays. For a caller about to do something it can only record
+    /// later (an issuance whose `success` record is written after the token signed).
+    ///
+    /// # Errors
+    /// What appending would fail with.
+    pub fn probe_audit(&self, rec: &AuditRecord) -> Result<()> {
+        let db = self.tx.exec();
+        db.repeat("SAVEPOINT audit_probe")?;
+        let appended = audit::append(&self.tx, rec);
+        db.batch("ROLLBACK TO audit_probe; RELEASE audit_probe")?;
+        appended.map(|_| ())
+    }
+
     /// A page of audit records, oldest first, optionally of one tenant.
     ///
     /// # Errors
