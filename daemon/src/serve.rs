@@ -394,6 +394,13 @@ impl Background {
 async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCode, StartError> {
     let mut signals = Signals::install().context("cannot install signal handlers")?;
     tracing::info!(config = %path.display(), listen = %cfg.server.listen, token = %cfg.hsm.token_label, "starting");
+    // One daemon per SQLite database: a second one would reconcile the first one's reservation
+    // journal as if it had crashed (held until the process ends).
+    let _instance = if cfg.storage.backend == "sqlite" {
+        Some(lock_instance(&cfg.db_path())?)
+    } else {
+        None
+    };
 
     notifier.status("starting: logging in to the HSM token");
     let c = cfg.clone();
@@ -493,6 +500,39 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     drop(app);
     close_token(&token_alive).await;
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Takes the exclusive lock of the daemon serving the SQLite database at `db` (`flock` on
+/// `<db>.lock`, released by the kernel when the process ends, however it ends).
+///
+/// # Errors
+/// Another process holds it, or the file cannot be opened.
+fn lock_instance(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            StartError(format!(
+                "cannot open the instance lock {}: {e}",
+                path.display()
+            ))
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            StartError(format!(
+                "another scaivault daemon serves the database {} (it holds {}); stop it first",
+                db.display(),
+                path.display()
+            ))
+        } else {
+            StartError(format!("cannot lock {}: {e}", path.display()))
+        }
+    })
 }
 
 /// Waits until the last reference to the token is gone (its sessions close with it).

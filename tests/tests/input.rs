@@ -52,6 +52,19 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
         d.get("/v1/pki/certificates?status=valid&limit=5").status,
         200
     );
+    // The token is checked first (401 before 400), and the public endpoints refuse a repeated
+    // `format` too instead of answering in the default format.
+    d.call("GET", "/v1/pki/certificates?limit=1&limit=2", None, None)
+        .problem(401, "unauthorized");
+    let root = d.create_root("q", "ec", None);
+    let id = root["id"].as_str().unwrap();
+    for path in [
+        format!("/v1/pki/ca/{id}/certificate?format=der&format=der"),
+        format!("/v1/pki/ca/{id}/crl?format=pem&format=pem"),
+    ] {
+        d.call("GET", &path, None, None)
+            .problem(400, "repeated_query_parameter");
+    }
     // A cursor that was never handed out (row ids start at 1).
     d.get("/v1/pki/certificates?cursor=c-1")
         .problem(400, "invalid_cursor");

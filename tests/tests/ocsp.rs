@@ -784,6 +784,23 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
     );
     assert_eq!(bad.status, 400);
     assert!(String::from_utf8_lossy(&bad.body).contains("\"code\":\"invalid_format\""));
+    // A repeated parameter is refused as on the API listener, not read as no format.
+    let twice = http(
+        reqwest::Method::GET,
+        &format!("{crl_url}?format=pem&format=der"),
+        None,
+        None,
+    );
+    assert_eq!(twice.status, 400);
+    assert!(String::from_utf8_lossy(&twice.body).contains("repeated_query_parameter"));
+    // Every answer has a request id; a client's plain one is kept.
+    assert!(r.header("x-request-id").starts_with("req_"));
+    let mine = reqwest::blocking::Client::new()
+        .get(&crl_url)
+        .header("X-Request-Id", "rp-check-1")
+        .send()
+        .unwrap();
+    assert_eq!(mine.headers()["x-request-id"], "rp-check-1");
     // HEAD: the headers of GET, no body.
     let head = http(reqwest::Method::HEAD, &crl_url, None, None);
     assert_eq!(head.status, 200);

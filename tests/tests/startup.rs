@@ -217,3 +217,45 @@ fn rust_log_never_shows_tokens_and_a_bad_one_is_ignored() {
     let log = d.log_text();
     assert!(log.contains("RUST_LOG is not a level"), "{log}");
 }
+
+/// A second daemon on the same SQLite database is refused before it touches anything: it would
+/// otherwise take the running daemon's reservation journal for a crashed run's, revoke its
+/// in-flight reservations and delete its journal (found by a review: even a start that then
+/// failed to bind its address did that).
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let d = Daemon::start();
+    let root = d.create_root("one", "ec", None);
+    let r = d.post(
+        "/v1/pki/roles",
+        &serde_json::json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ok = d.post(
+        "/v1/pki/issue/svc",
+        &serde_json::json!({"common_name": "a.internal"}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let journal = d.data().join("scaivault.db-reservations");
+    let segments = |p: &std::path::Path| std::fs::read_dir(p).map_or(0, |d| d.count());
+    let before = segments(&journal);
+    let err = serve_fails(&d.config());
+    assert!(
+        err.contains("another scaivault daemon serves the database"),
+        "{err}"
+    );
+    assert_eq!(
+        segments(&journal),
+        before,
+        "the running daemon's journal is untouched"
+    );
+    assert!(!d.log_text().contains("left unfinished"));
+    let ok = d.post(
+        "/v1/pki/issue/svc",
+        &serde_json::json!({"common_name": "b.internal"}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // Once it is stopped, the next one starts.
+    let d = Daemon::start_in(d.into_dir());
+    assert_eq!(d.get("/v1/sys/health").status, 200);
+}

@@ -309,6 +309,7 @@ async fn get_one(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CaRe
 #[get("/v1/pki/ca/<id>/certificate?<format>")]
 async fn certificate(
     app: &State<App>,
+    _single: super::guards::SingleQuery,
     id: &str,
     format: Option<&str>,
 ) -> Result<(ContentType, Vec<u8>), ApiError> {

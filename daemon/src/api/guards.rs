@@ -27,6 +27,16 @@ impl RequestId {
     }
 }
 
+impl RequestId {
+    /// Whether a client's `X-Request-Id` is kept: 1 to 64 letters, digits, `-`, `_`, `.`.
+    pub fn acceptable(v: &str) -> bool {
+        !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    }
+}
+
 impl Default for RequestId {
     fn default() -> Self {
         Self::new()
@@ -51,12 +61,7 @@ impl Fairing for RequestLog {
         let given = req
             .headers()
             .get_one("X-Request-Id")
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 64
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            })
+            .filter(|v| RequestId::acceptable(v))
             .map(str::to_owned);
         let _ = req.local_cache(|| given.map(RequestId).unwrap_or_default());
         let _ = req.local_cache(|| Started(Instant::now()));
@@ -119,16 +124,18 @@ fn repeated_query_key(req: &Request<'_>) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
-    if let Some(name) = repeated_query_key(req) {
-        return Outcome::Error(remember(
-            req,
-            ApiError::bad_request(
-                "repeated_query_parameter",
-                format!("query parameter {name:?} is given more than once"),
-            ),
-        ));
+/// `400 repeated_query_parameter` when a query parameter is named twice.
+fn no_repeated_query(req: &Request<'_>) -> Result<(), ApiError> {
+    match repeated_query_key(req) {
+        Some(name) => Err(ApiError::bad_request(
+            "repeated_query_parameter",
+            format!("query parameter {name:?} is given more than once"),
+        )),
+        None => Ok(()),
     }
+}
+
+fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
     let request_id = req.local_cache(RequestId::new).0.clone();
     let Some(app) = req.rocket().state::<App>() else {
         return Outcome::Error(remember(
@@ -153,12 +160,29 @@ fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
     } else {
         app.authenticate(token, request_id)
     };
-    match found {
+    // The token first (API.md: `401` before anything else), then the query.
+    match found.and_then(|c| no_repeated_query(req).map(|()| c)) {
         Ok(c) => match app.limits.check_caller(&c.token_id, &c.tenant_id) {
             Ok(()) => Outcome::Success(c),
             Err(e) => Outcome::Error(remember(req, e)),
         },
         Err(e) => Outcome::Error(remember(req, e)),
+    }
+}
+
+/// A request of a public endpoint that names no query parameter twice (`?format=der&format=der`
+/// would reach the handler as no format at all).
+pub struct SingleQuery;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SingleQuery {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        match no_repeated_query(req) {
+            Ok(()) => Outcome::Success(SingleQuery),
+            Err(e) => Outcome::Error(remember(req, e)),
+        }
     }
 }
 
@@ -177,7 +201,11 @@ impl<'r> FromRequest<'r> for PublicClient {
             ));
         };
         // The socket peer, never a forwarded-for header a client could forge.
-        match app.limits.check_public(req.remote().map(|a| a.ip())) {
+        if let Err(e) = app.limits.check_public(req.remote().map(|a| a.ip())) {
+            return Outcome::Error(remember(req, e));
+        }
+        // `?format=der&format=der` would reach the handler as no format at all.
+        match no_repeated_query(req) {
             Ok(()) => Outcome::Success(PublicClient),
             Err(e) => Outcome::Error(remember(req, e)),
         }

@@ -417,7 +417,7 @@ async fn connection(
             head_due = tokio::time::Instant::now() + header_timeout;
             continue;
         }
-        let reply = match limited {
+        let mut reply = match limited {
             Ok(()) => match from_cache(app, &head, body) {
                 Some(r) => r,
                 None => {
@@ -438,6 +438,15 @@ async fn connection(
             },
             Err(e) => Reply::problem(&e, &head.path),
         };
+        // As on the API listener: every answer names its request (a problem document already
+        // carries the id it names in its body).
+        if !reply.headers.iter().any(|(n, _)| *n == "X-Request-Id") {
+            let id = head
+                .request_id
+                .clone()
+                .unwrap_or_else(|| super::guards::RequestId::new().0);
+            reply.headers.push(("X-Request-Id", id));
+        }
         tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %head.path, status = reply.status, %peer);
         buf.drain(..end);
         finish(&mut stream, &mut out, app, &reply, head_only, head.close).await?;
@@ -607,6 +616,16 @@ fn format_param(query: Option<&str>) -> Option<&str> {
     query?.split('&').find_map(|kv| kv.strip_prefix("format="))
 }
 
+/// The first query parameter named twice, as the API listener refuses it.
+fn repeated_param(query: Option<&str>) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    query?
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+        .find(|k| !seen.insert(*k))
+}
+
 /// A fresh cached OCSP answer for the request, without leaving this thread; `None` for every
 /// other request.
 fn from_cache(app: &App, head: &Head, body: &[u8]) -> Option<Reply> {
@@ -635,6 +654,14 @@ async fn route(app: &App, head: &Head, body: &[u8]) -> Reply {
         );
     };
     let get = matches!(head.method.as_str(), "GET" | "HEAD");
+    if let Some(name) = repeated_param(head.query.as_deref()) {
+        return Reply::error(
+            Status::BadRequest,
+            "repeated_query_parameter",
+            format!("query parameter {name:?} is given more than once"),
+            path,
+        );
+    }
     let format = format_param(head.query.as_deref());
     let result = match target {
         Target::Ocsp { ca, has_request } if has_request && get => {

@@ -23,6 +23,8 @@ pub struct Head {
     pub close: bool,
     pub expect_continue: bool,
     pub if_none_match: Option<String>,
+    /// The client's `X-Request-Id`, when it is one the API listener would keep too.
+    pub request_id: Option<String>,
 }
 
 /// What a buffer holds.
@@ -82,6 +84,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
         close: !http11,
         expect_continue: false,
         if_none_match: None,
+        request_id: None,
     };
     let mut lengths = 0;
     for h in req.headers.iter() {
@@ -107,6 +110,10 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("if-none-match") {
             head.if_none_match = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("x-request-id")
+            && crate::api::guards::RequestId::acceptable(value)
+        {
+            head.request_id = Some(value.to_owned());
         }
     }
     // RFC 9112 §6.3: two lengths, or a length with a transfer coding, cannot be trusted.
