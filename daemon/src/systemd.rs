@@ -29,6 +29,9 @@ const TOKEN_PING_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
     target: Option<Arc<(UnixDatagram, SocketAddr)>>,
+    /// Set by [`Notifier::stopping`]: background reports (the watchdog's) no longer overwrite the
+    /// stopping status.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Notifier {
@@ -41,6 +44,7 @@ impl Notifier {
         match Self::connect(&raw) {
             Ok(target) => Notifier {
                 target: Some(Arc::new(target)),
+                stopping: Arc::default(),
             },
             Err(e) => {
                 tracing::warn!(socket = %raw, error = %e, "NOTIFY_SOCKET is not usable; systemd will not hear from this process");
@@ -101,7 +105,13 @@ impl Notifier {
 
     /// `STOPPING=1` with a status line.
     pub fn stopping(&self, status: &str) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
+    }
+
+    /// Whether [`Notifier::stopping`] was sent.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// `WATCHDOG=1`.
@@ -155,7 +165,15 @@ pub fn watchdog_interval() -> Option<Duration> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vitals {
     Alive,
-    Sick { token: bool, scheduler: bool },
+    /// The token answers, with an error (removed, logged out, unreachable): the daemon goes on
+    /// serving what is already signed and recovers by itself when the token is back, which a
+    /// restart would not do sooner (it cannot even start without the token).
+    TokenDown,
+    /// A token call hangs, or the scheduler stopped ticking: what a restart may cure.
+    Stuck {
+        token: bool,
+        scheduler: bool,
+    },
 }
 
 /// Checks the scheduler's heartbeat and pings the token. Until its first beat (right after
@@ -170,19 +188,24 @@ async fn check(app: &App, started: tokio::time::Instant) -> Vitals {
     };
     let token = app.token.clone();
     let ping = tokio::task::spawn_blocking(move || token.ping().is_ok());
-    let token = matches!(
-        tokio::time::timeout(TOKEN_PING_TIMEOUT, ping).await,
-        Ok(Ok(true))
-    );
-    if token && scheduler {
-        Vitals::Alive
-    } else {
-        Vitals::Sick { token, scheduler }
+    // `None`: no answer in time.
+    let token = match tokio::time::timeout(TOKEN_PING_TIMEOUT, ping).await {
+        Ok(Ok(ok)) => Some(ok),
+        Ok(Err(_)) | Err(_) => None,
+    };
+    match (token, scheduler) {
+        (Some(true), true) => Vitals::Alive,
+        (Some(false), true) => Vitals::TokenDown,
+        (token, scheduler) => Vitals::Stuck {
+            token: token.is_some(),
+            scheduler,
+        },
     }
 }
 
-/// Feeds the systemd watchdog every `interval / 3` while the scheduler and the token are alive,
-/// until `stop` fires. A no-op when systemd set no watchdog.
+/// Feeds the systemd watchdog every `interval / 3` while the scheduler ticks and the token
+/// answers (an error is an answer: a removed token does not make a restart useful), until `stop`
+/// fires. A no-op when systemd set no watchdog.
 pub async fn run_watchdog(
     notifier: Notifier,
     app: App,
@@ -210,15 +233,24 @@ pub async fn run_watchdog(
             _ = tick.tick() => {}
         }
         let vitals = check(&app, started).await;
+        // Once stopping, the stop's own status lines stay (pings go on until `stop` fires).
+        let report = vitals != last && !notifier.is_stopping();
         match vitals {
             Vitals::Alive => {
                 notifier.watchdog();
-                if last != Vitals::Alive {
-                    tracing::info!("token and scheduler answer again; watchdog pings resumed");
+                if report {
+                    tracing::info!("token and scheduler answer again");
                     notifier.status("serving (recovered)");
                 }
             }
-            Vitals::Sick { token, scheduler } => {
+            Vitals::TokenDown => {
+                notifier.watchdog();
+                if report {
+                    tracing::error!("the token answers with errors: serving cached OCSP answers and published CRLs; signing resumes when it is back");
+                    notifier.status("degraded: token unavailable (cached OCSP and CRLs served)");
+                }
+            }
+            Vitals::Stuck { token, scheduler } => {
                 let word = |ok: bool| if ok { "ok" } else { "not answering" };
                 tracing::error!(
                     token = word(token),
@@ -226,11 +258,13 @@ pub async fn run_watchdog(
                     "health check failed: withholding the watchdog ping (systemd restarts the \
                      service after WatchdogSec= without one)"
                 );
-                notifier.status(&format!(
-                    "degraded: token {}, scheduler {}",
-                    word(token),
-                    word(scheduler)
-                ));
+                if !notifier.is_stopping() {
+                    notifier.status(&format!(
+                        "degraded: token {}, scheduler {}",
+                        word(token),
+                        word(scheduler)
+                    ));
+                }
             }
         }
         last = vitals;
@@ -248,6 +282,7 @@ mod tests {
         let server = UnixDatagram::bind(&path).unwrap();
         let n = Notifier {
             target: Some(Arc::new(Notifier::connect(path.to_str().unwrap()).unwrap())),
+            ..Notifier::default()
         };
         n.ready("serving\non two lines");
         let mut buf = [0u8; 256];
@@ -266,8 +301,11 @@ mod tests {
         let server = UnixDatagram::bind_addr(&abstract_addr(name.as_bytes()).unwrap()).unwrap();
         let n = Notifier {
             target: Some(Arc::new(Notifier::connect(&format!("@{name}")).unwrap())),
+            ..Notifier::default()
         };
+        assert!(!n.is_stopping());
         n.stopping("bye");
+        assert!(n.is_stopping());
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"STOPPING=1\nSTATUS=bye");

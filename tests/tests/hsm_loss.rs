@@ -45,11 +45,11 @@ impl Rig {
 /// Starts a dev-mode daemon (SoftHSM2), then restarts it in the same directory with the shim as
 /// its module and 1 s token-call limits; creates a root and a role.
 fn rig() -> Rig {
-    rig_with("1s")
+    rig_with("1s", &[])
 }
 
-/// [`rig`] with a signing call limit of `call_timeout`.
-fn rig_with(call_timeout: &str) -> Rig {
+/// [`rig`] with a signing call limit of `call_timeout` and `env` for the daemon.
+fn rig_with(call_timeout: &str, env: &[(&str, &OsStr)]) -> Rig {
     let first = Daemon::start();
     let dir = first.into_dir();
     let config = dir.path().join("data/scaivault.toml");
@@ -70,13 +70,12 @@ fn rig_with(call_timeout: &str) -> Rig {
     );
     std::fs::write(&config, text).unwrap();
     let control = dir.path().join("fault-control");
-    let d = Daemon::start_in_with_env(
-        dir,
-        &[
-            ("SCAIVAULT_FAULT_MODULE", OsStr::new(&real)),
-            ("SCAIVAULT_FAULT_CONTROL", control.as_os_str()),
-        ],
-    );
+    let mut all = vec![
+        ("SCAIVAULT_FAULT_MODULE", OsStr::new(&real)),
+        ("SCAIVAULT_FAULT_CONTROL", control.as_os_str()),
+    ];
+    all.extend_from_slice(env);
+    let d = Daemon::start_in_with_env(dir, &all);
     let root = d.create_root("loss", "ec", None);
     let ca_id = root["id"].as_str().unwrap().to_owned();
     let root_pem = write(
@@ -241,9 +240,50 @@ fn check_recovery(rig: &mut Rig, pid: u32, tag: &str) {
     );
 }
 
+/// What the daemon tells systemd (`NOTIFY_SOCKET`), collected by a thread.
+struct Notes {
+    msgs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Notes {
+    fn listen(path: &Path) -> Notes {
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        let msgs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let m = msgs.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                m.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        Notes { msgs }
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.msgs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(text))
+            .count()
+    }
+}
+
 #[test]
 fn a_removed_token_answers_503_quickly_and_service_resumes_without_restart() {
-    let mut rig = rig();
+    // Under systemd's watchdog (0.6 s here: a ping every 0.2 s).
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("notify");
+    let notes = Notes::listen(&sock);
+    let mut rig = rig_with(
+        "1s",
+        &[
+            ("NOTIFY_SOCKET", sock.as_os_str()),
+            ("WATCHDOG_USEC", OsStr::new("600000")),
+        ],
+    );
     let pid = rig.d.pid();
     let (leaf_pem, crl) = signed_material(&rig);
     let signs = rig.d.metric("scaivault_hsm_sign_calls_total");
@@ -251,6 +291,19 @@ fn a_removed_token_answers_503_quickly_and_service_resumes_without_restart() {
 
     set_fault(&rig.control, "removed");
     check_outage(&rig, &leaf_pem, &crl, "removed");
+    // A token that answers with errors is no reason for systemd to restart the daemon (which
+    // could not start without it, and would stop serving the cached answers): the pings go on,
+    // and the status says why the service is degraded.
+    let pings = notes.count("WATCHDOG=1");
+    let t0 = Instant::now();
+    while notes.count("WATCHDOG=1") < pings + 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the watchdog pings stopped while the token was removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(notes.count("STATUS=degraded: token unavailable") >= 1);
     check_recovery(&mut rig, pid, "removed");
     assert!(rig.d.metric("scaivault_hsm_sign_calls_total") > signs);
     // The refused creation was audited as such.
@@ -340,7 +393,7 @@ fn a_hung_token_answers_503_within_the_call_timeout_and_service_resumes() {
 
 #[test]
 fn an_issuance_killed_while_the_token_signs_is_revoked_at_restart_with_its_started_record() {
-    let mut rig = rig_with("60s");
+    let mut rig = rig_with("60s", &[]);
     let t = rig.d.post(
         "/v1/auth/tokens",
         &json!({"name": "svc-issuer", "policies": ["issuer:svc"]}),
