@@ -279,8 +279,10 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
             let at = time_util::rfc3339(time_util::now());
             store
                 .write(|tx| {
+                    // The record names the token's tenant, whose audit log shows it.
+                    let (token, _) = tx.token_by_id(&id)?;
                     tx.revoke_token(&id, None, &at)?;
-                    tx.append_audit(&cli_record(None, "token.revoke", &id))
+                    tx.append_audit(&cli_record(Some(&token.tenant_id), "token.revoke", &id))
                 })
                 .map_err(|e| StartError(format!("token {id}: {e}")))?;
             println!("{id} revoked");

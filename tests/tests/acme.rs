@@ -562,6 +562,16 @@ fn renewal_writes_version_two_and_fires_events_and_failures_fire_renewal_failed(
     assert_eq!(certs["items"].as_array().unwrap().len(), n_cert);
     let later = d.get("/v1/events?since=2999-01-01T00:00:00Z").json();
     assert!(later["items"].as_array().unwrap().is_empty(), "{later}");
+    // An offset, encoded or not (an unencoded `+` arrives as a space).
+    for since in ["2999-01-01T01:00:00%2B01:00", "2999-01-01T01:00:00+01:00"] {
+        let r = d.get(&format!("/v1/events?since={since}"));
+        assert_eq!(r.status, 200, "{since}: {}", r.text());
+        assert!(r.json()["items"].as_array().unwrap().is_empty());
+    }
+    let all_since = d
+        .get("/v1/events?since=2000-01-01T01:00:00+01:00&limit=1000")
+        .json();
+    assert!(!all_since["items"].as_array().unwrap().is_empty());
     d.get("/v1/events?type=Bad%20Type")
         .problem(400, "invalid_type");
     d.get("/v1/events?since=yesterday")

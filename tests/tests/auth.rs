@@ -62,9 +62,15 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     d.call("POST", "/v1/pki/ca", Some(&b_admin), Some(json!({"name": "x", "common_name": "X", "ca_type": "intermediate", "parent_ca_id": id, "validity_days": 10}).to_string().as_bytes()))
         .problem(400, "parent_ca_not_found");
 
-    // No token, a malformed token, an unknown token: 401.
+    // No token, a malformed token, an unknown token: 401, naming the scheme (RFC 9110 §11.6.1).
     d.call("GET", "/v1/pki/ca", None, None)
         .problem(401, "unauthorized");
+    let raw = reqwest::blocking::get(format!("{}/v1/pki/ca", d.base)).unwrap();
+    assert_eq!(raw.status().as_u16(), 401);
+    assert_eq!(
+        raw.headers()["www-authenticate"],
+        "Bearer realm=\"scaivault\""
+    );
     d.call("GET", "/v1/pki/ca", Some("nonsense"), None)
         .problem(401, "unauthorized");
     let forged = format!("{}x", &d.admin);
@@ -184,9 +190,31 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
         .next()
         .unwrap()
         .to_owned();
+    let b_auditor = d.call(
+        "POST",
+        "/v1/auth/tokens",
+        Some(&b_admin),
+        Some(br#"{"policies":["auditor"]}"#),
+    );
+    assert_eq!(b_auditor.status, 201, "{}", b_auditor.text());
+    let b_auditor = b_auditor.json()["token"].as_str().unwrap().to_owned();
     cli_ok(&d, &["token", "revoke", &b_id]);
     d.call("GET", "/v1/pki/ca", Some(&b_admin), None)
         .problem(401, "unauthorized");
+    // Tenant B's audit log shows the revocation of its token.
+    let log = d
+        .call("GET", "/v1/audit?limit=1000", Some(&b_auditor), None)
+        .json();
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "token.revoke"
+                && r["object_id"] == b_id.as_str()
+                && r["token_id"] == "cli"),
+        "{log}"
+    );
 }
 
 #[test]

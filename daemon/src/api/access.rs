@@ -105,7 +105,7 @@ fn policies_for(access: Access) -> Vec<String> {
         })
         .map(|p| (*p).to_owned())
         .collect();
-    if access == Access::Issuer {
+    if matches!(access, Access::Issuer | Access::AnyToken) {
         out.push("issuer:{role}".into());
     }
     out
@@ -222,5 +222,12 @@ mod tests {
             d["paths"]["/v1/pki/issue/{role}"]["post"]["x-scaivault-policies"],
             json!(["admin", "issuer:{role}"])
         );
+        // Open to every token: issuer tokens included.
+        let any = d["paths"]["/v1/pki/certificates/validate"]["post"]["x-scaivault-policies"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(any.contains(&json!("issuer:{role}")), "{any:?}");
+        assert!(any.contains(&json!("auditor")), "{any:?}");
     }
 }

@@ -283,7 +283,8 @@ async fn events(
     }
     let since = since
         .map(|s| {
-            scaivault_core::time_util::parse_rfc3339(&s)
+            // An offset's `+` sent unencoded arrives as a space (form decoding): read it back.
+            scaivault_core::time_util::parse_rfc3339(&s.replace(' ', "+"))
                 .map(scaivault_core::time_util::rfc3339)
                 .map_err(|_| {
                     ApiError::bad_request("invalid_since", format!("since {s:?} is not RFC 3339"))

@@ -48,6 +48,13 @@ fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
     if let Some(secs) = e.retry_after {
         r.header(rocket::http::Header::new("Retry-After", secs.to_string()));
     }
+    if e.status == rocket::http::Status::Unauthorized {
+        // RFC 9110 §11.6.1: a 401 names the scheme it wants (RFC 6750 §3 for bearer tokens).
+        r.header(rocket::http::Header::new(
+            "WWW-Authenticate",
+            "Bearer realm=\"scaivault\"",
+        ));
+    }
     r.finalize()
 }
 

@@ -108,8 +108,18 @@ pub fn check_url(text: &str) -> Result<(), ApiError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must be http or https"));
     }
-    if url.host().is_none() {
-        return Err(bad("must name a host"));
+    // Written out: `http:p`, `http:/p` and `http:///p` parse (WHATWG) as host `p`, which is not
+    // what anyone meant to type.
+    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+    let after = if lower.starts_with("https://") {
+        &text[8..]
+    } else if lower.starts_with("http://") {
+        &text[7..]
+    } else {
+        ""
+    };
+    if url.host().is_none() || after.is_empty() || after.starts_with(['/', '\\']) {
+        return Err(bad("must name a host (http://host/…)"));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("must not carry credentials"));
@@ -297,12 +307,17 @@ mod tests {
         }
         assert!(check_url("https://hooks.example/x?y=1").is_ok());
         assert!(check_url("http://127.0.0.1:8080/").is_ok());
+        assert!(check_url("HTTPS://Hooks.example/").is_ok());
         for bad in [
             "ftp://x/",
             "https://user:pw@h/",
             "https://user@h/",
             "not a url",
             "http://h/#f",
+            "http:p",
+            "http:/p/x",
+            "http:///p",
+            "https:\\\\h/",
         ] {
             assert_eq!(check_url(bad).unwrap_err().code, "invalid_url", "{bad}");
         }
