@@ -374,7 +374,9 @@ pub async fn sign(
     let (t, i, ca) = (caller.tenant_id.clone(), id.to_owned(), ca_id.to_owned());
     let order = LeafOrder {
         role: None,
-        subject: parsed.subject.clone(),
+        // The subject as requested, less its e-mail addresses (shown at review, not issued, like
+        // e-mail SANs).
+        subject: scaivault_core::name::without_email(&parsed.subject)?,
         names,
         spki_der: parsed.spki_der.clone(),
         key_type,

@@ -1062,6 +1062,7 @@ pub async fn sign_order(
         client_auth,
         urls: LeafUrls::for_ca(&app.config.server.public_base_url, &issuer.ca_id),
     };
+    leaf::check_subject(&template, &issuer.info)?;
     leaf::check_name_constraints(&template, &issuer.info)?;
     let tbs = EncodedTbs::new(leaf::leaf_tbs(&template, &issuer.info)?)?;
     let tbs_der = tbs.der().to_vec();

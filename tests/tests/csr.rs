@@ -720,6 +720,31 @@ fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
         t.contains("X509v3 Subject Alternative Name: critical"),
         "{t}"
     );
+    // An e-mail address is shown at review but not issued: not in the SAN (no e-mail names),
+    // and so not in the subject either (RFC 5280 §4.1.2.6: only beside an rfc822Name).
+    let t = text(
+        "mail",
+        &approve_and_sign(
+            "mail",
+            "/CN=dev3.iot.example/emailAddress=dev3@iot.example",
+            Some("email:dev3@iot.example"),
+        ),
+    );
+    assert!(t.contains("Subject: CN = dev3.iot.example\n"), "{t}");
+    assert!(!t.contains("dev3@iot.example"), "{t}");
+    let t = text(
+        "mailonly",
+        &approve_and_sign(
+            "mailonly",
+            "/emailAddress=x@iot.example",
+            Some("DNS:m.iot.example"),
+        ),
+    );
+    assert!(
+        t.contains("X509v3 Subject Alternative Name: critical"),
+        "{t}"
+    );
+    assert!(!t.contains("x@iot.example"), "{t}");
     let p = approve_and_sign(
         "uri",
         "/CN=spiffe:\\/\\/cluster.local\\/ns\\/a\\/sa\\/b",

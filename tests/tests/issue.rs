@@ -446,6 +446,15 @@ fn refusals_name_the_rule_and_the_value() {
         &json!({"common_name": "Billing Service", "alt_names": ["billing.example.org"]}),
     );
     assert_eq!(ok.status, 200, "{}", ok.text());
+    // A leaf named exactly like its CA would be self-issued (RFC 5280 §6.1): refused.
+    let ca_cn = int["common_name"].as_str().unwrap().to_owned();
+    let p = d
+        .post(
+            "/v1/pki/issue/any",
+            &json!({"common_name": ca_cn, "alt_names": ["billing.example.org"]}),
+        )
+        .problem(400, "invalid_subject");
+    assert!(p["detail"].as_str().unwrap().contains("issuing CA"), "{p}");
     // A retired CA stops issuing.
     let sid = short["id"].as_str().unwrap();
     assert_eq!(

@@ -25,6 +25,7 @@
 //!
 //! Other forms constrain only names of their own form, which a leaf of this CA never carries.
 
+use crate::name::EMAIL_ADDRESS;
 use std::fmt;
 use std::net::IpAddr;
 use x509_cert::ext::pkix::constraints::name::{GeneralSubtrees, NameConstraints};
@@ -304,10 +305,6 @@ impl Set {
 
 /// An attribute type no name carries (a broken NameConstraints' directory subtree).
 const NOTHING: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("0.0.0");
-
-/// PKCS #9 `emailAddress` (1.2.840.113549.1.9.1).
-const EMAIL_ADDRESS: const_oid::ObjectIdentifier =
-    const_oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
 
 /// The string values of every `oid` attribute of `name`.
 fn subject_strings(name: &Name, oid: const_oid::ObjectIdentifier) -> Vec<String> {

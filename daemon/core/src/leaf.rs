@@ -230,6 +230,9 @@ pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
     if tbs.subject.0.is_empty() && !find(SubjectAltName::OID).is_some_and(|e| e.critical) {
         failures.push("empty subject with a non-critical subjectAltName".to_owned());
     }
+    if !tbs.subject.0.is_empty() && crate::name::same_name(&tbs.subject, &tbs.issuer) {
+        failures.push("subject equal to the issuer's name (self-issued)".to_owned());
+    }
     if let Some(cn) = crate::name::common_name(&tbs.subject) {
         let looks_dns = cn.contains('.') && !cn.contains(' ');
         let listed = sans.iter().any(|g| match g {
@@ -270,6 +273,24 @@ pub fn lint_leaf(tbs: &TbsCertificate) -> Result<()> {
     } else {
         Err(Error::ProfileViolation(failures.join("; ")))
     }
+}
+
+/// A leaf named like its issuer would be self-issued in RFC 5280's sense (§6.1: subject equal to
+/// issuer), which path builders treat as a CA's own rollover certificate: refused.
+///
+/// # Errors
+/// `invalid` `invalid_subject`.
+pub fn check_subject(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<()> {
+    if !t.subject.0.is_empty() && crate::name::same_name(&t.subject, &issuer.name) {
+        return Err(Error::invalid(
+            "invalid_subject",
+            format!(
+                "the subject {} is the issuing CA's own name; a leaf must be named otherwise",
+                t.subject
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The template's names against the name constraints of its issuer and the issuer's chain

@@ -176,6 +176,31 @@ pub fn same_name(a: &Name, b: &Name) -> bool {
     canonical(a) == canonical(b)
 }
 
+/// PKCS #9 `emailAddress` (1.2.840.113549.1.9.1).
+pub const EMAIL_ADDRESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
+
+/// `name` without its `emailAddress` attributes (an RDN left empty goes too). RFC 5280 §4.1.2.6:
+/// an e-mail address belongs in the SAN as an rfc822Name; in the subject alone it is a legacy form
+/// that linters refuse, and ScaiVault issues no e-mail names.
+///
+/// # Errors
+/// Never in practice (a subset of a valid RDN is a valid RDN).
+pub fn without_email(name: &Name) -> Result<Name> {
+    let mut rdns = Vec::with_capacity(name.0.len());
+    for rdn in &name.0 {
+        let kept: Vec<AttributeTypeAndValue> = rdn
+            .0
+            .iter()
+            .filter(|atv| atv.oid != EMAIL_ADDRESS)
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            rdns.push(RelativeDistinguishedName(SetOfVec::try_from(kept)?));
+        }
+    }
+    Ok(RdnSequence(rdns))
+}
+
 /// The value of the first `CN` in a name, if any.
 pub fn common_name(name: &Name) -> Option<String> {
     name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
@@ -196,6 +221,18 @@ pub fn common_name(name: &Name) -> Option<String> {
 mod tests {
     use super::*;
     use der::Encode;
+
+    #[test]
+    fn email_addresses_leave_the_subject() {
+        use std::str::FromStr;
+        let n = Name::from_str("CN=dev3.example.com,emailAddress=dev3@example.com,O=Acme").unwrap();
+        let kept = without_email(&n).unwrap();
+        assert_eq!(kept.to_string(), "CN=dev3.example.com,O=Acme");
+        let only = Name::from_str("emailAddress=a@b.example").unwrap();
+        assert!(without_email(&only).unwrap().0.is_empty());
+        let plain = Name::from_str("CN=x,O=y").unwrap();
+        assert_eq!(without_email(&plain).unwrap(), plain);
+    }
 
     #[test]
     fn builds_and_reads_back() {
