@@ -1052,6 +1052,12 @@ fn the_relying_party_listener_speaks_http_1_1_and_refuses_the_rest() {
             "431 Request Header Fields Too Large",
             "request_header_too_large",
         ),
+        // Complete, and over the limit: refused however it arrived (one write here).
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)),
+            "431 Request Header Fields Too Large",
+            "request_header_too_large",
+        ),
         (
             "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\u{0}\u{1}\u{fc}\u{3}\u{3}".to_owned(),
             "400 Bad Request",

@@ -333,15 +333,11 @@ async fn connection(
     tokio::pin!(timer);
     loop {
         let head = match parse_head(&buf) {
-            Parsed::Head(h) => h,
+            // The limit holds however the head arrived: in one read, a head over it parses whole.
+            Parsed::Head(h) if h.len <= MAX_HEAD => h,
+            Parsed::Head(_) => return too_large(&mut stream, &mut out, app).await,
             Parsed::Partial if buf.len() >= MAX_HEAD => {
-                let r = Reply::error(
-                    Status::new(431),
-                    "request_header_too_large",
-                    format!("the request head exceeds {MAX_HEAD} bytes"),
-                    "",
-                );
-                return finish(&mut stream, &mut out, app, &r, false, true).await;
+                return too_large(&mut stream, &mut out, app).await
             }
             Parsed::Partial => {
                 if read_by(&mut stream, &mut buf, timer.as_mut(), head_due).await {
@@ -455,6 +451,17 @@ async fn connection(
         }
         head_due = tokio::time::Instant::now() + header_timeout;
     }
+}
+
+/// `431` for a head over [`MAX_HEAD`], and the connection closed.
+async fn too_large(stream: &mut TcpStream, out: &mut Vec<u8>, app: &App) -> std::io::Result<()> {
+    let r = Reply::error(
+        Status::new(431),
+        "request_header_too_large",
+        format!("the request head exceeds {MAX_HEAD} bytes"),
+        "",
+    );
+    finish(stream, out, app, &r, false, true).await
 }
 
 /// Reads more of a request head into `buf`; `false` when the stream ends or fails, or `due`
