@@ -1,6 +1,7 @@
 //! Logging to stderr (the journal under systemd), with a level that `SIGHUP` can change.
 //!
-//! The filter is `[log] level` plus `rocket=warn`, unless the environment has a valid `RUST_LOG`,
+//! The filter is `[log] level` (less any directive for Rocket's targets) plus `rocket=warn`, unless
+//! the environment has a valid `RUST_LOG` (treated the same way),
 //! which then wins for the life of the process (a reload says so and leaves it alone). Secrets
 //! are never logged by any target.
 
@@ -17,7 +18,23 @@ static FROM_ENV: AtomicBool = AtomicBool::new(false);
 /// request prints every header, the bearer token included), added last so that it wins over the
 /// same targets in `level`.
 fn filter_for(level: &str) -> EnvFilter {
-    EnvFilter::new(format!("{level},rocket=warn,rocket::server=warn,_=off"))
+    EnvFilter::new(format!(
+        "{},rocket=warn,rocket::server=warn,_=off",
+        without_rocket(level)
+    ))
+}
+
+/// `level` without its directives for Rocket's targets: a directive of the same target given
+/// earlier wins over the cap in `EnvFilter`, so `rocket::server=trace` would lift it.
+fn without_rocket(level: &str) -> String {
+    level
+        .split(',')
+        .filter(|d| {
+            let target = d.split('=').next().unwrap_or("").trim();
+            !(target == "rocket" || target.starts_with("rocket::") || target.starts_with("rocket["))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Installs the process's subscriber (once; later calls do nothing). A `RUST_LOG` that is a valid
@@ -66,4 +83,19 @@ pub fn set_level(level: &str) -> Result<(), String> {
     handle
         .reload(filter_for(level))
         .map_err(|e| format!("cannot change the log filter: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_rocket;
+
+    #[test]
+    fn rockets_directives_cannot_lift_its_cap() {
+        assert_eq!(without_rocket("info"), "info");
+        assert_eq!(
+            without_rocket("info,rocket::server=trace,scaivault=debug,rocket=debug"),
+            "info,scaivault=debug"
+        );
+        assert_eq!(without_rocket("rocketry=debug"), "rocketry=debug");
+    }
 }

@@ -248,7 +248,14 @@ fn process_checks() -> Result<(), StartError> {
 /// # Errors
 /// Startup failures.
 pub fn run_with_config(path: PathBuf) -> Result<ExitCode, StartError> {
-    let cfg = Config::load(&path).context("configuration")?;
+    let cfg = match Config::load(&path).context("configuration") {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // As for every other start failure: `systemctl status` says why.
+            Notifier::from_env().status(&format!("failed: {e}"));
+            return Err(e);
+        }
+    };
     run(cfg, &path)
 }
 

@@ -324,6 +324,23 @@ fn a_wrong_pin_never_reports_ready_and_exits_with_a_clear_message() {
         curl_status(&format!("http://127.0.0.1:{port}/v1/sys/health"), &[]),
         "000"
     );
+    // A configuration that does not load says why the same way.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[server]\nlisten = \"127.0.0.1:1\"\nno_such_key = 1\n",
+    )
+    .unwrap();
+    let log = dir.path().join("broken.log");
+    let mut child = serve(&broken, &[("NOTIFY_SOCKET", &notify.env)], &log);
+    assert!(!wait_exit(&mut child, Duration::from_secs(30)).success());
+    std::thread::sleep(Duration::from_millis(300));
+    let all = notify.all();
+    assert!(
+        all.iter()
+            .any(|m| m.text.starts_with("STATUS=failed: configuration")),
+        "{all:#?}"
+    );
 }
 
 /// The SHA-256 fingerprint of the certificate the listener on `port` presents.
