@@ -662,10 +662,13 @@ async fn serve_until_stopped(
                     match tls_for(app, &cfg).await {
                         Ok(fresh) => break Next::Relaunch { cfg: Box::new(cfg.clone()), tls: fresh },
                         Err(e) => {
-                            tracing::error!(error = %e, "renewing the listener certificate failed; retrying in 10 minutes");
                             if let Some(t) = tls.as_mut() {
                                 let mut later = (**t).clone();
-                                later.renew_at = Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(10));
+                                let now = time::OffsetDateTime::now_utc();
+                                let wait = renewal_retry(later.not_after - now);
+                                tracing::error!(error = %e, retry_in_secs = wait.whole_seconds(), not_after = %later.not_after, "renewing the listener certificate failed; retrying");
+                                notifier.status(&format!("{status}; listener certificate renewal failed, retrying"));
+                                later.renew_at = Some(now + wait);
                                 *t = Arc::new(later);
                             }
                         }
@@ -699,6 +702,14 @@ fn flatten(r: Result<Result<(), String>, tokio::task::JoinError>) -> String {
         Ok(Err(e)) => e,
         Err(e) => e.to_string(),
     }
+}
+
+/// When to try again after a failed renewal of the listener's certificate, `left` before it
+/// expires: a tenth of that, between 5 s and 10 minutes (a certificate of a few minutes is
+/// retried often enough to be replaced before it lapses).
+fn renewal_retry(left: time::Duration) -> time::Duration {
+    let tenth: time::Duration = left / 10_i32;
+    tenth.clamp(time::Duration::seconds(5), time::Duration::minutes(10))
 }
 
 /// How long to wait for a stopped listener: Rocket's grace and mercy periods plus a second.
@@ -786,4 +797,18 @@ async fn reload(
         tls: new_tls,
         relaunch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewal_retry;
+    use time::Duration as D;
+
+    #[test]
+    fn renewal_retry_is_a_tenth_of_the_time_left_within_bounds() {
+        assert_eq!(renewal_retry(D::seconds(20)), D::seconds(5));
+        assert_eq!(renewal_retry(D::minutes(5)), D::seconds(30));
+        assert_eq!(renewal_retry(D::days(30)), D::minutes(10));
+        assert_eq!(renewal_retry(D::seconds(-3)), D::seconds(5));
+    }
 }
