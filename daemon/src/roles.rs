@@ -20,8 +20,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
-    /// Unique per tenant; in `PUT` optional (must equal the path).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Unique per tenant; in `PUT` optional (must equal the path). [`UNNAMED`] when the body had
+    /// none (so that `POST` can say `missing_field` rather than `invalid_name`).
+    #[serde(default = "unnamed", skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The issuing CA.
     pub ca_id: String,
@@ -274,6 +275,13 @@ pub async fn get(app: &App, tenant_id: &str, name: &str) -> Result<(RoleRow, Rol
         .await?;
     let spec = decode(&row)?;
     Ok((row, spec))
+}
+
+/// The name of a role body that names none (a NUL: never a valid name).
+pub const UNNAMED: &str = "\u{0}";
+
+fn unnamed() -> String {
+    UNNAMED.to_owned()
 }
 
 /// The stored settings of a role.

@@ -1473,9 +1473,31 @@ fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
     // The default max_ttl is 720h.
     create(json!({"ttl": "1000h"})).problem(400, "ttl_exceeds_role_max");
     // `.` and `..` are not names a URL can carry.
-    for name in [".", ".."] {
+    for name in [".", "..", ""] {
         create(json!({"name": name})).problem(400, "invalid_name");
     }
+    // No name at all: the required field is missing.
+    let p = d
+        .post(
+            "/v1/pki/roles",
+            &json!({"ca_id": int["id"], "allowed_domains": ["x.example"]}),
+        )
+        .problem(400, "missing_field");
+    assert!(p["detail"].as_str().unwrap().contains("name"), "{p}");
+    // PUT may leave it out (the path names the role).
+    assert_eq!(create(json!({"name": "rvput"})).status, 201);
+    let r = d.call(
+        "PUT",
+        "/v1/pki/roles/rvput",
+        Some(&d.admin),
+        Some(
+            json!({"ca_id": int["id"], "allowed_domains": ["y.example"]})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"], "rvput");
     for bad in [
         "a..com",
         "*",

@@ -22,7 +22,14 @@ async fn create(
     body: Body<RoleSpec>,
 ) -> Result<(Status, Json<RoleSpec>), ApiError> {
     app.require(&caller, Perm::RoleWrite, "role.create").await?;
-    let res = roles::save(app, &caller, body.0, false).await;
+    let res = if body.0.name == roles::UNNAMED {
+        Err(ApiError::bad_request(
+            "missing_field",
+            "missing field `name`",
+        ))
+    } else {
+        roles::save(app, &caller, body.0, false).await
+    };
     let out = app.finish(&caller, "role.create", None, res).await?;
     Ok((Status::Created, Json(out)))
 }
@@ -82,7 +89,7 @@ async fn replace(
     app.require(&caller, Perm::RoleWrite, "role.update").await?;
     let res = async {
         let mut spec = body.0;
-        if !spec.name.is_empty() && spec.name != name {
+        if spec.name != roles::UNNAMED && !spec.name.is_empty() && spec.name != name {
             return Err(ApiError::bad_request(
                 "invalid_name",
                 "the body's name differs from the path; roles cannot be renamed",
