@@ -483,6 +483,24 @@ fn roles_crud_and_issuer_policies() {
     let got = d.get("/v1/pki/roles/web").json();
     assert_eq!(got["ttl"], "24h");
     assert_eq!(got["server_flag"], true);
+    // What was left unset is shown with the value that applies.
+    let plain = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "plain", "ca_id": int["id"], "allowed_domains": ["p.internal"], "max_ttl": "48h"}),
+    );
+    assert_eq!(plain.status, 201, "{}", plain.text());
+    for shown in [plain.json(), d.get("/v1/pki/roles/plain").json()] {
+        assert_eq!(
+            (&shown["ttl"], &shown["key_bits"]),
+            (&json!("48h"), &json!(256)),
+            "72h capped by max_ttl, and EC P-256: {shown}"
+        );
+    }
+    assert_eq!(
+        d.call("DELETE", "/v1/pki/roles/plain", Some(&d.admin), None)
+            .status,
+        204
+    );
     assert_eq!(
         d.get("/v1/pki/roles").json()["items"]
             .as_array()
