@@ -17,7 +17,7 @@ use time::Duration;
 const CHUNK: usize = 10_000;
 /// Revoked certificates stay on the CRL this long after they expire (RFC 5280 §3.3 allows dropping
 /// them at expiry; a grace period covers clock skew and late checks).
-const EXPIRED_GRACE: Duration = Duration::days(7);
+pub(crate) const EXPIRED_GRACE: Duration = Duration::days(7);
 
 /// The outcome of a revocation.
 pub struct Revoked {

@@ -50,6 +50,11 @@ async fn tidy(
             .checked_sub(time::Duration::seconds(secs))
             .filter(|t| t.year() >= 1970)
             .ok_or_else(|| ApiError::bad_request("invalid_duration", "retention is too large"))?;
+        // Revoked certificates stay (and on their CRL) until the CRLs' grace after expiry has
+        // passed too: RFC 5280 §3.3 keeps an entry until a regularly scheduled CRL issued after
+        // the certificate expired has listed it.
+        let revoked_cutoff =
+            time_util::rfc3339(cutoff.min(time_util::now() - crate::revoke::EXPIRED_GRACE));
         let cutoff = time_util::rfc3339(cutoff);
         let (t, c, apply) = (caller.tenant_id.clone(), cutoff.clone(), !b.dry_run);
         let mut rec = caller.record(
@@ -61,7 +66,7 @@ async fn tidy(
         let (removed, revoked, cas) = app
             .db(move |s| {
                 s.write(|tx| {
-                    let out = tx.tidy_certificates(&t, &c, apply)?;
+                    let out = tx.tidy_certificates(&t, &c, &revoked_cutoff, apply)?;
                     tx.append_audit(&rec)?;
                     Ok(out)
                 })

@@ -627,7 +627,14 @@ fn revocations_since_lists_revocations_in_time_order(kind: Kind) {
     let (published, dirty, _) = s.read(|tx| tx.crl_summary()).unwrap();
     assert_eq!((published, dirty), (0, 1));
     let (total, revoked, cas) = s
-        .read(|tx| tx.tidy_certificates("tn_1", "2099-01-01T00:00:00Z", false))
+        .read(|tx| {
+            tx.tidy_certificates(
+                "tn_1",
+                "2099-01-01T00:00:00Z",
+                "2099-01-01T00:00:00Z",
+                false,
+            )
+        })
         .unwrap();
     assert_eq!((total, revoked, cas), (4, 4, vec!["ca_1".to_owned()]));
 }
@@ -997,8 +1004,16 @@ fn every_method_runs(kind: Kind) {
         assert_eq!(tx.ocsp_responses_due("2099-01-01T00:00:00Z", 10)?.len(), 1);
         assert_eq!(tx.delete_ocsp_responses_expired("2099-01-01T00:00:00Z")?, 1);
         assert_eq!(tx.delete_ocsp_responses("ca_1", "0R")?, 0);
-        // tidy
-        let (total, revoked, cas) = tx.tidy_certificates("tn_1", "2099-01-01T00:00:00Z", true)?;
+        // tidy: revoked certificates are held to their own cutoff (a dry run first)
+        let (total, revoked, cas) = tx.tidy_certificates(
+            "tn_1",
+            "2099-01-01T00:00:00Z",
+            "2000-01-01T00:00:00Z",
+            false,
+        )?;
+        assert_eq!((total, revoked, cas.len()), (1, 0, 0));
+        let (total, revoked, cas) =
+            tx.tidy_certificates("tn_1", "2099-01-01T00:00:00Z", "2099-01-01T00:00:00Z", true)?;
         assert_eq!((total, revoked, cas), (3, 2, vec!["ca_1".to_owned()]));
         assert!(matches!(
             tx.get_certificate("tn_1", "0R"),

@@ -1447,9 +1447,10 @@ impl<'a> Tx<'a> {
 
     // ---- tidy ------------------------------------------------------------------------------
 
-    /// Leaf certificates of the tenant that expired before `cutoff`: how many, how many of them
-    /// revoked, and the issuers concerned. With `apply`, they (and any stored keys) are deleted and
-    /// the issuers' CRLs marked dirty.
+    /// Leaf certificates of the tenant that expired before `cutoff` (revoked ones: before
+    /// `revoked_cutoff` too, so that they stay on their CRL for its grace after expiry): how many,
+    /// how many of them revoked, and the issuers concerned. With `apply`, they (and any stored
+    /// keys) are deleted and the issuers' CRLs marked dirty.
     ///
     /// # Errors
     /// SQL failures.
@@ -1457,34 +1458,37 @@ impl<'a> Tx<'a> {
         &self,
         tenant_id: &str,
         cutoff: &str,
+        revoked_cutoff: &str,
         apply: bool,
     ) -> Result<(u64, u64, Vec<String>)> {
         let (total, revoked): (i64, i64) = self
             .tx
             .prepare_cached(
                 "SELECT count(*), CAST(COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM certificates \
-                 WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2",
+                 WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2 AND (status != 'revoked' OR not_after < ?3)",
             )?
-            .query_row(params![tenant_id, cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row(params![tenant_id, cutoff, revoked_cutoff], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let mut st = self.tx.prepare_cached(
             "SELECT DISTINCT issuer_ca_id FROM certificates \
-             WHERE tenant_id = ?1 AND kind = 'leaf' AND status = 'revoked' AND not_after < ?2",
+             WHERE tenant_id = ?1 AND kind = 'leaf' AND status = 'revoked' AND not_after < ?2 AND not_after < ?3",
         )?;
         let cas = st
-            .query_map(params![tenant_id, cutoff], |r| r.get(0))?
+            .query_map(params![tenant_id, cutoff, revoked_cutoff], |r| r.get(0))?
             .collect::<Result<Vec<String>>>()?;
         if apply {
             self.tx
                 .prepare_cached(
                     "DELETE FROM stored_keys WHERE (issuer_ca_id, serial) IN (SELECT issuer_ca_id, serial FROM certificates \
-                     WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2)",
+                     WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2 AND (status != 'revoked' OR not_after < ?3))",
                 )?
-                .execute(params![tenant_id, cutoff])?;
+                .execute(params![tenant_id, cutoff, revoked_cutoff])?;
             self.tx
                 .prepare_cached(
-                    "DELETE FROM certificates WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2",
+                    "DELETE FROM certificates WHERE tenant_id = ?1 AND kind = 'leaf' AND status != 'reserved' AND not_after < ?2 AND (status != 'revoked' OR not_after < ?3)",
                 )?
-                .execute(params![tenant_id, cutoff])?;
+                .execute(params![tenant_id, cutoff, revoked_cutoff])?;
             for ca in &cas {
                 self.mark_crl_dirty(ca)?;
             }
