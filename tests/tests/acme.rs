@@ -209,15 +209,18 @@ fn dns01_issues_with(
     assert_eq!(fetched.status, 200, "{}", fetched.text());
     assert!(!fetched.text().contains(secret), "{}", fetched.text());
     let names = [format!("www.{zone}"), format!("*.{zone}")];
+    // As on the product page: no dns_provider_id, the tenant's only provider is used.
     let r = d.post(
         "/v1/pki/acme/issue",
         &json!({"account_id": account, "domains": names, "challenge_type": "dns-01",
-                "dns_provider_id": provider["id"]}),
+                "auto_renew": true}),
     );
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let v = settled(&d, &id, 90);
     assert_eq!(v["status"], "valid", "{v}\n{}", d.log_text());
+    let mc = d.get(&format!("/v1/pki/acme/certificates/{id}")).json();
+    assert_eq!(mc["dns_provider_id"], provider["id"], "{mc}");
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     verify(p, &d, &v, &names);
     let db = d.database_bytes();

@@ -93,9 +93,10 @@ fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
 pub async fn create(
     app: &App,
     caller: &Caller,
-    input: IssueInput,
+    mut input: IssueInput,
 ) -> Result<ManagedCertRow, ApiError> {
-    let ct = input.challenge_type.as_str();
+    let challenge_type = input.challenge_type.clone();
+    let ct = challenge_type.as_str();
     if !["http-01", "dns-01", "tls-alpn-01"].contains(&ct) {
         return Err(ApiError::bad_request(
             "invalid_challenge_type",
@@ -152,10 +153,23 @@ pub async fn create(
     }
     match (ct, &input.dns_provider_id) {
         ("dns-01", None) => {
-            return Err(ApiError::bad_request(
-                "dns_provider_required",
-                "dns-01 needs dns_provider_id",
-            ))
+            // The product page's request names no provider: "a configured DNS provider" is the
+            // tenant's only one. With none, or several, the caller must say.
+            let page = providers::list(app, &caller.tenant_id, None, 2).await?;
+            match page.items.as_slice() {
+                [only] => input.dns_provider_id = Some(only.id.clone()),
+                [] => return Err(ApiError::bad_request(
+                    "dns_provider_required",
+                    "dns-01 needs a DNS provider: create one (POST /v1/pki/acme/dns-providers) \
+                         or name it in dns_provider_id",
+                )),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "dns_provider_required",
+                        "the tenant has several DNS providers: name one in dns_provider_id",
+                    ))
+                }
+            }
         }
         ("dns-01", Some(pid)) => {
             providers::get(app, &caller.tenant_id, pid).await?;
