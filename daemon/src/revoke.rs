@@ -529,6 +529,9 @@ enum CrlVersion {
 pub struct CrlCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, CachedCrl>>,
     fill: tokio::sync::Mutex<()>,
+    /// Held while a GET builds a CA's first CRL: the GETs that came with it wait and read that
+    /// one, instead of each having the token sign a CRL (the endpoint needs no token).
+    first_build: tokio::sync::Mutex<()>,
 }
 
 /// A cached CRL: its version and DER.
@@ -648,6 +651,10 @@ pub async fn current(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
             format!("no CRL has been imported for offline CA {ca_id} yet"),
         ));
     }
+    let _first = app.crls.first_build.lock().await;
+    if let Some(der) = read_published(app, ca_id, &path).await? {
+        return Ok(der);
+    }
     rebuild(app, ca_id).await?;
     read_published(app, ca_id, &path)
         .await?
@@ -687,6 +694,10 @@ async fn current_shared(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
             "crl_not_found",
             format!("no CRL has been imported for offline CA {ca_id} yet"),
         ));
+    }
+    let _first = app.crls.first_build.lock().await;
+    if let Some(der) = stored(app, ca_id).await? {
+        return Ok(der);
     }
     rebuild(app, ca_id).await?;
     stored(app, ca_id)

@@ -671,3 +671,31 @@ fn openssl_crl_text(d: &Daemon, der: &[u8]) -> String {
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The first CRL of a CA is built by the first GET that finds none; GETs arriving together wait
+/// for it instead of each having the token sign one (the endpoint is public).
+#[test]
+fn concurrent_first_crl_downloads_share_one_build() {
+    let d = Daemon::start();
+    let root = d.create_root("first-crl", "ec", None);
+    let id = root["id"].as_str().unwrap().to_owned();
+    let signs = d.metric("scaivault_hsm_sign_calls_total");
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let url = format!("{}/v1/pki/ca/{id}/crl", d.base);
+            std::thread::spawn(move || {
+                reqwest::blocking::get(url)
+                    .unwrap()
+                    .bytes()
+                    .unwrap()
+                    .to_vec()
+            })
+        })
+        .collect();
+    let bodies: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let distinct: std::collections::HashSet<&Vec<u8>> = bodies.iter().collect();
+    let made = d.metric("scaivault_hsm_sign_calls_total") - signs;
+    // One build (the scheduler may add one of its own meanwhile).
+    assert!(made <= 2.0, "{made} signatures for 16 downloads");
+    assert!(distinct.len() <= 2, "{} different CRLs", distinct.len());
+}
