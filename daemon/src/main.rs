@@ -136,7 +136,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("scaivault: {e:#}");
-            ExitCode::from(2)
+            if serve::LOGIN_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+                ExitCode::from(serve::EXIT_LOGIN_REFUSED)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

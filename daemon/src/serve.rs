@@ -33,6 +33,15 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct StartError(pub String);
 
+/// Set when the token refused the PIN at start: the process then exits with
+/// [`EXIT_LOGIN_REFUSED`], which the systemd unit does not restart on (a smart card or USB token
+/// locks itself after a few wrong PINs; restarting would spend them).
+pub static LOGIN_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The exit status of a start whose PIN the token refused (`RestartPreventExitStatus=` in the
+/// unit); every other failed start exits 2.
+pub const EXIT_LOGIN_REFUSED: u8 = 3;
+
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -76,6 +85,11 @@ pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
         module: cfg.hsm.module.clone(),
         token_label: cfg.hsm.token_label.clone(),
         pin,
+    })
+    .inspect_err(|e| {
+        if matches!(e, scaivault_hsm::Error::LoginRefused) {
+            LOGIN_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     })
     .context(&format!(
         "cannot use token {:?} through {}",

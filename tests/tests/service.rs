@@ -309,6 +309,13 @@ fn a_wrong_pin_never_reports_ready_and_exits_with_a_clear_message() {
     let mut child = serve(&cfg, &[("NOTIFY_SOCKET", &notify.env)], &log);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(!status.success(), "a wrong PIN must fail the start");
+    // Its own exit status, which the unit does not restart on (RestartPreventExitStatus=3).
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/scaivault.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("\nRestartPreventExitStatus=3\n"), "{unit}");
     let err = std::fs::read_to_string(&log).unwrap();
     assert!(err.contains("login refused"), "{err}");
     assert!(!err.contains("000000"), "the PIN must not be echoed: {err}");
