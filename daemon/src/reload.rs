@@ -5,7 +5,7 @@
 //! | `log.level` | applied at once (unless `RUST_LOG` is set) |
 //! | `server.tls` (files re-read, or a new role-issued certificate when the section changed) | applied by restarting the HTTP listener in-process |
 //! | `limits.body_bytes`, `limits.max_page`, `csr.*`, `server.shutdown_*` | applied by restarting the HTTP listener in-process |
-//! | `server.listen`, `server.public_listen`, `server.public_max_connections`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`), `limits.body_timeout` and `limits.header_timeout` | **not** reloadable: logged, the running value stays until a restart |
+//! | `server.listen`, `server.public_listen`, `server.public_max_connections`, `server.public_base_url`, `storage.*`, `hsm.*`, `acme.*`, `webhooks.*`, `cluster.*`, `limits.rsa_key_pool`, the rate limits (`limits.*_rate`, `limits.*_burst`), `limits.body_timeout` and `limits.header_timeout` | **not** reloadable: logged, the running value stays until a restart |
 //!
 //! Restarting the listener in-process: Rocket 0.5 cannot swap a listener's certificate or limits
 //! while it runs, so the running server stops accepting, a new one (same token, database and
@@ -66,6 +66,9 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     // The delivery worker holds its settings from the start.
     keep("[webhooks]", config.webhooks != running.webhooks);
     config.webhooks = running.webhooks.clone();
+    // The node's name and lease are the cluster task's from the start.
+    keep("[cluster]", config.cluster != running.cluster);
+    config.cluster = running.cluster.clone();
     keep(
         "limits.rsa_key_pool",
         config.limits.rsa_key_pool != running.limits.rsa_key_pool,
@@ -149,5 +152,13 @@ pin_env = "PIN"
         assert_eq!(p.config.hsm.token_label, "t");
         assert_eq!(p.not_applied.len(), 2, "{:?}", p.not_applied);
         assert!(!p.listener_changed);
+
+        let p = plan(&running, cfg("[cluster]\nnode_name = \"renamed\"\n"));
+        assert_eq!(p.config.cluster, running.cluster);
+        assert!(
+            p.not_applied[0].starts_with("[cluster] changed"),
+            "{:?}",
+            p.not_applied
+        );
     }
 }
