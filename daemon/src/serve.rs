@@ -539,7 +539,8 @@ fn lock_instance(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File
         .open(&path)
         .map_err(|e| {
             StartError(format!(
-                "cannot open the instance lock {}: {e}",
+                "cannot open database {}: its instance lock {}: {e}",
+                db.display(),
                 path.display()
             ))
         })?;
