@@ -524,12 +524,21 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
 }
 
 /// Takes the exclusive lock of the daemon serving the SQLite database at `db` (`flock` on
-/// `<db>.lock`, released by the kernel when the process ends, however it ends).
+/// `<db>.lock` beside the real file, released by the kernel when the process ends, however it
+/// ends). Deleting that file while the daemon runs defeats it (OPERATIONS.md says not to).
 ///
 /// # Errors
 /// Another process holds it, or the file cannot be opened.
 fn lock_instance(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
-    let mut name = db.as_os_str().to_owned();
+    // Next to the real file: a database reached through a symbolic link (of the file or of its
+    // directory) is locked where every path to it leads.
+    let real = std::fs::canonicalize(db).unwrap_or_else(|_| {
+        match (db.parent().map(std::fs::canonicalize), db.file_name()) {
+            (Some(Ok(dir)), Some(file)) => dir.join(file),
+            _ => db.to_path_buf(),
+        }
+    });
+    let mut name = real.into_os_string();
     name.push(".lock");
     let path = PathBuf::from(name);
     let file = std::fs::OpenOptions::new()

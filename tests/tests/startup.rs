@@ -262,6 +262,23 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         "the running daemon's journal is untouched"
     );
     assert!(!d.log_text().contains("left unfinished"));
+    // Nor through a symbolic link to the database file elsewhere.
+    let other = d.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let link = other.join("linked.db");
+    std::os::unix::fs::symlink(d.data().join("scaivault.db"), &link).unwrap();
+    let text = std::fs::read_to_string(d.config()).unwrap().replace(
+        &d.data().join("scaivault.db").display().to_string(),
+        &link.display().to_string(),
+    );
+    assert!(text.contains("linked.db"));
+    let linked_cfg = d.dir.path().join("linked.toml");
+    std::fs::write(&linked_cfg, text).unwrap();
+    let err = serve_fails(&linked_cfg);
+    assert!(
+        err.contains("another scaivault daemon serves the database"),
+        "{err}"
+    );
     let ok = d.post(
         "/v1/pki/issue/svc",
         &serde_json::json!({"common_name": "b.internal"}),

@@ -618,18 +618,30 @@ fn target(path: &str) -> Option<Target<'_>> {
     }
 }
 
-/// The `format` query parameter, if any.
-fn format_param(query: Option<&str>) -> Option<&str> {
-    query?.split('&').find_map(|kv| kv.strip_prefix("format="))
+/// The query's fields, decoded as the API listener (Rocket) decodes them: form-urlencoded, so
+/// `form%61t` is `format` and `%70em` is `pem`; a field without `=` has an empty value.
+fn query_fields(query: Option<&str>) -> Vec<(String, String)> {
+    query.map_or_else(Vec::new, |q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
 }
 
-/// The first query parameter named twice, as the API listener refuses it.
-fn repeated_param(query: Option<&str>) -> Option<&str> {
+/// The `format` field, if any.
+fn format_param(fields: &[(String, String)]) -> Option<&str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.as_str())
+}
+
+/// The first field named twice, as the API listener refuses it.
+fn repeated_param(fields: &[(String, String)]) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();
-    query?
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+    fields
+        .iter()
+        .map(|(k, _)| k.as_str())
         .find(|k| !seen.insert(*k))
 }
 
@@ -661,7 +673,8 @@ async fn route(app: &App, head: &Head, body: &[u8]) -> Reply {
         );
     };
     let get = matches!(head.method.as_str(), "GET" | "HEAD");
-    if let Some(name) = repeated_param(head.query.as_deref()) {
+    let fields = query_fields(head.query.as_deref());
+    if let Some(name) = repeated_param(&fields) {
         return Reply::error(
             Status::BadRequest,
             "repeated_query_parameter",
@@ -669,7 +682,7 @@ async fn route(app: &App, head: &Head, body: &[u8]) -> Reply {
             path,
         );
     }
-    let format = format_param(head.query.as_deref());
+    let format = format_param(&fields);
     let result = match target {
         Target::Ocsp { ca, has_request } if has_request && get => {
             let answer = match request_from_path(path) {
@@ -788,10 +801,23 @@ mod tests {
     }
 
     #[test]
-    fn format_is_read_from_the_query() {
-        assert_eq!(format_param(Some("format=pem")), Some("pem"));
-        assert_eq!(format_param(Some("a=b&format=der")), Some("der"));
-        assert_eq!(format_param(Some("a=b")), None);
-        assert_eq!(format_param(None), None);
+    fn format_is_read_from_the_query_as_the_api_listener_reads_it() {
+        let f = |q: Option<&str>| {
+            let fields = query_fields(q);
+            (
+                format_param(&fields).map(str::to_owned),
+                repeated_param(&fields).map(str::to_owned),
+            )
+        };
+        assert_eq!(f(Some("format=pem")), (Some("pem".into()), None));
+        assert_eq!(f(Some("a=b&format=der")), (Some("der".into()), None));
+        assert_eq!(f(Some("a=b")), (None, None));
+        assert_eq!(f(None), (None, None));
+        assert_eq!(f(Some("form%61t=%70em")), (Some("pem".into()), None));
+        assert_eq!(f(Some("format")), (Some(String::new()), None));
+        assert_eq!(
+            f(Some("form%61t=pem&format=der")),
+            (Some("pem".into()), Some("format".into()))
+        );
     }
 }

@@ -111,6 +111,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
         } else if name.eq_ignore_ascii_case("if-none-match") {
             head.if_none_match = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("x-request-id")
+            && head.request_id.is_none()
             && crate::api::guards::RequestId::acceptable(value)
         {
             head.request_id = Some(value.to_owned());
