@@ -772,6 +772,10 @@ async fn stepwise(
         }
     };
     let timer = stage_done(app, IssueStage::Reserve, timer);
+    if ticket.is_some() && app.store_refused.load(std::sync::atomic::Ordering::Relaxed) {
+        // A commit was refused since this reservation: not signed (see `chained`).
+        return Outcome::SignFailed(ApiError::audit_unavailable(), ticket);
+    }
     let iss = issuer.clone();
     let signed = app
         .token_call(move || {
@@ -903,6 +907,7 @@ async fn chained(
         } => (Some(ticket), basis, seen, None),
     };
     let cache = app.issue_cache.clone();
+    let (refused, journaled) = (app.store_refused.clone(), ticket.is_some());
     // A journal ticket goes with whoever settles the issuance: the chain, or the request when it
     // gives up on the token call (exactly one of them, see `SignWatch`).
     let slot = Arc::new(std::sync::Mutex::new(ticket));
@@ -920,6 +925,13 @@ async fn chained(
             return;
         }
         metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
+        if journaled && refused.load(std::sync::atomic::Ordering::Relaxed) {
+            // The database refused a certificate's commit since this issuance reserved in the
+            // journal: its own commit would most likely be refused too, after the token signed.
+            // Not signed; the reservation is released (or left for the next start).
+            let _ = tx.send(Outcome::SignFailed(ApiError::audit_unavailable(), take()));
+            return;
+        }
         let t0 = Instant::now();
         let signed = leaf::sign_leaf(&tbs, &iss.info, iss.signer.as_ref()).map_err(ApiError::from);
         let took = t0.elapsed();
