@@ -161,9 +161,30 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
         .write(|tx| {
             for r in &journaled {
                 // A certificate past its notAfter needs no revocation, and its row may be missing
-                // because a tidy removed it after it was stored (a crash keeps the journal of the
-                // run that stored it): not replayed.
+                // because a tidy removed it after it was stored (the journal of the run that
+                // stored it survives a crash): no row is made. When the database does not hold
+                // it, its `started` record and a reconciliation record say who asked for it.
                 if r.row.not_after.as_deref().is_some_and(|t| t <= now.as_str()) {
+                    match tx.get_certificate(&r.row.tenant_id, &r.row.serial) {
+                        Ok(_) => {}
+                        Err(scaivault_store::Error::NotFound) => {
+                            tx.append_audit(&r.started)?;
+                            tx.append_audit(&scaivault_store::AuditRecord {
+                                time: now.clone(),
+                                tenant_id: Some(r.row.tenant_id.clone()),
+                                token_id: None,
+                                action: "certificate.reconcile".into(),
+                                object_id: Some(format!("{}:{}", r.row.issuer_ca_id, r.row.serial)),
+                                outcome: "expired_unfinished".into(),
+                                request_id: None,
+                                detail: Some(
+                                    "reserved by an earlier run, not in the database (never stored, or stored and tidied), and expired: nothing to revoke"
+                                        .into(),
+                                ),
+                            })?;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     continue;
                 }
                 match tx.reserve_certificate(&r.row, &r.tbs_der, None) {
@@ -198,7 +219,7 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
                     outcome: "revoked_unfinished".into(),
                     request_id: None,
                     detail: Some(
-                        "reserved before a crash and never stored: revoked (cessation_of_operation)"
+                        "reserved by an earlier run and never stored (a crash, or a request cut off at a stop): revoked (cessation_of_operation)"
                             .into(),
                     ),
                 })?;
@@ -219,7 +240,7 @@ pub fn reconcile_reservations(store: &Store) -> Result<usize, StartError> {
     if done > 0 {
         tracing::warn!(
             count = done,
-            "revoked serial reservations left unfinished by an earlier crash"
+            "revoked serial reservations left unfinished by an earlier run (a crash, or requests cut off at a stop)"
         );
     }
     Ok(done)

@@ -481,3 +481,64 @@ fn an_issuance_killed_while_the_token_signs_is_revoked_at_restart_with_its_start
     rig.restart(|_| {});
     assert_eq!(records(&rig.d).len(), before);
 }
+
+/// The same crash, with a certificate that expires before the restart (SQLite: the journal's
+/// record, whose row a tidy may also have removed): no certificate row is made and nothing is
+/// revoked, but the `started` record and a reconciliation record still say who asked for it.
+#[test]
+fn an_unfinished_issuance_that_expired_before_the_restart_keeps_its_audit_trace() {
+    if scaivault_tests::pg::enabled() {
+        return; // PostgreSQL keeps the reservation as a row: revoked like any other
+    }
+    let mut rig = rig_with("60s", &[]);
+    let r = issue(&rig.d, "first.svc.test");
+    assert_eq!(r.status, 200, "{}", r.text());
+    set_fault(&rig.control, "hang 120");
+    let (base, admin) = (rig.d.base.clone(), rig.d.admin.clone());
+    let client = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/pki/issue/svc"))
+            .bearer_auth(admin)
+            .json(&json!({"common_name": "brief.svc.test", "ttl": "3s"}))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let control = rig.control.clone();
+    rig.restart(|_| {
+        std::fs::remove_file(&control).unwrap();
+        std::thread::sleep(Duration::from_secs(3)); // past its notAfter
+    });
+    assert!(client.join().unwrap().is_err());
+    let items = rig.d.get("/v1/audit?limit=1000").json()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let rec: Vec<&Value> = items
+        .iter()
+        .filter(|r| r["action"] == "certificate.reconcile")
+        .collect();
+    assert_eq!(rec.len(), 1, "{items:?}");
+    assert_eq!(rec[0]["outcome"], "expired_unfinished");
+    let started: Vec<&Value> = items
+        .iter()
+        .filter(|r| r["action"] == "certificate.issue" && r["outcome"] == "started")
+        .collect();
+    assert_eq!(started.len(), 1, "{items:?}");
+    assert_eq!(started[0]["object_id"], rec[0]["object_id"]);
+    let serial = rec[0]["object_id"]
+        .as_str()
+        .unwrap()
+        .split_once(':')
+        .unwrap()
+        .1;
+    rig.d
+        .get(&format!("/v1/pki/certificates/{serial}"))
+        .problem(404, "certificate_not_found");
+    let out = rig.d.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -76,6 +76,12 @@ async fn tidy(
         if !b.dry_run && !cas.is_empty() {
             app.crl_wake.notify_one();
         }
+        if !b.dry_run && removed > 0 {
+            // The journal's records of what was just removed go with their segment.
+            if let Some(j) = app.store.journal() {
+                j.rotate();
+            }
+        }
         Ok(TidyReport {
             dry_run: b.dry_run,
             retention,

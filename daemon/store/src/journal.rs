@@ -357,6 +357,15 @@ impl Journal {
         }
     }
 
+    /// Starts a new segment: the current one takes no more records and goes once its records are
+    /// resolved (at once when they are). After a tidy removed stored certificates, so that the
+    /// records naming them stop outliving it.
+    pub fn rotate(&self) {
+        if let Ok(mut inner) = self.lock() {
+            self.retire(&mut inner);
+        }
+    }
+
     /// At a clean stop, once every queued commit is done: deletes this run's segments whose
     /// records are all resolved, the current one included, so that the next start does not
     /// replay them (a certificate stored and then removed by a tidy would otherwise come back as
