@@ -232,7 +232,11 @@ pub async fn run_watchdog(
             _ = &mut stop => return,
             _ = tick.tick() => {}
         }
-        let vitals = check(&app, started).await;
+        // A stop does not wait for a health check stuck on a hung token.
+        let vitals = tokio::select! {
+            _ = &mut stop => return,
+            v = check(&app, started) => v,
+        };
         // Once stopping, the stop's own status lines stay (pings go on until `stop` fires).
         let report = vitals != last && !notifier.is_stopping();
         match vitals {
@@ -258,7 +262,7 @@ pub async fn run_watchdog(
                     "health check failed: withholding the watchdog ping (systemd restarts the \
                      service after WatchdogSec= without one)"
                 );
-                if !notifier.is_stopping() {
+                if report {
                     notifier.status(&format!(
                         "degraded: token {}, scheduler {}",
                         word(token),
