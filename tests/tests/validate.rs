@@ -491,6 +491,19 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
         ),
     )
     .problem(400, "invalid_field");
+    // So is text with no CRL in it (it would have read as "no CRLs").
+    d.call(
+        "POST",
+        "/v1/pki/certificates/validate",
+        Some(&d.admin),
+        Some(
+            json!({"certificate_pem": v.inside, "chain_pem": v.int, "check_revocation": true,
+                   "crls_pem": "hello"})
+            .to_string()
+            .as_bytes(),
+        ),
+    )
+    .problem(400, "invalid_crl");
 }
 
 #[test]

@@ -117,8 +117,18 @@ fn prepare(input: &ValidateInput) -> Result<Prepared, ApiError> {
                 "crls_pem is used only with \"check_revocation\": true",
             ))
         }
-        Some(text) => validate::pem_blocks(text, "X509 CRL")
-            .map_err(|e| ApiError::bad_request("invalid_crl", format!("crls_pem: {e}")))?,
+        Some(text) => {
+            let crls = validate::pem_blocks(text, "X509 CRL")
+                .map_err(|e| ApiError::bad_request("invalid_crl", format!("crls_pem: {e}")))?;
+            // Text that holds no CRL at all is a mistake, not "no CRLs" (say "" for none).
+            if crls.is_empty() && !text.trim().is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_crl",
+                    "crls_pem holds no -----BEGIN X509 CRL----- block",
+                ));
+            }
+            crls
+        }
         None => Vec::new(),
     };
     if crls.len() > validate::MAX_CRLS {
