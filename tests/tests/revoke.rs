@@ -65,6 +65,29 @@ fn revoke_and_see_it_on_the_crl_within_seconds() {
         &json!({"serial_number": serial, "reason": "key_compromise"}),
     )
     .problem(409, "already_revoked");
+    // Success and refusal name the certificate the same way in the audit log.
+    let objects: Vec<(String, String)> = d.get("/v1/audit?limit=1000").json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "certificate.revoke")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["object_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let key = serial.replace(':', "").to_uppercase();
+    assert!(
+        objects
+            .iter()
+            .any(|(o, id)| o == "success" && id.ends_with(&key))
+            && objects
+                .iter()
+                .any(|(o, id)| o == "error:already_revoked" && id.ends_with(&key)),
+        "{objects:?}"
+    );
 
     // The scheduler rebuilds the CRL shortly after the revocation.
     let hex = serial.replace(':', "");

@@ -41,7 +41,10 @@ async fn revoke_cert(
     app.require(&caller, Perm::CaWrite, "certificate.revoke")
         .await?;
     let b = body.0;
-    let serial = b.serial_number.clone();
+    // The audit object in the stored form (no colons, upper case), as on success; when it is no
+    // serial at all, its first 64 characters as typed.
+    let serial = scaivault_core::serial::Serial::parse(&b.serial_number)
+        .map_or_else(|_| b.serial_number.chars().take(64).collect(), |s| s.key());
     let res = async {
         let reason = b.reason.as_deref().unwrap_or("unspecified");
         let r = revoke::revoke(app, &caller, &b.serial_number, reason).await?;
