@@ -284,31 +284,50 @@ pub async fn rebuild_audited(
             Ok((number, count))
         };
         let rebuilt = build_and_publish(number);
-        let mut retry = CRL_RETRY
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if rebuilt.is_ok() {
-            retry.remove(&id);
-        } else if let Err(e) = store.write(|tx| tx.mark_crl_dirty(&id)) {
-            // The database refuses writes too: remembered here until a rebuild succeeds.
-            tracing::warn!(ca = %id, error = %e, "cannot mark a failed CRL rebuild for a retry");
-            retry.insert(id.clone());
+            crl_retries().remove(&id);
+        } else {
+            // The database write first, the short lock after it.
+            if let Err(e) = store.write(|tx| tx.mark_crl_dirty(&id)) {
+                tracing::warn!(ca = %id, error = %e, "cannot mark a failed CRL rebuild for a retry");
+            }
+            let mut retries = crl_retries();
+            let (failures, at) = retries
+                .entry(id.clone())
+                .or_insert((0, std::time::Instant::now()));
+            *failures = failures.saturating_add(1);
+            *at = std::time::Instant::now() + crl_retry_wait(*failures);
         }
         rebuilt
     })
     .await
 }
 
-/// CAs whose last CRL rebuild failed and could not be marked `dirty` in the database either: the
-/// scheduler treats them as due.
-static CRL_RETRY: std::sync::Mutex<std::collections::BTreeSet<String>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// CAs whose last CRL rebuild failed: how many times in a row, and when the scheduler may try
+/// again. A failed rebuild is due again once that time has come, whether or not its `dirty` mark
+/// could be written, and not before, however dirty: a token that stays away must not have every
+/// pass reserve a CRL number and call it.
+static CRL_RETRY: std::sync::Mutex<std::collections::BTreeMap<String, (u32, std::time::Instant)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-fn crl_retry_due(ca_id: &str) -> bool {
+fn crl_retries(
+) -> std::sync::MutexGuard<'static, std::collections::BTreeMap<String, (u32, std::time::Instant)>> {
     CRL_RETRY
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .contains(ca_id)
+}
+
+/// The wait after `failures` failed rebuilds in a row: 10 s, doubling, at most 10 minutes.
+fn crl_retry_wait(failures: u32) -> std::time::Duration {
+    let doublings = failures.clamp(1, 7) - 1;
+    std::time::Duration::from_secs(10 << doublings).min(std::time::Duration::from_secs(600))
+}
+
+/// `Some(due)` for a CA whose last rebuild failed (due once its wait is over), `None` otherwise.
+fn crl_retry_due(ca_id: &str) -> Option<bool> {
+    crl_retries()
+        .get(ca_id)
+        .map(|(_, at)| std::time::Instant::now() >= *at)
 }
 
 /// Where the published CRL of `ca_id` lives with SQLite: `crl/<ca_id>.crl` next to the database.
@@ -946,15 +965,29 @@ pub async fn rebuild_due(app: &App) {
                     .unwrap_or(3600);
                 let rebuild_at = time_util::parse_rfc3339(&next)
                     .map(|n| n - Duration::seconds(i64::try_from(interval).unwrap_or(3600)));
-                dirty || crl_retry_due(&ca_id) || rebuild_at.is_ok_and(|t| t <= time_util::now())
+                dirty || rebuild_at.is_ok_and(|t| t <= time_util::now())
             }
             Ok(_) => true,
             Err(_) => false,
         };
+        // After a failed rebuild, its backoff decides.
+        let due = crl_retry_due(&ca_id).unwrap_or(due);
         if due {
             if let Err(e) = rebuild(app, &ca_id).await {
                 tracing::warn!(ca = %ca_id, error = %e, "CRL rebuild failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crl_retry_waits_double_up_to_ten_minutes() {
+        let w = |n| super::crl_retry_wait(n).as_secs();
+        assert_eq!(
+            (w(1), w(2), w(3), w(6), w(7), w(50)),
+            (10, 20, 40, 320, 600, 600)
+        );
     }
 }

@@ -668,15 +668,16 @@ fn a_failed_crl_rebuild_is_retried_until_it_succeeds() {
             assert!(text.contains(&hex), "{text}");
             break;
         }
+        // Two failures so far (the rebuild after the revocation, the POST): the next try
+        // comes after the backoff (20 s) at the scheduler's next pass (every 10 s).
         assert!(
-            t0.elapsed() < Duration::from_secs(40),
+            t0.elapsed() < Duration::from_secs(60),
             "not republished: {}",
             d.log_text()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("republished {:?} after the fault was cleared", t0.elapsed());
-    assert!(!blocker.exists());
 }
 
 fn openssl_crl_text(d: &Daemon, der: &[u8]) -> String {
