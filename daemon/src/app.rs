@@ -89,7 +89,42 @@ pub struct App {
     /// is stored again, issuances reserve their serial in the database, with a probe of their
     /// audit record, instead of the journal, so that a database that refuses writes is found
     /// before the token signs (see `issue::sign_order`).
-    pub store_refused: Arc<std::sync::atomic::AtomicBool>,
+    pub store_refused: Arc<RefusedMark>,
+}
+
+/// Whether the database refused a signed certificate's commit (see [`App::store_refused`]), with a
+/// count of refusals so that a stored certificate clears only a mark no newer refusal set.
+#[derive(Debug, Default)]
+pub struct RefusedMark {
+    set: std::sync::atomic::AtomicBool,
+    refusals: AtomicU64,
+}
+
+impl RefusedMark {
+    /// Records a refusal.
+    pub fn set(&self) {
+        self.refusals.fetch_add(1, Ordering::AcqRel);
+        self.set.store(true, Ordering::Release);
+    }
+
+    /// Whether the mark is set, and the refusal count to pass to [`RefusedMark::clear`].
+    pub fn get(&self) -> (bool, u64) {
+        let n = self.refusals.load(Ordering::Acquire);
+        (self.set.load(Ordering::Acquire), n)
+    }
+
+    /// Whether the mark is set.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Clears the mark after a certificate was stored, unless a refusal came after `seen` (the
+    /// count when that issuance began).
+    pub fn clear(&self, seen: u64) {
+        if self.refusals.load(Ordering::Acquire) == seen {
+            self.set.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// A moving average of token call durations, in microseconds.

@@ -561,6 +561,10 @@ enum Outcome {
     /// Lint, token or check failed (or the token did not answer in time): the reservation stands
     /// and must be released.
     SignFailed(ApiError, Option<Ticket>),
+    /// Not signed because a commit was refused since the reservation (see `App::store_refused`):
+    /// nothing was signed, so the reservation is cancelled even when the failure record cannot
+    /// be written.
+    NotSigned(ApiError, Option<Ticket>),
     /// Signed but the certificate's commit failed: the certificate never left the process, so
     /// the reservation is released like a failed signature's (the ticket, when the request has
     /// to settle it).
@@ -710,9 +714,20 @@ fn basis_holds(
 /// Submits the certificate's commit; its reply settles the journal ticket (resolved once the
 /// certificate is durable; on failure left for the next start, which revokes the serial) and sends
 /// the outcome.
+/// Whether a failed certificate commit means the database refuses writes: any failure but a
+/// changed basis (stored revoked, `Voided`) or a missing row; a constraint (`Conflict`: a trigger,
+/// a serial clash) included.
+fn is_refusal(e: &scaivault_store::Error) -> bool {
+    !matches!(
+        e,
+        scaivault_store::Error::Changed(_) | scaivault_store::Error::NotFound
+    )
+}
+
 fn submit_store(
     db: &Arc<Store>,
     metrics: Arc<crate::metrics::Metrics>,
+    mark: &Arc<crate::app::RefusedMark>,
     job: StoreJob,
     der: Vec<u8>,
     ticket: Option<Ticket>,
@@ -722,8 +737,21 @@ fn submit_store(
     let store = db.clone();
     let voided = Arc::new(std::sync::OnceLock::new());
     let seen = voided.clone();
+    let mark = mark.clone();
+    let journaled = ticket.is_some();
+    let inner = job.into_job(der.clone(), voided);
+    let early = mark.clone();
+    // The mark is set as soon as the certificate's statements fail, inside the batch, before its
+    // commit and `fsync`: the issuances reserved meanwhile see it before they sign.
+    let job: scaivault_store::BatchJob = Box::new(move |tx| {
+        let r = inner(tx);
+        if journaled && r.as_ref().is_err_and(is_refusal) {
+            early.set();
+        }
+        r
+    });
     db.submit(
-        job.into_job(der.clone(), voided),
+        job,
         Box::new(move |r| {
             metrics.issue_stage(IssueStage::Store, t1.elapsed());
             let outcome = match r {
@@ -736,7 +764,13 @@ fn submit_store(
                         None => Outcome::Stored(der),
                     }
                 }
-                Err(e) => Outcome::NotStored(e, ticket),
+                Err(e) => {
+                    // (Also when the commit itself failed, after the statements.)
+                    if ticket.is_some() && is_refusal(&e) {
+                        mark.set();
+                    }
+                    Outcome::NotStored(e, ticket)
+                }
             };
             let _ = tx.send(outcome);
         }),
@@ -772,9 +806,9 @@ async fn stepwise(
         }
     };
     let timer = stage_done(app, IssueStage::Reserve, timer);
-    if ticket.is_some() && app.store_refused.load(std::sync::atomic::Ordering::Relaxed) {
+    if ticket.is_some() && app.store_refused.is_set() {
         // A commit was refused since this reservation: not signed (see `chained`).
-        return Outcome::SignFailed(ApiError::audit_unavailable(), ticket);
+        return Outcome::NotSigned(ApiError::audit_unavailable(), ticket);
     }
     let iss = issuer.clone();
     let signed = app
@@ -791,6 +825,7 @@ async fn stepwise(
     submit_store(
         &app.store,
         app.metrics.clone(),
+        &app.store_refused,
         store,
         der.clone(),
         ticket,
@@ -907,7 +942,7 @@ async fn chained(
         } => (Some(ticket), basis, seen, None),
     };
     let cache = app.issue_cache.clone();
-    let (refused, journaled) = (app.store_refused.clone(), ticket.is_some());
+    let (mark, journaled) = (app.store_refused.clone(), ticket.is_some());
     // A journal ticket goes with whoever settles the issuance: the chain, or the request when it
     // gives up on the token call (exactly one of them, see `SignWatch`).
     let slot = Arc::new(std::sync::Mutex::new(ticket));
@@ -925,11 +960,11 @@ async fn chained(
             return;
         }
         metrics.issue_stage(IssueStage::Reserve, timer.elapsed());
-        if journaled && refused.load(std::sync::atomic::Ordering::Relaxed) {
+        if journaled && mark.is_set() {
             // The database refused a certificate's commit since this issuance reserved in the
             // journal: its own commit would most likely be refused too, after the token signed.
-            // Not signed; the reservation is released (or left for the next start).
-            let _ = tx.send(Outcome::SignFailed(ApiError::audit_unavailable(), take()));
+            // Not signed; the reservation is cancelled.
+            let _ = tx.send(Outcome::NotSigned(ApiError::audit_unavailable(), take()));
             return;
         }
         let t0 = Instant::now();
@@ -942,7 +977,7 @@ async fn chained(
         }
         metrics.issue_stage(IssueStage::Sign, took);
         match signed {
-            Ok(der) => submit_store(&db, metrics, store, der, take(), tx),
+            Ok(der) => submit_store(&db, metrics, &mark, store, der, take(), tx),
             Err(e) => {
                 let _ = tx.send(Outcome::SignFailed(e, take()));
             }
@@ -1100,7 +1135,7 @@ pub async fn sign_order(
     // the database) would let the token sign again before that refusal shows: the reservation
     // goes to the database instead, with a probe of the audit record, until a certificate is
     // stored again.
-    let refused = app.store_refused.load(std::sync::atomic::Ordering::Relaxed);
+    let (refused, refusals_seen) = app.store_refused.get();
     let journal = app.store.journal().filter(|_| !refused);
     let (reserve, row_write) = match journal {
         Some(j) => {
@@ -1138,25 +1173,32 @@ pub async fn sign_order(
     let reserved_serial = row.serial.clone();
     // A failure after the reservation: the serial is released (nothing was signed, or the token's
     // late answer is dropped) with an `error:<code>` record.
-    let release = |e: ApiError, ticket: Option<Ticket>| {
+    // `unsigned`: the token certainly signed nothing, so a journaled reservation is cancelled
+    // even when the failure record cannot be written (otherwise the next start would revoke a
+    // serial no certificate carries).
+    let release = |e: ApiError, ticket: Option<Ticket>, unsigned: bool| {
         let mut failed = caller.record("certificate.issue", Some(&object), "error:");
         failed.outcome = format!("error:{}", e.code);
         let (ca, sn) = (issuer.ca_id.clone(), reserved_serial.clone());
         let row_reserved = journal.is_none();
         async move {
             let (ca2, sn2) = (ca.clone(), sn.clone());
-            app.write(Box::new(move |tx| {
-                if row_reserved {
-                    // The reservation is a row (PostgreSQL); a journaled one is released below.
-                    tx.release_serial(&ca, &sn)?;
-                }
-                tx.append_audit(&failed).map(|_| ())
-            }))
-            .await
-            .map_err(|_| ApiError::audit_unavailable())?;
+            let written = app
+                .write(Box::new(move |tx| {
+                    if row_reserved {
+                        // The reservation is a row (PostgreSQL); a journaled one is released
+                        // below.
+                        tx.release_serial(&ca, &sn)?;
+                    }
+                    tx.append_audit(&failed).map(|_| ())
+                }))
+                .await;
             if let (Some(t), Some(j)) = (ticket, journal) {
-                j.release(t, &ca2, &sn2);
+                if written.is_ok() || unsigned {
+                    j.release(t, &ca2, &sn2);
+                }
             }
+            written.map_err(|_| ApiError::audit_unavailable())?;
             Err::<Issued, ApiError>(ApiError { audited: true, ..e })
         }
     };
@@ -1178,12 +1220,9 @@ pub async fn sign_order(
             }
             return Err(reservation_refused(e));
         }
-        Outcome::SignFailed(e, ticket) => return release(e, ticket).await,
+        Outcome::SignFailed(e, ticket) => return release(e, ticket, false).await,
+        Outcome::NotSigned(e, ticket) => return release(e, ticket, true).await,
         Outcome::NotStored(e, ticket) => {
-            if journal.is_some() {
-                app.store_refused
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
             // Signed but not stored: the certificate is dropped here, never returned nor logged,
             // so the serial is released as after a failed signature. When even that cannot be
             // written (the database is gone), the journal keeps the reservation and the next
@@ -1194,7 +1233,7 @@ pub async fn sign_order(
                 "database_unavailable",
                 "the database refused to store the certificate; it was discarded and nothing was issued",
             );
-            return release(failed, ticket).await;
+            return release(failed, ticket, false).await;
         }
         Outcome::Voided(what) => {
             tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");
@@ -1202,8 +1241,7 @@ pub async fn sign_order(
         }
         Outcome::Stored(der) => {
             if refused {
-                app.store_refused
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                app.store_refused.clear(refusals_seen);
             }
             der
         }

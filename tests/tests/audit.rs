@@ -357,3 +357,80 @@ fn a_crl_whose_audit_record_cannot_be_written_is_not_published() {
     );
     assert!(verify(&d.config()).0);
 }
+
+/// Many issuances at once against a database that refuses their records: the first refused
+/// commit marks the store, the issuances reserved meanwhile see the mark on their signer thread
+/// and give up unsigned with their reservations cancelled, so the next start revokes exactly
+/// what the token signed (and never returned), not every reservation of the burst.
+#[test]
+fn a_burst_against_a_refusing_database_signs_little_and_leaves_only_that_to_revoke() {
+    // One signer thread: the burst's reservations queue behind the first signature, whose
+    // commit is refused while they wait.
+    let d = Daemon::start().restart_with(|t| t.replacen("[hsm]\n", "[hsm]\nsign_threads = 1\n", 1));
+    let root = d.create_root("r", "ec", None);
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        d.get(&format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()))
+            .status,
+        200
+    );
+    let ok = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // Its OCSP answer is signed in the background: wait, so that it is not counted below.
+    let t0 = std::time::Instant::now();
+    while d.metric("scaivault_ocsp_presign_queue") > 0.0
+        || d.metric("scaivault_ocsp_cache_entries") < 1.0
+    {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let signs = d.metric("scaivault_hsm_sign_calls_total");
+    let db = d.data().join("scaivault.db");
+    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (base, admin) = (d.base.clone(), d.admin.clone());
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .post(format!("{base}/v1/pki/issue/svc"))
+                    .bearer_auth(admin)
+                    .json(&json!({"common_name": format!("b{i}.internal")}))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 503), "{codes:?}");
+    // How many were signed depends on how far the signer threads got before the first commit
+    // was refused (a release build here: 1 of 32; a debug build under load: about half).
+    let signed = d.metric("scaivault_hsm_sign_calls_total") - signs;
+    eprintln!("{signed} signatures for 16 refused issuances");
+    assert!(
+        signed >= 1.0,
+        "the first one is signed before the refusal shows"
+    );
+    assert!(
+        signed < 16.0,
+        "the issuances queued behind it are not signed"
+    );
+    sqlite(&db, "DROP TRIGGER no_audit");
+    let d = d.restart_with(|c| c);
+    let reconciled = d.get("/v1/audit?limit=1000").json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "certificate.reconcile")
+        .count();
+    assert_eq!(
+        reconciled as f64, signed,
+        "only the signed, never returned certificates are revoked at the next start"
+    );
+    assert!(verify(&d.config()).0);
+}
