@@ -30,10 +30,7 @@ impl RequestId {
 impl RequestId {
     /// Whether a client's `X-Request-Id` is kept: 1 to 64 letters, digits, `-`, `_`, `.`.
     pub fn acceptable(v: &str) -> bool {
-        !v.is_empty()
-            && v.len() <= 64
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        super::public::head::request_id_acceptable(v)
     }
 }
 

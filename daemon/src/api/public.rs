@@ -32,7 +32,7 @@
 //! counters, and a log line at `debug` (target `scaivault::http::public`) rather than `info`: an
 //! OCSP responder answers at a rate no access log wants.
 
-mod head;
+pub(crate) mod head;
 mod repeats;
 
 use super::ocsp::{http_reply, request_from_path, MAX_REQUEST_BYTES};
