@@ -112,22 +112,6 @@ impl RoleSpec {
         Ok(duration::parse_seconds(&self.max_ttl)?)
     }
 
-    /// The role as the API shows it: `ttl` and `key_bits` left unset are shown with the values
-    /// that apply (API.md: "what `GET` returns"), so a reader need not know the defaults.
-    pub fn shown(mut self) -> Self {
-        if self.ttl.is_none() {
-            if let Ok(secs) = self.default_ttl_secs() {
-                self.ttl = Some(duration::format_seconds(secs));
-            }
-        }
-        if self.key_bits.is_none() {
-            if let Ok(k) = self.key_spec() {
-                self.key_bits = Some(k.bits());
-            }
-        }
-        self
-    }
-
     /// The lifetime of a certificate requested without a ttl: the role's `ttl` (never over
     /// `max_ttl` since [`RoleSpec::validate`] checks it; a role stored before that check is then
     /// refused at issuance, not cut), else 72h capped by `max_ttl`.

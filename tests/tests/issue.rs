@@ -492,10 +492,34 @@ fn roles_crud_and_issuer_policies() {
     for shown in [plain.json(), d.get("/v1/pki/roles/plain").json()] {
         assert_eq!(
             (&shown["ttl"], &shown["key_bits"]),
-            (&json!("48h"), &json!(256)),
-            "72h capped by max_ttl, and EC P-256: {shown}"
+            (&json!(null), &json!(null)),
+            "unset stays unset (the defaults apply): {shown}"
         );
     }
+    // …and applies: a certificate of the role lives 48h (72h capped by max_ttl).
+    let leaf = d.post(
+        "/v1/pki/issue/plain",
+        &json!({"common_name": "x.p.internal"}),
+    );
+    assert_eq!(leaf.status, 400, "{}", leaf.text()); // x.p.internal is not p.internal
+    let leaf = d.post("/v1/pki/issue/plain", &json!({"common_name": "p.internal"}));
+    assert_eq!(leaf.status, 200, "{}", leaf.text());
+    let (nb, na) = (
+        leaf.json()["not_before"].as_str().unwrap().to_owned(),
+        leaf.json()["not_after"].as_str().unwrap().to_owned(),
+    );
+    let secs = |t: &str| {
+        let out = std::process::Command::new("date")
+            .args(["-ud", t, "+%s"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let life = secs(&na) - secs(&nb);
+    assert!((48 * 3600..=48 * 3600 + 120).contains(&life), "{life} s");
     assert_eq!(
         d.call("DELETE", "/v1/pki/roles/plain", Some(&d.admin), None)
             .status,

@@ -28,9 +28,7 @@ async fn create(
             "missing field `name`",
         ))
     } else {
-        roles::save(app, &caller, body.0, false)
-            .await
-            .map(RoleSpec::shown)
+        roles::save(app, &caller, body.0, false).await
     };
     let out = app.finish(&caller, "role.create", None, res).await?;
     Ok((Status::Created, Json(out)))
@@ -68,7 +66,7 @@ async fn list(
         items: page
             .items
             .iter()
-            .map(|r| roles::decode(r).map(RoleSpec::shown))
+            .map(roles::decode)
             .collect::<Result<_, _>>()?,
         next_cursor: page.next_cursor,
     }))
@@ -78,9 +76,7 @@ async fn list(
 async fn get_one(app: &State<App>, caller: Caller, name: &str) -> Result<Json<RoleSpec>, ApiError> {
     app.require(&caller, Perm::InventoryRead, "role.read")
         .await?;
-    Ok(Json(
-        roles::get(app, &caller.tenant_id, name).await?.1.shown(),
-    ))
+    Ok(Json(roles::get(app, &caller.tenant_id, name).await?.1))
 }
 
 #[put("/v1/pki/roles/<name>", data = "<body>")]
@@ -101,9 +97,7 @@ async fn replace(
         }
         spec.name = name.to_owned();
         roles::get(app, &caller.tenant_id, name).await?;
-        roles::save(app, &caller, spec, true)
-            .await
-            .map(RoleSpec::shown)
+        roles::save(app, &caller, spec, true).await
     }
     .await;
     Ok(Json(
