@@ -1156,7 +1156,12 @@ pub async fn sign_order(
         None => {
             let reserve = row.clone();
             let at_commit = basis.clone();
-            let started = caller.record("certificate.issue", Some(&object), "started");
+            let started = scaivault_store::started_json(&caller.record(
+                "certificate.issue",
+                Some(&object),
+                "started",
+            ))
+            .map_err(ApiError::from)?;
             let probe = refused.then(|| done.clone());
             let job: scaivault_store::BatchJob = Box::new(move |tx| {
                 if let Some(b) = &basis {

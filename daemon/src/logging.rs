@@ -24,8 +24,8 @@ fn filter_for(level: &str) -> EnvFilter {
     ))
 }
 
-/// `level` without its directives for Rocket's targets: a directive of the same target given
-/// earlier wins over the cap in `EnvFilter`, so `rocket::server=trace` would lift it.
+/// `level` without its directives for Rocket's targets: in `EnvFilter` the most specific target
+/// wins, so `rocket::server::_=trace` would lift the cap on `rocket::server`.
 fn without_rocket(level: &str) -> String {
     level
         .split(',')

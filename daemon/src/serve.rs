@@ -139,7 +139,8 @@ pub const STALE_RESERVATION: time::Duration = time::Duration::minutes(2);
 /// transaction before the listener starts. Only the daemon does this, never a CLI command that
 /// opens the database while a daemon may be issuing. With SQLite every reservation is a leftover
 /// (one node, not serving yet): first the reservation journal's records that the database does not
-/// hold become reservation rows (with their `started` records), then the journal's segments go
+/// hold become reservation rows (with their `started` records; an expired one only leaves its
+/// audit trace), then the journal's segments go
 /// once the transaction is committed; with PostgreSQL another node may be issuing, so only reservations
 /// older than [`STALE_RESERVATION`] are (and the leader repeats this on every pass, for nodes that
 /// died and did not come back).

@@ -23,8 +23,10 @@
 //! failed signature's commit (which also appends a tombstone). At
 //! start, before any request, [`Journal::pending`] returns every record of the segments left by
 //! earlier runs that no tombstone cancels; the daemon stores those that the database does not
-//! know as reservations, revokes them with the other unfinished ones, and then calls
-//! [`Journal::forget`] to delete those segments.
+//! know as reservations (unless their certificate has expired: then only their audit trace is
+//! appended), revokes them with the other unfinished ones, and then calls
+//! [`Journal::forget`] to delete those segments. A clean stop deletes the settled segments
+//! ([`Journal::close_resolved`]), and a tidy starts a new one ([`Journal::rotate`]).
 //!
 //! Record layout (little-endian): `SVRJ`, kind (1 reservation, 2 tombstone), three zero octets,
 //! payload length (u32), the first 8 octets of SHA-256(payload), the payload (JSON), zeros up to
@@ -387,6 +389,22 @@ impl Journal {
             // Here, not on the sweeper: the process is about to end.
             delete_segment(&self.segment_path(id));
         }
+        // Segments handed to the sweeper that it has not deleted yet: every segment of this run
+        // that is no longer open is settled.
+        let prefix = format!("{}-", self.run);
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let id = name
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(SUFFIX))
+                    .and_then(|n| n.parse::<u64>().ok());
+                if id.is_some_and(|id| !inner.open.contains_key(&id)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         inner.open.len()
     }
 
@@ -567,6 +585,34 @@ mod tests {
             assert!(inner.open.contains_key(&current));
         }
         assert_eq!(segments(j.dir()), 1);
+    }
+
+    #[test]
+    fn a_clean_stop_deletes_settled_segments_and_keeps_unsettled_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::new(&d.path().join("x.db"));
+        let settled = j.reserve(&reservation("a")).unwrap();
+        j.resolve(settled);
+        assert_eq!(j.close_resolved(), 0);
+        assert_eq!(
+            segments(j.dir()),
+            0,
+            "a settled journal is gone after a clean stop"
+        );
+        // A segment retired by a tidy's rotation with a record still in flight stays.
+        let open = j.reserve(&reservation("b")).unwrap();
+        j.rotate();
+        let later = j.reserve(&reservation("c")).unwrap();
+        j.resolve(later);
+        assert_eq!(j.close_resolved(), 1);
+        assert_eq!(segments(j.dir()), 1);
+        let (pending, _) = Journal::new(&d.path().join("x.db")).pending().unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "the unsettled record is there for the next start"
+        );
+        drop(open);
     }
 
     #[test]

@@ -65,8 +65,8 @@ pub use rows::{
     TenantRow, TokenRow, TrustAnchorRow, Unfinished, WebhookDeliveryRow, WebhookRow,
 };
 pub use tx::{
-    AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, DnsRecordRow, ManagedCertRow,
-    ManagedVersionRow, OcspResponseRow, Revocation, RevokedRow, Tx,
+    started_json, AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, DnsRecordRow,
+    ManagedCertRow, ManagedVersionRow, OcspResponseRow, Revocation, RevokedRow, Tx,
 };
 
 use db::Exec;

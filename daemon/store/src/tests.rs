@@ -890,7 +890,7 @@ fn every_method_runs(kind: Kind) {
             token_id: Some("tok_1".into()),
             ..AuditRecord::default()
         };
-        tx.reserve_certificate(&r_with(&r, "0T"), b"tbs", Some(&started))?;
+        tx.reserve_certificate(&r_with(&r, "0T"), b"tbs", Some(&started_json(&started)?))?;
         tx.reserve_certificate(&r_with(&r, "0U"), b"tbs", None)?;
         assert_eq!(
             tx.reconcile_stale_reservations(now, "2025-01-01T00:00:00Z")?

@@ -8,6 +8,15 @@ use crate::rows::{
 };
 use crate::{Error, Result};
 
+/// A `started` audit record as a reservation row keeps it ([`Tx::reserve_certificate`]): made by
+/// the caller, off the group commit's thread.
+///
+/// # Errors
+/// [`Error::Sql`] when it does not serialize (it always does).
+pub fn started_json(rec: &AuditRecord) -> Result<String> {
+    serde_json::to_string(rec).map_err(|e| Error::Sql(e.to_string()))
+}
+
 mod acme;
 mod anchors;
 mod ocsp;
@@ -501,9 +510,10 @@ impl<'a> Tx<'a> {
 
     /// Reserves `c.serial` (status `reserved`) together with the to-be-signed certificate the token
     /// is about to sign, so that a crash between signing and storing leaves the intent on record.
-    /// `started` is the attempt's `started` audit record when the reservation is this row (no
-    /// reservation journal holds it): the reconciliation appends it to the chain should a crash
-    /// leave the issuance unfinished (see [`Tx::reconcile_reservations`]).
+    /// `started` is the attempt's `started` audit record (JSON, see [`started_json`]) when the
+    /// reservation is this row (no reservation journal holds it): the reconciliation appends it
+    /// to the chain should a crash leave the issuance unfinished (see
+    /// [`Tx::reconcile_reservations`]).
     ///
     /// # Errors
     /// [`Error::Conflict`] for a serial the issuer used already; SQL failures.
@@ -511,13 +521,9 @@ impl<'a> Tx<'a> {
         &self,
         c: &CertRow,
         tbs_der: &[u8],
-        started: Option<&AuditRecord>,
+        started: Option<&str>,
     ) -> Result<()> {
-        let started = started
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| Error::Sql(e.to_string()))?;
-        self.insert_certificate_with(c, Some(tbs_der), started.as_deref())
+        self.insert_certificate_with(c, Some(tbs_der), started)
     }
 
     fn insert_certificate_with(
