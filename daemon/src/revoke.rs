@@ -323,6 +323,20 @@ fn crl_retry_wait(failures: u32) -> std::time::Duration {
     std::time::Duration::from_secs(10 << doublings).min(std::time::Duration::from_secs(600))
 }
 
+/// A download that finds no CRL builds one, unless the last build of that CA failed and its
+/// backoff has not passed: then `503 crl_unavailable` (an unauthenticated client must not make the
+/// token try again and again).
+fn first_build_allowed(ca_id: &str) -> Result<(), ApiError> {
+    match crl_retry_due(ca_id) {
+        Some(false) => Err(ApiError::new(
+            rocket::http::Status::ServiceUnavailable,
+            "crl_unavailable",
+            "the CRL could not be built; it is tried again shortly",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `Some(due)` for a CA whose last rebuild failed (due once its wait is over), `None` otherwise.
 fn crl_retry_due(ca_id: &str) -> Option<bool> {
     crl_retries()
@@ -674,6 +688,7 @@ pub async fn current(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
     if let Some(der) = read_published(app, ca_id, &path).await? {
         return Ok(der);
     }
+    first_build_allowed(ca_id)?;
     rebuild(app, ca_id).await?;
     read_published(app, ca_id, &path)
         .await?
@@ -718,6 +733,7 @@ async fn current_shared(app: &App, ca_id: &str) -> Result<Arc<[u8]>, ApiError> {
     if let Some(der) = stored(app, ca_id).await? {
         return Ok(der);
     }
+    first_build_allowed(ca_id)?;
     rebuild(app, ca_id).await?;
     stored(app, ca_id)
         .await?
