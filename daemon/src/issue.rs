@@ -711,9 +711,6 @@ fn basis_holds(
     }
 }
 
-/// Submits the certificate's commit; its reply settles the journal ticket (resolved once the
-/// certificate is durable; on failure left for the next start, which revokes the serial) and sends
-/// the outcome.
 /// Whether a failed certificate commit means the database refuses writes: any failure but a
 /// changed basis (stored revoked, `Voided`) or a missing row; a constraint (`Conflict`: a trigger,
 /// a serial clash) included.
@@ -724,6 +721,9 @@ fn is_refusal(e: &scaivault_store::Error) -> bool {
     )
 }
 
+/// Submits the certificate's commit; its reply settles the journal ticket (resolved once the
+/// certificate is durable; on failure left for the next start, which revokes the serial) and sends
+/// the outcome. A refusal sets `mark` (see [`App::store_refused`]).
 fn submit_store(
     db: &Arc<Store>,
     metrics: Arc<crate::metrics::Metrics>,

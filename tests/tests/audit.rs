@@ -124,7 +124,7 @@ fn audit_verify_detects_edits_deletions_and_swaps() {
 fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
     let d = Daemon::start();
     let db = d.data().join("scaivault.db");
-    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    sqlite(&db, NO_AUDIT);
     let r = d.post("/v1/pki/ca", &json!({"name": "blocked", "common_name": "Blocked", "ca_type": "root", "validity_days": 30}));
     r.problem(503, "audit_unavailable");
     sqlite(&db, "DROP TRIGGER no_audit");
@@ -164,24 +164,33 @@ fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
     assert!(verify(&d.config()).0);
 }
 
-#[test]
-fn issuance_without_an_audit_record_signs_nothing() {
-    let d = Daemon::start();
+/// A root and a role `svc` for `*.internal` on `d`, with the root's CRL built (so that no
+/// background signature moves `scaivault_hsm_sign_calls_total` afterwards).
+fn root_and_role(d: &Daemon) -> serde_json::Value {
     let root = d.create_root("r", "ec", None);
     let r = d.post(
         "/v1/pki/roles",
         &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    // The CRL is built now, so that no background signature moves the counter below.
     assert_eq!(
         d.get(&format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()))
             .status,
         200
     );
+    root
+}
+
+/// Makes every audit insert fail (as a full disk would) until the trigger is dropped.
+const NO_AUDIT: &str = "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;";
+
+#[test]
+fn issuance_without_an_audit_record_signs_nothing() {
+    let d = Daemon::start();
+    root_and_role(&d);
     let signs = || d.metric("scaivault_hsm_sign_calls_total");
     let db = d.data().join("scaivault.db");
-    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    sqlite(&db, NO_AUDIT);
     // The first issuance reserves its serial in the journal, beside the database: the refusal
     // shows only at the certificate's commit, after the token signed (the certificate is
     // discarded, never returned).
@@ -323,7 +332,7 @@ fn a_crl_whose_audit_record_cannot_be_written_is_not_published() {
     };
     let generated = events(&d);
     let db = d.data().join("scaivault.db");
-    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    sqlite(&db, NO_AUDIT);
     d.post(&crl, &json!({})).problem(503, "audit_unavailable");
     sqlite(&db, "DROP TRIGGER no_audit");
     assert_eq!(
@@ -367,17 +376,7 @@ fn a_burst_against_a_refusing_database_signs_little_and_leaves_only_that_to_revo
     // One signer thread: the burst's reservations queue behind the first signature, whose
     // commit is refused while they wait.
     let d = Daemon::start().restart_with(|t| t.replacen("[hsm]\n", "[hsm]\nsign_threads = 1\n", 1));
-    let root = d.create_root("r", "ec", None);
-    let r = d.post(
-        "/v1/pki/roles",
-        &json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(
-        d.get(&format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()))
-            .status,
-        200
-    );
+    root_and_role(&d);
     let ok = d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
     assert_eq!(ok.status, 200, "{}", ok.text());
     // Its OCSP answer is signed in the background: wait, so that it is not counted below.
@@ -390,7 +389,7 @@ fn a_burst_against_a_refusing_database_signs_little_and_leaves_only_that_to_revo
     }
     let signs = d.metric("scaivault_hsm_sign_calls_total");
     let db = d.data().join("scaivault.db");
-    sqlite(&db, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    sqlite(&db, NO_AUDIT);
     let threads: Vec<_> = (0..16)
         .map(|i| {
             let (base, admin) = (d.base.clone(), d.admin.clone());
