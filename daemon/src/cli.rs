@@ -62,7 +62,15 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain: exit 0 when intact; otherwise exit 1 and print the first bad record.
-    Verify,
+    /// An intact chain's head (`SEQ:HASH`) is printed: keep it off the host.
+    Verify {
+        /// A head printed earlier (`SEQ:HASH`, by this command or in the daemon's log): the chain
+        /// must still hold that record with that hash. The chain checks itself only against the
+        /// head stored beside it; someone who can write the database can cut its end and move
+        /// that head back, but not past a head kept elsewhere.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<String>,
+    },
 }
 
 /// The `--config` path or a clear error.
@@ -298,11 +306,38 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
 pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
     let (_cfg, store) = load(path, Missing::Refuse)?;
     match cmd {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { expect_head } => {
+            let expected = expect_head.as_deref().map(parse_head).transpose()?;
             let check = store.read(|tx| tx.verify_audit()).context("audit verify")?;
             match check.first_bad {
                 None => {
+                    let (head, at) = store
+                        .read(|tx| {
+                            let at = match &expected {
+                                Some((seq, _)) => tx.audit_hash_at(*seq)?,
+                                None => None,
+                            };
+                            Ok((tx.audit_head()?, at))
+                        })
+                        .context("audit verify")?;
+                    if let Some((seq, hash)) = &expected {
+                        if at.as_deref() != Some(hash.as_str()) {
+                            println!("{seq}");
+                            eprintln!(
+                                "audit chain does not hold the expected head {seq}:{hash}: {}",
+                                if at.is_none() {
+                                    "that record is gone (records at the end were removed)"
+                                } else {
+                                    "that record's hash differs (the chain was rewritten)"
+                                }
+                            );
+                            return Ok(ExitCode::from(1));
+                        }
+                    }
                     println!("audit chain intact: {} records", check.records);
+                    if let Some((seq, hash)) = head {
+                        println!("head {seq}:{hash}");
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some((seq, why)) => {
@@ -313,4 +348,20 @@ pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
             }
         }
     }
+}
+
+/// `SEQ:HASH` as `audit verify` prints it.
+fn parse_head(s: &str) -> Result<(i64, String), StartError> {
+    s.split_once(':')
+        .and_then(|(seq, hash)| {
+            let seq = seq.trim().parse::<i64>().ok().filter(|n| *n > 0)?;
+            let hash = hash.trim().to_ascii_lowercase();
+            (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((seq, hash))
+        })
+        .ok_or_else(|| {
+            StartError(format!(
+                "--expect-head {s:?}: expected SEQ:HASH as `audit verify` prints it \
+                 (a record number, a colon, 64 hex digits)"
+            ))
+        })
 }

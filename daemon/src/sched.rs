@@ -17,6 +17,9 @@ use std::time::Duration;
 
 /// Tick interval.
 pub const TICK: Duration = Duration::from_secs(10);
+/// How often the audit chain's head goes to the log ([`log_audit_head`]), besides at start and
+/// stop.
+pub const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);
 /// How long after a revocation the CRL rebuild waits, to batch revocations that come together.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
 /// A rebuild after a revocation also waits this multiple of the previous pass's duration, so a
@@ -30,6 +33,7 @@ pub const COOLDOWN_FACTOR: u32 = 1;
 pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Future<Output = ()>) {
     let mut tick = tokio::time::interval(TICK);
     let mut last_pass = Duration::ZERO;
+    let mut head_logged = tokio::time::Instant::now();
     let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
     let webhooks = tokio::spawn(crate::webhooks::worker::run(app.clone()));
     tokio::pin!(shutdown);
@@ -38,6 +42,10 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
+                if head_logged.elapsed() >= AUDIT_HEAD_EVERY {
+                    head_logged = tokio::time::Instant::now();
+                    log_audit_head(&app, "hourly").await;
+                }
                 if app.cluster.is_leader() {
                     last_pass = timed(leader_pass(&app)).await;
                 }
@@ -89,6 +97,25 @@ async fn leader_pass(app: &App) {
     }
     crate::revoke::rebuild_due(app).await;
     crate::acme::renew::tick(app).await;
+}
+
+/// Logs the audit chain's head (`SEQ:HASH`) at info level (target `scaivault::audit`). A log
+/// shipped off the host keeps it where whoever can write the database cannot reach, and
+/// `scaivault audit verify --expect-head SEQ:HASH` shows later that the chain still holds it (the
+/// chain alone cannot show that records were cut from its end together with the head stored
+/// beside it).
+pub async fn log_audit_head(app: &App, when: &'static str) {
+    let store = app.store.clone();
+    match app
+        .blocking(move || Ok(store.read(|tx| tx.audit_head())?))
+        .await
+    {
+        Ok(Some((seq, hash))) => {
+            tracing::info!(target: "scaivault::audit", head = %format_args!("{seq}:{hash}"), when, "audit chain head");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e.detail, "the audit chain head could not be read"),
+    }
 }
 
 async fn timed(f: impl std::future::Future<Output = ()>) -> Duration {

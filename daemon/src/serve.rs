@@ -525,6 +525,7 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     {
         Ok(()) => {
             tracing::info!("queued database writes committed");
+            crate::sched::log_audit_head(&app, "at stop").await;
             // What the reservation journal holds is settled in the database now: the next start
             // has nothing of this run to replay (but a reservation still in flight).
             if let Some(left) = app
@@ -676,6 +677,9 @@ async fn serve_until_stopped(
         }
         notifier.ready(&status);
         tracing::info!(address = %bound, tls = tls.is_some(), "{}", if first { "ready" } else { "reloaded" });
+        if first {
+            crate::sched::log_audit_head(app, "at start").await;
+        }
         first = false;
 
         let next = loop {

@@ -120,6 +120,79 @@ fn audit_verify_detects_edits_deletions_and_swaps() {
     assert!(!ok, "removing the newest record must be detected: {err}");
 }
 
+fn verify_expecting(config: &Path, head: &str) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(["audit", "verify", "--expect-head", head])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_head_kept_off_the_host_shows_records_cut_from_the_end() {
+    let d = Daemon::start();
+    d.create_root("r", "ec", None);
+    d.post("/v1/auth/tokens", &json!({"policies": ["auditor"]}));
+    // `audit verify` prints the head; the daemon logged one at its start.
+    let (ok, out, err) = verify(&d.config());
+    assert!(ok, "{out} {err}");
+    let head = out
+        .lines()
+        .find_map(|l| l.strip_prefix("head "))
+        .unwrap_or_else(|| panic!("no head in {out:?}"))
+        .to_owned();
+    let (seq, hash) = head.split_once(':').unwrap();
+    let seq: i64 = seq.parse().unwrap();
+    assert_eq!(hash.len(), 64, "{head}");
+    let log = d.log_text();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("audit chain head") && l.contains("at start"))
+        .find_map(|l| {
+            l.split([' ', '"'])
+                .find_map(|w| w.strip_prefix("head="))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no audit head logged at start: {log}"));
+    assert!(verify_expecting(&d.config(), &logged).0, "{logged}");
+    assert!(verify_expecting(&d.config(), &head).0, "{head}");
+
+    // Someone who can write the database cuts the last two records and moves the stored head
+    // back: the chain alone still verifies, the head kept elsewhere does not.
+    let (db, cfg) = copy(&d, "cut");
+    sqlite(
+        &db,
+        &format!(
+            "DELETE FROM audit WHERE seq > {keep}; \
+             UPDATE audit_head SET seq = {keep}, hash = (SELECT hash FROM audit WHERE seq = {keep});",
+            keep = seq - 2
+        ),
+    );
+    let (ok, out, err) = verify(&cfg);
+    assert!(
+        ok,
+        "the cut is consistent, the chain alone cannot see it: {out} {err}"
+    );
+    let (ok, out, err) = verify_expecting(&cfg, &head);
+    assert!(!ok, "{out}");
+    assert_eq!(out, seq.to_string(), "{err}");
+    assert!(err.contains("gone"), "{err}");
+    // A head that names a record with another hash: the chain was rewritten.
+    let (ok, _, err) = verify_expecting(&d.config(), &format!("{seq}:{}", "0".repeat(64)));
+    assert!(!ok);
+    assert!(err.contains("differs"), "{err}");
+    // A malformed head is refused with what the option expects.
+    let (ok, _, err) = verify_expecting(&d.config(), "12");
+    assert!(!ok);
+    assert!(err.contains("SEQ:HASH"), "{err}");
+}
+
 #[test]
 fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
     let d = Daemon::start();

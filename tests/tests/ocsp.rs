@@ -721,6 +721,35 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
     let r304 = http(reqwest::Method::GET, &get_url, None, Some(&etag));
     assert_eq!(r304.status, 304);
     assert!(r304.body.is_empty());
+    // Cached answers, the repeats of one connection included, name their request too; a query
+    // on a cached request is checked like any other (a repeated parameter is refused).
+    let client = reqwest::blocking::Client::new();
+    for i in 0..3 {
+        let r = client.get(&get_url).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_"));
+        let mine = format!("rp-ocsp-{i}");
+        let r = client
+            .post(&ocsp_base)
+            .header("Content-Type", "application/ocsp-request")
+            .header("X-Request-Id", &mine)
+            .body(der.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-request-id"], mine.as_str());
+    }
+    let twice = http(
+        reqwest::Method::GET,
+        &format!("{get_url}?x=1&x=2"),
+        None,
+        None,
+    );
+    assert_eq!(twice.status, 400);
+    assert!(String::from_utf8_lossy(&twice.body).contains("repeated_query_parameter"));
     // Garbage: the OCSP error status with HTTP 200; over 8 KiB: 413.
     let r = http(
         reqwest::Method::POST,
@@ -801,6 +830,17 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
         .send()
         .unwrap();
     assert_eq!(mine.headers()["x-request-id"], "rp-check-1");
+    // A problem document names the same id in its body as in its header.
+    let refused = reqwest::blocking::Client::new()
+        .get(format!("{crl_url}?format=xml"))
+        .header("X-Request-Id", "rp-check-2")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.headers()["x-request-id"], "rp-check-2");
+    let problem: Value = refused.json().unwrap();
+    assert_eq!(problem["request_id"], "rp-check-2", "{problem}");
+    assert_eq!(problem["code"], "invalid_format", "{problem}");
     // HEAD: the headers of GET, no body.
     let head = http(reqwest::Method::HEAD, &crl_url, None, None);
     assert_eq!(head.status, 200);

@@ -237,7 +237,8 @@ async fn refuse(mut stream: TcpStream) {
         "too_many_connections",
         "the relying-party listener holds server.public_max_connections connections; retry shortly",
         "/",
-    );
+    )
+    .named(None);
     reply.headers.push(("Retry-After", "1".to_owned()));
     let mut out = Vec::with_capacity(512);
     encode(&mut out, &reply, false, true);
@@ -263,6 +264,9 @@ async fn refuse(mut stream: TcpStream) {
 enum Body {
     Shared(Arc<[u8]>),
     Owned(Vec<u8>),
+    /// A problem document (the error and its `instance`), rendered by [`Reply::named`] once the
+    /// request's id is known: the id in the body is the one in the `X-Request-Id` header.
+    Problem(Box<(ApiError, String)>),
 }
 
 impl Body {
@@ -270,6 +274,7 @@ impl Body {
         match self {
             Body::Shared(b) => b,
             Body::Owned(b) => b,
+            Body::Problem(_) => &[],
         }
     }
 }
@@ -290,7 +295,8 @@ impl Reply {
         }
     }
 
-    /// The RFC 9457 problem document for `e` (as on the API listener).
+    /// The RFC 9457 problem document for `e` (as on the API listener); its body is rendered by
+    /// [`Reply::named`].
     fn problem(e: &ApiError, path: &str) -> Self {
         if e.is_server_error() {
             tracing::warn!(
@@ -299,14 +305,27 @@ impl Reply {
                 "relying-party request failed"
             );
         }
-        let request_id = super::guards::RequestId::new().0;
-        let body = problem_json(e, &request_id, path).into_bytes();
-        let mut r = Reply::bytes(e.status.code, "application/problem+json", body);
-        r.headers.push(("X-Request-Id", request_id));
+        let mut headers = vec![("Content-Type", "application/problem+json".to_owned())];
         if let Some(secs) = e.retry_after {
-            r.headers.push(("Retry-After", secs.to_string()));
+            headers.push(("Retry-After", secs.to_string()));
         }
-        r
+        Reply {
+            status: e.status.code,
+            headers,
+            body: Body::Problem(Box::new((e.clone(), path.to_owned()))),
+        }
+    }
+
+    /// The reply as sent for the request whose `X-Request-Id` was `client_id` (a fresh id when
+    /// the client sent none it may keep): the id in the header, and in a problem document's body.
+    fn named(mut self, client_id: Option<&str>) -> Self {
+        let id = client_id.map_or_else(|| super::guards::RequestId::new().0, str::to_owned);
+        if let Body::Problem(p) = &self.body {
+            let (e, path) = &**p;
+            self.body = Body::Owned(problem_json(e, &id, path).into_bytes());
+        }
+        self.headers.push(("X-Request-Id", id));
+        self
     }
 
     fn error(status: Status, code: &'static str, detail: impl Into<String>, path: &str) -> Self {
@@ -349,10 +368,11 @@ async fn connection(
             }
             Parsed::Bad(why) => {
                 let r = Reply::error(Status::BadRequest, "bad_request", why, "");
-                return finish(&mut stream, &mut out, app, &r, false, true).await;
+                return finish(&mut stream, &mut out, app, r, None, false, true).await;
             }
         };
         let head_only = head.method == "HEAD";
+        let rid = head.request_id.as_deref();
         // The body: announced by Content-Length only.
         if head.chunked {
             let r = Reply::error(
@@ -361,7 +381,7 @@ async fn connection(
                 "send the body with a Content-Length",
                 &head.path,
             );
-            return finish(&mut stream, &mut out, app, &r, head_only, true).await;
+            return finish(&mut stream, &mut out, app, r, rid, head_only, true).await;
         }
         if head.content_length as u64 > MAX_REQUEST_BYTES {
             let r = Reply::error(
@@ -370,7 +390,7 @@ async fn connection(
                 format!("the request body exceeds {MAX_REQUEST_BYTES} bytes"),
                 &head.path,
             );
-            return finish(&mut stream, &mut out, app, &r, head_only, true).await;
+            return finish(&mut stream, &mut out, app, r, rid, head_only, true).await;
         }
         let end = head.len + head.content_length;
         if buf.len() < end {
@@ -400,7 +420,7 @@ async fn connection(
                         ),
                         &head.path,
                     );
-                    return finish(&mut stream, &mut out, app, &r, head_only, true).await;
+                    return finish(&mut stream, &mut out, app, r, rid, head_only, true).await;
                 }
             }
         }
@@ -413,7 +433,7 @@ async fn connection(
             head_due = tokio::time::Instant::now() + header_timeout;
             continue;
         }
-        let mut reply = match limited {
+        let reply = match limited {
             Ok(()) => match from_cache(app, &head, body) {
                 Some(r) => r,
                 None => {
@@ -434,19 +454,11 @@ async fn connection(
             },
             Err(e) => Reply::problem(&e, &head.path),
         };
-        // As on the API listener: every answer names its request (a problem document already
-        // carries the id it names in its body).
-        if !reply.headers.iter().any(|(n, _)| *n == "X-Request-Id") {
-            let id = head
-                .request_id
-                .clone()
-                .unwrap_or_else(|| super::guards::RequestId::new().0);
-            reply.headers.push(("X-Request-Id", id));
-        }
         tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %head.path, status = reply.status, %peer);
+        let close = head.close;
+        finish(&mut stream, &mut out, app, reply, rid, head_only, close).await?;
         buf.drain(..end);
-        finish(&mut stream, &mut out, app, &reply, head_only, head.close).await?;
-        if head.close {
+        if close {
             return Ok(());
         }
         head_due = tokio::time::Instant::now() + header_timeout;
@@ -461,7 +473,7 @@ async fn too_large(stream: &mut TcpStream, out: &mut Vec<u8>, app: &App) -> std:
         format!("the request head exceeds {MAX_HEAD} bytes"),
         "",
     );
-    finish(stream, out, app, &r, false, true).await
+    finish(stream, out, app, r, None, false, true).await
 }
 
 /// Reads more of a request head into `buf`; `false` when the stream ends or fails, or `due`
@@ -494,15 +506,19 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
     Ok(stream.read_buf(buf).await? > 0)
 }
 
-/// Writes `reply` (and closes the write side when `close`), counting it in the metrics.
+/// Writes `reply` (and closes the write side when `close`), counting it in the metrics. As on
+/// the API listener, every answer names its request: the client's `X-Request-Id` (`client_id`,
+/// when acceptable), else a fresh one.
 async fn finish(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     app: &App,
-    reply: &Reply,
+    reply: Reply,
+    client_id: Option<&str>,
     head_only: bool,
     close: bool,
 ) -> std::io::Result<()> {
+    let reply = &reply.named(client_id);
     app.metrics.http_answered(reply.status);
     // A large body (a CRL: ~5 MB at 100 000 entries, ~50 MB at a million) is written from the
     // shared copy after the head, not copied into the connection's buffer: every connection
@@ -648,6 +664,10 @@ fn repeated_param(fields: &[(String, String)]) -> Option<&str> {
 /// A fresh cached OCSP answer for the request, without leaving this thread; `None` for every
 /// other request.
 fn from_cache(app: &App, head: &Head, body: &[u8]) -> Option<Reply> {
+    // A query takes the ordinary path, which refuses repeated parameters first.
+    if head.query.is_some() {
+        return None;
+    }
     let Some(Target::Ocsp { ca, has_request }) = target(&head.path) else {
         return None;
     };

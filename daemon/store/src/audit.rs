@@ -100,12 +100,22 @@ fn hash(prev: &str, seq: i64, r: &AuditRecord) -> String {
     hex::encode(h.finalize())
 }
 
-pub(crate) fn append(tx: &Conn<'_>, r: &AuditRecord) -> Result<i64> {
-    let head: Option<(i64, String)> = tx
-        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+/// The newest record's `(seq, hash)` as `audit_head` keeps it; `None` before the first record.
+pub(crate) fn head(tx: &Conn<'_>) -> Result<Option<(i64, String)>> {
+    tx.prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
         .query_row(params![], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
+        .optional()
+}
+
+/// Record `seq`'s hash; `None` when there is no such record.
+pub(crate) fn hash_at(tx: &Conn<'_>, seq: i64) -> Result<Option<String>> {
+    tx.prepare_cached("SELECT hash FROM audit WHERE seq = ?1")?
+        .query_row(params![seq], |row| row.get(0))
+        .optional()
+}
+
+pub(crate) fn append(tx: &Conn<'_>, r: &AuditRecord) -> Result<i64> {
+    let (prev_seq, prev_hash) = head(tx)?.unwrap_or((0, GENESIS.to_owned()));
     let seq = prev_seq + 1;
     let h = hash(&prev_hash, seq, r);
     tx.prepare_cached("INSERT INTO audit (seq, time, tenant_id, token_id, action, object_id, outcome, request_id, prev_hash, hash, detail) \
@@ -214,12 +224,8 @@ pub(crate) fn verify(tx: &Conn<'_>) -> Result<ChainCheck> {
         records: count,
         first_bad: Some((seq, why.to_owned())),
     };
-    let head: Option<(i64, String)> = tx
-        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
-        .query_row(params![], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
     let last = expected_seq - 1;
-    match head {
+    match head(tx)? {
         None if last == 0 => {}
         Some((s, h)) if s == last && h == prev => {}
         Some((s, _)) if s > last => {

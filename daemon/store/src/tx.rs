@@ -1552,4 +1552,21 @@ impl<'a> Tx<'a> {
     pub fn verify_audit(&self) -> Result<ChainCheck> {
         audit::verify(&self.tx)
     }
+
+    /// The newest audit record's `(seq, hash)` (`None` before the first record): what an
+    /// operator records off the host, to show later that the chain still holds it.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        audit::head(&self.tx)
+    }
+
+    /// Audit record `seq`'s hash, `None` when there is no such record.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn audit_hash_at(&self, seq: i64) -> Result<Option<String>> {
+        audit::hash_at(&self.tx, seq)
+    }
 }

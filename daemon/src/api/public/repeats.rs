@@ -13,7 +13,7 @@
 //! - the response is still fresh (the pre-signer would replace it by then);
 //! - it is the same second as when it was encoded (`Date` and `max-age` change every second).
 //!
-//! Only keep-alive `POST` and `GET` requests without `If-None-Match`, of at most [`MAX_KEY`] bytes,
+//! Only keep-alive `POST` and `GET` requests without `If-None-Match` or a query, of at most [`MAX_KEY`] bytes,
 //! are kept (a `304`, a `HEAD` or a closing answer takes the ordinary path). The thread's map
 //! holds at most [`MAX`] entries and starts over when full.
 
@@ -36,7 +36,9 @@ struct Repeat {
     resp: Arc<SignedResponse>,
     epoch: u64,
     second: i64,
+    /// The answer without its `X-Request-Id`, which goes in at `split` (the head's last `\r\n`).
     bytes: Vec<u8>,
+    split: usize,
 }
 
 thread_local! {
@@ -52,7 +54,8 @@ pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut 
         "GET" => false,
         _ => return false,
     };
-    if head.close || head.if_none_match.is_some() {
+    // A query (repeated parameters are refused before any answer) takes the ordinary path.
+    if head.close || head.if_none_match.is_some() || head.query.is_some() {
         return false;
     }
     let Some(Target::Ocsp { ca, has_request }) = target(&head.path) else {
@@ -62,17 +65,13 @@ pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut 
         // POST with a request in the path, or GET without one: the ordinary path answers.
         return false;
     }
-    if head.method.len() + head.path.len() + head.query.as_ref().map_or(0, String::len) + body.len()
-        > MAX_KEY
-    {
+    if head.method.len() + head.path.len() + body.len() > MAX_KEY {
         return false;
     }
     key.clear();
     key.extend_from_slice(head.method.as_bytes());
     key.push(b' ');
     key.extend_from_slice(head.path.as_bytes());
-    key.push(b'?');
-    key.extend_from_slice(head.query.as_deref().unwrap_or_default().as_bytes());
     key.push(0);
     key.extend_from_slice(body);
     let now = scaivault_core::time_util::now();
@@ -81,10 +80,8 @@ pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut 
     let hit = REPEATS.with(|r| {
         let map = r.borrow();
         let e = map.get(key.as_slice())?;
-        (e.epoch == epoch && e.second == second && e.resp.is_fresh(now)).then(|| {
-            out.clear();
-            out.extend_from_slice(&e.bytes);
-        })
+        (e.epoch == epoch && e.second == second && e.resp.is_fresh(now))
+            .then(|| named(out, &e.bytes, e.split, head.request_id.as_deref()))
     });
     if hit.is_some() {
         crate::metrics::Metrics::bump(&app.metrics.ocsp_cached);
@@ -101,7 +98,10 @@ pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut 
         return false;
     };
     let reply = ocsp_reply(OcspAnswer::Signed(resp.clone()), None);
-    encode_at(out, &reply, false, false, now);
+    let mut bytes = Vec::with_capacity(1024);
+    encode_at(&mut bytes, &reply, false, false, now);
+    let split = head_end(&bytes);
+    named(out, &bytes, split, head.request_id.as_deref());
     app.metrics.http_answered(reply.status);
     if reply.status == 200 {
         REPEATS.with(|r| {
@@ -115,10 +115,35 @@ pub fn answer(app: &App, head: &Head, body: &[u8], key: &mut Vec<u8>, out: &mut 
                     resp,
                     epoch,
                     second,
-                    bytes: out.clone(),
+                    bytes,
+                    split,
                 },
             );
         });
     }
     true
+}
+
+/// Where the `X-Request-Id` header goes in an encoded answer: before the `\r\n` that ends its
+/// head.
+fn head_end(bytes: &[u8]) -> usize {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |p| p + 2)
+}
+
+/// `bytes` into `out` with the request's id (the client's, when kept, else a fresh one) as
+/// `X-Request-Id` at `split`: every answer names its request, as on the API listener.
+fn named(out: &mut Vec<u8>, bytes: &[u8], split: usize, client_id: Option<&str>) {
+    let (head, rest) = bytes.split_at(split.min(bytes.len()));
+    out.clear();
+    out.extend_from_slice(head);
+    out.extend_from_slice(b"X-Request-Id: ");
+    match client_id {
+        Some(id) => out.extend_from_slice(id.as_bytes()),
+        None => out.extend_from_slice(crate::api::guards::RequestId::new().0.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(rest);
 }
