@@ -95,8 +95,17 @@ enum Missing {
 
 fn load(path: &Path, missing: Missing) -> Result<(Config, std::sync::Arc<Store>), StartError> {
     let cfg = Config::load(path).context("configuration")?;
+    if missing == Missing::Refuse {
+        load_checked(path, &cfg)?;
+    }
+    let store = open_store(&cfg)?;
+    Ok((cfg, store))
+}
+
+/// A SQLite database must exist (see [`Missing::Refuse`]).
+fn load_checked(path: &Path, cfg: &Config) -> Result<(), StartError> {
     let db = cfg.db_path();
-    if cfg.storage.backend != "postgres" && missing == Missing::Refuse && !db.exists() {
+    if cfg.storage.backend != "postgres" && !db.exists() {
         return Err(StartError(format!(
             "database {} does not exist: check storage.path in {} (`tenant create` or the \
              daemon's first start creates it)",
@@ -104,8 +113,20 @@ fn load(path: &Path, missing: Missing) -> Result<(Config, std::sync::Arc<Store>)
             path.display()
         )));
     }
-    let store = open_store(&cfg)?;
-    Ok((cfg, store))
+    Ok(())
+}
+
+/// `f` in a read transaction: on the open store (PostgreSQL), or on the SQLite file as it is
+/// ([`scaivault_store::read_file`]).
+fn read_db<T>(
+    store: Option<&Store>,
+    db: &Path,
+    f: impl Fn(&scaivault_store::Tx<'_>) -> scaivault_store::Result<T>,
+) -> scaivault_store::Result<T> {
+    match store {
+        Some(s) => s.read(|tx| f(tx)),
+        None => scaivault_store::read_file(db, |tx| f(tx)),
+    }
 }
 
 fn cli_record(tenant_id: Option<&str>, action: &str, object_id: &str) -> AuditRecord {
@@ -128,6 +149,7 @@ fn cli_record(tenant_id: Option<&str>, action: &str, object_id: &str) -> AuditRe
 pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
     let cfg = Config::load(&path).context("configuration")?;
     cfg.read_pin().context("hsm pin")?;
+    crate::serve::check_softhsm_conf(&cfg)?;
     if !cfg.hsm.module.exists() {
         return Err(StartError(format!(
             "hsm.module {} does not exist",
@@ -304,22 +326,31 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
 /// # Errors
 /// Database failures (a broken chain is exit code 1, not an error).
 pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
-    let (_cfg, store) = load(path, Missing::Refuse)?;
+    let cfg = Config::load(path).context("configuration")?;
+    // A SQLite file (often a backup being checked) is read as it is: opened read-only, never
+    // migrated, and refused when it holds no ScaiVault schema.
+    let store = if cfg.storage.backend == "postgres" {
+        Some(load(path, Missing::Refuse)?.1)
+    } else {
+        load_checked(path, &cfg)?;
+        None
+    };
+    let db = cfg.db_path();
+    let store = store.as_deref();
     match cmd {
         AuditCommand::Verify { expect_head } => {
             let expected = expect_head.as_deref().map(parse_head).transpose()?;
-            let check = store.read(|tx| tx.verify_audit()).context("audit verify")?;
+            let check = read_db(store, &db, |tx| tx.verify_audit()).context("audit verify")?;
             match check.first_bad {
                 None => {
-                    let (head, at) = store
-                        .read(|tx| {
-                            let at = match &expected {
-                                Some((seq, _)) => tx.audit_hash_at(*seq)?,
-                                None => None,
-                            };
-                            Ok((tx.audit_head()?, at))
-                        })
-                        .context("audit verify")?;
+                    let (head, at) = read_db(store, &db, |tx| {
+                        let at = match &expected {
+                            Some((seq, _)) => tx.audit_hash_at(*seq)?,
+                            None => None,
+                        };
+                        Ok((tx.audit_head()?, at))
+                    })
+                    .context("audit verify")?;
                     if let Some((seq, hash)) = &expected {
                         if at.as_deref() != Some(hash.as_str()) {
                             println!("{seq}");

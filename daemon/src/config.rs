@@ -441,8 +441,15 @@ fn default_webhook_timeout() -> u64 {
 fn default_poll_ms() -> u64 {
     1000
 }
+/// The system's CA bundle: Debian's, or RHEL's and Fedora's where Debian's is missing (the
+/// packages for both install the same configuration).
 fn default_webhook_ca_file() -> PathBuf {
-    PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
+    const DEBIAN: &str = "/etc/ssl/certs/ca-certificates.crt";
+    const RHEL: &str = "/etc/pki/tls/certs/ca-bundle.crt";
+    if !Path::new(DEBIAN).exists() && Path::new(RHEL).exists() {
+        return PathBuf::from(RHEL);
+    }
+    PathBuf::from(DEBIAN)
 }
 
 impl WebhooksConfig {
@@ -808,6 +815,15 @@ impl Config {
                 ));
             }
         }
+        if let Err(e) = std::fs::File::open(&self.webhooks.ca_file) {
+            out.push(format!(
+                "webhooks.ca_file {} cannot be read ({e}): deliveries to https:// webhooks \
+                 would fail; set it to this system's CA bundle (Debian: \
+                 /etc/ssl/certs/ca-certificates.crt, RHEL and Fedora: \
+                 /etc/pki/tls/certs/ca-bundle.crt)",
+                self.webhooks.ca_file.display()
+            ));
+        }
         if let Some(pin) = &self.hsm.pin_file {
             if let Some(mode) = loose_mode(pin) {
                 out.push(format!(
@@ -1092,6 +1108,12 @@ pin_env = "PIN"
         let w = c.warnings().join("\n");
         assert!(w.contains("CAP_NET_BIND_SERVICE"), "{w}");
         assert!(w.contains("plain HTTP"), "{w}");
+        c.webhooks.ca_file = PathBuf::from("/nonexistent/ca-bundle.crt");
+        let w = c.warnings().join("\n");
+        assert!(
+            w.contains("webhooks.ca_file /nonexistent/ca-bundle.crt cannot be read"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -75,12 +75,33 @@ fn export_softhsm_conf(cfg: &Config) {
     }
 }
 
+/// `hsm.softhsm2_conf`, when set, must be a file this process can read (SoftHSM2 fails
+/// `C_Initialize` with `CKR_GENERAL_ERROR` otherwise, naming nothing).
+///
+/// # Errors
+/// A sentence naming the file and what to do.
+pub fn check_softhsm_conf(cfg: &Config) -> Result<(), StartError> {
+    let Some(conf) = &cfg.hsm.softhsm2_conf else {
+        return Ok(());
+    };
+    std::fs::File::open(conf).map(drop).map_err(|e| {
+        StartError(format!(
+            "hsm.softhsm2_conf {} cannot be read: {e} (Debian's /etc/softhsm/softhsm2.conf is \
+             root:softhsm 0640: the daemon's user must be in group softhsm — `adduser scaivault \
+             softhsm`, or `dpkg-reconfigure scaivault` after installing softhsm2)",
+            conf.display()
+        ))
+    })
+}
+
 /// Opens the token named by the configuration.
 ///
 /// # Errors
 /// A sentence naming the module or token (never the PIN).
 pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
     let pin = cfg.read_pin().context("hsm pin")?;
+    // SoftHSM answers an unreadable configuration with a bare CKR_GENERAL_ERROR.
+    check_softhsm_conf(cfg)?;
     Pkcs11Token::open(&Pkcs11Config {
         module: cfg.hsm.module.clone(),
         token_label: cfg.hsm.token_label.clone(),

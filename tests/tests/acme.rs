@@ -729,6 +729,28 @@ fn bad_input_gets_problems_with_stable_codes() {
         json!({"name": "x", "provider": "custom", "directory_url": "http://x/dir"}),
     )
     .problem(400, "invalid_directory_url");
+    // URLs the ACME client cannot take (it panicked on them), and credentials in the URL.
+    for url in [
+        "https://",
+        "https://[zz/dir",
+        "https://%zz/dir",
+        "https://user:hunter2@x.example/dir",
+    ] {
+        let prob = post(
+            "/v1/pki/acme/accounts",
+            json!({"name": "x", "provider": "custom", "directory_url": url}),
+        )
+        .problem(400, "invalid_directory_url");
+        // The password is not echoed back.
+        assert!(!prob.to_string().contains("hunter2"), "{prob}");
+    }
+    // zerossl has no staging directory, but a directory_url replaces it (here: pebble's, whose
+    // TLS is not trusted without its CA).
+    post(
+        "/v1/pki/acme/accounts",
+        json!({"name": "x", "provider": "zerossl", "environment": "staging", "directory_url": p.directory_url}),
+    )
+    .problem(502, "acme_ca_unreachable");
     post("/v1/pki/acme/accounts", json!({"name": "x", "provider": "custom", "directory_url": p.directory_url, "eab_kid": "k"}))
         .problem(400, "invalid_eab");
     post("/v1/pki/acme/accounts", json!({"name": "x", "provider": "custom", "directory_url": p.directory_url, "email": "not-an-address"}))

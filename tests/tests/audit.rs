@@ -187,6 +187,41 @@ fn a_head_kept_off_the_host_shows_records_cut_from_the_end() {
     let (ok, _, err) = verify_expecting(&d.config(), &format!("{seq}:{}", "0".repeat(64)));
     assert!(!ok);
     assert!(err.contains("differs"), "{err}");
+    // The check reads a copy as it is: no migration, no files beside it, nothing changed.
+    let (db, cfg) = copy(&d, "pristine");
+    let before = std::fs::read(&db).unwrap();
+    let (ok, out, err) = verify(&cfg);
+    assert!(ok, "{out} {err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "audit verify changed the file"
+    );
+    for suffix in ["-wal", "-shm"] {
+        let side = format!("{}{suffix}", db.display());
+        assert!(!Path::new(&side).exists(), "{side} left beside the copy");
+    }
+    // A file of an older schema is not migrated by the check (here: the version lowered by
+    // hand; the audit tables are those of every version).
+    sqlite(&db, "PRAGMA user_version = 16");
+    let (ok, out, err) = verify(&cfg);
+    assert!(ok, "{out} {err}");
+    let version = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA user_version")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "16");
+    // An empty file (a backup of a mistyped path) is no database, not an intact one.
+    std::fs::write(&db, b"").unwrap();
+    let (ok, out, err) = verify(&cfg);
+    assert!(!ok, "an empty file verified: {out}");
+    assert!(err.contains("no schema"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the check wrote to the empty file"
+    );
     // A malformed head is refused with what the option expects.
     let (ok, _, err) = verify_expecting(&d.config(), "12");
     assert!(!ok);

@@ -494,6 +494,24 @@ fn deb_installs_runs_and_purges_and_the_rpm_has_the_same_files() {
     assert_eq!(db_uid, id("passwd", "scaivault"));
     assert_eq!(db_mode & 0o077, 0, "the database is private: {db_mode:o}");
 
+    // Remove masks the unit (no daemon of a removed package may start); a reinstall lifts the
+    // mask again, or `systemctl enable` would fail with "unit is masked".
+    let masked = || {
+        std::fs::read_link("/etc/systemd/system/scaivault.service")
+            .is_ok_and(|t| t == Path::new("/dev/null"))
+    };
+    run(Command::new("dpkg").args(["-r", "scaivault"]));
+    if sh("command -v deb-systemd-helper") {
+        assert!(masked(), "remove masks the unit");
+    }
+    assert!(
+        Path::new("/var/lib/scaivault/scaivault.db").exists(),
+        "remove keeps the state"
+    );
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    assert!(!masked(), "a reinstall leaves the unit masked");
+    check_installed_state();
+
     // Purge: the files and the state go; the token (here, a test directory) is never touched.
     run(Command::new("dpkg").args(["--purge", "scaivault"]));
     for p in [

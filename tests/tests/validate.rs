@@ -236,6 +236,9 @@ struct Vendor {
     /// DNS name inside, subject `emailAddress` inside and outside the rfc822Name constraint.
     mail_inside: String,
     mail_outside: String,
+    /// No SAN: the CN inside and outside the DNS constraint.
+    cn_only_inside: String,
+    cn_only_outside: String,
 }
 
 fn vendor(dir: &Path) -> Vendor {
@@ -342,8 +345,26 @@ fn vendor(dir: &Path) -> Vendor {
         &ik,
         &leaf_ext("mail.vendor.example"),
     );
+    // No SAN at all: the CN is the host name OpenSSL checks against the DNS constraints.
+    let cn_only_ext = write(
+        dir,
+        "cn-only.ext",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n",
+    );
+    let cn_only_inside = sign(
+        "cn-only-inside",
+        "/CN=legacy.vendor.example",
+        &int,
+        &ik,
+        &cn_only_ext,
+    );
+    let cn_only_outside = sign("cn-only-outside", "/CN=evil.org", &int, &ik, &cn_only_ext);
     let read = |f: &str| std::fs::read_to_string(f).unwrap();
     Vendor {
+        cn_only_inside: read(&cn_only_inside),
+        cn_only_outside: read(&cn_only_outside),
         root: read(&rc),
         int: read(&int),
         inside: read(&inside),
@@ -434,6 +455,14 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
         .success()
     };
     assert!(judge("mail-inside.pem") && !judge("mail-outside.pem"));
+    // A leaf without SAN: its host-name CN is held to the DNS constraints, as openssl holds it.
+    let cn_body = |leaf: &str| json!({"certificate_pem": leaf, "chain_pem": v.int});
+    let ok = validate(&d, &cn_body(&v.cn_only_inside));
+    assert_eq!(ok["valid"], true, "{ok}");
+    let bad = validate(&d, &cn_body(&v.cn_only_outside));
+    assert_eq!(codes(&bad), vec!["name_constraint_violation"], "{bad}");
+    assert!(bad.to_string().contains("evil.org"), "{bad}");
+    assert!(judge("cn-only-inside.pem") && !judge("cn-only-outside.pem"));
 
     // External revocation: CRLs from the vendor's CAs, made by `openssl ca`.
     let int_cnf = openssl_ca(&dir, "intca", &p("int.pem"), &p("int.key"));
@@ -444,6 +473,7 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
     };
     let root_crl = crl(&root_cnf, "root.crl");
     let int_crl = crl(&int_cnf, "int0.crl");
+    let stale_int_crl = int_crl.clone();
     let rev = |crls: String| {
         validate(
             &d,
@@ -479,6 +509,36 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
             .contains("key_compromise"),
         "{r}"
     );
+    // The stale CRL supplied first does not hide the revocation the newer one lists (openssl
+    // -crl_check_all says "certificate revoked" in either order too).
+    let r = rev(format!("{root_crl}{stale_int_crl}{int_crl}"));
+    assert_eq!(codes(&r), vec!["revoked"], "{r}");
+    // A CRL issued after the validation time is not relied on ("CRL is not yet valid").
+    let future = {
+        let in_days = |d: i64| {
+            let out = std::process::Command::new("date")
+                .args(["-u", "-d", &format!("+{d} days"), "+%y%m%d%H%M%SZ"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        openssl_ok(&[
+            "ca",
+            "-config",
+            &int_cnf,
+            "-gencrl",
+            "-crl_lastupdate",
+            &in_days(3),
+            "-crl_nextupdate",
+            &in_days(10),
+            "-out",
+            &p("int-future.crl"),
+        ]);
+        std::fs::read_to_string(p("int-future.crl")).unwrap()
+    };
+    let r = rev(format!("{root_crl}{future}"));
+    assert_eq!(codes(&r), vec!["revocation_unknown"], "{r}");
+    assert!(r.to_string().contains("after the validation time"), "{r}");
     // crls_pem without check_revocation is a mistake.
     d.call(
         "POST",

@@ -158,17 +158,32 @@ impl NameRules {
         NameRules { sets }
     }
 
-    /// Checks the `emailAddress` attributes of `subject` against the rfc822Name constraints
-    /// (RFC 5280 §4.2.1.10; checked whether or not the certificate has a SAN, as OpenSSL does).
+    /// Checks what of `subject` webpki does not: its `emailAddress` attributes against the
+    /// rfc822Name constraints (RFC 5280 §4.2.1.10; whether or not the certificate has a SAN) and, when the certificate has no DNS name in its SAN
+    /// (`has_dns_san`), its common names that read as host names against the DNS constraints —
+    /// OpenSSL does both, and so does issuance ([`NameRules::check_leaf`]).
     ///
     /// # Errors
     /// As [`NameRules::check`].
-    pub fn check_subject_emails(&self, subject: &Name) -> Result<(), String> {
+    pub fn check_subject(&self, subject: &Name, has_dns_san: bool) -> Result<(), String> {
         if self.sets.is_empty() {
             return Ok(());
         }
         let emails = subject_strings(subject, EMAIL_ADDRESS);
-        self.check(emails.iter().map(|e| LeafName::Email(e)))
+        let cns: Vec<String> = if has_dns_san {
+            Vec::new()
+        } else {
+            subject_strings(subject, const_oid::db::rfc4519::CN)
+                .into_iter()
+                .filter(|cn| reads_as_host_name(cn))
+                .collect()
+        };
+        self.check(
+            emails
+                .iter()
+                .map(|e| LeafName::Email(e))
+                .chain(cns.iter().map(|c| LeafName::CommonName(c))),
+        )
     }
 
     /// Whether there are no constraints at all.

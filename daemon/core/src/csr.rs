@@ -179,7 +179,10 @@ fn collect_names(out: &mut ParsedCsr, names: Vec<GeneralName>) -> Result<()> {
 /// name valid ([`crate::role::normalize_dns_name`]: LDH labels, valid A-labels, a wildcard only
 /// as a whole leftmost label), every URI of the form `scheme://authority…`, and the subject's
 /// attributes within RFC 5280's upper bounds (Appendix A: CN, O, OU and serialNumber at most 64
-/// characters, L and ST 128, C two letters), as readable strings without control characters.
+/// characters, L and ST 128, C two letters; others of X.520's: title 64, pseudonym 128, …; an
+/// attribute of another type at most 128), each as a string of its type (a DirectoryString as
+/// UTF8String or PrintableString) without control characters,
+/// and one common name at most.
 /// Role-based signing needs none of this: the role's checks take the names apart, and the subject
 /// is rebuilt from the CN.
 ///
@@ -243,30 +246,70 @@ fn check_uri(u: &str) -> std::result::Result<(), &'static str> {
 
 fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
     use const_oid::db::rfc4519;
-    let bounds = [
-        (rfc4519::CN, "CN", 64),
-        (rfc4519::O, "O", 64),
-        (rfc4519::OU, "OU", 64),
-        (rfc4519::SERIAL_NUMBER, "serialNumber", 64),
-        (rfc4519::L, "L", 128),
-        (rfc4519::ST, "ST", 128),
-        (rfc4519::C, "C", 2),
+    use der::Tag;
+    use der::Tagged;
+    /// DirectoryString attributes: UTF8String or PrintableString (IA5String is none of its
+    /// choices; the others are not read here). C and serialNumber are PrintableStrings by
+    /// RFC 5280, but UTF8String is common and harmless for their checked values.
+    const DIRECTORY: &[Tag] = &[Tag::Utf8String, Tag::PrintableString];
+    const ANY_TEXT: &[Tag] = &[Tag::Utf8String, Tag::PrintableString, Tag::Ia5String];
+    // Upper bounds from RFC 5280 Appendix A (X.520's for title and DC's DNS label).
+    let bounds: [(ObjectIdentifier, &str, usize, &[Tag]); 15] = [
+        (rfc4519::CN, "CN", 64, DIRECTORY),
+        (rfc4519::O, "O", 64, DIRECTORY),
+        (rfc4519::OU, "OU", 64, DIRECTORY),
+        (rfc4519::SERIAL_NUMBER, "serialNumber", 64, DIRECTORY),
+        (rfc4519::L, "L", 128, DIRECTORY),
+        (rfc4519::ST, "ST", 128, DIRECTORY),
+        (rfc4519::C, "C", 2, DIRECTORY),
+        (rfc4519::TITLE, "title", 64, DIRECTORY),
+        (rfc4519::STREET, "street", 128, DIRECTORY),
+        (
+            ObjectIdentifier::new_unwrap("2.5.4.65"),
+            "pseudonym",
+            128,
+            DIRECTORY,
+        ),
+        (rfc4519::GIVEN_NAME, "givenName", 64, DIRECTORY),
+        (rfc4519::SN, "surname", 64, DIRECTORY),
+        (rfc4519::DC, "DC", 63, ANY_TEXT),
+        (rfc4519::UID, "UID", 256, DIRECTORY),
         // PKCS #9 emailAddress, ub-emailaddress-length.
         (
-            const_oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1"),
+            ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1"),
             "emailAddress",
             255,
+            ANY_TEXT,
         ),
     ];
+    let cns = subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == rfc4519::CN)
+        .count();
+    if cns > 1 {
+        return Err(bad(format!(
+            "the subject has {cns} common names; a certificate from the workflow carries one, \
+             which must read as one of its SAN values (put further names in the SAN)"
+        )));
+    }
     for atv in subject.0.iter().flat_map(|rdn| rdn.0.iter()) {
-        let Some((_, label, max)) = bounds.iter().find(|(oid, _, _)| *oid == atv.oid) else {
-            continue;
-        };
-        let value = crate::name::attribute_text(&atv.value).ok_or_else(|| {
-            bad(format!(
-                "the subject's {label} is not a UTF8String, PrintableString or IA5String"
-            ))
-        })?;
+        let oid = atv.oid.to_string();
+        let (label, max, tags) = bounds
+            .iter()
+            .find(|(o, ..)| *o == atv.oid)
+            .map_or((oid.as_str(), 128, ANY_TEXT), |(_, l, m, t)| (*l, *m, *t));
+        let tag = atv.value.tag();
+        let value = crate::name::attribute_text(&atv.value)
+            .filter(|_| tags.contains(&tag))
+            .ok_or_else(|| {
+                let kinds: Vec<String> = tags.iter().map(|t| format!("{t}")).collect();
+                bad(format!(
+                    "the subject's {label} is encoded as {tag}; it must be {}",
+                    kinds.join(" or ")
+                ))
+            })?;
         let shown: String = value.chars().take(80).collect();
         if value.chars().any(char::is_control) {
             return Err(bad(format!(
@@ -274,13 +317,13 @@ fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
             )));
         }
         let len = value.chars().count();
-        if *label == "C" {
+        if label == "C" {
             if len != 2 || !value.chars().all(|c| c.is_ascii_alphabetic()) {
                 return Err(bad(format!(
                     "the subject's C {shown:?} is not a two-letter country code (ISO 3166)"
                 )));
             }
-        } else if len == 0 || len > *max {
+        } else if len == 0 || len > max {
             return Err(bad(format!(
                 "the subject's {label} has {len} characters; 1 to {max} are allowed \
                  (RFC 5280 Appendix A)"
@@ -368,6 +411,25 @@ mod tests {
         };
         assert!(check("CN=ok.example,O=Example,C=NL").is_ok());
         assert!(check("CN=2001:db8::1").is_ok());
+        assert!(check("CN=a.example,title=CEO,DC=example").is_ok());
+        // A CN as an IA5String (no DirectoryString) was not read as a CN, so never checked.
+        let mut name: x509_cert::name::Name = "O=Example".parse().unwrap();
+        let ia5 = der::Any::new(der::Tag::Ia5String, b"evil.org".to_vec()).unwrap();
+        name.0.push(x509_cert::name::RelativeDistinguishedName(
+            der::asn1::SetOfVec::try_from(vec![x509_cert::attr::AttributeTypeAndValue {
+                oid: const_oid::db::rfc4519::CN,
+                value: ia5,
+            }])
+            .unwrap(),
+        ));
+        let pem = crate::sign::build_csr(&name, key.as_ref()).unwrap();
+        let e = check_for_workflow(&parse_pem(&pem).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("CN is encoded as IA5String"), "{e}");
+        let long_pseudonym = format!("CN=a.example,2.5.4.65={}", "p".repeat(129));
+        assert!(check(&long_pseudonym)
+            .unwrap_err()
+            .to_string()
+            .contains("pseudonym has 129 characters"));
         let long_o = format!("CN=a.example,O={}", "o".repeat(300));
         for (subject, says) in [
             (&long_o[..], "O has 300 characters"),
@@ -376,6 +438,10 @@ mod tests {
             ("CN=a.example,L=", "L has 0 characters"),
             ("CN=a.example.org.", "ends in a dot"),
             ("CN=2001:DB8::1", "canonical form (2001:db8::1)"),
+            ("CN=a.example,CN=evil.example", "2 common names"),
+            ("CN=a.example,title=CEO\n", "title"),
+            ("CN=a.example,2.5.4.65=p\u{0}q", "control characters"),
+            ("CN=a.example,1.2.3.4=x\u{1b}[31m", "control characters"),
         ] {
             let e = check(subject).unwrap_err();
             assert_eq!(e.code(), "invalid_csr");

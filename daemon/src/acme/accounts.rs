@@ -60,6 +60,34 @@ fn known_directory(provider: &str, env: &str) -> Result<Option<&'static str>, Ap
     Ok(Some(url))
 }
 
+/// An `https://` URL the ACME client can use: it parses as a request target (the client takes a
+/// URL that does not for a bug of its own, and panics), names a host, and carries no user name or
+/// password (it is shown in every answer about the account).
+fn check_directory_url(u: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "invalid_directory_url",
+            format!("directory_url {u:?} {why}"),
+        )
+    };
+    let parsed = url::Url::parse(u).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("names no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Not echoed: it holds a secret.
+        return Err(ApiError::bad_request(
+            "invalid_directory_url",
+            "directory_url carries a user name or password; credentials go in eab_kid and \
+             eab_hmac_key",
+        ));
+    }
+    if u.parse::<http::Uri>().is_err() {
+        return Err(bad("is not a valid request target"));
+    }
+    Ok(())
+}
+
 fn not_found() -> ApiError {
     ApiError::not_found("acme_account_not_found", "ACME account")
 }
@@ -83,7 +111,12 @@ fn check(input: &NewAccountInput) -> Result<Checked, ApiError> {
             format!("environment {environment:?} is not production or staging"),
         ));
     }
-    let known = known_directory(&input.provider, &environment)?;
+    // A directory_url overrides the provider's own: zerossl's missing staging directory is no
+    // error then (the refusal says to give one).
+    let known = match known_directory(&input.provider, &environment) {
+        Err(e) if e.code == "invalid_environment" && input.directory_url.is_some() => None,
+        k => k?,
+    };
     let directory_url = match (&input.directory_url, known) {
         (Some(u), _) => u.clone(),
         (None, Some(u)) => u.to_owned(),
@@ -105,6 +138,7 @@ fn check(input: &NewAccountInput) -> Result<Checked, ApiError> {
             format!("directory_url {directory_url:?} must be an https:// URL"),
         ));
     }
+    check_directory_url(&directory_url)?;
     if let Some(e) = &input.email {
         let ok = e.len() <= 254
             && e.split_once('@')

@@ -42,12 +42,14 @@ fn check_domain(d: &str, wildcard_ok: bool) -> Result<String, ApiError> {
             format!("domain {d:?} is not valid: {why}"),
         )
     };
-    if d.trim_end_matches('.').parse::<std::net::IpAddr>().is_ok() {
+    // One trailing dot (the root) is dropped; two would end in an empty label.
+    let trimmed = d.strip_suffix('.').unwrap_or(d);
+    if trimmed.parse::<std::net::IpAddr>().is_ok() {
         return Err(bad(
             "it is an IP address; the ACME client orders DNS names only",
         ));
     }
-    let name = d.trim_end_matches('.').to_ascii_lowercase();
+    let name = trimmed.to_ascii_lowercase();
     let (wild, base) = match name.strip_prefix("*.") {
         Some(b) => (true, b),
         None => (false, name.as_str()),
@@ -380,6 +382,8 @@ mod tests {
         for bad in [
             "example",
             "a..b",
+            "a.example..",
+            "a.example...",
             "-a.example",
             "a-.example",
             "a_b.example",

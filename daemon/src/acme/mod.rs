@@ -107,8 +107,24 @@ pub(crate) use nonce_retry;
 pub fn ca_detail(e: &instant_acme::Error) -> String {
     match e {
         instant_acme::Error::Api(p) => problem_text(p),
-        other => other.to_string(),
+        other => with_causes(other),
     }
+}
+
+/// An error with its chain of causes, `: `-separated, each said once: hyper's "client error
+/// (Connect)" alone does not tell an untrusted certificate from a closed port.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        next = cause.source();
+    }
+    s
 }
 
 /// A problem document as one line: `detail (type)` plus subproblems.
@@ -156,7 +172,7 @@ pub fn api_error(e: &instant_acme::Error) -> ApiError {
         other => ApiError::new(
             Status::BadGateway,
             "acme_ca_unreachable",
-            format!("the ACME CA could not be reached: {other}"),
+            format!("the ACME CA could not be reached: {}", with_causes(other)),
         ),
     }
 }

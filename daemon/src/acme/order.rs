@@ -379,7 +379,7 @@ async fn poll<T>(
         match f(order, &policy).await {
             Err(e) if super::is_bad_nonce(&e) => continue,
             Err(instant_acme::Error::Timeout(_)) => {
-                return Err("the CA did not finish the order in time".into())
+                return Err("the CA did not finish the order within acme.order_timeout".into())
             }
             Err(e) => return Err(ca_detail(&e)),
             Ok(v) => return Ok(v),

@@ -227,6 +227,14 @@ async fn read_json_body(req: &Request<'_>, data: Data<'_>, max: u64) -> Result<V
 fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::bad_request("invalid_json", "the request body is not UTF-8"))?;
+    // Every body is an object: serde would otherwise take an array for a struct, field by
+    // position, which no client means and the contract does not allow.
+    if !text.trim_start().starts_with('{') && !text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_str::<T>(text).map_err(|e| {
         let msg = describe_json_error(&e.to_string());
         let code = match e.classify() {

@@ -16,7 +16,7 @@ pub enum Error {
     #[error("not found")]
     NotFound,
     /// Stored data is inconsistent or from a newer version.
-    #[error("database corrupt: {0}")]
+    #[error("database unusable: {0}")]
     Corrupt(String),
     /// Any other SQL failure (a bug).
     #[error("database error: {0}")]

@@ -219,6 +219,22 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What an operator can check when the database cannot be opened: SQLite's "unable to open
+/// database file" names neither the cause nor the remedy.
+fn open_hint(path: &Path) -> String {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return format!(" (the directory {} does not exist)", dir.display());
+    }
+    " (check that the file and its directory belong to the user the daemon runs as — \
+     scaivault under systemd — and that the directory is writable: SQLite creates files beside \
+     the database)"
+        .to_owned()
+}
+
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
@@ -277,7 +293,10 @@ impl Store {
     /// [`Error::Unavailable`] when the file cannot be opened or is not a database;
     /// [`Error::Corrupt`] when it is newer than this build.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut writer = connect(path)?;
+        let mut writer = connect(path).map_err(|e| match e {
+            Error::Unavailable(m) => Error::Unavailable(format!("{m}{}", open_hint(path))),
+            e => e,
+        })?;
         migrate(&mut writer)?;
         let readers = (0..READERS)
             .map(|_| connect(path).map(Mutex::new))
@@ -642,6 +661,59 @@ fn run_batch_sqlite(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()
 /// Runs `f` between `begin` and `COMMIT` on `conn`, rolling back when `f` or the commit fails.
 /// `begin` and `COMMIT` stay prepared on the connection (`rusqlite::Transaction` parses them again
 /// on every call: twice per request on the read path, once per group commit).
+/// Runs `f` in one read transaction on the SQLite file at `path`, opened read-only and not
+/// migrated: what `scaivault audit verify` needs to check a backup without changing it (a
+/// pre-upgrade backup stays usable by the version that wrote it, one on read-only media can be
+/// checked, and no `-wal`/`-shm` files are left beside a copy that has none).
+///
+/// # Errors
+/// [`Error::Unavailable`] when the file cannot be opened or read; [`Error::Corrupt`] when it is
+/// no ScaiVault database (not SQLite, or no schema: an empty file, a backup of a path that did
+/// not exist) or its schema is newer than this build.
+pub fn read_file<T>(path: &Path, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+    use rusqlite::OpenFlags;
+    let shown = path.display();
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let conn = if Path::new(&wal).exists() {
+        // A live database (or one a crash left with its log): read through the log, which is
+        // there already.
+        Connection::open_with_flags(path, flags)
+    } else {
+        // A copy without a log (a backup): read as an immutable file, or SQLite would create
+        // `-wal` and `-shm` files beside it (and could not, on read-only media).
+        let uri = path
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        Connection::open_with_flags(
+            format!("file:{uri}?immutable=1"),
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        )
+    }
+    .map_err(|e| Error::Unavailable(format!("{shown}: {e}")))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| Error::Corrupt(format!("{shown} is not a SQLite database: {e}")))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version == 0 {
+        return Err(Error::Corrupt(format!(
+            "{shown} is not a ScaiVault database: it has no schema (an empty file, or a backup \
+             that copied nothing)"
+        )));
+    }
+    if version > known {
+        return Err(Error::Corrupt(format!(
+            "{shown}: database schema version {version} is newer than this build ({known}): a \
+             newer scaivault wrote it; check it with that version"
+        )));
+    }
+    in_transaction(&conn, "BEGIN DEFERRED", |c| f(&Tx::new(c)))
+}
+
 fn in_transaction<T>(
     conn: &Connection,
     begin: &str,
@@ -669,7 +741,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > known {
             return Err(Error::Corrupt(format!(
-                "database schema version {version} is newer than this build ({known})"
+                "database schema version {version} is newer than this build ({known}): a newer \
+                 scaivault wrote it; run that version, or restore the backup taken before the \
+                 upgrade (docs/OPERATIONS.md §7)"
             )));
         }
         let Some(sql) = MIGRATIONS.get(usize::try_from(version).unwrap_or(usize::MAX)) else {

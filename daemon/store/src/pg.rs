@@ -625,7 +625,9 @@ pub(crate) fn migrate(settings: &Settings, slot: &mut Option<PgConn>) -> Result<
         let known = i64::try_from(crate::PG_MIGRATIONS.len()).unwrap_or(i64::MAX);
         if version > known {
             return Err(Error::Corrupt(format!(
-                "database schema version {version} is newer than this build ({known})"
+                "database schema version {version} is newer than this build ({known}): a newer \
+                 scaivault wrote it; run that version, or restore the backup taken before the \
+                 upgrade (docs/OPERATIONS.md §7)"
             )));
         }
         for sql in crate::PG_MIGRATIONS

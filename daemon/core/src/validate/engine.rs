@@ -90,7 +90,11 @@ pub fn validate(req: &Request<'_>) -> Outcome {
         rejected: RefCell::new(Vec::new()),
         revocation: true,
     };
-    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().map(|c| &c.webpki).collect();
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls
+        .iter()
+        .filter(|c| !c.not_yet_valid)
+        .map(|c| &c.webpki)
+        .collect();
     let revocation = match (req.revocation, crl_refs.is_empty()) {
         (Some(_), false) => webpki::RevocationOptionsBuilder::new(&crl_refs)
             .ok()
@@ -205,16 +209,21 @@ fn parse_crls(req: &Request<'_>) -> Result<Vec<Crl>, Failure> {
     let Some(r) = req.revocation else {
         return Ok(Vec::new());
     };
-    r.crls
+    let now = req.time.unix_timestamp();
+    let crls = r
+        .crls
         .iter()
         .enumerate()
         .map(|(i, der)| {
-            Crl::new(der).map_err(|e| {
+            let mut c = Crl::new(der).map_err(|e| {
                 Failure::new(
                     Code::RevocationUnknown,
                     format!("CRL {} cannot be used: {e}", i + 1),
                 )
-            })
+            })?;
+            c.check_time(now);
+            Ok(c)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(super::revocation::newest_only(crls))
 }

@@ -53,6 +53,30 @@ impl PathContext<'_, '_> {
         if let Some(a) = anchor {
             fails.extend(profile::check(&a.parsed, Role::Anchor));
             fails.extend(validity(&a.parsed, self.req.time));
+            // webpki takes only the anchor's name, key and name constraints; its
+            // pathLenConstraint binds the path too (RFC 5280 §4.2.1.9: the non-self-issued
+            // intermediates that may follow it), as openssl checks.
+            let limit = a
+                .parsed
+                .basic_constraints
+                .value()
+                .and_then(|b| b.path_len_constraint);
+            if let Some(limit) = limit {
+                let below = path
+                    .intermediate_certificates()
+                    .filter(|c| c.issuer() != c.subject())
+                    .count();
+                if below > usize::from(limit) {
+                    fails.push(Failure::new(
+                        Code::PathLengthExceeded,
+                        format!(
+                            "the trust anchor {} allows {limit} intermediate(s) below it \
+                             (pathLenConstraint); the path has {below}",
+                            a.parsed.describe()
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(max) = self.req.max_intermediates {
             let logical = path
@@ -67,7 +91,9 @@ impl PathContext<'_, '_> {
             }
         }
         // webpki checks the SAN and the subject's DN against name constraints, not the
-        // subject's `emailAddress` attributes against rfc822Name ones (RFC 5280 §4.2.1.10).
+        // subject's `emailAddress` attributes against rfc822Name ones (RFC 5280 §4.2.1.10), nor
+        // a host-name CN of a leaf without DNS names in its SAN against dNSName ones (OpenSSL
+        // checks both).
         let leaf = Parsed::new(self.req.leaf).ok();
         if let Some(leaf) = &leaf {
             let cas = certs
@@ -77,7 +103,12 @@ impl PathContext<'_, '_> {
                 .chain(anchor.map(|a| &a.parsed))
                 .filter_map(|c| Some((c.subject_text.clone(), c.name_constraints.value()?)));
             let rules = crate::constraints::NameRules::from_decoded(cas);
-            if let Err(why) = rules.check_subject_emails(&leaf.cert.tbs_certificate.subject) {
+            let has_dns_san = leaf.san.value().is_some_and(|san| {
+                san.0
+                    .iter()
+                    .any(|g| matches!(g, x509_cert::ext::pkix::name::GeneralName::DnsName(_)))
+            });
+            if let Err(why) = rules.check_subject(&leaf.cert.tbs_certificate.subject, has_dns_san) {
                 fails.push(Failure::new(Code::NameConstraintViolation, why));
             }
         }

@@ -49,8 +49,16 @@ pub struct Crl {
     pub issuer_der: Vec<u8>,
     /// The issuing distribution point, if any.
     idp: Option<IssuingDistributionPoint>,
+    /// Its DER (the CRL's scope, with the issuer: which CRLs are versions of one another).
+    idp_der: Option<Vec<u8>>,
+    /// The CRL number's magnitude (big-endian, no leading zeros), when it has one.
+    number: Option<Vec<u8>>,
+    /// `thisUpdate`, seconds since the epoch.
+    this_update: i64,
     /// Why the CRL cannot be relied on, if it cannot.
     defect: Option<String>,
+    /// Issued after the validation time: not used at all (see [`Crl::check_time`]).
+    pub not_yet_valid: bool,
 }
 
 impl Crl {
@@ -77,20 +85,76 @@ impl Crl {
             }
             Some(_) => None,
         };
-        let idp = exts
+        let idp_ext = exts
             .iter()
-            .find(|e| e.extn_id == oids::ID_CE_ISSUING_DISTRIBUTION_POINT)
+            .find(|e| e.extn_id == oids::ID_CE_ISSUING_DISTRIBUTION_POINT);
+        let idp = idp_ext
             .map(|e| IssuingDistributionPoint::from_der(e.extn_value.as_bytes()))
             .transpose()
             .map_err(|e| format!("issuing distribution point: {e}"))?;
+        let number = number
+            .and_then(|e| der::asn1::UintRef::from_der(e.extn_value.as_bytes()).ok())
+            .map(|n| n.as_bytes().to_vec());
+        let this_update =
+            i64::try_from(tbs.this_update.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
         Ok(Crl {
             webpki: webpki.into(),
             issuer_der,
             idp,
+            idp_der: idp_ext.map(|e| e.extn_value.as_bytes().to_vec()),
+            number,
+            this_update,
             defect,
+            not_yet_valid: false,
         })
     }
 
+    /// Whether `self` and `other` are versions of one CRL: the same issuer and scope.
+    fn same_list(&self, other: &Crl) -> bool {
+        self.issuer_der == other.issuer_der && self.idp_der == other.idp_der
+    }
+
+    /// Whether `self` is a later version than `other` (of the same list): a higher CRL number,
+    /// or, where a number is missing or equal, a later `thisUpdate`.
+    fn newer_than(&self, other: &Crl) -> bool {
+        let magnitude = |n: &Vec<u8>| (n.len(), n.clone());
+        match (&self.number, &other.number) {
+            (Some(a), Some(b)) if a != b => magnitude(a) > magnitude(b),
+            _ => self.this_update > other.this_update,
+        }
+    }
+
+    /// Marks the CRL as not to be relied on when it was issued after `now` (RFC 5280 §6.3.3:
+    /// only a current CRL is used; OpenSSL says "CRL is not yet valid"): webpki is not given it,
+    /// and a certificate it would cover has an unknown status.
+    pub fn check_time(&mut self, now: i64) {
+        self.not_yet_valid = self.this_update > now;
+        if self.defect.is_none() && self.not_yet_valid {
+            self.defect = Some(format!(
+                "its thisUpdate ({}) is after the validation time",
+                super::failure::unix(u64::try_from(self.this_update).unwrap_or(0))
+            ));
+        }
+    }
+}
+
+/// Of several versions of one CRL (same issuer and scope), only the newest: RFC 5280 §6.3.3
+/// uses the current CRL, and a stale one supplied beside it must not hide a revocation that only
+/// the newer one lists (webpki takes the first CRL that covers a certificate). Order is kept
+/// otherwise.
+pub fn newest_only(crls: Vec<Crl>) -> Vec<Crl> {
+    let mut out: Vec<Crl> = Vec::with_capacity(crls.len());
+    for c in crls {
+        match out.iter_mut().find(|k| k.same_list(&c)) {
+            Some(kept) if c.newer_than(kept) => *kept = c,
+            Some(_) => {}
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+impl Crl {
     /// Whether webpki would take this CRL as authoritative for `cert` (same rule as
     /// `CertRevocationList::authoritative`, which is not public).
     pub fn covers(&self, cert: &Parsed, cert_is_ca: bool) -> bool {

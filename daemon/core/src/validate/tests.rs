@@ -20,6 +20,16 @@ struct Ca {
 }
 
 fn ca(token: &SoftToken, cn: &str, parent: Option<&Ca>, constraints: Constraints) -> Ca {
+    ca_with_path_length(token, cn, parent, constraints, None)
+}
+
+fn ca_with_path_length(
+    token: &SoftToken,
+    cn: &str,
+    parent: Option<&Ca>,
+    constraints: Constraints,
+    max_path_length: Option<u8>,
+) -> Ca {
     let key = token.generate(KeySpec::EcP256, cn).unwrap();
     let now = time_util::now();
     let t = CaTemplate {
@@ -34,7 +44,7 @@ fn ca(token: &SoftToken, cn: &str, parent: Option<&Ca>, constraints: Constraints
         not_before: now - Duration::hours(1),
         // Never past the parent (the lint refuses that), also when a second ticks by.
         not_after: parent.map_or(now + Duration::days(365), |p| p.info.not_after),
-        max_path_length: None,
+        max_path_length,
         constraints,
     };
     let alg = key.algorithm_der();
@@ -199,6 +209,32 @@ fn each_failure_has_its_code() {
 
     let o = validate(&request(b"not a certificate", &inter, &anchors, &good));
     assert_eq!(codes(&o), vec![Code::Malformed]);
+}
+
+/// webpki reads only an anchor's name, key and name constraints; its pathLenConstraint binds
+/// the path as well (openssl: "path length constraint exceeded").
+#[test]
+fn the_anchors_path_length_binds_the_path() {
+    let token = SoftToken::new();
+    let root = ca_with_path_length(&token, "Len0 Root", None, Constraints::default(), Some(0));
+    let int = ca(&token, "Len0 Int", Some(&root), Constraints::default());
+    let deep = leaf(&token, &int, "a.svc.internal", true, false);
+    let inter = vec![int.der.clone()];
+    let anchors = vec![anchor(&root, "ta_len0")];
+    let names = vec![PeerName::dns("a.svc.internal").unwrap()];
+    let o = validate(&request(&deep, &inter, &anchors, &names));
+    assert!(!o.valid, "{o:?}");
+    assert_eq!(codes(&o), vec![Code::PathLengthExceeded], "{o:?}");
+    assert!(o.errors[0].message.contains("allows 0"), "{o:?}");
+    // pathLen 1 allows the one intermediate.
+    let root = ca_with_path_length(&token, "Len1 Root", None, Constraints::default(), Some(1));
+    let int = ca(&token, "Len1 Int", Some(&root), Constraints::default());
+    let allowed = leaf(&token, &int, "b.svc.internal", true, false);
+    let inter = vec![int.der.clone()];
+    let anchors = vec![anchor(&root, "ta_len1")];
+    let names = vec![PeerName::dns("b.svc.internal").unwrap()];
+    let o = validate(&request(&allowed, &inter, &anchors, &names));
+    assert!(o.valid, "{o:?}");
 }
 
 #[test]
