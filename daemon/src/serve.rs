@@ -526,6 +526,9 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     if outcome.is_ok() {
         notifier.stopping("stopping: waiting for the scheduler");
     }
+    // ACME orders in flight give up before their challenge answers go (they run again at the
+    // next start), rather than fail on the CA's "connection refused".
+    app.acme.stop();
     background.stop().await;
     for t in challenge_tasks {
         t.abort();

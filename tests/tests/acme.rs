@@ -653,6 +653,20 @@ fn bad_nonce_answers_are_retried() {
     assert!(p.log().contains("reject 20% of good nonces"), "{}", p.log());
 }
 
+/// A managed certificate whose first order is still in flight 400 ms after it was asked for
+/// (pebble's validations sleep): `(id, name)`.
+fn order_in_flight(d: &Daemon, account: &str, prefix: &str) -> (String, String) {
+    for i in 0..8 {
+        let n = format!("{prefix}{i}.example.test");
+        let mc = issue(d, account, &[n.as_str()], "http-01");
+        std::thread::sleep(Duration::from_millis(400));
+        if d.get(&format!("/v1/pki/acme/certificates/{mc}")).json()["status"] == "pending" {
+            return (mc, n);
+        }
+    }
+    panic!("no order still in flight after 400 ms");
+}
+
 #[test]
 fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
     let (http, tls) = (free_port(), free_port());
@@ -663,17 +677,7 @@ fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
     let p = Pebble::start(&o);
     let mut d = daemon(http, tls, "");
     let account = register(&d, &p, "pebble");
-    let mut id = None;
-    for i in 0..8 {
-        let n = format!("crash{i}.example.test");
-        let mc = issue(&d, &account, &[n.as_str()], "http-01");
-        std::thread::sleep(Duration::from_millis(400));
-        if d.get(&format!("/v1/pki/acme/certificates/{mc}")).json()["status"] == "pending" {
-            id = Some((mc, n));
-            break;
-        }
-    }
-    let (id, name) = id.expect("an order still in flight after 400 ms");
+    let (id, name) = order_in_flight(&d, &account, "crash");
     d.kill();
     let dir = d.into_dir();
     let d = Daemon::start_in(dir);
@@ -699,6 +703,102 @@ fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
         let v = settled(&d, mc["id"].as_str().unwrap(), 120);
         assert_ne!(v["status"], "pending", "{v}");
     }
+}
+
+/// A clean stop (SIGTERM: `systemctl restart`, an upgrade) is no failure: the order in flight
+/// gives up before the challenge listeners close, stays in flight, and runs again at the next
+/// start without counting as an interrupted attempt. Before, the CA's validation met a closed
+/// listener and the certificate ended `failed` for good.
+#[test]
+fn a_daemon_stopped_mid_order_runs_the_order_again_after_restart() {
+    let (http, tls) = (free_port(), free_port());
+    let mut o = PebbleOptions::new(http, tls);
+    o.va_sleep_secs = Some(6);
+    let p = Pebble::start(&o);
+    let mut d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble");
+    let (id, _) = order_in_flight(&d, &account, "stop");
+    let status = d.terminate().expect("the daemon stops");
+    assert!(status.success(), "{status:?}");
+    let first = d.log_text();
+    assert!(
+        first
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("interrupted by the daemon's stop")),
+        "{first}"
+    );
+    assert!(
+        !first
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("ACME order failed")),
+        "{first}"
+    );
+    let d = Daemon::start_in(d.into_dir());
+    let v = settled(&d, &id, 120);
+    assert_ne!(v["status"], "pending", "{v}");
+    // The restarted daemon ran it as the same first attempt (a stop is no crash).
+    let log = d.log_text();
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("ACME order starting"))
+        .collect();
+    assert!(
+        !starts.is_empty() && starts.iter().all(|l| l.contains("attempt=1")),
+        "{log}"
+    );
+}
+
+/// A dns-01 order for `name` through `knot`, whose propagation check asks `blind` (the same zone
+/// on another server, which never sees the record): it waits up to `propagation`. Its id.
+fn dns01_order_seen_by_no_resolver(
+    d: &Daemon,
+    account: &str,
+    knot: &Knot,
+    blind: &Knot,
+    propagation: &str,
+    name: &str,
+) -> String {
+    let mut config = knot.rfc2136_config();
+    config["resolvers"] = json!([blind.addr.to_string()]);
+    config["propagation_timeout"] = json!(propagation);
+    let r = d.post(
+        "/v1/pki/acme/dns-providers",
+        &json!({"name": "knot", "type": "rfc2136", "config": config}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let provider = r.json()["id"].as_str().unwrap().to_owned();
+    let r = d.post(
+        "/v1/pki/acme/issue",
+        &json!({"account_id": account, "domains": [name], "challenge_type": "dns-01",
+                "dns_provider_id": provider}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// `order_timeout` cutting an order off while it waits for a dns-01 record to propagate: the
+/// record is withdrawn (a failed first issuance has no next order that would do it).
+#[test]
+fn an_order_timed_out_during_propagation_withdraws_its_dns01_record() {
+    let knot = Knot::start("tmo.test");
+    let blind = Knot::start("tmo.test");
+    let (http, tls) = (free_port(), free_port());
+    let mut opts = PebbleOptions::new(http, tls);
+    opts.dns_server = Some(knot.addr);
+    let p = Pebble::start(&opts);
+    let d = daemon(http, tls, "order_timeout = \"6s\"\n");
+    let account = register(&d, &p, "pebble-tmo");
+    let id = dns01_order_seen_by_no_resolver(&d, &account, &knot, &blind, "60s", "www.tmo.test");
+    let v = settled(&d, &id, 60);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("acme.order_timeout"),
+        "{v}"
+    );
+    wait_cleaned_up("rfc2136", || knot.txt_values().is_empty());
 }
 
 #[test]
@@ -899,6 +999,25 @@ fn bad_input_gets_problems_with_stable_codes() {
         d.get(&format!("/v1/pki/acme/accounts/{account}")).json()["status"],
         "deactivated"
     );
+    // Its certificates stop renewing (every renewal would fail), and say why.
+    let mc = d.get(&format!("/v1/pki/acme/certificates/{id}")).json();
+    assert_eq!(mc["auto_renew"], false, "{mc}");
+    assert!(mc["renew_at"].is_null(), "{mc}");
+    assert!(
+        mc["last_error"].as_str().unwrap().contains("was deleted"),
+        "{mc}"
+    );
+    assert_eq!(mc["status"], "valid", "{mc}");
+    let audit = d.get("/v1/audit?limit=1000").json();
+    assert!(
+        audit["items"].as_array().unwrap().iter().any(|r| {
+            r["action"] == "acme.account.deactivate"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("renewals stopped: 1"))
+        }),
+        "{audit}"
+    );
     issue(
         json!({"account_id": account, "domains": ["a.example.test"], "challenge_type": "http-01"}),
     )
@@ -970,22 +1089,7 @@ fn a_dns01_record_left_by_a_killed_daemon_is_withdrawn_by_the_next_order() {
     let p = Pebble::start(&opts);
     let mut d = daemon(http, tls, "");
     let account = register(&d, &p, "pebble-kill");
-    let mut config = knot.rfc2136_config();
-    config["resolvers"] = json!([blind.addr.to_string()]);
-    config["propagation_timeout"] = json!("30s");
-    let r = d.post(
-        "/v1/pki/acme/dns-providers",
-        &json!({"name": "knot", "type": "rfc2136", "config": config}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let provider = r.json()["id"].as_str().unwrap().to_owned();
-    let r = d.post(
-        "/v1/pki/acme/issue",
-        &json!({"account_id": account, "domains": ["www.kill.test"], "challenge_type": "dns-01",
-                "dns_provider_id": provider}),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let id = dns01_order_seen_by_no_resolver(&d, &account, &knot, &blind, "30s", "www.kill.test");
     let deadline = Instant::now() + Duration::from_secs(30);
     let first = loop {
         if let Some(v) = knot.txt_values().into_iter().next() {

@@ -346,11 +346,15 @@ pub async fn deactivate(app: &App, caller: &Caller, id: &str) -> Result<(), ApiE
     }
     let account = open(app, &row).await.map_err(|e| api_error(&e))?;
     nonce_retry!(account.clone().deactivate()).map_err(|e| api_error(&e))?;
-    let rec = caller.record("acme.account.deactivate", Some(id), "success");
+    let mut rec = caller.record("acme.account.deactivate", Some(id), "success");
     let (t, i) = (caller.tenant_id.clone(), id.to_owned());
     app.db(move |s| {
         s.write(|tx| {
-            tx.deactivate_acme_account(&t, &i, &time_util::rfc3339(time_util::now()))?;
+            let stopped =
+                tx.deactivate_acme_account(&t, &i, &time_util::rfc3339(time_util::now()))?;
+            if stopped > 0 {
+                rec.detail = Some(format!("renewals stopped: {stopped} managed certificates"));
+            }
             tx.append_audit(&rec)
         })
         .map_err(ApiError::from)

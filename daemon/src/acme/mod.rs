@@ -39,9 +39,39 @@ pub struct Runtime {
     pub challenges: Arc<challenge::Responses>,
     /// Managed certificates whose order runs in this process.
     running: Mutex<HashSet<String>>,
+    /// Set when the daemon stops (see [`Runtime::stop`]).
+    stopping: std::sync::atomic::AtomicBool,
+    stop_notify: tokio::sync::Notify,
 }
 
 impl Runtime {
+    /// The daemon stops: orders in flight give up where they are, before the challenge
+    /// listeners close, and stay in flight in the database (the next start runs them again
+    /// from a new order) instead of failing on the CA's "connection refused"; no order starts.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_notify.notify_waiters();
+    }
+
+    /// Whether [`Runtime::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Runtime::stop`] has been called.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.stop_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_stopping() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Marks `id` running; false when it already runs.
     pub fn claim(&self, id: &str) -> bool {
         match self.running.lock() {

@@ -75,7 +75,7 @@ async fn load_dns(app: &App, tenant_id: &str, provider_id: &str) -> Result<Dns, 
 /// killed, or the provider failed then): each is removed at its provider, then forgotten. One that
 /// still cannot be removed stays noted for the next order; one whose provider is gone is
 /// forgotten with a warning.
-async fn withdraw_leftovers(app: &App, mc: &ManagedCertRow) {
+pub(super) async fn withdraw_leftovers(app: &App, mc: &ManagedCertRow) {
     let id = mc.id.clone();
     let Ok(rows) = app
         .db(move |s| Ok(s.read(|tx| tx.dns_records_of(&id))?))

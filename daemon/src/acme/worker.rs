@@ -33,7 +33,7 @@ pub fn spawn(app: &App, mc_id: &str) {
         tracing::debug!(mc = %mc_id, "ACME order left to the leader");
         return;
     }
-    if !app.acme.claim(mc_id) {
+    if app.acme.is_stopping() || !app.acme.claim(mc_id) {
         return;
     }
     let app = app.clone();
@@ -104,17 +104,30 @@ async fn run(app: &App, id: &str) -> Result<(), ApiError> {
     tracing::info!(mc = %mc.id, kind = %kind, attempt = mc.order_attempts, "ACME order starting");
     let budget = app.config.acme.order_timeout();
     let retry_after: Arc<std::sync::Mutex<Option<std::time::SystemTime>>> = Arc::default();
-    let outcome = super::client::RETRY_AFTER
-        .scope(
-            retry_after.clone(),
-            tokio::time::timeout(budget, order::run(app, &mc, budget)),
-        )
-        .await;
+    let order = super::client::RETRY_AFTER.scope(
+        retry_after.clone(),
+        tokio::time::timeout(budget, order::run(app, &mc, budget)),
+    );
+    let outcome = tokio::select! {
+        o = order => o,
+        () = app.acme.stopped() => {
+            // The daemon stops: the order stays in flight in the database and starts again
+            // from a new order at the next start (dns-01 records it noted are withdrawn then).
+            tracing::info!(mc = %mc.id, kind = %kind, "ACME order interrupted by the daemon's stop; it runs again at the next start");
+            // A stop is no crash: it does not count against MAX_ATTEMPTS.
+            let mut mc = mc;
+            mc.order_attempts -= 1;
+            return save(app, mc, None).await;
+        }
+    };
     let ra = retry_after.lock().ok().and_then(|s| *s);
     match outcome {
         Ok(Ok(issued)) => store(app, mc, &kind, issued).await,
         Ok(Err(msg)) => fail(app, mc, &kind, msg, ra).await,
         Err(_) => {
+            // Cut off where it was, possibly waiting for a dns-01 record to propagate: what it
+            // published is withdrawn now (a failed first issuance has no next order to do it).
+            order::withdraw_leftovers(app, &mc).await;
             let msg = format!(
                 "the order did not complete within {} s (acme.order_timeout)",
                 budget.as_secs()

@@ -336,11 +336,14 @@ impl Tx<'_> {
         )
     }
 
-    /// Marks the tenant's account `id` deactivated.
+    /// Marks the tenant's account `id` deactivated, and stops the renewals of its managed
+    /// certificates (a deactivated account cannot order: each renewal would fail, again and
+    /// again, until the certificate expired): `auto_renew` off, no `renew_at`, `last_error` says
+    /// why. Returns how many certificates it stopped.
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub fn deactivate_acme_account(&self, tenant_id: &str, id: &str, at: &str) -> Result<()> {
+    pub fn deactivate_acme_account(&self, tenant_id: &str, id: &str, at: &str) -> Result<usize> {
         let n = self
             .tx
             .prepare_cached(
@@ -351,7 +354,15 @@ impl Tx<'_> {
         if n == 0 {
             return Err(Error::NotFound);
         }
-        Ok(())
+        let note = format!("renewals stopped: ACME account {id} was deleted (deactivated)");
+        let stopped = self
+            .tx
+            .prepare_cached(
+                "UPDATE acme_certificates SET auto_renew = 0, renew_at = NULL, last_error = ?3, \
+                 updated_at = ?4 WHERE tenant_id = ?1 AND account_id = ?2 AND auto_renew = 1",
+            )?
+            .execute(params![tenant_id, id, note, at])?;
+        Ok(stopped)
     }
 
     // ---- DNS providers ---------------------------------------------------------------------
