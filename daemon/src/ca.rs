@@ -729,6 +729,9 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
                             "key_not_found",
                             format!("no key labelled {label:?} on the token"),
                         ),
+                        e @ scaivault_hsm::Error::PublicKeyMissing { .. } => {
+                            ApiError::bad_request("key_not_found", e.to_string())
+                        }
                         other => ApiError::from(other),
                     })
                 })

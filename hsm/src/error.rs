@@ -22,6 +22,17 @@ pub enum Error {
         /// The label looked for.
         label: String,
     },
+    /// A private key with that label, but no public key object beside it (the public key is
+    /// read from that object: an imported key needs both).
+    #[error(
+        "the token has a private key labelled {label:?} but no public key object with that \
+         label; import the public key too (pkcs11-tool --write-object KEY.der --type pubkey \
+         --label {label:?})"
+    )]
+    PublicKeyMissing {
+        /// The label looked for.
+        label: String,
+    },
     /// A key with that label exists already.
     #[error("a key labelled {0:?} exists already on the token")]
     DuplicateLabel(String),

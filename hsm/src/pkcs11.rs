@@ -1469,18 +1469,19 @@ impl Token for Pkcs11Token {
     }
 
     fn find(&self, label: &str) -> Result<Arc<dyn Signer>> {
-        let (spec, spki, handle, generation) = self.shared.with_session("find", |session| {
-            let _store = self.shared.reading();
-            let generation = self.shared.generation.load(Ordering::SeqCst);
-            let private = Shared::find_private(session, label)?;
-            let public =
-                Shared::find_one(session, ObjectClass::PUBLIC_KEY, label)?.ok_or_else(|| {
-                    Error::Encoding(format!("no public key object labelled {label:?}"))
-                })?;
-            let spec = key_spec(session, private, public)?;
-            let spki = public_key_spki(session, spec, public)?;
-            Ok((spec, spki, private, generation))
-        })?;
+        let (spec, spki, handle, generation) =
+            self.shared.with_session("find", |session| {
+                let _store = self.shared.reading();
+                let generation = self.shared.generation.load(Ordering::SeqCst);
+                let private = Shared::find_private(session, label)?;
+                let public = Shared::find_one(session, ObjectClass::PUBLIC_KEY, label)?
+                    .ok_or_else(|| Error::PublicKeyMissing {
+                        label: label.to_owned(),
+                    })?;
+                let spec = key_spec(session, private, public)?;
+                let spki = public_key_spki(session, spec, public)?;
+                Ok((spec, spki, private, generation))
+            })?;
         Ok(self.signer(spec, label, spki, handle, generation))
     }
 

@@ -527,6 +527,28 @@ fn import_a_ca_whose_key_is_already_on_the_token() {
 
     d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "no-such-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
         .problem(400, "key_not_found");
+    // A private key without its public key object: the same refusal, saying what is missing
+    // (it was a 500).
+    tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "half-key",
+        "--id",
+        "c0ffef",
+        "--usage-sign",
+    ]);
+    tool(&["--delete-object", "--type", "pubkey", "--label", "half-key"]);
+    let p = d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "half-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
+        .problem(400, "key_not_found");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no public key object"),
+        "{p}"
+    );
     d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "ceremony-key", "certificate_pem": root_pem, "chain_pem": root_pem}))
         .problem(400, "certificate_key_mismatch");
     d.post(
