@@ -475,7 +475,7 @@ impl App {
         self.db(move |s| {
             s.write(|tx| tx.append_audit(&rec)).map_err(|e| {
                 tracing::error!(error = %e, action = %action, "audit write failed");
-                ApiError::audit_unavailable()
+                ApiError::audit_unavailable().with_cause(&e)
             })
         })
         .await

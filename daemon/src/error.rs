@@ -19,6 +19,9 @@ pub struct ApiError {
     /// The failure is in the audit trail already (an issuance that reserved a serial settles
     /// its `started` record itself): [`crate::app::App::finish`] adds no second record.
     pub audited: bool,
+    /// For a 5xx, what went wrong (never shown to the client): logged where it happens, and
+    /// again with the request id when the problem document is written.
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -30,7 +33,15 @@ impl ApiError {
             detail: detail.into(),
             retry_after: None,
             audited: false,
+            cause: None,
         }
+    }
+
+    /// `self` with `cause` (see [`ApiError::cause`]).
+    #[must_use]
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 
     /// `429 rate_limited`: the `what` bucket is empty for `wait`.
@@ -88,7 +99,7 @@ impl ApiError {
             S::NotFound | S::Conflict(_) | S::Changed(_) => e.into(),
             S::Unavailable(cause) | S::Corrupt(cause) | S::Sql(cause) => {
                 tracing::error!(%cause, "a change and its audit record could not be written");
-                Self::audit_unavailable()
+                Self::audit_unavailable().with_cause(cause)
             }
         }
     }
@@ -110,6 +121,7 @@ impl ApiError {
             "internal_error",
             "internal error; see the server log",
         )
+        .with_cause(cause)
     }
 
     /// Whether this error is on our side (5xx).
@@ -138,6 +150,7 @@ impl From<scaivault_core::Error> for ApiError {
                     e.code(),
                     "the HSM is unavailable",
                 )
+                .with_cause(&e)
             }
             ErrorKind::Internal => {
                 tracing::error!(cause = %e, code = e.code(), "internal error");
@@ -146,6 +159,7 @@ impl From<scaivault_core::Error> for ApiError {
                     e.code(),
                     "internal error; see the server log",
                 )
+                .with_cause(&e)
             }
         }
     }
@@ -170,6 +184,7 @@ impl From<scaivault_store::Error> for ApiError {
                     "database_unavailable",
                     "the database is unavailable",
                 )
+                .with_cause(cause)
             }
             S::Corrupt(cause) | S::Sql(cause) => ApiError::internal(cause),
             S::Changed(what) => ApiError::conflict(

@@ -234,7 +234,15 @@ fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
     let db = d.data().join("scaivault.db");
     sqlite(&db, NO_AUDIT);
     let r = d.post("/v1/pki/ca", &json!({"name": "blocked", "common_name": "Blocked", "ca_type": "root", "validity_days": 30}));
-    r.problem(503, "audit_unavailable");
+    let p = r.problem(503, "audit_unavailable");
+    // The cause is in the log under the answer's request id (API.md, Errors).
+    let id = p["request_id"].as_str().unwrap().to_owned();
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request failed") && l.contains(&id) && l.contains("cause=")),
+        "{log}"
+    );
     sqlite(&db, "DROP TRIGGER no_audit");
     assert_eq!(
         d.get("/v1/pki/ca").json()["items"]

@@ -40,6 +40,16 @@ pub(crate) fn problem_json(e: &ApiError, request_id: &str, instance: &str) -> St
 
 fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
     let request_id = req.local_cache(RequestId::new).0.clone();
+    if e.is_server_error() {
+        // The cause was logged where it happened, without the request: here the two meet.
+        tracing::warn!(
+            request_id = %request_id,
+            status = e.status.code,
+            code = e.code,
+            cause = e.cause.as_deref().unwrap_or("(logged above)"),
+            "request failed"
+        );
+    }
     let body = problem_json(e, &request_id, req.uri().path().as_str());
     let mut r = Response::build();
     r.status(e.status)
@@ -60,13 +70,6 @@ fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
 
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        if self.is_server_error() {
-            tracing::warn!(
-                status = self.status.code,
-                code = self.code,
-                "request failed"
-            );
-        }
         Ok(render(req, &self))
     }
 }

@@ -298,13 +298,6 @@ impl Reply {
     /// The RFC 9457 problem document for `e` (as on the API listener); its body is rendered by
     /// [`Reply::named`].
     fn problem(e: &ApiError, path: &str) -> Self {
-        if e.is_server_error() {
-            tracing::warn!(
-                status = e.status.code,
-                code = e.code,
-                "relying-party request failed"
-            );
-        }
         let mut headers = vec![("Content-Type", "application/problem+json".to_owned())];
         if let Some(secs) = e.retry_after {
             headers.push(("Retry-After", secs.to_string()));
@@ -322,6 +315,15 @@ impl Reply {
         let id = client_id.map_or_else(|| super::guards::RequestId::new().0, str::to_owned);
         if let Body::Problem(p) = &self.body {
             let (e, path) = &**p;
+            if e.is_server_error() {
+                tracing::warn!(
+                    request_id = %id,
+                    status = e.status.code,
+                    code = e.code,
+                    cause = e.cause.as_deref().unwrap_or(""),
+                    "relying-party request failed"
+                );
+            }
             self.body = Body::Owned(problem_json(e, &id, path).into_bytes());
         }
         self.headers.push(("X-Request-Id", id));
