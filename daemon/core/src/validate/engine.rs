@@ -106,12 +106,12 @@ pub fn validate(req: &Request<'_>) -> Outcome {
             }),
         _ => None,
     };
-    let verify = |revocation, ctx: &PathContext<'_, '_>| {
+    let verify = |revocation, ctx: &PathContext<'_, '_>, inter_der: &[CertificateDer<'_>]| {
         let hook = |p: &VerifiedPath<'_>| ctx.check_path(p);
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &trust,
-            &inter_der,
+            inter_der,
             unix_time(req.time),
             req.purpose,
             revocation,
@@ -139,7 +139,7 @@ pub fn validate(req: &Request<'_>) -> Outcome {
             (chain, anchor)
         })
     };
-    match verify(revocation, &ctx) {
+    match verify(revocation, &ctx, &inter_der) {
         Ok((chain, anchor)) => Outcome {
             valid: errors.is_empty() && anchor.is_some(),
             chain,
@@ -147,6 +147,23 @@ pub fn validate(req: &Request<'_>) -> Outcome {
             errors,
         },
         Err(e) => {
+            // webpki ranks a bad signature above every other reason: with two candidates of one
+            // name (a re-keyed CA beside the old one), the real path's failure (a name
+            // constraint, a path length) is lost to the other candidate's signature. Searched
+            // again without each same-named candidate in turn, the first search that fails for
+            // another reason explains the failure instead.
+            let (e, ctx) = match retry_without_rivals(&e, &inter_der, &inter_parsed, |subset| {
+                let again = PathContext {
+                    rejected: RefCell::new(Vec::new()),
+                    ..ctx
+                };
+                verify(revocation, &again, subset)
+                    .err()
+                    .map(|e2| (e2, again))
+            }) {
+                Some((e2, again)) => (e2, again),
+                None => (e, ctx),
+            };
             let rejected = ctx.rejected.into_inner();
             let linked = link_by_name(&leaf, &inter_parsed, &anchors);
             for f in rejected {
@@ -162,7 +179,7 @@ pub fn validate(req: &Request<'_>) -> Outcome {
                     revocation: false,
                     ..ctx
                 };
-                if let Ok((chain, anchor)) = verify(None, &again) {
+                if let Ok((chain, anchor)) = verify(None, &again, &inter_der) {
                     return Outcome {
                         valid: false,
                         chain,
@@ -175,6 +192,61 @@ pub fn validate(req: &Request<'_>) -> Outcome {
         }
     }
 }
+
+/// Whether `e` is webpki's "a signature does not verify".
+fn is_bad_signature(e: &webpki::Error) -> bool {
+    matches!(
+        e,
+        webpki::Error::InvalidSignatureForPublicKey | webpki::Error::SignatureAlgorithmMismatch
+    )
+}
+
+/// For a search that failed on a bad signature with several candidates of one subject name:
+/// `search` run on the candidates without each of those in turn (at most
+/// [`MAX_RIVAL_RETRIES`] searches); the first result that fails for another reason.
+fn retry_without_rivals<'d, T>(
+    e: &webpki::Error,
+    inter_der: &[CertificateDer<'d>],
+    inter_parsed: &HashMap<&[u8], Parsed>,
+    mut search: impl FnMut(&[CertificateDer<'d>]) -> Option<(webpki::Error, T)>,
+) -> Option<(webpki::Error, T)> {
+    if !is_bad_signature(e) {
+        return None;
+    }
+    let subject = |d: &CertificateDer<'_>| {
+        inter_parsed
+            .get(d.as_ref())
+            .map(|p| p.subject_der.as_slice())
+    };
+    let rivals: Vec<usize> = (0..inter_der.len())
+        .filter(|&i| {
+            let s = subject(&inter_der[i]);
+            s.is_some()
+                && inter_der
+                    .iter()
+                    .enumerate()
+                    .any(|(j, d)| j != i && subject(d) == s)
+        })
+        .take(MAX_RIVAL_RETRIES)
+        .collect();
+    for i in rivals {
+        let subset: Vec<CertificateDer<'d>> = inter_der
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, d)| d.clone())
+            .collect();
+        if let Some((e2, t)) = search(&subset) {
+            if !is_bad_signature(&e2) {
+                return Some((e2, t));
+            }
+        }
+    }
+    None
+}
+
+/// At most this many searches again after a bad signature (see [`retry_without_rivals`]).
+const MAX_RIVAL_RETRIES: usize = 4;
 
 /// Input limits, checked before any parsing.
 fn oversized(req: &Request<'_>) -> Option<Failure> {

@@ -267,6 +267,25 @@ fn name_constraints_of_an_intermediate_bind_the_leaf() {
     assert!(validate(&request(&inside, &inter, &anchors, &[])).valid);
     let o = validate(&request(&outside, &inter, &anchors, &[]));
     assert_eq!(codes(&o), vec![Code::NameConstraintViolation], "{o:?}");
+    // A re-keyed intermediate of the same name beside it (in either order): webpki's bad
+    // signature on that candidate does not hide the real path's reason.
+    let rekeyed = ca(
+        &SoftToken::new(),
+        "NC Intermediate",
+        Some(&root),
+        Constraints {
+            permitted_dns_domains: vec!["vendor.example".into()],
+            ..Default::default()
+        },
+    );
+    for both in [
+        vec![int.der.clone(), rekeyed.der.clone()],
+        vec![rekeyed.der.clone(), int.der.clone()],
+    ] {
+        let o = validate(&request(&outside, &both, &anchors, &[]));
+        assert_eq!(codes(&o), vec![Code::NameConstraintViolation], "{o:?}");
+        assert!(validate(&request(&inside, &both, &anchors, &[])).valid);
+    }
 }
 
 struct Fixed(Option<Status>, Vec<u8>);
