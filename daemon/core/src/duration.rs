@@ -13,9 +13,14 @@ pub fn parse_seconds(s: &str) -> Result<u64> {
             format!("{s:?} is not a duration like 168h, 30m or 90d"),
         )
     };
+    // Surrounding whitespace is ignored (stored settings were accepted with it).
     let input = s.trim();
     if input.is_empty() {
         return Err(bad());
+    }
+    if input.bytes().all(|b| b.is_ascii_digit()) {
+        // A bare number is seconds, as Vault accepts.
+        return input.parse().map_err(|_| bad());
     }
     let mut total: u64 = 0;
     let mut digits = String::new();
@@ -39,9 +44,8 @@ pub fn parse_seconds(s: &str) -> Result<u64> {
             .ok_or_else(bad)?;
     }
     if !digits.is_empty() {
-        // A bare number is seconds, as Vault accepts.
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total = total.checked_add(n).ok_or_else(bad)?;
+        // Digits without a unit after groups with units (`1h0`).
+        return Err(bad());
     }
     Ok(total)
 }
@@ -68,7 +72,18 @@ mod tests {
         assert_eq!(parse_seconds("90d").unwrap(), 90 * 86_400);
         assert_eq!(parse_seconds("1h30m").unwrap(), 5400);
         assert_eq!(parse_seconds("45").unwrap(), 45);
-        for bad in ["", "h", "1y", "-1h", "1.5h", "99999999999999999999h"] {
+        assert_eq!(parse_seconds(" 1h\n").unwrap(), 3600);
+        for bad in [
+            "",
+            "h",
+            "1y",
+            "-1h",
+            "1.5h",
+            "99999999999999999999h",
+            "1h0",
+            "1 h",
+            "99999999999999999999",
+        ] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
         assert_eq!(format_seconds(720 * 3600), "720h");

@@ -19,8 +19,9 @@
 //!   either form matches names any depth below `x.y` ([`matches_domain`]).
 //! - IPs need `allow_ip_sans` and, when `allowed_ip_ranges` is set, a range holding them. IPv4 and
 //!   IPv6 are separate families: an IPv4-mapped IPv6 address is not inside an IPv4 range.
-//! - URIs (`scheme://authority…`, ASCII, no whitespace) must match a glob of `allowed_uri_sans`,
-//!   where `*` does not cross `/` ([`glob_match`]).
+//! - URIs (`scheme://host…`, ASCII, no whitespace, no user information, backslash or `.`/`..`
+//!   path segment, no empty host label) must match a glob of `allowed_uri_sans`, where `*`
+//!   does not cross `/`, `?`, `#`, `@`, `\` or `%` ([`glob_match`]).
 //! - At most [`MAX_NAMES`] names per request, checked before any name is looked at.
 //!
 //! Non-goals: the subject DN beyond the CN ([`crate::name`]), validity and key checks, and public
@@ -149,15 +150,25 @@ impl RolePolicy {
         match self.check_dns_name(cn) {
             Ok(name) => Ok(CommonName::Dns(name)),
             Err(e) => {
-                let free_form = cn.chars().any(char::is_whitespace) || !cn.contains(['.', '*']);
-                if !self.allow_any_name || !free_form || cn.parse::<IpAddr>().is_ok() {
+                // Free text (`Billing Service`) has an inner ASCII space or neither a dot nor a
+                // `*`: the lint before signing reads anything else as a host name.
+                let free_form = cn.contains(' ') || !cn.contains(['.', '*']);
+                if !self.allow_any_name || !free_form || reads_as_ip(cn) {
                     return Err(e);
                 }
+                let bad = |why: &str| {
+                    Error::invalid("invalid_dns_name", format!("common name {cn:?} {why}"))
+                };
                 if cn.chars().any(char::is_control) {
-                    return Err(Error::invalid(
-                        "invalid_dns_name",
-                        format!("common name {cn:?} contains control characters"),
-                    ));
+                    return Err(bad("contains control characters"));
+                }
+                // Padding would carry an IP address or a wildcard past the rules for them
+                // (`"10.0.0.1 "`), and other spaces would read as host names to some clients.
+                if cn.trim() != cn {
+                    return Err(bad("has leading or trailing whitespace"));
+                }
+                if cn.chars().any(|c| c.is_whitespace() && c != ' ') {
+                    return Err(bad("contains whitespace other than the ASCII space"));
                 }
                 Ok(CommonName::FreeForm(cn.to_owned()))
             }
@@ -288,7 +299,8 @@ pub fn matches_domain(pattern: &str, name: &str, allow_subdomains: bool) -> bool
 }
 
 /// Whether `value` matches the glob `pattern`, where `*` matches any run of characters (possibly
-/// empty) except `/`, and every other character matches itself, case-sensitively. So
+/// empty) except `/` and the other delimiters of [`star_may_match`], and every other character
+/// matches itself, case-sensitively. So
 /// `spiffe://cluster.local/ns/*/sa/*` matches `spiffe://cluster.local/ns/prod/sa/billing` but not
 /// `spiffe://cluster.local/ns/a/b/sa/x`.
 pub fn glob_match(pattern: &str, value: &str) -> bool {
@@ -303,35 +315,36 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
     }
 }
 
-/// Glob match inside one `/`-free segment: linear-time with one backtracking point (the last
-/// `*`), which is enough when `*` is the only metacharacter.
+/// Characters a `*` never matches: those that would move the rest of the match into another
+/// part of the URI — `?` (query), `#` (fragment), `@` (the end of user information), `\` (which
+/// WHATWG URL parsers read as `/`) — and `%`, since a percent-encoded `/` or `?` decodes to one.
+/// So `https://*.example.com/*` does not match `https://evil.com#.example.com/a`.
+fn star_may_match(b: u8) -> bool {
+    !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\' | b'%')
+}
+
+/// Glob match inside one `/`-free segment, `*` matching any run (possibly empty) of characters
+/// [`star_may_match`] allows: `dp[j]` says whether the pattern so far matches `value[..j]`
+/// (time and space linear in the value per pattern character).
 fn segment_match(pattern: &[u8], value: &[u8]) -> bool {
-    let (mut p, mut v) = (0usize, 0usize);
-    // After the last `*` seen: the pattern position behind it, and where its match ends.
-    let mut star: Option<(usize, usize)> = None;
-    while v < value.len() {
-        match (pattern.get(p), value.get(v)) {
-            (Some(b'*'), _) => {
-                star = Some((p + 1, v));
-                p += 1;
+    let mut dp = vec![false; value.len() + 1];
+    dp[0] = true;
+    let mut next = vec![false; value.len() + 1];
+    for &pc in pattern {
+        if pc == b'*' {
+            next[0] = dp[0];
+            for j in 1..=value.len() {
+                next[j] = dp[j] || (star_may_match(value[j - 1]) && next[j - 1]);
             }
-            (Some(a), Some(b)) if a == b => {
-                p += 1;
-                v += 1;
+        } else {
+            next[0] = false;
+            for j in 1..=value.len() {
+                next[j] = dp[j - 1] && value[j - 1] == pc;
             }
-            _ => match star {
-                Some((after_star, end)) => {
-                    star = Some((after_star, end + 1));
-                    p = after_star;
-                    v = end + 1;
-                }
-                None => return false,
-            },
         }
+        std::mem::swap(&mut dp, &mut next);
     }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|b| *b == b'*'))
+    dp[value.len()]
 }
 
 /// Checks that a role's `allowed_domains` entry can match something: a DNS name (as a requested
@@ -449,6 +462,19 @@ fn check_label(label: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Whether a free-text common name would read as an IP address to some client: an address in
+/// brackets or with a zone (`[::1]`, `fe80::1%eth0`), or the numeric forms `inet_aton` takes
+/// (`2130706433`, `0x7f000001`, `127.1`).
+fn reads_as_ip(cn: &str) -> bool {
+    let unbracketed = cn
+        .strip_prefix('[')
+        .and_then(|c| c.strip_suffix(']'))
+        .unwrap_or(cn);
+    let unzoned = unbracketed.split('%').next().unwrap_or(unbracketed);
+    unzoned.parse::<IpAddr>().is_ok()
+        || (!cn.is_empty() && cn.split('.').count() <= 4 && cn.split('.').all(is_numeric_label))
+}
+
 /// All digits, or `0x` and hex digits: what URL parsers read as part of an IPv4 address.
 fn is_numeric_label(label: &str) -> bool {
     let all = |s: &str, f: fn(&u8) -> bool| s.as_bytes().iter().all(f);
@@ -483,8 +509,36 @@ fn check_uri_syntax(raw: &str) -> Result<()> {
     if !scheme_ok {
         return Err(bad(&format!("has an invalid scheme {scheme:?}")));
     }
-    if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
         return Err(bad("has an empty authority"));
+    }
+    if raw.contains('\\') {
+        return Err(bad(
+            "contains a backslash, which URL parsers read as '/' (RFC 3986 has none)",
+        ));
+    }
+    if authority.contains('@') {
+        return Err(bad(
+            "carries user information (user@host): a certificate names the host alone",
+        ));
+    }
+    let host = authority.strip_prefix('[').map_or_else(
+        || authority.split(':').next().unwrap_or_default(),
+        |v6| v6.split(']').next().unwrap_or_default(),
+    );
+    if !authority.starts_with('[') && (host.is_empty() || host.split('.').any(str::is_empty)) {
+        return Err(bad("has an empty label in its host"));
+    }
+    let path = rest[authority.len()..]
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(bad(
+            "has a '.' or '..' path segment (RFC 3986 §6.2.2.3: not normalized; it would name \
+             another path)",
+        ));
     }
     Ok(())
 }

@@ -253,6 +253,30 @@ fn glob_match_table() {
         ("spiffe://a/*", "spiffe://a/", true),
         ("SPIFFE://a/b", "spiffe://a/b", false),
         ("", "", true),
+        // `*` stays in its part of the URI: it never takes a query, fragment, user information,
+        // backslash or percent-encoded character, so the host cannot be moved out of the glob.
+        ("https://*.example.com/*", "https://a.example.com/x", true),
+        (
+            "https://*.example.com/*",
+            "https://evil.com#.example.com/a",
+            false,
+        ),
+        (
+            "https://*.example.com/*",
+            "https://evil.com?.example.com/a",
+            false,
+        ),
+        (
+            "https://*.example.com/*",
+            "https://evil.com\\.example.com/a",
+            false,
+        ),
+        ("spiffe://*.local/x", "spiffe://evil.com@a.local/x", false),
+        (spiffe, "spiffe://cluster.local/ns/x?/sa/y", false),
+        (spiffe, "spiffe://cluster.local/ns/x#/sa/y", false),
+        (spiffe, "spiffe://cluster.local/ns/a%2Fb/sa/x", false),
+        // Literal delimiters in the pattern match themselves.
+        ("https://a/x?*", "https://a/x?q=1", true),
     ];
     let bad: Vec<String> = table
         .iter()
@@ -550,6 +574,27 @@ fn uri_sans() {
         case("bad scheme", uri_role(&["*"]))
             .uris(&["1spiffe://x/y"])
             .err("invalid_uri", "scheme"),
+        case("dot-dot segment", spiffe())
+            .uris(&["spiffe://cluster.local/ns/../sa/admin"])
+            .err("invalid_uri", "'..' path segment"),
+        case("trailing dot-dot segment", spiffe())
+            .uris(&["spiffe://cluster.local/ns/prod/sa/.."])
+            .err("invalid_uri", "'..' path segment"),
+        case("user information", uri_role(&["spiffe://*.local/x"]))
+            .uris(&["spiffe://evil.com@a.local/x"])
+            .err("invalid_uri", "user information"),
+        case("empty host label", uri_role(&["spiffe://*.local/x"]))
+            .uris(&["spiffe://.local/x"])
+            .err("invalid_uri", "empty label"),
+        case("backslash", uri_role(&["https://*.example.com/*"]))
+            .uris(&["https://evil.com\\.example.com/a"])
+            .err("invalid_uri", "backslash"),
+        case("fragment trick", uri_role(&["https://*.example.com/*"]))
+            .uris(&["https://evil.com#.example.com/a"])
+            .err("uri_not_allowed", "evil.com"),
+        case("IPv6 host", uri_role(&["https://[2001:db8::1]:8443/*"]))
+            .uris(&["https://[2001:db8::1]:8443/x"])
+            .ok_uris(&["https://[2001:db8::1]:8443/x"]),
         case("duplicates", spiffe())
             .uris(&[
                 "spiffe://cluster.local/ns/a/sa/b",
@@ -621,6 +666,37 @@ fn common_name_and_any_name() {
             .cn("Billing")
             .ok_cn(Some("billing"))
             .ok_dns(["billing"]),
+        // Padding or odd spaces do not carry an IP address or a wildcard past their rules, and
+        // a host-shaped CN with a non-ASCII space is a bad host name, not free text (it was a
+        // 500 from the lint, which reads it as a host name).
+        case("padded IP as free text", any_name())
+            .cn("10.0.0.1 ")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "trailing whitespace"),
+        case("padded wildcard as free text", any_name())
+            .cn(" *.evil.com")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "leading or trailing"),
+        case("no-break space in a host name", any_name())
+            .cn("svc.example\u{a0}")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "svc.example"),
+        case("em space in free text", any_name())
+            .cn("Billing\u{2003}Service")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "other than the ASCII space"),
+        case("IPv6 with a zone as free text", any_name())
+            .cn("fe80::1%eth0")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "fe80"),
+        case("bracketed IPv6 as free text", any_name())
+            .cn("[::1]")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "::1"),
+        case("inet_aton number as free text", any_name())
+            .cn("2130706433")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "2130706433"),
     ]);
 }
 
