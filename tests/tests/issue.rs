@@ -368,6 +368,16 @@ fn refusals_name_the_rule_and_the_value() {
     issue(json!({"common_name": "bücher.svc.cluster.local"})).problem(400, "invalid_dns_name");
     issue(json!({"alt_names": ["x.svc.cluster.local"]})).problem(400, "cn_required");
     issue(json!({"common_name": "x.svc.cluster.local", "uri_sans": ["spiffe://cluster.local/ns/a/b/sa/x"]})).problem(400, "uri_not_allowed");
+    // The glob's * stays inside its segment: no query, fragment or encoded '/', no dot segments.
+    for (uri, code) in [
+        ("spiffe://cluster.local/ns/x?/sa/y", "uri_not_allowed"),
+        ("spiffe://cluster.local/ns/x#/sa/y", "uri_not_allowed"),
+        ("spiffe://cluster.local/ns/a%2Fb/sa/x", "uri_not_allowed"),
+        ("spiffe://cluster.local/ns/../sa/admin", "invalid_uri"),
+        ("spiffe://admin@cluster.local/ns/a/sa/b", "invalid_uri"),
+    ] {
+        issue(json!({"common_name": "x.svc.cluster.local", "uri_sans": [uri]})).problem(400, code);
+    }
     let ok = issue(
         json!({"common_name": "x.svc.cluster.local", "uri_sans": ["spiffe://cluster.local/ns/prod/sa/billing"], "ip_sans": ["10.1.2.3"]}),
     );
