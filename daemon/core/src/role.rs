@@ -218,6 +218,19 @@ impl RolePolicy {
                 format!("{raw:?} is not an IPv4 or IPv6 address"),
             )
         })?;
+        // Go, Java and others take `::ffff:a.b.c.d` for the IPv4 address: allowed by an IPv6
+        // range, it would reach clients as an IPv4 address no IPv4 range allowed.
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Err(Error::invalid(
+                    "invalid_ip",
+                    format!(
+                        "{raw:?} is an IPv4-mapped IPv6 address, which clients read as {v4}: \
+                         request {v4}"
+                    ),
+                ));
+            }
+        }
         if !self.allowed_ip_ranges.is_empty()
             && !self.allowed_ip_ranges.iter().any(|r| range_contains(r, ip))
         {

@@ -516,9 +516,13 @@ fn ip_sans() {
         case("v6 outside range", ip_role(&["10.0.0.0/8", "fd00::/8"]))
             .ips(&["2001:db8::1"])
             .err("ip_not_allowed", "fd00::/8"),
-        case("v4-mapped v6 not in v4 range", ip_role(&["10.0.0.0/8"]))
+        case("v4-mapped v6 is refused", ip_role(&["10.0.0.0/8"]))
             .ips(&["::ffff:10.0.0.1"])
-            .err("ip_not_allowed", "::ffff:10.0.0.1"),
+            .err("invalid_ip", "IPv4-mapped"),
+        // An IPv6 range does not let it through either: clients read it as 192.168.1.1.
+        case("v4-mapped v6 under ::/0", ip_role(&["10.0.0.0/8", "::/0"]))
+            .ips(&["::ffff:192.168.1.1"])
+            .err("invalid_ip", "request 192.168.1.1"),
         case("/32 range", ip_role(&["192.0.2.7/32"]))
             .ips(&["192.0.2.7", "192.0.2.8"])
             .err("ip_not_allowed", "192.0.2.8"),
