@@ -288,3 +288,43 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     let d = Daemon::start_in(d.into_dir());
     assert_eq!(d.get("/v1/sys/health").status, 200);
 }
+
+/// Health asks for a write, not only a read: while another process holds the database's write
+/// lock every change fails (`503 database_unavailable`), and health says so instead of `ok`.
+#[test]
+fn health_reports_a_database_whose_write_lock_another_process_holds() {
+    if scaivault_tests::pg::enabled() {
+        return; // a SQLite file's lock; PostgreSQL has no such file
+    }
+    let d = Daemon::start();
+    let h = d.call("GET", "/v1/sys/health", None, None);
+    assert_eq!(h.status, 200, "{}", h.text());
+    let db = d.data().join("scaivault.db");
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(30)",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let h = d.call("GET", "/v1/sys/health", None, None);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert_eq!(h.json()["database"], "unavailable", "{}", h.text());
+    let h = d.call("GET", "/v1/sys/health", None, None);
+    assert_eq!(h.status, 200, "{}", h.text());
+}

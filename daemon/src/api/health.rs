@@ -54,7 +54,9 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
     let token_ok = app.token_alive().await;
     let store = app.store.clone();
     let (db_ok, crl) = tokio::task::spawn_blocking(move || {
-        match (store.ping(), store.read(|tx| tx.crl_summary())) {
+        // A write must be possible too: a database that answers reads while another process
+        // holds its write lock fails every change.
+        match (store.ping_write(), store.read(|tx| tx.crl_summary())) {
             (Ok(()), Ok((published, pending_rebuild, earliest_next_update))) => (
                 true,
                 CrlHealth {

@@ -75,10 +75,13 @@ struct DeliveryResponse {
 }
 
 fn delivery_view(d: WebhookDeliveryRow) -> DeliveryResponse {
-    let next = d.next_attempt_ms.and_then(|ms| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    // 0 is "due now, in turn" (a new delivery, perhaps queued behind an earlier one of the same
+    // webhook): it has been due since it was made, not since 1970.
+    let next = d.next_attempt_ms.and_then(|ms| match ms {
+        0 => Some(d.created_at.clone()),
+        ms => time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .ok()
-            .map(scaivault_core::time_util::rfc3339)
+            .map(scaivault_core::time_util::rfc3339),
     });
     DeliveryResponse {
         id: d.id,

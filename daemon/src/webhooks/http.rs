@@ -128,30 +128,119 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(head).await.map_err(io)?;
     s.write_all(body).await.map_err(io)?;
     s.flush().await.map_err(io)?;
-    let mut line = Vec::with_capacity(64);
+    let mut got = Vec::with_capacity(256);
     let mut buf = [0u8; 512];
-    while !line.contains(&b'\n') && line.len() < MAX_STATUS_LINE {
-        let n = s.read(&mut buf).await.map_err(io)?;
-        if n == 0 {
-            break;
+    let mut closed = false;
+    loop {
+        match final_status(&got) {
+            Status::Final(code) => return Ok(code),
+            Status::Bad => return Err("the receiver's answer is not HTTP/1.x".to_owned()),
+            Status::More if closed && got.is_empty() => {
+                return Err("the receiver closed the connection without an answer".to_owned())
+            }
+            Status::More if closed || got.len() >= MAX_ANSWER_HEAD => {
+                return Err("the receiver's answer is not HTTP/1.x".to_owned())
+            }
+            Status::More => {}
         }
-        line.extend_from_slice(buf.get(..n).unwrap_or_default());
+        let n = s.read(&mut buf).await.map_err(io)?;
+        closed = n == 0;
+        got.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
-    let text = String::from_utf8_lossy(&line);
-    let first = text.lines().next().unwrap_or_default();
-    let mut parts = first.split_whitespace();
-    match (
-        parts.next(),
-        parts.next().and_then(|c| c.parse::<u16>().ok()),
-    ) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") && (100..600).contains(&code) => Ok(code),
-        _ => Err("the receiver's answer is not HTTP/1.x".to_owned()),
+}
+
+/// Longest run of interim (`1xx`) responses and the final status line read, in bytes.
+const MAX_ANSWER_HEAD: usize = MAX_STATUS_LINE + 8 * 1024;
+
+/// What the bytes read so far say.
+#[derive(Debug, PartialEq, Eq)]
+enum Status {
+    /// The final answer's status code.
+    Final(u16),
+    /// Not an HTTP/1.x answer.
+    Bad,
+    /// Read more.
+    More,
+}
+
+/// The status of the final answer in `got`: interim `1xx` responses before it (`100 Continue`,
+/// `103 Early Hints`; RFC 9110 §15.2: a client parses them, even unasked) are skipped with their
+/// header fields. `101 Switching Protocols` is final (and no success).
+fn final_status(got: &[u8]) -> Status {
+    let mut rest = got;
+    loop {
+        let Some(eol) = rest.iter().position(|b| *b == b'\n') else {
+            return if rest.len() >= MAX_STATUS_LINE {
+                Status::Bad
+            } else {
+                Status::More
+            };
+        };
+        let line = String::from_utf8_lossy(&rest[..eol]);
+        let mut parts = line.split_whitespace();
+        let code = match (
+            parts.next(),
+            parts.next().and_then(|c| c.parse::<u16>().ok()),
+        ) {
+            (Some(v), Some(code)) if v.starts_with("HTTP/1.") && (100..600).contains(&code) => code,
+            _ => return Status::Bad,
+        };
+        if !(100..200).contains(&code) || code == 101 {
+            return Status::Final(code);
+        }
+        // An interim response: its header block ends with an empty line.
+        let after = &rest[eol + 1..];
+        match header_block_end(after) {
+            Some(n) => rest = &after[n..],
+            None => return Status::More,
+        }
+    }
+}
+
+/// Where the header block at the start of `b` ends (just past its empty line), if it does.
+fn header_block_end(b: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    loop {
+        let eol = b[start..].iter().position(|c| *c == b'\n')? + start;
+        let line = &b[start..eol];
+        if line.is_empty() || line == b"\r" {
+            return Some(eol + 1);
+        }
+        start = eol + 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let cases: &[(&[u8], Status)] = &[
+            (b"HTTP/1.1 200 OK\r\n", Status::Final(200)),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+                Status::Final(200),
+            ),
+            (
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n",
+                Status::Final(204),
+            ),
+            (
+                b"HTTP/1.1 100 Continue\n\nHTTP/1.0 500 Oops\n",
+                Status::Final(500),
+            ),
+            (b"HTTP/1.1 101 Switching Protocols\r\n", Status::Final(101)),
+            (b"HTTP/1.1 100 Continue\r\n", Status::More),
+            (b"HTTP/1.1 100 Continue\r\n\r\n", Status::More),
+            (b"HTTP/1.1 200", Status::More),
+            (b"SSH-2.0-OpenSSH\r\n", Status::Bad),
+            (b"HTTP/1.1 100 Continue\r\n\r\ngarbage\r\n", Status::Bad),
+        ];
+        for (got, want) in cases {
+            assert_eq!(&final_status(got), want, "{}", String::from_utf8_lossy(got));
+        }
+    }
 
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_dot_body() {

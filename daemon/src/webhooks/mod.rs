@@ -104,6 +104,12 @@ pub fn check_url(text: &str) -> Result<(), ApiError> {
     if text.len() > MAX_URL {
         return Err(bad(&format!("must be at most {MAX_URL} bytes")));
     }
+    // The parser would drop or encode these, and the URL shown would not be the one used.
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(
+            "must not contain whitespace or control characters (percent-encode them)",
+        ));
+    }
     let url = url::Url::parse(text).map_err(|e| bad(&format!("does not parse: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must be http or https"));
@@ -121,7 +127,13 @@ pub fn check_url(text: &str) -> Result<(), ApiError> {
     if url.host().is_none() || after.is_empty() || after.starts_with(['/', '\\']) {
         return Err(bad("must name a host (http://host/…)"));
     }
-    if !url.username().is_empty() || url.password().is_some() {
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || after.contains('@') && {
+            let authority = after.split(['/', '?', '#']).next().unwrap_or_default();
+            authority.contains('@')
+        }
+    {
         return Err(bad("must not carry credentials"));
     }
     if url.fragment().is_some() {
@@ -318,6 +330,10 @@ mod tests {
             "http:/p/x",
             "http:///p",
             "https:\\\\h/",
+            "http://127.0.0.1:18421/x\r\nX-Inj: 1",
+            "http://h/x\u{0}y",
+            "http://h/a b",
+            "http://@127.0.0.1:18421/",
         ] {
             assert_eq!(check_url(bad).unwrap_err().code, "invalid_url", "{bad}");
         }

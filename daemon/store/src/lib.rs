@@ -470,6 +470,23 @@ impl Store {
         self.read(|tx| tx.ping())
     }
 
+    /// Whether a write could start now: SQLite takes the write lock (`BEGIN IMMEDIATE`, within
+    /// the busy timeout) and lets it go without writing, so a database that reads but refuses
+    /// writes (another process holding the lock, a read-only file) is not reported healthy;
+    /// PostgreSQL as [`Store::ping`].
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] and the like when it cannot.
+    pub fn ping_write(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let conn = pick(&s.readers, &self.next_reader)?;
+                in_transaction(&conn, "BEGIN IMMEDIATE", |c| Tx::new(c).ping())
+            }
+            Backend::Postgres(_) => self.ping(),
+        }
+    }
+
     /// Whether this node leads the cluster's scheduled jobs (CRL rebuilds, OCSP pre-signing, ACME
     /// renewals, webhook deliveries). SQLite: always (one node). PostgreSQL: this node holds the
     /// leadership advisory lock on a connection kept for it, checked with a round trip on every
