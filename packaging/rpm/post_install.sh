@@ -5,6 +5,10 @@ if command -v systemd-tmpfiles >/dev/null 2>&1; then
     systemd-tmpfiles --create /usr/lib/tmpfiles.d/scaivault.conf || :
 fi
 [ -d /var/lib/scaivault ] || install -d -m 0700 -o scaivault -g scaivault /var/lib/scaivault
+# As the .deb sets it: only root and the daemon read the configuration directory.
+if [ -d /etc/scaivault ]; then
+    chown root:scaivault /etc/scaivault && chmod 0750 /etc/scaivault || :
+fi
 # SoftHSM2's token directory belongs to group `ods` on Fedora/RHEL (`softhsm` on Debian).
 for g in ods softhsm; do
     if getent group "$g" >/dev/null && ! id -nG scaivault | tr ' ' '\n' | grep -qx "$g"; then

@@ -541,6 +541,11 @@ fn deb_installs_runs_and_purges_and_the_rpm_has_the_same_files() {
     for s in ["postinst", "prerm", "postrm"] {
         deb_scripts.push_str(&std::fs::read_to_string(ctl.path().join(s)).unwrap());
     }
+    // The configuration directory as the .deb leaves it (rpm cannot run the scriptlet here).
+    assert!(
+        scripts.contains("chown root:scaivault /etc/scaivault && chmod 0750 /etc/scaivault"),
+        "{scripts}"
+    );
     for (which, text) in [("rpm", &scripts), ("deb", &deb_scripts)] {
         for bad in [
             "systemctl enable",
