@@ -49,6 +49,9 @@ pub struct Cluster {
     leader: AtomicBool,
     /// Times this node became leader.
     elected: AtomicU64,
+    /// A leadership check is under way (one at a time: a check stuck on a hung connection is not
+    /// joined by more).
+    checking: std::sync::Arc<AtomicBool>,
 }
 
 impl Cluster {
@@ -60,6 +63,7 @@ impl Cluster {
             shared,
             leader: AtomicBool::new(!shared),
             elected: AtomicU64::new(u64::from(!shared)),
+            checking: std::sync::Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -128,14 +132,34 @@ pub async fn elect(app: &App) {
     if !app.cluster.is_shared() {
         return;
     }
-    let store = app.store.clone();
-    let lead = match tokio::task::spawn_blocking(move || store.try_lead()).await {
-        Ok(Ok(lead)) => lead,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "leadership check failed");
-            false
+    let lease = app.config.cluster.lease();
+    // A quarter lease: a leader whose check hangs (its path to the database stalls) stops
+    // acting as leader before the server, which ends its silent session after a lease
+    // (`Store::try_lead_for`), lets another node take the lock.
+    let limit = (lease / 4).max(Duration::from_millis(250));
+    let lead = if app.cluster.checking.swap(true, Ordering::SeqCst) {
+        tracing::warn!(node = %app.cluster.node, "the previous leadership check still has no answer from the database");
+        false
+    } else {
+        let store = app.store.clone();
+        let checking = app.cluster.checking.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            let r = store.try_lead_for(lease);
+            checking.store(false, Ordering::SeqCst);
+            r
+        });
+        match tokio::time::timeout(limit, check).await {
+            Ok(Ok(Ok(lead))) => lead,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "leadership check failed");
+                false
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(node = %app.cluster.node, limit_ms = limit.as_millis(), "the leadership check got no answer from the database in time");
+                false
+            }
         }
-        Err(_) => false,
     };
     let was = app.cluster.leader.swap(lead, Ordering::SeqCst);
     match (was, lead) {
@@ -159,6 +183,9 @@ struct RevocationWatch {
     newest: OffsetDateTime,
     /// Revocations seen within the overlap window, by `(ca, serial)` → `revoked_at`.
     seen: HashMap<(String, String), OffsetDateTime>,
+    /// A read that outlived [`REVOCATION_POLL`] (the database hangs): no other starts until it
+    /// ends, and the loop that also keeps the leadership is not held up by it.
+    late: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RevocationWatch {
@@ -166,17 +193,30 @@ impl RevocationWatch {
         RevocationWatch {
             newest: now,
             seen: HashMap::new(),
+            late: None,
         }
     }
 
     async fn look(&mut self, app: &App) {
+        if self.late.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.late = None;
         let since = scaivault_core::time_util::rfc3339(self.newest - REVOCATION_OVERLAP);
         let store = app.store.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            store.read(|tx| tx.revocations_since(&since, REVOCATION_BATCH))
-        })
-        .await;
-        let rows = match found {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut read = tokio::task::spawn_blocking(move || {
+            let _ = tx.send(store.read(|tx| tx.revocations_since(&since, REVOCATION_BATCH)));
+        });
+        if tokio::time::timeout(REVOCATION_POLL, &mut read)
+            .await
+            .is_err()
+        {
+            // The next look reads from the same point again.
+            self.late = Some(read);
+            return;
+        }
+        let rows = match rx.await {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "revocation watch: read failed");

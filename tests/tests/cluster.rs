@@ -523,3 +523,117 @@ fn a_node_that_cannot_bind_its_address_exits_with_an_error() {
     assert!(!err.contains("panicked"), "{err}");
     drop(taken);
 }
+
+/// A TCP relay to `target` that can be frozen: it then stops forwarding but keeps both
+/// connections open, as a stalled network path or a proxy that hangs does (no reset, no
+/// timeout the kernel would notice).
+struct Relay {
+    addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = frozen.clone();
+        let target = target.to_owned();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(50)))
+                            .unwrap();
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { addr, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The leader's path to the database hangs (its connections stay open, nothing moves): it stops
+/// acting as leader within a quarter lease, the server ends its silent leadership session after a
+/// lease, and the other node takes over; its health answers `503` within seconds instead of
+/// hanging. When the path comes back it works again, as a follower.
+#[test]
+fn a_leader_whose_database_path_hangs_gives_way() {
+    scaivault_tests::pg::require();
+    std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
+    let a = Daemon::start_with_config("[cluster]\nnode_name = \"a\"\nlease = \"4s\"\n");
+    wait_until(Duration::from_secs(10), "node a leads", || leader(&a));
+    let pg = std::env::var("SCAIVAULT_TEST_PG").unwrap();
+    let hostport = pg
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let relay = Relay::start(&hostport);
+    let cfg = std::fs::read_to_string(a.config()).unwrap();
+    assert!(cfg.contains(&hostport), "{cfg}");
+    let b = a.start_peer(|c| {
+        c.replace("node_name = \"a\"", "node_name = \"b\"")
+            .replace(&hostport, &relay.addr.to_string())
+    });
+    // b leads: a leaves (a clean stop gives the lock up) and comes back as a follower.
+    let dir = a.into_dir();
+    wait_until(Duration::from_secs(10), "node b leads", || leader(&b));
+    let a = Daemon::start_in(dir);
+    assert!(!leader(&a));
+
+    relay.freeze(true);
+    let took = wait_until(Duration::from_secs(20), "node a takes over", || leader(&a));
+    eprintln!("node a took over {took:?} after b's database path hung (lease 4s)");
+    let t0 = Instant::now();
+    let h = b.call("GET", "/v1/sys/health", None, None);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert_eq!(h.status, 503, "{}", h.text());
+    let h = h.json();
+    assert_eq!(h["database"], "unavailable", "{h}");
+    assert_eq!(h["cluster"]["leader"], false, "{h}");
+
+    relay.freeze(false);
+    wait_until(Duration::from_secs(30), "node b is healthy again", || {
+        b.call("GET", "/v1/sys/health", None, None).status == 200
+    });
+    assert!(!leader(&b));
+    assert!(leader(&a));
+    audit_verify(&a);
+}

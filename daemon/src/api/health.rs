@@ -45,6 +45,31 @@ struct CrlHealth {
     earliest_next_update: Option<String>,
 }
 
+/// How long the database check may take before health reports the database unavailable (the
+/// SQLite write probe waits at most the busy timeout, 5 s, too).
+const DB_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Database checks under way at most; a further health request while that many are stuck
+/// reports the database unavailable at once.
+const DB_CHECKS_AT_ONCE: usize = 4;
+
+/// The database's part of health: a read and the start of a write, and the CRL summary.
+fn db_check(store: &scaivault_store::Store) -> (bool, CrlHealth) {
+    // A write must be possible too: a database that answers reads while another process holds
+    // its write lock fails every change.
+    match (store.ping_write(), store.read(|tx| tx.crl_summary())) {
+        (Ok(()), Ok((published, pending_rebuild, earliest_next_update))) => (
+            true,
+            CrlHealth {
+                published,
+                pending_rebuild,
+                earliest_next_update,
+            },
+        ),
+        _ => (false, CrlHealth::default()),
+    }
+}
+
 /// How long the scheduler may stay silent before health reports it stalled.
 const SCHEDULER_STALE_SECS: i64 = 60;
 
@@ -53,23 +78,27 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
     // Bounded by `[hsm] call_timeout`: a hung module makes health say `unavailable`, not hang.
     let token_ok = app.token_alive().await;
     let store = app.store.clone();
-    let (db_ok, crl) = tokio::task::spawn_blocking(move || {
-        // A write must be possible too: a database that answers reads while another process
-        // holds its write lock fails every change.
-        match (store.ping_write(), store.read(|tx| tx.crl_summary())) {
-            (Ok(()), Ok((published, pending_rebuild, earliest_next_update))) => (
-                true,
-                CrlHealth {
-                    published,
-                    pending_rebuild,
-                    earliest_next_update,
-                },
-            ),
-            _ => (false, CrlHealth::default()),
-        }
-    })
-    .await
-    .unwrap_or((false, CrlHealth::default()));
+    // Bounded, and few at a time: a database that hangs (a stalled network path, a proxy that
+    // keeps the connection open) makes health say `unavailable` within DB_CHECK_LIMIT instead of
+    // hanging the prober, and checks stuck on it are not joined by more than a few others (each
+    // holds a connection and a thread).
+    static CHECKING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let db = if CHECKING.fetch_add(1, Ordering::SeqCst) >= DB_CHECKS_AT_ONCE {
+        CHECKING.fetch_sub(1, Ordering::SeqCst);
+        None
+    } else {
+        let check = tokio::task::spawn_blocking(move || {
+            let r = db_check(&store);
+            CHECKING.fetch_sub(1, Ordering::SeqCst);
+            r
+        });
+        tokio::time::timeout(DB_CHECK_LIMIT, check)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    let (db_ok, crl) = db.unwrap_or((false, CrlHealth::default()));
+
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sched_ok = beat > 0 && now - beat <= SCHEDULER_STALE_SECS;

@@ -499,7 +499,21 @@ impl Store {
     pub fn try_lead(&self) -> Result<bool> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(true),
-            Backend::Postgres(p) => Ok(lock(&p.leader)?.try_lead(&p.settings)),
+            Backend::Postgres(p) => Ok(lock(&p.leader)?.try_lead(&p.settings, None)),
+        }
+    }
+
+    /// [`Store::try_lead`] for a cluster whose nodes check every half `lease`: the leadership
+    /// session is also ended by the server once it has been silent for a `lease`
+    /// (`idle_session_timeout`), so a leader whose path to the database hangs loses the lock
+    /// and another node takes over.
+    ///
+    /// # Errors
+    /// As [`Store::try_lead`].
+    pub fn try_lead_for(&self, lease: std::time::Duration) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(p) => Ok(lock(&p.leader)?.try_lead(&p.settings, Some(lease))),
         }
     }
 

@@ -653,8 +653,8 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
-    /// See [`crate::Store::try_lead`].
-    pub(crate) fn try_lead(&mut self, settings: &Settings) -> bool {
+    /// See [`crate::Store::try_lead`] and [`crate::Store::try_lead_for`].
+    pub(crate) fn try_lead(&mut self, settings: &Settings, lease: Option<Duration>) -> bool {
         if self.held {
             let alive = self
                 .conn
@@ -668,7 +668,20 @@ impl Leader {
         }
         if self.conn.is_none() {
             match settings.connect() {
-                Ok(c) => self.conn = Some(c),
+                Ok(mut c) => {
+                    if let Some(lease) = lease {
+                        // The server ends this session, and so releases the lock, once it has
+                        // heard nothing from it for a lease: a leader whose path to the
+                        // database hangs (a proxy that keeps both legs open) cannot hold the
+                        // cluster's jobs forever. PostgreSQL 14 and later; older servers refuse
+                        // the setting and keep the TCP keepalives alone.
+                        let _ = c.client.batch_execute(&format!(
+                            "SET idle_session_timeout = {}",
+                            lease.as_millis().max(1000)
+                        ));
+                    }
+                    self.conn = Some(c);
+                }
                 Err(_) => return false,
             }
         }
