@@ -689,9 +689,6 @@ fn run_batch_sqlite(conn: &mut Connection, jobs: Vec<BatchJob>) -> Vec<Result<()
     }
 }
 
-/// Runs `f` between `begin` and `COMMIT` on `conn`, rolling back when `f` or the commit fails.
-/// `begin` and `COMMIT` stay prepared on the connection (`rusqlite::Transaction` parses them again
-/// on every call: twice per request on the read path, once per group commit).
 /// Runs `f` in one read transaction on the SQLite file at `path`, opened read-only and not
 /// migrated: what `scaivault audit verify` needs to check a backup without changing it (a
 /// pre-upgrade backup stays usable by the version that wrote it, one on read-only media can be
@@ -745,6 +742,9 @@ pub fn read_file<T>(path: &Path, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result
     in_transaction(&conn, "BEGIN DEFERRED", |c| f(&Tx::new(c)))
 }
 
+/// Runs `f` between `begin` and `COMMIT` on `conn`, rolling back when `f` or the commit fails.
+/// `begin` and `COMMIT` stay prepared on the connection (`rusqlite::Transaction` parses them again
+/// on every call: twice per request on the read path, once per group commit).
 fn in_transaction<T>(
     conn: &Connection,
     begin: &str,
