@@ -441,7 +441,7 @@ fn tidy_removes_long_expired_certificates_with_a_dry_run_first() {
         ),
         (br#"{"retention":"1s","dry_run":"yes"}"#, "invalid_field"),
         (b"garbage{", "invalid_json"),
-        (b"null", "invalid_field"),
+        (b"null", "invalid_json"),
     ] {
         d.call("POST", "/v1/pki/tidy", Some(&d.admin), Some(body))
             .problem(400, code);
