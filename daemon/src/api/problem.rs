@@ -25,7 +25,7 @@ pub fn remember(req: &Request<'_>, err: ApiError) -> (Status, ApiError) {
 }
 
 /// The RFC 9457 document for `e`, answering the request `request_id` for `instance` (its path).
-pub(crate) fn problem_json(e: &ApiError, request_id: &str, instance: &str) -> String {
+fn problem_json(e: &ApiError, request_id: &str, instance: &str) -> String {
     serde_json::json!({
         "type": format!("urn:scaivault:problem:{}", e.code),
         "title": e.status.reason().unwrap_or("Error"),
@@ -38,10 +38,11 @@ pub(crate) fn problem_json(e: &ApiError, request_id: &str, instance: &str) -> St
     .to_string()
 }
 
-fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
-    let request_id = req.local_cache(RequestId::new).0.clone();
+/// The problem document answering `e` for request `request_id` at `instance`. A server error's
+/// cause was logged where it happened, without the request: here the two meet, in a `request
+/// failed` line (both listeners).
+pub(crate) fn answer_body(e: &ApiError, request_id: &str, instance: &str) -> String {
     if e.is_server_error() {
-        // The cause was logged where it happened, without the request: here the two meet.
         tracing::warn!(
             request_id = %request_id,
             status = e.status.code,
@@ -50,7 +51,12 @@ fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
             "request failed"
         );
     }
-    let body = problem_json(e, &request_id, req.uri().path().as_str());
+    problem_json(e, request_id, instance)
+}
+
+fn render(req: &Request<'_>, e: &ApiError) -> Response<'static> {
+    let request_id = req.local_cache(RequestId::new).0.clone();
+    let body = answer_body(e, &request_id, req.uri().path().as_str());
     let mut r = Response::build();
     r.status(e.status)
         .header(ContentType::new("application", "problem+json"))

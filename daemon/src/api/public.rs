@@ -36,7 +36,7 @@ pub(crate) mod head;
 mod repeats;
 
 use super::ocsp::{http_reply, request_from_path, MAX_REQUEST_BYTES};
-use super::problem::problem_json;
+use super::problem::answer_body;
 use crate::app::App;
 use crate::error::ApiError;
 use head::{parse_head, Head, Parsed};
@@ -315,16 +315,7 @@ impl Reply {
         let id = client_id.map_or_else(|| super::guards::RequestId::new().0, str::to_owned);
         if let Body::Problem(p) = &self.body {
             let (e, path) = &**p;
-            if e.is_server_error() {
-                tracing::warn!(
-                    request_id = %id,
-                    status = e.status.code,
-                    code = e.code,
-                    cause = e.cause.as_deref().unwrap_or(""),
-                    "relying-party request failed"
-                );
-            }
-            self.body = Body::Owned(problem_json(e, &id, path).into_bytes());
+            self.body = Body::Owned(answer_body(e, &id, path).into_bytes());
         }
         self.headers.push(("X-Request-Id", id));
         self
