@@ -608,3 +608,53 @@ fn https_receivers_are_verified_against_the_ca_file() {
     }
     assert!(bad.got().is_empty());
 }
+
+/// A crash during the last allowed attempt: the attempt was counted when it started, so after the
+/// restart and the attempt's lease the delivery is `failed` (its outcome was never recorded)
+/// instead of being sent once more than `max_attempts`.
+#[test]
+fn an_attempt_whose_outcome_was_lost_still_counts() {
+    let mut d = daemon_with("max_attempts = 1\ntimeout_secs = 2\n");
+    setup_role(&d);
+    // Accepts connections, counts them and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let w = create_hook(&d, &url, json!(["certificate.issued"]));
+    let id = w["id"].as_str().unwrap().to_owned();
+    issue(&d, "lost.internal");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the attempt reached the receiver");
+    d.kill();
+    let d = Daemon::start_in(d.into_dir());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let failed = loop {
+        let ds = deliveries(&d, &id);
+        if ds.len() == 1 && ds[0]["status"] == "failed" {
+            break ds[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{ds:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("outcome of attempt 1 was not recorded"),
+        "{failed}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a second attempt was sent"
+    );
+}

@@ -247,8 +247,23 @@ async fn attempt(
             http::signature(secret, &timestamp, body.as_bytes()),
         ),
     ];
+    if d.attempts >= i64::from(cfg.max_attempts) {
+        // Every attempt was made, and the last one's outcome was never recorded (a failed write,
+        // a crash): it counts as a failure.
+        d.status = "failed".into();
+        d.next_attempt_ms = None;
+        d.last_error = Some(format!(
+            "the outcome of attempt {} was not recorded",
+            d.attempts
+        ));
+        d.updated_at = time_util::rfc3339(time_util::now());
+        tracing::warn!(webhook = %hook.id, delivery = %d.id, event = %event.kind,
+            attempts = d.attempts, "webhook delivery failed for good");
+        return store_outcome(app, hook, &d).await;
+    }
     // Lease this attempt (several nodes: a leader that just lost its place, and the new one, must
-    // not both send it). The lease outlasts the attempt; the outcome replaces it.
+    // not both send it). The lease outlasts the attempt; the outcome replaces it. The claim
+    // counts the attempt.
     let (id, attempts) = (d.id.clone(), d.attempts);
     let now = now_ms();
     let lease_ms = i64::try_from(cfg.timeout_secs.saturating_mul(1000))
@@ -272,6 +287,7 @@ async fn attempt(
     if claimed.is_err() || !won.load(Ordering::Relaxed) {
         return false;
     }
+    d.attempts += 1;
     let ca_file = cfg.ca_file.clone();
     let tls_config = || tls.get_or_init(|| http::tls_config(&ca_file)).clone();
     let outcome = tokio::time::timeout(
@@ -288,7 +304,6 @@ async fn attempt(
             Some(format!("no answer within {} s", cfg.timeout_secs)),
         ),
     };
-    d.attempts += 1;
     d.last_http_status = code.map(i64::from);
     d.updated_at = time_util::rfc3339(time_util::now());
     let delivered = error.is_none();

@@ -721,10 +721,20 @@ fn conditional_claims_have_one_winner(kind: Kind) {
         .unwrap()
         .unwrap();
     assert_eq!(d.next_attempt_ms, Some(31_000));
-    d.attempts = 1;
+    // The claim counted the attempt, whatever becomes of its outcome.
+    assert_eq!(d.attempts, 1);
     d.next_attempt_ms = Some(60_000);
     assert!(s.write(|tx| tx.update_delivery(&d)).unwrap());
+    // Once another node has claimed the next attempt, this attempt's outcome is stale.
+    assert!(s
+        .write(|tx| tx.claim_delivery("whd_1", 1, 60_000, 90_000))
+        .unwrap());
     assert!(!s.write(|tx| tx.update_delivery(&d)).unwrap());
+    let now = s
+        .read(|tx| tx.next_pending_delivery("wh_1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((now.attempts, now.next_attempt_ms), (2, Some(90_000)));
 }
 
 /// The server ends every session (a restart or failover, as clients see it): the store's next

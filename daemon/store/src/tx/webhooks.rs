@@ -228,8 +228,9 @@ impl Tx<'_> {
 
     /// Claims attempt number `attempts + 1` of pending delivery `id` until `lease_until_ms`
     /// (Unix milliseconds): only when it is still pending with `attempts` attempts and due at
-    /// `now_ms`. Moves `next_attempt_ms` to the lease's end, so no other node sends the same
-    /// attempt meanwhile; returns whether this call claimed it.
+    /// `now_ms`. Counts the attempt (it is made whether or not its outcome can be recorded) and
+    /// moves `next_attempt_ms` to the lease's end, so no other node sends the same attempt
+    /// meanwhile; returns whether this call claimed it.
     ///
     /// # Errors
     /// SQL failures.
@@ -243,7 +244,7 @@ impl Tx<'_> {
         let n = self
             .tx
             .prepare_cached(
-                "UPDATE webhook_deliveries SET next_attempt_ms = ?4 \
+                "UPDATE webhook_deliveries SET next_attempt_ms = ?4, attempts = attempts + 1 \
                  WHERE id = ?1 AND status = 'pending' AND attempts = ?2 \
                  AND COALESCE(next_attempt_ms, 0) <= ?3",
             )?
@@ -252,9 +253,10 @@ impl Tx<'_> {
     }
 
     /// Records an attempt's outcome (status, attempts, next attempt, last status and error).
-    /// Returns false when the delivery is gone (its webhook was deleted), or when it is no longer
-    /// pending or already has `d.attempts` attempts recorded (another node recorded this attempt:
-    /// a delivery only moves forward).
+    /// `d.attempts` is the attempt claimed ([`Self::claim_delivery`]). Returns false when the
+    /// delivery is gone (its webhook was deleted), no longer pending, or when its attempt count
+    /// differs (another node claimed a later attempt after this one's lease ran out: a delivery
+    /// only moves forward).
     ///
     /// # Errors
     /// SQL failures.
@@ -264,7 +266,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_ms = ?4, \
                  last_http_status = ?5, last_error = ?6, updated_at = ?7 \
-                 WHERE id = ?1 AND status = 'pending' AND attempts < ?3",
+                 WHERE id = ?1 AND status = 'pending' AND attempts = ?3",
             )?
             .execute(params![
                 d.id,
@@ -385,6 +387,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(first.id, "whd_3");
+        assert!(s
+            .write(|tx| tx.claim_delivery(&first.id, 0, 1_000, 31_000))
+            .unwrap());
         let mut done = first.clone();
         done.status = "delivered".into();
         done.attempts = 1;
