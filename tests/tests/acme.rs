@@ -440,9 +440,12 @@ fn tls_alpn01_issues_a_certificate_for_two_names() {
 
 #[test]
 fn a_failing_validation_ends_failed_with_the_cas_detail_and_no_version() {
-    // pebble validates http-01 on a port nobody listens on.
+    // pebble validates http-01 on a port nobody listens on, and refuses a third of the nonces:
+    // the reason is read from the authorizations even when fetching them takes several tries.
     let (http, tls, closed) = (free_port(), free_port(), free_port());
-    let p = Pebble::start(&PebbleOptions::new(closed, tls));
+    let mut o = PebbleOptions::new(closed, tls);
+    o.nonce_reject = 33;
+    let p = Pebble::start(&o);
     let d = daemon(http, tls, "");
     let account = register(&d, &p, "pebble");
     let id = issue(&d, &account, &["unreachable.example.test"], "http-01");

@@ -394,10 +394,22 @@ async fn invalid_reason(order: &mut Order) -> String {
     if let Some(p) = &order.state().error {
         reasons.push(problem_text(p));
     }
+    // Every authorization whose fetch fails (a badNonce the stream does not retry) is fetched
+    // again by a fresh stream; its challenge errors are the useful part of the reason.
+    if let Err(e) = fetch_authorizations(order).await {
+        reasons.push(format!("the authorizations could not be fetched: {e}"));
+    }
     let mut auths = order.authorizations();
-    while let Some(Ok(mut a)) = auths.next().await {
+    while let Some(a) = auths.next().await {
+        let Ok(mut a) = a else { continue };
         let name = a.identifier().to_string();
-        let _ = nonce_retry!(a.refresh());
+        if let Err(e) = nonce_retry!(a.refresh()) {
+            reasons.push(format!(
+                "{name}: the authorization could not be fetched: {}",
+                ca_detail(&e)
+            ));
+            continue;
+        }
         for c in &a.challenges {
             if let Some(p) = &c.error {
                 reasons.push(format!("{name}: {}", problem_text(p)));
