@@ -24,7 +24,7 @@ use crate::profile::IssuerInfo;
 use crate::serial::Serial;
 use crate::{crl, verify, Error};
 use const_oid::db::rfc5912::{ID_SHA_1, ID_SHA_256};
-use const_oid::db::rfc6960::ID_PKIX_OCSP_NONCE;
+use const_oid::db::rfc6960::{ID_PKIX_OCSP_NONCE, ID_PKIX_OCSP_RESPONSE};
 use der::asn1::{BitString, GeneralizedTime, OctetString};
 use der::{Decode, Encode};
 use scaivault_hsm::Signer;
@@ -152,16 +152,31 @@ impl ParsedRequest {
     ///
     /// # Errors
     /// [`Refusal::MalformedRequest`] for anything that does not decode, an empty or over-long
-    /// request list, duplicate nonces, or a nonce of 0 or more than [`MAX_NONCE_LEN`] octets.
+    /// request list, a critical extension it does not understand, duplicate nonces, or a nonce
+    /// of 0 or more than [`MAX_NONCE_LEN`] octets.
     pub fn parse(der: &[u8]) -> Result<Self, Refusal> {
         let req = OcspRequest::from_der(der).map_err(|_| Refusal::MalformedRequest)?;
         let tbs = req.tbs_request;
         if tbs.request_list.is_empty() || tbs.request_list.len() > MAX_CERT_IDS {
             return Err(Refusal::MalformedRequest);
         }
-        let mut nonces = tbs
-            .request_extensions
-            .unwrap_or_default()
+        // RFC 6960 §4.4: an extension is ignored unless it is critical and not understood. The
+        // responder understands two request extensions: the nonce, and the acceptable response
+        // types (it answers with the basic type, which is the one every client accepts); no
+        // per-certificate extension.
+        let request_exts = tbs.request_extensions.unwrap_or_default();
+        let understood = |e: &Extension| {
+            !e.critical || e.extn_id == ID_PKIX_OCSP_NONCE || e.extn_id == ID_PKIX_OCSP_RESPONSE
+        };
+        let single_critical = tbs
+            .request_list
+            .iter()
+            .flat_map(|r| r.single_request_extensions.iter().flatten())
+            .any(|e| e.critical);
+        if single_critical || !request_exts.iter().all(understood) {
+            return Err(Refusal::MalformedRequest);
+        }
+        let mut nonces = request_exts
             .into_iter()
             .filter(|e| e.extn_id == ID_PKIX_OCSP_NONCE);
         let nonce = nonces.next();

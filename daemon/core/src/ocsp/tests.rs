@@ -262,6 +262,31 @@ fn refusals() {
         refused(&request(one(), Some(&[1u8; 33]))),
         Refusal::MalformedRequest
     );
+    // RFC 6960 §4.4: a critical extension the responder does not understand, in the request or
+    // in one of its certificates' entries; the same ones non-critical are ignored.
+    let with_ext = |critical: bool, single: bool| {
+        let mut req = OcspRequest::from_der(&request(one(), None)).unwrap();
+        let ext = Extension {
+            extn_id: const_oid::ObjectIdentifier::new_unwrap("1.2.3.4"),
+            critical,
+            extn_value: OctetString::new(vec![5, 0]).unwrap(),
+        };
+        if single {
+            req.tbs_request.request_list[0].single_request_extensions = Some(vec![ext]);
+        } else {
+            req.tbs_request.request_extensions = Some(vec![ext]);
+        }
+        req.to_der().unwrap()
+    };
+    for single in [false, true] {
+        assert_eq!(refused(&with_ext(true, single)), Refusal::MalformedRequest);
+        assert_eq!(
+            ParsedRequest::parse(&with_ext(false, single))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
     // Another CA's hashes, a mix, an unsupported hash algorithm.
     assert_eq!(
         refused(&request(vec![cert_id::<Sha1>(&other, ID_SHA_1, &s)], None)),
