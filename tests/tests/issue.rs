@@ -404,6 +404,17 @@ fn refusals_name_the_rule_and_the_value() {
         .problem(400, "ttl_exceeds_role_max");
     issue(json!({"common_name": "x.svc.cluster.local", "ttl": "soon"}))
         .problem(400, "invalid_duration");
+    // Go's grammar: fractions and small units, when the total is whole seconds.
+    issue(json!({"common_name": "x.svc.cluster.local", "ttl": "1500ms"}))
+        .problem(400, "invalid_duration");
+    let frac = issue(json!({"common_name": "x.svc.cluster.local", "ttl": "1.5h"})).json();
+    let at = |k: &str| scaivault_core::time_util::parse_rfc3339(frac[k].as_str().unwrap()).unwrap();
+    let lifetime = at("not_after") - at("not_before");
+    // notBefore is 30 s in the past for clock skew.
+    assert!(
+        (5400..=5400 + 60).contains(&lifetime.whole_seconds()),
+        "{frac}"
+    );
     let short = d.post("/v1/pki/ca", &json!({"name": "short", "common_name": "Short", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1})).json();
     role(&d, "short", &short, json!({}));
     d.post(

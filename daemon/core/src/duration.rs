@@ -1,16 +1,45 @@
-//! Go-style durations as the API accepts them: `168h`, `30m`, `45s`, `1h30m`, and `90d` for days.
+//! Go-style durations as the API accepts them: `168h`, `30m`, `45s`, `1h30m`, `1.5h`, `500ms`
+//! (Go's `time.ParseDuration` grammar), and `90d` for days.
 
 use crate::{Error, Result};
 
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// A unit's length in nanoseconds, and the rest of the input after it (the longest unit name
+/// first: `ms` before `m`).
+fn unit(rest: &str) -> Option<(u128, &str)> {
+    const UNITS: [(&str, u128); 9] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("\u{b5}s", 1_000),
+        ("\u{3bc}s", 1_000),
+        ("ms", 1_000_000),
+        ("s", NANOS_PER_SEC),
+        ("m", 60 * NANOS_PER_SEC),
+        ("h", 3_600 * NANOS_PER_SEC),
+        ("d", 86_400 * NANOS_PER_SEC),
+    ];
+    UNITS
+        .iter()
+        .find_map(|(name, ns)| rest.strip_prefix(name).map(|r| (*ns, r)))
+}
+
 /// Parses a duration into seconds.
 ///
+/// The grammar is Go's (`time.ParseDuration`): one or more groups of a decimal number (a
+/// fraction allowed: `1.5h`, `.5h`) and a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), plus `d`
+/// for days; a bare number of digits means seconds, as Vault reads it. No sign: every duration
+/// of the API is positive or zero.
+///
 /// # Errors
-/// `invalid_duration` naming the input when it is empty, has an unknown unit, or overflows.
+/// `invalid_duration` naming the input when it is empty, does not follow the grammar, overflows,
+/// or is not a whole number of seconds (`1500ms`: certificate times have seconds precision, and
+/// a duration is never rounded silently).
 pub fn parse_seconds(s: &str) -> Result<u64> {
     let bad = || {
         Error::invalid(
             "invalid_duration",
-            format!("{s:?} is not a duration like 168h, 30m or 90d"),
+            format!("{s:?} is not a duration like 168h, 30m, 1.5h or 90d"),
         )
     };
     // Surrounding whitespace is ignored (stored settings were accepted with it).
@@ -22,32 +51,55 @@ pub fn parse_seconds(s: &str) -> Result<u64> {
         // A bare number is seconds, as Vault accepts.
         return input.parse().map_err(|_| bad());
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in input.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            'd' => 86_400,
-            'h' => 3_600,
-            'm' => 60,
-            's' => 1,
-            _ => return Err(bad()),
+    // Nanoseconds, plus the sub-nanosecond part of fractions as a numerator over `den`.
+    let mut total: u128 = 0;
+    let mut rest = input;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let n = f.bytes().take_while(u8::is_ascii_digit).count();
+                f.split_at(n)
+            }
+            None => ("", after),
         };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+        // Go: a number needs a digit before or after its point. At most 18 fraction digits
+        // (their value times a day in nanoseconds stays within u128).
+        if (int.is_empty() && frac.is_empty()) || frac.len() > 18 || int.len() > 30 {
+            return Err(bad());
+        }
+        let (per_unit, after) = unit(after).ok_or_else(bad)?;
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        let mut part = whole.checked_mul(per_unit).ok_or_else(bad)?;
+        if !frac.is_empty() {
+            let scale = 10u128.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
+            let digits: u128 = frac.parse().map_err(|_| bad())?;
+            let scaled = digits.checked_mul(per_unit).ok_or_else(bad)?;
+            if !scaled.is_multiple_of(scale) {
+                // Not a whole number of nanoseconds, so not of seconds either.
+                return Err(not_whole(s));
+            }
+            part = part.checked_add(scaled / scale).ok_or_else(bad)?;
+        }
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = after;
     }
-    if !digits.is_empty() {
-        // Digits without a unit after groups with units (`1h0`).
-        return Err(bad());
+    if !total.is_multiple_of(NANOS_PER_SEC) {
+        return Err(not_whole(s));
     }
-    Ok(total)
+    u64::try_from(total / NANOS_PER_SEC).map_err(|_| bad())
+}
+
+fn not_whole(s: &str) -> Error {
+    Error::invalid(
+        "invalid_duration",
+        format!("{s:?} is not a whole number of seconds"),
+    )
 }
 
 /// Formats seconds back into the shortest Go-style form (`720h`, `90m`, `45s`).
@@ -78,14 +130,46 @@ mod tests {
             "h",
             "1y",
             "-1h",
-            "1.5h",
+            "+1h",
             "99999999999999999999h",
             "1h0",
             "1 h",
             "99999999999999999999",
+            ".h",
+            "1.5",
+            "1..5h",
+            "1.5.h",
+            "h1",
+            "1hh",
+            "1x",
+            "500ms",
+            "1500ms",
+            "1.5s",
+            "1ns",
+            "0.0000000001h",
+            "1.0000000000000000001s",
         ] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
+        // Go's fractions and small units, as long as the total is whole seconds.
+        for (good, secs) in [
+            ("1.5h", 5400),
+            (".5h", 1800),
+            ("1.h", 3600),
+            ("0.25m", 15),
+            ("1h0.5m", 3630),
+            ("2000ms", 2),
+            ("1s500ms500000us", 2),
+            ("3000000\u{b5}s", 3),
+            ("1000000000ns", 1),
+            ("1.5d", 129_600),
+            ("0s", 0),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_seconds(good).unwrap(), secs, "{good}");
+        }
+        let e = parse_seconds("500ms").unwrap_err().to_string();
+        assert!(e.contains("whole number of seconds"), "{e}");
         assert_eq!(format_seconds(720 * 3600), "720h");
         assert_eq!(format_seconds(90), "90s");
     }
