@@ -216,6 +216,22 @@ fn chains_from_our_own_cas_validate_and_fail_for_the_right_reasons() {
         json!({"certificate_pem": leaf, "chain_pem": chain.repeat(33)}),
         "chain_too_long",
     );
+    // A chain_pem that holds no certificate, or one that does not decode, is refused: it would
+    // otherwise be left out of the search unseen.
+    for text in [
+        "this is not PEM at all",
+        "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+    ] {
+        bad(
+            json!({"certificate_pem": leaf, "chain_pem": text}),
+            "invalid_certificate",
+        );
+    }
+    assert_eq!(
+        validate(&d, &json!({"certificate_pem": leaf, "chain_pem": ""}))["valid"],
+        true
+    );
     // DER in PEM armour that is not a certificate is a verdict, not a 400.
     let v = validate(
         &d,

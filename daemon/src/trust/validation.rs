@@ -75,8 +75,28 @@ fn prepare(input: &ValidateInput) -> Result<Prepared, ApiError> {
         ));
     }
     let chain = match &input.chain_pem {
-        Some(text) => validate::pem_blocks(text, "CERTIFICATE")
-            .map_err(|e| ApiError::bad_request("invalid_certificate", format!("chain_pem: {e}")))?,
+        Some(text) => {
+            let chain = validate::pem_blocks(text, "CERTIFICATE").map_err(|e| {
+                ApiError::bad_request("invalid_certificate", format!("chain_pem: {e}"))
+            })?;
+            // Text that holds no certificate is a mistake, not "no chain" (say "" for none), and
+            // a block that is no certificate would otherwise be left out of the search unseen.
+            if chain.is_empty() && !text.trim().is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_certificate",
+                    "chain_pem holds no -----BEGIN CERTIFICATE----- block",
+                ));
+            }
+            for (n, der) in chain.iter().enumerate() {
+                validate::check_decodes(der).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_certificate",
+                        format!("chain_pem: block {} does not decode: {e}", n + 1),
+                    )
+                })?;
+            }
+            chain
+        }
         None => Vec::new(),
     };
     if chain.len() > MAX_CHAIN {

@@ -16,6 +16,15 @@ pub struct AnchorCandidate {
     pub not_after: OffsetDateTime,
 }
 
+/// Whether `der` decodes as a certificate the way the path search reads its candidates (an
+/// offered intermediate that does not is never used, so the caller refuses it up front).
+///
+/// # Errors
+/// The decoder's message.
+pub fn check_decodes(der: &[u8]) -> Result<(), String> {
+    Parsed::new(der).map(|_| ())
+}
+
 /// Checks that `der` can serve as a trust anchor: a certificate webpki can take as an anchor, and
 /// a CA certificate (BasicConstraints cA=TRUE; KeyUsage, when present, with keyCertSign).
 ///

@@ -41,7 +41,9 @@ mod types;
 
 pub use engine::validate;
 pub use failure::{Code, Failure};
-pub use input::{check_anchor, pem_blocks, subject_public_key_info, AnchorCandidate};
+pub use input::{
+    check_anchor, check_decodes, pem_blocks, subject_public_key_info, AnchorCandidate,
+};
 pub use revocation::{RevocationSource, Status};
 pub use types::{
     Anchor, AnchorKind, AnchorRef, ChainCert, Outcome, PeerName, Purpose, Request, Revocation,
