@@ -76,6 +76,22 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     let forged = format!("{}x", &d.admin);
     d.call("GET", "/v1/pki/ca", Some(&forged), None)
         .problem(401, "unauthorized");
+    // Two Authorization headers, in either order: neither counts (a proxy may read the last).
+    for pair in [[&d.admin, &forged], [&forged, &d.admin]] {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}/v1/pki/ca", d.base))
+            .header("Authorization", format!("Bearer {}", pair[0]))
+            .header("Authorization", format!("Bearer {}", pair[1]))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let p: serde_json::Value = r.json().unwrap();
+        assert_eq!(p["code"], "unauthorized", "{p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("more than once"),
+            "{p}"
+        );
+    }
 
     // The auditor reads but cannot create a CA or mint tokens.
     assert_eq!(

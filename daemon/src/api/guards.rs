@@ -140,7 +140,15 @@ fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
             ApiError::internal("application state missing"),
         ));
     };
-    let header = req.headers().get_one("Authorization").unwrap_or("");
+    let mut headers = req.headers().get("Authorization");
+    let header = headers.next().unwrap_or("");
+    if headers.next().is_some() {
+        // Which one counts is ambiguous (a proxy may read the last one): neither does.
+        return Outcome::Error(remember(
+            req,
+            ApiError::unauthorized("Authorization is given more than once"),
+        ));
+    }
     let token = match header.split_once(' ') {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
             t.trim()
