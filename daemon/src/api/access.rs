@@ -111,20 +111,101 @@ fn policies_for(access: Access) -> Vec<String> {
     out
 }
 
+/// The status of a route's success, when it is not `200` (docs/API.md says which).
+fn success_status(method: &str, path: &str) -> (u16, &'static str) {
+    const CREATED: &[&str] = &[
+        "/v1/pki/ca",
+        "/v1/pki/ca/import",
+        "/v1/pki/roles",
+        "/v1/pki/csr/import",
+        "/v1/auth/tokens",
+        "/v1/pki/trust-anchors",
+        "/v1/webhooks",
+        "/v1/pki/acme/accounts",
+        "/v1/pki/acme/dns-providers",
+    ];
+    const NO_CONTENT: &[&str] = &[
+        "/v1/pki/roles/{name}",
+        "/v1/pki/trust-anchors/{id}",
+        "/v1/webhooks/{id}",
+        "/v1/pki/acme/accounts/{id}",
+        "/v1/pki/acme/dns-providers/{id}",
+    ];
+    match method {
+        "POST" if CREATED.contains(&path) => (201, "created"),
+        "POST" if path == "/v1/pki/acme/issue" => {
+            (202, "accepted: the order runs in the background")
+        }
+        "DELETE" if NO_CONTENT.contains(&path) => (204, "deleted"),
+        _ => (200, "success"),
+    }
+}
+
+/// `/v1/pki/ca/<id>/crl?<format>` → `/v1/pki/ca/{id}/crl`.
+fn openapi_path(rocket_path: &str) -> String {
+    rocket_path
+        .split('/')
+        .map(|seg| {
+            match seg
+                .strip_prefix('<')
+                .and_then(|s| s.strip_suffix('>'))
+                .map(|s| s.trim_end_matches("..").trim_start_matches('_'))
+            {
+                Some(name) => format!("{{{name}}}"),
+                None => seg.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The query parameters of each mounted route, by method and OpenAPI path: the names in its
+/// query (`?<limit>&<cursor>`).
+fn query_params() -> std::collections::HashMap<(String, String), Vec<String>> {
+    super::all_routes()
+        .iter()
+        .map(|r| {
+            let names = r
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|p| p.strip_prefix('<').and_then(|p| p.strip_suffix('>')))
+                .map(|p| p.trim_end_matches("..").to_owned())
+                .collect();
+            (
+                (r.method.as_str().to_owned(), openapi_path(r.uri.path())),
+                names,
+            )
+        })
+        .collect()
+}
+
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn document() -> Value {
+    let queries = query_params();
     let mut paths = Map::new();
     for (method, path, access, summary) in ROUTES {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let query = queries
+            .get(&((*method).to_owned(), (*path).to_owned()))
+            .map_or(&[][..], Vec::as_slice);
+        params.extend(query.iter().map(|name| {
+            json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
+        }));
+        let (status, what) = success_status(method, path);
         let mut op = json!({
             "summary": summary,
             "operationId": format!("{} {}", method, path),
             "parameters": params,
-            "responses": {"default": {"description": "see docs/API.md; errors are RFC 9457 problem documents"}},
+            "responses": {
+                status.to_string(): {"description": format!("{what} (see docs/API.md)")},
+                "default": {"description": "an RFC 9457 problem document (application/problem+json)"},
+            },
         });
         if *access == Access::Public {
             op["security"] = json!([]);
@@ -160,22 +241,45 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
-    /// `/v1/pki/ca/<id>/crl?<format>` → `/v1/pki/ca/{id}/crl`.
-    fn openapi_path(rocket_path: &str) -> String {
-        rocket_path
-            .split('/')
-            .map(|seg| {
-                match seg
-                    .strip_prefix('<')
-                    .and_then(|s| s.strip_suffix('>'))
-                    .map(|s| s.trim_end_matches("..").trim_start_matches('_'))
-                {
-                    Some(name) => format!("{{{name}}}"),
-                    None => seg.to_owned(),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/")
+    #[test]
+    fn the_document_names_query_parameters_and_success_statuses() {
+        let doc = document();
+        let op = |m: &str, p: &str| doc["paths"][p][m].clone();
+        let names = |v: &Value, place: &str| -> Vec<String> {
+            v["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == place)
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let list = op("get", "/v1/pki/certificates");
+        assert_eq!(
+            names(&list, "query"),
+            [
+                "ca_id",
+                "role",
+                "status",
+                "expiring_within",
+                "limit",
+                "cursor"
+            ]
+        );
+        let crl = op("get", "/v1/pki/ca/{id}/crl");
+        assert_eq!(names(&crl, "path"), ["id"]);
+        assert_eq!(names(&crl, "query"), ["format"]);
+        for (m, p, status) in [
+            ("post", "/v1/pki/roles", "201"),
+            ("delete", "/v1/pki/roles/{name}", "204"),
+            ("post", "/v1/pki/acme/issue", "202"),
+            ("post", "/v1/pki/issue/{role}", "200"),
+            ("delete", "/v1/pki/ca/{id}", "200"),
+        ] {
+            let responses = op(m, p)["responses"].clone();
+            assert!(responses[status].is_object(), "{m} {p}: {responses}");
+            assert!(responses["default"].is_object(), "{m} {p}: {responses}");
+        }
     }
 
     #[test]
