@@ -892,7 +892,16 @@ fn the_relying_party_listener_serves_ocsp_crls_and_ca_certificates() {
     assert_eq!(r.headers()["allow"], "GET, HEAD");
     let r = client.delete(&ocsp_base).send().unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.headers()["allow"], "POST");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
+    // GET without a request part: malformedRequest, as on the API listener.
+    let r = client.get(&ocsp_base).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), [0x30, 3, 0x0a, 1, 1]);
+    let api = d.call("GET", &format!("/v1/pki/ocsp/{}", p.int_id), None, None);
+    assert_eq!(
+        (api.status, api.bytes.as_slice()),
+        (200, &[0x30, 3, 0x0a, 1, 1][..])
+    );
     // The API listener still serves the same paths.
     let r = d.call("GET", &format!("/v1/pki/ca/{}/crl", p.int_id), None, None);
     assert_eq!(r.status, 200);

@@ -697,8 +697,9 @@ async fn route(app: &App, head: &Head, body: &[u8]) -> Reply {
     }
     let format = format_param(&fields);
     let result = match target {
-        Target::Ocsp { ca, has_request } if has_request && get => {
-            let answer = match request_from_path(path) {
+        // GET without a request part is a malformed request, as on the API listener.
+        Target::Ocsp { ca, has_request } if get => {
+            let answer = match request_from_path(path).filter(|_| has_request) {
                 Some(der) => crate::ocsp::answer(app, ca, &der).await,
                 None => crate::ocsp::OcspAnswer::Refused(
                     scaivault_core::ocsp::Refusal::MalformedRequest,
@@ -710,7 +711,11 @@ async fn route(app: &App, head: &Head, body: &[u8]) -> Reply {
             return ocsp_reply(crate::ocsp::answer(app, ca, body).await, None);
         }
         Target::Ocsp { has_request, .. } => {
-            let allow = if has_request { "GET, HEAD" } else { "POST" };
+            let allow = if has_request {
+                "GET, HEAD"
+            } else {
+                "GET, HEAD, POST"
+            };
             return method_not_allowed(&head.method, path, allow);
         }
         Target::Crl(id) if get => {
