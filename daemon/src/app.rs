@@ -417,11 +417,11 @@ impl App {
     /// The issuer for a CA row just read (active, ready to sign); cached by CA id and serial.
     ///
     /// # Errors
-    /// `400 ca_not_active`; token failures.
+    /// `409 ca_not_active`; token failures.
     pub async fn issuer_for(&self, row: scaivault_store::CaRow) -> Result<Arc<Issuer>, ApiError> {
         let ca_id = row.id.clone();
         if row.status != "active" {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::conflict(
                 "ca_not_active",
                 format!("CA {ca_id} is {}", row.status),
             ));
@@ -441,7 +441,7 @@ impl App {
         let chain_text = crate::ca::chain_pem(self, &row).await?;
         let chain = split_pem(&chain_text);
         let der = row.cert_der.clone().ok_or_else(|| {
-            ApiError::bad_request("ca_not_active", format!("CA {ca_id} has no certificate"))
+            ApiError::conflict("ca_not_active", format!("CA {ca_id} has no certificate"))
         })?;
         let token = self.token.clone();
         let label = row.key_label.clone();

@@ -99,7 +99,7 @@ fn parse_settings(row: &CaRow) -> CaSettings {
 /// The issuer data of an active CA, with its signing key.
 fn issuer_of(token: &dyn Token, row: &CaRow) -> Result<(IssuerInfo, Arc<dyn Signer>), ApiError> {
     let der = row.cert_der.as_deref().ok_or_else(|| {
-        ApiError::bad_request(
+        ApiError::conflict(
             "parent_ca_not_active",
             format!("CA {} has no certificate yet", row.id),
         )
@@ -179,7 +179,7 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
         .await??;
     if let Some(p) = &parent {
         if p.status != "active" {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::conflict(
                 "parent_ca_not_active",
                 format!("parent CA {} is {}", p.id, p.status),
             ));
@@ -774,7 +774,7 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
             }
         })?;
         let pder = parent.cert_der.ok_or_else(|| {
-            ApiError::bad_request("parent_ca_not_active", "parent has no certificate")
+            ApiError::conflict("parent_ca_not_active", "parent has no certificate")
         })?;
         let pcert = pem::from_der(&pder)?;
         verify::verify_certificate(

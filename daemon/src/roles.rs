@@ -318,7 +318,7 @@ pub async fn save(
             }
         })?;
     if ca.status != "active" {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::conflict(
             "ca_not_active",
             format!("CA {} is {}", ca.id, ca.status),
         ));

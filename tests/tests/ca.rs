@@ -245,7 +245,7 @@ fn parent_and_validity_rules() {
     assert_eq!(retired.status, 200, "{}", retired.text());
     assert_eq!(retired.json()["status"], "retired");
     d.post("/v1/pki/ca", &json!({"name": "i2", "common_name": "I", "ca_type": "intermediate", "parent_ca_id": rid, "validity_days": 10}))
-        .problem(400, "parent_ca_not_active");
+        .problem(409, "parent_ca_not_active");
     // Its certificate stays published.
     assert_eq!(
         d.call("GET", &format!("/v1/pki/ca/{rid}/certificate"), None, None)

@@ -492,7 +492,7 @@ min_ec_bits = 256"#,
         "/v1/pki/issue/svc",
         &json!({"common_name": "late.svc.cluster.local"}),
     )
-    .problem(400, "ca_not_active");
+    .problem(409, "ca_not_active");
     let served = d.get(&format!("/v1/pki/ca/{rid}/crl?format=pem")).text();
     assert_eq!(
         served.trim(),

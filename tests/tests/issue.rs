@@ -487,7 +487,7 @@ fn refusals_name_the_rule_and_the_value() {
         "/v1/pki/issue/short",
         &json!({"common_name": "x.svc.cluster.local", "ttl": "1h"}),
     )
-    .problem(400, "ca_not_active");
+    .problem(409, "ca_not_active");
 }
 
 #[test]
@@ -1015,7 +1015,7 @@ fn issuance_follows_token_role_and_ca_changes_at_once() {
                 int["id"].as_str().unwrap()
             ),
         );
-        issue(&t3, "a.internal").problem(400, "ca_not_active");
+        issue(&t3, "a.internal").problem(409, "ca_not_active");
     }
 
     // Exactly the successful requests left certificates; no reservation is left over.

@@ -339,7 +339,7 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
         "/v1/pki/issue/svc",
         &json!({"common_name": "x.svc.internal"}),
     )
-    .problem(400, "ca_not_active");
+    .problem(409, "ca_not_active");
     assert_eq!(
         d.get(&format!("/v1/pki/ca/{iid}")).json()["status"],
         "retired"
