@@ -533,9 +533,10 @@ fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiErro
                 "certificate {i} of the chain is not the issuer of the one before"
             )));
         }
-        if !is_ca(issuer) {
+        if let Err(e) = check_ca_certificate(issuer, false) {
             return Err(bad(format!(
-                "certificate {i} of the chain is not a CA certificate"
+                "certificate {i} of the chain is not a CA certificate that may sign: {}",
+                e.detail
             )));
         }
         let spki = issuer
@@ -566,18 +567,42 @@ fn verify_chain(cert: &Certificate, chain: &[Certificate]) -> Result<(), ApiErro
     Ok(())
 }
 
-fn is_ca(cert: &Certificate) -> bool {
+/// Refuses a certificate this CA could not issue with: no basicConstraints `cA` (RFC 5280
+/// §4.2.1.9), a keyUsage without `keyCertSign` — or, for a CA that signs its own CRLs here
+/// (`signs_crls`), without `cRLSign` (§4.2.1.3; relying parties refuse such a CA's certificates
+/// and CRLs) —, or an empty subject (§4.1.2.6: the issuer name of everything it signs).
+fn check_ca_certificate(cert: &Certificate, signs_crls: bool) -> Result<(), ApiError> {
     use der::oid::AssociatedOid;
-    use x509_cert::ext::pkix::BasicConstraints;
-    cert.tbs_certificate
-        .extensions
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .any(|e| {
-            e.extn_id == BasicConstraints::OID
-                && BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|bc| bc.ca)
-        })
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+    let not_ca = |why: &str| ApiError::bad_request("not_a_ca_certificate", why.to_owned());
+    let exts = cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]);
+    let ca = exts.iter().any(|e| {
+        e.extn_id == BasicConstraints::OID
+            && BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|bc| bc.ca)
+    });
+    if !ca {
+        return Err(not_ca("the certificate lacks basicConstraints CA:TRUE"));
+    }
+    if let Some(e) = exts.iter().find(|e| e.extn_id == KeyUsage::OID) {
+        let ku = KeyUsage::from_der(e.extn_value.as_bytes())
+            .map_err(|_| not_ca("the certificate's keyUsage does not decode"))?;
+        if !ku.0.contains(KeyUsages::KeyCertSign) {
+            return Err(not_ca(
+                "the certificate's keyUsage lacks keyCertSign: it cannot sign certificates",
+            ));
+        }
+        if signs_crls && !ku.0.contains(KeyUsages::CRLSign) {
+            return Err(not_ca(
+                "the certificate's keyUsage lacks cRLSign: the CRLs this CA signs would be refused",
+            ));
+        }
+    }
+    if cert.tbs_certificate.subject.0.is_empty() {
+        return Err(not_ca(
+            "the certificate's subject is empty: it would be the issuer name of every certificate the CA signs",
+        ));
+    }
+    Ok(())
 }
 
 fn check_current(cert: &Certificate) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
@@ -633,17 +658,17 @@ pub async fn install_signed(
             "the certificate is not for this CA's key",
         ));
     }
-    if !is_ca(&cert) {
-        return Err(ApiError::bad_request(
-            "not_a_ca_certificate",
-            "the certificate lacks basicConstraints CA:TRUE",
-        ));
-    }
+    check_ca_certificate(&cert, true)?;
     let (nb, na) = check_current(&cert)?;
     verify_chain(&cert, &chain)?;
     let mut chain_text = String::new();
     for c in &chain {
         chain_text.push_str(&pem::certificate(&pem::to_der(c)?)?);
+    }
+    // The parent may have written another subject than the CSR's (a CA that rewrites names):
+    // the certificate is what the CA is, and its common name is what the API shows.
+    if let Some(cn) = scaivault_core::name::common_name(&cert.tbs_certificate.subject) {
+        row.common_name = cn;
     }
     row.status = "active".into();
     row.cert_der = Some(pem::to_der(&cert)?);
@@ -663,6 +688,31 @@ pub async fn install_signed(
     .await?;
     app.issue_cache.clear();
     Ok(row)
+}
+
+/// Refuses a token key that could leave the token or may not sign: a CA key is sensitive and
+/// not extractable — except under a trusted wrapping key (`CKA_WRAP_WITH_TRUSTED`), the
+/// ceremony's backup-enabled keys (docs/CEREMONY.md, step 6) — and may sign.
+fn check_key_protected(label: &str, a: &scaivault_hsm::KeyAttributes) -> Result<(), ApiError> {
+    let why = if !a.sensitive {
+        Some("is not sensitive (CKA_SENSITIVE false): its value can be read off the token")
+    } else if a.extractable && !a.wrap_with_trusted {
+        Some(
+            "is extractable (CKA_EXTRACTABLE true) without CKA_WRAP_WITH_TRUSTED: it can be \
+             wrapped out of the token under any key",
+        )
+    } else if !a.sign {
+        Some("may not sign (CKA_SIGN false)")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ApiError::bad_request(
+            "key_not_protected",
+            format!("the key labelled {label:?} {why}; a CA key must stay on the token"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What an import names: a key already on the token and its certificate.
@@ -722,9 +772,12 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
             }
             let token = app.token.clone();
             let l = label.clone();
-            let key = app
+            let (key, attrs) = app
                 .token_blocking("find", move || {
-                    token.find(&l).map_err(|e| match e {
+                    let found = token
+                        .find(&l)
+                        .and_then(|key| Ok((key, token.attributes(&l)?)));
+                    found.map_err(|e| match e {
                         scaivault_hsm::Error::KeyNotFound { label } => ApiError::bad_request(
                             "key_not_found",
                             format!("no key labelled {label:?} on the token"),
@@ -736,6 +789,7 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
                     })
                 })
                 .await?;
+            check_key_protected(label, &attrs)?;
             let key_spki = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key_der())
                 .map_err(ApiError::internal)?;
             if !verify::same_key(&cert.tbs_certificate.subject_public_key_info, &key_spki) {
@@ -752,12 +806,7 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
             (format!("{}{id}", CaRow::OFFLINE_LABEL_PREFIX), t, bits)
         }
     };
-    if !is_ca(&cert) {
-        return Err(ApiError::bad_request(
-            "not_a_ca_certificate",
-            "the certificate lacks basicConstraints CA:TRUE",
-        ));
-    }
+    check_ca_certificate(&cert, req.key_label.is_some())?;
     let (nb, na) = check_current(&cert)?;
     let self_signed =
         cert.tbs_certificate.issuer.to_der().ok() == cert.tbs_certificate.subject.to_der().ok();

@@ -102,6 +102,8 @@ pub struct KeyAttributes {
     pub never_extractable: bool,
     /// CKA_SIGN.
     pub sign: bool,
+    /// CKA_WRAP_WITH_TRUSTED: extractable (if at all) only under a trusted wrapping key.
+    pub wrap_with_trusted: bool,
     /// Whether reading CKA_VALUE (or the RSA private exponent) was refused by the token.
     pub value_read_refused: bool,
 }

@@ -861,6 +861,7 @@ fn object_attributes(
             AttributeType::NeverExtractable,
             AttributeType::Sign,
             AttributeType::KeyType,
+            AttributeType::WrapWithTrusted,
         ],
     )?;
     let flag = |i: usize| -> bool {
@@ -874,6 +875,7 @@ fn object_attributes(
                     | Attribute::Extractable(true)
                     | Attribute::NeverExtractable(true)
                     | Attribute::Sign(true)
+                    | Attribute::WrapWithTrusted(true)
             ))
         )
     };
@@ -899,6 +901,7 @@ fn object_attributes(
         extractable: flag(4),
         never_extractable: flag(5),
         sign: flag(6),
+        wrap_with_trusted: flag(8),
         value_read_refused,
     })
 }

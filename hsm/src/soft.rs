@@ -227,6 +227,7 @@ impl Token for SoftToken {
             extractable: false,
             never_extractable: true,
             sign: true,
+            wrap_with_trusted: false,
             value_read_refused: true,
         })
     }
@@ -303,6 +304,7 @@ impl Token for SoftToken {
             extractable: false,
             never_extractable: true,
             sign: false,
+            wrap_with_trusted: false,
             value_read_refused: true,
         })
     }

@@ -677,6 +677,8 @@ fn backup_keys_wrap_only_under_a_trusted_key_and_restore_elsewhere() {
         t.generate(KeySpec::EcP256, "bk-plain").unwrap();
         let attrs = t.attributes("bk-root").unwrap();
         assert!(attrs.sensitive && attrs.extractable && attrs.value_read_refused);
+        assert!(attrs.wrap_with_trusted, "{attrs:?}");
+        assert!(!t.attributes("bk-plain").unwrap().wrap_with_trusted);
         assert!(matches!(
             t.generate_for_backup(KeySpec::Ed25519, "bk-ed"),
             Err(Error::UnsupportedKey(_))

@@ -298,9 +298,10 @@ fn pending_intermediate_signed_by_an_external_root() {
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     let ext = write(tmp, "ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
-    // The offline root signs the request `req` for `days`, into `out`.
-    let root_signs = |req: &str, days: &str, out: &str| {
-        openssl_ok(&[
+    // The offline root signs the request `req` for `days` with extensions `ext` (and another
+    // subject than the request's, when `subj` is not empty), into `out`.
+    let root_signs_as = |req: &str, days: &str, ext: &str, subj: &str, out: &str| {
+        let mut args = vec![
             "x509",
             "-req",
             "-in",
@@ -313,13 +314,26 @@ fn pending_intermediate_signed_by_an_external_root() {
             "-days",
             days,
             "-extfile",
-            &ext,
+            ext,
             "-out",
             out,
-        ]);
+        ];
+        if !subj.is_empty() {
+            args.extend(["-subj", subj]);
+        }
+        openssl_ok(&args);
     };
+    let root_signs = |req: &str, days: &str, out: &str| root_signs_as(req, days, &ext, "", out);
+    // The parent renames the CA (some CAs write their own subject): the certificate is what
+    // the CA is, and its common name is what the API shows from then on.
     let signed = tmp.join("signed.pem").to_str().unwrap().to_owned();
-    root_signs(&csr, "365", &signed);
+    root_signs_as(
+        &csr,
+        "365",
+        &ext,
+        "/O=Example/CN=Renamed By The Parent",
+        &signed,
+    );
     let signed_pem = std::fs::read_to_string(&signed).unwrap();
     let root_pem = std::fs::read_to_string(&root).unwrap();
 
@@ -372,6 +386,42 @@ fn pending_intermediate_signed_by_an_external_root() {
         &json!({"certificate_pem": std::fs::read_to_string(&long).unwrap(), "chain_pem": root_pem}),
     )
     .problem(400, "validity_exceeds_parent");
+    // A CA certificate this CA could not work with: no keyCertSign, no cRLSign (it signs its
+    // own CRLs here), an empty subject.
+    for (n, (exts, subj)) in [
+        (
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature\n",
+            "",
+        ),
+        (
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+            "",
+        ),
+        (
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+            "/",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = write(tmp, &format!("bad{n}.ext"), exts);
+        let out = tmp.join(format!("bad{n}.pem")).to_str().unwrap().to_owned();
+        root_signs_as(&csr, "30", &e, subj, &out);
+        let p = d
+            .post(
+                &path,
+                &json!({"certificate_pem": std::fs::read_to_string(&out).unwrap(), "chain_pem": root_pem}),
+            )
+            .problem(400, "not_a_ca_certificate");
+        let detail = p["detail"].as_str().unwrap().to_owned();
+        let expected = ["keyCertSign", "cRLSign", "subject is empty"][n];
+        assert!(detail.contains(expected), "{n}: {detail}");
+    }
+    assert_eq!(
+        d.get(&format!("/v1/pki/ca/{id}")).json()["status"],
+        "pending_signature"
+    );
 
     let ok = d.post(
         &path,
@@ -380,6 +430,7 @@ fn pending_intermediate_signed_by_an_external_root() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     let ca = ok.json();
     assert_eq!(ca["status"], "active");
+    assert_eq!(ca["common_name"], "Renamed By The Parent", "{ca}");
     assert!(ca["serial_number"].is_string());
     let chain = d
         .call("GET", &format!("/v1/pki/ca/{id}/chain"), None, None)
@@ -547,6 +598,24 @@ fn import_a_ca_whose_key_is_already_on_the_token() {
             .as_str()
             .unwrap()
             .contains("no public key object"),
+        "{p}"
+    );
+    // A key that could leave the token is no CA key (checked before anything else about it).
+    tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "loose-key",
+        "--id",
+        "c0fff0",
+        "--usage-sign",
+        "--extractable",
+    ]);
+    let p = d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "loose-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
+        .problem(400, "key_not_protected");
+    assert!(
+        p["detail"].as_str().unwrap().contains("CKA_EXTRACTABLE"),
         "{p}"
     );
     d.post("/v1/pki/ca/import", &json!({"name": "imp", "key_label": "ceremony-key", "certificate_pem": root_pem, "chain_pem": root_pem}))
