@@ -117,7 +117,69 @@ fn percent_decode(s: &str) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Marks a first run under way: written before its first file, removed after its last.
+const FIRST_RUN_MARKER: &str = ".first-run-incomplete";
+
+/// Where the first run writes `scaivault.toml` before renaming it into place.
+const PARTIAL_CONFIG: &str = "scaivault.toml.partial";
+
+/// The files a first run creates before `scaivault.toml` (which is written last).
+const FIRST_RUN_FILES: [&str; 3] = ["hsm.pin", "hsm-so.pin", "db.password"];
+
+/// Clears what an interrupted first run left (its marker is there): the PIN files and the token
+/// it may have begun. Nothing else can be there yet: the configuration is written last, and no
+/// daemon ever ran without it. Without the marker, leftovers are refused: a directory whose
+/// `scaivault.toml` was removed may hold keys.
+fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
+    let marker = dir.join(FIRST_RUN_MARKER);
+    let leftovers: Vec<&str> = FIRST_RUN_FILES
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if !marker.exists() {
+        let tokens_used = std::fs::read_dir(dir.join("softhsm").join("tokens"))
+            .is_ok_and(|mut d| d.next().is_some());
+        let mut found = leftovers;
+        if dir.join("scaivault.db").exists() {
+            found.push("scaivault.db");
+        }
+        if tokens_used {
+            found.push("a SoftHSM token");
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let leftovers = found;
+        return Err(StartError(format!(
+            "{} holds {} but no scaivault.toml: it is not a fresh data directory (restore its \
+             scaivault.toml, or use an empty directory)",
+            dir.display(),
+            leftovers.join(", ")
+        )));
+    }
+    eprintln!(
+        "ScaiVault dev mode: an earlier first run in {} was interrupted; starting it again",
+        dir.display()
+    );
+    for f in leftovers.into_iter().chain([PARTIAL_CONFIG]) {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StartError(format!("cannot remove {f}: {e}")))
+            }
+            _ => {}
+        }
+    }
+    let tokens = dir.join("softhsm").join("tokens");
+    if tokens.exists() {
+        std::fs::remove_dir_all(&tokens).context(&format!("cannot remove {}", tokens.display()))?;
+    }
+    Ok(())
+}
+
 fn first_run(dir: &Path, listen: SocketAddr, database_url: Option<&str>) -> Result<(), StartError> {
+    clear_interrupted_first_run(dir)?;
+    let marker = dir.join(FIRST_RUN_MARKER);
+    std::fs::write(&marker, b"").context(&format!("cannot write {}", marker.display()))?;
     let storage = storage_section(dir, database_url)?;
     let module = softhsm_module()?;
     let hsm_dir = dir.join("softhsm");
@@ -154,8 +216,11 @@ fn first_run(dir: &Path, listen: SocketAddr, database_url: Option<&str>) -> Resu
         pin = toml_str(&dir.join("hsm.pin")),
         conf = toml_str(&conf),
     );
-    // Written last: its presence marks a completed first run.
-    write_private(&dir.join("scaivault.toml"), &config)
+    // Written last, whole or not at all: its presence marks a completed first run.
+    let partial = dir.join(PARTIAL_CONFIG);
+    write_private(&partial, &config)?;
+    std::fs::rename(&partial, dir.join("scaivault.toml")).context("cannot write scaivault.toml")?;
+    std::fs::remove_file(&marker).context(&format!("cannot remove {}", marker.display()))
 }
 
 /// Runs dev mode.
@@ -176,7 +241,10 @@ pub fn run(
         .canonicalize()
         .context(&format!("cannot resolve {}", dir.display()))?;
     let config_path = dir.join("scaivault.toml");
-    if !config_path.exists() {
+    if config_path.exists() {
+        // A first run that ended between its configuration and the marker's removal.
+        let _ = std::fs::remove_file(dir.join(FIRST_RUN_MARKER));
+    } else {
         let addr = match listen {
             Some(a) => a,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -190,6 +258,13 @@ pub fn run(
         let public = cfg.server.public_listen.unwrap_or(l);
         cfg.server.public_base_url = format!("http://{public}");
     }
+    // A second daemon on this directory stops here, before it touches the database or the
+    // admin token (the lock is held until the daemon ends).
+    let lock = if cfg.storage.backend == "sqlite" {
+        Some(serve::lock_instance(&cfg.db_path())?)
+    } else {
+        None
+    };
     let store = serve::open_store(&cfg)?;
     let has_default = store
         .read(|tx| tx.list_tenants())
@@ -227,7 +302,7 @@ pub fn run(
             token_file.display()
         );
     }
-    println!("listening on http://{}", cfg.server.listen);
+    println!("starting on http://{}", cfg.server.listen);
     drop(store);
-    serve::run(cfg, &config_path)
+    serve::run_locked(cfg, &config_path, lock)
 }

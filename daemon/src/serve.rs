@@ -321,6 +321,19 @@ pub fn run_with_config(path: PathBuf) -> Result<ExitCode, StartError> {
 /// # Errors
 /// Startup failures, or the listener failing while it serves.
 pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
+    run_locked(cfg, path, None)
+}
+
+/// [`run`] with the SQLite instance lock already taken ([`lock_instance`]; dev mode takes it
+/// before it touches the database).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_locked(
+    cfg: Config,
+    path: &Path,
+    held: Option<InstanceLock>,
+) -> Result<ExitCode, StartError> {
     init_logging(&cfg.log.level);
     let notifier = Notifier::from_env();
     let result = process_checks().and_then(|()| {
@@ -330,7 +343,7 @@ pub fn run(cfg: Config, path: &Path) -> Result<ExitCode, StartError> {
         }
         let n = notifier.clone();
         let path = path.to_path_buf();
-        rocket::execute(async move { serve(cfg, path, n).await })
+        rocket::execute(async move { serve(cfg, path, n, held).await })
     });
     match &result {
         Ok(_) => tracing::info!("stopped"),
@@ -455,15 +468,20 @@ impl Background {
 }
 
 /// The daemon's async life: start, serve, reload, stop.
-async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCode, StartError> {
+async fn serve(
+    cfg: Config,
+    path: PathBuf,
+    notifier: Notifier,
+    held: Option<InstanceLock>,
+) -> Result<ExitCode, StartError> {
     let mut signals = Signals::install().context("cannot install signal handlers")?;
     tracing::info!(config = %path.display(), listen = %cfg.server.listen, token = %cfg.hsm.token_label, "starting");
     // One daemon per SQLite database: a second one would reconcile the first one's reservation
     // journal as if it had crashed (held until the process ends).
-    let _instance = if cfg.storage.backend == "sqlite" {
-        Some(lock_instance(&cfg.db_path())?)
-    } else {
-        None
+    let _instance = match held {
+        Some(lock) => Some(lock),
+        None if cfg.storage.backend == "sqlite" => Some(lock_instance(&cfg.db_path())?),
+        None => None,
     };
 
     notifier.status("starting: logging in to the HSM token");
@@ -570,13 +588,16 @@ async fn serve(cfg: Config, path: PathBuf, notifier: Notifier) -> Result<ExitCod
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
+/// The instance lock of a SQLite database, held while the daemon serves it.
+pub type InstanceLock = nix::fcntl::Flock<std::fs::File>;
+
 /// Takes the exclusive lock of the daemon serving the SQLite database at `db` (`flock` on
 /// `<db>.lock` beside the real file, released by the kernel when the process ends, however it
 /// ends). Deleting that file while the daemon runs defeats it (OPERATIONS.md says not to).
 ///
 /// # Errors
 /// Another process holds it, or the file cannot be opened.
-fn lock_instance(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
+pub fn lock_instance(db: &std::path::Path) -> Result<InstanceLock, StartError> {
     // Next to the real file: a database reached through a symbolic link (of the file or of its
     // directory) is locked where every path to it leads.
     let real = std::fs::canonicalize(db).unwrap_or_else(|_| {

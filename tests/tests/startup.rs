@@ -284,9 +284,87 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         &serde_json::json!({"common_name": "b.internal"}),
     );
     assert_eq!(ok.status, 200, "{}", ok.text());
+    // A second dev mode on the same directory stops before it touches anything, even with the
+    // admin token file gone (it would make a new admin token first).
+    if !scaivault_tests::pg::enabled() {
+        let tokens = |d: &Daemon| {
+            d.get("/v1/auth/tokens").json()["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        let before = tokens(&d);
+        let token_file = d.data().join("admin.token");
+        std::fs::rename(&token_file, d.dir.path().join("admin.token.aside")).unwrap();
+        let out = Command::new(bin())
+            .args(["dev", "--data-dir"])
+            .arg(d.data())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("another scaivault daemon serves the database"),
+            "{stderr}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stdout.contains("svt_") && !stdout.contains("starting on"),
+            "{stdout}"
+        );
+        assert!(!token_file.exists(), "no admin token was made");
+        assert_eq!(tokens(&d), before);
+        std::fs::rename(d.dir.path().join("admin.token.aside"), &token_file).unwrap();
+    }
     // Once it is stopped, the next one starts.
     let d = Daemon::start_in(d.into_dir());
     assert_eq!(d.get("/v1/sys/health").status, 200);
+}
+
+/// A first dev run killed between its PIN files and its configuration (the configuration is
+/// written last, the marker first): the next run clears what it left and starts over. Without
+/// the marker, such leftovers are refused by name (a directory that lost its configuration may
+/// hold keys).
+#[test]
+fn an_interrupted_first_run_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("softhsm/tokens/half-made")).unwrap();
+    for f in ["hsm.pin", "hsm-so.pin"] {
+        std::fs::write(data.join(f), "123456\n").unwrap();
+    }
+    // Without the marker: refused, naming what is there.
+    let out = Command::new(bin())
+        .args(["dev", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a fresh data directory") && stderr.contains("hsm.pin"),
+        "{stderr}"
+    );
+    assert!(
+        data.join("softhsm/tokens/half-made").exists(),
+        "nothing removed"
+    );
+    // With it: the leftovers go and the first run completes.
+    std::fs::write(data.join(".first-run-incomplete"), "").unwrap();
+    let d = Daemon::start_in(dir);
+    assert_eq!(d.get("/v1/sys/health").status, 200);
+    assert!(!d.data().join(".first-run-incomplete").exists());
+    assert!(!d.data().join("softhsm/tokens/half-made").exists());
+    let root = d.create_root("after-restart", "ec", None);
+    assert_eq!(root["status"], "active");
 }
 
 /// Health asks for a write, not only a read: while another process holds the database's write
