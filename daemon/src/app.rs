@@ -90,6 +90,9 @@ pub struct App {
     /// audit record, instead of the journal, so that a database that refuses writes is found
     /// before the token signs (see `issue::sign_order`).
     pub store_refused: Arc<RefusedMark>,
+    /// Active CAs whose key the last check did not find on the token ([`crate::sched`]): they
+    /// cannot sign until it is back, and health counts them.
+    pub missing_ca_keys: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// Whether the database refused a signed certificate's commit (see [`App::store_refused`]), with a

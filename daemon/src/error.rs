@@ -145,12 +145,13 @@ impl From<scaivault_core::Error> for ApiError {
             ErrorKind::Conflict => ApiError::conflict(e.code(), e.to_string()),
             ErrorKind::Unavailable => {
                 tracing::error!(cause = %e, "hsm unavailable");
-                ApiError::new(
-                    Status::ServiceUnavailable,
-                    e.code(),
-                    "the HSM is unavailable",
-                )
-                .with_cause(&e)
+                let detail = if e.code() == "hsm_key_missing" {
+                    "a key this needs is not on the token (deleted, or the token was replaced); \
+                     see the server log"
+                } else {
+                    "the HSM is unavailable"
+                };
+                ApiError::new(Status::ServiceUnavailable, e.code(), detail).with_cause(&e)
             }
             ErrorKind::Internal => {
                 tracing::error!(cause = %e, code = e.code(), "internal error");

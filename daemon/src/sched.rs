@@ -42,6 +42,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
+                check_ca_keys(&app).await;
                 if head_logged.elapsed() >= AUDIT_HEAD_EVERY {
                     head_logged = tokio::time::Instant::now();
                     log_audit_head(&app, "hourly").await;
@@ -78,6 +79,70 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     }
     presigner.abort();
     webhooks.abort();
+}
+
+/// Looks for every active CA's key on the token, each tick (each node: each has its own view of
+/// the token; one lookup per CA, well under a millisecond with SoftHSM).
+/// A CA whose key is gone — deleted by hand, a token restored from an older copy — stops signing
+/// at once: its issuer leaves the cache, whose session copy of the key would otherwise go on
+/// signing, and the next request answers `503 hsm_key_missing`. Each change is logged; health
+/// counts the missing ones. A token that does not answer changes nothing (health reports it).
+pub async fn check_ca_keys(app: &App) {
+    /// Set while a check's token work runs: a token that hangs holds one blocking thread, not
+    /// one more per tick.
+    static BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            BUSY.store(false, Ordering::Release);
+        }
+    }
+    if BUSY.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let store = app.store.clone();
+    let token = app.token.clone();
+    let found = app
+        .token_blocking("key check", move || {
+            let _done = Done;
+            let keys = store
+                .read(|tx| tx.active_ca_keys())
+                .map_err(crate::error::ApiError::from)?;
+            let mut missing = Vec::new();
+            for (id, label) in keys {
+                match token.attributes(&label) {
+                    Ok(_) => {}
+                    Err(scaivault_hsm::Error::KeyNotFound { .. }) => missing.push(id),
+                    Err(e) => return Err(crate::error::ApiError::from(e)),
+                }
+            }
+            Ok(missing)
+        })
+        .await;
+    let missing = match found {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e.detail, "CA key check skipped");
+            return;
+        }
+    };
+    let Ok(mut known) = app.missing_ca_keys.lock() else {
+        return;
+    };
+    let now: std::collections::BTreeSet<String> = missing.into_iter().collect();
+    for id in now.difference(&known) {
+        tracing::error!(ca = %id, "the CA's private key is not on the token: the CA signs nothing until it is back");
+    }
+    for id in known.difference(&now) {
+        tracing::info!(ca = %id, "the CA's private key is on the token again");
+    }
+    if !now.is_empty() {
+        if let Ok(mut cache) = app.issuers.write() {
+            cache.retain(|id, _| !now.contains(id));
+        }
+        app.issue_cache.clear();
+    }
+    *known = now;
 }
 
 /// The jobs that run once per cluster: CRLs, then ACME (orders left in flight by a restart or by a

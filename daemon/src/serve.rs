@@ -411,6 +411,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         ocsp: Default::default(),
         token_pace: Default::default(),
         store_refused: Default::default(),
+        missing_ca_keys: Default::default(),
         signers,
         crls: Default::default(),
         metrics: Default::default(),

@@ -73,9 +73,25 @@ impl Error {
     /// Whether retrying later may help (token absent, session lost) rather than the request being
     /// wrong.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable(_) | Error::LoginRefused | Error::TokenNotFound(_)
-        )
+        match self {
+            Error::Unavailable(_) | Error::LoginRefused | Error::TokenNotFound(_) => true,
+            // The device, not the request: out of memory or storage, broken, removed.
+            Error::Pkcs11 { rv, function } => {
+                matches!(
+                    rv.as_str(),
+                    "CKR_DEVICE_MEMORY"
+                        | "CKR_DEVICE_ERROR"
+                        | "CKR_DEVICE_REMOVED"
+                        | "CKR_TOKEN_NOT_PRESENT"
+                ) || (rv == "CKR_FUNCTION_FAILED"
+                    // A call that stores an object failed for no stated reason: what a token
+                    // reports when it cannot write (SoftHSM on a full disk).
+                    && matches!(
+                        function.as_str(),
+                        "C_GenerateKeyPair" | "C_GenerateKey" | "C_CreateObject" | "C_UnwrapKey"
+                    ))
+            }
+            _ => false,
+        }
     }
 }

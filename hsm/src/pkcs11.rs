@@ -1831,6 +1831,17 @@ mod tests {
         assert!(
             matches!(e, Error::Pkcs11 { ref function, ref rv } if function == "C_Sign" && rv == "CKR_DEVICE_ERROR")
         );
+        // The device's state is "unavailable" (503), not a fault of the daemon (500): a broken
+        // or full device, and a failed object creation (SoftHSM on a full disk).
+        let unavailable = |rv, f| ck_error(CkError::Pkcs11(rv, f)).is_unavailable();
+        assert!(unavailable(RvError::DeviceError, Function::Sign));
+        assert!(unavailable(RvError::DeviceMemory, Function::CreateObject));
+        assert!(unavailable(
+            RvError::FunctionFailed,
+            Function::GenerateKeyPair
+        ));
+        assert!(!unavailable(RvError::FunctionFailed, Function::Sign));
+        assert!(!unavailable(RvError::KeyHandleInvalid, Function::SignInit));
     }
 
     #[test]

@@ -667,3 +667,80 @@ fn import_a_ca_whose_key_is_already_on_the_token() {
         .text();
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
 }
+
+/// A CA key deleted from the token behind the daemon's back (`pkcs11-tool --delete-object`): within
+/// a key check (each scheduler tick, 10 s) the CA stops signing — the session copy the daemon
+/// holds would sign on — and issuance and a CRL rebuild answer `503 hsm_key_missing`; health
+/// counts the CA; a restart finds it missing at once.
+#[test]
+fn a_ca_whose_key_leaves_the_token_stops_signing() {
+    let d = Daemon::start();
+    let root = d.create_root("doomed", "ec", None);
+    let id = root["id"].as_str().unwrap().to_owned();
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": id, "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let issue = |d: &Daemon| d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+    assert_eq!(issue(&d).status, 200);
+    assert_eq!(d.get("/v1/sys/health").json()["ca_keys_missing"], 0);
+
+    let conf = d.data().join("softhsm/softhsm2.conf");
+    let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "scaivault-dev",
+            "--login",
+            "--pin",
+            &pin,
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            &id,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let noticed = |d: &Daemon| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while d.get("/v1/sys/health").json()["ca_keys_missing"] != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the missing key went unnoticed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    noticed(&d);
+    let check = |d: &Daemon| {
+        let p = issue(d).problem(503, "hsm_key_missing");
+        assert!(
+            p["detail"].as_str().unwrap().contains("not on the token"),
+            "{p}"
+        );
+        d.post(&format!("/v1/pki/ca/{id}/crl"), &json!({}))
+            .problem(503, "hsm_key_missing");
+    };
+    check(&d);
+    assert!(d
+        .log_text()
+        .contains("the CA's private key is not on the token"));
+    // The health endpoint itself stays 200: the other CAs work.
+    assert_eq!(d.get("/v1/sys/health").status, 200);
+    let d = Daemon::start_in(d.into_dir());
+    check(&d);
+    noticed(&d);
+}

@@ -70,6 +70,12 @@ impl Error {
                 ErrorKind::Invalid
             }
             Error::Hsm(e) if e.is_unavailable() => ErrorKind::Unavailable,
+            // A key the daemon relies on is gone from the token (deleted by hand, a token
+            // restored from an older copy): unavailable until it is back, not a daemon fault.
+            Error::Hsm(
+                scaivault_hsm::Error::KeyNotFound { .. }
+                | scaivault_hsm::Error::PublicKeyMissing { .. },
+            ) => ErrorKind::Unavailable,
             Error::Hsm(scaivault_hsm::Error::UnsupportedKey(_)) => ErrorKind::Invalid,
             Error::Hsm(scaivault_hsm::Error::DuplicateLabel(_)) => ErrorKind::Conflict,
             Error::Hsm(_)
@@ -90,6 +96,10 @@ impl Error {
             Error::Decode { .. } => "invalid_encoding",
             Error::Hsm(scaivault_hsm::Error::UnsupportedKey(_)) => "invalid_key_type",
             Error::Hsm(e) if e.is_unavailable() => "hsm_unavailable",
+            Error::Hsm(
+                scaivault_hsm::Error::KeyNotFound { .. }
+                | scaivault_hsm::Error::PublicKeyMissing { .. },
+            ) => "hsm_key_missing",
             Error::Hsm(_) => "hsm_error",
             Error::Encode(_) => "internal_error",
         }

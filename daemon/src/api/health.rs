@@ -17,6 +17,10 @@ struct Health {
     token: &'static str,
     database: &'static str,
     scheduler: &'static str,
+    /// Active CAs whose private key the last check (each 10 s) did not find on the token:
+    /// they sign nothing until it is back. Not a reason for `503` (every node shares the token,
+    /// and the other CAs work), but for an operator.
+    ca_keys_missing: usize,
     crl: CrlHealth,
     cluster: ClusterHealth,
     version: &'static str,
@@ -121,6 +125,7 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
             } else {
                 "stalled"
             },
+            ca_keys_missing: app.missing_ca_keys.lock().map_or(0, |m| m.len()),
             crl,
             cluster: ClusterHealth {
                 backend: app.store.backend(),

@@ -1398,6 +1398,21 @@ impl<'a> Tx<'a> {
             .query_row(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
     }
 
+    /// `(id, key_label)` of every active CA whose key is on the token (not offline), all tenants.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn active_ca_keys(&self) -> Result<Vec<(String, String)>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT id, key_label FROM cas WHERE status = 'active' AND cert_der IS NOT NULL \
+             AND key_label NOT LIKE 'offline:%' ORDER BY id",
+        )?;
+        let rows = st
+            .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<(String, String)>>>()?;
+        Ok(rows)
+    }
+
     /// Ids of active or retired CAs with a certificate whose CRL is dirty or due before `due`.
     ///
     /// # Errors
