@@ -108,7 +108,12 @@ pub fn open_token(cfg: &Config) -> Result<Arc<Pkcs11Token>, StartError> {
         pin,
     })
     .inspect_err(|e| {
-        if matches!(e, scaivault_hsm::Error::LoginRefused) {
+        // A PIN of a length the token cannot take is as wrong as a refused one (exit 3: a
+        // restart would not fix it).
+        if matches!(
+            e,
+            scaivault_hsm::Error::LoginRefused | scaivault_hsm::Error::PinLength { .. }
+        ) {
             LOGIN_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     })

@@ -920,6 +920,18 @@ impl Pkcs11Token {
     pub fn open(config: &Pkcs11Config) -> Result<Arc<Pkcs11Token>> {
         let ctx = context(&config.module)?;
         let slot = slot_by_label(&ctx, &config.token_label)?;
+        // A PIN the token cannot take is refused before a login attempt: on a hardware token
+        // each failed login spends one of the few tries before the PIN locks.
+        let info = ctx.get_token_info(slot).map_err(ck_error)?;
+        let (min, max) = (info.min_pin_length(), info.max_pin_length());
+        let n = config.pin.chars().count();
+        if n < min || (max > 0 && n > max) {
+            return Err(Error::PinLength {
+                which: "user",
+                min,
+                max,
+            });
+        }
         let session_copy = std::env::var_os(NO_SESSION_COPY_ENV).is_none_or(|v| v != "1");
         let shared = Arc::new(Shared {
             ctx,

@@ -161,6 +161,11 @@ min_ec_bits = 256"#,
     assert!(text.contains("Certificate Sign, CRL Sign"), "{text}");
     assert!(text.contains("secp384r1"), "{text}");
     openssl_ok(&["verify", "-CAfile", &root, &root]);
+    // A user PIN of a length the token cannot take: refused before any login attempt.
+    let good_pin = std::fs::read_to_string(off.path("user.pin")).unwrap();
+    std::fs::write(off.path("user.pin"), "123\n").unwrap();
+    off.fails(&["list-keys"], "PIN must have 4 to 255 characters");
+    std::fs::write(off.path("user.pin"), &good_pin).unwrap();
     let listing = off.ok(&["list-keys"]);
     let line = listing
         .lines()

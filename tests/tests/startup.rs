@@ -69,6 +69,14 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     let err = serve_fails(&cfg);
     assert!(err.contains("login refused"), "{err}");
     assert!(!err.contains("0000"), "the PIN must not be echoed: {err}");
+    // A PIN of a length the token cannot take is refused before any login attempt (each spends
+    // one of a hardware token's few tries).
+    std::fs::write(&bad_pin, "12\n").unwrap();
+    let err = serve_fails(&cfg);
+    assert!(
+        err.contains("PIN must have 4 to 255 characters") && !err.contains("login refused"),
+        "{err}"
+    );
     // A wrong token label.
     let cfg = dir.path().join("badlabel.toml");
     std::fs::write(
