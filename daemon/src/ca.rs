@@ -241,6 +241,11 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
         not_after,
         max_path_length: req.settings.max_path_length,
         constraints,
+        // The parent's CRL, OCSP responder and certificate, as in the leaves it signs: a relying
+        // party finds this intermediate's revocation where the certificate says.
+        issuer_urls: parent.as_ref().map(|p| {
+            scaivault_core::leaf::LeafUrls::for_ca(&app.config.server.public_base_url, &p.id)
+        }),
     };
     let token = app.token.clone();
     let (label, spec, parent_row) = (id.clone(), req.key, parent.clone());

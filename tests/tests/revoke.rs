@@ -328,6 +328,63 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
         "active"
     );
 
+    // An intermediate points at its parent's CRL, OCSP responder and certificate, as leaves
+    // point at theirs. (A new one: the first was made before the restart, on another port.)
+    let tmp = d.dir.path();
+    let root_pem = write(tmp, "root-only.pem", root["certificate"].as_str().unwrap());
+    let int2 = d.post("/v1/pki/ca", &json!({"name": "int2", "common_name": "Second Intermediate", "ca_type": "intermediate", "parent_ca_id": rid, "validity_days": 100})).json();
+    let int2_pem = write(tmp, "int2.pem", int2["certificate"].as_str().unwrap());
+    let exts = openssl(&[
+        "x509",
+        "-in",
+        &int2_pem,
+        "-noout",
+        "-ext",
+        "crlDistributionPoints,authorityInfoAccess",
+    ]);
+    let exts = String::from_utf8_lossy(&exts.stdout).into_owned();
+    for url in [
+        format!("URI:{}/v1/pki/ca/{rid}/crl", d.base),
+        format!("OCSP - URI:{}/v1/pki/ocsp/{rid}", d.base),
+        format!(
+            "CA Issuers - URI:{}/v1/pki/ca/{rid}/certificate?format=der",
+            d.base
+        ),
+    ] {
+        assert!(exts.contains(&url), "{url} not in {exts}");
+    }
+    // The intermediate checked as a relying party checks it: its CRL fetched from its own
+    // distribution point, its status asked of the responder its AIA names.
+    let verify = || {
+        openssl(&[
+            "verify",
+            "-crl_check",
+            "-crl_download",
+            "-CAfile",
+            &root_pem,
+            &int2_pem,
+        ])
+    };
+    let ocsp_url = String::from_utf8_lossy(
+        &openssl(&["x509", "-in", &int2_pem, "-noout", "-ocsp_uri"]).stdout,
+    )
+    .trim()
+    .to_owned();
+    let ocsp = || {
+        let out = openssl(&[
+            "ocsp", "-issuer", &root_pem, "-cert", &int2_pem, "-url", &ocsp_url, "-CAfile",
+            &root_pem,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ocsp().contains("int2.pem: good"), "{}", ocsp());
+    let before = verify();
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+
     // Revoking the intermediate's own certificate: on the root's CRL, and it stops issuing.
     let int_serial = int["serial_number"].as_str().unwrap();
     let r = d.post(
@@ -344,14 +401,30 @@ fn crl_numbers_increase_across_restarts_and_revoking_a_ca_stops_it() {
         d.get(&format!("/v1/pki/ca/{iid}")).json()["status"],
         "retired"
     );
-    let tmp = d.dir.path();
-    let trust = write(tmp, "root-only.pem", root["certificate"].as_str().unwrap());
     d.post(&format!("/v1/pki/ca/{rid}/crl"), &json!({}));
-    let text = d.crl_text(&rid, &trust, "root");
+    let text = d.crl_text(&rid, &root_pem, "root");
     assert!(
         text.contains(&int_serial.replace(':', "")) && text.contains("CA Compromise"),
         "{text}"
     );
+    // A relying party following the URLs finds a revoked intermediate revoked.
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": int2["serial_number"], "reason": "key_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.post(&format!("/v1/pki/ca/{rid}/crl"), &json!({}));
+    let after = verify();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&after.stdout),
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(
+        !after.status.success() && said.contains("certificate revoked"),
+        "{said}"
+    );
+    assert!(ocsp().contains("int2.pem: revoked"), "{}", ocsp());
     // The retired CA's CRL is still served.
     assert_eq!(
         d.call("GET", &format!("/v1/pki/ca/{iid}/crl"), None, None)

@@ -55,6 +55,39 @@ pub struct LeafUrls {
 }
 
 impl LeafUrls {
+    /// The CRL distribution point and the authority information access (OCSP, CA issuers) of a
+    /// certificate the CA signs: its leaves, and the intermediates it certifies.
+    ///
+    /// # Errors
+    /// `invalid_*` when a URL is not IA5 text.
+    pub fn extensions(&self) -> Result<[x509_cert::ext::Extension; 2]> {
+        Ok([
+            extension(
+                &CrlDistributionPoints(vec![DistributionPoint {
+                    distribution_point: Some(DistributionPointName::FullName(vec![
+                        uri(&self.crl)?,
+                    ])),
+                    reasons: None,
+                    crl_issuer: None,
+                }]),
+                false,
+            )?,
+            extension(
+                &AuthorityInfoAccessSyntax(vec![
+                    AccessDescription {
+                        access_method: ID_AD_OCSP,
+                        access_location: uri(&self.ocsp)?,
+                    },
+                    AccessDescription {
+                        access_method: ID_AD_CA_ISSUERS,
+                        access_location: uri(&self.ca_issuers)?,
+                    },
+                ]),
+                false,
+            )?,
+        ])
+    }
+
     /// The URLs for CA `ca_id` under `base` (no trailing slash), matching the daemon's routes.
     pub fn for_ca(base: &str, ca_id: &str) -> Self {
         LeafUrls {
@@ -142,7 +175,7 @@ pub fn leaf_tbs(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<TbsCertificate>
     if t.client_auth {
         eku.push(ID_KP_CLIENT_AUTH);
     }
-    let exts = vec![
+    let mut exts = vec![
         extension(
             &BasicConstraints {
                 ca: false,
@@ -167,28 +200,8 @@ pub fn leaf_tbs(t: &LeafTemplate, issuer: &IssuerInfo) -> Result<TbsCertificate>
         // RFC 5280 §4.2.1.6: critical when the subject is empty (a request without a CN whose
         // names cannot be one, e.g. only URIs).
         extension(&SubjectAltName(sans), t.subject.0.is_empty())?,
-        extension(
-            &CrlDistributionPoints(vec![DistributionPoint {
-                distribution_point: Some(DistributionPointName::FullName(vec![uri(&t.urls.crl)?])),
-                reasons: None,
-                crl_issuer: None,
-            }]),
-            false,
-        )?,
-        extension(
-            &AuthorityInfoAccessSyntax(vec![
-                AccessDescription {
-                    access_method: ID_AD_OCSP,
-                    access_location: uri(&t.urls.ocsp)?,
-                },
-                AccessDescription {
-                    access_method: ID_AD_CA_ISSUERS,
-                    access_location: uri(&t.urls.ca_issuers)?,
-                },
-            ]),
-            false,
-        )?,
     ];
+    exts.extend(t.urls.extensions()?);
     Ok(TbsCertificate {
         version: Version::V3,
         serial_number: t.serial.to_x509()?,

@@ -141,6 +141,11 @@ pub struct CaTemplate {
     pub max_path_length: Option<u8>,
     /// Name constraints.
     pub constraints: Constraints,
+    /// Where relying parties find the issuer's CRL, OCSP responder and certificate: the CRL
+    /// distribution point and authority information access of an intermediate its parent signs
+    /// here (so that a revoked intermediate is found revoked). `None` for roots and for what an
+    /// offline root signs.
+    pub issuer_urls: Option<crate::leaf::LeafUrls>,
 }
 
 /// SubjectKeyIdentifier by RFC 5280 §4.2.1.2 method 1.
@@ -201,6 +206,9 @@ pub fn ca_tbs(
     }
     if !t.constraints.is_empty() {
         exts.push(extension(&name_constraints(&t.constraints)?, true)?);
+    }
+    if let (Some(urls), Some(_)) = (&t.issuer_urls, issuer) {
+        exts.extend(urls.extensions()?);
     }
     let algorithm_der = issuer.map_or(self_algorithm_der, |i| i.algorithm_der.as_slice());
     let tbs = TbsCertificate {

@@ -48,6 +48,7 @@ pub(crate) fn self_signed_constrained(
         not_after: now + time::Duration::days(30),
         max_path_length: None,
         constraints,
+        issuer_urls: None,
     };
     let der = crate::sign::sign_certificate(
         ca_tbs(&t, None, &alg).unwrap(),

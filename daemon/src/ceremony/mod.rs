@@ -411,6 +411,7 @@ fn build_root(
         not_after: days_after(now, c.file.root.validity_days, "root.validity_days")?,
         max_path_length: c.file.root.max_path_length,
         constraints: Constraints::default(),
+        issuer_urls: None,
     };
     let alg = key.algorithm_der();
     let tbs = profile::ca_tbs(&t, None, &alg).map_err(core("root certificate"))?;
@@ -526,6 +527,7 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
         not_after,
         max_path_length: path_len,
         constraints,
+        issuer_urls: None,
     };
     let tbs = profile::ca_tbs(&t, Some(&issuer), &issuer.algorithm_der)
         .map_err(core("intermediate certificate"))?;

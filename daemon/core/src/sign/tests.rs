@@ -44,6 +44,7 @@ fn template(cn: &str, spki: &[u8], years: i64) -> CaTemplate {
         not_after: now + Duration::days(365 * years),
         max_path_length: None,
         constraints: Constraints::default(),
+        issuer_urls: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn ca_with_path_length(
         not_after: parent.map_or(now + Duration::days(365), |p| p.info.not_after),
         max_path_length,
         constraints,
+        issuer_urls: None,
     };
     let alg = key.algorithm_der();
     let tbs = ca_tbs(&t, parent.map(|p| &p.info), &alg).unwrap();
