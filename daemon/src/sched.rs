@@ -36,13 +36,13 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     let mut head_logged = tokio::time::Instant::now();
     let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
     let webhooks = tokio::spawn(crate::webhooks::worker::run(app.clone()));
+    let key_watch = tokio::spawn(watch_ca_keys(app.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
-                check_ca_keys(&app).await;
                 if head_logged.elapsed() >= AUDIT_HEAD_EVERY {
                     head_logged = tokio::time::Instant::now();
                     log_audit_head(&app, "hourly").await;
@@ -79,17 +79,31 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     }
     presigner.abort();
     webhooks.abort();
+    key_watch.abort();
 }
 
-/// Looks for every active CA's key on the token, each tick (each node: each has its own view of
-/// the token; one lookup per CA, well under a millisecond with SoftHSM).
+/// Looks for every active CA's key pair on the token, every [`TICK`], in a task of its own (a
+/// slow or hung token delays only this, never the scheduler). Each node checks: each has its own
+/// view of the token. One lookup per CA, well under a millisecond with SoftHSM; nothing is read
+/// from the keys.
+///
 /// A CA whose key is gone — deleted by hand, a token restored from an older copy — stops signing
-/// at once: its issuer leaves the cache, whose session copy of the key would otherwise go on
-/// signing, and the next request answers `503 hsm_key_missing`. Each change is logged; health
-/// counts the missing ones. A token that does not answer changes nothing (health reports it).
+/// at once: its issuer leaves the cache and the token drops the session copy it signed with
+/// ([`scaivault_hsm::Token::forget_copies`]), so the next request answers
+/// `503 hsm_key_missing`. Each change is logged; health counts the missing ones. A lookup that
+/// fails leaves that CA's state as it was; a token that does not answer ends the pass.
+pub async fn watch_ca_keys(app: App) {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        check_ca_keys(&app).await;
+    }
+}
+
+/// One pass of [`watch_ca_keys`].
 pub async fn check_ca_keys(app: &App) {
-    /// Set while a check's token work runs: a token that hangs holds one blocking thread, not
-    /// one more per tick.
+    /// Set while a pass's token work runs: a token that hangs holds one blocking thread, not one
+    /// more per tick (the wait for it ends at `[hsm] call_timeout`, the thread does not).
     static BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     struct Done;
     impl Drop for Done {
@@ -108,41 +122,67 @@ pub async fn check_ca_keys(app: &App) {
             let keys = store
                 .read(|tx| tx.active_ca_keys())
                 .map_err(crate::error::ApiError::from)?;
-            let mut missing = Vec::new();
+            let mut present = Vec::with_capacity(keys.len());
             for (id, label) in keys {
-                match token.attributes(&label) {
-                    Ok(_) => {}
-                    Err(scaivault_hsm::Error::KeyNotFound { .. }) => missing.push(id),
-                    Err(e) => return Err(crate::error::ApiError::from(e)),
+                match token.key_present(&label) {
+                    Ok(p) => present.push((id, label, p)),
+                    Err(e) if e.is_unavailable() => return Err(crate::error::ApiError::from(e)),
+                    Err(e) => {
+                        tracing::warn!(ca = %id, error = %e, "the CA's key could not be looked up")
+                    }
                 }
             }
-            Ok(missing)
+            Ok(present)
         })
         .await;
-    let missing = match found {
-        Ok(m) => m,
+    let present = match found {
+        Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e.detail, "CA key check skipped");
             return;
         }
     };
-    let Ok(mut known) = app.missing_ca_keys.lock() else {
-        return;
-    };
-    let now: std::collections::BTreeSet<String> = missing.into_iter().collect();
-    for id in now.difference(&known) {
-        tracing::error!(ca = %id, "the CA's private key is not on the token: the CA signs nothing until it is back");
-    }
-    for id in known.difference(&now) {
-        tracing::info!(ca = %id, "the CA's private key is on the token again");
-    }
-    if !now.is_empty() {
-        if let Ok(mut cache) = app.issuers.write() {
-            cache.retain(|id, _| !now.contains(id));
+    let mut gone = Vec::new();
+    {
+        let Ok(mut missing) = app.missing_ca_keys.lock() else {
+            return;
+        };
+        let checked: std::collections::BTreeSet<&str> =
+            present.iter().map(|(id, ..)| id.as_str()).collect();
+        // CAs no longer active (retired, deleted) are no longer counted.
+        missing.retain(|id| checked.contains(id.as_str()));
+        for (id, label, here) in &present {
+            match (*here, missing.contains(id)) {
+                (false, false) => {
+                    tracing::error!(ca = %id, "the CA's private key is not on the token: the CA signs nothing until it is back");
+                    missing.insert(id.clone());
+                    gone.push((id.clone(), label.clone()));
+                }
+                (true, true) => {
+                    tracing::info!(ca = %id, "the CA's private key is on the token again");
+                    missing.remove(id);
+                }
+                _ => {}
+            }
         }
-        app.issue_cache.clear();
     }
-    *known = now;
+    if gone.is_empty() {
+        return;
+    }
+    if let Ok(mut cache) = app.issuers.write() {
+        cache.retain(|id, _| !gone.iter().any(|(g, _)| g == id));
+    }
+    app.issue_cache.clear();
+    let token = app.token.clone();
+    let labels: Vec<String> = gone.into_iter().map(|(_, label)| label).collect();
+    let _ = app
+        .token_blocking("forget key copies", move || {
+            for label in &labels {
+                token.forget_copies(label);
+            }
+            Ok(())
+        })
+        .await;
 }
 
 /// The jobs that run once per cluster: CRLs, then ACME (orders left in flight by a restart or by a

@@ -90,6 +90,23 @@ pub trait Token: Debug + Send + Sync {
     /// [`Error::KeyNotFound`] when no private key carries that label.
     fn attributes(&self, label: &str) -> Result<KeyAttributes>;
 
+    /// Whether the key pair labelled `label` (its private and its public key object) is on the
+    /// token: a lookup only, nothing is read from the keys.
+    ///
+    /// # Errors
+    /// Token failures (an unreachable token is not an answer).
+    fn key_present(&self, label: &str) -> Result<bool> {
+        match self.find(label) {
+            Ok(_) => Ok(true),
+            Err(Error::KeyNotFound { .. } | Error::PublicKeyMissing { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops what this process keeps of the key labelled `label` to sign faster (its session
+    /// copy), so that a key gone from the token signs no more. Best effort.
+    fn forget_copies(&self, _label: &str) {}
+
     /// Destroys the key pair labelled `label`, if any (used to undo a half-finished creation).
     ///
     /// # Errors

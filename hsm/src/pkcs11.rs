@@ -1508,6 +1508,29 @@ impl Token for Pkcs11Token {
         })
     }
 
+    fn key_present(&self, label: &str) -> Result<bool> {
+        self.shared.with_session("key lookup", |session| {
+            let _store = self.shared.reading();
+            let private = Shared::find_one(session, ObjectClass::PRIVATE_KEY, label)?;
+            let public = Shared::find_one(session, ObjectClass::PUBLIC_KEY, label)?;
+            if private.is_none() || public.is_none() {
+                // An empty answer from a session that lost its login says nothing.
+                Shared::check_logged_in(session)?;
+            }
+            Ok(private.is_some() && public.is_some())
+        })
+    }
+
+    fn forget_copies(&self, label: &str) {
+        let mut copies = lock(&self.shared.copies);
+        if let Some(copy) = copies.remove(label).and_then(|entry| entry.copy) {
+            if let Some(keeper) = lock(&self.shared.keeper).as_ref() {
+                let _store = self.shared.reading();
+                destroy_own_copy(keeper, copy, label);
+            }
+        }
+    }
+
     fn destroy(&self, label: &str) -> Result<()> {
         let _admin = lock(&self.shared.admin);
         // Held throughout: no signer makes a new session copy while the key goes.
