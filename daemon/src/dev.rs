@@ -132,15 +132,16 @@ const FIRST_RUN_FILES: [&str; 3] = ["hsm.pin", "hsm-so.pin", "db.password"];
 /// `scaivault.toml` was removed may hold keys.
 fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
     let marker = dir.join(FIRST_RUN_MARKER);
-    let leftovers: Vec<&str> = FIRST_RUN_FILES
+    let tokens = dir.join("softhsm").join("tokens");
+    let tokens_used = std::fs::read_dir(&tokens).is_ok_and(|mut d| d.next().is_some());
+    let mut found: Vec<&str> = FIRST_RUN_FILES
         .into_iter()
         .filter(|f| dir.join(f).exists())
         .collect();
-    if !marker.exists() {
-        let tokens_used = std::fs::read_dir(dir.join("softhsm").join("tokens"))
-            .is_ok_and(|mut d| d.next().is_some());
-        let mut found = leftovers;
-        if dir.join("scaivault.db").exists() {
+    // A database proves that a daemon ran here (a first run writes none): never a leftover.
+    let ran = dir.join("scaivault.db").exists();
+    if !marker.exists() || ran {
+        if ran {
             found.push("scaivault.db");
         }
         if tokens_used {
@@ -149,31 +150,64 @@ fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
         if found.is_empty() {
             return Ok(());
         }
-        let leftovers = found;
         return Err(StartError(format!(
             "{} holds {} but no scaivault.toml: it is not a fresh data directory (restore its \
              scaivault.toml, or use an empty directory)",
             dir.display(),
-            leftovers.join(", ")
+            found.join(", ")
         )));
     }
+    // Moved aside, not deleted: whatever the marker says, a token is worth keeping.
+    let aside = dir.join(format!(
+        "interrupted-first-run-{}",
+        scaivault_core::time_util::now().unix_timestamp_nanos()
+    ));
     eprintln!(
-        "ScaiVault dev mode: an earlier first run in {} was interrupted; starting it again",
-        dir.display()
+        "ScaiVault dev mode: an earlier first run in {} was interrupted; its files go to {} and it \
+         starts again",
+        dir.display(),
+        aside.display()
     );
-    for f in leftovers.into_iter().chain([PARTIAL_CONFIG]) {
-        match std::fs::remove_file(dir.join(f)) {
+    std::fs::create_dir(&aside).context(&format!("cannot create {}", aside.display()))?;
+    let moves = found
+        .into_iter()
+        .chain([PARTIAL_CONFIG])
+        .map(|f| (dir.join(f), aside.join(f)))
+        .chain(tokens_used.then(|| (tokens.clone(), aside.join("tokens"))));
+    for (from, to) in moves {
+        match std::fs::rename(&from, &to) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(StartError(format!("cannot remove {f}: {e}")))
+                return Err(StartError(format!("cannot move {}: {e}", from.display())))
             }
             _ => {}
         }
     }
-    let tokens = dir.join("softhsm").join("tokens");
-    if tokens.exists() {
-        std::fs::remove_dir_all(&tokens).context(&format!("cannot remove {}", tokens.display()))?;
-    }
     Ok(())
+}
+
+/// Takes the lock that serialises dev-mode starts on `dir` (`flock` on `dir/.dev.lock`, held
+/// until the process ends): a second `dev` on the same directory waits for nothing and touches
+/// nothing.
+fn lock_dir(dir: &Path) -> Result<serve::InstanceLock, StartError> {
+    let path = dir.join(".dev.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .context(&format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            StartError(format!(
+                "another scaivault dev mode runs in {} (it holds {}); stop it first",
+                dir.display(),
+                path.display()
+            ))
+        } else {
+            StartError(format!("cannot lock {}: {e}", path.display()))
+        }
+    })
 }
 
 fn first_run(dir: &Path, listen: SocketAddr, database_url: Option<&str>) -> Result<(), StartError> {
@@ -240,6 +274,7 @@ pub fn run(
     let dir = dir
         .canonicalize()
         .context(&format!("cannot resolve {}", dir.display()))?;
+    let _dir_lock = lock_dir(&dir)?;
     let config_path = dir.join("scaivault.toml");
     if config_path.exists() {
         // A first run that ended between its configuration and the marker's removal.

@@ -316,7 +316,7 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("another scaivault daemon serves the database"),
+            stderr.contains("another scaivault dev mode runs in"),
             "{stderr}"
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -365,12 +365,25 @@ fn an_interrupted_first_run_starts_over() {
         data.join("softhsm/tokens/half-made").exists(),
         "nothing removed"
     );
-    // With it: the leftovers go and the first run completes.
+    // With it: the leftovers are moved aside (never deleted) and the first run completes.
     std::fs::write(data.join(".first-run-incomplete"), "").unwrap();
     let d = Daemon::start_in(dir);
     assert_eq!(d.get("/v1/sys/health").status, 200);
     assert!(!d.data().join(".first-run-incomplete").exists());
     assert!(!d.data().join("softhsm/tokens/half-made").exists());
+    let aside: Vec<_> = std::fs::read_dir(d.data())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("interrupted-first-run-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].join("tokens/half-made").exists());
+    assert!(aside[0].join("hsm.pin").exists());
     let root = d.create_root("after-restart", "ec", None);
     assert_eq!(root["status"], "active");
 }
