@@ -40,7 +40,7 @@ pub enum Error {
     #[error("a token labelled {0:?} is initialised already")]
     TokenExists(String),
     /// A PIN the token cannot take (its length is outside the token's range).
-    #[error("the {which} PIN must have {min} to {max} characters")]
+    #[error("the {which} PIN must be {min} to {max} bytes long")]
     PinLength {
         /// `SO` or `user`.
         which: &'static str,

@@ -924,7 +924,7 @@ impl Pkcs11Token {
         // each failed login spends one of the few tries before the PIN locks.
         let info = ctx.get_token_info(slot).map_err(ck_error)?;
         let (min, max) = (info.min_pin_length(), info.max_pin_length());
-        let n = config.pin.chars().count();
+        let n = config.pin.len(); // PKCS#11 gives the range in bytes
         if n < min || (max > 0 && n > max) {
             return Err(Error::PinLength {
                 which: "user",

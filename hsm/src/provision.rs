@@ -48,7 +48,7 @@ pub fn init_token(module: &Path, label: &str, so_pin: &str, user_pin: &str) -> R
     // not leave it initialised without a user PIN.
     let (min, max) = (info.min_pin_length(), info.max_pin_length());
     for (which, pin) in [("SO", so_pin), ("user", user_pin)] {
-        let n = pin.chars().count();
+        let n = pin.len(); // PKCS#11 gives the range in bytes
         if n < min || (max > 0 && n > max) {
             return Err(Error::PinLength { which, min, max });
         }

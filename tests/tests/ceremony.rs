@@ -164,7 +164,7 @@ min_ec_bits = 256"#,
     // A user PIN of a length the token cannot take: refused before any login attempt.
     let good_pin = std::fs::read_to_string(off.path("user.pin")).unwrap();
     std::fs::write(off.path("user.pin"), "123\n").unwrap();
-    off.fails(&["list-keys"], "PIN must have 4 to 255 characters");
+    off.fails(&["list-keys"], "PIN must be 4 to 255 bytes long");
     std::fs::write(off.path("user.pin"), &good_pin).unwrap();
     let listing = off.ok(&["list-keys"]);
     let line = listing
@@ -800,7 +800,7 @@ fn failed_steps_can_be_run_again_and_self_issued_intermediates_are_refused() {
     let off = Offline::new("");
     // init-token: a user PIN too short for the token is refused before C_InitToken.
     std::fs::write(off.path("user.pin"), "abc\n").unwrap();
-    off.fails(&["init-token"], "PIN must have");
+    off.fails(&["init-token"], "PIN must be");
     std::fs::write(off.path("user.pin"), "user-pin-4711\n").unwrap();
     // A transcript in a directory that does not exist: refused before the token is touched.
     off.edit(|t| {

@@ -74,7 +74,7 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     std::fs::write(&bad_pin, "12\n").unwrap();
     let err = serve_fails(&cfg);
     assert!(
-        err.contains("PIN must have 4 to 255 characters") && !err.contains("login refused"),
+        err.contains("PIN must be 4 to 255 bytes long") && !err.contains("login refused"),
         "{err}"
     );
     // A wrong token label.

@@ -614,7 +614,7 @@ fn https_receivers_are_verified_against_the_ca_file() {
 /// instead of being sent once more than `max_attempts`.
 #[test]
 fn an_attempt_whose_outcome_was_lost_still_counts() {
-    let mut d = daemon_with("max_attempts = 1\ntimeout_secs = 2\n");
+    let mut d = daemon_with("max_attempts = 1\ntimeout_secs = 5\n");
     setup_role(&d);
     // Accepts connections, counts them and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -401,7 +401,16 @@ async fn invalid_reason(order: &mut Order) -> String {
     }
     let mut auths = order.authorizations();
     while let Some(a) = auths.next().await {
-        let Ok(mut a) = a else { continue };
+        let mut a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                reasons.push(format!(
+                    "an authorization could not be fetched: {}",
+                    ca_detail(&e)
+                ));
+                continue;
+            }
+        };
         let name = a.identifier().to_string();
         if let Err(e) = nonce_retry!(a.refresh()) {
             reasons.push(format!(

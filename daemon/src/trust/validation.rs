@@ -87,6 +87,15 @@ fn prepare(input: &ValidateInput) -> Result<Prepared, ApiError> {
                     "chain_pem holds no -----BEGIN CERTIFICATE----- block",
                 ));
             }
+            if chain.len() > MAX_CHAIN {
+                return Err(ApiError::bad_request(
+                    "chain_too_long",
+                    format!(
+                        "chain_pem holds {} certificates (at most {MAX_CHAIN})",
+                        chain.len()
+                    ),
+                ));
+            }
             for (n, der) in chain.iter().enumerate() {
                 validate::check_decodes(der).map_err(|e| {
                     ApiError::bad_request(
@@ -99,15 +108,6 @@ fn prepare(input: &ValidateInput) -> Result<Prepared, ApiError> {
         }
         None => Vec::new(),
     };
-    if chain.len() > MAX_CHAIN {
-        return Err(ApiError::bad_request(
-            "chain_too_long",
-            format!(
-                "chain_pem holds {} certificates (at most {MAX_CHAIN})",
-                chain.len()
-            ),
-        ));
-    }
     let purpose = match input.purpose.as_deref() {
         None => Purpose::Any,
         Some(p) => Purpose::parse(p).ok_or_else(|| {

@@ -248,14 +248,18 @@ async fn attempt(
         ),
     ];
     if d.attempts >= i64::from(cfg.max_attempts) {
-        // Every attempt was made, and the last one's outcome was never recorded (a failed write,
-        // a crash): it counts as a failure.
+        // No attempt left: the last one's outcome was never recorded (a failed write, a crash),
+        // or `max_attempts` was lowered since. Either way the delivery failed; the last error
+        // recorded, if any, stays in the message.
         d.status = "failed".into();
         d.next_attempt_ms = None;
-        d.last_error = Some(format!(
-            "the outcome of attempt {} was not recorded",
-            d.attempts
-        ));
+        d.last_error = Some(match d.last_error.take() {
+            Some(prev) => format!(
+                "no attempt left after {} (max_attempts = {}); the last error recorded: {prev}",
+                d.attempts, cfg.max_attempts
+            ),
+            None => format!("the outcome of attempt {} was not recorded", d.attempts),
+        });
         d.updated_at = time_util::rfc3339(time_util::now());
         tracing::warn!(webhook = %hook.id, delivery = %d.id, event = %event.kind,
             attempts = d.attempts, "webhook delivery failed for good");
