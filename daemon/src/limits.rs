@@ -97,7 +97,7 @@ impl RateLimits {
     /// `429 rate_limited` with the wait.
     pub fn check_public(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match (&self.public_ip, ip) {
-            (Some(b), Some(ip)) => b.check(&ip),
+            (Some(b), Some(ip)) => b.check(&client_key(ip)),
             _ => Ok(()),
         }
     }
@@ -116,10 +116,42 @@ impl RateLimits {
     }
 }
 
+/// The bucket of a client address: an IPv4 address (also written IPv4-mapped), or the /64 of an
+/// IPv6 one — a single IPv6 host holds a /64 and may use a new address for every connection.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_the_bucket_of_their_64() {
+        let l = limits(0, 0, 1);
+        let a: IpAddr = "2001:db8:1:2::a".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::b".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::a".parse().unwrap();
+        // Burst 1 (see `limits`), shared by every address of the /64.
+        assert!(l.check_public(Some(a)).is_ok());
+        assert_eq!(l.check_public(Some(b)).unwrap_err().code, "rate_limited");
+        assert!(
+            l.check_public(Some(other)).is_ok(),
+            "another /64 has its own bucket"
+        );
+        // IPv4, plain or IPv4-mapped, is one address per bucket.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), v4);
+        assert_ne!(client_key("192.0.2.8".parse().unwrap()), v4);
+    }
 
     fn limits(token: u32, tenant: u32, ip: u32) -> RateLimits {
         RateLimits::new(&LimitsConfig {
