@@ -111,11 +111,13 @@ fn issuer_of(token: &dyn Token, row: &CaRow) -> Result<(IssuerInfo, Arc<dyn Sign
 }
 
 fn check_new(req: &NewCa) -> Result<(), ApiError> {
-    if req.name.trim().is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control)
+    if req.name.trim().is_empty()
+        || req.name.len() > 128
+        || req.name.chars().any(scaivault_core::name::is_hidden)
     {
         return Err(ApiError::bad_request(
             "invalid_name",
-            "name must be 1 to 128 printable characters",
+            "name must be 1 to 128 printable characters (no control or invisible ones)",
         ));
     }
     if !(1..=MAX_VALIDITY_DAYS).contains(&req.validity_days) {
@@ -744,10 +746,13 @@ pub struct ImportCa {
 /// `400 key_not_found`, `certificate_key_mismatch`, `not_a_ca_certificate`, `chain_invalid`;
 /// `409` for a taken name or a key label already in use.
 pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, ApiError> {
-    if req.name.trim().is_empty() || req.name.len() > 128 {
+    if req.name.trim().is_empty()
+        || req.name.len() > 128
+        || req.name.chars().any(scaivault_core::name::is_hidden)
+    {
         return Err(ApiError::bad_request(
             "invalid_name",
-            "name must be 1 to 128 characters",
+            "name must be 1 to 128 printable characters (no control or invisible ones)",
         ));
     }
     let cert = pem::parse_certificate(&req.certificate_pem)?;

@@ -86,10 +86,11 @@ pub async fn import(
     csr_pem: &str,
     note: Option<String>,
 ) -> Result<CsrRow, ApiError> {
-    if note
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > 1024 || n.chars().any(|c| c.is_control() && c != '\n'))
-    {
+    if note.as_ref().is_some_and(|n| {
+        n.chars().count() > 1024
+            || n.chars()
+                .any(|c| scaivault_core::name::is_hidden(c) && c != '\n')
+    }) {
         return Err(ApiError::bad_request(
             "invalid_note",
             "note must be at most 1024 printable characters",

@@ -96,6 +96,13 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
     .problem(400, "invalid_field");
     post(br#"{"name":"a","common_name":"A\u0000B","ca_type":"root","validity_days":1}"#)
         .problem(400, "invalid_subject");
+    // Invisible characters: a zero-width space makes a look-alike, an override reverses text.
+    post(br#"{"name":"a","common_name":"Pay\u200bments","ca_type":"root","validity_days":1}"#)
+        .problem(400, "invalid_subject");
+    post(br#"{"name":"bill\u200bing","common_name":"A","ca_type":"root","validity_days":1}"#)
+        .problem(400, "invalid_name");
+    post(br#"{"name":"bill\u202eing","common_name":"A","ca_type":"root","validity_days":1}"#)
+        .problem(400, "invalid_name");
     // Larger than the 1 MiB default limit.
     let big = json!({"name": "x".repeat(1_100_000)}).to_string();
     post(big.as_bytes()).problem(413, "body_too_large");

@@ -311,9 +311,9 @@ fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
                 ))
             })?;
         let shown: String = value.chars().take(80).collect();
-        if value.chars().any(char::is_control) {
+        if value.chars().any(crate::name::is_hidden) {
             return Err(bad(format!(
-                "the subject's {label} {shown:?} contains control characters"
+                "the subject's {label} {shown:?} contains control or invisible characters"
             )));
         }
         let len = value.chars().count();
@@ -440,8 +440,14 @@ mod tests {
             ("CN=2001:DB8::1", "canonical form (2001:db8::1)"),
             ("CN=a.example,CN=evil.example", "2 common names"),
             ("CN=a.example,title=CEO\n", "title"),
-            ("CN=a.example,2.5.4.65=p\u{0}q", "control characters"),
-            ("CN=a.example,1.2.3.4=x\u{1b}[31m", "control characters"),
+            (
+                "CN=a.example,2.5.4.65=p\u{0}q",
+                "control or invisible characters",
+            ),
+            (
+                "CN=a.example,1.2.3.4=x\u{1b}[31m",
+                "control or invisible characters",
+            ),
         ] {
             let e = check(subject).unwrap_err();
             assert_eq!(e.code(), "invalid_csr");

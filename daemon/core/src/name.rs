@@ -73,6 +73,37 @@ impl DnFields {
 ///
 /// # Errors
 /// `invalid_subject` when a value is empty, too long (64 characters) or has control characters.
+
+/// Whether `c` has no visible form of its own: a control character, or a Unicode format
+/// character — zero-width spaces and joiners, bidirectional embeddings, overrides and isolates,
+/// the soft hyphen, the byte-order mark, tag characters. Names that hold one can look exactly
+/// like another name (`bill\u{200b}ing`), or be shown reversed (`\u{202e}`); none is accepted in
+/// a name, a subject field or free text.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fffb}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
+        )
+}
+
 pub fn leaf_subject(common_name: Option<&str>, organization: Option<&str>) -> Result<Name> {
     let mut rdns = Vec::new();
     if let Some(o) = organization {
@@ -100,10 +131,10 @@ fn utf8_rdn(
             format!("{field} must be 1 to {max} characters, got {chars}"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(is_hidden) {
         return Err(Error::invalid(
             "invalid_subject",
-            format!("{field} contains control characters"),
+            format!("{field} contains control or invisible characters"),
         ));
     }
     let v =
@@ -219,6 +250,28 @@ pub fn common_name(name: &Name) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hidden_characters_are_control_and_format_characters() {
+        for c in [
+            '\u{0}',
+            '\u{1b}',
+            '\u{7f}',
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{e0041}',
+        ] {
+            assert!(super::is_hidden(c), "{c:?}");
+        }
+        for c in ['a', 'Z', ' ', '-', '.', 'é', 'ß', '中', '\u{a0}', '😀'] {
+            assert!(!super::is_hidden(c), "{c:?}");
+        }
+    }
+
     use super::*;
     use der::Encode;
 

@@ -159,8 +159,8 @@ impl RolePolicy {
                 let bad = |why: &str| {
                     Error::invalid("invalid_dns_name", format!("common name {cn:?} {why}"))
                 };
-                if cn.chars().any(char::is_control) {
-                    return Err(bad("contains control characters"));
+                if cn.chars().any(crate::name::is_hidden) {
+                    return Err(bad("contains control or invisible characters"));
                 }
                 // Padding would carry an IP address or a wildcard past the rules for them
                 // (`"10.0.0.1 "`), and other spaces would read as host names to some clients.

@@ -212,7 +212,10 @@ pub fn api_error(e: &instant_acme::Error) -> ApiError {
 /// # Errors
 /// `400 invalid_name`.
 pub fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+    if name.trim().is_empty()
+        || name.len() > 128
+        || name.chars().any(scaivault_core::name::is_hidden)
+    {
         return Err(ApiError::bad_request(
             "invalid_name",
             format!("name {name:?} must be 1-128 bytes without control characters"),

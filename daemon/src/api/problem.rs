@@ -24,16 +24,36 @@ pub fn remember(req: &Request<'_>, err: ApiError) -> (Status, ApiError) {
     (status, err)
 }
 
+/// The longest `detail` (and `instance`) a problem document carries, in bytes: a detail that
+/// quotes the offending value must not send a megabyte name back.
+const MAX_ECHO: usize = 1024;
+
+/// `text` cut at [`MAX_ECHO`] bytes (on a character boundary), saying how much was left out.
+fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ECHO {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_ECHO;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… ({} more bytes)",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
 /// The RFC 9457 document for `e`, answering the request `request_id` for `instance` (its path).
 fn problem_json(e: &ApiError, request_id: &str, instance: &str) -> String {
     serde_json::json!({
         "type": format!("urn:scaivault:problem:{}", e.code),
         "title": e.status.reason().unwrap_or("Error"),
         "status": e.status.code,
-        "detail": e.detail,
+        "detail": clipped(&e.detail),
         "code": e.code,
         "request_id": request_id,
-        "instance": instance,
+        "instance": clipped(instance),
     })
     .to_string()
 }
@@ -305,7 +325,17 @@ pub(crate) fn describe_json_error(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_json_error;
+    use super::{clipped, describe_json_error, MAX_ECHO};
+
+    #[test]
+    fn long_details_are_clipped_on_a_character_boundary() {
+        assert_eq!(clipped("short"), "short");
+        let long = format!("x{}", "é".repeat(MAX_ECHO));
+        let c = clipped(&long);
+        assert!(c.len() < MAX_ECHO + 40, "{}", c.len());
+        assert!(c.ends_with(" more bytes)"), "{c}");
+        assert!(c.starts_with("xé"));
+    }
 
     #[test]
     fn json_errors_do_not_echo_values() {

@@ -70,7 +70,7 @@ pub fn new_token(
 ) -> Result<(TokenRow, auth::NewToken), ApiError> {
     auth::check_policies(&policies)?;
     if let Some(n) = &name {
-        if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+        if n.is_empty() || n.len() > 128 || n.chars().any(scaivault_core::name::is_hidden) {
             return Err(ApiError::bad_request(
                 "invalid_name",
                 "a token name is 1 to 128 bytes without control characters",

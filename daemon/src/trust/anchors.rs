@@ -14,7 +14,10 @@ fn not_found() -> ApiError {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.trim().is_empty()
+        || name.len() > MAX_NAME
+        || name.chars().any(scaivault_core::name::is_hidden)
+    {
         return Err(ApiError::bad_request(
             "invalid_name",
             format!("name {name:?} must be 1-{MAX_NAME} bytes without control characters"),

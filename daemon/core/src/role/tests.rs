@@ -666,6 +666,15 @@ fn common_name_and_any_name() {
         case("free-form CN with control character", any_name())
             .cn("Billing\u{7}Service")
             .err("invalid_dns_name", "control"),
+        // Invisible characters: a look-alike of another name, or text shown reversed.
+        case("free text with a zero-width space", any_name())
+            .cn("pay\u{200b}pal svc")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "invisible"),
+        case("free text with a right-to-left override", any_name())
+            .cn("billing svc\u{202e}gpj")
+            .dns(["a.example"])
+            .err("invalid_dns_name", "invisible"),
         case("single-label CN is a DNS name", any_name())
             .cn("Billing")
             .ok_cn(Some("billing"))
