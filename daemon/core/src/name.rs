@@ -68,12 +68,6 @@ impl DnFields {
     }
 }
 
-/// The subject of a leaf: an optional `O` and an optional `CN` (RFC 5280 §4.1.2.6 allows an empty
-/// subject when the subjectAltName carries the names; the leaf then marks its SAN critical).
-///
-/// # Errors
-/// `invalid_subject` when a value is empty, too long (64 characters) or has control characters.
-
 /// Whether `c` has no visible form of its own: a control character, or a Unicode format
 /// character — zero-width spaces and joiners, bidirectional embeddings, overrides and isolates,
 /// the soft hyphen, the byte-order mark, tag characters. Names that hold one can look exactly
@@ -95,15 +89,19 @@ pub fn is_hidden(c: char) -> bool {
                 | '\u{202a}'..='\u{202e}'
                 | '\u{2060}'..='\u{206f}'
                 | '\u{3164}'
-                | '\u{fe00}'..='\u{fe0f}'
                 | '\u{feff}'
                 | '\u{ffa0}'
                 | '\u{fff0}'..='\u{fffb}'
                 | '\u{1d173}'..='\u{1d17a}'
-                | '\u{e0000}'..='\u{e0fff}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
+/// The subject of a leaf: an optional `O` and an optional `CN` (RFC 5280 §4.1.2.6 allows an empty
+/// subject when the subjectAltName carries the names; the leaf then marks its SAN critical).
+///
+/// # Errors
+/// `invalid_subject` when a value is empty, too long (64 characters) or has control or invisible characters.
 pub fn leaf_subject(common_name: Option<&str>, organization: Option<&str>) -> Result<Name> {
     let mut rdns = Vec::new();
     if let Some(o) = organization {
