@@ -308,6 +308,10 @@ pub async fn save(
     existing: bool,
 ) -> Result<RoleSpec, ApiError> {
     spec.validate()?;
+    // Stored in the form every version reads (see `duration::portable`).
+    let mut spec = spec;
+    spec.max_ttl = duration::portable(&spec.max_ttl)?;
+    spec.ttl = spec.ttl.as_deref().map(duration::portable).transpose()?;
     let ca = crate::ca::get(app, &caller.tenant_id, &spec.ca_id)
         .await
         .map_err(|e| {

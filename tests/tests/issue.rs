@@ -416,7 +416,28 @@ fn refusals_name_the_rule_and_the_value() {
         "{frac}"
     );
     let short = d.post("/v1/pki/ca", &json!({"name": "short", "common_name": "Short", "ca_type": "intermediate", "parent_ca_id": root["id"], "validity_days": 1})).json();
-    role(&d, "short", &short, json!({}));
+    // A role's durations are stored in the form every version reads (1.5h as 90m); the classic
+    // forms as given.
+    let r = role(
+        &d,
+        "short",
+        &short,
+        json!({"max_ttl": "1.5d", "ttl": "1500000ms"}),
+    );
+    assert_eq!(
+        (r["max_ttl"].as_str(), r["ttl"].as_str()),
+        (Some("36h"), Some("25m")),
+        "{r}"
+    );
+    let body = json!({"ca_id": short["id"], "allowed_domains": ["*.svc.cluster.local", "*.internal"], "allow_subdomains": true, "allow_ip_sans": true, "max_ttl": "720h", "key_type": "ec", "key_bits": 256, "require_cn": true});
+    let again = d.call(
+        "PUT",
+        "/v1/pki/roles/short",
+        Some(&d.admin),
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["max_ttl"], "720h");
     d.post(
         "/v1/pki/issue/short",
         &json!({"common_name": "x.svc.cluster.local", "ttl": "48h"}),

@@ -102,6 +102,24 @@ fn not_whole(s: &str) -> Error {
     )
 }
 
+/// `s` as it is stored: unchanged when it uses only whole numbers and the units `d`, `h`, `m`,
+/// `s` (what every earlier version reads), otherwise the same length of time in that form
+/// (`1.5h` → `90m`, `2000ms` → `2s`), so that a node of an earlier version sharing the database
+/// during a rolling upgrade, or a rollback, reads it.
+///
+/// # Errors
+/// As [`parse_seconds`].
+pub fn portable(s: &str) -> Result<String> {
+    let secs = parse_seconds(s)?;
+    let classic = !s.contains(['.', '\u{b5}', '\u{3bc}'])
+        && !["ns", "us", "ms"].iter().any(|u| s.contains(u));
+    Ok(if classic {
+        s.to_owned()
+    } else {
+        format_seconds(secs)
+    })
+}
+
 /// Formats seconds back into the shortest Go-style form (`720h`, `90m`, `45s`).
 pub fn format_seconds(secs: u64) -> String {
     if secs.is_multiple_of(3600) {
@@ -168,6 +186,17 @@ mod tests {
         ] {
             assert_eq!(parse_seconds(good).unwrap(), secs, "{good}");
         }
+        for (given, stored) in [
+            ("1.5h", "90m"),
+            ("2000ms", "2s"),
+            ("1h30m", "1h30m"),
+            ("90d", "90d"),
+            (" 2h", " 2h"),
+            ("0.5m", "30s"),
+        ] {
+            assert_eq!(portable(given).unwrap(), stored, "{given}");
+        }
+        assert!(portable("500ms").is_err());
         let e = parse_seconds("500ms").unwrap_err().to_string();
         assert!(e.contains("whole number of seconds"), "{e}");
         assert_eq!(format_seconds(720 * 3600), "720h");

@@ -160,8 +160,8 @@ fn settings_from(
         permitted_dns_domains,
         excluded_dns_domains,
         permitted_ip_ranges,
-        crl_interval,
-        ocsp_validity,
+        crl_interval: scaivault_core::duration::portable(&crl_interval)?,
+        ocsp_validity: scaivault_core::duration::portable(&ocsp_validity)?,
         ocsp_signer: "ca".into(),
         ocsp_signer_lifetime: ca::default_ocsp_signer_lifetime(),
     })
@@ -221,7 +221,7 @@ fn new_ca(b: CreateCaRequest) -> Result<NewCa, ApiError> {
                         "ocsp_signer_lifetime must be between 1m and 366d",
                     ));
                 }
-                st.ocsp_signer_lifetime = l;
+                st.ocsp_signer_lifetime = scaivault_core::duration::portable(&l)?;
             }
             st
         },
