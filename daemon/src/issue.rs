@@ -373,6 +373,7 @@ async fn sign_csr_once(
     let (loaded, basis) = load(app, caller, role, lookup).await?;
     let (spec, issuer) = (&loaded.spec, &loaded.issuer);
     let parsed = csr::parse_pem(csr_pem)?;
+    csr::check_one_common_name(&parsed)?;
     let want = spec.key_spec()?;
     if parsed.key.key_type != want.type_name() || parsed.key.bits < want.bits() {
         return Err(ApiError::bad_request(

@@ -732,6 +732,22 @@ fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
     );
     assert!(t.contains("Subject: CN = dev3.iot.example\n"), "{t}");
     assert!(!t.contains("dev3@iot.example"), "{t}");
+    // …and the CSR says so to its approver.
+    let (pem, _) = make_csr(
+        tmp,
+        "mail2",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=dev4.iot.example",
+        Some("email:dev4@iot.example"),
+    );
+    let c = d
+        .post("/v1/pki/csr/import", &json!({"csr_pem": pem}))
+        .json();
+    assert_eq!(c["not_issued"], json!(["email:dev4@iot.example"]), "{c}");
+    let c = d
+        .get(&format!("/v1/pki/csr/{}", c["id"].as_str().unwrap()))
+        .json();
+    assert_eq!(c["not_issued"], json!(["email:dev4@iot.example"]), "{c}");
     let t = text(
         "mailonly",
         &approve_and_sign(

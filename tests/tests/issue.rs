@@ -757,6 +757,83 @@ fn sign_a_csr_under_a_role() {
         &json!({"csr_pem": std::fs::read_to_string(&rsa_csr).unwrap()}),
     )
     .problem(400, "key_not_allowed");
+    // Two common names: only one could be read, so the CSR is refused whatever their order
+    // (the other one was dropped unchecked).
+    for (n, subj) in [
+        "/CN=device.svc.cluster.local/CN=evil.com",
+        "/CN=evil.com/CN=device.svc.cluster.local",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let two = tmp.join(format!("two{n}.csr")).to_str().unwrap().to_owned();
+        openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &tmp.join(format!("two{n}.key")).to_string_lossy(),
+            "-out",
+            &two,
+            "-subj",
+            subj,
+        ]);
+        let p = d
+            .post(
+                "/v1/pki/sign/dev",
+                &json!({"csr_pem": std::fs::read_to_string(&two).unwrap()}),
+            )
+            .problem(400, "invalid_csr");
+        assert!(
+            p["detail"].as_str().unwrap().contains("2 common names"),
+            "{p}"
+        );
+    }
+    // A name type no certificate here carries is named plainly (it was a Rust debug dump).
+    for (n, (san, shown)) in [
+        ("RID:1.2.3.4", "registeredID (1.2.3.4)"),
+        (
+            "otherName:1.3.6.1.4.1.311.20.2.3;UTF8:u@example.com",
+            "otherName (1.3.6.1.4.1.311.20.2.3)",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let odd = tmp.join(format!("odd{n}.csr")).to_str().unwrap().to_owned();
+        openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &tmp.join(format!("odd{n}.key")).to_string_lossy(),
+            "-out",
+            &odd,
+            "-subj",
+            "/CN=device.svc.cluster.local",
+            "-addext",
+            &format!("subjectAltName={san}"),
+        ]);
+        let p = d
+            .post(
+                "/v1/pki/sign/dev",
+                &json!({"csr_pem": std::fs::read_to_string(&odd).unwrap()}),
+            )
+            .problem(400, "invalid_csr");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(shown) && !detail.contains("SetOfVec"),
+            "{p}"
+        );
+    }
     // A CSR whose signature was damaged (one bit of the signature flipped).
     let der_path = tmp.join("dev.der");
     let out = openssl(&[

@@ -169,7 +169,19 @@ fn collect_names(out: &mut ParsedCsr, names: Vec<GeneralName>) -> Result<()> {
                 };
                 out.ips.push(ip);
             }
-            other => return Err(bad(format!("unsupported subjectAltName type {other:?}"))),
+            other => {
+                let kind = match other {
+                    GeneralName::OtherName(o) => format!("otherName ({})", o.type_id),
+                    GeneralName::DirectoryName(n) => format!("directoryName ({n})"),
+                    GeneralName::RegisteredId(id) => format!("registeredID ({id})"),
+                    GeneralName::EdiPartyName(_) => "ediPartyName".to_owned(),
+                    _ => "another type".to_owned(),
+                };
+                return Err(bad(format!(
+                    "the subjectAltName holds a name of type {kind}; only DNS names, IP \
+                     addresses, URIs and e-mail addresses can be requested"
+                )));
+            }
         }
     }
     Ok(())
@@ -214,6 +226,29 @@ pub fn check_for_workflow(csr: &ParsedCsr) -> Result<()> {
         }
     }
     check_subject(&csr.subject)
+}
+
+/// Refuses a subject with more than one common name (role-based signing): only one is read —
+/// checked against the role and copied into the certificate —, and a name dropped unseen is a
+/// name never checked.
+///
+/// # Errors
+/// `invalid_csr` with the count.
+pub fn check_one_common_name(csr: &ParsedCsr) -> Result<()> {
+    let cns = csr
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
+        .count();
+    if cns > 1 {
+        return Err(bad(format!(
+            "the subject has {cns} common names; a certificate carries one (put further names in \
+             the subjectAltName extension)"
+        )));
+    }
+    Ok(())
 }
 
 /// RFC 5280 §4.2.1.6: an absolute URI (RFC 3986 §4.3), a scheme and a scheme-specific part,

@@ -23,6 +23,9 @@ struct CsrView {
     subject: String,
     common_name: Option<String>,
     sans: csrs::Sans,
+    /// Requested names the certificate will not carry (e-mail SANs: `email:…`), so that the
+    /// approver sees what signing leaves out.
+    not_issued: Vec<String>,
     key_type: String,
     key_bits: u32,
     fingerprint_sha256: String,
@@ -53,6 +56,7 @@ fn view(r: CsrRow) -> Result<CsrView, ApiError> {
         status,
         subject: s.subject,
         common_name: s.common_name,
+        not_issued: s.sans.email.iter().map(|e| format!("email:{e}")).collect(),
         sans: s.sans,
         key_type: s.key_type,
         key_bits: s.key_bits,
