@@ -93,7 +93,7 @@ pub async fn import(
     }) {
         return Err(ApiError::bad_request(
             "invalid_note",
-            "note must be at most 1024 printable characters",
+            "note must be at most 1024 characters, without control (other than line breaks) or invisible ones",
         ));
     }
     let parsed = csr::parse_pem(csr_pem)?;

@@ -157,7 +157,22 @@ fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
             found.join(", ")
         )));
     }
-    // Moved aside, not deleted: whatever the marker says, a token is worth keeping.
+    // Moved aside, not deleted: whatever the marker says, a token is worth keeping. The token
+    // directory first: if it cannot move (another filesystem), nothing else has moved either.
+    let moves: Vec<(PathBuf, &str)> = tokens_used
+        .then(|| (tokens.clone(), "tokens"))
+        .into_iter()
+        .chain(
+            found
+                .into_iter()
+                .chain([PARTIAL_CONFIG])
+                .map(|f| (dir.join(f), f))
+                .filter(|(p, _)| p.exists()),
+        )
+        .collect();
+    if moves.is_empty() {
+        return Ok(());
+    }
     let aside = dir.join(format!(
         "interrupted-first-run-{}",
         scaivault_core::time_util::now().unix_timestamp_nanos()
@@ -168,19 +183,18 @@ fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
         dir.display(),
         aside.display()
     );
-    std::fs::create_dir(&aside).context(&format!("cannot create {}", aside.display()))?;
-    let moves = found
-        .into_iter()
-        .chain([PARTIAL_CONFIG])
-        .map(|f| (dir.join(f), aside.join(f)))
-        .chain(tokens_used.then(|| (tokens.clone(), aside.join("tokens"))));
-    for (from, to) in moves {
-        match std::fs::rename(&from, &to) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(StartError(format!("cannot move {}: {e}", from.display())))
-            }
-            _ => {}
-        }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&aside)
+        .context(&format!("cannot create {}", aside.display()))?;
+    for (from, name) in moves {
+        std::fs::rename(&from, aside.join(name)).map_err(|e| {
+            StartError(format!(
+                "cannot move {} to {}: {e} (move it away by hand, then start again)",
+                from.display(),
+                aside.display()
+            ))
+        })?;
     }
     Ok(())
 }

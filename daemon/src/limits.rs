@@ -1,5 +1,5 @@
 //! Request rate limits (`[limits]` in the config): token buckets per API token, per tenant, and per
-//! client IP on the unauthenticated CRL and OCSP endpoints. A refused request gets `429
+//! client IP (an IPv6 client's /64) on the unauthenticated CRL and OCSP endpoints. A refused request gets `429
 //! rate_limited` with `Retry-After`. Each limit is off when its rate is 0 (the default, as in Vault
 //! and step-ca); docs/OPERATIONS.md suggests production values.
 //!
@@ -116,13 +116,20 @@ impl RateLimits {
     }
 }
 
-/// The bucket of a client address: an IPv4 address (also written IPv4-mapped), or the /64 of an
-/// IPv6 one — a single IPv6 host holds a /64 and may use a new address for every connection.
+/// The bucket of a client address: an IPv4 address (also written IPv4-mapped, IPv4-compatible, or
+/// through the NAT64 well-known prefix `64:ff9b::/96`: each IPv4 client its own), or the /64 of
+/// an IPv6 one — a single IPv6 host holds a /64 and may use a new address for every connection.
 fn client_key(ip: IpAddr) -> IpAddr {
+    const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000;
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !u128::from(u64::MAX);
-            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            let bits = u128::from(v6);
+            let top = bits >> 32;
+            if top == NAT64 || (top == 0 && bits > 1) {
+                let v4 = u32::try_from(bits & u128::from(u32::MAX)).unwrap_or(0);
+                return IpAddr::V4(std::net::Ipv4Addr::from(v4));
+            }
+            IpAddr::V6(std::net::Ipv6Addr::from(bits & !u128::from(u64::MAX)))
         }
         v4 => v4,
     }
@@ -151,6 +158,10 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(client_key(mapped), v4);
         assert_ne!(client_key("192.0.2.8".parse().unwrap()), v4);
+        // IPv4 clients behind NAT64 (or written IPv4-compatible) keep a bucket each.
+        assert_eq!(client_key("64:ff9b::192.0.2.7".parse().unwrap()), v4);
+        assert_eq!(client_key("::192.0.2.7".parse().unwrap()), v4);
+        assert_ne!(client_key("64:ff9b::192.0.2.8".parse().unwrap()), v4);
     }
 
     fn limits(token: u32, tenant: u32, ip: u32) -> RateLimits {

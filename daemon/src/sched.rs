@@ -87,11 +87,12 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
 /// view of the token. One lookup per CA, well under a millisecond with SoftHSM; nothing is read
 /// from the keys.
 ///
-/// A CA whose key is gone — deleted by hand, a token restored from an older copy — stops signing
-/// at once: its issuer leaves the cache and the token drops the session copy it signed with
-/// ([`scaivault_hsm::Token::forget_copies`]), so the next request answers
-/// `503 hsm_key_missing`. Each change is logged; health counts the missing ones. A lookup that
-/// fails leaves that CA's state as it was; a token that does not answer ends the pass.
+/// A CA whose private or public key object is gone — deleted by hand, a token restored from an
+/// older copy — stops signing: while it is missing, every pass takes its issuer out of the cache
+/// (also one a request cached again meanwhile) and the token drops the session copy it signed
+/// with ([`scaivault_hsm::Token::forget_copies`]), so requests answer `503 hsm_key_missing`.
+/// Each change is logged; health counts the missing ones. A lookup that fails leaves that CA's
+/// state as it was; a token that does not answer ends the pass.
 pub async fn watch_ca_keys(app: App) {
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -122,62 +123,72 @@ pub async fn check_ca_keys(app: &App) {
             let keys = store
                 .read(|tx| tx.active_ca_keys())
                 .map_err(crate::error::ApiError::from)?;
-            let mut present = Vec::with_capacity(keys.len());
+            let mut seen = Vec::with_capacity(keys.len());
             for (id, label) in keys {
-                match token.key_present(&label) {
-                    Ok(p) => present.push((id, label, p)),
+                let here = match token.key_present(&label) {
+                    Ok(p) => Some(p),
                     Err(e) if e.is_unavailable() => return Err(crate::error::ApiError::from(e)),
                     Err(e) => {
-                        tracing::warn!(ca = %id, error = %e, "the CA's key could not be looked up")
+                        tracing::warn!(ca = %id, error = %e, "the CA's key could not be looked up");
+                        None
                     }
-                }
+                };
+                seen.push((id, label, here));
             }
-            Ok(present)
+            Ok(seen)
         })
         .await;
-    let present = match found {
-        Ok(p) => p,
+    let seen = match found {
+        Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e.detail, "CA key check skipped");
             return;
         }
     };
-    let mut gone = Vec::new();
-    {
+    let missing_now: Vec<(String, String)> = {
         let Ok(mut missing) = app.missing_ca_keys.lock() else {
             return;
         };
-        let checked: std::collections::BTreeSet<&str> =
-            present.iter().map(|(id, ..)| id.as_str()).collect();
+        let active: std::collections::BTreeSet<&str> =
+            seen.iter().map(|(id, ..)| id.as_str()).collect();
         // CAs no longer active (retired, deleted) are no longer counted.
-        missing.retain(|id| checked.contains(id.as_str()));
-        for (id, label, here) in &present {
+        missing.retain(|id| active.contains(id.as_str()));
+        for (id, _, here) in &seen {
             match (*here, missing.contains(id)) {
-                (false, false) => {
-                    tracing::error!(ca = %id, "the CA's private key is not on the token: the CA signs nothing until it is back");
+                (Some(false), false) => {
+                    tracing::error!(ca = %id, "the CA's key pair is not (wholly) on the token: the CA signs nothing until it is back");
                     missing.insert(id.clone());
-                    gone.push((id.clone(), label.clone()));
                 }
-                (true, true) => {
-                    tracing::info!(ca = %id, "the CA's private key is on the token again");
+                (Some(true), true) => {
+                    tracing::info!(ca = %id, "the CA's key pair is on the token again");
                     missing.remove(id);
                 }
+                // Unchanged, or not looked up this time: as it was.
                 _ => {}
             }
         }
-    }
-    if gone.is_empty() {
+        seen.iter()
+            .filter(|(id, ..)| missing.contains(id))
+            .map(|(id, label, _)| (id.clone(), label.clone()))
+            .collect()
+    };
+    // Every pass while missing: an issuer a request built again meanwhile goes too.
+    let evicted: Vec<String> = match app.issuers.write() {
+        Ok(mut cache) => missing_now
+            .iter()
+            .filter(|(id, _)| cache.remove(id).is_some())
+            .map(|(_, label)| label.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if evicted.is_empty() {
         return;
-    }
-    if let Ok(mut cache) = app.issuers.write() {
-        cache.retain(|id, _| !gone.iter().any(|(g, _)| g == id));
     }
     app.issue_cache.clear();
     let token = app.token.clone();
-    let labels: Vec<String> = gone.into_iter().map(|(_, label)| label).collect();
     let _ = app
         .token_blocking("forget key copies", move || {
-            for label in &labels {
+            for label in &evicted {
                 token.forget_copies(label);
             }
             Ok(())

@@ -737,7 +737,7 @@ fn a_ca_whose_key_leaves_the_token_stops_signing() {
     check(&d);
     assert!(d
         .log_text()
-        .contains("the CA's private key is not on the token"));
+        .contains("the CA's key pair is not (wholly) on the token"));
     // The health endpoint itself stays 200: the other CAs work.
     assert_eq!(d.get("/v1/sys/health").status, 200);
     let d = Daemon::start_in(d.into_dir());

@@ -294,7 +294,7 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     // A second dev mode on the same directory stops before it touches anything, even with the
     // admin token file gone (it would make a new admin token first).
-    if !scaivault_tests::pg::enabled() {
+    {
         let tokens = |d: &Daemon| {
             d.get("/v1/auth/tokens").json()["items"]
                 .as_array()

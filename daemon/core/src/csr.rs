@@ -172,7 +172,8 @@ fn collect_names(out: &mut ParsedCsr, names: Vec<GeneralName>) -> Result<()> {
             other => {
                 let kind = match other {
                     GeneralName::OtherName(o) => format!("otherName ({})", o.type_id),
-                    GeneralName::DirectoryName(n) => format!("directoryName ({n})"),
+                    // The requester's own words are not echoed (they could carry anything).
+                    GeneralName::DirectoryName(_) => "directoryName".to_owned(),
                     GeneralName::RegisteredId(id) => format!("registeredID ({id})"),
                     GeneralName::EdiPartyName(_) => "ediPartyName".to_owned(),
                     _ => "another type".to_owned(),
@@ -193,7 +194,7 @@ fn collect_names(out: &mut ParsedCsr, names: Vec<GeneralName>) -> Result<()> {
 /// attributes within RFC 5280's upper bounds (Appendix A: CN, O, OU and serialNumber at most 64
 /// characters, L and ST 128, C two letters; others of X.520's: title 64, pseudonym 128, …; an
 /// attribute of another type at most 128), each as a string of its type (a DirectoryString as
-/// UTF8String or PrintableString) without control characters,
+/// UTF8String or PrintableString) without control or invisible characters,
 /// and one common name at most.
 /// Role-based signing needs none of this: the role's checks take the names apart, and the subject
 /// is rebuilt from the CN.

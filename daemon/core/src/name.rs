@@ -68,24 +68,26 @@ impl DnFields {
     }
 }
 
-/// Whether `c` has no visible form of its own: a control character, or a Unicode format
-/// character — zero-width spaces and joiners, bidirectional embeddings, overrides and isolates,
-/// the soft hyphen, the byte-order mark, tag characters. Names that hold one can look exactly
-/// like another name (`bill\u{200b}ing`), or be shown reversed (`\u{202e}`); none is accepted in
-/// a name, a subject field or free text.
+/// Whether `c` has no visible form of its own and can disguise text: a control character, or an
+/// invisible character that makes a name look exactly like another (`bill\u{200b}ing`) or shows
+/// it reordered (`\u{202e}`): zero-width space, word joiner and the other invisible operators,
+/// bidirectional embeddings, overrides and isolates, the soft hyphen, the byte-order mark,
+/// Hangul fillers, tag characters. None is accepted in a name, a subject field or free text.
+///
+/// Not refused: the zero-width joiner and non-joiner (U+200C, U+200D), the left-to-right and
+/// right-to-left marks (U+200E, U+200F, U+061C) and the Mongolian variation selectors — ordinary
+/// parts of Persian, Indic, Arabic and Hebrew, and Mongolian writing (and of emoji sequences).
 pub fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{00ad}'
                 | '\u{034f}'
-                | '\u{061c}'
                 | '\u{115f}'
                 | '\u{1160}'
                 | '\u{17b4}'
                 | '\u{17b5}'
-                | '\u{180b}'..='\u{180f}'
-                | '\u{200b}'..='\u{200f}'
+                | '\u{200b}'
                 | '\u{202a}'..='\u{202e}'
                 | '\u{2060}'..='\u{206f}'
                 | '\u{3164}'
@@ -257,16 +259,24 @@ mod tests {
             '\u{7f}',
             '\u{ad}',
             '\u{200b}',
-            '\u{200d}',
             '\u{202e}',
             '\u{2066}',
+            '\u{2060}',
             '\u{feff}',
             '\u{e0041}',
         ] {
             assert!(super::is_hidden(c), "{c:?}");
         }
-        for c in ['a', 'Z', ' ', '-', '.', 'é', 'ß', '中', '\u{a0}', '😀'] {
+        for c in [
+            'a', 'Z', ' ', '-', '.', 'é', 'ß', '中', '\u{a0}', '😀', '\u{200c}', '\u{200d}',
+            '\u{200e}', '\u{200f}', '\u{180b}',
+        ] {
             assert!(!super::is_hidden(c), "{c:?}");
+        }
+        // Ordinary writing that needs the joiners: Persian, Sinhala, an emoji sequence.
+        for text in ["می‌خواهم", "ශ්‍රී ලංකා", "שלום עולם", "👩‍💻"]
+        {
+            assert!(!text.chars().any(super::is_hidden), "{text}");
         }
     }
 

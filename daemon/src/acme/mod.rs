@@ -207,7 +207,7 @@ pub fn api_error(e: &instant_acme::Error) -> ApiError {
     }
 }
 
-/// Checks a name (accounts, DNS providers): 1-128 bytes, no control characters.
+/// Checks a name (accounts, DNS providers): 1-128 bytes, no control or invisible characters.
 ///
 /// # Errors
 /// `400 invalid_name`.
@@ -218,7 +218,7 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     {
         return Err(ApiError::bad_request(
             "invalid_name",
-            format!("name {name:?} must be 1-128 bytes without control characters"),
+            format!("name {name:?} must be 1-128 bytes without control or invisible characters"),
         ));
     }
     Ok(())

@@ -73,7 +73,7 @@ pub fn new_token(
         if n.is_empty() || n.len() > 128 || n.chars().any(scaivault_core::name::is_hidden) {
             return Err(ApiError::bad_request(
                 "invalid_name",
-                "a token name is 1 to 128 bytes without control characters",
+                "a token name is 1 to 128 bytes without control or invisible characters",
             ));
         }
     }

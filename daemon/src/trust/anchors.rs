@@ -20,7 +20,9 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     {
         return Err(ApiError::bad_request(
             "invalid_name",
-            format!("name {name:?} must be 1-{MAX_NAME} bytes without control characters"),
+            format!(
+                "name {name:?} must be 1-{MAX_NAME} bytes without control or invisible characters"
+            ),
         ));
     }
     Ok(())
