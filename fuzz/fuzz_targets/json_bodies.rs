@@ -374,6 +374,7 @@ fn create_ca(b: CreateCaRequest) {
         not_after: AT + time::Duration::days(b.validity_days),
         max_path_length: b.max_path_length,
         constraints,
+        issuer_urls: None,
     };
     let Some(tbs) = client("ca_tbs", profile::ca_tbs(&t, None, &alg)) else {
         return;
