@@ -204,24 +204,17 @@ fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
 /// nothing.
 fn lock_dir(dir: &Path) -> Result<serve::InstanceLock, StartError> {
     let path = dir.join(".dev.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .context(&format!("cannot open {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == nix::errno::Errno::EWOULDBLOCK {
-            StartError(format!(
+    serve::lock_file(
+        &path,
+        &format!("the data directory {}", dir.display()),
+        || {
+            format!(
                 "another scaivault dev mode runs in {} (it holds {}); stop it first",
                 dir.display(),
                 path.display()
-            ))
-        } else {
-            StartError(format!("cannot lock {}: {e}", path.display()))
-        }
-    })
+            )
+        },
+    )
 }
 
 fn first_run(dir: &Path, listen: SocketAddr, database_url: Option<&str>) -> Result<(), StartError> {

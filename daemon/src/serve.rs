@@ -615,25 +615,42 @@ pub fn lock_instance(db: &std::path::Path) -> Result<InstanceLock, StartError> {
     let mut name = real.into_os_string();
     name.push(".lock");
     let path = PathBuf::from(name);
+    lock_file(&path, &format!("database {}", db.display()), || {
+        format!(
+            "another scaivault daemon serves the database {} (it holds {}); stop it first",
+            db.display(),
+            path.display()
+        )
+    })
+}
+
+/// Takes an exclusive `flock` on `path` (created 0600 if missing), the lock of `what`, held until
+/// the returned lock is dropped or the process ends; `busy` says who holds it when another
+/// process does.
+///
+/// # Errors
+/// Another process holds it (`busy`'s sentence), or the file cannot be opened or locked.
+pub fn lock_file(
+    path: &Path,
+    what: &str,
+    busy: impl FnOnce() -> String,
+) -> Result<InstanceLock, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .mode(0o600)
+        .open(path)
         .map_err(|e| {
             StartError(format!(
-                "cannot open database {}: its instance lock {}: {e}",
-                db.display(),
+                "cannot open {what}: its lock file {}: {e}",
                 path.display()
             ))
         })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == nix::errno::Errno::EWOULDBLOCK {
-            StartError(format!(
-                "another scaivault daemon serves the database {} (it holds {}); stop it first",
-                db.display(),
-                path.display()
-            ))
+            StartError(busy())
         } else {
             StartError(format!("cannot lock {}: {e}", path.display()))
         }

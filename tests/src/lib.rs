@@ -339,6 +339,32 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
+    /// Runs OpenSC's `pkcs11-tool` on the daemon's dev token (its SoftHSM2 configuration, logged
+    /// in with its user PIN) with `args`, and checks that it succeeded; its standard output.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        let pin = std::fs::read_to_string(self.data().join("hsm.pin")).unwrap();
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.data().join("softhsm/softhsm2.conf"))
+            .args([
+                "--module",
+                "/usr/lib/softhsm/libsofthsm2.so",
+                "--token-label",
+                "scaivault-dev",
+                "--login",
+                "--pin",
+                pin.trim(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pkcs11-tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The generated configuration file.
     pub fn config(&self) -> PathBuf {
         self.data().join("scaivault.toml")

@@ -252,28 +252,7 @@ fn when_the_audit_record_cannot_be_written_nothing_is_signed() {
         0
     );
     // No key was generated on the token.
-    let conf = d.data().join("softhsm/softhsm2.conf");
-    let pin = std::fs::read_to_string(d.data().join("hsm.pin")).unwrap();
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "scaivault-dev",
-            "--login",
-            "--pin",
-            pin.trim(),
-            "--list-objects",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = d.pkcs11_tool(&["--list-objects"]);
     assert!(!listing.contains("Private Key Object"), "{listing}");
     // And the daemon goes on working once the audit log is writable again.
     d.create_root("after", "ec", None);

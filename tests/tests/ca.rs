@@ -477,33 +477,9 @@ fn pending_intermediate_signed_by_an_external_root() {
 fn import_a_ca_whose_key_is_already_on_the_token() {
     let d = Daemon::start();
     let tmp = d.dir.path();
-    let conf = d.data().join("softhsm/softhsm2.conf");
-    let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let module = "/usr/lib/softhsm/libsofthsm2.so";
     // A security officer generates a key on the token outside ScaiVault…
     let tool = |args: &[&str]| {
-        let out = std::process::Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--module",
-                module,
-                "--token-label",
-                "scaivault-dev",
-                "--login",
-                "--pin",
-                &pin,
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pkcs11-tool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.pkcs11_tool(args);
     };
     tool(&[
         "--keypairgen",
@@ -686,34 +662,7 @@ fn a_ca_whose_key_leaves_the_token_stops_signing() {
     assert_eq!(issue(&d).status, 200);
     assert_eq!(d.get("/v1/sys/health").json()["ca_keys_missing"], 0);
 
-    let conf = d.data().join("softhsm/softhsm2.conf");
-    let pin = std::fs::read_to_string(d.data().join("hsm.pin"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "scaivault-dev",
-            "--login",
-            "--pin",
-            &pin,
-            "--delete-object",
-            "--type",
-            "privkey",
-            "--label",
-            &id,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.pkcs11_tool(&["--delete-object", "--type", "privkey", "--label", &id]);
     let noticed = |d: &Daemon| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while d.get("/v1/sys/health").json()["ca_keys_missing"] != 1 {

@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// `openssl req` key options for an EC P-256 key ([`make_csr`]).
+const EC_P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
 /// A root, an intermediate under it, and role `name` on the intermediate.
 fn hierarchy(d: &Daemon, tag: &str) -> (Value, Value) {
     let root = d.create_root(&format!("{tag}-root"), "ec", Some(256));
@@ -766,27 +769,9 @@ fn sign_a_csr_under_a_role() {
     .into_iter()
     .enumerate()
     {
-        let two = tmp.join(format!("two{n}.csr")).to_str().unwrap().to_owned();
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &tmp.join(format!("two{n}.key")).to_string_lossy(),
-            "-out",
-            &two,
-            "-subj",
-            subj,
-        ]);
+        let (two, _) = make_csr(tmp, &format!("two{n}"), EC_P256, subj, None);
         let p = d
-            .post(
-                "/v1/pki/sign/dev",
-                &json!({"csr_pem": std::fs::read_to_string(&two).unwrap()}),
-            )
+            .post("/v1/pki/sign/dev", &json!({"csr_pem": two}))
             .problem(400, "invalid_csr");
         assert!(
             p["detail"].as_str().unwrap().contains("2 common names"),
@@ -804,29 +789,10 @@ fn sign_a_csr_under_a_role() {
     .into_iter()
     .enumerate()
     {
-        let odd = tmp.join(format!("odd{n}.csr")).to_str().unwrap().to_owned();
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &tmp.join(format!("odd{n}.key")).to_string_lossy(),
-            "-out",
-            &odd,
-            "-subj",
-            "/CN=device.svc.cluster.local",
-            "-addext",
-            &format!("subjectAltName={san}"),
-        ]);
+        let subj = "/CN=device.svc.cluster.local";
+        let (odd, _) = make_csr(tmp, &format!("odd{n}"), EC_P256, subj, Some(san));
         let p = d
-            .post(
-                "/v1/pki/sign/dev",
-                &json!({"csr_pem": std::fs::read_to_string(&odd).unwrap()}),
-            )
+            .post("/v1/pki/sign/dev", &json!({"csr_pem": odd}))
             .problem(400, "invalid_csr");
         let detail = p["detail"].as_str().unwrap();
         assert!(

@@ -28,6 +28,19 @@ fn serve_fails(config: &std::path::Path) -> String {
     panic!("serve did not refuse to start");
 }
 
+/// Runs `scaivault dev` on `data` (expected to stop at once) and returns how it ended.
+fn dev_once(data: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["dev", "--data-dir"])
+        .arg(data)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     let d = Daemon::start();
@@ -304,15 +317,7 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         let before = tokens(&d);
         let token_file = d.data().join("admin.token");
         std::fs::rename(&token_file, d.dir.path().join("admin.token.aside")).unwrap();
-        let out = Command::new(bin())
-            .args(["dev", "--data-dir"])
-            .arg(d.data())
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", scaivault_tests::free_port()),
-            ])
-            .output()
-            .unwrap();
+        let out = dev_once(&d.data());
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -346,15 +351,7 @@ fn an_interrupted_first_run_starts_over() {
         std::fs::write(data.join(f), "123456\n").unwrap();
     }
     // Without the marker: refused, naming what is there.
-    let out = Command::new(bin())
-        .args(["dev", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", scaivault_tests::free_port()),
-        ])
-        .output()
-        .unwrap();
+    let out = dev_once(&data);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

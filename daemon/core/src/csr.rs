@@ -229,6 +229,16 @@ pub fn check_for_workflow(csr: &ParsedCsr) -> Result<()> {
     check_subject(&csr.subject)
 }
 
+/// How many common-name attributes `subject` holds.
+fn common_names(subject: &x509_cert::name::Name) -> usize {
+    subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
+        .count()
+}
+
 /// Refuses a subject with more than one common name (role-based signing): only one is read —
 /// checked against the role and copied into the certificate —, and a name dropped unseen is a
 /// name never checked.
@@ -236,13 +246,7 @@ pub fn check_for_workflow(csr: &ParsedCsr) -> Result<()> {
 /// # Errors
 /// `invalid_csr` with the count.
 pub fn check_one_common_name(csr: &ParsedCsr) -> Result<()> {
-    let cns = csr
-        .subject
-        .0
-        .iter()
-        .flat_map(|rdn| rdn.0.iter())
-        .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
-        .count();
+    let cns = common_names(&csr.subject);
     if cns > 1 {
         return Err(bad(format!(
             "the subject has {cns} common names; a certificate carries one (put further names in \
@@ -318,12 +322,7 @@ fn check_subject(subject: &x509_cert::name::Name) -> Result<()> {
             ANY_TEXT,
         ),
     ];
-    let cns = subject
-        .0
-        .iter()
-        .flat_map(|rdn| rdn.0.iter())
-        .filter(|atv| atv.oid == rfc4519::CN)
-        .count();
+    let cns = common_names(subject);
     if cns > 1 {
         return Err(bad(format!(
             "the subject has {cns} common names; a certificate from the workflow carries one, \
