@@ -126,10 +126,11 @@ const PARTIAL_CONFIG: &str = "scaivault.toml.partial";
 /// The files a first run creates before `scaivault.toml` (which is written last).
 const FIRST_RUN_FILES: [&str; 3] = ["hsm.pin", "hsm-so.pin", "db.password"];
 
-/// Clears what an interrupted first run left (its marker is there): the PIN files and the token
-/// it may have begun. Nothing else can be there yet: the configuration is written last, and no
-/// daemon ever ran without it. Without the marker, leftovers are refused: a directory whose
-/// `scaivault.toml` was removed may hold keys.
+/// Moves aside what an interrupted first run left (its marker is there): the PIN files, the
+/// partial configuration and the token it may have begun, into `interrupted-first-run-*`. Nothing
+/// else can be there yet: the configuration is written last, and no daemon ever ran without it.
+/// Without the marker, or with a database (a daemon ran here), leftovers are refused: a directory
+/// whose `scaivault.toml` was removed may hold keys.
 fn clear_interrupted_first_run(dir: &Path) -> Result<(), StartError> {
     let marker = dir.join(FIRST_RUN_MARKER);
     let tokens = dir.join("softhsm").join("tokens");
