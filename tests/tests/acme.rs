@@ -670,17 +670,23 @@ fn order_in_flight(d: &Daemon, account: &str, prefix: &str) -> (String, String) 
     panic!("no order still in flight after 400 ms");
 }
 
-#[test]
-fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
+/// A pebble whose validations sleep 0-5 s (pebble draws the seconds at random), a daemon with an
+/// account on it, and a managed certificate whose first order is in flight:
+/// `(pebble, daemon, id, name)`.
+fn slow_pebble_order(prefix: &str) -> (Pebble, Daemon, String, String) {
     let (http, tls) = (free_port(), free_port());
     let mut o = PebbleOptions::new(http, tls);
-    // Validations sleep 0-5 s (pebble draws the seconds at random), so the order is still in
-    // flight when the daemon is killed.
     o.va_sleep_secs = Some(6);
     let p = Pebble::start(&o);
-    let mut d = daemon(http, tls, "");
+    let d = daemon(http, tls, "");
     let account = register(&d, &p, "pebble");
-    let (id, name) = order_in_flight(&d, &account, "crash");
+    let (id, name) = order_in_flight(&d, &account, prefix);
+    (p, d, id, name)
+}
+
+#[test]
+fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
+    let (p, mut d, id, name) = slow_pebble_order("crash");
     d.kill();
     let dir = d.into_dir();
     let d = Daemon::start_in(dir);
@@ -721,13 +727,7 @@ fn a_daemon_stopped_mid_order_runs_the_order_again_after_restart() {
     // The pebble of the attempt that counts stays up until the end.
     let (_pebble, d, id, first) = loop {
         attempt += 1;
-        let (http, tls) = (free_port(), free_port());
-        let mut o = PebbleOptions::new(http, tls);
-        o.va_sleep_secs = Some(6);
-        let p = Pebble::start(&o);
-        let mut d = daemon(http, tls, "");
-        let account = register(&d, &p, "pebble");
-        let (id, _) = order_in_flight(&d, &account, "stop");
+        let (p, mut d, id, _) = slow_pebble_order("stop");
         let status = d.terminate().expect("the daemon stops");
         assert!(status.success(), "{status:?}");
         let first = d.log_text();
