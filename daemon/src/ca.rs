@@ -233,7 +233,30 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
     let id = scaivault_core::ids::new_id("ca");
     app.audit(caller.record("ca.create", Some(&id), "started"))
         .await?;
+    // A failure from here on is recorded under the id its `started` record carries.
+    let res = create_started(app, caller, req, parent, subject, constraints, now, &id).await;
+    app.finish(caller, "ca.create", Some(&id), res)
+        .await
+        .map_err(|mut e| {
+            e.audited = true;
+            e
+        })
+}
 
+/// [`create`] after its `started` record: the key on the token, the certificate or CSR, the row.
+#[allow(clippy::too_many_arguments)]
+async fn create_started(
+    app: &App,
+    caller: &Caller,
+    req: NewCa,
+    parent: Option<CaRow>,
+    subject: x509_cert::name::Name,
+    constraints: Constraints,
+    now: OffsetDateTime,
+    id: &str,
+) -> Result<CaRow, ApiError> {
+    let id = id.to_owned();
+    let not_after = now + Duration::days(req.validity_days);
     let pending = req.ca_type == "intermediate" && parent.is_none();
     let template = CaTemplate {
         subject: subject.clone(),

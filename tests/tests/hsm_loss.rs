@@ -306,16 +306,30 @@ fn a_removed_token_answers_503_quickly_and_service_resumes_without_restart() {
     assert!(notes.count("STATUS=degraded: token unavailable") >= 1);
     check_recovery(&mut rig, pid, "removed");
     assert!(rig.d.metric("scaivault_hsm_sign_calls_total") > signs);
-    // The refused creation was audited as such.
+    // The refused creation was audited as such, once, under the id of its `started` record.
     let audit = rig.d.get("/v1/audit?limit=1000").json();
-    assert!(
-        audit["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["action"] == "ca.create" && r["outcome"] == "error:hsm_unavailable"),
-        "{audit}"
-    );
+    let records = audit["items"].as_array().unwrap();
+    let failed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "ca.create" && r["outcome"] == "error:hsm_unavailable")
+        .collect();
+    assert!(!failed.is_empty(), "{audit}");
+    for f in failed {
+        let id = f["object_id"].as_str().expect("the failure names the CA");
+        let of_id = |outcome: &str| {
+            records
+                .iter()
+                .filter(|r| {
+                    r["action"] == "ca.create"
+                        && r["object_id"] == id
+                        && r["outcome"] == outcome
+                        && r["request_id"] == f["request_id"]
+                })
+                .count()
+        };
+        assert_eq!(of_id("started"), 1, "{audit}");
+        assert_eq!(of_id("error:hsm_unavailable"), 1, "{audit}");
+    }
 }
 
 #[test]
