@@ -296,10 +296,19 @@ pub fn run(
     }
     let mut cfg = Config::load(&config_path).context("configuration")?;
     if let Some(l) = listen {
+        // The URLs in certificates follow `--listen` while they are the ones dev mode derives
+        // from the configuration's own address; a `public_base_url` edited in the file stays.
+        let derived = |listen: SocketAddr, public: Option<SocketAddr>| {
+            // Relying parties go to the relying-party listener when there is one.
+            format!("http://{}", public.unwrap_or(listen))
+        };
+        let url = cfg.server.public_base_url.trim_end_matches('/');
+        let follows = url == derived(cfg.server.listen, None)
+            || url == derived(cfg.server.listen, cfg.server.public_listen);
         cfg.server.listen = l;
-        // Relying parties go to the relying-party listener when there is one.
-        let public = cfg.server.public_listen.unwrap_or(l);
-        cfg.server.public_base_url = format!("http://{public}");
+        if follows {
+            cfg.server.public_base_url = derived(l, cfg.server.public_listen);
+        }
     }
     // A second daemon on this directory stops here, before it touches the database or the
     // admin token (the lock is held until the daemon ends).

@@ -109,6 +109,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = hide_database_url() {
+        return code;
+    }
     let cli = Cli::parse();
     // Every file the daemon or a host command creates (the database and its WAL, dev-mode files)
     // is private to its user, whatever the caller's umask (the unit sets UMask=0077 as well).
@@ -143,4 +146,61 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `dev --database-url postgres://user:password@…` would leave the password in the process's
+/// command line (`ps`, `/proc/PID/cmdline`: readable by every user) for the daemon's whole life:
+/// the process starts itself again with the URL in `SCAIVAULT_DEV_DATABASE_URL` (which clap
+/// reads for the same option) and without the argument. `None` when there is nothing to hide;
+/// otherwise the exit code of a failed restart (a successful one does not return).
+fn hide_database_url() -> Option<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The subcommand: the first argument that is neither an option nor `--config`'s value.
+    let mut rest = args.iter().skip(1);
+    let mut dev = false;
+    while let Some(a) = rest.next() {
+        if a == "--config" {
+            rest.next();
+        } else if !a.to_string_lossy().starts_with('-') {
+            dev = a == "dev";
+            break;
+        }
+    }
+    let mut url = None;
+    let mut kept = Vec::with_capacity(args.len());
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--" {
+            kept.push(a.clone());
+            kept.extend(it.by_ref().cloned());
+            break;
+        }
+        if a == "--database-url" {
+            match it.next() {
+                Some(v) => url = Some(v.clone()),
+                // Missing value: clap says so.
+                None => return None,
+            }
+        } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--database-url=")) {
+            url = Some(v.into());
+        } else {
+            kept.push(a.clone());
+        }
+    }
+    let url = url.filter(|_| dev)?;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program to hide --database-url from the command line: {e}; set SCAIVAULT_DEV_DATABASE_URL instead");
+            return Some(ExitCode::from(2));
+        }
+    };
+    let e = std::process::Command::new(exe)
+        .arg0(&args[0])
+        .args(kept)
+        .env("SCAIVAULT_DEV_DATABASE_URL", url)
+        .exec();
+    eprintln!("error: cannot restart without --database-url on the command line: {e}; set SCAIVAULT_DEV_DATABASE_URL instead");
+    Some(ExitCode::from(2))
 }

@@ -219,6 +219,86 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     );
 }
 
+/// Dev mode's `--listen` moves the URLs in certificates along while `public_base_url` is the one
+/// dev mode derived; a value edited in `scaivault.toml` stays.
+#[test]
+fn dev_mode_keeps_an_edited_public_base_url() {
+    let d = Daemon::start();
+    let root = d.create_root("urls", "ec", None);
+    let root_id = root["id"].as_str().unwrap().to_owned();
+    let intermediate_der = |d: &Daemon, name: &str| {
+        let int = d.post(
+            "/v1/pki/ca",
+            &serde_json::json!({"name": name, "common_name": name, "ca_type": "intermediate",
+                "parent_ca_id": root_id, "validity_days": 30}),
+        );
+        assert_eq!(int.status, 201, "{}", int.text());
+        let id = int.json()["id"].as_str().unwrap().to_owned();
+        let der = d.get(&format!("/v1/pki/ca/{id}/certificate?format=der"));
+        assert_eq!(der.status, 200);
+        der.bytes
+    };
+    let has = |der: &[u8], s: &str| der.windows(s.len()).any(|w| w == s.as_bytes());
+    // A restart on another port: the parent's CRL URL in a new intermediate follows it.
+    let d = d.restart_with(|t| t);
+    let der = intermediate_der(&d, "follows");
+    let here = format!("{}/v1/pki/ca/{root_id}/crl", d.base);
+    assert!(has(&der, &here), "{here} not in the certificate");
+    // An edited public_base_url is kept across restarts with --listen.
+    let d = d.restart_with(|t| {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("public_base_url = "))
+            .unwrap()
+            .to_owned();
+        t.replace(&line, "public_base_url = \"http://pki.example.internal\"")
+    });
+    let der = intermediate_der(&d, "kept");
+    assert!(has(
+        &der,
+        &format!("http://pki.example.internal/v1/pki/ca/{root_id}/crl")
+    ));
+    assert!(!has(&der, &d.base));
+}
+
+/// `dev --database-url postgres://user:password@…` does not leave the password in the process's
+/// command line (readable by every user in `ps`): by the time the daemon connects, it runs with
+/// the URL in its environment instead.
+#[test]
+fn dev_mode_hides_the_database_password_from_the_command_line() {
+    // A "database" that accepts the connection and never answers: the daemon waits there.
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = db.local_addr().unwrap().port();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["dev", "--data-dir"])
+        .arg(data.path().join("data"))
+        .arg(format!(
+            "--database-url=postgres://sv:Hidden-Pw-31@127.0.0.1:{port}/svdb"
+        ))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = db.accept().unwrap();
+    let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", child.id())).unwrap();
+    let cmdline = String::from_utf8_lossy(&proc_file("cmdline")).replace('\0', " ");
+    let environ = String::from_utf8_lossy(&proc_file("environ")).into_owned();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(cmdline.contains(" dev "), "{cmdline}");
+    assert!(!cmdline.contains("Hidden-Pw-31"), "{cmdline}");
+    assert!(!cmdline.contains("database-url"), "{cmdline}");
+    assert!(
+        environ.contains("SCAIVAULT_DEV_DATABASE_URL=postgres://sv:Hidden-Pw-31@"),
+        "the URL moves to the environment"
+    );
+}
+
 /// `RUST_LOG=debug` (as OPERATIONS.md suggests for a drop-in) never logs a bearer token: Rocket's
 /// request dump stays at `warn` whatever the filter says. A `RUST_LOG` that is not a filter of
 /// levels (`verbose`, which would silence everything) is ignored with a warning.
