@@ -39,7 +39,9 @@ impl Caller {
             tenant_id: Some(self.tenant_id.clone()),
             token_id: Some(self.token_id.clone()),
             action: action.to_owned(),
-            object_id: object_id.map(str::to_owned),
+            // An id comes from the caller (a path segment): a bearer token given there by
+            // mistake must not reach the audit trail, which cannot be edited afterwards.
+            object_id: object_id.map(|o| crate::auth::redact_tokens(o).into_owned()),
             outcome: outcome.to_owned(),
             request_id: Some(self.request_id.clone()),
             detail: None,

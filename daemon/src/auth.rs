@@ -170,6 +170,38 @@ pub fn token_id(token: &str) -> Option<String> {
     Some(format!("tok_{id}"))
 }
 
+/// `text` with the secret part of every bearer token in it replaced by `[redacted]` (the
+/// `svt_<id>_` prefix stays, so that the token can still be told apart): for what a caller puts
+/// where an id belongs (a path segment, an object id) before it is logged or audited.
+pub fn redact_tokens(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("svt_") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let secret_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("svt_") {
+        out.push_str(&rest[..at]);
+        let token = &rest[at..];
+        let end = token[4..]
+            .find(|c: char| !secret_char(c))
+            .map_or(token.len(), |e| e + 4);
+        let candidate = &token[..end];
+        match candidate[4..].split_once('_') {
+            Some((id, _)) if token_id(candidate).is_some() => {
+                out.push_str("svt_");
+                out.push_str(id);
+                out.push_str("_[redacted]");
+            }
+            // Not a token's shape: kept as it is.
+            _ => out.push_str(candidate),
+        }
+        rest = &token[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Constant-time comparison of the presented token's hash with the stored one.
 pub fn hash_matches(token: &str, stored: &[u8]) -> bool {
     hash(token).ct_eq(stored).into()
@@ -178,6 +210,25 @@ pub fn hash_matches(token: &str, stored: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_in_text_lose_their_secret() {
+        let t = mint();
+        let id_hex = t.id.strip_prefix("tok_").unwrap();
+        let text = format!("/v1/auth/tokens/{}", *t.token);
+        assert_eq!(
+            redact_tokens(&text),
+            format!("/v1/auth/tokens/svt_{id_hex}_[redacted]")
+        );
+        let two = format!("a {} b {}.", *t.token, *t.token);
+        let r = redact_tokens(&two);
+        assert!(!r.contains(t.token.as_str()), "{r}");
+        assert_eq!(r.matches("_[redacted]").count(), 2, "{r}");
+        assert!(r.ends_with("[redacted]."), "{r}");
+        for kept in ["tok_abc", "svt_", "svt_zz_x", "role svt_short_x", ""] {
+            assert_eq!(redact_tokens(kept), kept);
+        }
+    }
 
     #[test]
     fn minted_tokens_round_trip_and_differ() {

@@ -175,6 +175,31 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     let toks = d.get("/v1/auth/tokens").text();
     assert!(!toks.contains("svt_"), "{toks}");
     let tok_id = ca_admin["id"].as_str().unwrap();
+    // The token itself where its id belongs is refused, and its secret reaches neither the
+    // audit trail nor the log; elsewhere (a role's name) it is redacted the same way.
+    d.call(
+        "DELETE",
+        &format!("/v1/auth/tokens/{t}"),
+        Some(&d.admin),
+        None,
+    )
+    .problem(400, "token_given_as_id");
+    d.call(
+        "DELETE",
+        &format!("/v1/pki/roles/{t}"),
+        Some(&d.admin),
+        None,
+    )
+    .problem(404, "role_not_found");
+    let secret = &t[4 + 32 + 1..];
+    let audit = d.get("/v1/audit?limit=1000").text();
+    assert!(!audit.contains(secret), "{audit}");
+    let redacted = format!("{}_[redacted]", &t[..4 + 32]);
+    assert!(audit.contains(&redacted), "{audit}");
+    let log = d.log_text();
+    assert!(!log.contains(secret), "{log}");
+    assert!(log.contains(&redacted), "{log}");
+    d.call("GET", "/v1/pki/ca", Some(t), None).json();
     let rev = d.call(
         "DELETE",
         &format!("/v1/auth/tokens/{tok_id}"),

@@ -192,6 +192,14 @@ async fn revoke(app: &State<App>, caller: Caller, id: &str) -> Result<Json<Revok
     app.require(&caller, Perm::TokenAdmin, "token.revoke")
         .await?;
     let res = async {
+        if crate::auth::token_id(id).is_some() {
+            // The token itself where its id belongs (the id is part of it): refused, and
+            // neither logged nor audited with its secret (`auth::redact_tokens`).
+            return Err(ApiError::bad_request(
+                "token_given_as_id",
+                "the path holds a bearer token, not a token id: revoke it by its id (tok_…), as GET /v1/auth/tokens lists it",
+            ));
+        }
         let at = time_util::rfc3339(time_util::now());
         let rec = caller.record("token.revoke", Some(id), "success");
         let (i, t, a) = (id.to_owned(), caller.tenant_id.clone(), at.clone());
