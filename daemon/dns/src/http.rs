@@ -41,12 +41,20 @@ impl Redactor {
         )
     }
 
-    /// `text` with every secret replaced, cut to a readable length.
+    /// `text` with every secret replaced, cut to a readable length: the configured secrets,
+    /// and whatever reads as a credential made at run time (an upstream or a proxy that echoes
+    /// the request: OAuth access tokens, SigV4 signatures, JWT assertions; see
+    /// [`scrub_credentials`]). Line breaks and other control characters become spaces, so that
+    /// an upstream text cannot forge log lines.
     pub(crate) fn clean(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.0 {
             out = out.replace(s.as_str(), "[redacted]");
         }
+        let out: String = scrub_credentials(&out)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         let out = out.trim();
         if out.len() > MAX_ERROR_TEXT {
             let mut end = MAX_ERROR_TEXT;
@@ -66,6 +74,89 @@ impl Redactor {
             self.clean(&error_chain(e))
         ))
     }
+}
+
+/// Markers after which a credential's value follows, lowercase. `authorization:` covers a whole
+/// header value (`Bearer …`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`) to the end of its line.
+const CREDENTIAL_MARKERS: [(&str, bool); 11] = [
+    ("authorization:", true),
+    ("bearer ", false),
+    ("access_token", false),
+    ("id_token", false),
+    ("refresh_token", false),
+    ("assertion", false),
+    ("client_secret", false),
+    ("signature=", false),
+    ("credential=", false),
+    ("x-amz-security-token", false),
+    ("private_key", false),
+];
+
+/// `text` with the value after each credential marker, and every JWT (`eyJ….….…`), replaced by
+/// `[redacted]`.
+pub(crate) fn scrub_credentials(text: &str) -> String {
+    // ASCII lowercasing keeps every byte offset.
+    let lower = text.to_ascii_lowercase();
+    let mut cut: Vec<(usize, usize)> = Vec::new();
+    for (marker, to_line_end) in CREDENTIAL_MARKERS {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(marker) {
+            let start = from + at + marker.len();
+            // Separators between the marker and its value: quotes, `:`, `=`, spaces.
+            let value = start
+                + text[start..]
+                    .find(|c: char| !matches!(c, '"' | '\'' | ':' | '=' | ' ' | '\t'))
+                    .unwrap_or(text.len() - start);
+            let end = if to_line_end {
+                value
+                    + text[value..]
+                        .find(['\r', '\n'])
+                        .unwrap_or(text.len() - value)
+            } else {
+                value
+                    + text[value..]
+                        .find(|c: char| {
+                            c.is_whitespace()
+                                || matches!(c, '"' | '\'' | '&' | ',' | ';' | '}' | '<' | '>')
+                        })
+                        .unwrap_or(text.len() - value)
+            };
+            if end > value {
+                cut.push((value, end));
+            }
+            from = start;
+        }
+    }
+    let mut from = 0;
+    while let Some(at) = text[from..].find("eyJ") {
+        let start = from + at;
+        let end = start
+            + text[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                .unwrap_or(text.len() - start);
+        if text[start..end].matches('.').count() >= 2 {
+            cut.push((start, end));
+        }
+        from = end.max(start + 3);
+    }
+    if cut.is_empty() {
+        return text.to_string();
+    }
+    cut.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in cut {
+        if end <= at {
+            continue;
+        }
+        out.push_str(&text[at..start.max(at)]);
+        if start >= at {
+            out.push_str("[redacted]");
+        }
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -99,6 +190,48 @@ pub(crate) async fn body(
             }
             Ok(None) => return Ok((status, out)),
             Err(e) => return Err(redactor.transport(provider, &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_made_at_run_time_are_scrubbed() {
+        let r = Redactor::new(["configured-secret"]);
+        let cases = [
+            (
+                "401: echo\nauthorization: Bearer ya29.LIVE-TOKEN_x\nhost: dns",
+                "LIVE-TOKEN",
+            ),
+            ("{\"access_token\":\"ya29.ACCESS\",\"expires_in\":3599}", "ACCESS"),
+            (
+                "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/2026/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=abcdef0123",
+                "AKIDEXAMPLE",
+            ),
+            ("sig: Signature=abcdef0123&x=1", "abcdef0123"),
+            (
+                "grant_type=urn%3Aietf&assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl",
+                "c2lnbmF0dXJl",
+            ),
+            ("token eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.SIGPART end", "SIGPART"),
+            ("the configured-secret leaked", "configured-secret"),
+        ];
+        for (text, secret) in cases {
+            let out = r.clean(text);
+            assert!(!out.contains(secret), "{text:?} -> {out:?}");
+            assert!(out.contains("[redacted]"), "{text:?} -> {out:?}");
+            assert!(!out.contains('\n'), "{out:?}");
+        }
+        // Ordinary error texts pass unchanged.
+        for text in [
+            "403: zone example.org not found",
+            "HTTP 500: internal error (code 13)",
+            "eyJ but no dots",
+        ] {
+            assert_eq!(r.clean(text), text);
         }
     }
 }
