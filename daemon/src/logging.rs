@@ -1,6 +1,7 @@
 //! Logging to stderr (the journal under systemd), with a level that `SIGHUP` can change.
 //!
-//! The filter is `[log] level` (less any directive for Rocket's targets) plus `rocket=warn`, unless
+//! The filter is `[log] level` (less any directive for the capped targets) plus caps on Rocket
+//! (`warn`) and `tokio_postgres` (`info`), unless
 //! the environment has a valid `RUST_LOG` (treated the same way),
 //! which then wins for the life of the process (a reload says so and leaves it alone). Secrets
 //! are never logged by any target.
@@ -14,24 +15,39 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 static HANDLE: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 static FROM_ENV: AtomicBool = AtomicBool::new(false);
 
-/// `level` plus what no level may change: Rocket below `warn` (its `debug` dump of each
-/// request prints every header, the bearer token included), added last so that it wins over the
-/// same targets in `level`.
+/// Targets whose lower levels would log secrets, and the most they may log: Rocket's `debug`
+/// dump of each request prints every header, the bearer token included; `tokio_postgres`'s
+/// `debug` lines carry every statement's parameters (token hashes, sealed keys, webhook URLs,
+/// audit rows).
+const CAPPED: [(&str, &str); 3] = [
+    ("rocket", "warn"),
+    ("rocket::server", "warn"),
+    ("tokio_postgres", "info"),
+];
+
+/// `level` plus what no level may change ([`CAPPED`]), added last so that it wins over the same
+/// targets in `level`.
 fn filter_for(level: &str) -> EnvFilter {
+    let caps: Vec<String> = CAPPED.iter().map(|(t, l)| format!("{t}={l}")).collect();
     EnvFilter::new(format!(
-        "{},rocket=warn,rocket::server=warn,_=off",
-        without_rocket(level)
+        "{},{},_=off",
+        without_capped(level),
+        caps.join(",")
     ))
 }
 
-/// `level` without its directives for Rocket's targets: in `EnvFilter` the most specific target
-/// wins, so `rocket::server::_=trace` would lift the cap on `rocket::server`.
-fn without_rocket(level: &str) -> String {
+/// `level` without its directives for the capped targets: in `EnvFilter` the most specific
+/// target wins, so `rocket::server::_=trace` would lift the cap on `rocket::server`.
+fn without_capped(level: &str) -> String {
     level
         .split(',')
         .filter(|d| {
             let target = d.split('=').next().unwrap_or("").trim();
-            !(target == "rocket" || target.starts_with("rocket::") || target.starts_with("rocket["))
+            !CAPPED.iter().any(|(t, _)| {
+                target == *t
+                    || target.starts_with(&format!("{t}::"))
+                    || target.starts_with(&format!("{t}["))
+            })
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -87,15 +103,19 @@ pub fn set_level(level: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_rocket;
+    use super::without_capped;
 
     #[test]
-    fn rockets_directives_cannot_lift_its_cap() {
-        assert_eq!(without_rocket("info"), "info");
+    fn directives_cannot_lift_the_caps() {
+        assert_eq!(without_capped("info"), "info");
         assert_eq!(
-            without_rocket("info,rocket::server=trace,scaivault=debug,rocket=debug"),
+            without_capped("info,rocket::server=trace,scaivault=debug,rocket=debug"),
             "info,scaivault=debug"
         );
-        assert_eq!(without_rocket("rocketry=debug"), "rocketry=debug");
+        assert_eq!(without_capped("rocketry=debug"), "rocketry=debug");
+        assert_eq!(
+            without_capped("debug,tokio_postgres::query=trace,tokio_postgres=debug"),
+            "debug"
+        );
     }
 }

@@ -37,6 +37,19 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
         !d.log_text().contains("wrongtyped"),
         "the value reached the log"
     );
+    // A number where a string (a secret, say) belongs is not echoed either.
+    let p = d
+        .post(
+            "/v1/webhooks",
+            &json!({"url": "http://127.0.0.1:9/x", "events": ["*"], "secret": 98765432109876543u64}),
+        )
+        .problem(400, "invalid_field");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(!detail.contains("98765432109876543"), "{detail}");
+    assert!(
+        !d.log_text().contains("98765432109876543"),
+        "the value reached the log"
+    );
     // A repeated query parameter is refused, not dropped (which would silently unfilter a list).
     for q in [
         "status=expired&status=expired",
@@ -346,6 +359,19 @@ fn planted_canaries_reach_no_log_response_audit_record_or_database_file() {
         ),
         400
     );
+    // A webhook URL may carry a credential of the receiver's: shown to API readers, never
+    // logged (also not by the PostgreSQL client's statement parameters at `debug`, the level
+    // the test daemons log at).
+    let url_canary = canary("webhook-url");
+    assert_eq!(
+        send(
+            "POST",
+            "/v1/webhooks",
+            None,
+            json!({"url": format!("http://127.0.0.1:9/hook?key={url_canary}"), "events": ["*"], "secret": "s3cret-enough-0123456789"})
+        ),
+        201
+    );
     // An ACME account whose CA cannot be reached, with an EAB key.
     let status = send(
         "POST",
@@ -382,6 +408,10 @@ fn planted_canaries_reach_no_log_response_audit_record_or_database_file() {
     let out = std::fs::read_to_string(&d.out).unwrap();
     let audit = d.get("/v1/audit?limit=1000").text();
     assert!(audit.contains("acme.dns_provider.create"), "{audit}");
+    assert!(
+        !log.contains(&url_canary),
+        "the webhook URL appears in the log"
+    );
     let responses = bodies.join("\n");
     for (what, text) in [
         ("log", log.as_str()),

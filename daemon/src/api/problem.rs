@@ -312,6 +312,15 @@ pub(crate) fn describe_json_error(msg: &str) -> String {
         rest = &lit[end..];
     }
     out.push_str(rest);
+    // Numbers and the like are quoted in backticks (`invalid type: integer \`12345678\``): a
+    // numeric PIN or secret in a string field must not be echoed either.
+    for kind in ["integer `", "floating point `", "boolean `", "char `"] {
+        while let Some(i) = out.find(kind) {
+            let lit = i + kind.len();
+            let end = out[lit..].find('`').map_or(out.len(), |e| lit + e + 1);
+            out.replace_range(i + kind.len() - 2..end, "");
+        }
+    }
     if out.len() > MAX_JSON_ERROR {
         let mut cut = MAX_JSON_ERROR;
         while !out.is_char_boundary(cut) {
@@ -346,6 +355,17 @@ mod tests {
             d.starts_with("invalid type: string, expected a sequence"),
             "{d}"
         );
+        for (json, kind) in [
+            ("12345678901234567890", "integer"),
+            ("-98765432109876", "integer"),
+            ("31415926535.8979", "floating point"),
+            ("true", "boolean"),
+        ] {
+            let e = serde_json::from_str::<String>(json).unwrap_err();
+            let d = describe_json_error(&e.to_string());
+            let want = format!("invalid type: {kind}, expected a string at line 1");
+            assert!(d.starts_with(&want), "{json}: {d}");
+        }
         let big = format!("{{\"{}\": 1}}", "k".repeat(100_000));
         #[derive(serde::Deserialize, Debug)]
         #[serde(deny_unknown_fields)]
