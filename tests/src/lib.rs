@@ -116,6 +116,8 @@ pub struct Reply {
     pub content_type: String,
     /// `X-Request-Id`.
     pub request_id: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
     /// Raw body.
     pub bytes: Vec<u8>,
 }
@@ -422,6 +424,7 @@ impl Daemon {
         };
         let content_type = header("content-type").unwrap_or_default();
         let request_id = header("x-request-id");
+        let cache_control = header("cache-control");
         let mut bytes = Vec::new();
         let mut r = r;
         r.read_to_end(&mut bytes).unwrap();
@@ -429,6 +432,7 @@ impl Daemon {
             status,
             content_type,
             request_id,
+            cache_control,
             bytes,
         }
     }

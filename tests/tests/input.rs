@@ -167,12 +167,23 @@ fn secrets_stay_out_of_logs_cmdline_and_audit() {
         &json!({"name": "canary", "ca_id": root["id"], "allowed_domains": ["*.canary.internal"], "key_type": "ec", "key_bits": 256}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let leaf = d
-        .post(
-            "/v1/pki/issue/canary",
-            &json!({"common_name": "a.canary.internal"}),
-        )
-        .json();
+    let issued = d.post(
+        "/v1/pki/issue/canary",
+        &json!({"common_name": "a.canary.internal"}),
+    );
+    // Answers to a token's holder stay out of caches; public ones keep their own headers.
+    assert_eq!(issued.cache_control.as_deref(), Some("no-store"));
+    let another = d.post("/v1/auth/tokens", &json!({"policies": ["auditor"]}));
+    assert_eq!(another.cache_control.as_deref(), Some("no-store"));
+    let public = d.call(
+        "GET",
+        &format!("/v1/pki/ca/{}/certificate", root["id"].as_str().unwrap()),
+        None,
+        None,
+    );
+    assert_eq!(public.status, 200);
+    assert_ne!(public.cache_control.as_deref(), Some("no-store"));
+    let leaf = issued.json();
     let key_line = leaf["private_key"]
         .as_str()
         .unwrap()

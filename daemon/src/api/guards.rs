@@ -84,6 +84,12 @@ impl Fairing for RequestLog {
             app.metrics.http_answered(res.status().code);
         }
         res.set_header(Header::new("X-Request-Id", id));
+        // What a token's holder reads (issued private keys, new tokens, stored keys, lists) is
+        // kept out of every cache, as Vault does; public answers (OCSP, CRLs, CA certificates)
+        // keep their own caching headers.
+        if req.headers().contains("Authorization") && !res.headers().contains("Cache-Control") {
+            res.set_header(Header::new("Cache-Control", "no-store"));
+        }
     }
 }
 
