@@ -39,7 +39,8 @@ pub enum TokenCommand {
         /// Tenant name.
         #[arg(long)]
         tenant: String,
-        /// Policy (repeatable): admin, ca-admin, auditor.
+        /// Policy (repeatable): admin, ca-admin, auditor, csr-requester, csr-approver,
+        /// acme-operator, or issuer:<role> (docs/API.md, "Policies").
         #[arg(long = "policy", required = true)]
         policies: Vec<String>,
         /// Lifetime, e.g. 720h.
@@ -73,6 +74,19 @@ pub enum AuditCommand {
     },
 }
 
+/// Writes one line of a host command's output to stdout (see `say!`).
+pub fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("scaivault: cannot write the output: {e}");
+        std::process::exit(74);
+    }
+}
+
 /// The `--config` path or a clear error.
 ///
 /// # Errors
@@ -97,6 +111,11 @@ fn load(path: &Path, missing: Missing) -> Result<(Config, std::sync::Arc<Store>)
     let cfg = Config::load(path).context("configuration")?;
     if missing == Missing::Refuse {
         load_checked(path, &cfg)?;
+        if cfg.storage.backend != "postgres" {
+            // A file without the schema (an empty backup) is refused before opening the store
+            // would write one into it.
+            scaivault_store::read_file(&cfg.db_path(), |_| Ok(())).context("database")?;
+        }
     }
     let store = open_store(&cfg)?;
     Ok((cfg, store))
@@ -114,6 +133,20 @@ fn load_checked(path: &Path, cfg: &Config) -> Result<(), StartError> {
         )));
     }
     Ok(())
+}
+
+/// What the read-only commands (`tenant list`, `token list`, `audit verify`) read: a SQLite file
+/// (often a backup being checked) as it is — opened read-only, never migrated, refused when it
+/// holds no ScaiVault schema — or the open PostgreSQL store. For [`read_db`].
+fn reader(path: &Path) -> Result<(PathBuf, Option<std::sync::Arc<Store>>), StartError> {
+    let cfg = Config::load(path).context("configuration")?;
+    let store = if cfg.storage.backend == "postgres" {
+        Some(load(path, Missing::Refuse)?.1)
+    } else {
+        load_checked(path, &cfg)?;
+        None
+    };
+    Ok((cfg.db_path(), store))
 }
 
 /// `f` in a read transaction: on the open store (PostgreSQL), or on the SQLite file as it is
@@ -164,7 +197,7 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
     for w in cfg.warnings() {
         eprintln!("warning: {w}");
     }
-    println!("{}: ok", path.display());
+    say!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -231,11 +264,18 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
         TenantCommand::Create { .. } => Missing::Create,
         _ => Missing::Refuse,
     };
+    if matches!(cmd, TenantCommand::List) {
+        let (db, store) = reader(path)?;
+        for t in read_db(store.as_deref(), &db, |tx| tx.list_tenants()).context("tenant list")? {
+            say!("{}\t{}\t{}", t.id, t.name, t.created_at);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (_cfg, store) = load(path, missing)?;
     match cmd {
         TenantCommand::Create { name } => {
             let t = create_tenant(&store, &name)?;
-            println!("{}", t.id);
+            say!("{}", t.id);
         }
         TenantCommand::Set {
             name,
@@ -255,13 +295,9 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
                     tx.append_audit(&cli_record(Some(&t.id), "tenant.set", &t.id))
                 })
                 .context("tenant set")?;
-            println!("{name}: csr_distinct_approver = {csr_distinct_approver}");
+            say!("{name}: csr_distinct_approver = {csr_distinct_approver}");
         }
-        TenantCommand::List => {
-            for t in store.read(|tx| tx.list_tenants()).context("tenant list")? {
-                println!("{}\t{}\t{}", t.id, t.name, t.created_at);
-            }
-        }
+        TenantCommand::List => unreachable!("listed above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -271,6 +307,32 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
 /// # Errors
 /// Database failures, unknown tenant or token.
 pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
+    if matches!(cmd, TokenCommand::List) {
+        let (db, store) = reader(path)?;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = read_db(store.as_deref(), &db, |tx| {
+                tx.list_tokens(None, cursor.as_deref(), 1000)
+            })
+            .context("token list")?;
+            for t in &page.items {
+                say!(
+                    "{}\t{}\t{}\t{}\texpires={}\trevoked={}\tname={}",
+                    t.id,
+                    t.tenant_id,
+                    t.policies.join(","),
+                    t.created_at,
+                    t.expires_at.as_deref().unwrap_or("-"),
+                    t.revoked_at.as_deref().unwrap_or("-"),
+                    t.name.as_deref().unwrap_or("-")
+                );
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
     let (_cfg, store) = load(path, Missing::Refuse)?;
     match cmd {
         TokenCommand::Create {
@@ -280,31 +342,9 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
             name,
         } => {
             let secret = create_token(&store, &tenant, policies, ttl.as_deref(), name)?;
-            println!("{}", secret.as_str());
+            say!("{}", secret.as_str());
         }
-        TokenCommand::List => {
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = store
-                    .read(|tx| tx.list_tokens(None, cursor.as_deref(), 1000))
-                    .context("token list")?;
-                for t in &page.items {
-                    println!(
-                        "{}\t{}\t{}\t{}\texpires={}\trevoked={}",
-                        t.id,
-                        t.tenant_id,
-                        t.policies.join(","),
-                        t.created_at,
-                        t.expires_at.as_deref().unwrap_or("-"),
-                        t.revoked_at.as_deref().unwrap_or("-")
-                    );
-                }
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
-        }
+        TokenCommand::List => unreachable!("listed above"),
         TokenCommand::Revoke { id } => {
             let at = time_util::rfc3339(time_util::now());
             store
@@ -315,7 +355,7 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
                     tx.append_audit(&cli_record(Some(&token.tenant_id), "token.revoke", &id))
                 })
                 .map_err(|e| StartError(format!("token {id}: {e}")))?;
-            println!("{id} revoked");
+            say!("{id} revoked");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -326,16 +366,7 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
 /// # Errors
 /// Database failures (a broken chain is exit code 1, not an error).
 pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
-    let cfg = Config::load(path).context("configuration")?;
-    // A SQLite file (often a backup being checked) is read as it is: opened read-only, never
-    // migrated, and refused when it holds no ScaiVault schema.
-    let store = if cfg.storage.backend == "postgres" {
-        Some(load(path, Missing::Refuse)?.1)
-    } else {
-        load_checked(path, &cfg)?;
-        None
-    };
-    let db = cfg.db_path();
+    let (db, store) = reader(path)?;
     let store = store.as_deref();
     match cmd {
         AuditCommand::Verify { expect_head } => {
@@ -353,7 +384,7 @@ pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
                     .context("audit verify")?;
                     if let Some((seq, hash)) = &expected {
                         if at.as_deref() != Some(hash.as_str()) {
-                            println!("{seq}");
+                            say!("{seq}");
                             eprintln!(
                                 "audit chain does not hold the expected head {seq}:{hash}: {}",
                                 if at.is_none() {
@@ -365,14 +396,14 @@ pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
                             return Ok(ExitCode::from(1));
                         }
                     }
-                    println!("audit chain intact: {} records", check.records);
+                    say!("audit chain intact: {} records", check.records);
                     if let Some((seq, hash)) = head {
-                        println!("head {seq}:{hash}");
+                        say!("head {seq}:{hash}");
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some((seq, why)) => {
-                    println!("{seq}");
+                    say!("{seq}");
                     eprintln!("audit chain broken at record {seq}: {why}");
                     Ok(ExitCode::from(1))
                 }

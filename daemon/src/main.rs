@@ -15,6 +15,15 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` for the host commands' output: a reader that goes away (`scaivault token list |
+/// head -1`) ends the process quietly with the status a SIGPIPE would give (141) instead of a
+/// panic and its backtrace.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say(format_args!($($arg)*))
+    };
+}
+
 mod acme;
 mod api;
 mod app;

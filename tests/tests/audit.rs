@@ -212,16 +212,42 @@ fn a_head_kept_off_the_host_shows_records_cut_from_the_end() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "16");
-    // An empty file (a backup of a mistyped path) is no database, not an intact one.
+    // An empty file (a backup of a mistyped path) is no database, not an intact one; the other
+    // read-only commands refuse it too instead of writing a schema into it.
     std::fs::write(&db, b"").unwrap();
     let (ok, out, err) = verify(&cfg);
     assert!(!ok, "an empty file verified: {out}");
     assert!(err.contains("no schema"), "{err}");
+    for list in [
+        &["tenant", "list"][..],
+        &["token", "list"],
+        &[
+            "token", "create", "--tenant", "default", "--policy", "auditor",
+        ],
+        &[
+            "tenant",
+            "set",
+            "default",
+            "--csr-distinct-approver",
+            "true",
+        ],
+    ] {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(list)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{list:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no schema"), "{list:?}: {err}");
+    }
     assert_eq!(
         std::fs::metadata(&db).unwrap().len(),
         0,
-        "the check wrote to the empty file"
+        "a check wrote to the empty file"
     );
+    assert!(!Path::new(&format!("{}-wal", db.display())).exists());
     // A malformed head is refused with what the option expects.
     let (ok, _, err) = verify_expecting(&d.config(), "12");
     assert!(!ok);

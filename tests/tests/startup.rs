@@ -299,6 +299,27 @@ fn dev_mode_hides_the_database_password_from_the_command_line() {
     );
 }
 
+/// A host command whose reader goes away (`scaivault token list | head -1`) ends quietly with
+/// SIGPIPE's status, 141, instead of a panic and its backtrace.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    let d = Daemon::start();
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .args(["token", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader closes before the command has opened its database.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// `RUST_LOG=debug` (as OPERATIONS.md suggests for a drop-in) never logs a bearer token: Rocket's
 /// request dump stays at `warn` whatever the filter says. A `RUST_LOG` that is not a filter of
 /// levels (`verbose`, which would silence everything) is ignored with a warning.

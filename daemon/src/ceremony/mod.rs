@@ -259,9 +259,10 @@ fn init_token(c: &Ceremony) -> Result<ExitCode, StartError> {
         json!({"manufacturer": info.manufacturer, "model": info.model}),
     );
     transcript::append(&c.file.output.transcript, &[line], None)?;
-    println!(
+    say!(
         "token {:?} initialised (serial {})",
-        info.label, info.serial
+        info.label,
+        info.serial
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -393,7 +394,7 @@ fn finish_root(
         &[line],
         Some((key, &r.key_label)),
     )?;
-    println!("{}", out.display());
+    say!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -588,7 +589,7 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
         &[line],
         Some((key.as_ref(), &c.file.root.key_label)),
     )?;
-    println!("{}", out.display());
+    say!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -772,7 +773,7 @@ fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, Sta
         &[line],
         Some((key.as_ref(), &c.file.root.key_label)),
     )?;
-    println!("{} (CRL number {number}, {count} entries)", out.display());
+    say!("{} (CRL number {number}, {count} entries)", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -878,7 +879,7 @@ fn backup_root(c: &Ceremony) -> Result<ExitCode, StartError> {
         &[line],
         Some((key.as_ref(), &c.file.root.key_label)),
     )?;
-    println!(
+    say!(
         "backup {backup_id}: {} shares ({} needed) in {}",
         b.shares,
         b.threshold,
@@ -998,9 +999,11 @@ fn restore_root(
         &[line],
         Some((key.as_ref(), &c.file.root.key_label)),
     )?;
-    println!(
+    say!(
         "restored {:?} onto token {:?} (serial {}); it signs under the root certificate's key",
-        c.file.root.key_label, info.label, info.serial
+        c.file.root.key_label,
+        info.label,
+        info.serial
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -1009,7 +1012,7 @@ fn list_keys(c: &Ceremony) -> Result<ExitCode, StartError> {
     let token = open_token(c)?;
     let info = token.token_info().map_err(hsm("token info"))?;
     let objects = token.list_objects().map_err(hsm("listing objects"))?;
-    println!(
+    say!(
         "token {:?} serial {} ({} {}): {} objects",
         info.label,
         info.serial,
@@ -1024,7 +1027,7 @@ fn list_keys(c: &Ceremony) -> Result<ExitCode, StartError> {
             .iter()
             .map(|(name, v)| format!("{}={}", name.trim_start_matches("CKA_"), u8::from(*v)))
             .collect();
-        println!(
+        say!(
             "{}\t{}\tid={}\t{}\t{}",
             o.label,
             o.class,
@@ -1087,7 +1090,7 @@ fn verify_transcript(
         .map_err(|e| StartError(format!("root certificate: {e}")))?;
     match transcript::verify(&bytes, &spki) {
         Ok(v) => {
-            println!(
+            say!(
                 "transcript {} verified: {} lines, {} signatures by the root key (spki sha256 {}), file sha256 {}",
                 t_path.display(),
                 v.lines,
