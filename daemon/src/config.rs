@@ -639,10 +639,23 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let url = &self.server.public_base_url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
-            return bad(format!(
-                "server.public_base_url {url:?} must be an http(s) URL without a trailing slash"
-            ));
+        if let Err(why) = check_public_base_url(url) {
+            return bad(format!("server.public_base_url {url:?} {why}"));
+        }
+        if self.storage.backend == "sqlite" {
+            match &self.storage.path {
+                Some(p) if p.as_os_str().is_empty() => {
+                    return bad("storage.path is empty".into());
+                }
+                // Relative to what? The service runs in `/`, a command wherever it is started.
+                Some(p) if !p.is_absolute() => {
+                    return bad(format!(
+                        "storage.path {} must be an absolute path",
+                        p.display()
+                    ));
+                }
+                _ => {}
+            }
         }
         if self.storage.backend == "sqlite" && self.storage.url.is_some() {
             return bad(
@@ -887,6 +900,18 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the source (never the PIN).
     pub fn read_pin(&self) -> Result<Zeroizing<String>, ConfigError> {
+        let pin = self.read_pin_source()?;
+        if pin.is_empty() {
+            // An edit that never happened (the documented install creates the file empty):
+            // said here, by `check-config` too, before any login is tried.
+            return Err(ConfigError::Invalid(
+                "the HSM PIN source is empty: put the token's user PIN in it".into(),
+            ));
+        }
+        Ok(pin)
+    }
+
+    fn read_pin_source(&self) -> Result<Zeroizing<String>, ConfigError> {
         let trim =
             |s: Zeroizing<String>| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned());
         if let Some(f) = &self.hsm.pin_file {
@@ -919,9 +944,67 @@ impl Config {
     }
 }
 
+/// `public_base_url` goes into every certificate (CRL distribution point, OCSP, CA issuers) and
+/// cannot be corrected in one already issued: an http(s) URL with a host, no user or password,
+/// query or fragment, and no trailing slash, exactly as a URL parser reads it back.
+fn check_public_base_url(url: &str) -> Result<(), String> {
+    let shape =
+        "must be an http(s) URL with a host, without user info, query, fragment or trailing slash";
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+        return Err(shape.into());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("{shape} ({e})"))?;
+    if parsed.host_str().is_none_or(str::is_empty)
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(shape.into());
+    }
+    // What a relying party would fetch is what is written: no spaces or characters a parser
+    // escapes or rewrites (`http://Pki.Example` reads back as `http://pki.example/`).
+    if parsed.as_str().trim_end_matches('/') != url {
+        return Err(format!(
+            "is not written as a URL reads back ({:?}): write it that way",
+            parsed.as_str().trim_end_matches('/')
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_base_urls_are_plain_http_urls() {
+        for good in [
+            "http://127.0.0.1:8200",
+            "https://pki.example.internal",
+            "https://pki.example.internal:8443/scaivault",
+            "http://[::1]:8200",
+        ] {
+            assert_eq!(check_public_base_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "ftp://x",
+            "http://x/",
+            "http://a b",
+            "http://pki example?y=1#frag",
+            "http://pki.example?y=1",
+            "http://pki.example#f",
+            "http://user:pw@x",
+            "http://user@x",
+            "http://x:99999",
+            "https://:80",
+            "http://",
+            "http://Pki.Example",
+            "http://x/a b",
+        ] {
+            assert!(check_public_base_url(bad).is_err(), "{bad}");
+        }
+    }
 
     const GOOD: &str = r#"
 [server]
@@ -1114,6 +1197,16 @@ pin_env = "PIN"
             w.contains("webhooks.ca_file /nonexistent/ca-bundle.crt cannot be read"),
             "{w}"
         );
+    }
+
+    #[test]
+    fn a_sqlite_path_is_absolute() {
+        for (path, why) in [("", "is empty"), ("rel/x.db", "must be an absolute path")] {
+            let text = GOOD.replace("path = \"/tmp/x.db\"", &format!("path = {path:?}"));
+            let c: Config = toml::from_str(&text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("storage.path") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -90,6 +90,20 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
         err.contains("PIN must be 4 to 255 bytes long") && !err.contains("login refused"),
         "{err}"
     );
+    // An empty PIN file (the documented install creates it empty, then edits it) is found by
+    // check-config already.
+    std::fs::write(&bad_pin, "\n").unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PIN source is empty"),
+        "{out:?}"
+    );
     // A wrong token label.
     let cfg = dir.path().join("badlabel.toml");
     std::fs::write(
