@@ -577,6 +577,13 @@ impl TlsSettings {
                 {
                     return bad("role needs common_name, alt_names or ip_sans to certify");
                 }
+                if let Some(ttl) = &self.ttl {
+                    if !matches!(scaivault_core::duration::parse_seconds(ttl), Ok(s) if s >= 1) {
+                        return Err(ConfigError::Invalid(format!(
+                            "server.tls: ttl {ttl:?} is not a duration such as 720h"
+                        )));
+                    }
+                }
                 Ok(())
             }
         }
@@ -1181,6 +1188,14 @@ pin_env = "PIN"
         assert!(e.to_string().contains("to certify"), "{e}");
         let typo = format!("{GOOD}\n[server.tls]\nrole = \"r\"\ncn = \"x\"\n");
         assert!(toml::from_str::<Config>(&typo).is_err());
+        let banana = format!(
+            "{GOOD}\n[server.tls]\nrole = \"r\"\ncommon_name = \"x\"\nttl = \"banana\"\n"
+        );
+        let e = toml::from_str::<Config>(&banana)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("ttl \"banana\""), "{e}");
     }
 
     #[test]
