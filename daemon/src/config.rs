@@ -1188,9 +1188,8 @@ pin_env = "PIN"
         assert!(e.to_string().contains("to certify"), "{e}");
         let typo = format!("{GOOD}\n[server.tls]\nrole = \"r\"\ncn = \"x\"\n");
         assert!(toml::from_str::<Config>(&typo).is_err());
-        let banana = format!(
-            "{GOOD}\n[server.tls]\nrole = \"r\"\ncommon_name = \"x\"\nttl = \"banana\"\n"
-        );
+        let banana =
+            format!("{GOOD}\n[server.tls]\nrole = \"r\"\ncommon_name = \"x\"\nttl = \"banana\"\n");
         let e = toml::from_str::<Config>(&banana)
             .unwrap()
             .validate()

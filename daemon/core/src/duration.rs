@@ -114,7 +114,8 @@ pub fn portable(s: &str) -> Result<String> {
     let classic = !s.contains(['.', '\u{b5}', '\u{3bc}'])
         && !["ns", "us", "ms"].iter().any(|u| s.contains(u));
     Ok(if classic {
-        s.to_owned()
+        // Surrounding whitespace is ignored by the parser, so it is not kept either.
+        s.trim().to_owned()
     } else {
         format_seconds(secs)
     })
@@ -134,6 +135,13 @@ pub fn format_seconds(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_portable_form_drops_surrounding_whitespace() {
+        assert_eq!(portable(" 2h ").unwrap(), "2h");
+        assert_eq!(portable("\t90m\n").unwrap(), "90m");
+        assert_eq!(portable(" 1.5h ").unwrap(), "90m");
+    }
 
     #[test]
     fn parses_go_style_and_days() {
@@ -191,7 +199,7 @@ mod tests {
             ("2000ms", "2s"),
             ("1h30m", "1h30m"),
             ("90d", "90d"),
-            (" 2h", " 2h"),
+            (" 2h", "2h"),
             ("0.5m", "30s"),
         ] {
             assert_eq!(portable(given).unwrap(), stored, "{given}");

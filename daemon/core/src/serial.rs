@@ -44,10 +44,22 @@ impl Serial {
     /// `invalid_serial` for an empty, zero or over-long value.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-        if trimmed.is_empty() || trimmed.len() > 20 {
+        if bytes.is_empty() {
+            return Err(Error::invalid("invalid_serial", "the serial is empty"));
+        }
+        if trimmed.is_empty() {
             return Err(Error::invalid(
                 "invalid_serial",
-                format!("serial of {} octets is not 1..=20", trimmed.len()),
+                "a serial is a positive number (RFC 5280 §4.1.2.2): 0 is none",
+            ));
+        }
+        if trimmed.len() > 20 {
+            return Err(Error::invalid(
+                "invalid_serial",
+                format!(
+                    "a serial is at most 20 octets (RFC 5280 §4.1.2.2); this one has {}",
+                    trimmed.len()
+                ),
             ));
         }
         Ok(Serial(trimmed))

@@ -207,6 +207,9 @@ pub fn document() -> Value {
                 "default": {"description": "an RFC 9457 problem document (application/problem+json)"},
             },
         });
+        if *path == "/v1/sys/health" {
+            op["responses"]["503"] = json!({"description": "not ready: the token, the database or the scheduler (the body says which)"});
+        }
         if *access == Access::Public {
             op["security"] = json!([]);
             op["x-scaivault-access"] = json!("public");
@@ -270,6 +273,7 @@ mod tests {
         assert_eq!(names(&crl, "path"), ["id"]);
         assert_eq!(names(&crl, "query"), ["format"]);
         for (m, p, status) in [
+            ("get", "/v1/sys/health", "503"),
             ("post", "/v1/pki/roles", "201"),
             ("delete", "/v1/pki/roles/{name}", "204"),
             ("post", "/v1/pki/acme/issue", "202"),
