@@ -70,13 +70,7 @@ fn storage_section(dir: &Path, database_url: Option<&str>) -> Result<String, Sta
             toml_str(&dir.join("scaivault.db"))
         ));
     };
-    let mut url = url::Url::parse(raw)
-        .map_err(|e| StartError(format!("--database-url is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(StartError(
-            "--database-url must be a postgres:// URL".into(),
-        ));
-    }
+    let mut url = parse_database_url(raw)?;
     let mut section = String::from("[storage]\nbackend = \"postgres\"\n");
     if let Some(pw) = url.password() {
         let pw = percent_decode(pw);
@@ -90,6 +84,25 @@ fn storage_section(dir: &Path, database_url: Option<&str>) -> Result<String, Sta
     }
     section.push_str(&format!("url = \"{}\"\n", url.as_str().replace('"', "%22")));
     Ok(section)
+}
+
+fn parse_database_url(raw: &str) -> Result<url::Url, StartError> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| StartError(format!("--database-url is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(StartError(
+            "--database-url must be a postgres:// URL".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// The URL as the first run's `[storage]` section keeps it: without its password.
+fn url_without_password(raw: &str) -> Result<String, StartError> {
+    let mut url = parse_database_url(raw)?;
+    url.set_password(None)
+        .map_err(|()| StartError("--database-url: cannot remove the password".into()))?;
+    Ok(url.as_str().replace('"', "%22"))
 }
 
 /// Decodes `%XX` escapes (a URL's password may contain them).
@@ -295,6 +308,23 @@ pub fn run(
         first_run(&dir, addr, database_url)?;
     }
     let mut cfg = Config::load(&config_path).context("configuration")?;
+    if let Some(raw) = database_url {
+        // Only a first run takes the URL; a different one on a later run (a typo corrected
+        // after a first run that could not connect) must not be ignored silently.
+        let given = url_without_password(raw)?;
+        if cfg.storage.url.as_deref() != Some(given.as_str()) {
+            return Err(StartError(format!(
+                "{} was set up for {}; --database-url (or SCAIVAULT_DEV_DATABASE_URL) applies to a \
+                 first run only: edit [storage] in {}, or use an empty directory",
+                dir.display(),
+                cfg.storage.url.as_deref().map_or_else(
+                    || "a SQLite file".to_owned(),
+                    |u| format!("the PostgreSQL database {u}")
+                ),
+                config_path.display()
+            )));
+        }
+    }
     if let Some(l) = listen {
         // The URLs in certificates follow `--listen` while they are the ones dev mode derives
         // from the configuration's own address; a `public_base_url` edited in the file stays.

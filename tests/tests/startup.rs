@@ -313,6 +313,30 @@ fn dev_mode_hides_the_database_password_from_the_command_line() {
     );
 }
 
+/// `--database-url` on a later run is refused when it is not the database the directory was set
+/// up for (it used to be ignored silently: a corrected typo took no effect).
+#[test]
+fn dev_mode_refuses_another_database_url_on_a_later_run() {
+    let d = Daemon::start();
+    let data = d.data();
+    let _dir = d.into_dir();
+    let out = Command::new(bin())
+        .args(["dev", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+            "--database-url",
+            "postgres://sv:pw@127.0.0.1:1/other",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("applies to a first run only"), "{err}");
+    assert!(!err.contains("pw@"), "{err}");
+}
+
 /// A host command whose reader goes away (`scaivault token list | head -1`) ends quietly with
 /// SIGPIPE's status, 141, instead of a panic and its backtrace.
 #[test]
