@@ -531,6 +531,16 @@ fn ceremony_refuses_pins_on_the_command_line_and_bad_files() {
     )
     .unwrap();
     off.fails(&["init-token"], "unknown field");
+    // A ceremony without a witness is no ceremony.
+    std::fs::write(
+        off.path("ceremony.toml"),
+        text.replace(
+            "witnesses = [\"Bob Witness\", \"Carol Auditor\"]",
+            "witnesses = []",
+        ),
+    )
+    .unwrap();
+    off.fails(&["init-token"], "people.witnesses is empty");
     assert!(!off.path("transcript.jsonl").exists());
 }
 

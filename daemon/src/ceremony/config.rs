@@ -229,6 +229,12 @@ impl Ceremony {
         if f.people.operator.trim().is_empty() {
             return bad("people.operator is empty".into());
         }
+        // The record of a ceremony is what its witnesses saw and signed (docs/CEREMONY.md).
+        if f.people.witnesses.iter().all(|w| w.trim().is_empty()) {
+            return bad(
+                "people.witnesses is empty: a key ceremony needs at least one witness".into(),
+            );
+        }
         if f.token.label.is_empty() || f.token.label.len() > 32 {
             return bad("token.label must be 1-32 characters".into());
         }

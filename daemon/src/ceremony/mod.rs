@@ -268,7 +268,7 @@ fn init_token(c: &Ceremony) -> Result<ExitCode, StartError> {
 }
 
 /// Prints a dot to stderr every second while `f` runs (RSA generation can take minutes).
-fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
+fn with_progress<T, E>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     eprint!("{what} ");
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
@@ -286,7 +286,7 @@ fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
         done.store(true, Ordering::SeqCst);
         out
     });
-    eprintln!(" done");
+    eprintln!("{}", if out.is_ok() { " done" } else { " failed" });
     out
 }
 
@@ -598,6 +598,14 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
 fn parse_revocation(arg: &str) -> Result<(String, String), StartError> {
     let (serial, reason) = match arg.rsplit_once(':') {
         Some((s, r)) if crl::reason_code(r).is_some() => (s, r),
+        // Not hex after the last `:`: a misspelt reason, not part of the serial.
+        Some((_, r)) if !r.is_empty() && !r.chars().all(|c| c.is_ascii_hexdigit()) => {
+            return Err(StartError(format!(
+                "--revoke {arg:?}: {r:?} is not a revocation reason (unspecified, key_compromise, \
+                 ca_compromise, affiliation_changed, superseded, cessation_of_operation, \
+                 certificate_hold, privilege_withdrawn, aa_compromise)"
+            )));
+        }
         _ => (arg, "unspecified"),
     };
     let serial = Serial::parse(serial).map_err(core("--revoke"))?;
@@ -1110,7 +1118,21 @@ fn verify_transcript(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::intermediate_path_length;
+    use super::{intermediate_path_length, parse_revocation};
+
+    #[test]
+    fn revocations_name_a_misspelt_reason() {
+        let (serial, reason) = parse_revocation("0a:1b:key_compromise").unwrap();
+        assert_eq!(
+            (serial.as_str(), reason.as_str()),
+            ("0A1B", "key_compromise")
+        );
+        let (serial, reason) = parse_revocation("0a:1b").unwrap();
+        assert_eq!((serial.as_str(), reason.as_str()), ("0A1B", "unspecified"));
+        let e = parse_revocation("0A1B:bogus").unwrap_err().to_string();
+        assert!(e.contains("\"bogus\" is not a revocation reason"), "{e}");
+        assert!(parse_revocation("0A1Z").is_err());
+    }
 
     #[test]
     fn path_length_stays_below_the_roots() {
