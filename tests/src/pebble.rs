@@ -308,6 +308,18 @@ impl Pebble {
         format!("{}{}", r("pebble.log"), r("pebble.err"))
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the pebble process: a stopped pebble accepts
+    /// connections (the kernel does) and never answers.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pebble.as_ref().expect("pebble runs").id();
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Kills both processes.
     pub fn stop(&mut self) {
         for c in [self.pebble.take(), self.challtestsrv_proc.take()]

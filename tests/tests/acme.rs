@@ -656,6 +656,71 @@ fn bad_nonce_answers_are_retried() {
     assert!(p.log().contains("reject 20% of good nonces"), "{}", p.log());
 }
 
+/// A CA that accepts connections and never answers (a stopped pebble) holds neither the
+/// scheduler nor a stop: its renewal-information request gives up, CRLs are still rebuilt, and
+/// SIGTERM ends the daemon. Before, the request waited for ever inside the scheduler's tick.
+#[test]
+fn a_hung_ca_holds_neither_the_scheduler_nor_a_stop() {
+    let (http, tls) = (free_port(), free_port());
+    let p = Pebble::start(&PebbleOptions::new(http, tls));
+    let mut d = daemon(http, tls, "");
+    let account = register(&d, &p, "pebble");
+    let mc = issue(&d, &account, &["hung.example.test"], "http-01");
+    let v = settled(&d, &mc, 120);
+    assert_eq!(v["status"], "valid", "{v}");
+    // An internal CA's leaf to revoke while the CA hangs.
+    let root = d.create_root("hung", "ec", None);
+    let root_id = root["id"].as_str().unwrap().to_owned();
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": root_id, "allowed_domains": ["*.svc.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let leaf = d.post(
+        "/v1/pki/issue/svc",
+        &json!({"common_name": "a.svc.internal"}),
+    );
+    assert_eq!(leaf.status, 200, "{}", leaf.text());
+    let serial = leaf.json()["serial_number"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .to_ascii_uppercase();
+
+    p.signal("STOP");
+    // The next tick asks the stopped CA for the new certificate's renewal information.
+    std::thread::sleep(Duration::from_secs(12));
+    let r = d.post(
+        "/v1/pki/revoke",
+        &json!({"serial_number": serial, "reason": "key_compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let trust = write(
+        d.dir.path(),
+        "hung-root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+    let t0 = Instant::now();
+    loop {
+        let crl = d.crl_text(&root_id, &trust, "hung");
+        if crl.contains(&serial) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the CRL was not rebuilt while the ACME CA hung: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = d.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the daemon did not stop within 30 s of SIGTERM: {status:?}"
+    );
+    p.signal("CONT");
+}
+
 /// A managed certificate whose first order is still in flight 400 ms after it was asked for
 /// (pebble's validations sleep): `(id, name)`.
 fn order_in_flight(d: &Daemon, account: &str, prefix: &str) -> (String, String) {

@@ -45,7 +45,27 @@ pub fn normalize_directory_ca(pem: &str) -> Result<String, ApiError> {
 /// trust store cannot be loaded.
 pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError> {
     let Some(pem) = ca_pem else {
-        return Account::builder().map_err(|e| crate::acme::api_error(&e));
+        // instant-acme's own default (the platform's trust store), built here so that every
+        // request goes through [`RetryAfterClient`] and its time limit.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| {
+                ApiError::new(
+                    rocket::http::Status::BadGateway,
+                    "acme_ca_unreachable",
+                    "the platform's trust store cannot be loaded",
+                )
+                .with_cause(e.to_string())
+            })?
+            .https_only()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, BodyWrapper<Bytes>>(connector);
+        return Ok(Account::builder_with_http(Box::new(RetryAfterClient(
+            Box::new(client),
+        ))));
     };
     let bad = |m: String| ApiError::bad_request("invalid_directory_ca", m);
     let blocks = scaivault_core::validate::pem_blocks(pem, "CERTIFICATE").map_err(bad)?;
@@ -76,6 +96,9 @@ pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError>
     ))))
 }
 
+/// The most one request to an ACME CA may take, its answer's body included.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 tokio::task_local! {
     /// Where an order task collects the `Retry-After` of its CA's error answers (instant-acme
     /// turns a `rateLimited` problem into an error without its headers).
@@ -96,7 +119,32 @@ impl HttpClient for RetryAfterClient {
         let slot = RETRY_AFTER.try_with(Arc::clone).ok();
         let fut = self.0.request(req);
         Box::pin(async move {
-            let rsp = fut.await?;
+            // The answer, body included, within the time limit: a CA that accepts the
+            // connection and never answers must not hold the caller (the scheduler's renewal
+            // information pass, an account's creation) for ever.
+            let whole = async {
+                let mut rsp = fut.await?;
+                let body = rsp
+                    .body
+                    .into_bytes()
+                    .await
+                    .map_err(instant_acme::Error::Other)?;
+                Ok::<_, instant_acme::Error>(BytesResponse {
+                    parts: rsp.parts,
+                    body: Box::new(body),
+                })
+            };
+            let rsp = tokio::time::timeout(REQUEST_TIMEOUT, whole)
+                .await
+                .map_err(|_| {
+                    instant_acme::Error::Other(
+                        format!(
+                            "the ACME CA did not answer within {} s",
+                            REQUEST_TIMEOUT.as_secs()
+                        )
+                        .into(),
+                    )
+                })??;
             if let Some(slot) = slot {
                 let status = rsp.parts.status;
                 if status.is_client_error() || status.is_server_error() {

@@ -131,6 +131,10 @@ fn ari_identifier(pem: &str) -> Result<instant_acme::CertificateIdentifier<'stat
 /// starts before the current `renew_at` moves the renewal to a random moment inside it (or now,
 /// when the window has begun). CAs without ARI are asked again a day later.
 async fn ari_tick(app: &App) {
+    /// The most one certificate's renewal information may take (account and directory included).
+    const ARI_ASK_LIMIT: Duration = Duration::from_secs(20);
+    /// The most one pass may spend asking.
+    const ARI_PASS_BUDGET: Duration = Duration::from_secs(30);
     let now = time_util::now();
     let now_s = time_util::rfc3339(now);
     let due = match app
@@ -143,8 +147,23 @@ async fn ari_tick(app: &App) {
             return;
         }
     };
+    // The pass runs inside the scheduler's tick, beside CRL rebuilds and every renewal: a CA that
+    // does not answer may cost it a bounded time, never the tick (what is left waits for the
+    // next tick; the one that timed out is asked again an hour later, as after any failure).
+    let started = std::time::Instant::now();
     for (id, tenant, account_id, version, pem, renew_at) in due {
-        let (next, new_renew_at) = match ari_ask(app, &tenant, &account_id, &pem).await {
+        if started.elapsed() > ARI_PASS_BUDGET {
+            break;
+        }
+        let asked = tokio::time::timeout(ARI_ASK_LIMIT, ari_ask(app, &tenant, &account_id, &pem))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AriError::Failed(format!(
+                    "the CA did not answer within {} s",
+                    ARI_ASK_LIMIT.as_secs()
+                )))
+            });
+        let (next, new_renew_at) = match asked {
             Ok((window_start, window_end, retry)) => {
                 let retry = retry.clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
                 let span = (window_end - window_start).max(time::Duration::ZERO);
