@@ -357,7 +357,12 @@ pub async fn deactivate(app: &App, caller: &Caller, id: &str) -> Result<(), ApiE
             }
             tx.append_audit(&rec)
         })
-        .map_err(ApiError::from)
+        .map_err(|e| match e {
+            scaivault_store::Error::Conflict(what) => {
+                ApiError::conflict("acme_account_deactivated", what)
+            }
+            other => ApiError::from(other),
+        })
     })
     .await?;
     Ok(())

@@ -1202,6 +1202,18 @@ fn acme_methods_run(kind: Kind) {
             Ok(())
         })
         .unwrap();
+    // A second deactivation (two DELETEs at once, each having read the account valid) is a
+    // conflict, not a second success; an unknown account stays not found.
+    assert!(matches!(
+        f.store
+            .write(|tx| tx.deactivate_acme_account("tn_1", "acme_1", "2026-06-03T00:00:00Z")),
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        f.store
+            .write(|tx| tx.deactivate_acme_account("tn_1", "acme_none", "2026-06-03T00:00:00Z")),
+        Err(Error::NotFound)
+    ));
     // Only the two kinds the responders serve (a failed statement ends a PostgreSQL
     // transaction, hence a write of its own).
     assert!(f

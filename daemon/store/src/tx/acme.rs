@@ -342,17 +342,21 @@ impl Tx<'_> {
     /// why. Returns how many certificates it stopped.
     ///
     /// # Errors
-    /// [`Error::NotFound`].
+    /// [`Error::NotFound`]; [`Error::Conflict`] when it is deactivated already.
     pub fn deactivate_acme_account(&self, tenant_id: &str, id: &str, at: &str) -> Result<usize> {
         let n = self
             .tx
             .prepare_cached(
                 "UPDATE acme_accounts SET status = 'deactivated', deactivated_at = ?3 \
-                 WHERE tenant_id = ?1 AND id = ?2",
+                 WHERE tenant_id = ?1 AND id = ?2 AND status <> 'deactivated'",
             )?
             .execute(params![tenant_id, id, at])?;
         if n == 0 {
-            return Err(Error::NotFound);
+            // Gone, or deactivated by a concurrent call since the caller read it.
+            self.get_acme_account(tenant_id, id)?;
+            return Err(Error::Conflict(format!(
+                "ACME account {id} is already deactivated"
+            )));
         }
         let note = format!("renewals stopped: ACME account {id} was deleted (deactivated)");
         let stopped = self
