@@ -29,6 +29,24 @@ pub struct Revoked {
     pub reason: String,
 }
 
+/// For a serial that is none of the tenant's certificates: when it is a version of one of the
+/// tenant's ACME-managed certificates (issued by a public CA, which alone can revoke it), a
+/// refusal that says so instead of "not found".
+async fn not_ours(app: &App, tenant: &str, serial: &Serial) -> Option<ApiError> {
+    let (t, shown) = (tenant.to_owned(), serial.to_string());
+    let mc = app
+        .db(move |s| Ok(s.read(|tx| tx.managed_cert_of_serial(&t, &shown))?))
+        .await
+        .ok()??;
+    Some(ApiError::bad_request(
+        "acme_certificate_not_revocable",
+        format!(
+            "{serial} is a certificate of ACME-managed certificate {mc}, issued by its ACME CA: \
+             only that CA can revoke it, and ScaiVault does not ask it to yet (docs/ACME.md)"
+        ),
+    ))
+}
+
 /// Revokes the caller's tenant's certificate `serial` for `reason`.
 ///
 /// # Errors
@@ -48,7 +66,8 @@ pub async fn revoke(
             ),
         ));
     }
-    let key = Serial::parse(serial)?.key();
+    let parsed = Serial::parse(serial)?;
+    let key = parsed.key();
     let at = time_util::rfc3339(time_util::now());
     let (t, k, a, r) = (
         caller.tenant_id.clone(),
@@ -68,7 +87,7 @@ pub async fn revoke(
     // same transaction (its savepoint undoes the revocation), so a revocation costs no extra read.
     let root = Arc::new(std::sync::OnceLock::new());
     let root_seen = root.clone();
-    app.write(Box::new(move |tx| {
+    let res = app.write(Box::new(move |tx| {
         let row = tx.revoke_certificate(&t, &k, &a, &r)?;
         if row.subject_ca_id.as_deref() == Some(row.issuer_ca_id.as_str()) {
             let _ = root_seen.set(row.issuer_ca_id.clone());
@@ -113,7 +132,14 @@ pub async fn revoke(
             format!("certificate {shown} is already revoked"),
         ),
         other => ApiError::from(other),
-    })?;
+    });
+    let res = match res {
+        Err(e) if e.code == "certificate_not_found" => {
+            Err(not_ours(app, &caller.tenant_id, &parsed).await.unwrap_or(e))
+        }
+        other => other,
+    };
+    res?;
     let row = found
         .lock()
         .ok()

@@ -668,6 +668,17 @@ fn a_hung_ca_holds_neither_the_scheduler_nor_a_stop() {
     let mc = issue(&d, &account, &["hung.example.test"], "http-01");
     let v = settled(&d, &mc, 120);
     assert_eq!(v["status"], "valid", "{v}");
+    // Its serial is no certificate of an internal CA: the refusal says what it is.
+    let refused = d
+        .post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": v["serial_number"], "reason": "superseded"}),
+        )
+        .problem(400, "acme_certificate_not_revocable");
+    assert!(
+        refused["detail"].as_str().unwrap().contains(mc.as_str()),
+        "{refused}"
+    );
     // An internal CA's leaf to revoke while the CA hangs.
     let root = d.create_root("hung", "ec", None);
     let root_id = root["id"].as_str().unwrap().to_owned();

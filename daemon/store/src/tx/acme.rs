@@ -731,6 +731,28 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The managed certificate of the tenant one of whose versions has `serial_number` (the API
+    /// form, `1A:2B`), if any. A scan of the versions: only asked about a serial that is none of
+    /// the tenant's own certificates.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub fn managed_cert_of_serial(
+        &self,
+        tenant_id: &str,
+        serial_number: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT v.mc_id FROM acme_certificate_versions v \
+                 JOIN acme_certificates c ON c.id = v.mc_id \
+                 WHERE c.tenant_id = ?1 AND v.serial_number = ?2 LIMIT 1",
+            )?
+            .query_row(params![tenant_id, serial_number], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Version `version` of managed certificate `mc_id`.
     ///
     /// # Errors
