@@ -742,15 +742,14 @@ impl Tx<'_> {
         tenant_id: &str,
         serial_number: &str,
     ) -> Result<Option<String>> {
-        Ok(self
-            .tx
+        self.tx
             .prepare_cached(
                 "SELECT v.mc_id FROM acme_certificate_versions v \
                  JOIN acme_certificates c ON c.id = v.mc_id \
                  WHERE c.tenant_id = ?1 AND v.serial_number = ?2 LIMIT 1",
             )?
             .query_row(params![tenant_id, serial_number], |r| r.get(0))
-            .optional()?)
+            .optional()
     }
 
     /// Version `version` of managed certificate `mc_id`.
