@@ -137,6 +137,12 @@ pub(crate) use nonce_retry;
 pub fn ca_detail(e: &instant_acme::Error) -> String {
     match e {
         instant_acme::Error::Api(p) => problem_text(p),
+        // A transport failure says whom it could not reach (as an account's creation does).
+        instant_acme::Error::Other(_)
+        | instant_acme::Error::Hyper(_)
+        | instant_acme::Error::Http(_) => {
+            format!("the ACME CA could not be reached: {}", with_causes(e))
+        }
         other => with_causes(other),
     }
 }
