@@ -466,6 +466,32 @@ fn a_failing_validation_ends_failed_with_the_cas_detail_and_no_version() {
     assert!(vs["items"].as_array().unwrap().is_empty(), "{vs}");
     d.get(&format!("/v1/pki/acme/certificates/{id}/versions/1"))
         .problem(404, "acme_version_not_found");
+    // A failed certificate is not stuck: it can be deleted (and ordered again).
+    let path = format!("/v1/pki/acme/certificates/{id}");
+    let r = d.call("DELETE", &path, Some(&d.admin), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    d.get(&path).problem(404, "acme_certificate_not_found");
+    d.call("DELETE", &path, Some(&d.admin), None)
+        .problem(404, "acme_certificate_not_found");
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let deleted: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "acme.certificate.delete" && r["object_id"] == id.as_str())
+        .collect();
+    assert_eq!(deleted.len(), 2, "{audit}");
+    assert_eq!(deleted[0]["outcome"], "success", "{audit}");
+    assert_eq!(deleted[1]["outcome"], "error:acme_certificate_not_found");
+    let listed = d.get("/v1/pki/acme/certificates").json();
+    assert!(
+        !listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == id.as_str()),
+        "{listed}"
+    );
 }
 
 fn events(d: &Daemon, kind: &str, object: &str) -> Vec<Value> {
@@ -769,6 +795,14 @@ fn slow_pebble_order(prefix: &str) -> (Pebble, Daemon, String, String) {
 #[test]
 fn a_daemon_killed_mid_order_finishes_the_order_after_restart() {
     let (p, mut d, id, name) = slow_pebble_order("crash");
+    // Not while its order is in flight.
+    d.call(
+        "DELETE",
+        &format!("/v1/pki/acme/certificates/{id}"),
+        Some(&d.admin),
+        None,
+    )
+    .problem(409, "acme_order_in_flight");
     d.kill();
     let dir = d.into_dir();
     let d = Daemon::start_in(dir);

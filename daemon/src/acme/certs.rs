@@ -254,6 +254,55 @@ pub async fn get(
     .await
 }
 
+/// Deletes managed certificate `id`: no more renewals, its versions and their keys gone (the
+/// certificates stay valid at their CA until they expire; the audit trail keeps the record).
+/// dns-01 records an earlier order left at the provider are withdrawn first; one that cannot be
+/// withdrawn keeps the certificate (`409`), so that it is not forgotten at the provider.
+///
+/// # Errors
+/// `404 acme_certificate_not_found`; `409 acme_order_in_flight`; `409 acme_dns_records_left`.
+pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let (mc, _) = get(app, &caller.tenant_id, id).await?;
+    let in_flight = |id: &str| {
+        ApiError::conflict(
+            "acme_order_in_flight",
+            format!("an order of {id} is in flight: delete it once the order has ended"),
+        )
+    };
+    if mc.order_kind.is_some() {
+        return Err(in_flight(id));
+    }
+    super::order::withdraw_leftovers(app, &mc).await;
+    let i = id.to_owned();
+    let left = app
+        .db(move |s| Ok(s.read(|tx| tx.dns_records_of(&i))?))
+        .await?;
+    if let Some(r) = left.first() {
+        return Err(ApiError::conflict(
+            "acme_dns_records_left",
+            format!(
+                "a dns-01 record an earlier order of {id} left at DNS provider {} ({}) could not be \
+                 withdrawn; fix the provider and delete again",
+                r.dns_provider_id, r.fqdn
+            ),
+        ));
+    }
+    let rec = caller.record("acme.certificate.delete", Some(id), "success");
+    let (t, i) = (caller.tenant_id.clone(), id.to_owned());
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.delete_managed_cert(&t, &i)?;
+            tx.append_audit(&rec).map(drop)
+        })
+        .map_err(|e| match e {
+            scaivault_store::Error::NotFound => not_found(),
+            scaivault_store::Error::Conflict(_) => in_flight(&i),
+            other => ApiError::from(other),
+        })
+    })
+    .await
+}
+
 /// A page of the tenant's managed certificates, each with its latest version.
 ///
 /// # Errors

@@ -86,6 +86,7 @@ pub const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("POST", "/v1/pki/acme/issue", Access::Perm(Perm::AcmeWrite), "Request a managed certificate"),
     ("GET", "/v1/pki/acme/certificates", Access::Perm(Perm::AcmeRead), "List managed certificates"),
     ("GET", "/v1/pki/acme/certificates/{id}", Access::Perm(Perm::AcmeRead), "Read a managed certificate"),
+    ("DELETE", "/v1/pki/acme/certificates/{id}", Access::Perm(Perm::AcmeWrite), "Delete a managed certificate (no more renewals)"),
     ("GET", "/v1/pki/acme/certificates/{id}/versions", Access::Perm(Perm::AcmeRead), "A managed certificate's versions"),
     ("GET", "/v1/pki/acme/certificates/{id}/versions/{n}", Access::Perm(Perm::AcmeRead), "One version (the private key for admin only)"),
 ];
@@ -130,6 +131,7 @@ fn success_status(method: &str, path: &str) -> (u16, &'static str) {
         "/v1/webhooks/{id}",
         "/v1/pki/acme/accounts/{id}",
         "/v1/pki/acme/dns-providers/{id}",
+        "/v1/pki/acme/certificates/{id}",
     ];
     match method {
         "POST" if CREATED.contains(&path) => (201, "created"),

@@ -32,6 +32,7 @@ pub fn routes() -> Vec<Route> {
         issue,
         list_certificates,
         get_certificate,
+        delete_certificate,
         list_versions,
         get_version
     ]
@@ -387,6 +388,20 @@ async fn get_certificate(
         .await?;
     let (mc, v) = certs::get(app, &caller.tenant_id, id).await?;
     Ok(Json(certificate_view(mc, v)))
+}
+
+#[delete("/v1/pki/acme/certificates/<id>")]
+async fn delete_certificate(
+    app: &State<App>,
+    caller: Caller,
+    id: &str,
+) -> Result<Status, ApiError> {
+    app.require(&caller, Perm::AcmeWrite, "acme.certificate.delete")
+        .await?;
+    let res = certs::delete(app, &caller, id).await;
+    app.finish(&caller, "acme.certificate.delete", Some(id), res)
+        .await?;
+    Ok(Status::NoContent)
 }
 
 #[derive(Debug, Serialize)]

@@ -731,6 +731,40 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Deletes the tenant's managed certificate `id` with its versions (their keys included) and
+    /// whatever dns-01 record notes it still has, when no order of it is in flight.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Conflict`] while an order is in flight.
+    pub fn delete_managed_cert(&self, tenant_id: &str, id: &str) -> Result<()> {
+        let mc = self.get_managed_cert(tenant_id, id)?;
+        if mc.order_kind.is_some() {
+            return Err(Error::Conflict(format!(
+                "an order of managed certificate {id} is in flight"
+            )));
+        }
+        self.tx
+            .prepare_cached("DELETE FROM acme_certificate_versions WHERE mc_id = ?1")?
+            .execute(params![id])?;
+        self.tx
+            .prepare_cached("DELETE FROM acme_dns_records WHERE managed_cert_id = ?1")?
+            .execute(params![id])?;
+        // Conditional: a renewal the scheduler claimed since the read above keeps it.
+        let n = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM acme_certificates WHERE tenant_id = ?1 AND id = ?2 \
+                 AND order_kind IS NULL",
+            )?
+            .execute(params![tenant_id, id])?;
+        if n == 0 {
+            return Err(Error::Conflict(format!(
+                "an order of managed certificate {id} is in flight"
+            )));
+        }
+        Ok(())
+    }
+
     /// The managed certificate of the tenant one of whose versions has `serial_number` (the API
     /// form, `1A:2B`), if any. A scan of the versions: only asked about a serial that is none of
     /// the tenant's own certificates.
