@@ -1202,6 +1202,43 @@ fn acme_methods_run(kind: Kind) {
             Ok(())
         })
         .unwrap();
+    // A managed certificate is deleted with its versions and record notes, not while an order
+    // of it is in flight; its DNS provider is then free to go.
+    f.store
+        .write(|tx| {
+            assert_eq!(
+                tx.managed_cert_of_serial("tn_1", "01")?,
+                Some("mc_1".into())
+            );
+            assert_eq!(tx.managed_cert_of_serial("tn_2", "01")?, None);
+            assert!(tx.claim_managed_order("mc_1", "renew", "2026-06-03T00:00:00Z")?);
+            assert!(matches!(
+                tx.delete_managed_cert("tn_1", "mc_1"),
+                Err(Error::Conflict(_))
+            ));
+            Ok(())
+        })
+        .unwrap();
+    f.store
+        .write(|tx| {
+            let mut mc = tx.get_managed_cert("tn_1", "mc_1")?;
+            mc.order_kind = None;
+            tx.update_managed_cert(&mc)?;
+            assert!(matches!(
+                tx.delete_managed_cert("tn_2", "mc_1"),
+                Err(Error::NotFound)
+            ));
+            tx.delete_managed_cert("tn_1", "mc_1")?;
+            assert!(matches!(
+                tx.get_managed_cert("tn_1", "mc_1"),
+                Err(Error::NotFound)
+            ));
+            assert!(tx.list_managed_versions("mc_1")?.is_empty());
+            assert!(tx.dns_records_of("mc_1")?.is_empty());
+            assert_eq!(tx.managed_cert_of_serial("tn_1", "01")?, None);
+            tx.delete_dns_provider("tn_1", "dns_1")
+        })
+        .unwrap();
     // A second deactivation (two DELETEs at once, each having read the account valid) is a
     // conflict, not a second success; an unknown account stays not found.
     assert!(matches!(
