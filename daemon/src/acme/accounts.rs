@@ -82,6 +82,14 @@ fn check_directory_url(u: &str) -> Result<(), ApiError> {
              eab_hmac_key",
         ));
     }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        // Not echoed either: a query may carry a token, and RFC 8555 directories have none.
+        return Err(ApiError::bad_request(
+            "invalid_directory_url",
+            "directory_url carries a query or fragment; an ACME directory URL has neither, and \
+             credentials go in eab_kid and eab_hmac_key",
+        ));
+    }
     if u.parse::<http::Uri>().is_err() {
         return Err(bad("is not a valid request target"));
     }
