@@ -192,14 +192,33 @@ pub fn redact_tokens(text: &str) -> std::borrow::Cow<'_, str> {
                 out.push_str("svt_");
                 out.push_str(id);
                 out.push_str("_[redacted]");
+                rest = &token[end..];
             }
-            // Not a token's shape: kept as it is.
-            _ => out.push_str(candidate),
+            // Not a token's shape from here: its `svt_` is kept, and the search goes on after
+            // it (`svt_x_svt_<id>_<secret>` holds a token).
+            _ => {
+                out.push_str("svt_");
+                rest = &token[4..];
+            }
         }
-        rest = &token[end..];
     }
     out.push_str(rest);
     std::borrow::Cow::Owned(out)
+}
+
+/// A request path as the request log shows it: as sent, unless its percent-decoded form holds a
+/// bearer token (`svt%5F…`), which is then shown decoded and redacted, control characters as
+/// `?` (a decoded path must not forge log lines).
+pub fn loggable_path(raw: &str) -> String {
+    let decoded = rocket::http::RawStr::new(raw).percent_decode_lossy();
+    let redacted = redact_tokens(&decoded);
+    if matches!(redacted, std::borrow::Cow::Borrowed(_)) {
+        return redact_tokens(raw).into_owned();
+    }
+    redacted
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Constant-time comparison of the presented token's hash with the stored one.
@@ -228,6 +247,18 @@ mod tests {
         for kept in ["tok_abc", "svt_", "svt_zz_x", "role svt_short_x", ""] {
             assert_eq!(redact_tokens(kept), kept);
         }
+        // A token behind something token-like is still found.
+        let hidden = format!("svt_x_{}", *t.token);
+        let r = redact_tokens(&hidden);
+        assert!(!r.contains(t.token.as_str()), "{r}");
+        assert!(r.ends_with("_[redacted]"), "{r}");
+        // Percent-encoded in a path: redacted in its decoded form.
+        let encoded = format!("/v1/auth/tokens/{}", t.token.replace('_', "%5F"));
+        let shown = loggable_path(&encoded);
+        assert_eq!(shown, format!("/v1/auth/tokens/svt_{id_hex}_[redacted]"));
+        assert_eq!(loggable_path("/v1/pki/ca/ca_1%0A"), "/v1/pki/ca/ca_1%0A");
+        let forged = format!("/x%0A{}", t.token.replace('_', "%5F"));
+        assert!(!loggable_path(&forged).contains('\n'));
     }
 
     #[test]

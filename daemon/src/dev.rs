@@ -100,8 +100,12 @@ fn parse_database_url(raw: &str) -> Result<url::Url, StartError> {
 /// The URL as the first run's `[storage]` section keeps it: without its password.
 fn url_without_password(raw: &str) -> Result<String, StartError> {
     let mut url = parse_database_url(raw)?;
-    url.set_password(None)
-        .map_err(|()| StartError("--database-url: cannot remove the password".into()))?;
+    // As the first run did: only a password there is to remove (a socket URL,
+    // `postgres:///db?host=/run/postgresql`, has no host to hold one).
+    if url.password().is_some() {
+        url.set_password(None)
+            .map_err(|()| StartError("--database-url: cannot remove the password".into()))?;
+    }
     Ok(url.as_str().replace('"', "%22"))
 }
 

@@ -298,7 +298,26 @@ fn dev_mode_hides_the_database_password_from_the_command_line() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let (_conn, _) = db.accept().unwrap();
+    // Waits for the connection, or for the daemon to end first (then the test fails with its
+    // status instead of hanging).
+    db.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let _conn = loop {
+        match db.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("dev mode ended before it connected: {status}");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no connection in 60 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", child.id())).unwrap();
     let cmdline = String::from_utf8_lossy(&proc_file("cmdline")).replace('\0', " ");
     let environ = String::from_utf8_lossy(&proc_file("environ")).into_owned();

@@ -76,10 +76,12 @@ impl Redactor {
     }
 }
 
-/// Markers after which a credential's value follows, lowercase. `authorization:` covers a whole
-/// header value (`Bearer …`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`) to the end of its line.
-const CREDENTIAL_MARKERS: [(&str, bool); 11] = [
+/// Markers after which a credential's value follows, lowercase; `true`: the value runs to the end
+/// of its line (a whole header value: `Bearer …`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`,
+/// `Basic …`, also as a JSON-echoed header).
+const CREDENTIAL_MARKERS: [(&str, bool); 12] = [
     ("authorization:", true),
+    ("authorization\"", true),
     ("bearer ", false),
     ("access_token", false),
     ("id_token", false),
@@ -92,20 +94,30 @@ const CREDENTIAL_MARKERS: [(&str, bool); 11] = [
     ("private_key", false),
 ];
 
-/// `text` with the value after each credential marker, and every JWT (`eyJ….….…`), replaced by
-/// `[redacted]`.
+/// The most of a text [`scrub_credentials`] reads: the error keeps far less
+/// ([`MAX_ERROR_TEXT`]); a value cut here is redacted up to the cut.
+const SCRUBBED_PREFIX: usize = 16 * MAX_ERROR_TEXT;
+
+/// The first [`SCRUBBED_PREFIX`] bytes of `text` with the value after each credential marker,
+/// every PEM block and every JWT (`eyJ….….…`) replaced by `[redacted]`. Linear in the prefix.
 pub(crate) fn scrub_credentials(text: &str) -> String {
-    // ASCII lowercasing keeps every byte offset.
+    let mut cut_at = text.len().min(SCRUBBED_PREFIX);
+    while !text.is_char_boundary(cut_at) {
+        cut_at -= 1;
+    }
+    let text = &text[..cut_at];
+    // ASCII lowercasing keeps every byte offset (and every char boundary).
     let lower = text.to_ascii_lowercase();
     let mut cut: Vec<(usize, usize)> = Vec::new();
     for (marker, to_line_end) in CREDENTIAL_MARKERS {
         let mut from = 0;
         while let Some(at) = lower[from..].find(marker) {
             let start = from + at + marker.len();
-            // Separators between the marker and its value: quotes, `:`, `=`, spaces.
+            // Separators between the marker and its value: quotes (also JSON-escaped), `:`,
+            // `=`, spaces.
             let value = start
                 + text[start..]
-                    .find(|c: char| !matches!(c, '"' | '\'' | ':' | '=' | ' ' | '\t'))
+                    .find(|c: char| !matches!(c, '"' | '\'' | '\\' | ':' | '=' | ' ' | '\t'))
                     .unwrap_or(text.len() - start);
             let end = if to_line_end {
                 value
@@ -117,15 +129,33 @@ pub(crate) fn scrub_credentials(text: &str) -> String {
                     + text[value..]
                         .find(|c: char| {
                             c.is_whitespace()
-                                || matches!(c, '"' | '\'' | '&' | ',' | ';' | '}' | '<' | '>')
+                                || matches!(
+                                    c,
+                                    '"' | '\'' | '\\' | '&' | ',' | ';' | '}' | '<' | '>'
+                                )
                         })
                         .unwrap_or(text.len() - value)
             };
             if end > value {
                 cut.push((value, end));
             }
-            from = start;
+            from = end.max(start);
         }
+    }
+    let mut from = 0;
+    while let Some(at) = text[from..].find("-----BEGIN") {
+        let start = from + at;
+        let end = text[start..]
+            .find("-----END")
+            .and_then(|e| {
+                let after = start + e + "-----END".len();
+                text[after..]
+                    .find("-----")
+                    .map(|f| after + f + "-----".len())
+            })
+            .unwrap_or(text.len());
+        cut.push((start, end));
+        from = end;
     }
     let mut from = 0;
     while let Some(at) = text[from..].find("eyJ") {
@@ -218,6 +248,12 @@ mod tests {
             ),
             ("token eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.SIGPART end", "SIGPART"),
             ("the configured-secret leaked", "configured-secret"),
+            ("{\\\"access_token\\\":\\\"ya29.ESCAPED\\\"}", "ESCAPED"),
+            (
+                "{\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\\n\"}",
+                "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+            ),
+            ("{\"Authorization\":\"Basic dXNlcjpwYXNz\"}", "dXNlcjpwYXNz"),
         ];
         for (text, secret) in cases {
             let out = r.clean(text);
@@ -225,6 +261,15 @@ mod tests {
             assert!(out.contains("[redacted]"), "{text:?} -> {out:?}");
             assert!(!out.contains('\n'), "{out:?}");
         }
+        // Repeated markers cost linear time on a bounded prefix, and the prefix is scrubbed.
+        let many = "access_token ".repeat(100_000);
+        let out = scrub_credentials(&many);
+        assert!(out.len() <= SCRUBBED_PREFIX, "{}", out.len());
+        let long = format!(
+            "{}access_token=LATE-SECRET",
+            "x".repeat(SCRUBBED_PREFIX - 20)
+        );
+        assert!(!scrub_credentials(&long).contains("LATE-SECRET"));
         // Ordinary error texts pass unchanged.
         for text in [
             "403: zone example.org not found",

@@ -99,6 +99,30 @@ pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError>
 /// The most one request to an ACME CA may take, its answer's body included.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A request the CA did not answer within [`REQUEST_TIMEOUT`].
+#[derive(Debug)]
+pub struct NoAnswer;
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer within {} s", REQUEST_TIMEOUT.as_secs())
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
+/// Whether `e` is a failure to reach the CA at all (a connection, TLS or no answer in time), as
+/// opposed to an answer, or a failure on this side.
+pub fn is_transport(e: &instant_acme::Error) -> bool {
+    match e {
+        instant_acme::Error::Hyper(_) => true,
+        instant_acme::Error::Other(inner) => {
+            inner.is::<NoAnswer>() || inner.is::<hyper_util::client::legacy::Error>()
+        }
+        _ => false,
+    }
+}
+
 tokio::task_local! {
     /// Where an order task collects the `Retry-After` of its CA's error answers (instant-acme
     /// turns a `rateLimited` problem into an error without its headers).
@@ -136,15 +160,7 @@ impl HttpClient for RetryAfterClient {
             };
             let rsp = tokio::time::timeout(REQUEST_TIMEOUT, whole)
                 .await
-                .map_err(|_| {
-                    instant_acme::Error::Other(
-                        format!(
-                            "the ACME CA did not answer within {} s",
-                            REQUEST_TIMEOUT.as_secs()
-                        )
-                        .into(),
-                    )
-                })??;
+                .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer)))??;
             if let Some(slot) = slot {
                 let status = rsp.parts.status;
                 if status.is_client_error() || status.is_server_error() {

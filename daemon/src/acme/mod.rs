@@ -138,9 +138,7 @@ pub fn ca_detail(e: &instant_acme::Error) -> String {
     match e {
         instant_acme::Error::Api(p) => problem_text(p),
         // A transport failure says whom it could not reach (as an account's creation does).
-        instant_acme::Error::Other(_)
-        | instant_acme::Error::Hyper(_)
-        | instant_acme::Error::Http(_) => {
+        _ if client::is_transport(e) => {
             format!("the ACME CA could not be reached: {}", with_causes(e))
         }
         other => with_causes(other),

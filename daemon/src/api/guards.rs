@@ -75,7 +75,7 @@ impl Fairing for RequestLog {
         tracing::info!(
             target: "scaivault::http",
             method = %req.method(),
-            path = %crate::auth::redact_tokens(req.uri().path().as_str()),
+            path = %crate::auth::loggable_path(req.uri().path().as_str()),
             status = res.status().code,
             ms = format_args!("{ms:.2}"),
             request_id = %id,

@@ -312,9 +312,13 @@ pub(crate) fn describe_json_error(msg: &str) -> String {
         rest = &lit[end..];
     }
     out.push_str(rest);
+    // Only the start is kept anyway: what follows works on a bounded text (a 1-MiB unknown field
+    // name made of `integer \`` would otherwise cost quadratic time). A cut inside a quoted
+    // value leaves it unclosed, and an unclosed value is dropped to the end below.
+    truncate_at_char(&mut out, 4 * MAX_JSON_ERROR);
     // Numbers and the like are quoted in backticks (`invalid type: integer \`12345678\``): a
     // numeric PIN or secret in a string field must not be echoed either.
-    for kind in ["integer `", "floating point `", "boolean `", "char `"] {
+    for kind in ["integer `", "floating point `", "boolean `", "character `"] {
         while let Some(i) = out.find(kind) {
             let lit = i + kind.len();
             let end = out[lit..].find('`').map_or(out.len(), |e| lit + e + 1);
@@ -322,14 +326,21 @@ pub(crate) fn describe_json_error(msg: &str) -> String {
         }
     }
     if out.len() > MAX_JSON_ERROR {
-        let mut cut = MAX_JSON_ERROR;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
+        truncate_at_char(&mut out, MAX_JSON_ERROR);
         out.push('…');
     }
     out
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +377,18 @@ mod tests {
             let want = format!("invalid type: {kind}, expected a string at line 1");
             assert!(d.starts_with(&want), "{json}: {d}");
         }
+        // A 1-MiB unknown field name made of the quoted forms (worked on in a bounded prefix).
+        let field = "integer `".repeat(116_000);
+        let d = describe_json_error(&format!("unknown field `{field}`, expected `a`"));
+        assert!(d.len() <= 300 + '…'.len_utf8(), "{}", d.len());
+        assert!(d.starts_with("unknown field `integer"), "{d}");
+        let e = serde_json::from_str::<u8>("\"7\"").unwrap_err().to_string();
+        assert!(describe_json_error(&e).starts_with("invalid type: string, expected u8"));
+        let e = "invalid type: character `x`, expected a string";
+        assert_eq!(
+            describe_json_error(e),
+            "invalid type: character, expected a string"
+        );
         let big = format!("{{\"{}\": 1}}", "k".repeat(100_000));
         #[derive(serde::Deserialize, Debug)]
         #[serde(deny_unknown_fields)]

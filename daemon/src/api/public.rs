@@ -420,7 +420,7 @@ async fn connection(
         let body = buf.get(head.len..end).unwrap_or_default();
         let limited = app.limits.check_public(Some(peer.ip()));
         if limited.is_ok() && repeats::answer(app, &head, body, &mut key, &mut out) {
-            tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %crate::auth::redact_tokens(&head.path), status = 200, %peer, "repeat");
+            tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %crate::auth::loggable_path(&head.path), status = 200, %peer, "repeat");
             buf.drain(..end);
             stream.write_all(&out).await?;
             head_due = tokio::time::Instant::now() + header_timeout;
@@ -447,7 +447,7 @@ async fn connection(
             },
             Err(e) => Reply::problem(&e, &head.path),
         };
-        tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %crate::auth::redact_tokens(&head.path), status = reply.status, %peer);
+        tracing::debug!(target: "scaivault::http::public", method = %head.method, path = %crate::auth::loggable_path(&head.path), status = reply.status, %peer);
         let close = head.close;
         finish(&mut stream, &mut out, app, reply, rid, head_only, close).await?;
         buf.drain(..end);
