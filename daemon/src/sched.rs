@@ -1,10 +1,11 @@
 //! The scheduler: one tokio task that ticks on an interval (recording the heartbeat that
 //! `/v1/sys/health` reports) and runs the periodic jobs: CRL regeneration, every CA's CRL once per
-//! `crl_interval` and dirty CRLs shortly after a revocation (debounced); ACME orders left in
-//! flight and due ACME renewals (`acme::renew::tick`). Its state lives in the
-//! database (CRL numbers, next updates, dirty marks), so it survives restarts. It also starts the
-//! webhook delivery worker (`webhooks::worker`). It stops when the
-//! shutdown signal fires.
+//! `crl_interval` and dirty CRLs shortly after a revocation (debounced). Its state lives in the
+//! database (CRL numbers, next updates, dirty marks), so it survives restarts. It also starts
+//! tasks of their own, which a slow peer can delay only themselves: the webhook delivery worker
+//! (`webhooks::worker`), OCSP pre-signing, the CA key watch and the ACME client's work (orders
+//! left in flight, renewal information, due renewals: [`acme_renewals`]). It stops when the
+//! shutdown signal fires, and those tasks with it.
 //!
 //! With several nodes on one PostgreSQL database only the leader (see [`crate::cluster`]) runs
 //! the CRL, ACME and webhook jobs and OCSP pre-signing and refresh (into the response table the
@@ -37,6 +38,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
     let webhooks = tokio::spawn(crate::webhooks::worker::run(app.clone()));
     let key_watch = tokio::spawn(watch_ca_keys(app.clone()));
+    let acme = tokio::spawn(acme_renewals(app.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -80,6 +82,24 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     presigner.abort();
     webhooks.abort();
     key_watch.abort();
+    acme.abort();
+}
+
+/// The ACME client's scheduled work ([`crate::acme::renew::tick`]: orders left in flight,
+/// renewal information, due renewals, expiry events), every [`TICK`] on the leader, in a task of
+/// its own: a CA that answers slowly (each request may take 30 s) delays only this, never a CRL
+/// rebuild, and a stop aborts it between two steps (an order it started runs in its own task,
+/// which a stop interrupts cleanly; a renewal it claimed and had not started yet is resumed as
+/// an order in flight at the next start).
+async fn acme_renewals(app: App) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if app.cluster.is_leader() {
+            crate::acme::renew::tick(&app).await;
+        }
+    }
 }
 
 /// Looks for every active CA's key pair on the token, every [`TICK`], in a task of its own (a
@@ -212,7 +232,6 @@ async fn leader_pass(app: &App) {
         }
     }
     crate::revoke::rebuild_due(app).await;
-    crate::acme::renew::tick(app).await;
 }
 
 /// Logs the audit chain's head (`SEQ:HASH`) at info level (target `scaivault::audit`). A log
