@@ -316,7 +316,9 @@ pub fn run(
         // Only a first run takes the URL; a different one on a later run (a typo corrected
         // after a first run that could not connect) must not be ignored silently.
         let given = url_without_password(raw)?;
-        if cfg.storage.url.as_deref() != Some(given.as_str()) {
+        // `postgres://` and `postgresql://` name the same database.
+        let same_scheme = |u: &str| u.replacen("postgresql://", "postgres://", 1);
+        if cfg.storage.url.as_deref().map(same_scheme) != Some(same_scheme(&given)) {
             return Err(StartError(format!(
                 "{} was set up for {}; --database-url (or SCAIVAULT_DEV_DATABASE_URL) applies to a \
                  first run only: edit [storage] in {}, or use an empty directory",
@@ -327,6 +329,18 @@ pub fn run(
                 ),
                 config_path.display()
             )));
+        }
+        // Nor a password other than the one the first run kept.
+        let password = parse_database_url(raw)?.password().map(percent_decode);
+        if let Some(pw) = password {
+            let kept = std::fs::read_to_string(dir.join("db.password")).unwrap_or_default();
+            if kept.as_str() != pw.as_str() {
+                return Err(StartError(format!(
+                    "--database-url's password is not the one the first run kept in {}: a \
+                     first-run setting; put the new password there",
+                    dir.join("db.password").display()
+                )));
+            }
         }
     }
     if let Some(l) = listen {

@@ -984,6 +984,8 @@ fn bad_input_gets_problems_with_stable_codes() {
         "https://%zz/dir",
         "https://user:hunter2@x.example/dir",
         "https://x.example/dir?token=hunter2",
+        "https://user:hunter2@/dir",
+        "https://user:hunter2@[zz/dir",
         "https://x.example/dir#hunter2",
     ] {
         let prob = post(

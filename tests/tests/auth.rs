@@ -191,6 +191,29 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
         None,
     )
     .problem(404, "role_not_found");
+    // Where no route matches (Rocket's own line), percent-encoded, or behind something
+    // token-like.
+    d.call("GET", &format!("/v1/auth/tokens/{t}"), Some(&d.admin), None);
+    d.call(
+        "GET",
+        &format!("/v1/nothing?token={t}"),
+        Some(&d.admin),
+        None,
+    );
+    d.call(
+        "DELETE",
+        &format!("/v1/auth/tokens/{}", t.replace('_', "%5F")),
+        Some(&d.admin),
+        None,
+    )
+    .problem(400, "token_given_as_id");
+    d.call(
+        "DELETE",
+        &format!("/v1/pki/roles/svt_{t}"),
+        Some(&d.admin),
+        None,
+    )
+    .problem(404, "role_not_found");
     let secret = &t[4 + 32 + 1..];
     let audit = d.get("/v1/audit?limit=1000").text();
     assert!(!audit.contains(secret), "{audit}");

@@ -356,6 +356,50 @@ fn dev_mode_refuses_another_database_url_on_a_later_run() {
     assert!(!err.contains("pw@"), "{err}");
 }
 
+/// Dev mode's later-run check of `--database-url`, on a PostgreSQL directory: the same database
+/// (also spelt `postgresql://`) is fine, another password is refused, not ignored. The daemon
+/// never gets to connect (a port nobody listens on).
+#[test]
+fn dev_mode_refuses_another_database_password_on_a_later_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dead = scaivault_tests::free_port();
+    let run = |url: String| {
+        Command::new(bin())
+            .args(["dev", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+            ])
+            .arg(format!("--database-url={url}"))
+            .output()
+            .unwrap()
+    };
+    // The first run writes its configuration and password, then cannot connect.
+    let first = run(format!("postgres://sv:first-pw@127.0.0.1:{dead}/db"));
+    assert!(!first.status.success());
+    assert_eq!(
+        std::fs::read_to_string(data.join("db.password")).unwrap(),
+        "first-pw"
+    );
+    let again = run(format!("postgresql://sv:first-pw@127.0.0.1:{dead}/db"));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !err.contains("first run only") && !err.contains("not the one"),
+        "{err}"
+    );
+    assert!(err.contains("PostgreSQL"), "{err}");
+    let other = run(format!("postgres://sv:second-pw@127.0.0.1:{dead}/db"));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(err.contains("not the one the first run kept"), "{err}");
+    assert!(
+        !err.contains("second-pw") && !err.contains("first-pw"),
+        "{err}"
+    );
+}
+
 /// A host command whose reader goes away (`scaivault token list | head -1`) ends quietly with
 /// SIGPIPE's status, 141, instead of a panic and its backtrace.
 #[test]

@@ -64,10 +64,16 @@ fn known_directory(provider: &str, env: &str) -> Result<Option<&'static str>, Ap
 /// URL that does not for a bug of its own, and panics), names a host, and carries no user name or
 /// password (it is shown in every answer about the account).
 fn check_directory_url(u: &str) -> Result<(), ApiError> {
+    // A URL with user information is not echoed, whatever else is wrong with it.
+    let shown = if u.contains('@') {
+        "(not shown: it holds user information)".to_owned()
+    } else {
+        format!("{u:?}")
+    };
     let bad = |why: &str| {
         ApiError::bad_request(
             "invalid_directory_url",
-            format!("directory_url {u:?} {why}"),
+            format!("directory_url {shown} {why}"),
         )
     };
     let parsed = url::Url::parse(u).map_err(|e| bad(&format!("is not a URL: {e}")))?;

@@ -401,7 +401,9 @@ impl Rocket<Orbit> {
             }
         }
 
-        error_!("No matching routes for {}.", request);
+        // ScaiVault patch: not the request's URI, which may hold a bearer token a client put in
+        // its path or query by mistake; the daemon's request log shows the path, redacted.
+        error_!("No matching routes for {} (path: see the request log line).", request.method());
         Outcome::Forward((data, status))
     }
 
