@@ -166,7 +166,8 @@ pub async fn elect(app: &App) {
         (false, true) => {
             app.cluster.elected.fetch_add(1, Ordering::Relaxed);
             tracing::info!(node = %app.cluster.node, "this node is now the leader: it runs the scheduled jobs");
-            // Catch up at once: CRLs marked dirty, ACME orders left by the previous leader.
+            // Catch up at once: CRLs marked dirty (ACME orders left by the previous leader at
+            // the ACME task's next tick, within 10 s).
             app.crl_wake.notify_one();
             app.sched_wake.notify_one();
         }

@@ -332,15 +332,16 @@ pub fn run(
         }
         // Nor a password other than the one the first run kept.
         let password = parse_database_url(raw)?.password().map(percent_decode);
-        if let Some(pw) = password {
-            let kept = std::fs::read_to_string(dir.join("db.password")).unwrap_or_default();
-            if kept.as_str() != pw.as_str() {
-                return Err(StartError(format!(
-                    "--database-url's password is not the one the first run kept in {}: a \
-                     first-run setting; put the new password there",
-                    dir.join("db.password").display()
-                )));
-            }
+        // Compared with the password the configuration resolves (db.password, or whatever
+        // [storage] now names), read as the daemon reads it.
+        let kept = cfg.read_db_password().ok().flatten();
+        if kept.as_deref().map(String::as_str) != password.as_deref().map(String::as_str) {
+            return Err(StartError(format!(
+                "--database-url's password is not the one this directory's configuration uses \
+                 (storage.password_file, storage.password_env or db.password in {}): a first-run \
+                 setting; change it there",
+                dir.display()
+            )));
         }
     }
     if let Some(l) = listen {

@@ -38,7 +38,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
     let webhooks = tokio::spawn(crate::webhooks::worker::run(app.clone()));
     let key_watch = tokio::spawn(watch_ca_keys(app.clone()));
-    let acme = tokio::spawn(acme_renewals(app.clone()));
+    let mut acme = tokio::spawn(acme_renewals(app.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -75,6 +75,12 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
                 if app.cluster.is_leader() {
                     last_pass = timed(leader_pass(&app)).await;
                 }
+            }
+            // The ACME task never ends by itself: a panic in it is logged and it starts again
+            // (before it ran inside this loop, and a panic stopped the heartbeat).
+            ended = &mut acme => {
+                tracing::error!(error = ?ended.err(), "the ACME renewal task ended; starting it again");
+                acme = tokio::spawn(acme_renewals(app.clone()));
             }
             _ = &mut shutdown => break,
         }
@@ -216,8 +222,8 @@ pub async fn check_ca_keys(app: &App) {
         .await;
 }
 
-/// The jobs that run once per cluster: CRLs, then ACME (orders left in flight by a restart or by a
-/// previous leader, renewals that are due).
+/// The scheduler's jobs that run once per cluster: reservations of dead nodes, then CRLs (the
+/// ACME job, also the leader's, runs in [`acme_renewals`]).
 async fn leader_pass(app: &App) {
     crate::metrics::Metrics::bump(&app.metrics.leader_passes);
     if app.cluster.is_shared() {

@@ -689,42 +689,30 @@ fn bad_nonce_answers_are_retried() {
 }
 
 /// A CA that accepts connections and never answers (a stopped pebble) holds neither the
-/// scheduler nor a stop: its renewal-information request gives up, CRLs are still rebuilt, and
-/// SIGTERM ends the daemon. Before, the request waited for ever inside the scheduler's tick.
+/// scheduler nor a stop: its renewal-information requests give up, CRLs are rebuilt at once, and
+/// SIGTERM ends the daemon. Before, each request waited for ever inside the scheduler's tick.
 #[test]
 fn a_hung_ca_holds_neither_the_scheduler_nor_a_stop() {
+    // The premise: a certificate whose renewal information is still to be asked when the CA
+    // stops (pebble has no ARI: a tick that asks while it runs settles a certificate for a day).
+    // A tick between the last issuance and the stop is rare; then the scenario runs again.
+    for attempt in 1..=3 {
+        if hung_ca_scenario() {
+            return;
+        }
+        eprintln!("attempt {attempt}: every certificate was asked before the CA stopped; again");
+    }
+    panic!("the CA was never stopped with a question pending");
+}
+
+/// One run of [`a_hung_ca_holds_neither_the_scheduler_nor_a_stop`]; `false` when its premise did
+/// not hold (SQLite only: the test cannot look into a PostgreSQL database).
+fn hung_ca_scenario() -> bool {
     let (http, tls) = (free_port(), free_port());
     let p = Pebble::start(&PebbleOptions::new(http, tls));
     let mut d = daemon(http, tls, "");
     let account = register(&d, &p, "pebble");
-    // Three certificates, so that the stopped CA's renewal-information requests would hold a
-    // pass for longer than a stop may take.
-    let mut managed = Vec::new();
-    for name in [
-        "hung1.example.test",
-        "hung2.example.test",
-        "hung3.example.test",
-    ] {
-        managed.push(issue(&d, &account, &[name], "http-01"));
-    }
-    for mc in &managed {
-        let v = settled(&d, mc, 120);
-        assert_eq!(v["status"], "valid", "{v}");
-    }
-    let mc = managed[0].clone();
-    let v = settled(&d, &mc, 10);
-    // Its serial is no certificate of an internal CA: the refusal says what it is.
-    let refused = d
-        .post(
-            "/v1/pki/revoke",
-            &json!({"serial_number": v["serial_number"], "reason": "superseded"}),
-        )
-        .problem(400, "acme_certificate_not_revocable");
-    assert!(
-        refused["detail"].as_str().unwrap().contains(mc.as_str()),
-        "{refused}"
-    );
-    // An internal CA's leaf to revoke while the CA hangs.
+    // An internal CA's leaf, revoked while the CA hangs.
     let root = d.create_root("hung", "ec", None);
     let root_id = root["id"].as_str().unwrap().to_owned();
     let r = d.post(
@@ -742,9 +730,46 @@ fn a_hung_ca_holds_neither_the_scheduler_nor_a_stop() {
         .unwrap()
         .replace(':', "")
         .to_ascii_uppercase();
-
+    // Three certificates, so that the stopped CA's renewal-information requests would hold a
+    // pass for longer than a stop may take; the CA stops as soon as the last is issued.
+    let managed: Vec<String> = ["hung1", "hung2", "hung3"]
+        .iter()
+        .map(|n| issue(&d, &account, &[&format!("{n}.example.test")], "http-01"))
+        .collect();
+    for mc in &managed {
+        settled(&d, mc, 120);
+    }
     p.signal("STOP");
-    // The next tick asks the stopped CA for the new certificate's renewal information.
+    let db = d.data().join("scaivault.db");
+    if db.exists() {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT count(*) FROM acme_certificates WHERE ari_version < version")
+            .output()
+            .unwrap();
+        let pending: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        if pending == 0 {
+            p.signal("CONT");
+            return false;
+        }
+    }
+    let v = settled(&d, &managed[0], 10);
+    assert_eq!(v["status"], "valid", "{v}");
+    // Its serial is no certificate of an internal CA: the refusal says what it is.
+    let refused = d
+        .post(
+            "/v1/pki/revoke",
+            &json!({"serial_number": v["serial_number"], "reason": "superseded"}),
+        )
+        .problem(400, "acme_certificate_not_revocable");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains(managed[0].as_str()),
+        "{refused}"
+    );
+    // The next tick asks the stopped CA.
     std::thread::sleep(Duration::from_secs(12));
     let r = d.post(
         "/v1/pki/revoke",
@@ -776,6 +801,7 @@ fn a_hung_ca_holds_neither_the_scheduler_nor_a_stop() {
         "the daemon did not stop within 30 s of SIGTERM: {status:?}"
     );
     p.signal("CONT");
+    true
 }
 
 /// A managed certificate whose first order is still in flight 400 ms after it was asked for
@@ -986,6 +1012,9 @@ fn bad_input_gets_problems_with_stable_codes() {
         "https://x.example/dir?token=hunter2",
         "https://user:hunter2@/dir",
         "https://user:hunter2@[zz/dir",
+        "http://user:hunter2@ca.example/dir",
+        "https://[zz/dir?token=hunter2",
+        "https://?token=hunter2",
         "https://x.example/dir#hunter2",
     ] {
         let prob = post(

@@ -393,11 +393,20 @@ fn dev_mode_refuses_another_database_password_on_a_later_run() {
     let other = run(format!("postgres://sv:second-pw@127.0.0.1:{dead}/db"));
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success());
-    assert!(err.contains("not the one the first run kept"), "{err}");
+    assert!(
+        err.contains("not the one this directory's configuration uses"),
+        "{err}"
+    );
     assert!(
         !err.contains("second-pw") && !err.contains("first-pw"),
         "{err}"
     );
+    // Changed where the message says (an editor adds a newline, which is not part of it).
+    std::fs::write(data.join("db.password"), "second-pw\n").unwrap();
+    let changed = run(format!("postgres://sv:second-pw@127.0.0.1:{dead}/db"));
+    let err = String::from_utf8_lossy(&changed.stderr);
+    assert!(!err.contains("not the one"), "{err}");
+    assert!(err.contains("PostgreSQL"), "{err}");
 }
 
 /// A host command whose reader goes away (`scaivault token list | head -1`) ends quietly with

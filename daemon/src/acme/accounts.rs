@@ -60,16 +60,21 @@ fn known_directory(provider: &str, env: &str) -> Result<Option<&'static str>, Ap
     Ok(Some(url))
 }
 
+/// A `directory_url` as an error shows it: not at all when it may hold a credential (user
+/// information, a query or a fragment), whatever else is wrong with it.
+fn shown_url(u: &str) -> String {
+    if u.contains(['@', '?', '#']) {
+        "(not shown: it holds user information, a query or a fragment)".to_owned()
+    } else {
+        format!("{u:?}")
+    }
+}
+
 /// An `https://` URL the ACME client can use: it parses as a request target (the client takes a
 /// URL that does not for a bug of its own, and panics), names a host, and carries no user name or
 /// password (it is shown in every answer about the account).
 fn check_directory_url(u: &str) -> Result<(), ApiError> {
-    // A URL with user information is not echoed, whatever else is wrong with it.
-    let shown = if u.contains('@') {
-        "(not shown: it holds user information)".to_owned()
-    } else {
-        format!("{u:?}")
-    };
+    let shown = shown_url(u);
     let bad = |why: &str| {
         ApiError::bad_request(
             "invalid_directory_url",
@@ -149,7 +154,10 @@ fn check(input: &NewAccountInput) -> Result<Checked, ApiError> {
     {
         return Err(ApiError::bad_request(
             "invalid_directory_url",
-            format!("directory_url {directory_url:?} must be an https:// URL"),
+            format!(
+                "directory_url {} must be an https:// URL",
+                shown_url(&directory_url)
+            ),
         ));
     }
     check_directory_url(&directory_url)?;

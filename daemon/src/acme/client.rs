@@ -116,8 +116,11 @@ impl std::error::Error for NoAnswer {}
 pub fn is_transport(e: &instant_acme::Error) -> bool {
     match e {
         instant_acme::Error::Hyper(_) => true,
+        // The connection (hyper-util's client), the answer's body cut off (hyper), no answer.
         instant_acme::Error::Other(inner) => {
-            inner.is::<NoAnswer>() || inner.is::<hyper_util::client::legacy::Error>()
+            inner.is::<NoAnswer>()
+                || inner.is::<hyper_util::client::legacy::Error>()
+                || inner.is::<hyper::Error>()
         }
         _ => false,
     }

@@ -1,4 +1,5 @@
-//! The scheduler's ACME job, run on every tick:
+//! The ACME client's scheduled job, run every tick by a task of its own (`sched::acme_renewals`,
+//! on the leader):
 //!
 //! 0. Several nodes: stored challenge answers older than a day (left by a node that died
 //!    mid-order) are deleted.
@@ -147,23 +148,25 @@ async fn ari_tick(app: &App) {
             return;
         }
     };
-    // The pass runs inside the scheduler's tick, beside CRL rebuilds and every renewal: a CA that
-    // does not answer may cost it a bounded time, never the tick (what is left waits for the
-    // next tick; the one that timed out is asked again an hour later, as after any failure).
+    // The pass runs before every due renewal is started: a CA that does not answer may cost it a
+    // bounded time (what is left waits for the next tick; a certificate whose CA did not answer
+    // in its own limit is asked again an hour later, as after any failure).
     let started = std::time::Instant::now();
     for (id, tenant, account_id, version, pem, renew_at) in due {
         let Some(left) = ARI_PASS_BUDGET.checked_sub(started.elapsed()) else {
             break;
         };
         let limit = ARI_ASK_LIMIT.min(left);
-        let asked = tokio::time::timeout(limit, ari_ask(app, &tenant, &account_id, &pem))
-            .await
-            .unwrap_or_else(|_| {
-                Err(AriError::Failed(format!(
-                    "the CA did not answer within {} ms",
-                    limit.as_millis()
-                )))
-            });
+        let Ok(asked) = tokio::time::timeout(limit, ari_ask(app, &tenant, &account_id, &pem)).await
+        else {
+            if limit < ARI_ASK_LIMIT {
+                // Cut short by the pass's budget, not the CA's fault: asked again next tick.
+                break;
+            }
+            tracing::warn!(mc = %id, "ARI request failed: the CA did not answer within {} s", limit.as_secs());
+            store_ari(app, &id, version, now + Duration::from_secs(3600), None).await;
+            continue;
+        };
         let (next, new_renew_at) = match asked {
             Ok((window_start, window_end, retry)) => {
                 let retry = retry.clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
@@ -185,17 +188,30 @@ async fn ari_tick(app: &App) {
         if let Some(r) = &new_renew_at {
             tracing::info!(mc = %id, renew_at = %r, "renewal moved into the CA's ARI window");
         }
-        let next = time_util::rfc3339(next);
-        let res = app
-            .db(move |s| {
-                Ok(s.write(|tx| {
+        store_ari(app, &id, version, next, new_renew_at).await;
+    }
+}
+
+/// Notes when to ask about `id`'s renewal information next, and its new `renew_at`.
+async fn store_ari(
+    app: &App,
+    id: &str,
+    version: i64,
+    next: OffsetDateTime,
+    new_renew_at: Option<String>,
+) {
+    let (id, next) = (id.to_owned(), time_util::rfc3339(next));
+    let res = app
+        .db(move |s| {
+            Ok(
+                s.write(|tx| {
                     tx.set_managed_cert_ari(&id, version, &next, new_renew_at.as_deref())
-                })?)
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "ARI result could not be stored");
-        }
+                })?,
+            )
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "ARI result could not be stored");
     }
 }
 

@@ -123,7 +123,8 @@ async fn hyper_service_fn(
             Err(e) => {
                 warn!("Bad incoming HTTP request.");
                 e.errors.iter().for_each(|e| warn_!("Error: {}.", e));
-                warn_!("Dispatching salvaged request to catcher: {}.", e.request);
+                // ScaiVault patch: the method only (see `route`'s "No matching routes").
+                warn_!("Dispatching salvaged request to catcher: {}.", e.request.method());
 
                 let response = rocket.handle_error(Status::BadRequest, &e.request).await;
                 rocket.send_response(response, tx, version).await;
