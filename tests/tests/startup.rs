@@ -28,6 +28,16 @@ fn serve_fails(config: &std::path::Path) -> String {
     panic!("serve did not refuse to start");
 }
 
+/// Runs `scaivault --config <config> check-config` and returns how it ended.
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .arg("check-config")
+        .output()
+        .unwrap()
+}
+
 /// Runs `scaivault dev` on `data` (expected to stop at once) and returns how it ended.
 fn dev_once(data: &std::path::Path) -> std::process::Output {
     Command::new(bin())
@@ -93,12 +103,7 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     // An empty PIN file (the documented install creates it empty, then edits it) is found by
     // check-config already.
     std::fs::write(&bad_pin, "\n").unwrap();
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = check_config(&cfg);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("PIN source is empty"),
@@ -147,24 +152,14 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     std::fs::write(&cfg, format!("{cfg_text}\n[tuning]\nturbo = true\n")).unwrap();
     let err = serve_fails(&cfg);
     assert!(err.contains("tuning"), "{err}");
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = check_config(&cfg);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tuning"));
     // A secret under a wrong key: the error names the key and the line, never the value.
     let check = |name: &str, text: String| {
         let cfg = dir.path().join(name);
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .arg("check-config")
-            .output()
-            .unwrap();
+        let out = check_config(&cfg);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -220,12 +215,7 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
         assert!(err.contains("does not exist"), "{args:?}: {err}");
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
     }
-    let good = Command::new(bin())
-        .arg("--config")
-        .arg(data.join("scaivault.toml"))
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let good = check_config(&data.join("scaivault.toml"));
     assert!(
         good.status.success(),
         "{}",
