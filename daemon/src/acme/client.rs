@@ -56,16 +56,8 @@ pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError>
                     "the platform's trust store cannot be loaded",
                 )
                 .with_cause(e.to_string())
-            })?
-            .https_only()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build::<_, BodyWrapper<Bytes>>(connector);
-        return Ok(Account::builder_with_http(Box::new(RetryAfterClient(
-            Box::new(client),
-        ))));
+            })?;
+        return Ok(builder_on(connector));
     };
     let bad = |m: String| ApiError::bad_request("invalid_directory_ca", m);
     let blocks = scaivault_core::validate::pem_blocks(pem, "CERTIFICATE").map_err(bad)?;
@@ -84,16 +76,20 @@ pub fn account_builder(ca_pem: Option<&str>) -> Result<AccountBuilder, ApiError>
         .map_err(ApiError::internal)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
+    Ok(builder_on(
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls),
+    ))
+}
+
+/// An account builder whose HTTPS client (HTTP/1, `https://` only) goes through
+/// [`RetryAfterClient`] and its time limit, with `tls` deciding what it trusts.
+fn builder_on(
+    tls: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+) -> AccountBuilder {
+    let connector = tls.https_only().enable_http1().build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, BodyWrapper<Bytes>>(connector);
-    Ok(Account::builder_with_http(Box::new(RetryAfterClient(
-        Box::new(client),
-    ))))
+    Account::builder_with_http(Box::new(RetryAfterClient(Box::new(client))))
 }
 
 /// The most one request to an ACME CA may take, its answer's body included.
