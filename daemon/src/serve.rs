@@ -145,6 +145,7 @@ pub fn open_store(cfg: &Config) -> Result<Arc<Store>, StartError> {
             url: with_password.as_str().to_owned(),
             pool_size: cfg.storage.pool_size,
             ca_file: cfg.storage.ca_file.clone(),
+            call_limit: None,
         })
         .map(Arc::new)
         .context(&format!("cannot open PostgreSQL database {url}"));

@@ -147,6 +147,34 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     .unwrap();
     let err = serve_fails(&cfg);
     assert!(err.contains("cannot open database"), "{err}");
+    // A PostgreSQL address where something accepts connections and never answers: `serve` gives
+    // up after the URL's connect_timeout and says so (it used to wait forever, silently).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let cfg = dir.path().join("silentpg.toml");
+    std::fs::write(
+        &cfg,
+        cfg_text.replace(
+            &format!("path = \"{}\"", data.join("scaivault.db").display()),
+            &format!(
+                "backend = \"postgres\"\nurl = \"postgres://sv@127.0.0.1:{silent_port}/db?connect_timeout=1\""
+            ),
+        ),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .contains("postgres://"),
+        "the config's storage path was not found to replace"
+    );
+    let err = serve_fails(&cfg);
+    assert!(
+        err.contains("cannot open PostgreSQL database")
+            && err.contains("did not answer within 1 s"),
+        "{err}"
+    );
+    drop(silent);
     // An unknown key, and check-config naming it.
     let cfg = dir.path().join("unknown.toml");
     std::fs::write(&cfg, format!("{cfg_text}\n[tuning]\nturbo = true\n")).unwrap();

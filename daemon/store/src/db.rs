@@ -171,7 +171,7 @@ impl<T: FromValue> FromValue for Option<T> {
 /// One result row, valid inside the callback it is passed to.
 pub(crate) enum Row<'r> {
     Lite(&'r rusqlite::Row<'r>),
-    Pg(&'r postgres::Row),
+    Pg(&'r tokio_postgres::Row),
 }
 
 impl Row<'_> {

@@ -40,10 +40,12 @@
 //! (`pg_try_advisory_lock(0x5343564100000002)`) on a connection of its own with TCP keepalives,
 //! so the lock moves to another node when the leader's process or host dies.
 //!
-//! **Driver.** The synchronous `postgres` client of rust-postgres: the daemon calls the store
-//! from blocking threads only (`spawn_blocking`, the writer thread), so an async driver would
-//! only add a hop between runtimes; each connection is owned by a slot of a fixed pool, like the
-//! SQLite connections. TLS uses rustls (ring), like the rest of the workspace.
+//! **Driver.** `tokio-postgres`, driven on a current-thread runtime inside the calling thread
+//! (`pg_client`, as rust-postgres's synchronous `postgres` client drives it, plus a time limit on
+//! every call and on the handshake): the daemon calls the store from blocking threads only
+//! (`spawn_blocking`, the writer thread), so an async pool would only add a hop between runtimes;
+//! each connection is owned by a slot of a fixed pool, like the SQLite connections. TLS uses
+//! rustls (ring), like the rest of the workspace.
 //!
 //! Calls block: the daemon runs them on `spawn_blocking`.
 //!
@@ -54,6 +56,7 @@ pub(crate) mod db;
 mod error;
 pub mod journal;
 mod pg;
+mod pg_client;
 mod rows;
 mod tx;
 
@@ -168,7 +171,7 @@ struct Postgres {
 }
 
 impl Drop for Postgres {
-    /// `postgres::Client` closes its connection by blocking on a runtime of its own, which panics
+    /// A PostgreSQL connection closes by blocking on a runtime of its own, which panics
     /// (and, inside a destructor, aborts the process) on a thread that drives async tasks — where
     /// the daemon's last reference to the store can go at shutdown. There, the connections are
     /// closed on a thread of their own.

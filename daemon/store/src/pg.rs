@@ -1,8 +1,9 @@
 //! The PostgreSQL backend: connections, TLS, transactions, migrations and leadership.
 //!
-//! Every connection is a synchronous [`postgres::Client`] (each drives its socket on a small
-//! runtime of its own, inside the calling thread): the store is only ever called from blocking
-//! threads, so an async pool would add a runtime hop per statement and nothing else.
+//! Every connection is a blocking [`Client`] (each drives its socket on a small runtime of its
+//! own, inside the calling thread, and gives every call a time limit): the store is only ever
+//! called from blocking threads, so an async pool would add a runtime hop per statement and
+//! nothing else.
 //!
 //! Statements are prepared once per connection (the `?N` → `$N` rewrite happens then) and kept
 //! in the connection's cache, keyed by the SQL text. A connection that failed at the connection
@@ -11,16 +12,16 @@
 //! a round trip before its next use, so a database restart costs at most the one failed call.
 
 use crate::db::{to_dollar, Exec, Param, Row, Value};
+use crate::pg_client::{Client, PgError, CALL_LIMIT, MIGRATION_LIMIT};
 use crate::{Error, Result};
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::{FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use tokio_postgres::{NoTls, Statement};
 
 /// Transaction-scoped advisory lock every write transaction takes first: writes are serialized
 /// across all nodes sharing the database, as SQLite serializes them on one host. (The keys are
@@ -44,6 +45,9 @@ pub struct PgConfig {
     /// PEM file of the CA(s) that issued the server's certificate; turns TLS on. Without it, TLS
     /// trusts the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// How long a statement may go unanswered before its connection is given up (a 503);
+    /// `None`: 60 s. The connection's handshake has the URL's `connect_timeout` (10 s by default).
+    pub call_limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for PgConfig {
@@ -52,6 +56,7 @@ impl std::fmt::Debug for PgConfig {
         f.debug_struct("PgConfig")
             .field("pool_size", &self.pool_size)
             .field("ca_file", &self.ca_file)
+            .field("call_limit", &self.call_limit)
             .finish_non_exhaustive()
     }
 }
@@ -66,9 +71,10 @@ const SESSION_SETUP: &str = "SET lock_timeout = '15s'; \
 
 /// Connection settings shared by the pool, the group-commit writer and the leader slot.
 pub(crate) struct Settings {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     epoch: AtomicU64,
+    call_limit: Duration,
 }
 
 /// One connection and its prepared statements.
@@ -169,13 +175,13 @@ impl Settings {
                 mode.as_deref(),
                 Some("require") | Some("verify-ca") | Some("verify-full")
             );
-        let mut config: postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
         config.ssl_mode(if tls {
-            postgres::config::SslMode::Require
+            tokio_postgres::config::SslMode::Require
         } else {
-            postgres::config::SslMode::Disable
+            tokio_postgres::config::SslMode::Disable
         });
         if config.get_application_name().is_none() {
             config.application_name("scaivault");
@@ -197,17 +203,34 @@ impl Settings {
             config,
             tls,
             epoch: AtomicU64::new(0),
+            call_limit: cfg.call_limit.unwrap_or(CALL_LIMIT),
         })
     }
 
+    /// Connects: TCP, TLS, startup, authentication and the session's settings, within the
+    /// URL's `connect_timeout` (10 s by default) for each host it names.
     pub(crate) fn connect(&self) -> Result<PgConn> {
+        let per_host = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        let hosts = u32::try_from(self.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let limit = per_host.saturating_mul(hosts);
         let client = match &self.tls {
-            Some(t) => self.config.connect(t.clone()),
-            None => self.config.connect(NoTls),
+            Some(t) => Client::connect(&self.config, t.clone(), limit),
+            None => Client::connect(&self.config, NoTls, limit),
         };
         let mut client =
             client.map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        client.batch_execute(SESSION_SETUP).map_err(map_error)?;
+        client.set_limit(limit);
+        client.batch_execute(SESSION_SETUP).map_err(|e| match e {
+            PgError::NoAnswer(_) => {
+                Error::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
+            }
+            e => map_error(e),
+        })?;
+        client.set_limit(self.call_limit);
         Ok(PgConn {
             client,
             stmts: HashMap::new(),
@@ -229,7 +252,7 @@ impl Settings {
             let usable = !c.broken
                 && !c.in_tx
                 && !c.client.is_closed()
-                && (c.epoch == epoch || c.client.is_valid(Duration::from_secs(5)).is_ok());
+                && (c.epoch == epoch || c.client.is_valid(Duration::from_secs(5)));
             if usable {
                 c.epoch = epoch;
                 return Ok(false);
@@ -242,7 +265,11 @@ impl Settings {
 }
 
 /// Whether `e` means the connection is gone (rather than the statement failed).
-fn is_connection_error(e: &postgres::Error) -> bool {
+fn is_connection_error(e: &PgError) -> bool {
+    let e = match e {
+        PgError::Driver(e) => e,
+        PgError::NoAnswer(_) | PgError::Local(_) => return true,
+    };
     if e.is_closed() {
         return true;
     }
@@ -267,8 +294,13 @@ fn is_connection_error(e: &postgres::Error) -> bool {
 /// Maps a driver error to the crate's error: unique and other constraint violations (class 23)
 /// are [`Error::Conflict`] like SQLite's constraint errors; connection trouble, lock timeouts,
 /// serialization failures and a server short of resources are [`Error::Unavailable`] (a 503).
-pub(crate) fn map_error(e: postgres::Error) -> Error {
-    if let Some(db) = e.as_db_error() {
+pub(crate) fn map_error(e: impl Into<PgError>) -> Error {
+    let e = e.into();
+    let driver = match &e {
+        PgError::Driver(d) => d,
+        PgError::NoAnswer(_) | PgError::Local(_) => return Error::Unavailable(e.to_string()),
+    };
+    if let Some(db) = driver.as_db_error() {
         let code = db.code().code();
         if code.starts_with("23") {
             return Error::Conflict(db.message().to_owned());
@@ -335,7 +367,7 @@ impl ToSql for Param<'_> {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 impl<'a> FromSql<'a> for Value {
@@ -387,13 +419,8 @@ pub(crate) struct PgTx<'c> {
     aborted: Cell<bool>,
 }
 
-enum Fail {
-    Pg(postgres::Error),
-    Other(Error),
-}
-
 impl PgTx<'_> {
-    fn fail(&self, c: &mut PgConn, e: postgres::Error) -> Error {
+    fn fail(&self, c: &mut PgConn, e: PgError) -> Error {
         self.aborted.set(true);
         if is_connection_error(&e) {
             c.broken = true;
@@ -445,22 +472,10 @@ impl Exec for PgTx<'_> {
     ) -> Result<()> {
         self.with_conn(|c| {
             let st = self.statement(c, sql)?;
-            let outcome = (|| {
-                let mut rows = c
-                    .client
-                    .query_raw(&st, params.iter().map(|p| p as &dyn ToSql))
-                    .map_err(Fail::Pg)?;
-                while let Some(r) = rows.next().map_err(Fail::Pg)? {
-                    if !f(&Row::Pg(&r)).map_err(Fail::Other)? {
-                        break;
-                    }
-                }
-                Ok(())
-            })();
-            match outcome {
-                Ok(()) => Ok(()),
-                Err(Fail::Pg(e)) => Err(self.fail(c, e)),
-                Err(Fail::Other(e)) => Err(e),
+            let p: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
+            match c.client.query_each(&st, &p, &mut |r| f(&Row::Pg(r))) {
+                Ok(outcome) => outcome,
+                Err(e) => Err(self.fail(c, e)),
             }
         })
     }
@@ -612,7 +627,11 @@ pub(crate) fn migrate(settings: &Settings, slot: &mut Option<PgConn>) -> Result<
         "BEGIN; SELECT pg_advisory_xact_lock({MIGRATE_LOCK}); \
          CREATE TABLE IF NOT EXISTS schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)"
     );
-    run(settings, slot, &begin, |tx| {
+    // A migration may rewrite large tables: more than a statement's usual time.
+    if let Some(c) = slot.as_mut() {
+        c.client.set_limit(MIGRATION_LIMIT);
+    }
+    let out = run(settings, slot, &begin, |tx| {
         let mut version = 0i64;
         tx.query_each(
             "SELECT version FROM schema_version WHERE id = 1",
@@ -642,7 +661,11 @@ pub(crate) fn migrate(settings: &Settings, slot: &mut Option<PgConn>) -> Result<
             &[Param::Int(known)],
         )?;
         Ok(())
-    })
+    });
+    if let Some(c) = slot.as_mut() {
+        c.client.set_limit(settings.call_limit);
+    }
+    out
 }
 
 /// The leadership connection: holds [`LEADER_LOCK`] while `held`.
@@ -659,7 +682,7 @@ impl Leader {
             let alive = self
                 .conn
                 .as_mut()
-                .is_some_and(|c| c.client.simple_query("SELECT 1").is_ok());
+                .is_some_and(|c| c.client.batch_execute("SELECT 1").is_ok());
             if alive {
                 return true;
             }
@@ -668,7 +691,7 @@ impl Leader {
         }
         if self.conn.is_none() {
             match settings.connect() {
-                Ok(mut c) => {
+                Ok(c) => {
                     if let Some(lease) = lease {
                         // The server ends this session, and so releases the lock, once it has
                         // heard nothing from it for a lease: a leader whose path to the
@@ -691,7 +714,7 @@ impl Leader {
         match c
             .client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
-            .and_then(|r| r.try_get::<_, bool>(0))
+            .and_then(|r| Ok(r.try_get::<_, bool>(0)?))
         {
             Ok(got) => {
                 self.held = got;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::testutil::{both_backends, cert_row as cert, fixture, Fixture, Kind};
+use std::time::Duration;
 
 fn rec(action: &str) -> AuditRecord {
     AuditRecord {
@@ -812,6 +813,7 @@ fn tls_to_the_database_checks_the_server_certificate() {
         url: format!("{localhost}?sslmode=verify-full"),
         pool_size: 1,
         ca_file: Some(snakeoil.clone()),
+        call_limit: None,
     };
     let s = Store::open_postgres(&tls).unwrap();
     assert!(s.read(|tx| tx.pg_ssl_in_use()).unwrap());
@@ -822,6 +824,7 @@ fn tls_to_the_database_checks_the_server_certificate() {
         url: plain.url.clone(),
         pool_size: 1,
         ca_file: Some(snakeoil),
+        call_limit: None,
     };
     let err = Store::open_postgres(&wrong_name).unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
@@ -833,6 +836,7 @@ fn tls_to_the_database_checks_the_server_certificate() {
         url: format!("{localhost}?sslmode=verify-full"),
         pool_size: 1,
         ca_file: Some(empty),
+        call_limit: None,
     })
     .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
@@ -1558,4 +1562,173 @@ fn under_a_steady_stream_of_commits_the_wal_starts_over_instead_of_growing() {
             .unwrap();
         assert_eq!(row.cert_der.as_deref(), Some(&[7u8; 2048][..]));
     }
+}
+
+/// A port that accepts connections and never answers (a stopped server, a proxy whose far leg
+/// hangs): opening the store gives up within the URL's `connect_timeout` with a message, instead
+/// of waiting forever for the server's first byte.
+#[test]
+fn a_server_that_never_answers_is_given_up_within_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Accepts and keeps the connections open, saying nothing.
+        let mut open = Vec::new();
+        while let Ok((s, _)) = listener.accept() {
+            open.push(s);
+            if open.len() == 2 {
+                std::thread::sleep(Duration::from_secs(10));
+                return;
+            }
+        }
+    });
+    for url in [
+        format!("postgres://sv:pw@127.0.0.1:{port}/db?connect_timeout=1"),
+        format!("host=127.0.0.1 port={port} user=sv password=pw dbname=db connect_timeout=1"),
+    ] {
+        let started = std::time::Instant::now();
+        let Err(err) = Store::open_postgres(&PgConfig {
+            url,
+            pool_size: 1,
+            ca_file: None,
+            call_limit: None,
+        }) else {
+            panic!("a server that never answers was taken for a database");
+        };
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+        assert!(took >= Duration::from_millis(900), "gave up after {took:?}");
+        match &err {
+            Error::Unavailable(m) => {
+                assert!(m.contains("did not answer within 1 s"), "{m}");
+                assert!(!m.contains("pw"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(held);
+}
+
+/// A TCP relay to the test database that can stop passing bytes on (the server or the path to
+/// it hangs while its kernel still acknowledges).
+struct Relay {
+    port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn to(target: std::net::SocketAddr) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            while let Ok((a, _)) = listener.accept() {
+                let Ok(b) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)]
+                {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            // Connections made while frozen stay frozen.
+                            while f.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, frozen }
+    }
+}
+
+/// A database that stops answering in the middle of a session: the store's call gives up after
+/// its call limit with a 503-kind error instead of holding the caller forever, and once the path
+/// answers again the next call works on a new connection.
+#[test]
+fn a_database_that_stops_answering_mid_session_is_given_up_after_the_call_limit() {
+    use std::sync::atomic::Ordering;
+    let Some(f) = store_with(Kind::Postgres, 0) else {
+        return;
+    };
+    let direct = f.pg.as_ref().unwrap().config();
+    let target: std::net::SocketAddr = {
+        let rest = direct.url.split_once('@').unwrap().1;
+        let hostport = rest.split('/').next().unwrap();
+        std::net::ToSocketAddrs::to_socket_addrs(hostport)
+            .unwrap()
+            .next()
+            .unwrap()
+    };
+    let relay = Relay::to(target);
+    let hostport = direct
+        .url
+        .split_once('@')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap();
+    let url = direct.url.replacen(
+        &format!("@{hostport}/"),
+        &format!("@127.0.0.1:{}/", relay.port),
+        1,
+    );
+    assert!(!url.contains('?'), "{url}");
+    let via = PgConfig {
+        url: format!("{url}?connect_timeout=2"),
+        pool_size: 1,
+        ca_file: None,
+        call_limit: Some(Duration::from_secs(2)),
+    };
+    let s = Store::open_postgres(&via).unwrap();
+    s.write(|tx| tx.append_audit(&rec("before")).map(|_| ()))
+        .unwrap();
+    s.lookup(|tx| tx.ping()).unwrap();
+
+    relay.frozen.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = s.lookup(|tx| tx.ping()).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, Error::Unavailable(m) if m.contains("did not answer")),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(8), "gave up after {took:?}");
+    let err = s
+        .write(|tx| tx.append_audit(&rec("while frozen")).map(|_| ()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+
+    relay.frozen.store(false, Ordering::SeqCst);
+    let mut ok = false;
+    for _ in 0..20 {
+        if s.lookup(|tx| tx.ping()).is_ok()
+            && s.write(|tx| tx.append_audit(&rec("after")).map(|_| ()))
+                .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        ok,
+        "the store did not recover once the database answered again"
+    );
+    drop(s);
+    drop(relay);
 }

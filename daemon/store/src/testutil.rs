@@ -63,6 +63,7 @@ impl PgDb {
             url: self.url.clone(),
             pool_size: 2,
             ca_file: None,
+            call_limit: None,
         }
     }
 
