@@ -69,6 +69,8 @@ pub struct App {
     pub crl_wake: Arc<tokio::sync::Notify>,
     /// Wakes the scheduler for a whole pass now (this node just became the cluster's leader).
     pub sched_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the ACME task for a pass now (this node just became the cluster's leader).
+    pub acme_wake: Arc<tokio::sync::Notify>,
     /// This node's place among the nodes sharing the database.
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Signed OCSP responses (invalidated per certificate on revocation).

@@ -166,10 +166,11 @@ pub async fn elect(app: &App) {
         (false, true) => {
             app.cluster.elected.fetch_add(1, Ordering::Relaxed);
             tracing::info!(node = %app.cluster.node, "this node is now the leader: it runs the scheduled jobs");
-            // Catch up at once: CRLs marked dirty (ACME orders left by the previous leader at
-            // the ACME task's next tick, within 10 s).
+            // Catch up at once: CRLs marked dirty, and the ACME orders and renewals the
+            // previous leader left.
             app.crl_wake.notify_one();
             app.sched_wake.notify_one();
+            app.acme_wake.notify_one();
         }
         (true, false) => {
             tracing::warn!(node = %app.cluster.node, "this node lost the leadership: scheduled jobs stop here");

@@ -92,8 +92,8 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
 }
 
 /// The ACME client's scheduled work ([`crate::acme::renew::tick`]: orders left in flight,
-/// renewal information, due renewals, expiry events), every [`TICK`] on the leader, in a task of
-/// its own: a CA that answers slowly (each request may take 30 s) delays only this, never a CRL
+/// renewal information, due renewals, expiry events), every [`TICK`] on the leader and at once
+/// when this node becomes the leader, in a task of its own: a CA that answers slowly (each request may take 30 s) delays only this, never a CRL
 /// rebuild, and a stop aborts it between two steps (an order it started runs in its own task,
 /// which a stop interrupts cleanly; a renewal it claimed and had not started yet is resumed as
 /// an order in flight at the next start).
@@ -101,7 +101,10 @@ async fn acme_renewals(app: App) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.acme_wake.notified() => {}
+        }
         if app.cluster.is_leader() {
             crate::acme::renew::tick(&app).await;
         }

@@ -413,6 +413,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         issuers: Default::default(),
         crl_wake: Default::default(),
         sched_wake: Default::default(),
+        acme_wake: Default::default(),
         cluster,
         ocsp: Default::default(),
         token_pace: Default::default(),

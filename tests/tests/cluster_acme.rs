@@ -117,7 +117,7 @@ fn a_follower_answers_the_challenges_of_the_leaders_orders() {
     let (a_http, a_tls, b_http, b_tls) = (free_port(), free_port(), free_port(), free_port());
     // Pebble validates on the follower's ports only.
     let p = Pebble::start(&PebbleOptions::new(b_http, b_tls));
-    let a = Daemon::start_with_config(&format!(
+    let mut a = Daemon::start_with_config(&format!(
         "[cluster]\nnode_name = \"a\"\nlease = \"4s\"\n\n[acme]\n\
          http_challenge_listen = \"127.0.0.1:{a_http}\"\n\
          tls_challenge_listen = \"127.0.0.1:{a_tls}\"\n"
@@ -242,4 +242,31 @@ fn a_follower_answers_the_challenges_of_the_leaders_orders() {
     wait_until(Duration::from_secs(30), "leftover answers deleted", || {
         answers("").is_empty()
     });
+
+    // The leader dies; an order accepted by the follower meanwhile waits for a leader. The
+    // follower, once it leads, starts it at once — not at its ACME task's next 10 s tick.
+    a.kill();
+    let id = issue(&b, &account, &["five.example.test"], "http-01");
+    let v = settled(&b, &id, 90);
+    assert_eq!(v["status"], "valid", "{v}\nlog:\n{}", b.log_text());
+    let log = b.log_text();
+    let at = |what: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the log:\n{log}"));
+        // `2026-12-01T03:04:05.123456Z  INFO …`: seconds of the day are enough here.
+        let clock = line
+            .split('T')
+            .nth(1)
+            .and_then(|t| t.split('Z').next())
+            .unwrap();
+        let parts: Vec<f64> = clock.split(':').map(|x| x.parse().unwrap()).collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    };
+    let waited = at("ACME order starting") - at("this node is now the leader");
+    assert!(
+        (0.0..3.0).contains(&waited),
+        "the new leader started the order {waited:.1} s after it took over:\n{log}"
+    );
 }
