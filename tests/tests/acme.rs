@@ -1319,3 +1319,91 @@ fn a_dns01_record_left_by_a_killed_daemon_is_withdrawn_by_the_next_order() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
     }
 }
+
+/// A directory URL that answers, but not with an ACME directory (a maintenance page behind a
+/// proxy): `502 acme_ca_error` saying the answer could not be used — not `acme_ca_unreachable`,
+/// which would send the operator after the network.
+#[test]
+fn a_ca_that_answers_with_no_directory_is_no_transport_failure() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    // A CA and the server's certificate from it (webpki takes no self-signed server certificate).
+    openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Test CA",
+    ]);
+    openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-keyout",
+        &path("k.pem"),
+        "-out",
+        &path("c.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=ca.test",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+    ]);
+    std::fs::write(
+        dir.path().join("maintenance.html"),
+        "<html>back soon</html>\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cert", &path("c.pem"), "-key", &path("k.pem")])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let r = d.post(
+        "/v1/pki/acme/accounts",
+        &json!({"name": "x", "provider": "custom",
+                "directory_url": format!("https://127.0.0.1:{port}/maintenance.html"),
+                "directory_ca_pem": ca}),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let prob = r.problem(502, "acme_ca_error");
+    let detail = prob["detail"].as_str().unwrap();
+    assert!(detail.contains("could not be used"), "{prob}");
+    assert!(!detail.contains("could not be reached"), "{prob}");
+}

@@ -174,7 +174,8 @@ pub fn problem_text(p: &instant_acme::Problem) -> String {
 }
 
 /// An instant-acme error as an API problem: the CA's refusals of our input are `400
-/// acme_ca_rejected`, other CA problems `502 acme_ca_error`, transport failures `502
+/// acme_ca_rejected`, other CA problems and answers this client cannot use (not JSON, a missing
+/// header) `502 acme_ca_error`, transport failures (connection, TLS, no answer in time) `502
 /// acme_ca_unreachable`; each carries the CA's detail.
 pub fn api_error(e: &instant_acme::Error) -> ApiError {
     const CLIENT_SIDE: &[&str] = &[
@@ -203,10 +204,24 @@ pub fn api_error(e: &instant_acme::Error) -> ApiError {
                 ApiError::new(Status::BadGateway, "acme_ca_error", detail)
             }
         }
-        other => ApiError::new(
+        other if client::is_transport(other) => ApiError::new(
             Status::BadGateway,
             "acme_ca_unreachable",
             format!("the ACME CA could not be reached: {}", with_causes(other)),
+        ),
+        // This side: the account key, a request that could not be built.
+        instant_acme::Error::Crypto
+        | instant_acme::Error::KeyRejected
+        | instant_acme::Error::Http(_) => ApiError::internal(with_causes(e)),
+        // An answer this client cannot use: JSON it cannot read, a missing header or URL, a
+        // feature the CA lacks.
+        other => ApiError::new(
+            Status::BadGateway,
+            "acme_ca_error",
+            format!(
+                "the ACME CA's answer could not be used: {}",
+                with_causes(other)
+            ),
         ),
     }
 }
