@@ -24,7 +24,7 @@ use crate::encoding;
 use crate::pkcs11::{ck_error, context, slot_by_label};
 use crate::{Error, KeySpec, KeyType, Result};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use der::Decode;
@@ -60,6 +60,39 @@ fn check_kek(kek: &[u8]) -> Result<()> {
             kek.len()
         )))
     }
+}
+
+/// Whether the private key labelled `label` may leave the token wrapped (`CKA_EXTRACTABLE`; a key
+/// generated with `backup = false` may not), asked with the user's PIN alone: a backup that cannot
+/// work is refused before the security officer is asked for the SO PIN.
+///
+/// # Errors
+/// [`Error::LoginRefused`] for a wrong PIN; [`Error::KeyNotFound`]; [`Error::DuplicateLabel`].
+pub fn is_wrappable(module: &Path, token_label: &str, user_pin: &str, label: &str) -> Result<bool> {
+    let session = session_as(module, token_label, UserType::User, user_pin)?;
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(ck_error);
+    let attrs = match found {
+        Ok(found) => match found.as_slice() {
+            [one] => session
+                .get_attributes(*one, &[AttributeType::Extractable])
+                .map_err(ck_error),
+            [] => Err(Error::KeyNotFound {
+                label: label.to_owned(),
+            }),
+            _ => Err(Error::DuplicateLabel(label.to_owned())),
+        },
+        Err(e) => Err(e),
+    };
+    let _ = session.logout();
+    Ok(attrs?
+        .iter()
+        .any(|a| matches!(a, Attribute::Extractable(true))))
 }
 
 /// Wraps the private key labelled `label` on the token `token_label` under the AES-256 key `kek`

@@ -815,10 +815,28 @@ fn backup_root(c: &Ceremony) -> Result<ExitCode, StartError> {
             b.directory.join(taken).display()
         )));
     }
-    let so = c.so_pin()?;
+    // The user PIN first: a key made with `backup = false` is refused before the security
+    // officer is asked for anything.
     let user = c.user_pin()?;
+    let wrappable = scaivault_hsm::backup::is_wrappable(
+        &c.file.token.module,
+        &c.file.token.label,
+        user.as_str(),
+        &c.file.root.key_label,
+    )
+    .map_err(hsm("looking at the root key"))?;
+    if !wrappable {
+        return Err(StartError(format!(
+            "the root key {:?} was generated with backup = false (CKA_EXTRACTABLE is false): the \
+             token will not wrap it, so it cannot be backed up; nothing was written. A backup \
+             needs a root generated with backup = true in a new ceremony",
+            c.file.root.key_label
+        )));
+    }
+    let so = c.so_pin()?;
     let (kek, backup_id) = backup::fresh_key();
-    // Wrap first: a key made without backup is refused here, before any file is written.
+    // Wrap first: a token that refuses anyway (CKR_KEY_NOT_WRAPPABLE) stops here, before any
+    // file is written.
     let wrapped = scaivault_hsm::backup::wrap_private_key(
         &c.file.token.module,
         &c.file.token.label,
