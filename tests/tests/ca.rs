@@ -693,3 +693,84 @@ fn a_ca_whose_key_leaves_the_token_stops_signing() {
     check(&d);
     noticed(&d);
 }
+
+/// The way back: a CA key that left the token (deleted) and is put back as it was (its object
+/// file restored from a copy of the token directory, as an operator restoring a token backup
+/// would) is found at the next key check: health counts it no more, and the CA signs again
+/// without a restart.
+#[test]
+fn a_ca_key_put_back_on_the_token_signs_again() {
+    fn files(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "object") {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let d = Daemon::start();
+    let root = d.create_root("returning", "ec", None);
+    let id = root["id"].as_str().unwrap().to_owned();
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "svc", "ca_id": id, "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let issue = |d: &Daemon| d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
+    assert_eq!(issue(&d).status, 200);
+    let mut before = Vec::new();
+    files(&d.data(), &mut before);
+    assert!(
+        !before.is_empty(),
+        "no token object files under {:?}",
+        d.data()
+    );
+
+    d.pkcs11_tool(&["--delete-object", "--type", "privkey", "--label", &id]);
+    let missing = |d: &Daemon, want: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while d.get("/v1/sys/health").json()["ca_keys_missing"] != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health never counted {want} missing CA keys"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    missing(&d, 1);
+    issue(&d).problem(503, "hsm_key_missing");
+
+    // Put back the object file that went. SoftHSM re-reads its token directory when the token's
+    // generation changes, which any write through SoftHSM does (a restore through the ceremony's
+    // unwrap would): one data object written and deleted by another process.
+    let gone: Vec<_> = before.iter().filter(|(p, _)| !p.exists()).collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "the deletion removed {} object files",
+        gone.len()
+    );
+    std::fs::write(&gone[0].0, &gone[0].1).unwrap();
+    let note = d.data().join("note.bin");
+    std::fs::write(&note, b"x").unwrap();
+    let note = note.display().to_string();
+    d.pkcs11_tool(&[
+        "--write-object",
+        &note,
+        "--type",
+        "data",
+        "--label",
+        "touch",
+    ]);
+    d.pkcs11_tool(&["--delete-object", "--type", "data", "--label", "touch"]);
+    missing(&d, 0);
+    assert!(d
+        .log_text()
+        .contains("the CA's key pair is on the token again"));
+    let leaf = issue(&d);
+    assert_eq!(leaf.status, 200, "{}", leaf.text());
+    let crl = d.post(&format!("/v1/pki/ca/{id}/crl"), &json!({}));
+    assert_eq!(crl.status, 200, "{}", crl.text());
+}
