@@ -189,7 +189,20 @@ impl RoleSpec {
                 return Err(ttl_over_max(secs, &self.max_ttl));
             }
         }
-        self.policy()?;
+        let policy = self.policy()?;
+        for (raw, r) in self.allowed_ip_ranges.iter().zip(&policy.allowed_ip_ranges) {
+            if let std::net::IpAddr::V6(v6) = r.addr {
+                if r.prefix >= 96 && v6.to_ipv4_mapped().is_some() {
+                    return Err(ApiError::bad_request(
+                        "invalid_role",
+                        format!(
+                            "allowed_ip_ranges entry {raw:?} is IPv4-mapped IPv6 and can never \
+                             match (such addresses are refused as invalid_ip): give the IPv4 range"
+                        ),
+                    ));
+                }
+            }
+        }
         if !self.server_flag && !self.client_flag {
             return Err(ApiError::bad_request(
                 "invalid_role",

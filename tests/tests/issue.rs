@@ -371,11 +371,14 @@ fn refusals_name_the_rule_and_the_value() {
     issue(json!({"common_name": "bücher.svc.cluster.local"})).problem(400, "invalid_dns_name");
     issue(json!({"alt_names": ["x.svc.cluster.local"]})).problem(400, "cn_required");
     issue(json!({"common_name": "x.svc.cluster.local", "uri_sans": ["spiffe://cluster.local/ns/a/b/sa/x"]})).problem(400, "uri_not_allowed");
-    // The glob's * stays inside its segment: no query, fragment or encoded '/', no dot segments.
+    // No query, fragment or encoded '/', no dot or empty segments: not SPIFFE IDs (and the
+    // glob's * stays inside its segment anyway: glob_match_table in scaivault-core).
     for (uri, code) in [
-        ("spiffe://cluster.local/ns/x?/sa/y", "uri_not_allowed"),
-        ("spiffe://cluster.local/ns/x#/sa/y", "uri_not_allowed"),
-        ("spiffe://cluster.local/ns/a%2Fb/sa/x", "uri_not_allowed"),
+        ("spiffe://cluster.local/ns/x?/sa/y", "invalid_uri"),
+        ("spiffe://cluster.local/ns/x#/sa/y", "invalid_uri"),
+        ("spiffe://cluster.local/ns/a%2Fb/sa/x", "invalid_uri"),
+        ("spiffe://cluster.local/ns//sa/x", "invalid_uri"),
+        ("spiffe://cluster.local/ns/a/sa/", "invalid_uri"),
         ("spiffe://cluster.local/ns/../sa/admin", "invalid_uri"),
         ("spiffe://admin@cluster.local/ns/a/sa/b", "invalid_uri"),
     ] {
@@ -1640,6 +1643,16 @@ fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
         assert!(p["detail"].as_str().unwrap().contains(bad), "{bad}: {p}");
     }
     create(json!({"allowed_domains": [], "allowed_uri_sans": [""]})).problem(400, "invalid_role");
+    // An IPv4-mapped IPv6 range can never match (such addresses are refused): named, refused.
+    let p = create(json!({"allow_ip_sans": true, "allowed_ip_ranges": ["::ffff:10.0.0.0/104"]}))
+        .problem(400, "invalid_role");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("::ffff:10.0.0.0/104"),
+        "{p}"
+    );
 
     // A valid role; an update cannot bring in what a create may not.
     let r = create(json!({"max_ttl": "2h", "ttl": "1h", "allow_subdomains": true}));

@@ -106,7 +106,19 @@ impl RolePolicy {
             ));
         }
         let mut out = ApprovedNames::default();
-        match req.common_name.filter(|cn| !cn.trim().is_empty()) {
+        // An empty CN is no CN (as in Vault); one of whitespace alone is a mistake, not silence.
+        if let Some(cn) = req.common_name {
+            if !cn.is_empty() && cn.trim().is_empty() {
+                return Err(Error::invalid(
+                    "invalid_dns_name",
+                    format!(
+                        "common name {cn:?} is only whitespace: give a name, or leave common_name \
+                         out"
+                    ),
+                ));
+            }
+        }
+        match req.common_name.filter(|cn| !cn.is_empty()) {
             Some(cn) => match self.check_cn(cn)? {
                 CommonName::Dns(name) => {
                     out.common_name = Some(name.clone());
@@ -144,7 +156,15 @@ impl RolePolicy {
     /// with `allow_any_name`, a CN that is clearly not meant as a hostname (it has whitespace, or
     /// neither a dot nor a `*`) is kept as free text.
     fn check_cn(&self, cn: &str) -> Result<CommonName> {
-        if self.allow_ip_sans && cn.parse::<IpAddr>().is_ok() {
+        if cn.parse::<IpAddr>().is_ok() {
+            if !self.allow_ip_sans {
+                return Err(Error::invalid(
+                    "ip_sans_not_allowed",
+                    format!(
+                        "common name {cn:?} is an IP address and the role does not allow IP SANs"
+                    ),
+                ));
+            }
             return self.check_ip(cn).map(CommonName::Ip);
         }
         match self.check_dns_name(cn) {
@@ -553,6 +573,56 @@ fn check_uri_syntax(raw: &str) -> Result<()> {
              another path)",
         ));
     }
+    if scheme.eq_ignore_ascii_case("spiffe") {
+        check_spiffe_id(scheme, authority, &rest[authority.len()..]).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// The SPIFFE ID rules (SPIFFE-ID §2) beyond a URI's: a lowercase `spiffe` scheme; a trust domain
+/// of lowercase letters, digits, `.`, `-` and `_`, without a port; a path of non-empty segments of
+/// letters, digits, `.`, `-` and `_` and no trailing `/`; no query or fragment. An empty segment
+/// (`ns//sa/x`) would be read as another identity by software that collapses `//`.
+fn check_spiffe_id(
+    scheme: &str,
+    trust_domain: &str,
+    path: &str,
+) -> std::result::Result<(), &'static str> {
+    if scheme != "spiffe" {
+        return Err("is a SPIFFE ID whose scheme is not the lowercase \"spiffe\"");
+    }
+    if !trust_domain
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(
+            "is a SPIFFE ID whose trust domain has other than lowercase letters, digits, '.', '-' \
+             and '_' (no port, no uppercase)",
+        );
+    }
+    if path.contains(['?', '#']) {
+        return Err("is a SPIFFE ID with a query or fragment");
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    if path.ends_with('/') {
+        return Err("is a SPIFFE ID whose path ends with '/'");
+    }
+    let segments = path.strip_prefix('/').unwrap_or(path).split('/');
+    for seg in segments {
+        if seg.is_empty() {
+            return Err("is a SPIFFE ID with an empty path segment ('//')");
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(
+                "is a SPIFFE ID with a path segment of other than letters, digits, '.', '-' and '_'",
+            );
+        }
+    }
     Ok(())
 }
 
@@ -581,17 +651,33 @@ fn prefix_match(net: u128, ip: u128, bits: u32, prefix: u8) -> bool {
     (net & mask) == (ip & mask)
 }
 
-/// Names counted against [`MAX_NAMES`]; a CN also listed in `dns_names` counts once.
+/// Names counted against [`MAX_NAMES`]: distinct names, as the certificate would carry them
+/// (DNS names and the CN compared without case and trailing dot), so a repeated name counts once
+/// wherever it is repeated. A request listing far more entries than the limit is counted no
+/// further (the body limit bounds it anyway).
 fn name_count(req: &NameRequest<'_>) -> usize {
-    let cn_extra = req
-        .common_name
-        .filter(|cn| !cn.trim().is_empty())
-        .is_some_and(|cn| {
-            !req.dns_names
-                .iter()
-                .any(|d| strip_dot(d).eq_ignore_ascii_case(strip_dot(cn)))
-        });
-    req.dns_names.len() + req.ip_sans.len() + req.uri_sans.len() + usize::from(cn_extra)
+    let raw = req.dns_names.len()
+        + req.ip_sans.len()
+        + req.uri_sans.len()
+        + usize::from(req.common_name.is_some());
+    if raw > MAX_NAMES * 16 {
+        return raw;
+    }
+    let mut dns: std::collections::HashSet<String> = req
+        .dns_names
+        .iter()
+        .map(|d| strip_dot(d).to_ascii_lowercase())
+        .collect();
+    if let Some(cn) = req.common_name.filter(|cn| !cn.trim().is_empty()) {
+        dns.insert(strip_dot(cn).to_ascii_lowercase());
+    }
+    let mut ips: std::collections::HashSet<&str> = req.ip_sans.iter().map(String::as_str).collect();
+    if let Some(cn) = req.common_name.filter(|cn| cn.parse::<IpAddr>().is_ok()) {
+        dns.remove(&cn.to_ascii_lowercase());
+        ips.insert(cn);
+    }
+    let uris: std::collections::HashSet<&str> = req.uri_sans.iter().map(String::as_str).collect();
+    dns.len() + ips.len() + uris.len()
 }
 
 fn strip_dot(s: &str) -> &str {

@@ -599,6 +599,45 @@ fn uri_sans() {
         case("IPv6 host", uri_role(&["https://[2001:db8::1]:8443/*"]))
             .uris(&["https://[2001:db8::1]:8443/x"])
             .ok_uris(&["https://[2001:db8::1]:8443/x"]),
+        case("SPIFFE: empty segment", spiffe())
+            .uris(&["spiffe://cluster.local/ns//sa/b"])
+            .err("invalid_uri", "empty path segment"),
+        case("SPIFFE: trailing slash", spiffe())
+            .uris(&["spiffe://cluster.local/ns/a/sa/"])
+            .err("invalid_uri", "ends with '/'"),
+        case(
+            "SPIFFE: uppercase trust domain",
+            uri_role(&["spiffe://*/x"]),
+        )
+        .uris(&["spiffe://Cluster.local/x"])
+        .err("invalid_uri", "trust domain"),
+        case("SPIFFE: port", uri_role(&["spiffe://*/x"]))
+            .uris(&["spiffe://cluster.local:8443/x"])
+            .err("invalid_uri", "no port"),
+        case("SPIFFE: query", uri_role(&["spiffe://cluster.local/*"]))
+            .uris(&["spiffe://cluster.local/x?y=1"])
+            .err("invalid_uri", "query or fragment"),
+        case(
+            "SPIFFE: uppercase scheme",
+            uri_role(&["*://cluster.local/x"]),
+        )
+        .uris(&["SPIFFE://cluster.local/x"])
+        .err("invalid_uri", "lowercase"),
+        case("SPIFFE: percent in a segment", spiffe())
+            .uris(&["spiffe://cluster.local/ns/a%2Fb/sa/c"])
+            .err("invalid_uri", "path segment of other"),
+        case(
+            "SPIFFE: trust domain alone",
+            uri_role(&["spiffe://cluster.local"]),
+        )
+        .uris(&["spiffe://cluster.local"])
+        .ok_uris(&["spiffe://cluster.local"]),
+        case(
+            "an empty segment outside SPIFFE is the URI's own",
+            uri_role(&["https://x.example/*/b"]),
+        )
+        .uris(&["https://x.example/a//b"])
+        .err("uri_not_allowed", "x.example"),
         case("duplicates", spiffe())
             .uris(&[
                 "spiffe://cluster.local/ns/a/sa/b",
@@ -619,9 +658,19 @@ fn common_name_and_any_name() {
         case("require_cn, none", required())
             .dns(["www.example.com"])
             .err("cn_required", "common_name"),
-        case("require_cn, blank", required())
-            .cn("  ")
+        case("require_cn, empty", required())
+            .cn("")
             .err("cn_required", "common_name"),
+        case("require_cn, blank: the value is named", required())
+            .cn("  ")
+            .err("invalid_dns_name", "\"  \" is only whitespace"),
+        case(
+            "blank CN without require_cn: refused, not dropped",
+            any_name(),
+        )
+        .cn(" ")
+        .dns(["x.example.com"])
+        .err("invalid_dns_name", "only whitespace"),
         case("require_cn, given", required())
             .cn("WWW.example.com.")
             .ok_cn(Some("www.example.com"))
@@ -654,7 +703,7 @@ fn common_name_and_any_name() {
             .err("invalid_dns_name", "'_'"),
         case("IP as CN", any_name())
             .cn("10.0.0.1")
-            .err("invalid_dns_name", "ip_sans"),
+            .err("ip_sans_not_allowed", "\"10.0.0.1\" is an IP address"),
         case("IP as CN with allow_ip_sans", ip_role(&["10.0.0.0/8"]))
             .cn("10.0.0.1")
             .ips(&["10.0.0.1", "10.0.0.2"])
@@ -724,8 +773,11 @@ fn dedup_order_and_limits() {
     hundred_with_cn.push("www.example.com".into());
     let mix = RolePolicy {
         allow_ip_sans: true,
+        allowed_uri_sans: vec!["spiffe://x/*".into()],
         ..any_name()
     };
+    let thirty_ips: Vec<String> = (1..=30).map(|i| format!("10.0.0.{i}")).collect();
+    let twenty_one_uris: Vec<String> = (0..21).map(|i| format!("bad uri {i}")).collect();
     run(vec![
         case("CN repeated in alt_names appears once", p())
             .cn("WWW.example.com")
@@ -763,11 +815,31 @@ fn dedup_order_and_limits() {
             .cn("www.example.com")
             .dns(many(100))
             .err("too_many_names", "101"),
-        case("limit spans all kinds, checked first", mix)
+        case("limit spans all kinds, checked first", mix.clone())
             .dns(many(50))
-            .ips(&["10.0.0.1"; 30])
-            .uris(&["bad uri"; 21])
+            .ips(&thirty_ips.iter().map(String::as_str).collect::<Vec<_>>())
+            .uris(
+                &twenty_one_uris
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )
             .err("too_many_names", "101"),
+        case("a name repeated counts once, in any spelling", p())
+            .cn("a.example.com")
+            .dns(
+                std::iter::repeat_n(["A.example.com.", "a.example.com", "b.example.com"], 60)
+                    .flatten(),
+            )
+            .ok_dns(["a.example.com", "b.example.com"]),
+        case("repeated IPs and URIs count once", mix)
+            .dns(many(98))
+            .ips(&["10.0.0.1"; 40])
+            .uris(&["spiffe://x/y"; 40])
+            .ok_dns(many(98)),
+        case("far more entries than the limit: refused uncounted", p())
+            .dns(std::iter::repeat_n("a.example.com", 2000))
+            .err("too_many_names", "2000 names"),
     ]);
 }
 
