@@ -153,8 +153,9 @@ impl RolePolicy {
 
     /// A CN is a DNS name when it passes as one; an IP address when it parses as one and the role
     /// allows IP SANs (it is then checked as an IP SAN and repeated in the SAN, as Vault does);
-    /// with `allow_any_name`, a CN that is clearly not meant as a hostname (it has whitespace, or
-    /// neither a dot nor a `*`) is kept as free text.
+    /// with `allow_any_name`, a CN that does not pass as a host name and is clearly not meant as
+    /// one (it has whitespace, or neither a dot nor a `*`) is kept as free text. (`Billing` passes:
+    /// a single-label host name, lowercased and repeated in the SAN.)
     fn check_cn(&self, cn: &str) -> Result<CommonName> {
         if cn.parse::<IpAddr>().is_ok() {
             if !self.allow_ip_sans {
