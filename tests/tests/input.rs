@@ -68,12 +68,35 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
         d.get("/v1/pki/certificates?status=valid&limit=5").status,
         200
     );
+    // A misspelt filter is refused, not ignored (which would answer the whole inventory); the
+    // detail names the parameters the endpoint takes. Endpoints without a query refuse any.
+    let p = d
+        .get("/v1/pki/certificates?stauts=revoked")
+        .problem(400, "unknown_query_parameter");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"stauts\"") && detail.contains("status"),
+        "{p}"
+    );
+    d.get("/v1/pki/roles?ca_id=x")
+        .problem(400, "unknown_query_parameter");
+
     // The token is checked first (401 before 400), and the public endpoints refuse a repeated
     // `format` too instead of answering in the default format.
     d.call("GET", "/v1/pki/certificates?limit=1&limit=2", None, None)
         .problem(401, "unauthorized");
     let root = d.create_root("q", "ec", None);
     let id = root["id"].as_str().unwrap();
+    let p = d
+        .get(&format!("/v1/pki/ca/{id}?verbose=1"))
+        .problem(400, "unknown_query_parameter");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no query parameters"),
+        "{p}"
+    );
     for path in [
         format!("/v1/pki/ca/{id}/certificate?format=der&format=der"),
         format!("/v1/pki/ca/{id}/crl?format=pem&format=pem"),

@@ -138,6 +138,42 @@ fn no_repeated_query(req: &Request<'_>) -> Result<(), ApiError> {
     }
 }
 
+/// `400 unknown_query_parameter` when the query names a parameter the route does not take: a
+/// misspelt filter (`?stauts=revoked`) would otherwise be dropped and the whole list answered.
+fn no_unknown_query(req: &Request<'_>) -> Result<(), ApiError> {
+    let Some(route) = req.route() else {
+        return Ok(());
+    };
+    let mut known: Vec<&str> = Vec::new();
+    for seg in route.uri.query().unwrap_or("").split('&') {
+        match seg.strip_prefix('<').and_then(|s| s.strip_suffix('>')) {
+            // A trailing `<rest..>` takes anything.
+            Some(name) if name.ends_with("..") => return Ok(()),
+            Some(name) => known.push(name),
+            None => known.push(seg.split('=').next().unwrap_or(seg)),
+        }
+    }
+    match req
+        .query_fields()
+        .map(|f| f.name.source().as_str())
+        .find(|name| !name.is_empty() && !known.contains(name))
+    {
+        None => Ok(()),
+        Some(name) => {
+            let known: Vec<&str> = known.into_iter().filter(|k| !k.is_empty()).collect();
+            let takes = if known.is_empty() {
+                "this endpoint takes no query parameters".to_owned()
+            } else {
+                format!("this endpoint takes {}", known.join(", "))
+            };
+            Err(ApiError::bad_request(
+                "unknown_query_parameter",
+                format!("unknown query parameter {name:?}: {takes}"),
+            ))
+        }
+    }
+}
+
 fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
     let request_id = req.local_cache(RequestId::new).0.clone();
     let Some(app) = req.rocket().state::<App>() else {
@@ -172,7 +208,10 @@ fn caller(req: &Request<'_>, issuing: bool) -> Outcome<Caller, ApiError> {
         app.authenticate(token, request_id)
     };
     // The token first (API.md: `401` before anything else), then the query.
-    match found.and_then(|c| no_repeated_query(req).map(|()| c)) {
+    match found
+        .and_then(|c| no_repeated_query(req).map(|()| c))
+        .and_then(|c| no_unknown_query(req).map(|()| c))
+    {
         Ok(c) => match app.limits.check_caller(&c.token_id, &c.tenant_id) {
             Ok(()) => Outcome::Success(c),
             Err(e) => Outcome::Error(remember(req, e)),
