@@ -85,6 +85,8 @@ pub(crate) struct PgConn {
     epoch: u64,
     /// A connection-level error happened on it.
     broken: bool,
+    /// The server did not answer a call in time (`broken` too): not worth a retry.
+    silent: bool,
     /// A transaction was begun and not ended (a panic unwound through it).
     in_tx: bool,
 }
@@ -236,6 +238,7 @@ impl Settings {
             stmts: HashMap::new(),
             epoch: self.epoch.load(Ordering::Acquire),
             broken: false,
+            silent: false,
             in_tx: false,
         })
     }
@@ -424,6 +427,7 @@ impl PgTx<'_> {
         self.aborted.set(true);
         if is_connection_error(&e) {
             c.broken = true;
+            c.silent = matches!(e, PgError::NoAnswer(_));
             self.settings.bump();
         }
         map_error(e)
@@ -531,7 +535,10 @@ pub(crate) fn run_autocommit<T>(
             aborted: Cell::new(false),
         };
         let out = f(&tx);
-        let broken = tx.conn.into_inner().broken;
+        let conn = tx.conn.into_inner();
+        // A connection found closed is replaced and the read tried once more; a server that did
+        // not answer is not asked again at once (that would double the caller's wait).
+        let broken = conn.broken && !conn.silent;
         match out {
             Err(Error::Unavailable(_)) if broken && !fresh && tries < 2 => {
                 *slot = None;
@@ -568,8 +575,17 @@ pub(crate) fn run<T>(
                 if conn_err {
                     settings.bump();
                     *slot = None;
+                } else if c.client.batch_execute("ROLLBACK").is_err() {
+                    // `begin` is several statements: when a later one failed (the write lock's
+                    // wait ran into `lock_timeout`, a cancelled wait), the transaction BEGIN
+                    // opened is aborted and must be ended, or every later statement on this
+                    // connection fails with 25P02. A connection that cannot end it goes.
+                    *slot = None;
                 }
-                if !conn_err || fresh || tries >= 2 {
+                // A server that did not answer is not asked again at once (that would double
+                // the caller's wait); a connection found closed is replaced and tried once more.
+                let retry = conn_err && !matches!(e, PgError::NoAnswer(_));
+                if !retry || fresh || tries >= 2 {
                     return Err(map_error(e));
                 }
             }

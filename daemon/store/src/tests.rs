@@ -1732,3 +1732,58 @@ fn a_database_that_stops_answering_mid_session_is_given_up_after_the_call_limit(
     drop(s);
     drop(relay);
 }
+
+/// A write whose wait for the cluster-wide write lock fails (here cancelled; in production
+/// `lock_timeout` behind a node stopped mid-transaction) leaves its connection usable: the
+/// transaction `BEGIN` opened is rolled back, instead of every later write on that connection
+/// failing with 25P02 ("current transaction is aborted") until a restart.
+#[test]
+fn a_failed_wait_for_the_write_lock_leaves_the_connection_usable() {
+    let Some(f) = store_with(Kind::Postgres, 0) else {
+        return;
+    };
+    let db = f.pg.as_ref().unwrap();
+    let s = &f.store;
+    s.write(|tx| tx.append_audit(&rec("before")).map(|_| ()))
+        .unwrap();
+    // Another session holds the write lock.
+    let mut holder = db.client();
+    let mut hold = holder.transaction().unwrap();
+    hold.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&crate::pg::WRITE_LOCK],
+    )
+    .unwrap();
+    let waiting = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| s.write(|tx| tx.append_audit(&rec("blocked")).map(|_| ())));
+        // Cancel the store's wait once it waits.
+        let mut admin = db.client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND datname = current_database() \
+                     AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write never waited"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        writer.join().unwrap()
+    });
+    assert!(waiting.is_err(), "the cancelled write reported success");
+    hold.rollback().unwrap();
+    for i in 0..3 {
+        s.write(|tx| tx.append_audit(&rec("after")).map(|_| ()))
+            .unwrap_or_else(|e| panic!("write {i} after the failed wait: {e}"));
+    }
+}
