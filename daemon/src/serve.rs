@@ -475,6 +475,11 @@ impl Background {
     }
 }
 
+/// How long a stop waits for the scheduler, and then for the queued database writes: together
+/// with the listener's grace period well inside systemd's 30 s stop timeout, also when the
+/// database does not answer (each of its statements may take a minute before it is given up).
+const STOP_STEP_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The daemon's async life: start, serve, reload, stop.
 async fn serve(
     cfg: Config,
@@ -555,7 +560,17 @@ async fn serve(
     // ACME orders in flight give up before their challenge answers go (they run again at the
     // next start), rather than fail on the CA's "connection refused".
     app.acme.stop();
-    background.stop().await;
+    // A database that does not answer holds a scheduler pass for up to a statement's limit: the
+    // stop does not wait for it longer than STOP_STEP_LIMIT (systemd's stop timeout is 30 s).
+    if tokio::time::timeout(STOP_STEP_LIMIT, background.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            limit_s = STOP_STEP_LIMIT.as_secs(),
+            "the scheduler did not stop in time (waiting for the database?): stopping without it"
+        );
+    }
     for t in challenge_tasks {
         t.abort();
     }
@@ -564,15 +579,24 @@ async fn serve(
     }
     notifier.status("stopping: committing queued database writes");
     let store = app.store.clone();
-    match blocking(move || {
-        // The group commit runs jobs in order: once this empty job is done, every write queued
-        // before it (certificates, audit records) is committed.
-        store
-            .write_batched(Box::new(|_| Ok(())))
-            .context("database")
-    })
+    let flushed = tokio::time::timeout(
+        STOP_STEP_LIMIT,
+        blocking(move || {
+            // The group commit runs jobs in order: once this empty job is done, every write
+            // queued before it (certificates, audit records) is committed.
+            store
+                .write_batched(Box::new(|_| Ok(())))
+                .context("database")
+        }),
+    )
     .await
-    {
+    .unwrap_or_else(|_| {
+        Err(StartError(format!(
+            "the database did not confirm them within {} s",
+            STOP_STEP_LIMIT.as_secs()
+        )))
+    });
+    match flushed {
         Ok(()) => {
             tracing::info!("queued database writes committed");
             crate::sched::log_audit_head(&app, "at stop").await;
