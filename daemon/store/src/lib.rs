@@ -384,6 +384,9 @@ impl Store {
                 in_transaction(&conn, "BEGIN DEFERRED", |c| f(&Tx::new(c)))
             }
             Backend::Postgres(p) => {
+                // Refused at once, before waiting for a connection, while the database is known
+                // not to answer.
+                p.settings.check_not_paused()?;
                 let mut slot = pick(&p.readers, &self.next_reader)?;
                 pg::run(&p.settings, &mut slot, pg::BEGIN_READ, |tx| f(&Tx::new(tx)))
             }
@@ -401,6 +404,9 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => self.read(f),
             Backend::Postgres(p) => {
+                // Refused at once, before waiting for a connection, while the database is known
+                // not to answer.
+                p.settings.check_not_paused()?;
                 let mut slot = pick(&p.readers, &self.next_reader)?;
                 pg::run_autocommit(&p.settings, &mut slot, |tx| f(&Tx::new(tx)))
             }
@@ -422,6 +428,7 @@ impl Store {
                 Ok(out)
             }
             Backend::Postgres(p) => {
+                p.settings.check_not_paused()?;
                 let mut slot = lock(&p.writer)?;
                 pg::run(&p.settings, &mut slot, &pg::begin_write(true), |tx| {
                     f(&Tx::new(tx))

@@ -75,7 +75,16 @@ pub(crate) struct Settings {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     epoch: AtomicU64,
     call_limit: Duration,
+    /// Until when (milliseconds after `started`) new connections are not attempted, after one
+    /// failed or a call went unanswered; 0: no such pause.
+    pause_until_ms: AtomicU64,
+    started: std::time::Instant,
 }
+
+/// How long after a connection attempt failed, or a call went unanswered, calls are refused at
+/// once instead of each waiting for its own attempt (requests queued behind a database that does
+/// not answer drained at about one a second, each after a 10 s connect attempt).
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// One connection and its prepared statements.
 pub(crate) struct PgConn {
@@ -206,6 +215,8 @@ impl Settings {
             tls,
             epoch: AtomicU64::new(0),
             call_limit: cfg.call_limit.unwrap_or(CALL_LIMIT),
+            pause_until_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -223,15 +234,19 @@ impl Settings {
             Some(t) => Client::connect(&self.config, t.clone(), limit),
             None => Client::connect(&self.config, NoTls, limit),
         };
-        let mut client =
-            client.map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let mut client = client.map_err(|e| {
+            self.pause();
+            Error::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
+        })?;
         client.set_limit(limit);
         client.batch_execute(SESSION_SETUP).map_err(|e| match e {
             PgError::NoAnswer(_) => {
+                self.pause();
                 Error::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
             }
             e => map_error(e),
         })?;
+        self.pause_until_ms.store(0, Ordering::Release);
         client.set_limit(self.call_limit);
         Ok(PgConn {
             client,
@@ -241,6 +256,31 @@ impl Settings {
             silent: false,
             in_tx: false,
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `Err(Unavailable)` while calls are paused after the database failed to answer (see
+    /// [`PAUSE_AFTER_FAILURE`]).
+    pub(crate) fn check_not_paused(&self) -> Result<()> {
+        let until = self.pause_until_ms.load(Ordering::Acquire);
+        if until != 0 && self.now_ms() < until {
+            return Err(Error::Unavailable(format!(
+                "PostgreSQL did not answer within the last {} s: not asked again yet",
+                PAUSE_AFTER_FAILURE.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database did not answer (a connection attempt failed, or a call ran out of time).
+    fn pause(&self) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(PAUSE_AFTER_FAILURE.as_millis()).unwrap_or(u64::MAX));
+        self.pause_until_ms.store(until.max(1), Ordering::Release);
     }
 
     /// Notes a connection-level failure: every pooled connection is checked before its next use.
@@ -262,6 +302,7 @@ impl Settings {
             }
             *slot = None;
         }
+        self.check_not_paused()?;
         *slot = Some(self.connect()?);
         Ok(true)
     }
@@ -428,6 +469,9 @@ impl PgTx<'_> {
         if is_connection_error(&e) {
             c.broken = true;
             c.silent = matches!(e, PgError::NoAnswer(_));
+            if c.silent {
+                self.settings.pause();
+            }
             self.settings.bump();
         }
         map_error(e)
@@ -572,6 +616,9 @@ pub(crate) fn run<T>(
             }
             Err(e) => {
                 let conn_err = is_connection_error(&e);
+                if matches!(e, PgError::NoAnswer(_)) {
+                    settings.pause();
+                }
                 if conn_err {
                     settings.bump();
                     *slot = None;
@@ -618,6 +665,9 @@ pub(crate) fn run<T>(
                 if is_connection_error(&e) {
                     conn.broken = true;
                     settings.bump();
+                }
+                if matches!(e, PgError::NoAnswer(_)) {
+                    settings.pause();
                 }
                 Err(map_error(e))
             }

@@ -46,7 +46,22 @@ impl From<tokio_postgres::Error> for PgError {
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PgError::Driver(e) => e.fmt(f),
+            // The driver's own text is often only its kind ("db error", "error connecting to
+            // server"): the causes say which (a refused password, a name that does not resolve).
+            PgError::Driver(e) => {
+                write!(f, "{e}")?;
+                let mut last = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    let text = c.to_string();
+                    if !text.is_empty() && !last.contains(&text) {
+                        write!(f, ": {text}")?;
+                    }
+                    last = text;
+                    cause = c.source();
+                }
+                Ok(())
+            }
             PgError::NoAnswer(d) => write!(f, "PostgreSQL did not answer within {} s", d.as_secs()),
             PgError::Local(e) => write!(f, "cannot start a connection to PostgreSQL: {e}"),
         }

@@ -1708,14 +1708,30 @@ fn a_database_that_stops_answering_mid_session_is_given_up_after_the_call_limit(
         "{err:?}"
     );
     assert!(took < Duration::from_secs(8), "gave up after {took:?}");
+    // For a few seconds after that, calls are refused at once instead of each waiting for the
+    // database (and queueing behind one another) again.
+    let started = std::time::Instant::now();
     let err = s
         .write(|tx| tx.append_audit(&rec("while frozen")).map(|_| ()))
         .unwrap_err();
-    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(
+        matches!(&err, Error::Unavailable(m) if m.contains("not asked again yet")),
+        "{err:?}"
+    );
+    let err = s.lookup(|tx| tx.ping()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unavailable(m) if m.contains("not asked again yet")),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     relay.frozen.store(false, Ordering::SeqCst);
     let mut ok = false;
-    for _ in 0..20 {
+    for _ in 0..80 {
         if s.lookup(|tx| tx.ping()).is_ok()
             && s.write(|tx| tx.append_audit(&rec("after")).map(|_| ()))
                 .is_ok()
@@ -1786,4 +1802,38 @@ fn a_failed_wait_for_the_write_lock_leaves_the_connection_usable() {
         s.write(|tx| tx.append_audit(&rec("after")).map(|_| ()))
             .unwrap_or_else(|e| panic!("write {i} after the failed wait: {e}"));
     }
+}
+
+/// A refused connection says why (the driver's own text is only "db error"): a wrong password,
+/// a database that does not exist — and never echoes the password.
+#[test]
+fn a_refused_connection_says_why() {
+    let Some(f) = store_with(Kind::Postgres, 0) else {
+        return;
+    };
+    let url = f.pg.as_ref().unwrap().config().url;
+    let (userinfo, rest) = url.split_once('@').unwrap();
+    let user = userinfo.rsplit_once(':').map_or(userinfo, |(u, _)| u);
+    let open = |url: String| match Store::open_postgres(&PgConfig {
+        url,
+        pool_size: 1,
+        ca_file: None,
+        call_limit: None,
+    }) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    let wrong = open(format!("{user}:Wrong-Pw-77@{rest}"));
+    if !wrong.contains("password authentication failed") {
+        // The server trusts local connections: no password is asked for.
+        eprintln!("the server did not ask for a password: {wrong}");
+    } else {
+        assert!(!wrong.contains("Wrong-Pw-77"), "{wrong}");
+    }
+    let base = url.rsplit_once('/').unwrap().0;
+    let missing = open(format!("{base}/sv_no_such_database"));
+    assert!(
+        missing.contains("sv_no_such_database") && missing.contains("does not exist"),
+        "{missing}"
+    );
 }
