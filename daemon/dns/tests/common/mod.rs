@@ -3,7 +3,7 @@
 //! A missing server binary fails the test: nothing is skipped.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,17 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const TSIG_SECRET: &str = "c2NhaXZhdWx0LWRucy10ZXN0LXRzaWcta2V5LTMyYnl0ZXM=";
 pub const TSIG_KEY: &str = "acme-update.";
 
-/// A loopback port free for both TCP and UDP right now.
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port for TCP and UDP");
-}
+/// A loopback port free for both TCP and UDP, outside the kernel's ephemeral range (a port from
+/// `127.0.0.1:0` could be taken as the local end of another test's connection before the server
+/// binds it: knotd then failed with "address already in use").
+pub use scaivault_tests::free_port;
 
 /// The path of a server binary; fails the test when it is not installed.
 pub fn binary(name: &str, candidates: &[&str]) -> PathBuf {
