@@ -628,6 +628,14 @@ fn a_leader_whose_database_path_hangs_gives_way() {
     let h = h.json();
     assert_eq!(h["database"], "unavailable", "{h}");
     assert_eq!(h["cluster"]["leader"], false, "{h}");
+    // The database's silence is not blamed on the token (the CA key check read the database
+    // inside its token call, whose limit then ran out).
+    std::thread::sleep(Duration::from_secs(11));
+    let log = b.log_text();
+    assert!(
+        !log.contains("the token did not answer in time"),
+        "a database hang was reported as the token's:\n{log}"
+    );
 
     relay.freeze(false);
     wait_until(Duration::from_secs(30), "node b is healthy again", || {

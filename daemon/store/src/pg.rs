@@ -221,7 +221,9 @@ impl Settings {
     }
 
     /// Connects: TCP, TLS, startup, authentication and the session's settings, within the
-    /// URL's `connect_timeout` (10 s by default) for each host it names.
+    /// URL's `connect_timeout` (10 s by default) times the number of hosts it names, for all of
+    /// them together (the driver bounds only each host's TCP connect: a first host that accepts
+    /// and stays silent uses the whole limit).
     pub(crate) fn connect(&self) -> Result<PgConn> {
         let per_host = self
             .config
