@@ -118,7 +118,10 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-fn https_tls(dir: &Path) {
+/// Writes into `dir` a test TLS CA (`tls-ca.pem`, `tls-ca.key`) and a server certificate from it
+/// for `localhost`, 127.0.0.1 and ::1 (`localhost.pem`, `localhost.key`): pebble's HTTPS, and any
+/// other HTTPS server a test starts.
+pub fn https_tls(dir: &Path) {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     run_ok(Command::new("openssl").args([
         "req",

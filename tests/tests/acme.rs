@@ -1328,51 +1328,8 @@ fn a_ca_that_answers_with_no_directory_is_no_transport_failure() {
     let d = Daemon::start();
     let dir = tempfile::tempdir().unwrap();
     let path = |f: &str| dir.path().join(f).display().to_string();
-    // A CA and the server's certificate from it (webpki takes no self-signed server certificate).
-    openssl_ok(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &path("ca.key"),
-        "-out",
-        &path("ca.pem"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=Test CA",
-    ]);
-    openssl_ok(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-CA",
-        &path("ca.pem"),
-        "-CAkey",
-        &path("ca.key"),
-        "-keyout",
-        &path("k.pem"),
-        "-out",
-        &path("c.pem"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=ca.test",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-addext",
-        "extendedKeyUsage=serverAuth",
-    ]);
+    // A CA and a `localhost` / 127.0.0.1 server certificate from it, as pebble's HTTPS has.
+    scaivault_tests::pebble::https_tls(dir.path());
     std::fs::write(
         dir.path().join("maintenance.html"),
         "<html>back soon</html>\n",
@@ -1382,7 +1339,12 @@ fn a_ca_that_answers_with_no_directory_is_no_transport_failure() {
     let mut server = std::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-WWW", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["-cert", &path("c.pem"), "-key", &path("k.pem")])
+        .args([
+            "-cert",
+            &path("localhost.pem"),
+            "-key",
+            &path("localhost.key"),
+        ])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1393,7 +1355,7 @@ fn a_ca_that_answers_with_no_directory_is_no_transport_failure() {
         assert!(Instant::now() < deadline, "openssl s_server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let ca = std::fs::read_to_string(dir.path().join("tls-ca.pem")).unwrap();
     let r = d.post(
         "/v1/pki/acme/accounts",
         &json!({"name": "x", "provider": "custom",

@@ -644,22 +644,33 @@ fn import_a_ca_whose_key_is_already_on_the_token() {
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
 }
 
-/// A CA key deleted from the token behind the daemon's back (`pkcs11-tool --delete-object`): within
-/// a key check (each scheduler tick, 10 s) the CA stops signing — the session copy the daemon
-/// holds would sign on — and issuance and a CRL rebuild answer `503 hsm_key_missing`; health
-/// counts the CA; a restart finds it missing at once.
-#[test]
-fn a_ca_whose_key_leaves_the_token_stops_signing() {
+/// A dev daemon with an EC root CA `name` and a role `svc` on it for `*.internal`, which has
+/// issued once: the daemon and the CA's id.
+fn root_with_svc_role(name: &str) -> (Daemon, String) {
     let d = Daemon::start();
-    let root = d.create_root("doomed", "ec", None);
+    let root = d.create_root(name, "ec", None);
     let id = root["id"].as_str().unwrap().to_owned();
     let r = d.post(
         "/v1/pki/roles",
         &json!({"name": "svc", "ca_id": id, "allowed_domains": ["*.internal"]}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let issue = |d: &Daemon| d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
     assert_eq!(issue(&d).status, 200);
+    (d, id)
+}
+
+/// An issuance of `a.internal` against the role `svc`.
+fn issue(d: &Daemon) -> scaivault_tests::Reply {
+    d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}))
+}
+
+/// A CA key deleted from the token behind the daemon's back (`pkcs11-tool --delete-object`): within
+/// a key check (each scheduler tick, 10 s) the CA stops signing — the session copy the daemon
+/// holds would sign on — and issuance and a CRL rebuild answer `503 hsm_key_missing`; health
+/// counts the CA; a restart finds it missing at once.
+#[test]
+fn a_ca_whose_key_leaves_the_token_stops_signing() {
+    let (d, id) = root_with_svc_role("doomed");
     assert_eq!(d.get("/v1/sys/health").json()["ca_keys_missing"], 0);
 
     d.pkcs11_tool(&["--delete-object", "--type", "privkey", "--label", &id]);
@@ -710,16 +721,7 @@ fn a_ca_key_put_back_on_the_token_signs_again() {
             }
         }
     }
-    let d = Daemon::start();
-    let root = d.create_root("returning", "ec", None);
-    let id = root["id"].as_str().unwrap().to_owned();
-    let r = d.post(
-        "/v1/pki/roles",
-        &json!({"name": "svc", "ca_id": id, "allowed_domains": ["*.internal"]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let issue = |d: &Daemon| d.post("/v1/pki/issue/svc", &json!({"common_name": "a.internal"}));
-    assert_eq!(issue(&d).status, 200);
+    let (d, id) = root_with_svc_role("returning");
     let mut before = Vec::new();
     files(&d.data(), &mut before);
     assert!(
