@@ -88,6 +88,20 @@ fn deliveries(d: &Daemon, id: &str) -> Vec<Value> {
     r.json()["items"].as_array().unwrap().clone()
 }
 
+/// The deliveries once `done` holds for them (an outcome is written after the
+/// receiver's answer, so a test that saw the answer polls for the record).
+fn deliveries_once(d: &Daemon, id: &str, secs: u64, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let ds = deliveries(d, id);
+        if done(&ds) {
+            return ds;
+        }
+        assert!(Instant::now() < deadline, "{ds:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn norm(serial: &str) -> String {
     serial.replace(':', "").to_lowercase()
 }
@@ -148,8 +162,9 @@ fn signed_events_arrive_filtered_and_stop_after_delete() {
     check_signature(&got2[0]);
 
     // Deliveries: both delivered at the first attempt, newest first.
-    let ds = deliveries(&d, w1_id);
-    assert_eq!(ds.len(), 2, "{ds:?}");
+    let ds = deliveries_once(&d, w1_id, 10, |ds| {
+        ds.len() == 2 && ds.iter().all(|x| x["status"] != "pending")
+    });
     for x in &ds {
         assert_eq!(x["status"], "delivered", "{x}");
         assert_eq!(x["attempts"], 1, "{x}");
@@ -416,15 +431,12 @@ fn retries_back_off_keep_order_and_survive_a_restart() {
     let third = issue(&d, "three.internal");
     let before = rx.got().len();
     rx.wait_for(before + 1, 30);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pending = loop {
-        let ds = deliveries(&d, &id);
-        if ds[0]["attempts"].as_i64().unwrap() >= 1 {
-            break ds[0].clone();
-        }
-        assert!(Instant::now() < deadline, "{ds:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // An attempt is counted when it starts; its outcome is written after the
+    // answer, so wait for the outcome, not just the count.
+    let pending = deliveries_once(&d, &id, 10, |ds| {
+        ds[0]["attempts"].as_i64().unwrap() >= 1 && !ds[0]["http_status"].is_null()
+    })[0]
+        .clone();
     assert_eq!(pending["status"], "pending", "{pending}");
     assert_eq!(pending["http_status"], 503, "{pending}");
     assert!(
@@ -457,18 +469,10 @@ fn retries_back_off_keep_order_and_survive_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ds = deliveries(&d, &id);
-        if ds[0]["status"] == "delivered" {
-            assert!(ds[0]["attempts"].as_i64().unwrap() >= 2, "{ds:?}");
-            assert_eq!(ds[0]["http_status"], 200);
-            assert!(ds[0]["next_attempt_at"].is_null());
-            break;
-        }
-        assert!(Instant::now() < deadline, "{ds:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ds = deliveries_once(&d, &id, 10, |ds| ds[0]["status"] == "delivered");
+    assert!(ds[0]["attempts"].as_i64().unwrap() >= 2, "{ds:?}");
+    assert_eq!(ds[0]["http_status"], 200);
+    assert!(ds[0]["next_attempt_at"].is_null());
     assert!(!d.log_text().contains(SECRET));
 }
 
@@ -500,40 +504,28 @@ fn gives_up_after_max_attempts_follows_no_redirect_and_times_out() {
         serials,
         vec![norm(&first), norm(&first), norm(&second), norm(&second)]
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ds = deliveries(&d, id);
-        if ds.iter().all(|x| x["status"] == "failed") && ds.len() == 2 {
-            for x in &ds {
-                assert_eq!(x["attempts"], 2, "{x}");
-                assert_eq!(x["http_status"], 307, "{x}");
-                assert!(x["next_attempt_at"].is_null(), "{x}");
-            }
-            break;
-        }
-        assert!(Instant::now() < deadline, "{ds:?}");
-        std::thread::sleep(Duration::from_millis(100));
+    let ds = deliveries_once(&d, id, 10, |ds| {
+        ds.len() == 2 && ds.iter().all(|x| x["status"] == "failed")
+    });
+    for x in &ds {
+        assert_eq!(x["attempts"], 2, "{x}");
+        assert_eq!(x["http_status"], 307, "{x}");
+        assert!(x["next_attempt_at"].is_null(), "{x}");
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(redirecting.got().len(), 4, "no attempt after giving up");
     assert!(target.got().is_empty(), "a redirect was followed");
 
     // The silent receiver: each attempt ends after timeout_secs; both events fail in turn.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ds = deliveries(&d, sid);
-        if ds.len() == 2 && ds.iter().all(|x| x["status"] == "failed") {
-            for x in &ds {
-                assert!(x["http_status"].is_null(), "{x}");
-                assert!(
-                    x["last_error"].as_str().unwrap().contains("no answer"),
-                    "{x}"
-                );
-            }
-            break;
-        }
-        assert!(Instant::now() < deadline, "{ds:?}");
-        std::thread::sleep(Duration::from_millis(200));
+    let ds = deliveries_once(&d, sid, 30, |ds| {
+        ds.len() == 2 && ds.iter().all(|x| x["status"] == "failed")
+    });
+    for x in &ds {
+        assert!(x["http_status"].is_null(), "{x}");
+        assert!(
+            x["last_error"].as_str().unwrap().contains("no answer"),
+            "{x}"
+        );
     }
     drop(silent);
 }
@@ -581,31 +573,20 @@ fn https_receivers_are_verified_against_the_ca_file() {
     );
     check_signature(&got[0]);
     // The receiver has the request; the daemon records the delivery once it read the answer.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let ds = loop {
-        let ds = deliveries(&d, wg["id"].as_str().unwrap());
-        if ds.first().is_some_and(|x| x["status"] != "pending") || Instant::now() >= deadline {
-            break ds;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let ds = deliveries_once(&d, wg["id"].as_str().unwrap(), 10, |ds| {
+        ds.first().is_some_and(|x| x["status"] != "pending")
+    });
     assert_eq!(ds[0]["status"], "delivered", "{ds:?}");
 
     // A certificate from a CA outside ca_file: the handshake fails, nothing is sent.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ds = deliveries(&d, wb["id"].as_str().unwrap());
-        if ds.first().is_some_and(|x| x["status"] == "failed") {
-            assert!(ds[0]["http_status"].is_null(), "{ds:?}");
-            assert!(
-                ds[0]["last_error"].as_str().unwrap().contains("TLS"),
-                "{ds:?}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{ds:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ds = deliveries_once(&d, wb["id"].as_str().unwrap(), 30, |ds| {
+        ds.first().is_some_and(|x| x["status"] == "failed")
+    });
+    assert!(ds[0]["http_status"].is_null(), "{ds:?}");
+    assert!(
+        ds[0]["last_error"].as_str().unwrap().contains("TLS"),
+        "{ds:?}"
+    );
     assert!(bad.got().is_empty());
 }
 
@@ -636,15 +617,10 @@ fn an_attempt_whose_outcome_was_lost_still_counts() {
         .expect("the attempt reached the receiver");
     d.kill();
     let d = Daemon::start_in(d.into_dir());
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let failed = loop {
-        let ds = deliveries(&d, &id);
-        if ds.len() == 1 && ds[0]["status"] == "failed" {
-            break ds[0].clone();
-        }
-        assert!(Instant::now() < deadline, "{ds:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let failed = deliveries_once(&d, &id, 40, |ds| {
+        ds.len() == 1 && ds[0]["status"] == "failed"
+    })[0]
+        .clone();
     assert_eq!(failed["attempts"], 1, "{failed}");
     assert!(
         failed["last_error"]
