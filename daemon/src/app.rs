@@ -97,6 +97,9 @@ pub struct App {
     /// Active CAs whose key the last check did not find on the token ([`crate::sched`]): they
     /// cannot sign until it is back, and health counts them.
     pub missing_ca_keys: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Serials whose certificate commit was not confirmed and whose settling write failed
+    /// ([`crate::settle`]): the scheduler tries again on every tick.
+    pub unsettled: Arc<std::sync::Mutex<Vec<crate::settle::Unsettled>>>,
 }
 
 /// Whether the database refused a signed certificate's commit (see [`App::store_refused`]), with a

@@ -1182,16 +1182,30 @@ pub async fn sign_order(
     // `unsigned`: the token certainly signed nothing, so a journaled reservation is cancelled
     // even when the failure record cannot be written (otherwise the next start would revoke a
     // serial no certificate carries).
-    let release = |e: ApiError, ticket: Option<Ticket>, unsigned: bool| {
+    // `unconfirmed`: the certificate's commit failed, perhaps only on the way back, so the same
+    // write settles the serial (a certificate found stored is revoked: `crate::settle`), and
+    // when it cannot be written the serial waits for the scheduler to settle it.
+    let release = |e: ApiError, ticket: Option<Ticket>, unsigned: bool, unconfirmed: bool| {
         let mut failed = caller.record("certificate.issue", Some(&object), "error:");
         failed.outcome = format!("error:{}", e.code);
         let (ca, sn) = (issuer.ca_id.clone(), reserved_serial.clone());
         let row_reserved = journal.is_none();
+        let unsettled = crate::settle::Unsettled {
+            tenant_id: caller.tenant_id.clone(),
+            ca_id: ca.clone(),
+            serial: sn.clone(),
+        };
+        let shared = app.cluster.is_shared();
         async move {
             let (ca2, sn2) = (ca.clone(), sn.clone());
+            let revoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (job_u, flag) = (unsettled.clone(), revoked.clone());
             let written = app
                 .write(Box::new(move |tx| {
-                    if row_reserved {
+                    if unconfirmed {
+                        let r = crate::settle::apply(tx, &job_u, shared)?;
+                        flag.store(r, std::sync::atomic::Ordering::Release);
+                    } else if row_reserved {
                         // The reservation is a row (PostgreSQL); a journaled one is released
                         // below.
                         tx.release_serial(&ca, &sn)?;
@@ -1199,6 +1213,16 @@ pub async fn sign_order(
                     tx.append_audit(&failed).map(|_| ())
                 }))
                 .await;
+            if unconfirmed {
+                match &written {
+                    Ok(()) => crate::settle::after(
+                        app,
+                        &unsettled,
+                        revoked.load(std::sync::atomic::Ordering::Acquire),
+                    ),
+                    Err(_) => crate::settle::defer(app, unsettled),
+                }
+            }
             if let (Some(t), Some(j)) = (ticket, journal) {
                 if written.is_ok() || unsigned {
                     j.release(t, &ca2, &sn2);
@@ -1226,8 +1250,8 @@ pub async fn sign_order(
             }
             return Err(reservation_refused(e));
         }
-        Outcome::SignFailed(e, ticket) => return release(e, ticket, false).await,
-        Outcome::NotSigned(e, ticket) => return release(e, ticket, true).await,
+        Outcome::SignFailed(e, ticket) => return release(e, ticket, false, false).await,
+        Outcome::NotSigned(e, ticket) => return release(e, ticket, true, false).await,
         Outcome::NotStored(e, ticket) => {
             // Signed but not stored: the certificate is dropped here, never returned nor logged,
             // so the serial is released as after a failed signature. When even that cannot be
@@ -1239,7 +1263,7 @@ pub async fn sign_order(
                 "database_unavailable",
                 "the database refused to store the certificate; it was discarded and nothing was issued",
             );
-            return release(failed, ticket, false).await;
+            return release(failed, ticket, false, true).await;
         }
         Outcome::Voided(what) => {
             tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");

@@ -50,6 +50,7 @@ mod revoke;
 mod roles;
 mod sched;
 mod serve;
+mod settle;
 mod signals;
 mod signers;
 mod systemd;

@@ -45,6 +45,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
+                crate::settle::retry(&app).await;
                 if head_logged.elapsed() >= AUDIT_HEAD_EVERY {
                     head_logged = tokio::time::Instant::now();
                     log_audit_head(&app, "hourly").await;

@@ -419,6 +419,7 @@ fn new_app(cfg: Config, store: Arc<Store>, token: Arc<Pkcs11Token>) -> App {
         token_pace: Default::default(),
         store_refused: Default::default(),
         missing_ca_keys: Default::default(),
+        unsettled: Default::default(),
         signers,
         crls: Default::default(),
         metrics: Default::default(),
@@ -576,6 +577,12 @@ async fn serve(
     }
     if let Some(p) = public_listener {
         p.stop();
+    }
+    // Certificates whose commit was not confirmed and not settled yet: one more try (bounded,
+    // and only when there are any), then the serials left go to the log.
+    if app.unsettled.lock().is_ok_and(|l| !l.is_empty()) {
+        let _ = tokio::time::timeout(STOP_STEP_LIMIT, crate::settle::retry(&app)).await;
+        crate::settle::log_left(&app);
     }
     notifier.status("stopping: committing queued database writes");
     let store = app.store.clone();

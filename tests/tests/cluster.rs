@@ -524,6 +524,16 @@ fn a_node_that_cannot_bind_its_address_exits_with_an_error() {
     drop(taken);
 }
 
+/// `HOST:PORT` of the test PostgreSQL server (from `SCAIVAULT_TEST_PG`).
+fn pg_hostport() -> String {
+    let pg = std::env::var("SCAIVAULT_TEST_PG").unwrap();
+    pg.split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned()
+}
+
 /// A TCP relay to `target` that can be frozen: it then stops forwarding but keeps both
 /// connections open, as a stalled network path or a proxy that hangs does (no reset, no
 /// timeout the kernel would notice).
@@ -598,13 +608,7 @@ fn a_leader_whose_database_path_hangs_gives_way() {
     std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
     let a = Daemon::start_with_config("[cluster]\nnode_name = \"a\"\nlease = \"4s\"\n");
     wait_until(Duration::from_secs(10), "node a leads", || leader(&a));
-    let pg = std::env::var("SCAIVAULT_TEST_PG").unwrap();
-    let hostport = pg
-        .split('@')
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let hostport = pg_hostport();
     let relay = Relay::start(&hostport);
     let cfg = std::fs::read_to_string(a.config()).unwrap();
     assert!(cfg.contains(&hostport), "{cfg}");
@@ -659,4 +663,227 @@ fn a_leader_whose_database_path_hangs_gives_way() {
         b.log_text()
     );
     relay.freeze(false);
+}
+
+/// A TCP relay to PostgreSQL that loses the confirmation of one `COMMIT`: once armed with a
+/// marker, it forwards the `COMMIT` that follows the second client message carrying the marker
+/// (an issuance's certificate commit, after its reservation) and then closes the client's side
+/// at once, keeping the server's side open. The server applies the commit; the daemon sees its
+/// connection drop and never hears of it. For `refuse` after that cut, new connections are closed
+/// as soon as they are accepted, so the daemon's next writes fail too.
+struct CommitCutter {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<CutState>>,
+}
+
+#[derive(Default)]
+struct CutState {
+    marker: Option<(Vec<u8>, Duration)>,
+    seen: usize,
+    last_conn: usize,
+    cut: bool,
+    refuse_until: Option<Instant>,
+}
+
+impl CommitCutter {
+    fn start(target: &str) -> CommitCutter {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(CutState::default()));
+        let st = state.clone();
+        let target = target.to_owned();
+        std::thread::spawn(move || {
+            for (conn, client) in listener.incoming().flatten().enumerate() {
+                let refuse = st
+                    .lock()
+                    .unwrap()
+                    .refuse_until
+                    .is_some_and(|t| Instant::now() < t);
+                if refuse {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        let n = match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        let mut cut_now = false;
+                        {
+                            let mut s = st.lock().unwrap();
+                            if let Some((m, refuse)) = s.marker.clone() {
+                                if chunk.windows(m.len()).any(|w| w == m) {
+                                    s.seen += 1;
+                                    s.last_conn = conn;
+                                } else if s.seen >= 2
+                                    && s.last_conn == conn
+                                    && chunk.windows(6).any(|w| w == b"COMMIT")
+                                {
+                                    s.marker = None;
+                                    s.cut = true;
+                                    s.refuse_until = Some(Instant::now() + refuse);
+                                    cut_now = true;
+                                }
+                            }
+                        }
+                        if s_write.write_all(chunk).is_err() {
+                            return;
+                        }
+                        if cut_now {
+                            let _ = c_read.shutdown(std::net::Shutdown::Both);
+                            // The server reads the COMMIT before it sees this side close.
+                            std::thread::sleep(Duration::from_secs(2));
+                            return;
+                        }
+                    }
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if c_write.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        CommitCutter { addr, state }
+    }
+
+    /// Cuts after the certificate commit of the issuance whose messages carry `marker`, then
+    /// refuses connections for `refuse`.
+    fn arm(&self, marker: &str, refuse: Duration) {
+        let mut s = self.state.lock().unwrap();
+        *s = CutState {
+            marker: Some((marker.as_bytes().to_vec(), refuse)),
+            ..CutState::default()
+        };
+    }
+
+    fn was_cut(&self) -> bool {
+        self.state.lock().unwrap().cut
+    }
+}
+
+/// The certificate row with common name `cn`, of role `svc`.
+fn certificate_named(d: &Daemon, cn: &str) -> Option<Value> {
+    let r = d.get("/v1/pki/certificates?role=svc&limit=100");
+    if r.status != 200 {
+        return None;
+    }
+    r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["common_name"] == cn)
+        .cloned()
+}
+
+/// An issuance whose certificate commit the server applied but never confirmed (the connection
+/// dropped right after `COMMIT`): the caller is told nothing was issued, so the certificate must
+/// not stay `valid` in the inventory. The failed issuance's own write revokes it; when that write
+/// fails too (the database refuses connections for a while), the scheduler does it on a later
+/// tick. The CRL then lists both serials (openssl judges), and the audit chain holds.
+#[test]
+fn a_certificate_commit_that_was_never_confirmed_is_revoked_not_left_valid() {
+    scaivault_tests::pg::require();
+    std::env::set_var("SCAIVAULT_TEST_BACKEND", "postgres");
+    let a = Daemon::start_with_config("[cluster]\nnode_name = \"a\"\n");
+    let root = setup(&a, "24h");
+    let ca_id = root["id"].as_str().unwrap().to_owned();
+    let hostport = pg_hostport();
+    let cutter = CommitCutter::start(&hostport);
+    let cfg_path = a.config();
+    let dir = a.into_dir();
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(cfg.contains(&hostport), "{cfg}");
+    std::fs::write(&cfg_path, cfg.replace(&hostport, &cutter.addr.to_string())).unwrap();
+    let d = Daemon::start_in(dir);
+    issue(&d, "before.svc.internal");
+
+    // The settling write goes through at once.
+    cutter.arm("unconfirmed-1.svc.internal", Duration::ZERO);
+    let r = d.post(
+        "/v1/pki/issue/svc",
+        &json!({"common_name": "unconfirmed-1.svc.internal"}),
+    );
+    assert!(cutter.was_cut(), "the relay saw no certificate commit");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["code"], "database_unavailable", "{}", r.text());
+    let first = certificate_named(&d, "unconfirmed-1.svc.internal")
+        .expect("the commit the server applied is in the inventory");
+    assert_eq!(first["status"], "revoked", "{first}");
+    assert_eq!(
+        first["revocation_reason"], "cessation_of_operation",
+        "{first}"
+    );
+
+    // The settling write fails (no connection for 3 s): a later scheduler tick makes it.
+    cutter.arm("unconfirmed-2.svc.internal", Duration::from_secs(3));
+    let r = d.post(
+        "/v1/pki/issue/svc",
+        &json!({"common_name": "unconfirmed-2.svc.internal"}),
+    );
+    assert!(cutter.was_cut(), "the relay saw no certificate commit");
+    assert_eq!(r.status, 503, "{}", r.text());
+    wait_until(
+        Duration::from_secs(40),
+        "the second serial is settled",
+        || {
+            certificate_named(&d, "unconfirmed-2.svc.internal")
+                .is_some_and(|c| c["status"] == "revoked")
+        },
+    );
+    let second = certificate_named(&d, "unconfirmed-2.svc.internal").unwrap();
+    let log = d.log_text();
+    assert!(
+        log.contains("could not be settled yet"),
+        "the first settling write did not fail:\n{log}"
+    );
+    assert!(
+        log.contains("was not confirmed was found stored: revoked"),
+        "{log}"
+    );
+
+    // Audited, and on the next CRL.
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let settled = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["outcome"] == "revoked_unconfirmed")
+        .count();
+    assert_eq!(settled, 2, "{audit}");
+    let r = d.post(&format!("/v1/pki/ca/{ca_id}/crl"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let root_pem = write(
+        d.dir.path(),
+        "root.pem",
+        root["certificate"].as_str().unwrap(),
+    );
+    let text = d.crl_text(&ca_id, &root_pem, "settled");
+    for c in [&first, &second] {
+        let hex = c["serial_number"]
+            .as_str()
+            .unwrap()
+            .replace(':', "")
+            .to_uppercase();
+        assert!(text.contains(&hex), "{hex} not in\n{text}");
+    }
+    audit_verify(&d);
 }

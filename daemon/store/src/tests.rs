@@ -1837,3 +1837,66 @@ fn a_refused_connection_says_why() {
         "{missing}"
     );
 }
+
+both_backends!(an_unconfirmed_commit_is_settled);
+
+/// `settle_unconfirmed`: a reservation left is deleted, a certificate found stored `valid` is
+/// revoked (`cessation_of_operation`, CRL marked dirty), anything else is left as it is.
+fn an_unconfirmed_commit_is_settled(kind: Kind) {
+    let Some(f) = store_with(kind, 0) else {
+        return;
+    };
+    let at = "2026-06-01T00:00:00Z";
+    f.store
+        .write(|tx| {
+            tx.insert_ca(&ca("ca_1"))?;
+            let mut reserved = cert("ca_1", "0A");
+            reserved.status = "reserved".into();
+            reserved.cert_der = None;
+            tx.reserve_certificate(&reserved, &[1], None)?;
+            tx.insert_certificate(&cert("ca_1", "0B"))?;
+            let mut revoked = cert("ca_1", "0C");
+            revoked.status = "revoked".into();
+            revoked.revocation_reason = Some("key_compromise".into());
+            tx.insert_certificate(&revoked)
+        })
+        .unwrap();
+    let dirty = |f: &Fixture| {
+        f.store
+            .read(|tx| tx.published_crl("ca_1"))
+            .unwrap()
+            .is_some_and(|c| c.3)
+    };
+    assert!(!dirty(&f));
+    let settled = f
+        .store
+        .write(|tx| {
+            Ok([
+                tx.settle_unconfirmed("ca_1", "0A", at)?,
+                tx.settle_unconfirmed("ca_1", "0B", at)?,
+                tx.settle_unconfirmed("ca_1", "0B", at)?,
+                tx.settle_unconfirmed("ca_1", "0C", at)?,
+                tx.settle_unconfirmed("ca_1", "0D", at)?,
+            ])
+        })
+        .unwrap();
+    assert_eq!(settled, [false, true, false, false, false]);
+    assert!(dirty(&f));
+    f.store
+        .read(|tx| {
+            assert_eq!(tx.certificate_status("ca_1", "0A")?, None);
+            assert!(matches!(
+                tx.get_certificate("tn_1", "0A"),
+                Err(Error::NotFound)
+            ));
+            let b = tx.certificate_status("ca_1", "0B")?.unwrap();
+            assert_eq!(
+                (b.0.as_str(), b.1.as_deref(), b.2.as_deref()),
+                ("revoked", Some(at), Some("cessation_of_operation"))
+            );
+            let c = tx.certificate_status("ca_1", "0C")?.unwrap();
+            assert_eq!(c.2.as_deref(), Some("key_compromise"));
+            Ok(())
+        })
+        .unwrap();
+}

@@ -575,6 +575,33 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Settles a signed certificate whose commit was not confirmed: the connection failed or
+    /// went silent around `COMMIT`, so the commit may have been applied (perhaps later, by a
+    /// server that was stalled) although the caller was told nothing was issued. A reservation
+    /// row left is deleted, as by [`Tx::release_serial`]; a certificate found stored `valid` —
+    /// nobody received it — is revoked (`cessation_of_operation` at `at`) and its issuer's CRL
+    /// marked dirty. Returns whether it was revoked. While the unconfirmed transaction still
+    /// holds its row (PostgreSQL), this waits for it like any write, up to `lock_timeout`.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn settle_unconfirmed(&self, issuer_ca_id: &str, serial: &str, at: &str) -> Result<bool> {
+        self.release_serial(issuer_ca_id, serial)?;
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?3, \
+                 revocation_reason = 'cessation_of_operation' \
+                 WHERE issuer_ca_id = ?1 AND serial = ?2 AND status = 'valid'",
+            )?
+            .execute(params![issuer_ca_id, serial, at])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.mark_crl_dirty(issuer_ca_id)?;
+        Ok(true)
+    }
+
     /// Revokes every reservation left unfinished (status `reserved`: the token may or may not have
     /// signed it, and nobody received the certificate), with reason `cessation_of_operation` at
     /// `now`, and marks the issuers' CRLs dirty. Run at startup, before any request is served:
