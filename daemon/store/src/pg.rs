@@ -61,13 +61,28 @@ impl std::fmt::Debug for PgConfig {
     }
 }
 
+/// How long a statement waits for a lock (`lock_timeout`): a macro so that `concat!` takes it.
+macro_rules! row_lock_wait {
+    () => {
+        "15s"
+    };
+}
+
 /// Sent on every new connection. Lock waits end (a 503) instead of hanging forever behind a node
 /// that stopped mid-transaction; such a node's transaction is ended by the server after a minute;
 /// the server probes idle peers with TCP keepalives so that a dead host's locks (leadership
 /// included) are released within about half a minute.
-const SESSION_SETUP: &str = "SET lock_timeout = '15s'; \
-     SET idle_in_transaction_session_timeout = '60s'; \
-     SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3";
+const SESSION_SETUP: &str = concat!(
+    "SET lock_timeout = '",
+    row_lock_wait!(),
+    "'; SET idle_in_transaction_session_timeout = '60s'; \
+     SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+);
+
+const ROW_LOCK_WAIT: &str = row_lock_wait!();
+
+/// How long a starting node waits for another node's migration (its advisory lock).
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Connection settings shared by the pool, the group-commit writer and the leader slot.
 pub(crate) struct Settings {
@@ -691,8 +706,14 @@ pub(crate) fn run<T>(
 
 /// Applies pending migrations, one node at a time (the migration lock), all in one transaction.
 pub(crate) fn migrate(settings: &Settings, slot: &mut Option<PgConn>) -> Result<()> {
+    // Another node may be migrating right now: its lock is waited for longer than a row lock
+    // (`MIGRATION_LOCK_WAIT`, within systemd's 90 s start timeout), the statements after it get
+    // the session's usual `lock_timeout` again (a DDL statement queued behind a long lock would
+    // hold up every other node's reads of that table).
+    let wait = MIGRATION_LOCK_WAIT.as_secs();
     let begin = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({MIGRATE_LOCK}); \
+        "BEGIN; SET LOCAL lock_timeout = '{wait}s'; SELECT pg_advisory_xact_lock({MIGRATE_LOCK}); \
+         SET LOCAL lock_timeout = '{ROW_LOCK_WAIT}'; \
          CREATE TABLE IF NOT EXISTS schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)"
     );
     // A migration may rewrite large tables: more than a statement's usual time.
@@ -733,7 +754,13 @@ pub(crate) fn migrate(settings: &Settings, slot: &mut Option<PgConn>) -> Result<
     if let Some(c) = slot.as_mut() {
         c.client.set_limit(settings.call_limit);
     }
-    out
+    out.map_err(|e| match e {
+        Error::Unavailable(why) if why.starts_with("55P03") => Error::Unavailable(format!(
+            "another node held the migration lock, or a lock on a table to migrate, for over \
+             {wait} s (a node migrating, or a long transaction): {why}"
+        )),
+        other => other,
+    })
 }
 
 /// The leadership connection: holds [`LEADER_LOCK`] while `held`.

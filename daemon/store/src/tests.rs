@@ -1900,3 +1900,35 @@ fn an_unconfirmed_commit_is_settled(kind: Kind) {
         })
         .unwrap();
 }
+
+/// A node that starts while another migrates the schema waits for it (the migration lock is
+/// waited for a minute, not the 15 s `lock_timeout` of a row: a node then exited at start), and
+/// opens the store once that migration ends.
+#[test]
+fn a_store_opening_during_another_nodes_migration_waits_for_it() {
+    let Some(f) = fixture(Kind::Postgres) else {
+        return;
+    };
+    let pg = f.pg.as_ref().unwrap();
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let mut other = pg.client();
+    let holder = std::thread::spawn(move || {
+        let mut tx = other.transaction().unwrap();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&crate::pg::MIGRATE_LOCK],
+        )
+        .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(20));
+        tx.commit().unwrap();
+    });
+    locked.recv().unwrap();
+    let t0 = std::time::Instant::now();
+    let opened = Store::open_postgres(&pg.config());
+    let took = t0.elapsed();
+    holder.join().unwrap();
+    let store = opened.unwrap();
+    assert!(took >= Duration::from_secs(19), "{took:?}");
+    store.ping().unwrap();
+}
