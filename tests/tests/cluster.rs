@@ -841,6 +841,8 @@ fn a_certificate_commit_that_was_never_confirmed_is_revoked_not_left_valid() {
     );
     assert!(cutter.was_cut(), "the relay saw no certificate commit");
     assert_eq!(r.status, 503, "{}", r.text());
+    // Settling waits for the connection pause (5 s) and a scheduler tick.
+    assert_eq!(d.metric("scaivault_unsettled_commits"), 1.0);
     wait_until(
         Duration::from_secs(40),
         "the second serial is settled",
@@ -850,6 +852,7 @@ fn a_certificate_commit_that_was_never_confirmed_is_revoked_not_left_valid() {
         },
     );
     let second = certificate_named(&d, "unconfirmed-2.svc.internal").unwrap();
+    assert_eq!(d.metric("scaivault_unsettled_commits"), 0.0);
     let log = d.log_text();
     assert!(
         log.contains("could not be settled yet"),

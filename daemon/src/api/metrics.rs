@@ -70,6 +70,11 @@ fn metrics(app: &State<App>) -> (ContentType, String) {
                 if app.cluster.is_leader() { 1.0 } else { 0.0 },
             ),
             (
+                "scaivault_unsettled_commits",
+                "Signed certificates whose commit was not confirmed and could not be settled yet (revoked if found stored; retried every scheduler tick).",
+                app.unsettled.lock().map_or(0, |l| l.len()) as f64,
+            ),
+            (
                 "scaivault_scheduler_last_tick_timestamp_seconds",
                 "Unix time of the scheduler's last tick (0 before the first).",
                 beat as f64,
