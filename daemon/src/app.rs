@@ -492,15 +492,23 @@ impl App {
         .map(|_| ())
     }
 
-    /// Checks a permission; a refusal is audited (outcome `denied`) and answered `403`.
+    /// Checks a permission; a refusal is audited (outcome `denied`, with the object the path
+    /// names) and answered `403`.
     ///
     /// # Errors
     /// `403 forbidden`, or `503` when the denial cannot be audited.
-    pub async fn require(&self, caller: &Caller, perm: Perm, action: &str) -> Result<(), ApiError> {
+    pub async fn require(
+        &self,
+        caller: &Caller,
+        perm: Perm,
+        action: &str,
+        object_id: Option<&str>,
+    ) -> Result<(), ApiError> {
         if auth::allows(&caller.policies, perm) {
             return Ok(());
         }
-        self.audit(caller.record(action, None, "denied")).await?;
+        self.audit(caller.record(action, object_id, "denied"))
+            .await?;
         Err(ApiError::forbidden(format!(
             "the token's policies do not allow {action}"
         )))

@@ -86,11 +86,7 @@ pub async fn import(
     csr_pem: &str,
     note: Option<String>,
 ) -> Result<CsrRow, ApiError> {
-    if note.as_ref().is_some_and(|n| {
-        n.chars().count() > 1024
-            || n.chars()
-                .any(|c| scaivault_core::name::is_hidden(c) && c != '\n')
-    }) {
+    if note.as_deref().is_some_and(|n| !free_text_ok(n)) {
         return Err(ApiError::bad_request(
             "invalid_note",
             "note must be at most 1024 characters, without control (other than line breaks) or invisible ones",
@@ -160,6 +156,16 @@ fn state_conflict(id: &str, current: &str, wanted: &str) -> ApiError {
     ApiError::conflict(code, format!("CSR {id} is {current}; cannot {wanted} it"))
 }
 
+/// A note, comment or reason a person wrote for others to read: at most 1024 characters, no
+/// control characters but line breaks, nothing invisible (no bidirectional overrides that would
+/// show `approved\u{202e}gnp.exe` as something else).
+fn free_text_ok(t: &str) -> bool {
+    t.chars().count() <= 1024
+        && !t
+            .chars()
+            .any(|c| scaivault_core::name::is_hidden(c) && c != '\n')
+}
+
 /// Approves (`reason == None`) or rejects a pending CSR.
 ///
 /// # Errors
@@ -173,13 +179,12 @@ pub async fn decide(
     text: Option<String>,
 ) -> Result<CsrRow, ApiError> {
     let action = if approve { "approve" } else { "reject" };
-    if let Some(t) = &text {
-        if t.chars().count() > 1024 {
-            return Err(ApiError::bad_request(
-                "invalid_comment",
-                "comment or reason must be at most 1024 characters",
-            ));
-        }
+    // Shown to reviewers and kept in the audit chain: nothing there may hide or reorder text.
+    if text.as_deref().is_some_and(|t| !free_text_ok(t)) {
+        return Err(ApiError::bad_request(
+            "invalid_comment",
+            "comment or reason must be at most 1024 characters, without control (other than line breaks) or invisible ones",
+        ));
     }
     if !approve && text.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(ApiError::bad_request(

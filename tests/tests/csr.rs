@@ -217,6 +217,19 @@ fn the_state_machine_and_its_conflicts() {
         .problem(400, "reason_required");
     d.post(&format!("/v1/pki/csr/{a}/reject"), &json!({"reason": "  "}))
         .problem(400, "reason_required");
+    // Free text a reviewer reads and the audit chain keeps: nothing that hides or reorders it.
+    for text in ["approved\u{202e}gnp.exe", "bad\u{0}ctl", "x\u{200b}y"] {
+        d.post(
+            &format!("/v1/pki/csr/{a}/reject"),
+            &json!({ "reason": text }),
+        )
+        .problem(400, "invalid_comment");
+        d.post(
+            &format!("/v1/pki/csr/{a}/approve"),
+            &json!({ "comment": text }),
+        )
+        .problem(400, "invalid_comment");
+    }
     let rej = d.post(
         &format!("/v1/pki/csr/{a}/reject"),
         &json!({"reason": "unknown vendor"}),
@@ -470,25 +483,38 @@ fn separation_of_duties_and_policies() {
     .problem(403, "separation_of_duties");
     // Each refusal is one record, `denied`.
     let audit = d.get("/v1/audit?limit=1000").json();
-    let about_own: Vec<(String, String)> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["object_id"] == own.as_str())
-        .map(|r| {
-            (
-                r["action"].as_str().unwrap().to_owned(),
-                r["outcome"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let about = |csr: &str| -> Vec<(String, String)> {
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["object_id"] == csr)
+            .map(|r| {
+                (
+                    r["action"].as_str().unwrap().to_owned(),
+                    r["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
     let pair = |a: &str, o: &str| (a.to_owned(), o.to_owned());
     assert_eq!(
-        about_own,
+        about(&own),
         vec![
             pair("csr.import", "success"),
             pair("csr.approve", "denied"),
             pair("csr.reject", "denied")
+        ],
+        "{audit}"
+    );
+    // A token without the policy: the refusal names the CSR the path names.
+    assert_eq!(
+        about(&id),
+        vec![
+            pair("csr.import", "success"),
+            pair("csr.approve", "denied"),
+            pair("csr.approve", "denied"),
+            pair("csr.read", "denied")
         ],
         "{audit}"
     );

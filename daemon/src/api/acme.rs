@@ -104,7 +104,7 @@ async fn create_account(
     caller: Caller,
     body: Body<AccountRequest>,
 ) -> Result<(Status, Json<AccountResponse>), ApiError> {
-    app.require(&caller, Perm::AcmeWrite, "acme.account.create")
+    app.require(&caller, Perm::AcmeWrite, "acme.account.create", None)
         .await?;
     let b = body.0;
     let input = accounts::NewAccountInput {
@@ -131,7 +131,7 @@ async fn list_accounts(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<List<AccountResponse>>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.account.list")
+    app.require(&caller, Perm::AcmeRead, "acme.account.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     let page = accounts::list(app, &caller.tenant_id, cursor, limit).await?;
@@ -147,7 +147,7 @@ async fn get_account(
     caller: Caller,
     id: &str,
 ) -> Result<Json<AccountResponse>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.account.read")
+    app.require(&caller, Perm::AcmeRead, "acme.account.read", Some(id))
         .await?;
     Ok(Json(account_view(
         accounts::get(app, &caller.tenant_id, id).await?,
@@ -156,8 +156,13 @@ async fn get_account(
 
 #[delete("/v1/pki/acme/accounts/<id>")]
 async fn delete_account(app: &State<App>, caller: Caller, id: &str) -> Result<Status, ApiError> {
-    app.require(&caller, Perm::AcmeWrite, "acme.account.deactivate")
-        .await?;
+    app.require(
+        &caller,
+        Perm::AcmeWrite,
+        "acme.account.deactivate",
+        Some(id),
+    )
+    .await?;
     let res = accounts::deactivate(app, &caller, id).await;
     app.finish(&caller, "acme.account.deactivate", Some(id), res)
         .await?;
@@ -202,7 +207,7 @@ async fn create_provider(
     caller: Caller,
     body: Body<ProviderRequest>,
 ) -> Result<(Status, Json<ProviderResponse>), ApiError> {
-    app.require(&caller, Perm::AcmeWrite, "acme.dns_provider.create")
+    app.require(&caller, Perm::AcmeWrite, "acme.dns_provider.create", None)
         .await?;
     let b = body.0;
     let res = providers::create(app, &caller, &b.name, &b.kind, b.config).await;
@@ -219,7 +224,7 @@ async fn list_providers(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<List<ProviderResponse>>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.dns_provider.list")
+    app.require(&caller, Perm::AcmeRead, "acme.dns_provider.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     let page = providers::list(app, &caller.tenant_id, cursor, limit).await?;
@@ -235,7 +240,7 @@ async fn get_provider(
     caller: Caller,
     id: &str,
 ) -> Result<Json<ProviderResponse>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.dns_provider.read")
+    app.require(&caller, Perm::AcmeRead, "acme.dns_provider.read", Some(id))
         .await?;
     Ok(Json(provider_view(
         providers::get(app, &caller.tenant_id, id).await?,
@@ -244,8 +249,13 @@ async fn get_provider(
 
 #[delete("/v1/pki/acme/dns-providers/<id>")]
 async fn delete_provider(app: &State<App>, caller: Caller, id: &str) -> Result<Status, ApiError> {
-    app.require(&caller, Perm::AcmeWrite, "acme.dns_provider.delete")
-        .await?;
+    app.require(
+        &caller,
+        Perm::AcmeWrite,
+        "acme.dns_provider.delete",
+        Some(id),
+    )
+    .await?;
     let res = providers::delete(app, &caller, id).await;
     app.finish(&caller, "acme.dns_provider.delete", Some(id), res)
         .await?;
@@ -282,7 +292,7 @@ async fn issue(
     caller: Caller,
     body: Body<IssueRequest>,
 ) -> Result<(Status, Json<IssueResponse>), ApiError> {
-    app.require(&caller, Perm::AcmeWrite, "acme.certificate.request")
+    app.require(&caller, Perm::AcmeWrite, "acme.certificate.request", None)
         .await?;
     let b = body.0;
     let input = certs::IssueInput {
@@ -364,7 +374,7 @@ async fn list_certificates(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<List<CertificateResponse>>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.certificate.list")
+    app.require(&caller, Perm::AcmeRead, "acme.certificate.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     let page = certs::list(app, &caller.tenant_id, cursor, limit).await?;
@@ -384,7 +394,7 @@ async fn get_certificate(
     caller: Caller,
     id: &str,
 ) -> Result<Json<CertificateResponse>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.certificate.read")
+    app.require(&caller, Perm::AcmeRead, "acme.certificate.read", Some(id))
         .await?;
     let (mc, v) = certs::get(app, &caller.tenant_id, id).await?;
     Ok(Json(certificate_view(mc, v)))
@@ -396,8 +406,13 @@ async fn delete_certificate(
     caller: Caller,
     id: &str,
 ) -> Result<Status, ApiError> {
-    app.require(&caller, Perm::AcmeWrite, "acme.certificate.delete")
-        .await?;
+    app.require(
+        &caller,
+        Perm::AcmeWrite,
+        "acme.certificate.delete",
+        Some(id),
+    )
+    .await?;
     let res = certs::delete(app, &caller, id).await;
     app.finish(&caller, "acme.certificate.delete", Some(id), res)
         .await?;
@@ -436,7 +451,7 @@ async fn list_versions(
     caller: Caller,
     id: &str,
 ) -> Result<Json<List<VersionResponse>>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.certificate.read")
+    app.require(&caller, Perm::AcmeRead, "acme.certificate.read", Some(id))
         .await?;
     let vs = certs::versions(app, &caller.tenant_id, id).await?;
     Ok(Json(List {
@@ -452,7 +467,7 @@ async fn get_version(
     id: &str,
     n: &str,
 ) -> Result<Json<VersionResponse>, ApiError> {
-    app.require(&caller, Perm::AcmeRead, "acme.certificate.read")
+    app.require(&caller, Perm::AcmeRead, "acme.certificate.read", Some(id))
         .await?;
     let n: i64 = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
         ApiError::bad_request(

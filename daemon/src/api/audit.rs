@@ -26,7 +26,8 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<AuditList>, ApiError> {
-    app.require(&caller, Perm::AuditRead, "audit.list").await?;
+    app.require(&caller, Perm::AuditRead, "audit.list", None)
+        .await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
     let page = app

@@ -234,7 +234,8 @@ async fn create(
     caller: Caller,
     body: Body<CreateCaRequest>,
 ) -> Result<(Status, Json<CaResponse>), ApiError> {
-    app.require(&caller, Perm::CaWrite, "ca.create").await?;
+    app.require(&caller, Perm::CaWrite, "ca.create", None)
+        .await?;
     let res = async {
         let req = new_ca(body.0)?;
         let row = ca::create(app, &caller, req).await?;
@@ -273,7 +274,7 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<ListResponse<CaResponse>>, ApiError> {
-    app.require(&caller, Perm::CaRead, "ca.list").await?;
+    app.require(&caller, Perm::CaRead, "ca.list", None).await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
     let page = app
@@ -299,7 +300,8 @@ async fn list(
 
 #[get("/v1/pki/ca/<id>", rank = 2)]
 async fn get_one(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CaResponse>, ApiError> {
-    app.require(&caller, Perm::CaRead, "ca.read").await?;
+    app.require(&caller, Perm::CaRead, "ca.read", Some(id))
+        .await?;
     Ok(Json(CaResponse::from_row(
         ca::get(app, &caller.tenant_id, id).await?,
     )?))
@@ -367,7 +369,7 @@ async fn signed_certificate(
     id: &str,
     body: Body<SignedCertificateRequest>,
 ) -> Result<Json<CaResponse>, ApiError> {
-    app.require(&caller, Perm::CaWrite, "ca.install_certificate")
+    app.require(&caller, Perm::CaWrite, "ca.install_certificate", Some(id))
         .await?;
     let res = async {
         let row = ca::install_signed(app, &caller, id, &body.0.certificate_pem, &body.0.chain_pem)
@@ -405,7 +407,8 @@ async fn import(
     caller: Caller,
     body: Body<ImportRequest>,
 ) -> Result<(Status, Json<CaResponse>), ApiError> {
-    app.require(&caller, Perm::CaWrite, "ca.import").await?;
+    app.require(&caller, Perm::CaWrite, "ca.import", None)
+        .await?;
     let res = async {
         let b = body.0;
         let req = ImportCa {
@@ -432,7 +435,8 @@ async fn import(
 
 #[delete("/v1/pki/ca/<id>")]
 async fn retire(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CaResponse>, ApiError> {
-    app.require(&caller, Perm::CaWrite, "ca.retire").await?;
+    app.require(&caller, Perm::CaWrite, "ca.retire", Some(id))
+        .await?;
     let res = async { CaResponse::from_row(ca::retire(app, &caller, id).await?) }.await;
     Ok(Json(app.finish(&caller, "ca.retire", Some(id), res).await?))
 }

@@ -79,7 +79,7 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<CertList>, ApiError> {
-    app.require(&caller, Perm::InventoryRead, "certificate.list")
+    app.require(&caller, Perm::InventoryRead, "certificate.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     if let Some(s) = &status {
@@ -155,8 +155,13 @@ async fn get_one(
     caller: Caller,
     serial: &str,
 ) -> Result<Json<CertView>, ApiError> {
-    app.require(&caller, Perm::InventoryRead, "certificate.read")
-        .await?;
+    app.require(
+        &caller,
+        Perm::InventoryRead,
+        "certificate.read",
+        Some(serial),
+    )
+    .await?;
     let row = load(app, &caller, serial).await?;
     Ok(Json(view(row, &time_util::rfc3339(time_util::now()))?))
 }
@@ -173,8 +178,13 @@ async fn private_key(
     caller: Caller,
     serial: &str,
 ) -> Result<Json<KeyView>, ApiError> {
-    app.require(&caller, Perm::KeyRead, "certificate.read_private_key")
-        .await?;
+    app.require(
+        &caller,
+        Perm::KeyRead,
+        "certificate.read_private_key",
+        Some(serial),
+    )
+    .await?;
     let res = async {
         let row = load(app, &caller, serial).await?;
         let (ca, sn) = (row.issuer_ca_id.clone(), row.serial.clone());

@@ -95,7 +95,8 @@ async fn import(
     caller: Caller,
     body: Body<ImportRequest, { CSR_BODY_BYTES }>,
 ) -> Result<(Status, Json<CsrView>), ApiError> {
-    app.require(&caller, Perm::CsrImport, "csr.import").await?;
+    app.require(&caller, Perm::CsrImport, "csr.import", None)
+        .await?;
     let b = body.0;
     let res = async { view(csrs::import(app, &caller, &b.csr_pem, b.note).await?) }.await;
     let out = app.finish(&caller, "csr.import", None, res).await?;
@@ -116,7 +117,8 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<CsrList>, ApiError> {
-    app.require(&caller, Perm::CsrRead, "csr.list").await?;
+    app.require(&caller, Perm::CsrRead, "csr.list", None)
+        .await?;
     let limit = page_limit(app, limit)?;
     if let Some(s) = &status {
         if !["pending", "approved", "rejected", "signed"].contains(&s.as_str()) {
@@ -146,7 +148,8 @@ async fn list(
 
 #[get("/v1/pki/csr/<id>")]
 async fn get_one(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CsrView>, ApiError> {
-    app.require(&caller, Perm::CsrRead, "csr.read").await?;
+    app.require(&caller, Perm::CsrRead, "csr.read", Some(id))
+        .await?;
     Ok(Json(view(csrs::get(app, &caller.tenant_id, id).await?)?))
 }
 
@@ -164,7 +167,8 @@ async fn approve(
     id: &str,
     body: OptionalBody<ApproveRequest>,
 ) -> Result<Json<CsrView>, ApiError> {
-    app.require(&caller, Perm::CsrReview, "csr.approve").await?;
+    app.require(&caller, Perm::CsrReview, "csr.approve", Some(id))
+        .await?;
     let comment = body.0.and_then(|b| b.comment);
     let res = async { view(csrs::decide(app, &caller, id, true, comment).await?) }.await;
     Ok(Json(
@@ -186,7 +190,8 @@ async fn reject(
     id: &str,
     body: Body<RejectRequest>,
 ) -> Result<Json<CsrView>, ApiError> {
-    app.require(&caller, Perm::CsrReview, "csr.reject").await?;
+    app.require(&caller, Perm::CsrReview, "csr.reject", Some(id))
+        .await?;
     let res = async { view(csrs::decide(app, &caller, id, false, body.0.reason).await?) }.await;
     Ok(Json(
         app.finish(&caller, "csr.reject", Some(id), res).await?,
@@ -219,7 +224,8 @@ async fn sign(
     id: &str,
     body: Body<SignRequest>,
 ) -> Result<Json<SignResponse>, ApiError> {
-    app.require(&caller, Perm::CsrSign, "csr.sign").await?;
+    app.require(&caller, Perm::CsrSign, "csr.sign", Some(id))
+        .await?;
     let b = body.0;
     let res = async {
         let usage = match b.usage.as_deref() {
@@ -269,7 +275,7 @@ async fn events(
     r#type: Option<String>,
     since: Option<String>,
 ) -> Result<Json<EventList>, ApiError> {
-    app.require(&caller, Perm::EventsRead, "events.list")
+    app.require(&caller, Perm::EventsRead, "events.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     if let Some(t) = &r#type {

@@ -38,7 +38,7 @@ async fn revoke_cert(
     caller: Caller,
     body: Body<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    app.require(&caller, Perm::CaWrite, "certificate.revoke")
+    app.require(&caller, Perm::CaWrite, "certificate.revoke", None)
         .await?;
     let b = body.0;
     // The audit object in the stored form (no colons, upper case), as on success; when it is no
@@ -130,7 +130,8 @@ async fn rebuild_crl(
     caller: Caller,
     id: &str,
 ) -> Result<Json<Rebuilt>, ApiError> {
-    app.require(&caller, Perm::CaWrite, "crl.rebuild").await?;
+    app.require(&caller, Perm::CaWrite, "crl.rebuild", Some(id))
+        .await?;
     let res = async {
         crate::ca::get(app, &caller.tenant_id, id).await?;
         let rec = caller.record("crl.rebuild", Some(id), "success");
@@ -170,7 +171,8 @@ async fn import_crl(
     id: &str,
     body: Body<ImportCrlRequest>,
 ) -> Result<Json<ImportedCrl>, ApiError> {
-    app.require(&caller, Perm::CaWrite, "crl.import").await?;
+    app.require(&caller, Perm::CaWrite, "crl.import", Some(id))
+        .await?;
     let res = async {
         let i = revoke::import(app, &caller, id, &body.0.crl_pem).await?;
         Ok(ImportedCrl {

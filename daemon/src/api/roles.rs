@@ -21,7 +21,8 @@ async fn create(
     caller: Caller,
     body: Body<RoleSpec>,
 ) -> Result<(Status, Json<RoleSpec>), ApiError> {
-    app.require(&caller, Perm::RoleWrite, "role.create").await?;
+    app.require(&caller, Perm::RoleWrite, "role.create", None)
+        .await?;
     let res = if body.0.name == roles::UNNAMED {
         Err(ApiError::bad_request(
             "missing_field",
@@ -47,7 +48,7 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<RoleList>, ApiError> {
-    app.require(&caller, Perm::InventoryRead, "role.list")
+    app.require(&caller, Perm::InventoryRead, "role.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
@@ -74,7 +75,7 @@ async fn list(
 
 #[get("/v1/pki/roles/<name>")]
 async fn get_one(app: &State<App>, caller: Caller, name: &str) -> Result<Json<RoleSpec>, ApiError> {
-    app.require(&caller, Perm::InventoryRead, "role.read")
+    app.require(&caller, Perm::InventoryRead, "role.read", Some(name))
         .await?;
     Ok(Json(roles::get(app, &caller.tenant_id, name).await?.1))
 }
@@ -86,7 +87,8 @@ async fn replace(
     name: &str,
     body: Body<RoleSpec>,
 ) -> Result<Json<RoleSpec>, ApiError> {
-    app.require(&caller, Perm::RoleWrite, "role.update").await?;
+    app.require(&caller, Perm::RoleWrite, "role.update", Some(name))
+        .await?;
     let res = async {
         let mut spec = body.0;
         if spec.name != roles::UNNAMED && !spec.name.is_empty() && spec.name != name {
@@ -107,7 +109,8 @@ async fn replace(
 
 #[delete("/v1/pki/roles/<name>")]
 async fn remove(app: &State<App>, caller: Caller, name: &str) -> Result<Status, ApiError> {
-    app.require(&caller, Perm::RoleWrite, "role.delete").await?;
+    app.require(&caller, Perm::RoleWrite, "role.delete", Some(name))
+        .await?;
     let res = roles::delete(app, &caller, name).await;
     app.finish(&caller, "role.delete", Some(name), res).await?;
     Ok(Status::NoContent)

@@ -41,7 +41,8 @@ async fn tidy(
     caller: Caller,
     body: OptionalBody<TidyRequest>,
 ) -> Result<Json<TidyReport>, ApiError> {
-    app.require(&caller, Perm::TokenAdmin, "pki.tidy").await?;
+    app.require(&caller, Perm::TokenAdmin, "pki.tidy", None)
+        .await?;
     let b = body.0.unwrap_or_default();
     let res = async {
         let retention = b.retention.unwrap_or_else(|| "720h".into());

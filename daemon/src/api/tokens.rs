@@ -116,7 +116,7 @@ async fn create(
     caller: Caller,
     body: Body<CreateTokenRequest>,
 ) -> Result<(Status, Json<CreatedToken>), ApiError> {
-    app.require(&caller, Perm::TokenAdmin, "token.create")
+    app.require(&caller, Perm::TokenAdmin, "token.create", None)
         .await?;
     let res = async {
         let b = body.0;
@@ -161,7 +161,8 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<TokenList>, ApiError> {
-    app.require(&caller, Perm::TokenAdmin, "token.list").await?;
+    app.require(&caller, Perm::TokenAdmin, "token.list", None)
+        .await?;
     let limit = page_limit(app, limit)?;
     let tenant = caller.tenant_id.clone();
     let page = app
@@ -189,7 +190,7 @@ struct Revoked {
 
 #[delete("/v1/auth/tokens/<id>")]
 async fn revoke(app: &State<App>, caller: Caller, id: &str) -> Result<Json<Revoked>, ApiError> {
-    app.require(&caller, Perm::TokenAdmin, "token.revoke")
+    app.require(&caller, Perm::TokenAdmin, "token.revoke", Some(id))
         .await?;
     let res = async {
         if crate::auth::token_id(id).is_some() {

@@ -64,7 +64,7 @@ async fn create(
     caller: Caller,
     body: Body<CreateRequest>,
 ) -> Result<(Status, Json<AnchorResponse>), ApiError> {
-    app.require(&caller, Perm::CaWrite, "trust_anchor.create")
+    app.require(&caller, Perm::CaWrite, "trust_anchor.create", None)
         .await?;
     let b = body.0;
     let res =
@@ -82,7 +82,7 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<AnchorList>, ApiError> {
-    app.require(&caller, Perm::CaRead, "trust_anchor.list")
+    app.require(&caller, Perm::CaRead, "trust_anchor.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     let page = anchors::list(app, &caller.tenant_id, cursor, limit).await?;
@@ -98,14 +98,14 @@ async fn get_one(
     caller: Caller,
     id: &str,
 ) -> Result<Json<AnchorResponse>, ApiError> {
-    app.require(&caller, Perm::CaRead, "trust_anchor.read")
+    app.require(&caller, Perm::CaRead, "trust_anchor.read", Some(id))
         .await?;
     Ok(Json(view(anchors::get(app, &caller.tenant_id, id).await?)?))
 }
 
 #[delete("/v1/pki/trust-anchors/<id>")]
 async fn remove(app: &State<App>, caller: Caller, id: &str) -> Result<Status, ApiError> {
-    app.require(&caller, Perm::CaWrite, "trust_anchor.delete")
+    app.require(&caller, Perm::CaWrite, "trust_anchor.delete", Some(id))
         .await?;
     let res = anchors::delete(app, &caller, id).await;
     app.finish(&caller, "trust_anchor.delete", Some(id), res)

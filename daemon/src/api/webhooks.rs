@@ -109,7 +109,7 @@ async fn create(
     caller: Caller,
     body: Body<CreateRequest>,
 ) -> Result<(Status, Json<WebhookResponse>), ApiError> {
-    app.require(&caller, Perm::WebhookAdmin, "webhook.create")
+    app.require(&caller, Perm::WebhookAdmin, "webhook.create", None)
         .await?;
     let b = body.0;
     let res = async {
@@ -127,7 +127,7 @@ async fn list(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<WebhookList>, ApiError> {
-    app.require(&caller, Perm::WebhookAdmin, "webhook.list")
+    app.require(&caller, Perm::WebhookAdmin, "webhook.list", None)
         .await?;
     let limit = page_limit(app, limit)?;
     let page = webhooks::list(app, &caller.tenant_id, cursor, limit).await?;
@@ -143,7 +143,7 @@ async fn get_one(
     caller: Caller,
     id: &str,
 ) -> Result<Json<WebhookResponse>, ApiError> {
-    app.require(&caller, Perm::WebhookAdmin, "webhook.read")
+    app.require(&caller, Perm::WebhookAdmin, "webhook.read", Some(id))
         .await?;
     Ok(Json(view(
         webhooks::get(app, &caller.tenant_id, id).await?,
@@ -152,7 +152,7 @@ async fn get_one(
 
 #[delete("/v1/webhooks/<id>")]
 async fn remove(app: &State<App>, caller: Caller, id: &str) -> Result<Status, ApiError> {
-    app.require(&caller, Perm::WebhookAdmin, "webhook.delete")
+    app.require(&caller, Perm::WebhookAdmin, "webhook.delete", Some(id))
         .await?;
     let res = webhooks::delete(app, &caller, id).await;
     app.finish(&caller, "webhook.delete", Some(id), res).await?;
@@ -167,7 +167,7 @@ async fn deliveries(
     limit: Option<&str>,
     cursor: Option<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    app.require(&caller, Perm::WebhookAdmin, "webhook.read")
+    app.require(&caller, Perm::WebhookAdmin, "webhook.read", Some(id))
         .await?;
     let limit = page_limit(app, limit)?;
     let page = webhooks::deliveries(app, &caller.tenant_id, id, cursor, limit).await?;
