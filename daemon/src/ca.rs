@@ -10,6 +10,7 @@ use der::{Decode, Encode};
 use scaivault_core::name::DnFields;
 use scaivault_core::profile::{self, CaTemplate, Constraints, IpRange, IssuerInfo, LintExpect};
 use scaivault_core::serial::Serial;
+use scaivault_core::validate::MAX_PATH_INTERMEDIATES;
 use scaivault_core::{pem, sign, time_util, verify};
 use scaivault_hsm::{KeySpec, Signer, Token};
 use scaivault_store::{CaRow, CertRow};
@@ -167,7 +168,21 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
                 match parent_id {
                     None => Ok(Ok(None)),
                     Some(pid) => match tx.get_ca(&tenant, &pid) {
-                        Ok(p) => Ok(Ok(Some(p))),
+                        Ok(p) => {
+                            let depth = intermediates_above(tx, &tenant, &p)?;
+                            if depth + 1 > MAX_PATH_INTERMEDIATES {
+                                return Ok(Err(ApiError::bad_request(
+                                    "hierarchy_too_deep",
+                                    format!(
+                                        "parent CA {pid} is the {depth}th intermediate below its root: a CA \
+                                         below it would put {} intermediate CAs between its leaves and the \
+                                         root, more than the {MAX_PATH_INTERMEDIATES} path validation follows",
+                                        depth + 1
+                                    ),
+                                )));
+                            }
+                            Ok(Ok(Some(p)))
+                        }
                         Err(scaivault_store::Error::NotFound) => Ok(Err(ApiError::bad_request(
                             "parent_ca_not_found",
                             format!("parent CA {pid:?} not found"),
@@ -361,6 +376,26 @@ async fn create_started(
     })
     .await?;
     Ok(row)
+}
+
+/// How many intermediate CAs a leaf of `ca` has on its path up to the anchor: `ca` itself and
+/// each CA above it that has a parent in ScaiVault (a root, or an intermediate signed outside,
+/// is the anchor). Bounded: a loop in stored rows cannot hold the request.
+fn intermediates_above(
+    tx: &scaivault_store::Tx<'_>,
+    tenant: &str,
+    ca: &CaRow,
+) -> scaivault_store::Result<usize> {
+    let mut depth = 0;
+    let mut parent = ca.parent_ca_id.clone();
+    while let Some(pid) = parent {
+        depth += 1;
+        if depth > MAX_PATH_INTERMEDIATES {
+            break;
+        }
+        parent = tx.get_ca(tenant, &pid)?.parent_ca_id;
+    }
+    Ok(depth)
 }
 
 /// The pathLenConstraint a sub-CA of `parent` may carry (RFC 5280 §4.2.1.9): refused when the

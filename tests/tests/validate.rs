@@ -877,3 +877,61 @@ fn a_pathological_chain_answers_quickly_with_a_reason() {
     );
     println!("pathological chain: {took:?}, {}", v["errors"]);
 }
+
+/// The deepest hierarchy the API creates is one the validator follows: six intermediates below
+/// the root, whose leaves validate (and `openssl verify` agrees); a seventh is refused at
+/// creation (`400 hierarchy_too_deep`) instead of issuing leaves ScaiVault would call invalid.
+#[test]
+fn the_deepest_hierarchy_created_still_validates() {
+    let d = Daemon::start();
+    let root = d.create_root("root", "ec", Some(256));
+    let mut parent = root["id"].as_str().unwrap().to_owned();
+    for i in 1..=6 {
+        let r = d.post(
+            "/v1/pki/ca",
+            &json!({"name": format!("deep{i}"), "common_name": format!("Deep {i}"),
+                    "ca_type": "intermediate", "parent_ca_id": parent, "validity_days": 1000 - i}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        parent = r.json()["id"].as_str().unwrap().to_owned();
+    }
+    let p = d
+        .post(
+            "/v1/pki/ca",
+            &json!({"name": "deep7", "common_name": "Deep 7", "ca_type": "intermediate",
+                    "parent_ca_id": parent, "validity_days": 900}),
+        )
+        .problem(400, "hierarchy_too_deep");
+    assert!(p["detail"].as_str().unwrap().contains(&parent), "{p}");
+    let r = d.post(
+        "/v1/pki/roles",
+        &json!({"name": "deep", "ca_id": parent, "allowed_domains": ["deep.internal"],
+                "allow_subdomains": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let issued = d
+        .post(
+            "/v1/pki/issue/deep",
+            &json!({"common_name": "x.deep.internal", "ttl": "1h"}),
+        )
+        .json();
+    let leaf = issued["certificate"].as_str().unwrap();
+    let v = validate(
+        &d,
+        &json!({"certificate_pem": leaf, "dns_name": "x.deep.internal"}),
+    );
+    assert_eq!(v["valid"], true, "{v}");
+    let chain = issued["ca_chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 7, "six intermediates and the root");
+    let dir = d.dir.path();
+    let untrusted: String = chain[..6].iter().map(|c| c.as_str().unwrap()).collect();
+    let out = openssl_ok(&[
+        "verify",
+        "-CAfile",
+        &write(dir, "deep-root.pem", chain[6].as_str().unwrap()),
+        "-untrusted",
+        &write(dir, "deep-chain.pem", &untrusted),
+        &write(dir, "deep-leaf.pem", leaf),
+    ]);
+    assert!(out.contains("OK"), "{out}");
+}

@@ -133,9 +133,13 @@ pub fn from_webpki(e: &webpki::Error) -> Failure {
             Code::PathLengthExceeded,
             "a CA's pathLenConstraint is exceeded".into(),
         ),
+        // No certificate's pathLenConstraint is at stake: the validator's own depth limit.
         E::MaximumPathDepthExceeded => (
-            Code::PathLengthExceeded,
-            "the path would need more than 6 intermediate CAs".into(),
+            Code::PathTooComplex,
+            format!(
+                "the path would need more than {} intermediate CAs, the most this validator follows",
+                super::MAX_PATH_INTERMEDIATES
+            ),
         ),
         E::InvalidSignatureForPublicKey | E::SignatureAlgorithmMismatch => (
             Code::BadSignature,

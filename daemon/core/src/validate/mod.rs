@@ -47,6 +47,6 @@ pub use input::{
 pub use revocation::{RevocationSource, Status};
 pub use types::{
     Anchor, AnchorKind, AnchorRef, ChainCert, Outcome, PeerName, Purpose, Request, Revocation,
-    MAX_CERT_BYTES, MAX_CRLS, MAX_INTERMEDIATES,
+    MAX_CERT_BYTES, MAX_CRLS, MAX_INTERMEDIATES, MAX_PATH_INTERMEDIATES,
 };
 pub use x509_cert::ext::pkix::KeyUsages;

@@ -409,3 +409,31 @@ fn purposes_parse() {
     assert_eq!(Purpose::parse("code_signing"), None);
     assert!(PeerName::dns("not a name").is_err());
 }
+
+/// The validator follows at most `MAX_PATH_INTERMEDIATES` intermediates (rustls-webpki's limit):
+/// a path of that many validates; one more is `path_too_complex` (no pathLenConstraint is at
+/// stake, so not `path_length_exceeded`).
+#[test]
+fn the_path_depth_limit_is_the_validators_own() {
+    let token = SoftToken::new();
+    let root = ca(&token, "Deep Root", None, Constraints::default());
+    let mut cas = vec![root];
+    for i in 1..=MAX_PATH_INTERMEDIATES + 1 {
+        let parent = cas.last();
+        let next = ca(&token, &format!("Deep {i}"), parent, Constraints::default());
+        cas.push(next);
+    }
+    let anchors = vec![anchor(&cas[0], "ca_root")];
+    for n in [MAX_PATH_INTERMEDIATES, MAX_PATH_INTERMEDIATES + 1] {
+        let dns = format!("n{n}.svc.internal");
+        let names = vec![PeerName::dns(&dns).unwrap()];
+        let leaf = leaf(&token, &cas[n], &dns, true, false);
+        let inter: Vec<Vec<u8>> = cas[1..=n].iter().map(|c| c.der.clone()).collect();
+        let o = validate(&request(&leaf, &inter, &anchors, &names));
+        if n == MAX_PATH_INTERMEDIATES {
+            assert!(o.valid, "{:?}", o.errors);
+        } else {
+            assert_eq!(codes(&o), vec![Code::PathTooComplex], "{:?}", o.errors);
+        }
+    }
+}

@@ -9,6 +9,10 @@ use x509_cert::ext::pkix::KeyUsages;
 
 /// The most intermediate certificates one validation looks at (supplied plus the tenant's own).
 pub const MAX_INTERMEDIATES: usize = 1024;
+/// The most intermediate CAs a path may hold between the leaf and its anchor: rustls-webpki's
+/// fixed limit (RFC 5280 sets none). CA creation refuses a hierarchy deeper than this, so that
+/// every leaf ScaiVault issues validates here.
+pub const MAX_PATH_INTERMEDIATES: usize = 6;
 /// The largest certificate accepted, in octets.
 pub const MAX_CERT_BYTES: usize = 64 * 1024;
 /// The most CRLs one validation takes.
