@@ -935,3 +935,88 @@ fn the_deepest_hierarchy_created_still_validates() {
     ]);
     assert!(out.contains("OK"), "{out}");
 }
+
+/// A sound signature by an RSA-1024 anchor: the verdict blames the key (`unsupported_algorithm`)
+/// and does not call the signature bad (webpki reports a key it will not use as a signature
+/// that does not verify; `openssl verify` accepts the signature and refuses the key only at
+/// `-auth_level 2`).
+#[test]
+fn a_weak_anchor_key_is_blamed_not_its_signature() {
+    let d = Daemon::start();
+    let dir = d.dir.path().join("weak");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-nodes",
+        "-keyout",
+        &p("weak.key"),
+        "-out",
+        &p("weak.pem"),
+        "-days",
+        "365",
+        "-subj",
+        "/CN=Weak Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p("leaf.key"),
+        "-out",
+        &p("leaf.csr"),
+        "-subj",
+        "/CN=w.example",
+    ]);
+    let ext = write(
+        &dir,
+        "leaf.ext",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:w.example\n",
+    );
+    openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("weak.pem"),
+        "-CAkey",
+        &p("weak.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        &ext,
+        "-out",
+        &p("leaf.pem"),
+    ]);
+    // openssl: the signature verifies; the key is too weak at a stricter level.
+    let out = openssl(&["verify", "-CAfile", &p("weak.pem"), &p("leaf.pem")]);
+    assert!(out.status.success(), "{out:?}");
+    let root = std::fs::read_to_string(p("weak.pem")).unwrap();
+    let ta = d.post(
+        "/v1/pki/trust-anchors",
+        &json!({"name": "weak", "certificate_pem": root}),
+    );
+    assert_eq!(ta.status, 201, "{}", ta.text());
+    let leaf = std::fs::read_to_string(p("leaf.pem")).unwrap();
+    let v = validate(&d, &json!({"certificate_pem": leaf}));
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(codes(&v), vec!["unsupported_algorithm"], "{v}");
+    assert!(
+        v["errors"][0]["message"].as_str().unwrap().contains("1024"),
+        "{v}"
+    );
+}

@@ -251,7 +251,12 @@ pub(super) fn explain(
             }
         }
         other => {
-            if !errors.iter().any(|f| same_code(f, other)) {
+            // webpki reports a signature made with a key it cannot use (RSA-1024, a curve it
+            // does not know) as one that does not verify: the key is named below instead, and
+            // a signature that may well be sound is not called bad.
+            let key_to_blame = failure::from_webpki(other).code == Code::BadSignature
+                && linked.iter().skip(1).any(|c| profile::key(c).is_some());
+            if !key_to_blame && !errors.iter().any(|f| same_code(f, other)) {
                 push(errors, failure::from_webpki(other));
             }
         }
