@@ -31,6 +31,13 @@ fn validate(d: &Daemon, body: &Value) -> Value {
     validate_as(d, &d.admin, body)
 }
 
+/// A fresh directory for the test's files, inside the daemon's.
+fn scratch(d: &Daemon, name: &str) -> std::path::PathBuf {
+    let dir = d.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn token_for(d: &Daemon, tenant: &str, policy: &str) -> String {
     if tenant != "default" {
         let _ = d.cli(&["tenant", "create", tenant]);
@@ -409,8 +416,7 @@ fn openssl_ca(dir: &Path, name: &str, ca_cert: &str, ca_key: &str) -> String {
 #[test]
 fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() {
     let d = Daemon::start();
-    let dir = d.dir.path().join("vendor");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&d, "vendor");
     let v = vendor(&dir);
     let body =
         |leaf: &str| json!({"certificate_pem": leaf, "chain_pem": v.int, "purpose": "server_auth"});
@@ -585,8 +591,7 @@ fn a_vendor_chain_outside_its_name_constraints_fails_once_its_root_is_trusted() 
 #[test]
 fn trust_anchor_crud_policies_and_tenant_isolation() {
     let d = Daemon::start();
-    let dir = d.dir.path().join("vendor");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&d, "vendor");
     let v = vendor(&dir);
     let fp = openssl_ok(&[
         "x509",
@@ -799,8 +804,7 @@ fn a_pathological_chain_answers_quickly_with_a_reason() {
     // 32 self-issued CAs that all share one name and each have their own key: every one of them
     // could issue every other, so a naive path search explores 32^6 candidate paths.
     let d = Daemon::start();
-    let dir = d.dir.path().join("loop");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&d, "loop");
     let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let mut chain = String::new();
     for i in 0..32 {
@@ -943,8 +947,7 @@ fn the_deepest_hierarchy_created_still_validates() {
 #[test]
 fn a_weak_anchor_key_is_blamed_not_its_signature() {
     let d = Daemon::start();
-    let dir = d.dir.path().join("weak");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&d, "weak");
     let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     openssl_ok(&[
         "req",
