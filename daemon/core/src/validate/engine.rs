@@ -170,10 +170,14 @@ pub fn validate(req: &Request<'_>) -> Outcome {
                 push(&mut errors, f);
             }
             explain(&mut errors, &e, &linked, &crls, req);
-            // A revoked certificate on a path that verifies otherwise: the path and its anchor
-            // are given with the reason, as for a name mismatch (webpki stops at the revocation
-            // and returns no path, so it is searched again without the CRLs).
-            if matches!(e, webpki::Error::CertRevoked) {
+            // A revoked certificate, or one whose status is unknown, on a path that verifies
+            // otherwise: the path and its anchor are given with the reason, as for a name
+            // mismatch (webpki stops at the revocation and returns no path, so it is searched
+            // again without the revocation check).
+            if matches!(
+                e,
+                webpki::Error::CertRevoked | webpki::Error::UnknownRevocationStatus
+            ) {
                 let again = PathContext {
                     rejected: RefCell::new(Vec::new()),
                     revocation: false,

@@ -342,6 +342,9 @@ fn revocation_from_our_records_and_unknown_status() {
     // Only the intermediate is ours: the link root → intermediate has no CRL.
     let o = run(&Fixed(Some(Status::Good), int_spki.clone()));
     assert_eq!(codes(&o), vec![Code::RevocationUnknown], "{o:?}");
+    // The path verified: its anchor and chain are given, as for a revocation.
+    assert!(o.anchor.is_some(), "{o:?}");
+    assert_eq!(o.chain.len(), 3, "{o:?}");
     // A serial our CA never issued.
     let o = run(&Fixed(Some(Status::Unknown), int_spki));
     assert!(codes(&o).contains(&Code::RevocationUnknown), "{o:?}");
