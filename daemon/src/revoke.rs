@@ -218,7 +218,12 @@ pub async fn rebuild_audited(
     let interval = i64::try_from(duration::parse_seconds(&settings.crl_interval).unwrap_or(3600))
         .unwrap_or(3600);
     let now = time_util::now();
-    let next = now + Duration::seconds(interval.saturating_mul(2));
+    // Two intervals, but never past the CA certificate's end (as an OCSP response's): nothing
+    // it issued outlives it, and a CRL claiming freshness beyond it would mislead.
+    let mut next = now + Duration::seconds(interval.saturating_mul(2));
+    if info.not_after > now {
+        next = next.min(info.not_after);
+    }
     let keep_after = time_util::rfc3339(now - EXPIRED_GRACE);
     let store = app.store.clone();
     let id = ca_id.to_owned();
@@ -976,7 +981,7 @@ fn crl_der(text: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// One scheduler pass: rebuilds every CRL that is dirty or past half its lifetime.
+/// One scheduler pass: rebuilds every CRL that is dirty or one `crl_interval` old.
 pub async fn rebuild_due(app: &App) {
     let horizon = time_util::rfc3339(time_util::now() + Duration::days(62));
     let candidates = match app
@@ -998,15 +1003,17 @@ pub async fn rebuild_due(app: &App) {
             .db(move |s| s.read(|tx| tx.published_crl(&id)).map_err(ApiError::from))
             .await;
         let due = match state {
-            Ok(Some((_, Some(_), Some(next), dirty))) => {
+            Ok(Some((_, Some(this), Some(_), dirty))) => {
                 let row = match crate::ca::get_public(app, &ca_id).await {
                     Ok(r) => r,
                     Err(_) => continue,
                 };
                 let interval = duration::parse_seconds(&crate::ca::settings(&row).crl_interval)
                     .unwrap_or(3600);
-                let rebuild_at = time_util::parse_rfc3339(&next)
-                    .map(|n| n - Duration::seconds(i64::try_from(interval).unwrap_or(3600)));
+                // One interval after the last build (its nextUpdate, two intervals on, may be
+                // cut to the CA's end: counting back from it would rebuild on every pass).
+                let rebuild_at = time_util::parse_rfc3339(&this)
+                    .map(|t| t + Duration::seconds(i64::try_from(interval).unwrap_or(3600)));
                 dirty || rebuild_at.is_ok_and(|t| t <= time_util::now())
             }
             Ok(_) => true,

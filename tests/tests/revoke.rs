@@ -796,3 +796,48 @@ fn concurrent_first_crl_downloads_share_one_build() {
     assert!(made <= 2.0, "{made} signatures for 16 downloads");
     assert!(distinct.len() <= 2, "{} different CRLs", distinct.len());
 }
+
+/// A CRL's nextUpdate stops at the CA certificate's end (an OCSP response's does too: nothing the
+/// CA issued outlives it), and a CRL cut short that way is rebuilt one `crl_interval` after its
+/// build, not on every scheduler pass.
+#[test]
+fn a_crls_next_update_stops_at_the_cas_end() {
+    let d = Daemon::start();
+    let root = d.create_root("root", "ec", Some(256));
+    let int = d.post(
+        "/v1/pki/ca",
+        &json!({"name": "short", "common_name": "Short-lived Intermediate", "ca_type": "intermediate",
+                "parent_ca_id": root["id"], "validity_days": 1, "crl_interval": "31d"}),
+    );
+    assert_eq!(int.status, 201, "{}", int.text());
+    let int = int.json();
+    let dir = d.dir.path();
+    let ca_pem = write(dir, "short.pem", int["certificate"].as_str().unwrap());
+    let end = openssl(&["x509", "-noout", "-enddate", "-in", &ca_pem]);
+    let end = String::from_utf8_lossy(&end.stdout).trim().to_owned();
+    let crl = d.get(&format!("/v1/pki/ca/{}/crl", int["id"].as_str().unwrap()));
+    assert_eq!(crl.status, 200, "{}", crl.text());
+    let crl_path = dir.join("short.crl");
+    std::fs::write(&crl_path, &crl.bytes).unwrap();
+    let next = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-noout",
+        "-nextupdate",
+        "-in",
+        crl_path.to_str().unwrap(),
+    ]);
+    let next = String::from_utf8_lossy(&next.stdout).trim().to_owned();
+    assert_eq!(
+        next.strip_prefix("nextUpdate="),
+        end.strip_prefix("notAfter="),
+        "{next} / {end}"
+    );
+    // Every CA has its CRL now; two scheduler passes later, none was built again.
+    let r = d.get(&format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()));
+    assert_eq!(r.status, 200);
+    let builds = d.metric("scaivault_crl_builds_total");
+    std::thread::sleep(Duration::from_secs(21));
+    assert_eq!(d.metric("scaivault_crl_builds_total"), builds);
+}
