@@ -834,6 +834,20 @@ fn a_crls_next_update_stops_at_the_cas_end() {
         end.strip_prefix("notAfter="),
         "{next} / {end}"
     );
+    // What caches and relying parties send first: a HEAD, answered as the GET without a body,
+    // logged as what it was, and no error line (Rocket routes it again as a GET).
+    let head = d.call(
+        "HEAD",
+        &format!("/v1/pki/ca/{}/crl", int["id"].as_str().unwrap()),
+        None,
+        None,
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(head.content_type, "application/pkix-crl");
+    assert!(head.bytes.is_empty());
+    let log = d.log_text();
+    assert!(log.contains("method=HEAD"), "{log}");
+    assert!(!log.contains("No matching routes"), "{log}");
     // Every CA has its CRL now; two scheduler passes later, none was built again.
     let r = d.get(&format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()));
     assert_eq!(r.status, 200);

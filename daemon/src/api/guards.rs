@@ -40,7 +40,9 @@ impl Default for RequestId {
     }
 }
 
-struct Started(Instant);
+/// When the request arrived, and its method as sent (Rocket answers a `HEAD` by routing it as a
+/// `GET`, and the request then says `GET`).
+struct Started(Instant, rocket::http::Method);
 
 /// Assigns request ids, sets `X-Request-Id`, logs one line per request.
 pub struct RequestLog;
@@ -61,20 +63,17 @@ impl Fairing for RequestLog {
             .filter(|v| RequestId::acceptable(v))
             .map(str::to_owned);
         let _ = req.local_cache(|| given.map(RequestId).unwrap_or_default());
-        let _ = req.local_cache(|| Started(Instant::now()));
+        let method = req.method();
+        let _ = req.local_cache(|| Started(Instant::now(), method));
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let id = req.local_cache(RequestId::new).0.clone();
-        let ms = req
-            .local_cache(|| Started(Instant::now()))
-            .0
-            .elapsed()
-            .as_secs_f64()
-            * 1000.0;
+        let started = req.local_cache(|| Started(Instant::now(), req.method()));
+        let ms = started.0.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             target: "scaivault::http",
-            method = %req.method(),
+            method = %started.1,
             path = %crate::auth::loggable_path(req.uri().path().as_str()),
             status = res.status().code,
             ms = format_args!("{ms:.2}"),

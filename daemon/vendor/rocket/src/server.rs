@@ -403,8 +403,12 @@ impl Rocket<Orbit> {
         }
 
         // ScaiVault patch: not the request's URI, which may hold a bearer token a client put in
-        // its path or query by mistake; the daemon's request log shows the path, redacted.
-        error_!("No matching routes for {} (path: see the request log line).", request.method());
+        // its path or query by mistake; the daemon's request log shows the path, redacted. And
+        // not for a `HEAD` without a route of its own: it is routed again as a `GET` at once
+        // (logged then if that finds nothing either), so this is no error.
+        if request.method() != Method::Head {
+            error_!("No matching routes for {} (path: see the request log line).", request.method());
+        }
         Outcome::Forward((data, status))
     }
 
