@@ -95,6 +95,7 @@ pub async fn import(
     let parsed = csr::parse_pem(csr_pem)?;
     // Nothing that could not go into a certificate reaches an approver.
     csr::check_for_workflow(&parsed)?;
+    approved_names(&parsed)?;
     let s = summary(&parsed);
     let now = time_util::rfc3339(time_util::now());
     let row = CsrRow {
@@ -154,6 +155,65 @@ fn state_conflict(id: &str, current: &str, wanted: &str) -> ApiError {
         "csr_state_conflict"
     };
     ApiError::conflict(code, format!("CSR {id} is {current}; cannot {wanted} it"))
+}
+
+/// The names a certificate for `parsed` carries: its DNS/IP/URI SAN values, and its CN repeated
+/// in the SAN when it is a DNS name or an IP address. Checked at import too, so that a CSR that
+/// could never be signed (nothing to certify, a mangled host-like CN) does not reach an approver.
+///
+/// # Errors
+/// `400 invalid_csr`, `400 csr_without_names`.
+fn approved_names(parsed: &csr::ParsedCsr) -> Result<ApprovedNames, ApiError> {
+    // Only the subject and the SAN names are taken from the request; other requested extensions
+    // are ignored.
+    let mut dns: Vec<String> = parsed
+        .dns
+        .iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    let mut ips = parsed.ips.clone();
+    // The CN is repeated in the SAN when it is a DNS name or an IP address. A CN that reads like
+    // a host name but is neither (a URI, `a..b`, `a_b.example`) would have to go into the SAN
+    // as something it is not: refused, so that no certificate carries a mangled name.
+    // A CN without a dot (`Billing`) or with a space stays free text, as before.
+    if let Some(cn) = parsed
+        .common_name
+        .as_ref()
+        .filter(|cn| cn.contains('.') && !cn.contains(' '))
+    {
+        if let Ok(ip) = cn.parse::<std::net::IpAddr>() {
+            if !ips.contains(&ip) {
+                ips.insert(0, ip);
+            }
+        } else if let Ok(name) = scaivault_core::role::normalize_dns_name(cn) {
+            if !dns.contains(&name) {
+                dns.insert(0, name);
+            }
+        } else {
+            return Err(ApiError::bad_request(
+                "invalid_csr",
+                format!(
+                    "the CSR's common name {cn:?} looks like a host name but is neither a DNS \
+                     name nor an IP address; put the name in the subjectAltName and use a CN \
+                     that is one, or none"
+                ),
+            ));
+        }
+    }
+    dns.dedup();
+    let names = ApprovedNames {
+        common_name: parsed.common_name.clone(),
+        dns_names: dns,
+        ips,
+        uris: parsed.uris.clone(),
+    };
+    if names.dns_names.is_empty() && names.ips.is_empty() && names.uris.is_empty() {
+        return Err(ApiError::bad_request(
+            "csr_without_names",
+            "the CSR names no DNS name, IP or URI to certify",
+        ));
+    }
+    Ok(names)
 }
 
 /// A note, comment or reason a person wrote for others to read: at most 1024 characters, no
@@ -306,55 +366,7 @@ pub async fn sign(
     let parsed = csr::parse_der(&row.csr_der)?;
     // Checked at import; again for CSRs imported before that check existed.
     csr::check_for_workflow(&parsed)?;
-    // Only the subject and the SAN names are taken from the request; other requested extensions
-    // are ignored.
-    let mut dns: Vec<String> = parsed
-        .dns
-        .iter()
-        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-        .collect();
-    let mut ips = parsed.ips.clone();
-    // The CN is repeated in the SAN when it is a DNS name or an IP address. A CN that reads like
-    // a host name but is neither (a URI, `a..b`, `a_b.example`) would have to go into the SAN
-    // as something it is not: refused, so that no certificate carries a mangled name.
-    // A CN without a dot (`Billing`) or with a space stays free text, as before.
-    if let Some(cn) = parsed
-        .common_name
-        .as_ref()
-        .filter(|cn| cn.contains('.') && !cn.contains(' '))
-    {
-        if let Ok(ip) = cn.parse::<std::net::IpAddr>() {
-            if !ips.contains(&ip) {
-                ips.insert(0, ip);
-            }
-        } else if let Ok(name) = scaivault_core::role::normalize_dns_name(cn) {
-            if !dns.contains(&name) {
-                dns.insert(0, name);
-            }
-        } else {
-            return Err(ApiError::bad_request(
-                "invalid_csr",
-                format!(
-                    "the CSR's common name {cn:?} looks like a host name but is neither a DNS \
-                     name nor an IP address; put the name in the subjectAltName and use a CN \
-                     that is one, or none"
-                ),
-            ));
-        }
-    }
-    dns.dedup();
-    let names = ApprovedNames {
-        common_name: parsed.common_name.clone(),
-        dns_names: dns,
-        ips,
-        uris: parsed.uris.clone(),
-    };
-    if names.dns_names.is_empty() && names.ips.is_empty() && names.uris.is_empty() {
-        return Err(ApiError::bad_request(
-            "csr_without_names",
-            "the CSR names no DNS name, IP or URI to certify",
-        ));
-    }
+    let names = approved_names(&parsed)?;
     // Claim it: only one signer gets past this.
     let claim_at = time_util::rfc3339(now);
     let (t, i) = (caller.tenant_id.clone(), id.to_owned());

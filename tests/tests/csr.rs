@@ -703,7 +703,7 @@ fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
     let d = Daemon::start();
     let tmp = d.dir.path();
     let (_, int) = hierarchy(&d);
-    let approve_and_sign = |tag: &str, subj: &str, san: Option<&str>| {
+    let import = |tag: &str, subj: &str, san: Option<&str>| {
         let (pem, _) = make_csr(
             tmp,
             tag,
@@ -711,7 +711,10 @@ fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
             subj,
             san,
         );
-        let c = d.post("/v1/pki/csr/import", &json!({"csr_pem": pem}));
+        d.post("/v1/pki/csr/import", &json!({"csr_pem": pem}))
+    };
+    let approve_and_sign = |tag: &str, subj: &str, san: Option<&str>| {
+        let c = import(tag, subj, san);
         assert_eq!(c.status, 201, "{tag}: {}", c.text());
         let id = c.json()["id"].as_str().unwrap().to_owned();
         let ok = d.post(&format!("/v1/pki/csr/{id}/approve"), &json!({}));
@@ -787,7 +790,8 @@ fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
         "{t}"
     );
     assert!(!t.contains("x@iot.example"), "{t}");
-    let p = approve_and_sign(
+    // What could never be signed never reaches an approver: refused at import.
+    let p = import(
         "uri",
         "/CN=spiffe:\\/\\/cluster.local\\/ns\\/a\\/sa\\/b",
         Some("URI:spiffe://cluster.local/ns/a/sa/b"),
@@ -797,4 +801,11 @@ fn the_common_name_of_a_csr_goes_into_the_san_only_as_what_it_is() {
         p["detail"].as_str().unwrap().contains("neither a DNS"),
         "{p}"
     );
+    // Only an e-mail address, which is not issued: nothing to certify.
+    import(
+        "mailnames",
+        "/CN=Device Four",
+        Some("email:dev4@iot.example"),
+    )
+    .problem(400, "csr_without_names");
 }
