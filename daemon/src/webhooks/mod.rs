@@ -104,11 +104,27 @@ pub fn check_url(text: &str) -> Result<(), ApiError> {
     if text.len() > MAX_URL {
         return Err(bad(&format!("must be at most {MAX_URL} bytes")));
     }
-    // The parser would drop or encode these, and the URL shown would not be the one used.
+    // The parser would drop or encode these, and the URL shown would not be the one used
+    // (a zero-width space in the path was sent as `%E2%80%8B`, a non-ASCII host as its A-label).
     if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(bad(
             "must not contain whitespace or control characters (percent-encode them)",
         ));
+    }
+    if !text.is_ascii() {
+        return Err(bad(
+            "must be ASCII: percent-encode other characters, give a host as its A-label (xn--…)",
+        ));
+    }
+    let bytes = text.as_bytes();
+    let broken_escape = bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if broken_escape {
+        return Err(bad("has a '%' that is not followed by two hex digits"));
     }
     let url = url::Url::parse(text).map_err(|e| bad(&format!("does not parse: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -138,6 +154,9 @@ pub fn check_url(text: &str) -> Result<(), ApiError> {
     }
     if url.fragment().is_some() {
         return Err(bad("must not have a fragment"));
+    }
+    if url.port() == Some(0) {
+        return Err(bad("must not name port 0"));
     }
     Ok(())
 }
@@ -320,6 +339,7 @@ mod tests {
         assert!(check_url("https://hooks.example/x?y=1").is_ok());
         assert!(check_url("http://127.0.0.1:8080/").is_ok());
         assert!(check_url("HTTPS://Hooks.example/").is_ok());
+        assert!(check_url("http://xn--bcher-kva.example/a%20b%2F").is_ok());
         for bad in [
             "ftp://x/",
             "https://user:pw@h/",
@@ -334,6 +354,12 @@ mod tests {
             "http://h/x\u{0}y",
             "http://h/a b",
             "http://@127.0.0.1:18421/",
+            "http://127.0.0.1:18520/\u{200b}",
+            "http://bücher.example/",
+            "http://h/%zz",
+            "http://h/%4",
+            "http://h/x%",
+            "http://127.0.0.1:0/",
         ] {
             assert_eq!(check_url(bad).unwrap_err().code, "invalid_url", "{bad}");
         }
