@@ -64,11 +64,14 @@ impl From<TokenRow> for TokenView {
 /// `400` for unknown policies or a bad ttl.
 pub fn new_token(
     tenant_id: &str,
-    policies: Vec<String>,
+    mut policies: Vec<String>,
     ttl: Option<&str>,
     name: Option<String>,
 ) -> Result<(TokenRow, auth::NewToken), ApiError> {
     auth::check_policies(&policies)?;
+    // A policy given twice is one grant: stored (and shown) once, in the order first given.
+    let mut seen = std::collections::HashSet::new();
+    policies.retain(|p| seen.insert(p.clone()));
     if let Some(n) = &name {
         if n.is_empty() || n.len() > 128 || n.chars().any(scaivault_core::name::is_hidden) {
             return Err(ApiError::bad_request(
@@ -225,4 +228,15 @@ async fn revoke(app: &State<App>, caller: Caller, id: &str) -> Result<Json<Revok
     Ok(Json(
         app.finish(&caller, "token.revoke", Some(id), res).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_policy_given_twice_is_kept_once_in_order() {
+        let p = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (row, _) =
+            super::new_token("tn_1", p(&["admin", "auditor", "admin"]), None, None).unwrap();
+        assert_eq!(row.policies, p(&["admin", "auditor"]));
+    }
 }
