@@ -168,21 +168,10 @@ pub async fn create(app: &App, caller: &Caller, mut req: NewCa) -> Result<CaRow,
                 match parent_id {
                     None => Ok(Ok(None)),
                     Some(pid) => match tx.get_ca(&tenant, &pid) {
-                        Ok(p) => {
-                            let depth = intermediates_above(tx, &tenant, &p)?;
-                            if depth + 1 > MAX_PATH_INTERMEDIATES {
-                                return Ok(Err(ApiError::bad_request(
-                                    "hierarchy_too_deep",
-                                    format!(
-                                        "parent CA {pid} is the {depth}th intermediate below its root: a CA \
-                                         below it would put {} intermediate CAs between its leaves and the \
-                                         root, more than the {MAX_PATH_INTERMEDIATES} path validation follows",
-                                        depth + 1
-                                    ),
-                                )));
-                            }
-                            Ok(Ok(Some(p)))
-                        }
+                        Ok(p) => match depth_below(tx, &tenant, &p)? {
+                            Err(e) => Ok(Err(e)),
+                            Ok(()) => Ok(Ok(Some(p))),
+                        },
                         Err(scaivault_store::Error::NotFound) => Ok(Err(ApiError::bad_request(
                             "parent_ca_not_found",
                             format!("parent CA {pid:?} not found"),
@@ -376,6 +365,29 @@ async fn create_started(
     })
     .await?;
     Ok(row)
+}
+
+/// Whether a CA may be made below `parent` (created or imported): `400 hierarchy_too_deep` when
+/// its leaves would have more intermediates on their path than validation follows.
+fn depth_below(
+    tx: &scaivault_store::Tx<'_>,
+    tenant: &str,
+    parent: &CaRow,
+) -> scaivault_store::Result<Result<(), ApiError>> {
+    let depth = intermediates_above(tx, tenant, parent)?;
+    if depth < MAX_PATH_INTERMEDIATES {
+        return Ok(Ok(()));
+    }
+    Ok(Err(ApiError::bad_request(
+        "hierarchy_too_deep",
+        format!(
+            "parent CA {} is the {depth}th intermediate below its root: a CA below it would put \
+             {} intermediate CAs between its leaves and the root, more than the \
+             {MAX_PATH_INTERMEDIATES} path validation follows",
+            parent.id,
+            depth + 1
+        ),
+    )))
 }
 
 /// How many intermediate CAs a leaf of `ca` has on its path up to the anchor: `ca` itself and
@@ -890,6 +902,12 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
                 e
             }
         })?;
+        let (t, p2) = (caller.tenant_id.clone(), parent.clone());
+        app.db(move |s| {
+            s.read(|tx| depth_below(tx, &t, &p2))
+                .map_err(ApiError::from)
+        })
+        .await??;
         let pder = parent.cert_der.ok_or_else(|| {
             ApiError::conflict("parent_ca_not_active", "parent has no certificate")
         })?;

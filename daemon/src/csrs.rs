@@ -425,14 +425,22 @@ pub async fn sign(
             let at = time_util::rfc3339(time_util::now());
             let released = app
                 .db(move |s| {
-                    s.write(|tx| {
+                    Ok(s.write(|tx| {
                         tx.transition_csr(&t, &i, "signing", "approved", None, &at, None, None)
-                    })
-                    .map_err(ApiError::from)
+                    }))
                 })
                 .await;
-            if let Err(r) = released {
-                tracing::error!(error = %r, csr = %id, "could not release a CSR after a failed signature");
+            match released {
+                Ok(Ok(_)) => {}
+                // Back to `approved` already: a certificate commit that was not confirmed, found
+                // applied and settled (`crate::settle`), which undid the CSR's `signed`.
+                Ok(Err(scaivault_store::Error::Conflict(current))) if current == "approved" => {}
+                Ok(Err(r)) => {
+                    tracing::error!(error = %r, csr = %id, "could not release a CSR after a failed signature");
+                }
+                Err(r) => {
+                    tracing::error!(error = %r, csr = %id, "could not release a CSR after a failed signature");
+                }
             }
             Err(e)
         }

@@ -97,7 +97,7 @@ impl ApiError {
         use scaivault_store::Error as S;
         match e {
             S::NotFound | S::Conflict(_) | S::Changed(_) => e.into(),
-            S::Unavailable(cause) | S::Corrupt(cause) | S::Sql(cause) => {
+            S::Unavailable(cause) | S::Unconfirmed(cause) | S::Corrupt(cause) | S::Sql(cause) => {
                 tracing::error!(%cause, "a change and its audit record could not be written");
                 Self::audit_unavailable().with_cause(cause)
             }
@@ -178,7 +178,7 @@ impl From<scaivault_store::Error> for ApiError {
         match e {
             S::NotFound => ApiError::not_found("not_found", "object"),
             S::Conflict(what) => ApiError::conflict("conflict", what),
-            S::Unavailable(cause) => {
+            S::Unavailable(cause) | S::Unconfirmed(cause) => {
                 tracing::error!(%cause, "database unavailable");
                 ApiError::new(
                     Status::ServiceUnavailable,

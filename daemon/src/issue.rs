@@ -834,7 +834,7 @@ async fn stepwise(
     );
     rx.await.unwrap_or_else(|_| {
         Outcome::NotStored(
-            scaivault_store::Error::Unavailable("the store writer has stopped".into()),
+            scaivault_store::Error::Unconfirmed("the store writer ended without an outcome".into()),
             None,
         )
     })
@@ -885,6 +885,11 @@ impl SignWatch {
     /// The request gave up on the call (before or during it).
     fn abandoned(&self) -> bool {
         self.state.load(Ordering::SeqCst) == Self::ABANDONED
+    }
+
+    /// The token call returned in time: a certificate exists and may have been stored.
+    fn signed(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == Self::SIGNED
     }
 
     /// How long the token call has been running, if it is.
@@ -1010,8 +1015,17 @@ async fn chained(
     loop {
         match tokio::time::timeout(wait, &mut rx).await {
             Ok(Ok(outcome)) => return outcome,
-            // The chain ended without an answer (a panic, or the runtime shutting down): the
-            // reservation, if any, is released (a stored certificate is not touched by that).
+            // The chain ended without an answer (a panic, or the runtime shutting down). After
+            // the signature the certificate's commit may have happened: settled as one that was
+            // not confirmed (as `stepwise` does); before it, the reservation is released.
+            Ok(Err(_)) if watch.signed() => {
+                return Outcome::NotStored(
+                    scaivault_store::Error::Unconfirmed(
+                        "the issuance ended without an outcome after the signature".into(),
+                    ),
+                    take(),
+                )
+            }
             Ok(Err(_)) => {
                 return Outcome::SignFailed(
                     ApiError::internal("the issuance ended without an outcome"),
@@ -1198,13 +1212,12 @@ pub async fn sign_order(
         let shared = app.cluster.is_shared();
         async move {
             let (ca2, sn2) = (ca.clone(), sn.clone());
-            let revoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (job_u, flag) = (unsettled.clone(), revoked.clone());
+            let found = crate::settle::Found::default();
+            let (job_u, slot) = (unsettled.clone(), found.clone());
             let written = app
                 .write(Box::new(move |tx| {
                     if unconfirmed {
-                        let r = crate::settle::apply(tx, &job_u, shared)?;
-                        flag.store(r, std::sync::atomic::Ordering::Release);
+                        slot.apply(tx, &job_u, shared)?;
                     } else if row_reserved {
                         // The reservation is a row (PostgreSQL); a journaled one is released
                         // below.
@@ -1215,11 +1228,7 @@ pub async fn sign_order(
                 .await;
             if unconfirmed {
                 match &written {
-                    Ok(()) => crate::settle::after(
-                        app,
-                        &unsettled,
-                        revoked.load(std::sync::atomic::Ordering::Acquire),
-                    ),
+                    Ok(()) => crate::settle::after(app, &unsettled, found.take()),
                     Err(_) => crate::settle::defer(app, unsettled),
                 }
             }
@@ -1258,12 +1267,18 @@ pub async fn sign_order(
             // written (the database is gone), the journal keeps the reservation and the next
             // start revokes the serial, as after a crash.
             tracing::error!(serial = %serial, ca = %issuer.ca_id, error = %e, "a signed certificate could not be stored: discarded, not returned");
+            let unconfirmed = matches!(e, scaivault_store::Error::Unconfirmed(_));
             let failed = ApiError::new(
                 rocket::http::Status::ServiceUnavailable,
                 "database_unavailable",
-                "the database refused to store the certificate; it was discarded and nothing was issued",
+                if unconfirmed {
+                    "the database did not confirm the certificate's commit; the certificate was \
+                     not returned, and is revoked if the commit was applied after all"
+                } else {
+                    "the database refused to store the certificate; it was discarded and nothing was issued"
+                },
             );
-            return release(failed, ticket, false, true).await;
+            return release(failed, ticket, false, unconfirmed).await;
         }
         Outcome::Voided(what) => {
             tracing::warn!(serial = %serial, ca = %issuer.ca_id, %what, "signed on a basis that changed meanwhile: stored revoked, not returned");

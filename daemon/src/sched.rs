@@ -3,7 +3,8 @@
 //! `crl_interval` and dirty CRLs shortly after a revocation (debounced). Its state lives in the
 //! database (CRL numbers, next updates, dirty marks), so it survives restarts. It also starts
 //! tasks of their own, which a slow peer can delay only themselves: the webhook delivery worker
-//! (`webhooks::worker`), OCSP pre-signing, the CA key watch and the ACME client's work (orders
+//! (`webhooks::worker`), OCSP pre-signing, the CA key watch, the settling of certificate commits
+//! that were not confirmed (`crate::settle`) and the ACME client's work (orders
 //! left in flight, renewal information, due renewals: [`acme_renewals`]). It stops when the
 //! shutdown signal fires, and those tasks with it.
 //!
@@ -38,6 +39,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     let presigner = tokio::spawn(crate::ocsp::presigner(app.clone()));
     let webhooks = tokio::spawn(crate::webhooks::worker::run(app.clone()));
     let key_watch = tokio::spawn(watch_ca_keys(app.clone()));
+    let settler = tokio::spawn(crate::settle::run(app.clone()));
     let mut acme = tokio::spawn(acme_renewals(app.clone()));
     tokio::pin!(shutdown);
     loop {
@@ -45,7 +47,6 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
             _ = tick.tick() => {
                 beat.store(time::OffsetDateTime::now_utc().unix_timestamp(), Ordering::Relaxed);
                 app.limits.forget_idle();
-                crate::settle::retry(&app).await;
                 if head_logged.elapsed() >= AUDIT_HEAD_EVERY {
                     head_logged = tokio::time::Instant::now();
                     log_audit_head(&app, "hourly").await;
@@ -89,6 +90,7 @@ pub async fn run(app: App, beat: Arc<AtomicI64>, shutdown: impl std::future::Fut
     presigner.abort();
     webhooks.abort();
     key_watch.abort();
+    settler.abort();
     acme.abort();
 }
 

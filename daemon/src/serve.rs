@@ -578,24 +578,22 @@ async fn serve(
     if let Some(p) = public_listener {
         p.stop();
     }
-    // Certificates whose commit was not confirmed and not settled yet: one more try (bounded,
-    // and only when there are any), then the serials left go to the log.
-    if app.unsettled.lock().is_ok_and(|l| !l.is_empty()) {
-        let _ = tokio::time::timeout(STOP_STEP_LIMIT, crate::settle::retry(&app)).await;
-        crate::settle::log_left(&app);
-    }
     notifier.status("stopping: committing queued database writes");
     let store = app.store.clone();
-    let flushed = tokio::time::timeout(
-        STOP_STEP_LIMIT,
+    let settle_app = app.clone();
+    let flushed = tokio::time::timeout(STOP_STEP_LIMIT, async move {
+        // Certificates whose commit was not confirmed and not settled yet get one more try,
+        // within the same step's time (the stop stays within systemd's stop timeout).
+        crate::settle::retry(&settle_app).await;
         blocking(move || {
             // The group commit runs jobs in order: once this empty job is done, every write
             // queued before it (certificates, audit records) is committed.
             store
                 .write_batched(Box::new(|_| Ok(())))
                 .context("database")
-        }),
-    )
+        })
+        .await
+    })
     .await
     .unwrap_or_else(|_| {
         Err(StartError(format!(
@@ -603,6 +601,8 @@ async fn serve(
             STOP_STEP_LIMIT.as_secs()
         )))
     });
+    // The serials still waiting go to the log, for an operator (nothing else will look for them).
+    crate::settle::log_left(&app);
     match flushed {
         Ok(()) => {
             tracing::info!("queued database writes committed");

@@ -5,21 +5,28 @@
 //! server went silent, around `COMMIT`), the server may have applied the commit anyway — at once,
 //! with the confirmation lost on the way, or later, once a stalled server (a synchronous standby
 //! that is down, say) moves again. The certificate would then be `valid` in the inventory
-//! although nobody received it.
+//! although it was never returned to the caller.
 //!
-//! So the failed issuance's own write (its `error:` audit record) also *settles* the serial: a
-//! reservation row left is deleted, and a certificate found stored `valid` is revoked
-//! (`cessation_of_operation`, audited as `certificate.reconcile` / `revoked_unconfirmed`, with a
-//! `certificate.revoked` event). When that write cannot be made either (the database is still
-//! gone), the serial waits in [`App::unsettled`] and the scheduler tries again on every tick
-//! ([`retry`]) until the write goes through. On PostgreSQL a commit that is still in progress
-//! holds the row and the cluster's write lock, so a settling write waits for it (up to
-//! `lock_timeout`) or fails and is tried again: whichever way the commit ends, the settling write
-//! sees it. A stop with serials still waiting logs them (`unsettled certificate commits`) for an
-//! operator to revoke if they show up `valid`.
+//! Only such a failure counts (`scaivault_store::Error::Unconfirmed`: a `COMMIT` sent whose
+//! answer never came, or an outcome lost after the signature); a commit the server refused was
+//! not applied. For those, the failed issuance's own write (its `error:` audit record) also
+//! *settles* the serial: a reservation row left is deleted, and a certificate found stored `valid`
+//! is revoked (`cessation_of_operation`, audited as `certificate.reconcile` /
+//! `revoked_unconfirmed`, with a `certificate.revoked` event; a CSR its commit marked `signed`
+//! goes back to `approved`). The certificate was never returned to the caller, but between the
+//! late commit and the settling it is in the inventory, and its `certificate.issued` event may
+//! have gone out to webhooks. When the settling write cannot be made either (the database is
+//! still gone), the serial waits in [`App::unsettled`] and a task of its own ([`run`]) tries again
+//! every scheduler tick until the write goes through, stopping a pass at the first failure (a
+//! stalled database costs one wait per pass, and never holds the scheduler). On PostgreSQL a
+//! commit still in progress holds the cluster's write lock, so a settling write waits for it (up
+//! to `lock_timeout`) or fails and is tried again: whichever way the commit ends, the settling
+//! write sees it. Each waiting serial is logged when it starts waiting (`could not be settled
+//! yet`), and a stop logs those left (`unsettled certificate commits`) for an operator to revoke
+//! if they show up `valid`.
 
 use crate::app::App;
-use scaivault_store::{AuditRecord, Tx};
+use scaivault_store::{AuditRecord, Settled, Tx};
 
 /// A serial whose certificate commit was not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,15 +40,15 @@ pub struct Unsettled {
 }
 
 /// Settles `u` inside a write transaction: deletes a reservation row left, revokes a
-/// certificate found stored `valid` (with its audit record and event). Returns whether it was
-/// revoked.
+/// certificate found stored `valid` (with its audit record and event).
 ///
 /// # Errors
 /// SQL failures.
-pub fn apply(tx: &Tx<'_>, u: &Unsettled, shared: bool) -> scaivault_store::Result<bool> {
+pub fn apply(tx: &Tx<'_>, u: &Unsettled, shared: bool) -> scaivault_store::Result<Settled> {
     let now = scaivault_core::time_util::rfc3339(scaivault_core::time_util::now());
-    if !tx.settle_unconfirmed(&u.ca_id, &u.serial, &now)? {
-        return Ok(false);
+    let settled = tx.settle_unconfirmed(&u.ca_id, &u.serial, &now)?;
+    if settled != Settled::Revoked {
+        return Ok(settled);
     }
     if shared {
         // A `good` another node stored for it must not outlive the revocation.
@@ -56,7 +63,7 @@ pub fn apply(tx: &Tx<'_>, u: &Unsettled, shared: bool) -> scaivault_store::Resul
         outcome: "revoked_unconfirmed".into(),
         request_id: None,
         detail: Some(
-            "stored by a commit whose confirmation never arrived, although the request was answered that nothing was issued: revoked (cessation_of_operation)"
+            "stored by a commit whose confirmation never arrived; the certificate was not returned to the caller: revoked (cessation_of_operation)"
                 .into(),
         ),
     })?;
@@ -72,15 +79,50 @@ pub fn apply(tx: &Tx<'_>, u: &Unsettled, shared: bool) -> scaivault_store::Resul
         &now,
         &data,
     )?;
-    Ok(true)
+    Ok(Settled::Revoked)
+}
+
+/// Where a write job leaves what [`apply`] found, for [`after`] once the write committed.
+#[derive(Clone, Default)]
+pub struct Found(std::sync::Arc<std::sync::Mutex<Option<Settled>>>);
+
+impl Found {
+    /// [`apply`], keeping its finding.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn apply(&self, tx: &Tx<'_>, u: &Unsettled, shared: bool) -> scaivault_store::Result<()> {
+        let settled = apply(tx, u, shared)?;
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(settled);
+        }
+        Ok(())
+    }
+
+    /// What [`Found::apply`] found (nothing stored when it did not run).
+    pub fn take(&self) -> Settled {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or(Settled::NotStored)
+    }
 }
 
 /// What to do after [`apply`] committed: a revoked certificate leaves the OCSP cache and wakes
-/// the CRL rebuild, with a warning that names it.
-pub fn after(app: &App, u: &Unsettled, revoked: bool) {
-    if revoked {
-        tracing::warn!(serial = %u.serial, ca = %u.ca_id, "a certificate whose commit was not confirmed was found stored: revoked (nobody received it)");
-        app.after_revocation(&u.ca_id, &u.serial);
+/// the CRL rebuild; each outcome is logged with the serial.
+pub fn after(app: &App, u: &Unsettled, settled: Settled) {
+    match settled {
+        Settled::Revoked => {
+            tracing::warn!(serial = %u.serial, ca = %u.ca_id, "a certificate whose commit was not confirmed was found stored: revoked (it was not returned to the caller)");
+            app.after_revocation(&u.ca_id, &u.serial);
+        }
+        Settled::AlreadyRevoked => {
+            tracing::info!(serial = %u.serial, ca = %u.ca_id, "a certificate whose commit was not confirmed was found stored and revoked already: settled");
+        }
+        Settled::NotStored => {
+            tracing::info!(serial = %u.serial, ca = %u.ca_id, "a certificate whose commit was not confirmed was not stored: settled");
+        }
     }
 }
 
@@ -94,8 +136,20 @@ pub fn defer(app: &App, u: Unsettled) {
     }
 }
 
-/// Tries once more to settle every waiting serial (each in a write of its own, so one that
-/// fails does not hold back the others); called on every scheduler tick.
+/// Tries every [`crate::sched::TICK`] to settle the waiting serials, in a task of its own (a
+/// database that does not answer delays only this); aborted at a stop.
+pub async fn run(app: App) {
+    let mut tick = tokio::time::interval(crate::sched::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        retry(&app).await;
+    }
+}
+
+/// Tries once more to settle the waiting serials, each in a write of its own, oldest first;
+/// the pass stops at the first write that fails (the next ones would wait for the same
+/// database).
 pub async fn retry(app: &App) {
     let waiting = match app.unsettled.lock() {
         Ok(list) if !list.is_empty() => list.clone(),
@@ -103,30 +157,19 @@ pub async fn retry(app: &App) {
     };
     let shared = app.cluster.is_shared();
     for u in waiting {
-        let revoked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (job_u, flag) = (u.clone(), revoked.clone());
+        let found = Found::default();
+        let (job_u, slot) = (u.clone(), found.clone());
         let written = app
-            .write(Box::new(move |tx| {
-                let r = apply(tx, &job_u, shared)?;
-                flag.store(r, std::sync::atomic::Ordering::Release);
-                Ok(())
-            }))
+            .write(Box::new(move |tx| slot.apply(tx, &job_u, shared)))
             .await;
-        match written {
-            Ok(()) => {
-                if let Ok(mut list) = app.unsettled.lock() {
-                    list.retain(|x| x != &u);
-                }
-                let revoked = revoked.load(std::sync::atomic::Ordering::Acquire);
-                if !revoked {
-                    tracing::info!(serial = %u.serial, ca = %u.ca_id, "a certificate whose commit was not confirmed was not stored: settled");
-                }
-                after(app, &u, revoked);
-            }
-            Err(e) => {
-                tracing::debug!(serial = %u.serial, error = %e, "settling an unconfirmed commit failed again");
-            }
+        if let Err(e) = written {
+            tracing::debug!(serial = %u.serial, error = %e, "settling an unconfirmed commit failed again");
+            return;
         }
+        if let Ok(mut list) = app.unsettled.lock() {
+            list.retain(|x| x != &u);
+        }
+        after(app, &u, found.take());
     }
 }
 

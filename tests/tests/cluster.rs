@@ -7,7 +7,7 @@
 //! the PostgreSQL backend for their daemons themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use scaivault_tests::{bin, crl_number, openssl, write, Daemon};
+use scaivault_tests::{bin, crl_number, make_csr, openssl, write, Daemon};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::process::Command;
@@ -780,9 +780,9 @@ impl CommitCutter {
     }
 }
 
-/// The certificate row with common name `cn`, of role `svc`.
+/// The certificate row with common name `cn`.
 fn certificate_named(d: &Daemon, cn: &str) -> Option<Value> {
-    let r = d.get("/v1/pki/certificates?role=svc&limit=100");
+    let r = d.get("/v1/pki/certificates?limit=100");
     if r.status != 200 {
         return None;
     }
@@ -863,6 +863,40 @@ fn a_certificate_commit_that_was_never_confirmed_is_revoked_not_left_valid() {
         "{log}"
     );
 
+    // A reviewed CSR whose certificate commit was not confirmed: the certificate is revoked and
+    // the CSR is back to `approved` (its commit had marked it `signed`), so it can be signed
+    // again.
+    let (csr_pem, _) = make_csr(
+        d.dir.path(),
+        "unconfirmed-3",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=unconfirmed-3.svc.internal",
+        None,
+    );
+    let csr = d.post("/v1/pki/csr/import", &json!({"csr_pem": csr_pem}));
+    assert_eq!(csr.status, 201, "{}", csr.text());
+    let csr_id = csr.json()["id"].as_str().unwrap().to_owned();
+    let ok = d.post(&format!("/v1/pki/csr/{csr_id}/approve"), &json!({}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    cutter.arm("unconfirmed-3.svc.internal", Duration::ZERO);
+    let sign = json!({"ca_id": ca_id, "validity_days": 1});
+    let r = d.post(&format!("/v1/pki/csr/{csr_id}/sign"), &sign);
+    assert!(cutter.was_cut(), "the relay saw no certificate commit");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let third = certificate_named(&d, "unconfirmed-3.svc.internal")
+        .expect("the commit the server applied is in the inventory");
+    assert_eq!(third["status"], "revoked", "{third}");
+    let c = d.get(&format!("/v1/pki/csr/{csr_id}")).json();
+    assert_eq!(c["status"], "approved", "{c}");
+    assert!(c["serial_number"].is_null(), "{c}");
+    let again = d.post(&format!("/v1/pki/csr/{csr_id}/sign"), &sign);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(
+        !d.log_text().contains("could not release a CSR"),
+        "{}",
+        d.log_text()
+    );
+
     // Audited, and on the next CRL.
     let audit = d.get("/v1/audit?limit=1000").json();
     let settled = audit["items"]
@@ -871,7 +905,7 @@ fn a_certificate_commit_that_was_never_confirmed_is_revoked_not_left_valid() {
         .iter()
         .filter(|x| x["outcome"] == "revoked_unconfirmed")
         .count();
-    assert_eq!(settled, 2, "{audit}");
+    assert_eq!(settled, 3, "{audit}");
     let r = d.post(&format!("/v1/pki/ca/{ca_id}/crl"), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     let root_pem = write(
@@ -880,7 +914,7 @@ fn a_certificate_commit_that_was_never_confirmed_is_revoked_not_left_valid() {
         root["certificate"].as_str().unwrap(),
     );
     let text = d.crl_text(&ca_id, &root_pem, "settled");
-    for c in [&first, &second] {
+    for c in [&first, &second, &third] {
         let hex = c["serial_number"]
             .as_str()
             .unwrap()

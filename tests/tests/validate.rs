@@ -890,6 +890,7 @@ fn the_deepest_hierarchy_created_still_validates() {
     let d = Daemon::start();
     let root = d.create_root("root", "ec", Some(256));
     let mut parent = root["id"].as_str().unwrap().to_owned();
+    let mut parent_pem = String::new();
     for i in 1..=6 {
         let r = d.post(
             "/v1/pki/ca",
@@ -898,6 +899,7 @@ fn the_deepest_hierarchy_created_still_validates() {
         );
         assert_eq!(r.status, 201, "{}", r.text());
         parent = r.json()["id"].as_str().unwrap().to_owned();
+        parent_pem = r.json()["certificate"].as_str().unwrap().to_owned();
     }
     let p = d
         .post(
@@ -907,6 +909,12 @@ fn the_deepest_hierarchy_created_still_validates() {
         )
         .problem(400, "hierarchy_too_deep");
     assert!(p["detail"].as_str().unwrap().contains(&parent), "{p}");
+    // Nor one imported below it (here an offline CA: the depth is checked first).
+    d.post(
+        "/v1/pki/ca/import",
+        &json!({"name": "deep7i", "certificate_pem": parent_pem, "parent_ca_id": parent}),
+    )
+    .problem(400, "hierarchy_too_deep");
     let r = d.post(
         "/v1/pki/roles",
         &json!({"name": "deep", "ca_id": parent, "allowed_domains": ["deep.internal"],

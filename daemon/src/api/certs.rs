@@ -159,11 +159,17 @@ async fn get_one(
         &caller,
         Perm::InventoryRead,
         "certificate.read",
-        Some(serial),
+        Some(&audit_serial(serial)),
     )
     .await?;
     let row = load(app, &caller, serial).await?;
     Ok(Json(view(row, &time_util::rfc3339(time_util::now()))?))
+}
+
+/// A serial from the path as audit records name serials: the stored form when it parses (as
+/// revocations record it), else as typed, cut to 64 characters.
+fn audit_serial(serial: &str) -> String {
+    Serial::parse(serial).map_or_else(|_| serial.chars().take(64).collect(), |s| s.key())
 }
 
 #[derive(Serialize)]
@@ -178,11 +184,12 @@ async fn private_key(
     caller: Caller,
     serial: &str,
 ) -> Result<Json<KeyView>, ApiError> {
+    let object = audit_serial(serial);
     app.require(
         &caller,
         Perm::KeyRead,
         "certificate.read_private_key",
-        Some(serial),
+        Some(&object),
     )
     .await?;
     let res = async {
@@ -211,7 +218,7 @@ async fn private_key(
     }
     .await;
     Ok(Json(
-        app.finish(&caller, "certificate.read_private_key", Some(serial), res)
+        app.finish(&caller, "certificate.read_private_key", Some(&object), res)
             .await?,
     ))
 }

@@ -21,6 +21,11 @@ pub enum Error {
     /// Any other SQL failure (a bug).
     #[error("database error: {0}")]
     Sql(String),
+    /// A `COMMIT` was sent and its answer never came (the connection broke or the server went
+    /// silent): the transaction may or may not have been applied, perhaps later. Callers treat it
+    /// as [`Error::Unavailable`], and settle what the transaction may have written.
+    #[error("database unavailable (the commit was not confirmed): {0}")]
+    Unconfirmed(String),
     /// What a write was decided on has changed since it was read (see
     /// [`crate::Tx::check_issue_basis`]); `what` names it.
     #[error("changed since read: {0}")]

@@ -69,7 +69,7 @@ pub use rows::{
 };
 pub use tx::{
     started_json, AcmeAccountRow, CertStatus, CrlState, DnsProviderRow, DnsRecordRow,
-    ManagedCertRow, ManagedVersionRow, OcspResponseRow, Revocation, RevokedRow, Tx,
+    ManagedCertRow, ManagedVersionRow, OcspResponseRow, Revocation, RevokedRow, Settled, Tx,
 };
 
 use db::Exec;

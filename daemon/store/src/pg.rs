@@ -679,14 +679,20 @@ pub(crate) fn run<T>(
                 Ok(v)
             }
             Err(e) => {
-                if is_connection_error(&e) {
+                let lost = is_connection_error(&e);
+                if lost {
                     conn.broken = true;
                     settings.bump();
                 }
                 if matches!(e, PgError::NoAnswer(_)) {
                     settings.pause();
                 }
-                Err(map_error(e))
+                // The server may have applied a COMMIT whose answer was lost on the way; one it
+                // answered with an error (a serialization failure, say) was not applied.
+                match map_error(e) {
+                    Error::Unavailable(why) if lost => Err(Error::Unconfirmed(why)),
+                    other => Err(other),
+                }
             }
         },
         Err(e) => {
@@ -756,8 +762,8 @@ pub(crate) fn migrate(settings: &Settings, slot: &mut Option<PgConn>) -> Result<
     }
     out.map_err(|e| match e {
         Error::Unavailable(why) if why.starts_with("55P03") => Error::Unavailable(format!(
-            "another node held the migration lock, or a lock on a table to migrate, for over \
-             {wait} s (a node migrating, or a long transaction): {why}"
+            "another node held the migration lock for over {wait} s (a node migrating), or a \
+             table to migrate stayed locked for over {ROW_LOCK_WAIT} (a long transaction): {why}"
         )),
         other => other,
     })

@@ -1858,7 +1858,26 @@ fn an_unconfirmed_commit_is_settled(kind: Kind) {
             let mut revoked = cert("ca_1", "0C");
             revoked.status = "revoked".into();
             revoked.revocation_reason = Some("key_compromise".into());
-            tx.insert_certificate(&revoked)
+            tx.insert_certificate(&revoked)?;
+            // A CSR the unconfirmed commit of 0B marked signed.
+            tx.insert_csr(&CsrRow {
+                id: "csr_1".into(),
+                tenant_id: "tn_1".into(),
+                status: "signing".into(),
+                csr_der: vec![1],
+                summary: "{}".into(),
+                note: None,
+                requested_by: "tok_1".into(),
+                created_at: "x".into(),
+                decided_by: Some("tok_2".into()),
+                decided_at: Some("x".into()),
+                comment: None,
+                reason: None,
+                signed_ca_id: None,
+                signed_serial: None,
+                signed_at: None,
+            })?;
+            tx.finish_csr("tn_1", "csr_1", "ca_1", "0B", "x")
         })
         .unwrap();
     let dirty = |f: &Fixture| {
@@ -1880,7 +1899,17 @@ fn an_unconfirmed_commit_is_settled(kind: Kind) {
             ])
         })
         .unwrap();
-    assert_eq!(settled, [false, true, false, false, false]);
+    use crate::Settled::{AlreadyRevoked, NotStored, Revoked};
+    assert_eq!(
+        settled,
+        [
+            NotStored,
+            Revoked,
+            AlreadyRevoked,
+            AlreadyRevoked,
+            NotStored
+        ]
+    );
     assert!(dirty(&f));
     f.store
         .read(|tx| {
@@ -1896,6 +1925,12 @@ fn an_unconfirmed_commit_is_settled(kind: Kind) {
             );
             let c = tx.certificate_status("ca_1", "0C")?.unwrap();
             assert_eq!(c.2.as_deref(), Some("key_compromise"));
+            // The CSR can be signed again.
+            let csr = tx.get_csr("tn_1", "csr_1")?;
+            assert_eq!(
+                (csr.status.as_str(), csr.signed_serial, csr.signed_ca_id),
+                ("approved", None, None)
+            );
             Ok(())
         })
         .unwrap();

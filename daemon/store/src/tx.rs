@@ -207,6 +207,18 @@ fn role_row(r: &Row<'_>) -> Result<(i64, RoleRow)> {
     ))
 }
 
+/// What [`Tx::settle_unconfirmed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// No certificate was stored (a reservation left, if any, is gone).
+    NotStored,
+    /// It was stored `valid`: revoked now.
+    Revoked,
+    /// It was stored and is revoked already (by the stale-reservation sweep, an operator, an
+    /// earlier settling).
+    AlreadyRevoked,
+}
+
 /// A certificate's revocation status: `(status, revoked_at, reason)`.
 pub type CertStatus = (String, Option<String>, Option<String>);
 /// A CRL entry as read in chunks: `(rowid, serial, revoked_at, reason)`.
@@ -579,13 +591,19 @@ impl<'a> Tx<'a> {
     /// went silent around `COMMIT`, so the commit may have been applied (perhaps later, by a
     /// server that was stalled) although the caller was told nothing was issued. A reservation
     /// row left is deleted, as by [`Tx::release_serial`]; a certificate found stored `valid` —
-    /// nobody received it — is revoked (`cessation_of_operation` at `at`) and its issuer's CRL
-    /// marked dirty. Returns whether it was revoked. While the unconfirmed transaction still
-    /// holds its row (PostgreSQL), this waits for it like any write, up to `lock_timeout`.
+    /// never returned to the caller — is revoked (`cessation_of_operation` at `at`), its
+    /// issuer's CRL marked dirty, and a CSR that commit marked `signed` with it goes back to
+    /// `approved` (it can be signed again). While the unconfirmed transaction still holds the
+    /// cluster's write lock (PostgreSQL), this waits for it like any write, up to `lock_timeout`.
     ///
     /// # Errors
     /// SQL failures.
-    pub fn settle_unconfirmed(&self, issuer_ca_id: &str, serial: &str, at: &str) -> Result<bool> {
+    pub fn settle_unconfirmed(
+        &self,
+        issuer_ca_id: &str,
+        serial: &str,
+        at: &str,
+    ) -> Result<Settled> {
         self.release_serial(issuer_ca_id, serial)?;
         let n = self
             .tx
@@ -596,10 +614,23 @@ impl<'a> Tx<'a> {
             )?
             .execute(params![issuer_ca_id, serial, at])?;
         if n == 0 {
-            return Ok(false);
+            let revoked = self
+                .certificate_status(issuer_ca_id, serial)?
+                .is_some_and(|s| s.0 == "revoked");
+            return Ok(if revoked {
+                Settled::AlreadyRevoked
+            } else {
+                Settled::NotStored
+            });
         }
         self.mark_crl_dirty(issuer_ca_id)?;
-        Ok(true)
+        self.tx
+            .prepare_cached(
+                "UPDATE csrs SET status = 'approved', signed_ca_id = NULL, signed_serial = NULL, \
+                 signed_at = NULL WHERE signed_ca_id = ?1 AND signed_serial = ?2 AND status = 'signed'",
+            )?
+            .execute(params![issuer_ca_id, serial])?;
+        Ok(Settled::Revoked)
     }
 
     /// Revokes every reservation left unfinished (status `reserved`: the token may or may not have

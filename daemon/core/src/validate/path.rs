@@ -255,7 +255,10 @@ pub(super) fn explain(
             // does not know) as one that does not verify: the key is named below instead, and
             // a signature that may well be sound is not called bad.
             let key_to_blame = failure::from_webpki(other).code == Code::BadSignature
-                && linked.iter().skip(1).any(|c| profile::key(c).is_some());
+                && linked
+                    .iter()
+                    .skip(1)
+                    .any(|c| profile::webpki_refuses_rsa(c));
             if !key_to_blame && !errors.iter().any(|f| same_code(f, other)) {
                 push(errors, failure::from_webpki(other));
             }

@@ -13,6 +13,24 @@ struct RsaKey<'a> {
     e: UintRef<'a>,
 }
 
+/// The bit size of an RSA key, `None` for other keys (or one that does not decode).
+fn rsa_bits(c: &Parsed) -> Option<usize> {
+    let spki = &c.cert.tbs_certificate.subject_public_key_info;
+    if spki.algorithm.oid != rfc5912::RSA_ENCRYPTION {
+        return None;
+    }
+    let k = RsaKey::from_der(spki.subject_public_key.as_bytes()?).ok()?;
+    let n = k.n.as_bytes();
+    let lead = n.first().map_or(8, |b| b.leading_zeros() as usize);
+    Some((n.len() * 8).saturating_sub(lead.min(8)))
+}
+
+/// Whether webpki refuses to verify signatures made with this certificate's key while calling
+/// them signatures that do not verify: an RSA modulus outside 2048..=8192 bits.
+pub fn webpki_refuses_rsa(c: &Parsed) -> bool {
+    rsa_bits(c).is_some_and(|bits| !(2048..=8192).contains(&bits))
+}
+
 /// Keys no current profile allows: RSA under 2048 bits or not a whole number of octets, DSA,
 /// elliptic curves other than P-256/P-384/P-521, explicitly encoded curves (CA/B BR §6.1.5,
 /// §7.1.3.1). webpki refuses such keys only where it verifies a signature with them, so never
@@ -32,10 +50,8 @@ pub fn key(c: &Parsed) -> Option<Failure> {
         };
         return match RsaKey::from_der(bits) {
             Ok(k) => {
-                let n = k.n.as_bytes();
-                let lead = n.first().map_or(8, |b| b.leading_zeros() as usize);
-                let size = (n.len() * 8).saturating_sub(lead.min(8));
                 let _ = k.e;
+                let size = rsa_bits(c).unwrap_or(0);
                 if size < 2048 {
                     bad(format!("RSA key of {size} bits (at least 2048)"))
                 } else if !size.is_multiple_of(8) {

@@ -17,4 +17,4 @@ mod keys;
 mod syntax;
 
 pub use checks::{check, Role};
-pub use keys::key;
+pub use keys::{key, webpki_refuses_rsa};
