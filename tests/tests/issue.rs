@@ -892,6 +892,10 @@ fn inventory_and_private_key_storage() {
         .problem(404, "certificate_not_found");
     d.get("/v1/pki/certificates/xyz")
         .problem(400, "invalid_serial");
+    for odd in ["01::A2", "1:A2", "01:A2:"] {
+        d.get(&format!("/v1/pki/certificates/{odd}"))
+            .problem(400, "invalid_serial");
+    }
     d.get("/v1/pki/certificates?status=odd")
         .problem(400, "invalid_status");
 

@@ -68,9 +68,17 @@ impl Serial {
     /// Parses the API form: hex, any case, with or without `:` between pairs.
     ///
     /// # Errors
-    /// `invalid_serial` when it is not hex or not 1..=20 octets.
+    /// `invalid_serial` when it is not hex, not 1..=20 octets, or has a `:` anywhere but
+    /// between pairs of digits (`01::A2`, `:01`, `1:A2`, `01:A2:` name no serial).
     pub fn parse(s: &str) -> Result<Self> {
-        let hex_digits: String = s.trim().chars().filter(|c| *c != ':').collect();
+        let t = s.trim();
+        if t.contains(':') && !t.split(':').all(|pair| pair.len() == 2) {
+            return Err(Error::invalid(
+                "invalid_serial",
+                format!("serial {s:?} is not hex (with ':', only between pairs of digits)"),
+            ));
+        }
+        let hex_digits: String = t.chars().filter(|c| *c != ':').collect();
         let padded = if hex_digits.len() % 2 == 1 {
             format!("0{hex_digits}")
         } else {
@@ -173,6 +181,9 @@ mod tests {
     #[test]
     fn parse_accepts_any_case_and_colons() {
         let s = Serial::parse("1a:2B:3c").unwrap();
+        for odd in ["01::A2", ":01", "1:A2", "01:A2:", ":"] {
+            assert!(Serial::parse(odd).is_err(), "{odd}");
+        }
         assert_eq!(s.to_string(), "1A:2B:3C");
         assert_eq!(Serial::parse("1A2B3C").unwrap(), s);
         assert!(Serial::parse("").is_err());
