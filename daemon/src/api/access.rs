@@ -143,6 +143,56 @@ fn success_status(method: &str, path: &str) -> (u16, &'static str) {
     }
 }
 
+/// The schema of query parameter `name` of `path`: typed where the handler checks a type.
+fn query_schema(path: &str, name: &str) -> Value {
+    match name {
+        "limit" => json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+        "format" if path.ends_with("/crl") => json!({"type": "string", "enum": ["der", "pem"]}),
+        "format" => json!({"type": "string", "enum": ["pem", "der"]}),
+        "status" if path == "/v1/pki/certificates" => {
+            json!({"type": "string", "enum": ["valid", "revoked", "expired"]})
+        }
+        "status" if path == "/v1/pki/csr" => {
+            json!({"type": "string", "enum": ["pending", "approved", "rejected", "signed"]})
+        }
+        "since" => json!({"type": "string", "format": "date-time"}),
+        "expiring_within" => {
+            json!({"type": "string", "description": "a duration: 720h, 30d, 1h30m"})
+        }
+        _ => json!({"type": "string"}),
+    }
+}
+
+/// The media types of a route's success body, when it is not JSON.
+fn success_media(path: &str) -> Option<&'static [&'static str]> {
+    match path {
+        "/v1/pki/ca/{id}/certificate" => Some(&["application/x-pem-file", "application/pkix-cert"]),
+        "/v1/pki/ca/{id}/chain" => Some(&["application/x-pem-file"]),
+        "/v1/pki/ocsp/{ca_id}" | "/v1/pki/ocsp/{ca_id}/{request}" => {
+            Some(&["application/ocsp-response"])
+        }
+        "/metrics" => Some(&["text/plain"]),
+        _ => None,
+    }
+}
+
+/// The RFC 9457 problem document every error answer carries.
+fn problem_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["type", "title", "status", "code"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string", "description": "stable, machine-readable (docs/API.md lists them per route)"},
+            "request_id": {"type": "string"},
+            "instance": {"type": "string"},
+        },
+    })
+}
+
 /// `/v1/pki/ca/<id>/crl?<format>` → `/v1/pki/ca/{id}/crl`.
 fn openapi_path(rocket_path: &str) -> String {
     rocket_path
@@ -197,18 +247,45 @@ pub fn document() -> Value {
             .get(&((*method).to_owned(), (*path).to_owned()))
             .map_or(&[][..], Vec::as_slice);
         params.extend(query.iter().map(|name| {
-            json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
+            json!({"name": name, "in": "query", "required": false, "schema": query_schema(path, name)})
         }));
         let (status, what) = success_status(method, path);
+        let mut success = json!({"description": format!("{what} (fields: docs/API.md)")});
+        if status != 204 {
+            let media: &[&str] = match (success_media(path), *path) {
+                (Some(m), _) => m,
+                (None, "/v1/pki/ca/{id}/crl") if *method == "GET" => {
+                    &["application/pkix-crl", "application/x-pem-file"]
+                }
+                (None, _) => &["application/json"],
+            };
+            success["content"] = media
+                .iter()
+                .map(|m| ((*m).to_owned(), json!({})))
+                .collect::<Map<String, Value>>()
+                .into();
+        }
+        // `post_v1_pki_ca_id_crl`: a name code generators take as it is.
+        let operation_id = format!("{method}{path}")
+            .to_ascii_lowercase()
+            .replace(['/', '-', '.'], "_")
+            .replace(['{', '}'], "");
         let mut op = json!({
             "summary": summary,
-            "operationId": format!("{} {}", method, path),
+            "operationId": operation_id,
             "parameters": params,
             "responses": {
-                status.to_string(): {"description": format!("{what} (see docs/API.md)")},
-                "default": {"description": "an RFC 9457 problem document (application/problem+json)"},
+                status.to_string(): success,
+                "default": {
+                    "description": "an RFC 9457 problem document",
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
             },
         });
+        if *method == "POST" && path.starts_with("/v1/pki/ocsp/") {
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/ocsp-request": {}}});
+        }
         if *path == "/v1/sys/health" {
             op["responses"]["503"] = json!({"description": "not ready: the token, the database or the scheduler (the body says which)"});
         }
@@ -230,7 +307,10 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "ScaiVault PKI", "version": env!("CARGO_PKG_VERSION")},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Problem": problem_schema()},
+        },
         "security": [{"bearer": []}],
         "paths": paths,
     })
@@ -274,6 +354,23 @@ mod tests {
         let crl = op("get", "/v1/pki/ca/{id}/crl");
         assert_eq!(names(&crl, "path"), ["id"]);
         assert_eq!(names(&crl, "query"), ["format"]);
+        // Typed parameters, media types, error documents.
+        assert_eq!(
+            list["parameters"][4]["schema"],
+            json!({"type": "integer", "minimum": 1, "maximum": 1000})
+        );
+        assert_eq!(
+            list["parameters"][2]["schema"]["enum"],
+            json!(["valid", "revoked", "expired"])
+        );
+        assert!(crl["responses"]["200"]["content"]["application/pkix-crl"].is_object());
+        assert!(list["responses"]["200"]["content"]["application/json"].is_object());
+        assert_eq!(
+            list["responses"]["default"]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        assert_eq!(list["operationId"], "get_v1_pki_certificates");
+        assert!(doc["components"]["schemas"]["Problem"]["properties"]["code"].is_object());
         for (m, p, status) in [
             ("get", "/v1/sys/health", "503"),
             ("post", "/v1/pki/roles", "201"),
