@@ -183,11 +183,33 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
     let cfg = Config::load(&path).context("configuration")?;
     cfg.read_pin().context("hsm pin")?;
     crate::serve::check_softhsm_conf(&cfg)?;
-    if !cfg.hsm.module.exists() {
+    if !cfg.hsm.module.is_file() {
         return Err(StartError(format!(
-            "hsm.module {} does not exist",
-            cfg.hsm.module.display()
+            "hsm.module {} {}",
+            cfg.hsm.module.display(),
+            if cfg.hsm.module.exists() {
+                "is not a file (give the PKCS#11 library, a .so)"
+            } else {
+                "does not exist"
+            }
         )));
+    }
+    // What `serve` opens first: the SQLite file must be creatable where it is named.
+    if cfg.storage.backend == "sqlite" {
+        let db = cfg.db_path();
+        if db.is_dir() {
+            return Err(StartError(format!(
+                "storage.path {} is a directory: name the database file in it",
+                db.display()
+            )));
+        }
+        if let Some(dir) = db.parent().filter(|d| !d.is_dir()) {
+            return Err(StartError(format!(
+                "storage.path {}: its directory {} does not exist",
+                db.display(),
+                dir.display()
+            )));
+        }
     }
     if let Some(tls) = &cfg.server.tls {
         if let (Some(c), Some(k)) = (&tls.cert_file, &tls.key_file) {
@@ -346,6 +368,14 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
         }
         TokenCommand::List => unreachable!("listed above"),
         TokenCommand::Revoke { id } => {
+            // The token pasted where its id belongs: refused without repeating it (an error
+            // goes to the journal, a CI log…), as the API refuses it.
+            if crate::auth::token_id(&id).is_some() {
+                return Err(StartError(
+                    "that is a token, not a token id: revoke it by its id (tok_…), as `token list` shows it"
+                        .into(),
+                ));
+            }
             let at = time_util::rfc3339(time_util::now());
             store
                 .write(|tx| {

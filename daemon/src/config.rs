@@ -704,6 +704,51 @@ impl Config {
                 ));
             }
         }
+        // Two listeners on one port collide when their addresses are equal or either is the
+        // wildcard (`0.0.0.0`, `::`): `serve` would fail to bind the second.
+        let listeners = [
+            ("server.listen", Some(self.server.listen)),
+            ("server.public_listen", self.server.public_listen),
+            (
+                "acme.http_challenge_listen",
+                self.acme.http_challenge_listen,
+            ),
+            ("acme.tls_challenge_listen", self.acme.tls_challenge_listen),
+        ];
+        for (i, (key_a, a)) in listeners.iter().enumerate() {
+            for (key_b, b) in &listeners[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    let same_ip =
+                        a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                    if a.port() == b.port() && same_ip {
+                        return bad(format!(
+                            "{key_b} {b} and {key_a} {a} would share one port: give each listener its own"
+                        ));
+                    }
+                }
+            }
+        }
+        // Relative to what? The service runs in `/`, `check-config` wherever it is started.
+        let files = [
+            ("hsm.pin_file", self.hsm.pin_file.as_ref()),
+            ("hsm.softhsm2_conf", self.hsm.softhsm2_conf.as_ref()),
+            ("storage.ca_file", self.storage.ca_file.as_ref()),
+            ("storage.password_file", self.storage.password_file.as_ref()),
+            (
+                "server.tls.cert_file",
+                self.server.tls.as_ref().and_then(|t| t.cert_file.as_ref()),
+            ),
+            (
+                "server.tls.key_file",
+                self.server.tls.as_ref().and_then(|t| t.key_file.as_ref()),
+            ),
+            ("webhooks.ca_file", Some(&self.webhooks.ca_file)),
+        ];
+        for (key, path) in files {
+            if let Some(p) = path.filter(|p| !p.is_absolute()) {
+                return bad(format!("{key} {} must be an absolute path", p.display()));
+            }
+        }
         for (key, value) in [
             ("acme.order_timeout", &self.acme.order_timeout),
             ("acme.renew_before", &self.acme.renew_before),
@@ -1229,6 +1274,30 @@ pin_env = "PIN"
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains("storage.path") && e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn listeners_need_ports_of_their_own_and_files_absolute_paths() {
+        let mut c: Config = toml::from_str(GOOD).unwrap();
+        let port = c.server.listen.port();
+        c.acme.http_challenge_listen = Some(format!("0.0.0.0:{port}").parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("acme.http_challenge_listen") && e.contains("share one port"),
+            "{e}"
+        );
+        c.acme.http_challenge_listen = Some("127.0.0.1:18720".parse().unwrap());
+        c.acme.tls_challenge_listen = Some("127.0.0.1:18720".parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("acme.tls_challenge_listen"), "{e}");
+        c.acme.tls_challenge_listen = Some("127.0.0.2:18720".parse().unwrap());
+        assert!(c.validate().is_ok());
+        c.hsm.pin_file = Some(PathBuf::from("hsm.pin"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("hsm.pin_file hsm.pin must be an absolute path"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -262,6 +262,13 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     );
     assert_eq!(b_auditor.status, 201, "{}", b_auditor.text());
     let b_auditor = b_auditor.json()["token"].as_str().unwrap().to_owned();
+    // The token pasted where its id belongs: refused, and not repeated on stderr.
+    let out = d.cli(&["token", "revoke", &b_admin]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a token id"), "{err}");
+    let secret = b_admin.rsplit('_').next().unwrap();
+    assert!(!err.contains(secret), "{err}");
     cli_ok(&d, &["token", "revoke", &b_id]);
     d.call("GET", "/v1/pki/ca", Some(&b_admin), None)
         .problem(401, "unauthorized");

@@ -133,6 +133,16 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
         err.contains("cannot open database /nonexistent/dir/x.db"),
         "{err}"
     );
+    // check-config says so before a start fails (it answered `ok`).
+    let out = check_config(&cfg);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(
+            "storage.path /nonexistent/dir/x.db: its directory /nonexistent/dir does not exist"
+        ),
+        "{err}"
+    );
     // A database that is not one.
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
@@ -206,6 +216,30 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     );
     assert!(err.contains("invalid type: string, expected"), "{err}");
     assert!(!err.contains("Secret-In-A-String"), "{err}");
+    // A module that is no library, a database path that is a directory: refused by check-config,
+    // as serve would fail on them.
+    let text = std::fs::read_to_string(data.join("scaivault.toml")).unwrap();
+    let module_line = text
+        .lines()
+        .find(|l| l.starts_with("module = "))
+        .unwrap()
+        .to_owned();
+    let err = check(
+        "module.toml",
+        cfg_text.replace(&module_line, &format!("module = {:?}", dir.path())),
+    );
+    assert!(
+        err.contains("hsm.module") && err.contains("is not a file"),
+        "{err}"
+    );
+    let err = check(
+        "dbdir.toml",
+        cfg_text.replace(
+            &data.join("scaivault.db").display().to_string(),
+            &dir.path().display().to_string(),
+        ),
+    );
+    assert!(err.contains("is a directory"), "{err}");
     // A log level that is not one would silence every log line: refused.
     for level in ["verbose", "", "info,scaivault=loud", "=info"] {
         let err = check(
