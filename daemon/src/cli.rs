@@ -76,14 +76,37 @@ pub enum AuditCommand {
 
 /// Writes one line of a host command's output to stdout (see `say!`).
 pub fn say(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+    if let Err(e) = try_say(args) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
         eprintln!("scaivault: cannot write the output: {e}");
         std::process::exit(74);
+    }
+}
+
+/// One line on stdout, or why it could not be written.
+///
+/// # Errors
+/// The write's or the flush's error.
+pub fn try_say(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{args}").and_then(|()| out.flush())
+}
+
+/// Whether what stdout reaches can keep a secret: not `/dev/null` (where Rust's runtime also
+/// points a standard output that was closed, `>&-`), where a token printed once is lost.
+fn stdout_keeps_output() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.rdev()))
+    };
+    match (id("/proc/self/fd/1"), id("/dev/null")) {
+        (Some(out), Some(null)) => out != null,
+        _ => true,
     }
 }
 
@@ -252,7 +275,7 @@ pub fn create_tenant(store: &Store, name: &str) -> Result<TenantRow, StartError>
     Ok(row)
 }
 
-/// Creates a token for tenant `tenant` (also used by dev mode); returns the secret.
+/// Creates a token for tenant `tenant` (also used by dev mode); returns its id and the secret.
 ///
 /// # Errors
 /// Unknown tenant or policy, bad ttl, database failure.
@@ -262,7 +285,7 @@ pub fn create_token(
     policies: Vec<String>,
     ttl: Option<&str>,
     name: Option<String>,
-) -> Result<zeroize::Zeroizing<String>, StartError> {
+) -> Result<(String, zeroize::Zeroizing<String>), StartError> {
     let t = store
         .read(|tx| tx.tenant_by_name(tenant))
         .map_err(|e| StartError(format!("tenant {tenant:?}: {e}")))?;
@@ -274,7 +297,7 @@ pub fn create_token(
             tx.append_audit(&cli_record(Some(&t.id), "token.create", &row.id))
         })
         .context("token create")?;
-    Ok(minted.token)
+    Ok((row.id, minted.token))
 }
 
 /// `tenant …`.
@@ -297,7 +320,13 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
     match cmd {
         TenantCommand::Create { name } => {
             let t = create_tenant(&store, &name)?;
-            say!("{}", t.id);
+            try_say(format_args!("{}", t.id)).map_err(|e| {
+                StartError(format!(
+                    "tenant {name:?} was created ({}), but its id could not be written: {e} \
+                     (`tenant list` shows it)",
+                    t.id
+                ))
+            })?;
         }
         TenantCommand::Set {
             name,
@@ -363,8 +392,32 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
             ttl,
             name,
         } => {
-            let secret = create_token(&store, &tenant, policies, ttl.as_deref(), name)?;
-            say!("{}", secret.as_str());
+            // The token is shown once, here: with nowhere to show it, none is made.
+            if !stdout_keeps_output() {
+                return Err(StartError(
+                    "standard output is closed or /dev/null: the new token, shown only once, \
+                     would be lost (none was made)"
+                        .into(),
+                ));
+            }
+            let (id, secret) = create_token(&store, &tenant, policies, ttl.as_deref(), name)?;
+            if let Err(e) = try_say(format_args!("{}", secret.as_str())) {
+                // Nobody holds it: revoked again, so no live admin token is left behind.
+                let at = time_util::rfc3339(time_util::now());
+                let undone = store.write(|tx| {
+                    let (token, _) = tx.token_by_id(&id)?;
+                    tx.revoke_token(&id, None, &at)?;
+                    tx.append_audit(&cli_record(Some(&token.tenant_id), "token.revoke", &id))
+                });
+                return Err(StartError(match undone {
+                    Ok(_) => format!(
+                        "cannot write the new token: {e}; token {id} was revoked again (nobody holds it)"
+                    ),
+                    Err(r) => format!(
+                        "cannot write the new token: {e}; revoking token {id} failed too ({r}): revoke it"
+                    ),
+                }));
+            }
         }
         TokenCommand::List => unreachable!("listed above"),
         TokenCommand::Revoke { id } => {

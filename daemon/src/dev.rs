@@ -377,7 +377,7 @@ pub fn run(
         crate::cli::create_tenant(&store, "default")?;
     }
     if !token_file.exists() {
-        let token = crate::cli::create_token(
+        let (_, token) = crate::cli::create_token(
             &store,
             "default",
             vec!["admin".into()],

@@ -270,6 +270,34 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     let secret = b_admin.rsplit('_').next().unwrap();
     assert!(!err.contains(secret), "{err}");
     cli_ok(&d, &["token", "revoke", &b_id]);
+    // A new token whose one showing cannot happen is not left behind: refused before it is made
+    // when stdout is /dev/null (or closed: Rust's runtime points it there), revoked again when
+    // the write fails.
+    let run = |name: &str, stdout: std::fs::File| {
+        std::process::Command::new(scaivault_tests::bin())
+            .arg("--config")
+            .arg(d.config())
+            .args([
+                "token", "create", "--tenant", "tenant-b", "--policy", "admin",
+            ])
+            .args(["--name", name])
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let out = run("to-null", std::fs::File::create("/dev/null").unwrap());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would be lost (none was made)"));
+    let out = run("to-full", std::fs::File::create("/dev/full").unwrap());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was revoked again"),
+        "{out:?}"
+    );
+    let listed = cli_ok(&d, &["token", "list"]);
+    assert!(!listed.contains("name=to-null"), "{listed}");
+    let full = listed.lines().find(|l| l.contains("name=to-full")).unwrap();
+    assert!(!full.contains("revoked=-"), "{full}");
     d.call("GET", "/v1/pki/ca", Some(&b_admin), None)
         .problem(401, "unauthorized");
     // Tenant B's audit log shows the revocation of its token.
