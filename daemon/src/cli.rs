@@ -455,6 +455,23 @@ pub fn audit(path: &Path, cmd: AuditCommand) -> Result<ExitCode, StartError> {
         AuditCommand::Verify { expect_head } => {
             let expected = expect_head.as_deref().map(parse_head).transpose()?;
             let check = read_db(store, &db, |tx| tx.verify_audit()).context("audit verify")?;
+            // An empty chain beside tenants: each tenant was created with an audit record, so
+            // the records were removed (the chain alone cannot show a cut at its start).
+            let tenants = if check.records == 0 && check.first_bad.is_none() {
+                read_db(store, &db, |tx| tx.list_tenants())
+                    .context("audit verify")?
+                    .len()
+            } else {
+                0
+            };
+            if tenants > 0 {
+                say!("1");
+                eprintln!(
+                    "audit chain broken at record 1: the chain is empty, but the database holds \
+                     {tenants} tenant(s), each created with an audit record (records were removed)"
+                );
+                return Ok(ExitCode::from(1));
+            }
             match check.first_bad {
                 None => {
                     let (head, at) = read_db(store, &db, |tx| {

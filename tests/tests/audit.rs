@@ -118,6 +118,15 @@ fn audit_verify_detects_edits_deletions_and_swaps() {
     sqlite(&db, &format!("DELETE FROM audit WHERE seq = {last}"));
     let (ok, _, err) = verify(&cfg);
     assert!(!ok, "removing the newest record must be detected: {err}");
+
+    // Every record and the stored head removed: no longer "intact: 0 records" while the
+    // tenants their records created are still there.
+    let (db, cfg) = copy(&d, "wiped");
+    sqlite(&db, "DELETE FROM audit; DELETE FROM audit_head;");
+    let (ok, out, err) = verify(&cfg);
+    assert!(!ok, "{out} {err}");
+    assert_eq!(out, "1", "{err}");
+    assert!(err.contains("the chain is empty"), "{err}");
 }
 
 fn verify_expecting(config: &Path, head: &str) -> (bool, String, String) {
