@@ -704,8 +704,9 @@ impl Config {
                 ));
             }
         }
-        // Two listeners on one port collide when their addresses are equal or either is the
-        // wildcard (`0.0.0.0`, `::`): `serve` would fail to bind the second.
+        // Two listeners on one port collide when their addresses are equal, or one is the
+        // wildcard of the other's family (`0.0.0.0`, `::`), or `::` (dual-stack on Linux, so it
+        // takes IPv4 too): `serve` would fail to bind the second.
         let listeners = [
             ("server.listen", Some(self.server.listen)),
             ("server.public_listen", self.server.public_listen),
@@ -718,8 +719,12 @@ impl Config {
         for (i, (key_a, a)) in listeners.iter().enumerate() {
             for (key_b, b) in &listeners[i + 1..] {
                 if let (Some(a), Some(b)) = (a, b) {
-                    let same_ip =
-                        a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                    let family = a.is_ipv4() == b.is_ipv4();
+                    let v6_any = |s: &SocketAddr| s.is_ipv6() && s.ip().is_unspecified();
+                    let same_ip = a.ip() == b.ip()
+                        || (family && (a.ip().is_unspecified() || b.ip().is_unspecified()))
+                        || v6_any(a)
+                        || v6_any(b);
                     if a.port() == b.port() && same_ip {
                         return bad(format!(
                             "{key_b} {b} and {key_a} {a} would share one port: give each listener its own"
@@ -1292,6 +1297,13 @@ pin_env = "PIN"
         assert!(e.contains("acme.tls_challenge_listen"), "{e}");
         c.acme.tls_challenge_listen = Some("127.0.0.2:18720".parse().unwrap());
         assert!(c.validate().is_ok());
+        // Another family's address beside an IPv4 wildcard: no collision; `::` takes both.
+        c.acme.http_challenge_listen = Some("0.0.0.0:18721".parse().unwrap());
+        c.acme.tls_challenge_listen = Some("[::1]:18721".parse().unwrap());
+        assert!(c.validate().is_ok());
+        c.acme.tls_challenge_listen = Some("[::]:18721".parse().unwrap());
+        assert!(c.validate().is_err());
+        c.acme.tls_challenge_listen = Some("127.0.0.2:18720".parse().unwrap());
         c.hsm.pin_file = Some(PathBuf::from("hsm.pin"));
         let e = c.validate().unwrap_err().to_string();
         assert!(
