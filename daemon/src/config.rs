@@ -488,7 +488,37 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     };
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!("line {line}, column {column}: {message}")
+    match key_at(text, line) {
+        Some(key) => format!("line {line}, column {column} (key {key}): {message}"),
+        None => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+/// The dotted name of the key assigned on line `line` (1-based) of `text`, under the table
+/// header above it: `hsm.call_timeout`. Names only, never the value.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let key = here.split_once('=')?.0.trim();
+    if !is_name(key) {
+        return None;
+    }
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|t| is_name(t));
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
 }
 
 /// Whether `level` is a `tracing` filter whose every directive names a level: `info`, or
@@ -671,10 +701,16 @@ impl Config {
         }
         match scaivault_core::duration::parse_seconds(&self.cluster.lease) {
             Ok(secs) if secs >= 1 => {}
-            _ => {
+            Ok(_) => {
                 return bad(format!(
-                    "cluster.lease {:?} is not a duration of at least 1s",
+                    "cluster.lease {:?} is shorter than 1s",
                     self.cluster.lease
+                ))
+            }
+            Err(e) => {
+                return bad(format!(
+                    "cluster.lease {:?} is not a usable duration: {}",
+                    self.cluster.lease, e
                 ))
             }
         }
@@ -1141,11 +1177,37 @@ pin_env = "PIN"
         );
         let text = format!("{GOOD}\n[cluster]\nlease = \"0s\"\n");
         let c: Config = toml::from_str(&text).unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("cluster.lease"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.lease") && e.contains("shorter than 1s"),
+            "{e}"
+        );
+        let text = format!("{GOOD}\n[cluster]\nlease = \"999999999999999999h\"\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cluster.lease") && !e.contains("shorter"), "{e}");
+    }
+
+    #[test]
+    fn a_type_error_names_the_key_not_the_value() {
+        let text = GOOD.replace(
+            "token_label = \"t\"",
+            "token_label = \"t\"\ncall_timeout = 5",
+        );
+        let e = toml::from_str::<Config>(&text).unwrap_err();
+        let m = describe_toml_error(&text, &e);
+        assert!(m.contains("(key hsm.call_timeout)"), "{m}");
+        // A secret given where a number belongs: named by its key, its value never shown.
+        let text = GOOD.replace(
+            "token_label = \"t\"",
+            "token_label = \"t\"\nsign_threads = \"S3cret\"",
+        );
+        let e = toml::from_str::<Config>(&text).unwrap_err();
+        let m = describe_toml_error(&text, &e);
+        assert!(
+            m.contains("(key hsm.sign_threads)") && !m.contains("S3cret"),
+            "{m}"
+        );
     }
 
     #[test]
