@@ -35,7 +35,7 @@ pub struct Summary {
 }
 
 /// Requested subjectAltNames by type.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sans {
     /// DNS names.
     pub dns: Vec<String>,

@@ -17,12 +17,14 @@ fn yes() -> bool {
 }
 
 /// A role's settings: the body of `POST /v1/pki/roles` (and `PUT`), and what is stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
-    /// Unique per tenant; in `PUT` optional (must equal the path). [`UNNAMED`] when the body had
-    /// none (so that `POST` can say `missing_field` rather than `invalid_name`).
+    // [`UNNAMED`] when the body had none (so that `POST` can say `missing_field` rather than
+    // `invalid_name`); the published schema leaves that marker out.
+    /// Unique per tenant; required in `POST`, optional in `PUT` (must equal the path).
     #[serde(default = "unnamed", skip_serializing_if = "String::is_empty")]
+    #[schemars(transform = no_default)]
     pub name: String,
     /// The issuing CA.
     pub ca_id: String,
@@ -292,6 +294,11 @@ pub async fn get(app: &App, tenant_id: &str, name: &str) -> Result<(RoleRow, Rol
 
 /// The name of a role body that names none (a NUL: never a valid name).
 pub const UNNAMED: &str = "\u{0}";
+
+/// A field's schema without its `default` (an internal marker).
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
 
 fn unnamed() -> String {
     UNNAMED.to_owned()

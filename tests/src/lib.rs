@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: failing loudly is the point
 
 pub mod ari;
+pub mod contract;
 pub mod knot;
 pub mod pdns;
 pub mod pebble;
@@ -55,6 +56,23 @@ pub fn fault_shim() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The secret part of a bearer token `svt_<id>_<secret>`, for checking that it was not logged.
+///
+/// The secret is URL-safe base64 and may itself contain `_`: everything after the id's `_` is
+/// the secret (the part after the last `_` can be a character or two that any log contains).
+pub fn token_secret(token: &str) -> &str {
+    let secret = token.splitn(3, '_').nth(2).unwrap_or_default();
+    assert!(secret.len() >= 40, "not a bearer token: {token}");
+    secret
+}
+
+/// The id of a bearer token `svt_<id>_<secret>`, as `token revoke` takes it (`tok_<id>`).
+pub fn token_id(token: &str) -> String {
+    let id = token.split('_').nth(1).unwrap_or_default();
+    assert_eq!(id.len(), 32, "not a bearer token: {token}");
+    format!("tok_{id}")
 }
 
 /// A free loopback port (TCP and UDP), for a server a test configures and starts later.
@@ -428,6 +446,24 @@ impl Daemon {
         let mut bytes = Vec::new();
         let mut r = r;
         r.read_to_end(&mut bytes).unwrap();
+        let fetch = || {
+            let doc = self
+                .http
+                .get(format!("{}/v1/openapi.json", self.base))
+                .send()
+                .ok()?;
+            doc.status().is_success().then(|| doc.json().ok())?
+        };
+        if let Some(contract) = contract::get(fetch) {
+            contract.check(&contract::Exchange {
+                method,
+                path,
+                request: body,
+                status,
+                content_type: &content_type,
+                body: &bytes,
+            });
+        }
         Reply {
             status,
             content_type,

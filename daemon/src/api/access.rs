@@ -143,6 +143,9 @@ fn success_status(method: &str, path: &str) -> (u16, &'static str) {
     }
 }
 
+/// The routes whose JSON body may be left out (an empty body reads as `{}`).
+const OPTIONAL_BODY: &[&str] = &["/v1/pki/csr/{id}/approve", "/v1/pki/tidy"];
+
 /// The schema of query parameter `name` of `path`: typed where the handler checks a type.
 fn query_schema(path: &str, name: &str) -> Value {
     match name {
@@ -236,6 +239,7 @@ fn query_params() -> std::collections::HashMap<(String, String), Vec<String>> {
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn document() -> Value {
     let queries = query_params();
+    let (schemas, bodies) = super::schemas::all().into_components();
     let mut paths = Map::new();
     for (method, path, access, summary) in ROUTES {
         let mut params: Vec<Value> = path
@@ -250,7 +254,8 @@ pub fn document() -> Value {
             json!({"name": name, "in": "query", "required": false, "schema": query_schema(path, name)})
         }));
         let (status, what) = success_status(method, path);
-        let mut success = json!({"description": format!("{what} (fields: docs/API.md)")});
+        let (request, answer) = bodies.of(method, path);
+        let mut success = json!({"description": format!("{what} (more in docs/API.md)")});
         if status != 204 {
             let media: &[&str] = match (success_media(path), *path) {
                 (Some(m), _) => m,
@@ -261,7 +266,13 @@ pub fn document() -> Value {
             };
             success["content"] = media
                 .iter()
-                .map(|m| ((*m).to_owned(), json!({})))
+                .map(|m| {
+                    let body = match answer {
+                        Some(schema) if *m == "application/json" => json!({"schema": schema}),
+                        _ => json!({}),
+                    };
+                    ((*m).to_owned(), body)
+                })
                 .collect::<Map<String, Value>>()
                 .into();
         }
@@ -286,6 +297,12 @@ pub fn document() -> Value {
             op["requestBody"] =
                 json!({"required": true, "content": {"application/ocsp-request": {}}});
         }
+        if let Some(schema) = request {
+            op["requestBody"] = json!({
+                "required": !OPTIONAL_BODY.contains(path),
+                "content": {"application/json": {"schema": schema}},
+            });
+        }
         if *path == "/v1/sys/health" {
             op["responses"]["503"] = json!({"description": "not ready: the token, the database or the scheduler (the body says which)"});
         }
@@ -304,12 +321,14 @@ pub fn document() -> Value {
         let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
         entry[method.to_ascii_lowercase()] = op;
     }
+    let mut schemas = schemas;
+    schemas.insert("Problem".into(), problem_schema());
     json!({
         "openapi": "3.1.0",
         "info": {"title": "ScaiVault PKI", "version": env!("CARGO_PKG_VERSION")},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Problem": problem_schema()},
+            "schemas": schemas,
         },
         "security": [{"bearer": []}],
         "paths": paths,
@@ -317,8 +336,12 @@ pub fn document() -> Value {
 }
 
 #[get("/v1/openapi.json")]
-fn openapi() -> (ContentType, String) {
-    (ContentType::JSON, document().to_string())
+fn openapi() -> (ContentType, &'static str) {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        ContentType::JSON,
+        DOCUMENT.get_or_init(|| document().to_string()),
+    )
 }
 
 #[cfg(test)]
@@ -383,6 +406,69 @@ mod tests {
             assert!(responses[status].is_object(), "{m} {p}: {responses}");
             assert!(responses["default"].is_object(), "{m} {p}: {responses}");
         }
+    }
+
+    /// Every JSON body a route reads or writes has its schema in the document, and every schema
+    /// belongs to a route of the table; the named schemas are the ones referred to, none renamed
+    /// by a clash of two types' names (`IssueRequest2`).
+    #[test]
+    fn every_json_body_has_its_schema() {
+        let doc = document();
+        let bodies = crate::api::schemas::all();
+        for (m, p) in bodies.routes() {
+            assert!(
+                ROUTES.iter().any(|(rm, rp, ..)| *rm == m && *rp == p),
+                "a schema for {m} {p}, which is not in ROUTES"
+            );
+        }
+        for (m, p, ..) in ROUTES {
+            let op = &doc["paths"][p][m.to_ascii_lowercase()];
+            let (status, _) = success_status(m, p);
+            let json = &op["responses"][status.to_string()]["content"]["application/json"];
+            // This document: an OpenAPI document, not described again.
+            if !json.is_null() && *p != "/v1/openapi.json" {
+                assert!(
+                    json["schema"]["$ref"].is_string(),
+                    "{m} {p} answers JSON without a schema"
+                );
+            }
+            // A body is read by every POST and PUT but OCSP (DER) and a CRL rebuild (none).
+            let reads = matches!(*m, "POST" | "PUT")
+                && !p.starts_with("/v1/pki/ocsp/")
+                && *p != "/v1/pki/ca/{id}/crl";
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert_eq!(schema.is_object(), reads, "{m} {p}: request body {op}");
+        }
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in schemas.keys() {
+            assert!(
+                !name.ends_with(|c: char| c.is_ascii_digit()),
+                "two types are named {name}: rename one (#[schemars(rename)])"
+            );
+            let reference = format!("\"#/components/schemas/{name}\"");
+            assert!(
+                name == "Problem" || text.contains(&reference),
+                "{name} is not referred to"
+            );
+        }
+        // Read one way, written another: two schemas.
+        assert_eq!(
+            doc["paths"]["/v1/pki/roles"]["post"]["requestBody"]["content"]["application/json"]
+                ["schema"],
+            json!({"$ref": "#/components/schemas/RoleSpecRequest"})
+        );
+        assert_eq!(schemas["RoleSpecRequest"]["required"], json!(["ca_id"]));
+        assert_eq!(
+            schemas["RoleSpecRequest"]["additionalProperties"],
+            json!(false)
+        );
+        let issue = &schemas["IssueRequest"]["properties"];
+        assert!(issue["alt_names"].is_object(), "{issue}");
+        assert_eq!(
+            doc["paths"]["/v1/pki/tidy"]["post"]["requestBody"]["required"],
+            json!(false)
+        );
     }
 
     #[test]

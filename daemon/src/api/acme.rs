@@ -15,9 +15,28 @@ use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{delete, get, post, routes, Route, State};
 use scaivault_store::{AcmeAccountRow, DnsProviderRow, ManagedCertRow, ManagedVersionRow};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<AccountRequest>("POST", "/v1/pki/acme/accounts");
+    b.answer::<AccountResponse>("POST", "/v1/pki/acme/accounts");
+    b.answer::<List<AccountResponse>>("GET", "/v1/pki/acme/accounts");
+    b.answer::<AccountResponse>("GET", "/v1/pki/acme/accounts/{id}");
+    b.request::<ProviderRequest>("POST", "/v1/pki/acme/dns-providers");
+    b.answer::<ProviderResponse>("POST", "/v1/pki/acme/dns-providers");
+    b.answer::<List<ProviderResponse>>("GET", "/v1/pki/acme/dns-providers");
+    b.answer::<ProviderResponse>("GET", "/v1/pki/acme/dns-providers/{id}");
+    b.request::<IssueRequest>("POST", "/v1/pki/acme/issue");
+    b.answer::<IssueResponse>("POST", "/v1/pki/acme/issue");
+    b.answer::<List<CertificateResponse>>("GET", "/v1/pki/acme/certificates");
+    b.answer::<CertificateResponse>("GET", "/v1/pki/acme/certificates/{id}");
+    b.answer::<List<VersionResponse>>("GET", "/v1/pki/acme/certificates/{id}/versions");
+    b.answer::<VersionResponse>("GET", "/v1/pki/acme/certificates/{id}/versions/{n}");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![
@@ -38,7 +57,8 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "{T}List")]
 struct List<T> {
     items: Vec<T>,
     next_cursor: Option<String>,
@@ -46,7 +66,8 @@ struct List<T> {
 
 // ---- accounts ----------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
+#[schemars(rename = "AcmeAccountRequest")]
 #[serde(deny_unknown_fields)]
 struct AccountRequest {
     name: String,
@@ -65,7 +86,8 @@ struct AccountRequest {
     directory_ca_pem: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "AcmeAccount")]
 struct AccountResponse {
     id: String,
     name: String,
@@ -171,7 +193,8 @@ async fn delete_account(app: &State<App>, caller: Caller, id: &str) -> Result<St
 
 // ---- DNS providers -----------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
+#[schemars(rename = "DnsProviderRequest")]
 #[serde(deny_unknown_fields)]
 struct ProviderRequest {
     name: String,
@@ -180,7 +203,8 @@ struct ProviderRequest {
     config: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "DnsProvider")]
 struct ProviderResponse {
     id: String,
     name: String,
@@ -264,7 +288,8 @@ async fn delete_provider(app: &State<App>, caller: Caller, id: &str) -> Result<S
 
 // ---- issuance and managed certificates ---------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
+#[schemars(rename = "AcmeIssueRequest")]
 #[serde(deny_unknown_fields)]
 struct IssueRequest {
     account_id: String,
@@ -280,7 +305,8 @@ struct IssueRequest {
     profile: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "AcmeOrder")]
 struct IssueResponse {
     id: String,
     status: String,
@@ -318,10 +344,12 @@ async fn issue(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "ManagedCertificate")]
 struct CertificateResponse {
     id: String,
     account_id: String,
+    #[schemars(with = "Vec<String>")]
     domains: Value,
     challenge_type: String,
     dns_provider_id: Option<String>,
@@ -419,7 +447,8 @@ async fn delete_certificate(
     Ok(Status::NoContent)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "ManagedCertificateVersion")]
 struct VersionResponse {
     version: i64,
     serial_number: String,

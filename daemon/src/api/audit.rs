@@ -7,13 +7,19 @@ use crate::error::ApiError;
 use rocket::serde::json::Json;
 use rocket::{get, routes, Route, State};
 use scaivault_store::AuditRow;
+use schemars::JsonSchema;
 use serde::Serialize;
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.answer::<AuditList>("GET", "/v1/audit");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![list]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct AuditList {
     items: Vec<AuditRow>,
     next_cursor: Option<String>,

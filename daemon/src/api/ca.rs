@@ -13,7 +13,21 @@ use scaivault_core::name::DnFields;
 use scaivault_core::pem;
 use scaivault_hsm::KeySpec;
 use scaivault_store::CaRow;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<CreateCaRequest>("POST", "/v1/pki/ca");
+    b.answer::<CaResponse>("POST", "/v1/pki/ca");
+    b.answer::<ListResponse<CaResponse>>("GET", "/v1/pki/ca");
+    b.answer::<CaResponse>("GET", "/v1/pki/ca/{id}");
+    b.request::<SignedCertificateRequest>("POST", "/v1/pki/ca/{id}/signed-certificate");
+    b.answer::<CaResponse>("POST", "/v1/pki/ca/{id}/signed-certificate");
+    b.request::<ImportRequest>("POST", "/v1/pki/ca/import");
+    b.answer::<CaResponse>("POST", "/v1/pki/ca/import");
+    b.answer::<CaResponse>("DELETE", "/v1/pki/ca/{id}");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![
@@ -29,7 +43,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// `POST /v1/pki/ca`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCaRequest {
     name: String,
@@ -71,7 +85,8 @@ pub struct CreateCaRequest {
 }
 
 /// A CA as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Ca")]
 pub struct CaResponse {
     id: String,
     name: String,
@@ -246,7 +261,8 @@ async fn create(
     Ok((Status::Created, Json(out)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "{T}List")]
 struct ListResponse<T> {
     items: Vec<T>,
     next_cursor: Option<String>,
@@ -355,7 +371,7 @@ async fn chain(app: &State<App>, id: &str) -> Result<(ContentType, String), ApiE
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SignedCertificateRequest {
     certificate_pem: String,
@@ -383,7 +399,8 @@ async fn signed_certificate(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "ImportCaRequest")]
 #[serde(deny_unknown_fields)]
 struct ImportRequest {
     name: String,

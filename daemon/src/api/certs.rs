@@ -11,13 +11,22 @@ use rocket::{get, routes, Route, State};
 use scaivault_core::serial::Serial;
 use scaivault_core::{duration, pem, time_util};
 use scaivault_store::{CertFilter, CertRow};
+use schemars::JsonSchema;
 use serde::Serialize;
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.answer::<CertList>("GET", "/v1/pki/certificates");
+    b.answer::<CertView>("GET", "/v1/pki/certificates/{serial}");
+    b.answer::<KeyView>("GET", "/v1/pki/certificates/{serial}/private-key");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![list, get_one, private_key]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Certificate")]
 struct CertView {
     serial_number: String,
     certificate: Option<String>,
@@ -61,7 +70,8 @@ fn view(r: CertRow, now: &str) -> Result<CertView, ApiError> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "CertificateList")]
 struct CertList {
     items: Vec<CertView>,
     next_cursor: Option<String>,
@@ -172,7 +182,8 @@ fn audit_serial(serial: &str) -> String {
     Serial::parse(serial).map_or_else(|_| serial.chars().take(64).collect(), |s| s.key())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "StoredPrivateKey")]
 struct KeyView {
     serial_number: String,
     private_key: String,

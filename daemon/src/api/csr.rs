@@ -10,13 +10,30 @@ use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{get, post, routes, Route, State};
 use scaivault_store::{CsrRow, EventRow};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<ImportRequest>("POST", "/v1/pki/csr/import");
+    b.answer::<CsrView>("POST", "/v1/pki/csr/import");
+    b.answer::<CsrList>("GET", "/v1/pki/csr");
+    b.answer::<CsrView>("GET", "/v1/pki/csr/{id}");
+    b.request::<ApproveRequest>("POST", "/v1/pki/csr/{id}/approve");
+    b.answer::<CsrView>("POST", "/v1/pki/csr/{id}/approve");
+    b.request::<RejectRequest>("POST", "/v1/pki/csr/{id}/reject");
+    b.answer::<CsrView>("POST", "/v1/pki/csr/{id}/reject");
+    b.request::<SignRequest>("POST", "/v1/pki/csr/{id}/sign");
+    b.answer::<SignResponse>("POST", "/v1/pki/csr/{id}/sign");
+    b.answer::<EventList>("GET", "/v1/events");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![import, list, get_one, approve, reject, sign, events]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Csr")]
 struct CsrView {
     id: String,
     status: String,
@@ -81,7 +98,8 @@ fn view(r: CsrRow) -> Result<CsrView, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "ImportCsrRequest")]
 #[serde(deny_unknown_fields)]
 struct ImportRequest {
     csr_pem: String,
@@ -103,7 +121,7 @@ async fn import(
     Ok((Status::Created, Json(out)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct CsrList {
     items: Vec<CsrView>,
     next_cursor: Option<String>,
@@ -153,7 +171,8 @@ async fn get_one(app: &State<App>, caller: Caller, id: &str) -> Result<Json<CsrV
     Ok(Json(view(csrs::get(app, &caller.tenant_id, id).await?)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "ApproveCsrRequest")]
 #[serde(deny_unknown_fields)]
 struct ApproveRequest {
     #[serde(default)]
@@ -176,7 +195,8 @@ async fn approve(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "RejectCsrRequest")]
 #[serde(deny_unknown_fields)]
 struct RejectRequest {
     #[serde(default)]
@@ -198,7 +218,8 @@ async fn reject(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "SignCsrRequest")]
 #[serde(deny_unknown_fields)]
 struct SignRequest {
     ca_id: String,
@@ -207,7 +228,8 @@ struct SignRequest {
     usage: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "SignedCsr")]
 struct SignResponse {
     certificate: String,
     ca_chain: Vec<String>,
@@ -253,7 +275,7 @@ async fn sign(
     Ok(Json(app.finish(&caller, "csr.sign", Some(id), res).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct EventList {
     items: Vec<serde_json::Value>,
     next_cursor: Option<String>,

@@ -4,14 +4,20 @@ use crate::app::App;
 use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{get, routes, Route, State};
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.answer::<Health>("GET", "/v1/sys/health");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![health]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct Health {
     status: &'static str,
     token: &'static str,
@@ -27,7 +33,7 @@ struct Health {
 }
 
 /// This node among the nodes sharing the database.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct ClusterHealth {
     /// `sqlite` or `postgres`.
     backend: &'static str,
@@ -39,7 +45,7 @@ struct ClusterHealth {
 
 /// The CRL scheduler's state across all CAs (aggregated: health is unauthenticated, so it names
 /// no CA and no tenant).
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, JsonSchema)]
 struct CrlHealth {
     /// CAs with a published CRL.
     published: i64,

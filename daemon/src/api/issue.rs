@@ -8,13 +8,22 @@ use crate::error::ApiError;
 use crate::issue::{self, IssueInput, Issued, Lookup};
 use rocket::serde::json::Json;
 use rocket::{post, routes, Route, State};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<IssueRequest>("POST", "/v1/pki/issue/{role}");
+    b.answer::<IssueResponse>("POST", "/v1/pki/issue/{role}");
+    b.request::<SignRequest>("POST", "/v1/pki/sign/{role}");
+    b.answer::<IssueResponse>("POST", "/v1/pki/sign/{role}");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![issue_cert, sign_cert]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueRequest {
     #[serde(default)]
@@ -32,7 +41,8 @@ struct IssueRequest {
 }
 
 /// The response of both endpoints (`private_key` only for issue).
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "IssuedCertificate")]
 struct IssueResponse {
     certificate: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +112,8 @@ async fn issue_cert(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "SignCsrUnderRoleRequest")]
 #[serde(deny_unknown_fields)]
 struct SignRequest {
     csr_pem: String,

@@ -11,13 +11,23 @@ use crate::revoke;
 use rocket::http::ContentType;
 use rocket::serde::json::Json;
 use rocket::{get, post, routes, Route, State};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<RevokeRequest>("POST", "/v1/pki/revoke");
+    b.answer::<RevokeResponse>("POST", "/v1/pki/revoke");
+    b.answer::<Rebuilt>("POST", "/v1/pki/ca/{id}/crl");
+    b.request::<ImportCrlRequest>("POST", "/v1/pki/ca/{id}/crl/import");
+    b.answer::<ImportedCrl>("POST", "/v1/pki/ca/{id}/crl/import");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![revoke_cert, get_crl, rebuild_crl, import_crl]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeRequest {
     serial_number: String,
@@ -25,7 +35,8 @@ struct RevokeRequest {
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Revoked")]
 struct RevokeResponse {
     serial_number: String,
     revoked_at: String,
@@ -118,7 +129,8 @@ pub(crate) async fn crl_body(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "RebuiltCrl")]
 struct Rebuilt {
     crl_number: i64,
     entries: usize,
@@ -147,14 +159,14 @@ async fn rebuild_crl(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ImportCrlRequest {
     /// PEM (`X509 CRL`) or base64 DER.
     crl_pem: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct ImportedCrl {
     crl_number: i64,
     entries: usize,

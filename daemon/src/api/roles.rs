@@ -9,7 +9,18 @@ use crate::roles::{self, RoleSpec};
 use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{delete, get, post, put, routes, Route, State};
+use schemars::JsonSchema;
 use serde::Serialize;
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<RoleSpec>("POST", "/v1/pki/roles");
+    b.answer::<RoleSpec>("POST", "/v1/pki/roles");
+    b.answer::<RoleList>("GET", "/v1/pki/roles");
+    b.answer::<RoleSpec>("GET", "/v1/pki/roles/{name}");
+    b.request::<RoleSpec>("PUT", "/v1/pki/roles/{name}");
+    b.answer::<RoleSpec>("PUT", "/v1/pki/roles/{name}");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![create, list, get_one, replace, remove]
@@ -35,7 +46,7 @@ async fn create(
     Ok((Status::Created, Json(out)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct RoleList {
     items: Vec<RoleSpec>,
     next_cursor: Option<String>,

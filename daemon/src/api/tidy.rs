@@ -9,13 +9,20 @@ use crate::error::ApiError;
 use rocket::serde::json::Json;
 use rocket::{post, routes, Route, State};
 use scaivault_core::{duration, time_util};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<TidyRequest>("POST", "/v1/pki/tidy");
+    b.answer::<TidyReport>("POST", "/v1/pki/tidy");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![tidy]
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TidyRequest {
     /// How long expired certificates are kept (Go duration); default `720h`.
@@ -25,7 +32,7 @@ struct TidyRequest {
     dry_run: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct TidyReport {
     dry_run: bool,
     retention: String,

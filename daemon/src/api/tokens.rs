@@ -10,13 +10,22 @@ use rocket::serde::json::Json;
 use rocket::{delete, get, post, routes, Route, State};
 use scaivault_core::time_util;
 use scaivault_store::TokenRow;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<CreateTokenRequest>("POST", "/v1/auth/tokens");
+    b.answer::<CreatedToken>("POST", "/v1/auth/tokens");
+    b.answer::<TokenList>("GET", "/v1/auth/tokens");
+    b.answer::<Revoked>("DELETE", "/v1/auth/tokens/{id}");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![create, list, revoke]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTokenRequest {
     policies: Vec<String>,
@@ -26,7 +35,7 @@ struct CreateTokenRequest {
     name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct CreatedToken {
     id: String,
     token: String,
@@ -34,7 +43,8 @@ struct CreatedToken {
     expires_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Token")]
 struct TokenView {
     id: String,
     name: Option<String>,
@@ -151,7 +161,7 @@ async fn create(
     Ok((Status::Created, Json(out)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct TokenList {
     items: Vec<TokenView>,
     next_cursor: Option<String>,
@@ -185,7 +195,8 @@ async fn list(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "RevokedToken")]
 struct Revoked {
     id: String,
     revoked_at: String,

@@ -16,20 +16,33 @@ use rocket::serde::json::Json;
 use rocket::{delete, get, post, routes, Route, State};
 use scaivault_core::validate::Outcome;
 use scaivault_store::TrustAnchorRow;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<CreateRequest>("POST", "/v1/pki/trust-anchors");
+    b.answer::<AnchorResponse>("POST", "/v1/pki/trust-anchors");
+    b.answer::<AnchorList>("GET", "/v1/pki/trust-anchors");
+    b.answer::<AnchorResponse>("GET", "/v1/pki/trust-anchors/{id}");
+    b.request::<ValidateRequest>("POST", "/v1/pki/certificates/validate");
+    b.answer::<ValidateResponse>("POST", "/v1/pki/certificates/validate");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![create, list, get_one, remove, validate]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "CreateTrustAnchorRequest")]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     name: String,
     certificate_pem: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "TrustAnchor")]
 struct AnchorResponse {
     id: String,
     name: String,
@@ -52,7 +65,8 @@ fn view(r: TrustAnchorRow) -> Result<AnchorResponse, ApiError> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "TrustAnchorList")]
 struct AnchorList {
     items: Vec<AnchorResponse>,
     next_cursor: Option<String>,
@@ -113,7 +127,7 @@ async fn remove(app: &State<App>, caller: Caller, id: &str) -> Result<Status, Ap
     Ok(Status::NoContent)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ValidateRequest {
     certificate_pem: String,
@@ -133,26 +147,27 @@ struct ValidateRequest {
     crls_pem: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct ChainEntry {
     subject: String,
     serial_number: String,
     fingerprint_sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct AnchorRef {
     kind: &'static str,
     id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "ValidationError")]
 struct Reason {
     code: &'static str,
     message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct ValidateResponse {
     valid: bool,
     chain: Vec<ChainEntry>,

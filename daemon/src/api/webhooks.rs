@@ -13,19 +13,31 @@ use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{delete, get, post, routes, Route, State};
 use scaivault_store::{WebhookDeliveryRow, WebhookRow};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+/// The body schemas of these routes (`GET /v1/openapi.json`).
+pub(super) fn bodies(b: &mut super::schemas::Bodies) {
+    b.request::<CreateRequest>("POST", "/v1/webhooks");
+    b.answer::<WebhookResponse>("POST", "/v1/webhooks");
+    b.answer::<WebhookList>("GET", "/v1/webhooks");
+    b.answer::<WebhookResponse>("GET", "/v1/webhooks/{id}");
+    b.answer::<DeliveryList>("GET", "/v1/webhooks/{id}/deliveries");
+}
 
 pub fn routes() -> Vec<Route> {
     routes![create, list, get_one, remove, deliveries]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
+#[schemars(rename = "CreateWebhookRequest")]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     url: String,
     events: Vec<String>,
-    /// Moved into a `Zeroizing` as soon as it is decoded.
+    /// The HMAC-SHA256 key of the `ScaiVault-Signature` header (docs/WEBHOOKS.md); never shown.
+    // Moved into a `Zeroizing` as soon as it is decoded.
     secret: String,
 }
 
@@ -37,7 +49,8 @@ impl std::fmt::Debug for CreateRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Webhook")]
 struct WebhookResponse {
     id: String,
     url: String,
@@ -54,13 +67,14 @@ fn view(r: WebhookRow) -> Result<WebhookResponse, ApiError> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct WebhookList {
     items: Vec<WebhookResponse>,
     next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "WebhookDelivery")]
 struct DeliveryResponse {
     id: String,
     event_id: String,
@@ -97,7 +111,8 @@ fn delivery_view(d: WebhookDeliveryRow) -> DeliveryResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "WebhookDeliveryList")]
 struct DeliveryList {
     items: Vec<DeliveryResponse>,
     next_cursor: Option<String>,

@@ -37,7 +37,8 @@ pub struct AuditRecord {
 }
 
 /// A stored record.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(rename = "AuditRecord")]
 pub struct AuditRow {
     /// Position in the chain, from 1.
     pub seq: i64,
