@@ -268,6 +268,18 @@ pub fn create_tenant(store: &Store, name: &str) -> Result<TenantRow, StartError>
     };
     store
         .write(|tx| {
+            // `Acme` beside `acme` would be two tenants that people (and `--tenant` typed from
+            // memory) take for one: names are unique without regard to case.
+            if let Some(t) = tx
+                .list_tenants()?
+                .into_iter()
+                .find(|t| t.name.eq_ignore_ascii_case(name))
+            {
+                return Err(scaivault_store::Error::Conflict(format!(
+                    "tenant {:?} exists ({}); tenant names are unique without regard to case",
+                    t.name, t.id
+                )));
+            }
             tx.insert_tenant(&row)?;
             tx.append_audit(&cli_record(Some(&row.id), "tenant.create", &row.id))
         })

@@ -282,6 +282,25 @@ fn first_run(dir: &Path, listen: SocketAddr, database_url: Option<&str>) -> Resu
     std::fs::remove_file(&marker).context(&format!("cannot remove {}", marker.display()))
 }
 
+/// Why the token in `file` (a later run's `admin.token`) no longer works, if it does not.
+fn unusable_admin_token(store: &scaivault_store::Store, file: &Path) -> Option<String> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(file).ok()?);
+    let Some(id) = crate::auth::token_id(text.trim()) else {
+        return Some("is not a token".to_owned());
+    };
+    let now = scaivault_core::time_util::rfc3339(scaivault_core::time_util::now());
+    match store.read(|tx| tx.token_by_id(&id)) {
+        Ok((t, _)) => match (t.revoked_at, t.expires_at) {
+            (Some(at), _) => Some(format!("was revoked at {at}")),
+            (None, Some(at)) if at <= now => Some(format!("expired at {at}")),
+            _ => None,
+        },
+        Err(scaivault_store::Error::NotFound) => Some("is not in the database".to_owned()),
+        // Anything else: the daemon's start says what is wrong with the database.
+        Err(_) => None,
+    }
+}
+
 /// Runs dev mode.
 ///
 /// # Errors
@@ -402,6 +421,17 @@ pub fn run(
             dir.display(),
             token_file.display()
         );
+        if let Some(why) = unusable_admin_token(&store, &token_file) {
+            // Not replaced behind the operator's back (a revocation is meant): said, with the
+            // command that makes another.
+            println!(
+                "warning: the admin token in {} {why}; make another with: scaivault --config {} \
+                 token create --tenant default --policy admin > {}",
+                token_file.display(),
+                config_path.display(),
+                token_file.display()
+            );
+        }
     }
     println!("starting on http://{}", cfg.server.listen);
     drop(store);

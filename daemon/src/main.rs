@@ -122,7 +122,16 @@ fn main() -> ExitCode {
     if let Some(code) = hide_database_url() {
         return code;
     }
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let config_given =
+        matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Some(code) = unused_config(&cli, config_given) {
+        return code;
+    }
     // Every file the daemon or a host command creates (the database and its WAL, dev-mode files)
     // is private to its user, whatever the caller's umask (the unit sets UMask=0077 as well).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -155,6 +164,40 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+    }
+}
+
+/// `dev` reads `DIR/scaivault.toml` and `ceremony` its `--file`: a `--config` given to either would
+/// be silently ignored, so it is refused (exit 2), unless it names the very file `dev` reads. One
+/// from `SCAIVAULT_CONFIG` (an operator's shell) is ignored with a note.
+fn unused_config(cli: &Cli, given: bool) -> Option<ExitCode> {
+    let config = cli.config.as_deref()?;
+    let (command, reads) = match &cli.command {
+        Command::Dev { data_dir, .. } => ("dev", data_dir.join("scaivault.toml")),
+        Command::Ceremony { file, .. } => ("ceremony", file.clone()),
+        _ => return None,
+    };
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize())
+    {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if command == "dev" && same(config, &reads) {
+        return None;
+    }
+    let what = match command {
+        "dev" => format!("dev reads {}", reads.display()),
+        _ => "a ceremony reads its --file and no daemon configuration".to_owned(),
+    };
+    if given {
+        eprintln!(
+            "scaivault: --config {} is not used: {what} (serve --config FILE runs a configuration)",
+            config.display()
+        );
+        Some(ExitCode::from(2))
+    } else {
+        eprintln!("scaivault: note: SCAIVAULT_CONFIG is ignored: {what}");
+        None
     }
 }
 

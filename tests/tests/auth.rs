@@ -23,6 +23,14 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
 
     let tid = cli_ok(&d, &["tenant", "create", "tenant-b"]);
     assert!(tid.starts_with("tn_"), "{tid}");
+    // Names are unique without regard to case: `Tenant-B` would be taken for `tenant-b`.
+    let out = d.cli(&["tenant", "create", "Tenant-B"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tenant \"tenant-b\" exists") && err.contains(&tid),
+        "{err}"
+    );
     let list = cli_ok(&d, &["tenant", "list"]);
     assert!(
         list.contains("default") && list.contains("tenant-b"),
@@ -267,7 +275,7 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a token id"), "{err}");
-    let secret = b_admin.rsplit('_').next().unwrap();
+    let secret = scaivault_tests::token_secret(&b_admin);
     assert!(!err.contains(secret), "{err}");
     cli_ok(&d, &["token", "revoke", &b_id]);
     // A new token whose one showing cannot happen is not left behind: refused before it is made

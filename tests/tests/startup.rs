@@ -8,24 +8,34 @@ use std::process::Command;
 use std::time::Duration;
 
 fn serve_fails(config: &std::path::Path) -> String {
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config").arg(config).arg("serve");
+    let (status, err) = refused(&mut cmd);
+    assert!(!status.success());
+    err
+}
+
+/// Runs `cmd`, which is expected to end within 10 s (a refusal), and returns how it ended and its
+/// stderr; panics (after killing it) when it is still running then, as a daemon that started.
+fn refused(cmd: &mut Command) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     for _ in 0..200 {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
             let out = child.wait_with_output().unwrap();
-            return String::from_utf8_lossy(&out.stderr).into_owned();
+            return (status, String::from_utf8_lossy(&out.stderr).into_owned());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
-    panic!("serve did not refuse to start");
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "{cmd:?} did not refuse to start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `scaivault --config <config> check-config` and returns how it ended.
@@ -498,7 +508,7 @@ fn rust_log_never_shows_tokens_and_a_bad_one_is_ignored() {
         )],
     );
     assert_eq!(d.get("/v1/pki/ca").status, 200);
-    let secret = d.admin.rsplit('_').next().unwrap().to_owned();
+    let secret = scaivault_tests::token_secret(&d.admin).to_owned();
     let log = d.log_text();
     assert!(log.contains("DEBUG"), "debug logging is on: {log}");
     assert!(!log.contains(&secret), "the bearer token was logged: {log}");
@@ -686,4 +696,85 @@ fn health_reports_a_database_whose_write_lock_another_process_holds() {
     assert_eq!(h.json()["database"], "unavailable", "{}", h.text());
     let h = d.call("GET", "/v1/sys/health", None, None);
     assert_eq!(h.status, 200, "{}", h.text());
+}
+
+/// `dev` reads DIR/scaivault.toml and a ceremony its --file: a `--config` given to either is
+/// refused (it would be silently ignored, and the operator believe another configuration runs),
+/// before anything is created; `--config DIR/scaivault.toml` itself is accepted. One from
+/// `SCAIVAULT_CONFIG` (an operator's shell) is ignored with a note.
+#[test]
+fn a_config_that_dev_or_a_ceremony_would_not_read_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let other = tmp.path().join("prod.toml");
+    std::fs::write(&other, "").unwrap();
+    let (status, err) = refused(
+        Command::new(bin())
+            .arg("--config")
+            .arg(&other)
+            .args(["dev", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", scaivault_tests::free_port()),
+            ]),
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is not used: dev reads") && err.contains("scaivault.toml"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing is created");
+    let (status, err) = refused(
+        Command::new(bin())
+            .arg("--config")
+            .arg(&other)
+            .args(["ceremony", "--file"])
+            .arg(tmp.path().join("ceremony.toml"))
+            .arg("list-keys"),
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("a ceremony reads its --file"), "{err}");
+
+    // The file dev reads, named: fine; from the environment: a note, and dev runs.
+    let d = Daemon::start();
+    let config = d.config();
+    let dir = d.into_dir();
+    let d = Daemon::start_in_with_env(dir, &[("SCAIVAULT_CONFIG", other.as_os_str())]);
+    assert_eq!(d.get("/v1/pki/ca").status, 200);
+    let log = std::fs::read_to_string(d.dir.path().join("daemon.log")).unwrap_or_default()
+        + &std::fs::read_to_string(d.dir.path().join("daemon.out")).unwrap_or_default();
+    assert!(
+        log.contains("SCAIVAULT_CONFIG is ignored: dev reads"),
+        "{log}"
+    );
+    let dir = d.into_dir();
+    let d = Daemon::start_in_with_env(dir, &[("SCAIVAULT_CONFIG", config.as_os_str())]);
+    assert_eq!(d.get("/v1/pki/ca").status, 200);
+}
+
+/// A later dev run whose `admin.token` was revoked says so, with the command that makes another,
+/// instead of leaving the operator to puzzle over `401`s; it does not replace the token itself
+/// (the revocation was meant).
+#[test]
+fn dev_mode_says_when_its_admin_token_was_revoked() {
+    let d = Daemon::start();
+    let admin = d.admin.clone();
+    let id = scaivault_tests::token_id(&admin);
+    let out = d.cli(&["token", "revoke", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let dir = d.into_dir();
+    let d = Daemon::start_in(dir);
+    assert_eq!(d.admin, admin, "the file is left as it was");
+    let out = std::fs::read_to_string(d.dir.path().join("daemon.out")).unwrap();
+    assert!(
+        out.contains("admin.token was revoked at")
+            && out.contains("token create --tenant default --policy admin >"),
+        "{out}"
+    );
+    assert_eq!(d.get("/v1/pki/ca").status, 401);
+    // A working token: no warning.
+    let fresh = Daemon::start();
+    let out = std::fs::read_to_string(fresh.dir.path().join("daemon.out")).unwrap();
+    assert!(!out.contains("warning"), "{out}");
 }
