@@ -355,7 +355,11 @@ pub fn tenant(path: &Path, cmd: TenantCommand) -> Result<ExitCode, StartError> {
             store
                 .write(|tx| {
                     tx.set_tenant_csr_distinct_approver(&name, value)?;
-                    tx.append_audit(&cli_record(Some(&t.id), "tenant.set", &t.id))
+                    // What was set, not only that something was (the setting is no secret).
+                    let mut record = cli_record(Some(&t.id), "tenant.set", &t.id);
+                    record.detail =
+                        Some(format!("csr_distinct_approver = {csr_distinct_approver}"));
+                    tx.append_audit(&record)
                 })
                 .context("tenant set")?;
             say!("{name}: csr_distinct_approver = {csr_distinct_approver}");

@@ -469,6 +469,17 @@ fn separation_of_duties_and_policies() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The audit record says what was set.
+    let audit = d.get("/v1/audit?limit=1000").json();
+    let set = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["action"] == "tenant.set")
+        .cloned()
+        .unwrap();
+    assert_eq!(set["detail"], "csr_distinct_approver = true", "{set}");
+    assert_eq!(set["token_id"], "cli", "{set}");
     let own = call(&approver, "/v1/pki/csr/import", json!({"csr_pem": csr_pem})).json()["id"]
         .as_str()
         .unwrap()
