@@ -238,6 +238,46 @@ fn open_hint(path: &Path) -> String {
         .to_owned()
 }
 
+/// Refuses an existing SQLite file that holds tables but not our schema: another application's
+/// database (a `storage.path` typed wrong), which opening would change (WAL mode, then our
+/// tables). Read-only: nothing is written, and a missing file is left to be created.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming up to three of its tables.
+fn refuse_foreign(path: &Path) -> Result<()> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Ok(());
+    }
+    // A file SQLite cannot read is reported by `connect`, with its hint.
+    let Ok(conn) = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return Ok(());
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let Ok(version) = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)) else {
+        return Ok(());
+    };
+    if version != 0 {
+        return Ok(());
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 3")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Corrupt(format!(
+        "{} is not a ScaiVault database: it holds another application's tables ({}) and no \
+         ScaiVault schema; storage.path must name a ScaiVault database or a new file",
+        path.display(),
+        tables.join(", ")
+    )))
+}
+
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
@@ -296,6 +336,7 @@ impl Store {
     /// [`Error::Unavailable`] when the file cannot be opened or is not a database;
     /// [`Error::Corrupt`] when it is newer than this build.
     pub fn open(path: &Path) -> Result<Self> {
+        refuse_foreign(path)?;
         let mut writer = connect(path).map_err(|e| match e {
             Error::Unavailable(m) => Error::Unavailable(format!("{m}{}", open_hint(path))),
             e => e,

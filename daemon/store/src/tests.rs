@@ -469,6 +469,33 @@ fn two_stores_migrating_at_once_and_a_newer_schema_is_refused(kind: Kind) {
     assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
 }
 
+/// Another application's SQLite file (a `storage.path` typed wrong) is refused, and left as it
+/// was: no WAL mode, no ScaiVault tables. An empty file is a new database.
+#[test]
+fn another_applications_sqlite_file_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.db");
+    let other = rusqlite::Connection::open(&p).unwrap();
+    other
+        .execute_batch("CREATE TABLE users (id INTEGER); CREATE TABLE orders (id INTEGER);")
+        .unwrap();
+    drop(other);
+    let before = std::fs::read(&p).unwrap();
+    let err = Store::open(&p).unwrap_err();
+    let Error::Corrupt(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        msg.contains("another application's tables (orders, users)") && msg.contains("app.db"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), before, "the file was changed");
+    assert!(!dir.path().join("app.db-wal").exists());
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    Store::open(&empty).unwrap().ping().unwrap();
+}
+
 fn a_crl_is_stored_only_over_an_older_one(kind: Kind) {
     let Some(f) = store_with(kind, 0) else {
         return;
