@@ -35,6 +35,24 @@ pub fn get(fetch: impl FnOnce() -> Option<Value>) -> Option<&'static Contract> {
     }))
 }
 
+/// With `SCAIVAULT_TEST_CONTRACT_LOG=FILE`, each checked success is appended to FILE as
+/// `METHOD template status`: which routes a run of the suite held against the document
+/// (`sort -u FILE`).
+fn record(method: &str, template: &str, status: u16) {
+    use std::io::Write;
+    let Some(file) = std::env::var_os("SCAIVAULT_TEST_CONTRACT_LOG") else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+    {
+        // One write per line: lines of concurrent test processes do not interleave.
+        let _ = f.write_all(format!("{method} {template} {status}\n").as_bytes());
+    }
+}
+
 /// One exchange, as [`Contract::check`] reads it.
 pub struct Exchange<'a> {
     pub method: &'a str,
@@ -129,6 +147,7 @@ impl Contract {
         let Some(template) = self.template(x.method, x.path) else {
             return;
         };
+        record(x.method, &template, x.status);
         let op = &self.doc["paths"][&template][x.method.to_ascii_lowercase()];
         let responses = &op["responses"];
         assert!(
