@@ -78,7 +78,7 @@ impl CaSettings {
             permitted_ip_ranges: self
                 .permitted_ip_ranges
                 .iter()
-                .map(|r| IpRange::parse(r))
+                .map(|r| IpRange::parse_exact(r))
                 .collect::<Result<_, _>>()?,
         })
     }

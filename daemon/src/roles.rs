@@ -191,6 +191,9 @@ impl RoleSpec {
                 return Err(ttl_over_max(secs, &self.max_ttl));
             }
         }
+        for raw in &self.allowed_ip_ranges {
+            IpRange::parse_exact(raw)?;
+        }
         let policy = self.policy()?;
         for (raw, r) in self.allowed_ip_ranges.iter().zip(&policy.allowed_ip_ranges) {
             if let std::net::IpAddr::V6(v6) = r.addr {

@@ -126,6 +126,8 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
     post(br#"{"name":"a","common_name":"A","country":"Netherlands","ca_type":"root","validity_days":1}"#).problem(400, "invalid_subject");
     post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"crl_interval":"soon"}"#).problem(400, "invalid_duration");
     post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"permitted_ip_ranges":["10.0.0.0/33"]}"#).problem(400, "invalid_ip_range");
+    let p = post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"permitted_ip_ranges":["fd00:1::/8"]}"#).problem(400, "invalid_ip_range");
+    assert!(p["detail"].as_str().unwrap().contains("fd00::/8"), "{p}");
     post(
         br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":99999999999999999999}"#,
     )

@@ -1657,6 +1657,20 @@ fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
             .contains("::ffff:10.0.0.0/104"),
         "{p}"
     );
+    // A range written with bits past its prefix names a wider range than it shows: refused,
+    // naming the range it stands for, and nothing is created.
+    let p = create(json!({"allow_ip_sans": true, "allowed_ip_ranges": ["10.1.2.3/8"]}))
+        .problem(400, "invalid_ip_range");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("10.1.2.3/8") && detail.contains("10.0.0.0/8"),
+        "{p}"
+    );
+    assert_eq!(
+        d.call("GET", "/v1/pki/roles/rv", Some(&d.admin), None)
+            .status,
+        404
+    );
 
     // A valid role; an update cannot bring in what a create may not.
     let r = create(json!({"max_ttl": "2h", "ttl": "1h", "allow_subdomains": true}));

@@ -57,6 +57,45 @@ impl IpRange {
         Ok(IpRange { addr, prefix })
     }
 
+    /// Parses CIDR notation as [`IpRange::parse`] does, and refuses a range whose address has
+    /// bits set past the prefix (`10.1.2.3/8`): the range it names is wider than the address
+    /// suggests, so the writer is told which range that is instead of getting it silently.
+    ///
+    /// # Errors
+    /// `invalid_ip_range` naming the input (and the network it stands for).
+    pub fn parse_exact(s: &str) -> Result<Self> {
+        let r = Self::parse(s)?;
+        let network = r.network();
+        if network != r.addr {
+            return Err(Error::invalid(
+                "invalid_ip_range",
+                format!(
+                    "{s:?} has bits set past its /{} prefix: it names the range {network}/{}; \
+                     give that",
+                    r.prefix, r.prefix
+                ),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The network address: [`IpRange::addr`] with the bits past the prefix cleared.
+    #[must_use]
+    pub fn network(&self) -> IpAddr {
+        let keep = |bits: u32| {
+            u128::MAX
+                .checked_shl(bits.saturating_sub(u32::from(self.prefix)))
+                .unwrap_or(0)
+        };
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = u32::try_from(keep(32) & u128::from(u32::MAX)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & keep(128)).into()),
+        }
+    }
+
     /// Address followed by mask, as name constraints encode an iPAddress subtree.
     fn to_constraint_bytes(&self) -> Vec<u8> {
         let (mut bytes, len) = match self.addr {
@@ -444,5 +483,38 @@ pub fn lint(tbs: &TbsCertificate, expect: LintExpect<'_>) -> Result<()> {
         Ok(())
     } else {
         Err(Error::ProfileViolation(failures.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpRange;
+
+    #[test]
+    fn a_range_must_be_written_as_its_network() {
+        for ok in [
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "0.0.0.0/0",
+            "192.168.4.0/22",
+            "fd00::/8",
+            "2001:db8::1/128",
+            "::/0",
+        ] {
+            assert!(IpRange::parse_exact(ok).is_ok(), "{ok}");
+        }
+        for (bad, network) in [
+            ("10.1.2.3/8", "10.0.0.0/8"),
+            ("192.168.5.0/22", "192.168.4.0/22"),
+            ("1.2.3.4/0", "0.0.0.0/0"),
+            ("fd12:3456::1/16", "fd12::/16"),
+            ("2001:db8::1/127", "2001:db8::/127"),
+        ] {
+            // The lenient parse keeps accepting it (stored roles and CAs still load) ...
+            assert!(IpRange::parse(bad).is_ok(), "{bad}");
+            // ... the exact one names the range the writer got.
+            let e = IpRange::parse_exact(bad).unwrap_err().to_string();
+            assert!(e.contains(network) && e.contains(bad), "{bad}: {e}");
+        }
     }
 }

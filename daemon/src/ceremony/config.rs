@@ -325,7 +325,7 @@ impl Ceremony {
             permitted_ip_ranges: p
                 .permitted_ip_ranges
                 .iter()
-                .map(|r| IpRange::parse(r))
+                .map(|r| IpRange::parse_exact(r))
                 .collect::<Result<_, _>>()
                 .map_err(|e| StartError(format!("ceremony file: intermediate: {e}")))?,
         })
@@ -474,6 +474,11 @@ mod tests {
                 "between 2",
             ),
             ("[people]", "pin = \"1\"\n[people]", "unknown field"),
+            (
+                "permitted_ip_ranges = [\"10.0.0.0/8\"]",
+                "permitted_ip_ranges = [\"10.0.0.1/8\"]",
+                "it names the range 10.0.0.0/8",
+            ),
         ] {
             assert!(example.contains(from), "{from}");
             let path = dir.path().join("c.toml");
