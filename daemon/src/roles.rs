@@ -2,6 +2,7 @@
 //! The name policy itself is `scaivault_core::role`; this module validates a role's settings,
 //! stores them, and turns them into that policy.
 
+use crate::api::schemas::{OneOf, KEY_TYPES};
 use crate::app::{App, Caller};
 use crate::error::ApiError;
 use scaivault_core::duration;
@@ -60,6 +61,7 @@ pub struct RoleSpec {
     pub ttl: Option<String>,
     /// `ec`, `rsa`, `ed25519`; default `ec`.
     #[serde(default = "default_key_type")]
+    #[schemars(transform = OneOf(KEY_TYPES))]
     pub key_type: String,
     /// Key size; default 256 for EC, 2048 for RSA.
     #[serde(default)]

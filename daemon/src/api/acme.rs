@@ -8,6 +8,10 @@
 use super::ca::page_limit;
 use super::problem::Body;
 use crate::acme::{accounts, certs, providers, worker};
+use crate::api::schemas::{
+    OneOf, ACME_ACCOUNT_STATES, ACME_CERT_STATES, ACME_ENVIRONMENTS, ACME_KEY_TYPES,
+    ACME_PROVIDERS, CHALLENGE_TYPES,
+};
 use crate::app::{App, Caller};
 use crate::auth::{self, Perm};
 use crate::error::ApiError;
@@ -71,8 +75,10 @@ struct List<T> {
 #[serde(deny_unknown_fields)]
 struct AccountRequest {
     name: String,
+    #[schemars(transform = OneOf(ACME_PROVIDERS))]
     provider: String,
     #[serde(default)]
+    #[schemars(transform = OneOf(ACME_ENVIRONMENTS))]
     environment: Option<String>,
     #[serde(default)]
     email: Option<String>,
@@ -91,13 +97,16 @@ struct AccountRequest {
 struct AccountResponse {
     id: String,
     name: String,
+    #[schemars(transform = OneOf(ACME_PROVIDERS))]
     provider: String,
+    #[schemars(transform = OneOf(ACME_ENVIRONMENTS))]
     environment: String,
     directory_url: String,
     email: Option<String>,
     account_url: String,
     eab_kid: Option<String>,
     directory_ca_pem: Option<String>,
+    #[schemars(transform = OneOf(ACME_ACCOUNT_STATES))]
     status: String,
     created_at: String,
     deactivated_at: Option<String>,
@@ -199,6 +208,7 @@ async fn delete_account(app: &State<App>, caller: Caller, id: &str) -> Result<St
 struct ProviderRequest {
     name: String,
     #[serde(rename = "type")]
+    #[schemars(transform = OneOf(scaivault_dns::KINDS))]
     kind: String,
     config: Value,
 }
@@ -209,6 +219,7 @@ struct ProviderResponse {
     id: String,
     name: String,
     #[serde(rename = "type")]
+    #[schemars(transform = OneOf(scaivault_dns::KINDS))]
     kind: String,
     /// The config without its secrets.
     config: Value,
@@ -294,12 +305,14 @@ async fn delete_provider(app: &State<App>, caller: Caller, id: &str) -> Result<S
 struct IssueRequest {
     account_id: String,
     domains: Vec<String>,
+    #[schemars(transform = OneOf(CHALLENGE_TYPES))]
     challenge_type: String,
     #[serde(default)]
     auto_renew: Option<bool>,
     #[serde(default)]
     dns_provider_id: Option<String>,
     #[serde(default)]
+    #[schemars(transform = OneOf(ACME_KEY_TYPES))]
     key_type: Option<String>,
     #[serde(default)]
     profile: Option<String>,
@@ -309,6 +322,7 @@ struct IssueRequest {
 #[schemars(rename = "AcmeOrder")]
 struct IssueResponse {
     id: String,
+    #[schemars(transform = OneOf(ACME_CERT_STATES))]
     status: String,
 }
 
@@ -351,11 +365,14 @@ struct CertificateResponse {
     account_id: String,
     #[schemars(with = "Vec<String>")]
     domains: Value,
+    #[schemars(transform = OneOf(CHALLENGE_TYPES))]
     challenge_type: String,
     dns_provider_id: Option<String>,
+    #[schemars(transform = OneOf(ACME_KEY_TYPES))]
     key_type: String,
     profile: Option<String>,
     auto_renew: bool,
+    #[schemars(transform = OneOf(ACME_CERT_STATES))]
     status: String,
     version: i64,
     certificate: Option<String>,

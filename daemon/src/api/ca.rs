@@ -2,6 +2,7 @@
 //! retire.
 
 use super::problem::Body;
+use crate::api::schemas::{OneOf, CA_STATES, CA_TYPES, KEY_TYPES, OCSP_SIGNERS};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::ca::{self, CaSettings, ImportCa, NewCa};
@@ -48,8 +49,10 @@ pub fn routes() -> Vec<Route> {
 pub struct CreateCaRequest {
     name: String,
     common_name: String,
+    #[schemars(transform = OneOf(CA_TYPES))]
     ca_type: String,
     #[serde(default)]
+    #[schemars(transform = OneOf(KEY_TYPES))]
     key_type: Option<String>,
     #[serde(default)]
     key_size: Option<u32>,
@@ -79,6 +82,7 @@ pub struct CreateCaRequest {
     #[serde(default)]
     ocsp_validity: Option<String>,
     #[serde(default)]
+    #[schemars(transform = OneOf(OCSP_SIGNERS))]
     ocsp_signer: Option<String>,
     #[serde(default)]
     ocsp_signer_lifetime: Option<String>,
@@ -91,9 +95,12 @@ pub struct CaResponse {
     id: String,
     name: String,
     common_name: String,
+    #[schemars(transform = OneOf(CA_TYPES))]
     ca_type: String,
     parent_ca_id: Option<String>,
+    #[schemars(transform = OneOf(CA_STATES))]
     status: String,
+    #[schemars(transform = OneOf(KEY_TYPES))]
     key_type: String,
     key_size: u32,
     certificate: Option<String>,
@@ -105,6 +112,7 @@ pub struct CaResponse {
     csr: Option<String>,
     crl_interval: String,
     ocsp_validity: String,
+    #[schemars(transform = OneOf(OCSP_SIGNERS))]
     ocsp_signer: String,
     ocsp_signer_lifetime: String,
     /// The key is not on this daemon's token: the CA signs nothing here, its CRL is imported.

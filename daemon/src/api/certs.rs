@@ -3,6 +3,7 @@
 //! `GET /v1/pki/certificates/<serial>/private-key` (admin; only when the role stored the key).
 
 use super::ca::page_limit;
+use crate::api::schemas::{OneOf, CERT_KINDS, CERT_STATES};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::error::ApiError;
@@ -32,13 +33,16 @@ struct CertView {
     certificate: Option<String>,
     ca_id: String,
     role: Option<String>,
+    #[schemars(transform = OneOf(CERT_KINDS))]
     kind: String,
     common_name: Option<String>,
     sans: Vec<String>,
+    #[schemars(transform = OneOf(CERT_STATES))]
     status: String,
     not_before: Option<String>,
     not_after: Option<String>,
     revoked_at: Option<String>,
+    #[schemars(transform = OneOf(scaivault_core::crl::REASONS))]
     revocation_reason: Option<String>,
     created_at: String,
 }

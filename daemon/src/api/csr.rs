@@ -2,6 +2,7 @@
 
 use super::ca::page_limit;
 use super::problem::{Body, OptionalBody, CSR_BODY_BYTES};
+use crate::api::schemas::{OneOf, CSR_STATES, CSR_USAGES, KEY_TYPES};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::csrs::{self, Usage};
@@ -36,6 +37,7 @@ pub fn routes() -> Vec<Route> {
 #[schemars(rename = "Csr")]
 struct CsrView {
     id: String,
+    #[schemars(transform = OneOf(CSR_STATES))]
     status: String,
     subject: String,
     common_name: Option<String>,
@@ -43,6 +45,7 @@ struct CsrView {
     /// Requested names the certificate will not carry (e-mail SANs: `email:…`), so that the
     /// approver sees what signing leaves out.
     not_issued: Vec<String>,
+    #[schemars(transform = OneOf(KEY_TYPES))]
     key_type: String,
     key_bits: u32,
     fingerprint_sha256: String,
@@ -225,6 +228,7 @@ struct SignRequest {
     ca_id: String,
     validity_days: i64,
     #[serde(default)]
+    #[schemars(transform = OneOf(CSR_USAGES))]
     usage: Option<String>,
 }
 

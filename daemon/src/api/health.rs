@@ -1,5 +1,6 @@
 //! `GET /v1/sys/health`: token, database and scheduler state; `503` when any is not ready.
 
+use crate::api::schemas::{OneOf, BACKENDS, HEALTH, SCHEDULER_HEALTH};
 use crate::app::App;
 use rocket::http::Status;
 use rocket::serde::json::Json;
@@ -19,9 +20,13 @@ pub fn routes() -> Vec<Route> {
 
 #[derive(Debug, Serialize, JsonSchema)]
 struct Health {
+    #[schemars(transform = OneOf(HEALTH))]
     status: &'static str,
+    #[schemars(transform = OneOf(HEALTH))]
     token: &'static str,
+    #[schemars(transform = OneOf(HEALTH))]
     database: &'static str,
+    #[schemars(transform = OneOf(SCHEDULER_HEALTH))]
     scheduler: &'static str,
     /// Active CAs whose private key the last check (each 10 s) did not find on the token:
     /// they sign nothing until it is back. Not a reason for `503` (every node shares the token,
@@ -36,6 +41,7 @@ struct Health {
 #[derive(Debug, Serialize, JsonSchema)]
 struct ClusterHealth {
     /// `sqlite` or `postgres`.
+    #[schemars(transform = OneOf(BACKENDS))]
     backend: &'static str,
     /// This node's name (`[cluster] node_name`, else the host name).
     node: String,

@@ -3,6 +3,7 @@
 
 use super::guards::IssuingCaller;
 use super::problem::{Body, CSR_BODY_BYTES};
+use crate::api::schemas::{OneOf, PRIVATE_KEY_FORMATS};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::issue::{self, IssueInput, Issued, Lookup};
@@ -37,6 +38,7 @@ struct IssueRequest {
     #[serde(default)]
     ttl: Option<String>,
     #[serde(default)]
+    #[schemars(transform = OneOf(PRIVATE_KEY_FORMATS))]
     private_key_format: Option<String>,
 }
 

@@ -30,7 +30,7 @@ pub(crate) mod problem;
 pub mod public;
 mod revoke;
 mod roles;
-mod schemas;
+pub mod schemas;
 mod tidy;
 pub mod tokens;
 mod trust;

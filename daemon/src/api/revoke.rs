@@ -4,6 +4,7 @@
 
 use super::guards::PublicClient;
 use super::problem::Body;
+use crate::api::schemas::OneOf;
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::error::ApiError;
@@ -32,6 +33,7 @@ pub fn routes() -> Vec<Route> {
 struct RevokeRequest {
     serial_number: String,
     #[serde(default)]
+    #[schemars(transform = OneOf(scaivault_core::crl::REASONS))]
     reason: Option<String>,
 }
 
@@ -40,6 +42,7 @@ struct RevokeRequest {
 struct RevokeResponse {
     serial_number: String,
     revoked_at: String,
+    #[schemars(transform = OneOf(scaivault_core::crl::REASONS))]
     reason: String,
 }
 

@@ -104,6 +104,70 @@ impl Bodies {
     }
 }
 
+/// A field's schema transform (`#[schemars(transform = OneOf(VALUES))]`): the string takes one of
+/// `VALUES` — and `null` too where the field may be `null` — as `enum` in the document. The lists
+/// are the ones the daemon parses with or writes from where it has one (`REASONS`, `KINDS`,
+/// `EVENT_TYPES`); the others are below. An answer outside its list fails the tests' contract
+/// check (`tests/src/contract.rs`), and so does an accepted request.
+pub struct OneOf(pub &'static [&'static str]);
+
+impl schemars::transform::Transform for OneOf {
+    fn transform(&mut self, schema: &mut schemars::Schema) {
+        let nullable = match schema.get("type") {
+            Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+            _ => false,
+        };
+        let mut values: Vec<Value> = self.0.iter().map(|v| Value::from(*v)).collect();
+        if nullable {
+            values.push(Value::Null);
+        }
+        schema.insert("enum".into(), Value::Array(values));
+    }
+}
+
+/// Key types of CAs, roles and CSRs.
+pub const KEY_TYPES: &[&str] = &["ec", "rsa", "ed25519"];
+/// Key types of ACME certificates (`acme::order::key_spec`).
+pub const ACME_KEY_TYPES: &[&str] = &["ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"];
+/// ACME challenge types.
+pub const CHALLENGE_TYPES: &[&str] = &["http-01", "dns-01", "tls-alpn-01"];
+/// States of a managed ACME certificate.
+pub const ACME_CERT_STATES: &[&str] = &["pending", "valid", "failed"];
+/// ACME providers (`acme::accounts`).
+pub const ACME_PROVIDERS: &[&str] = &["letsencrypt", "zerossl", "buypass", "google", "custom"];
+/// ACME directory environments.
+pub const ACME_ENVIRONMENTS: &[&str] = &["production", "staging"];
+/// States of an ACME account.
+pub const ACME_ACCOUNT_STATES: &[&str] = &["valid", "deactivated"];
+/// `root` or `intermediate`.
+pub const CA_TYPES: &[&str] = &["root", "intermediate"];
+/// States of a CA.
+pub const CA_STATES: &[&str] = &["active", "pending_signature", "retired"];
+/// Who signs a CA's OCSP responses.
+pub const OCSP_SIGNERS: &[&str] = &["ca", "delegated"];
+/// What a certificate in the inventory is.
+pub const CERT_KINDS: &[&str] = &["ca", "leaf"];
+/// States of a certificate in the inventory (`expired`: `valid` and past `not_after`).
+pub const CERT_STATES: &[&str] = &["valid", "revoked", "expired"];
+/// States of a CSR in the approval queue.
+pub const CSR_STATES: &[&str] = &["pending", "approved", "rejected", "signing", "signed"];
+/// What a certificate signed from an approved CSR is for.
+pub const CSR_USAGES: &[&str] = &["server", "client", "both"];
+/// How an issued private key is encoded (`der` and `pem`, as in Vault: the key type's default).
+pub const PRIVATE_KEY_FORMATS: &[&str] = &["pkcs8", "der", "pem"];
+/// A health component.
+pub const HEALTH: &[&str] = &["ok", "unavailable"];
+/// The scheduler's health.
+pub const SCHEDULER_HEALTH: &[&str] = &["starting", "ok", "stalled"];
+/// Storage backends.
+pub const BACKENDS: &[&str] = &["sqlite", "postgres"];
+/// What a certificate is validated for.
+pub const PURPOSES: &[&str] = &["server_auth", "client_auth", "any"];
+/// Where the trust anchor of a validated path comes from.
+pub const ANCHOR_KINDS: &[&str] = &["trust_anchor", "internal_ca"];
+/// States of a webhook delivery.
+pub const DELIVERY_STATES: &[&str] = &["pending", "delivered", "failed"];
+
 /// Rewrites every `"$ref": from` in `v` to `to`.
 fn rename_ref(v: &mut Value, from: &str, to: &str) {
     match v {
@@ -170,5 +234,31 @@ mod tests {
         // Written always (null included), read optionally.
         assert_eq!(components["Thing"]["required"], json!(["maybe"]));
         assert!(components["ThingRequest"].get("required").is_none());
+    }
+
+    #[test]
+    fn fields_with_a_fixed_set_of_values_carry_it_as_an_enum() {
+        let (c, _) = all().into_components();
+        let field = |schema: &str, f: &str| c[schema]["properties"][f].clone();
+        assert_eq!(
+            field("Ca", "status")["enum"],
+            json!(["active", "pending_signature", "retired"])
+        );
+        // A field that may be left out or `null` keeps `null` among its values.
+        assert_eq!(
+            field("CreateCaRequest", "key_type")["enum"],
+            json!(["ec", "rsa", "ed25519", null])
+        );
+        assert_eq!(field("RoleSpec", "key_type")["enum"], json!(KEY_TYPES));
+        assert_eq!(
+            field("Revoked", "reason")["enum"],
+            json!(scaivault_core::crl::REASONS)
+        );
+        assert_eq!(
+            field("ValidationError", "code")["enum"]
+                .as_array()
+                .map(Vec::len),
+            Some(scaivault_core::validate::Code::ALL.len())
+        );
     }
 }

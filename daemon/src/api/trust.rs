@@ -7,6 +7,7 @@
 
 use super::ca::page_limit;
 use super::problem::Body;
+use crate::api::schemas::{OneOf, ANCHOR_KINDS, PURPOSES};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::error::ApiError;
@@ -134,6 +135,7 @@ struct ValidateRequest {
     #[serde(default)]
     chain_pem: Option<String>,
     #[serde(default)]
+    #[schemars(transform = OneOf(PURPOSES))]
     purpose: Option<String>,
     #[serde(default)]
     dns_name: Option<String>,
@@ -156,6 +158,7 @@ struct ChainEntry {
 
 #[derive(Debug, Serialize, JsonSchema)]
 struct AnchorRef {
+    #[schemars(transform = OneOf(ANCHOR_KINDS))]
     kind: &'static str,
     id: String,
 }
@@ -163,6 +166,7 @@ struct AnchorRef {
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(rename = "ValidationError")]
 struct Reason {
+    #[schemars(transform = OneOf(&scaivault_core::validate::Code::NAMES))]
     code: &'static str,
     message: String,
 }

@@ -5,6 +5,7 @@
 
 use super::ca::page_limit;
 use super::problem::Body;
+use crate::api::schemas::{OneOf, DELIVERY_STATES};
 use crate::app::{App, Caller};
 use crate::auth::Perm;
 use crate::error::ApiError;
@@ -78,7 +79,9 @@ struct WebhookList {
 struct DeliveryResponse {
     id: String,
     event_id: String,
+    #[schemars(transform = OneOf(crate::webhooks::EVENT_TYPES))]
     event_type: String,
+    #[schemars(transform = OneOf(DELIVERY_STATES))]
     status: String,
     attempts: i64,
     http_status: Option<i64>,

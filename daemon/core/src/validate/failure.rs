@@ -40,6 +40,46 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in declaration order.
+    pub const ALL: [Code; 16] = [
+        Code::Expired,
+        Code::NotYetValid,
+        Code::Untrusted,
+        Code::NameMismatch,
+        Code::NameConstraintViolation,
+        Code::WrongPurpose,
+        Code::PathLengthExceeded,
+        Code::BadSignature,
+        Code::UnsupportedAlgorithm,
+        Code::Revoked,
+        Code::RevocationUnknown,
+        Code::InvalidBasicConstraints,
+        Code::UnsupportedCriticalExtension,
+        Code::ProfileViolation,
+        Code::PathTooComplex,
+        Code::Malformed,
+    ];
+
+    /// Every code's name, as [`Code::ALL`] gives them (the API documents them as an enum).
+    pub const NAMES: [&'static str; 16] = [
+        "expired",
+        "not_yet_valid",
+        "untrusted",
+        "name_mismatch",
+        "name_constraint_violation",
+        "wrong_purpose",
+        "path_length_exceeded",
+        "bad_signature",
+        "unsupported_algorithm",
+        "revoked",
+        "revocation_unknown",
+        "invalid_basic_constraints",
+        "unsupported_critical_extension",
+        "profile_violation",
+        "path_too_complex",
+        "malformed",
+    ];
+
     /// The stable snake_case code.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -227,4 +267,36 @@ pub fn unix(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
         .map(crate::time_util::rfc3339)
         .unwrap_or_else(|_| format!("@{secs}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn all_codes_are_listed_with_their_names() {
+        // No wildcard: a new code fails to compile here until it is in `ALL`.
+        let position = |c: Code| match c {
+            Code::Expired => 0,
+            Code::NotYetValid => 1,
+            Code::Untrusted => 2,
+            Code::NameMismatch => 3,
+            Code::NameConstraintViolation => 4,
+            Code::WrongPurpose => 5,
+            Code::PathLengthExceeded => 6,
+            Code::BadSignature => 7,
+            Code::UnsupportedAlgorithm => 8,
+            Code::Revoked => 9,
+            Code::RevocationUnknown => 10,
+            Code::InvalidBasicConstraints => 11,
+            Code::UnsupportedCriticalExtension => 12,
+            Code::ProfileViolation => 13,
+            Code::PathTooComplex => 14,
+            Code::Malformed => 15,
+        };
+        for (i, c) in Code::ALL.iter().enumerate() {
+            assert_eq!(position(*c), i);
+        }
+        assert_eq!(Code::ALL.map(Code::as_str), Code::NAMES);
+    }
 }
