@@ -206,7 +206,11 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
     let cfg = Config::load(&path).context("configuration")?;
     cfg.read_pin().context("hsm pin")?;
     crate::serve::check_softhsm_conf(&cfg)?;
-    if !cfg.hsm.module.is_file() {
+    crate::serve::export_softhsm_conf(&cfg);
+    // A path must name a file; a bare library name (`opensc-pkcs11.so`) is for the loader to
+    // find. Either way the module is then loaded as `serve` loads it.
+    let bare = cfg.hsm.module.components().count() == 1 && !cfg.hsm.module.is_absolute();
+    if !bare && !cfg.hsm.module.is_file() {
         return Err(StartError(format!(
             "hsm.module {} {}",
             cfg.hsm.module.display(),
@@ -217,6 +221,8 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
             }
         )));
     }
+    scaivault_hsm::pkcs11::load_module(&cfg.hsm.module)
+        .map_err(|e| StartError(format!("hsm.module: {e}")))?;
     // What `serve` opens first: the SQLite file must be creatable where it is named.
     if cfg.storage.backend == "sqlite" {
         let db = cfg.db_path();
@@ -232,6 +238,24 @@ pub fn check_config(path: PathBuf) -> Result<ExitCode, StartError> {
                 db.display(),
                 dir.display()
             )));
+        }
+    }
+    // What `serve` reads before it connects to PostgreSQL: the password source and the CA file.
+    if cfg.storage.backend == "postgres" {
+        cfg.read_db_password().context("database password")?;
+        if let Some(f) = &cfg.storage.ca_file {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                StartError(format!(
+                    "storage.ca_file {} cannot be read: {e}",
+                    f.display()
+                ))
+            })?;
+            if !text.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(StartError(format!(
+                    "storage.ca_file {} holds no PEM certificate",
+                    f.display()
+                )));
+            }
         }
     }
     if let Some(tls) = &cfg.server.tls {
@@ -420,11 +444,7 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
             if let Err(e) = try_say(format_args!("{}", secret.as_str())) {
                 // Nobody holds it: revoked again, so no live admin token is left behind.
                 let at = time_util::rfc3339(time_util::now());
-                let undone = store.write(|tx| {
-                    let (token, _) = tx.token_by_id(&id)?;
-                    tx.revoke_token(&id, None, &at)?;
-                    tx.append_audit(&cli_record(Some(&token.tenant_id), "token.revoke", &id))
-                });
+                let undone = revoke_token(&store, &id, &at);
                 return Err(StartError(match undone {
                     Ok(_) => format!(
                         "cannot write the new token: {e}; token {id} was revoked again (nobody holds it)"
@@ -446,18 +466,28 @@ pub fn token(path: &Path, cmd: TokenCommand) -> Result<ExitCode, StartError> {
                 ));
             }
             let at = time_util::rfc3339(time_util::now());
-            store
-                .write(|tx| {
-                    // The record names the token's tenant, whose audit log shows it.
-                    let (token, _) = tx.token_by_id(&id)?;
-                    tx.revoke_token(&id, None, &at)?;
-                    tx.append_audit(&cli_record(Some(&token.tenant_id), "token.revoke", &id))
-                })
-                .map_err(|e| StartError(format!("token {id}: {e}")))?;
+            revoke_token(&store, &id, &at).map_err(|e| StartError(format!("token {id}: {e}")))?;
             say!("{id} revoked");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Revokes token `id` with its audit record, which names the token's tenant (whose audit log shows
+/// it). A token revoked already is said to be so (`Conflict`), not "not found".
+fn revoke_token(store: &Store, id: &str, at: &str) -> scaivault_store::Result<()> {
+    store
+        .write(|tx| {
+            let (token, _) = tx.token_by_id(id)?;
+            if let Some(when) = &token.revoked_at {
+                return Err(scaivault_store::Error::Conflict(format!(
+                    "revoked already, at {when}"
+                )));
+            }
+            tx.revoke_token(id, None, at)?;
+            tx.append_audit(&cli_record(Some(&token.tenant_id), "token.revoke", id))
+        })
+        .map(drop)
 }
 
 /// `audit verify`.

@@ -798,7 +798,8 @@ impl Config {
             if let Some(v) = value {
                 match scaivault_core::duration::parse_seconds(v) {
                     Ok(secs) if secs >= 1 => {}
-                    _ => return bad(format!("{key} {v:?} is not a duration such as 10m or 720h")),
+                    Ok(_) => return bad(format!("{key} {v:?} must be at least 1s")),
+                    Err(e) => return bad(format!("{key}: {e} (a duration such as 10m or 720h)")),
                 }
             }
         }
@@ -845,8 +846,10 @@ impl Config {
             ("hsm.call_timeout", &self.hsm.call_timeout),
             ("hsm.keygen_timeout", &self.hsm.keygen_timeout),
         ] {
-            if !matches!(scaivault_core::duration::parse_seconds(value), Ok(0..=3600)) {
-                return bad(format!("{key} must be a duration from 0s (no limit) to 1h"));
+            match scaivault_core::duration::parse_seconds(value) {
+                Ok(0..=3600) => {}
+                Ok(_) => return bad(format!("{key} must be a duration from 0s (no limit) to 1h")),
+                Err(e) => return bad(format!("{key}: {e} (a duration from 0s, no limit, to 1h)")),
             }
         }
         if matches!(self.hsm.sign_threads, Some(n) if !(1..=256).contains(&n)) {
@@ -886,6 +889,21 @@ impl Config {
     /// Operator warnings about values that are valid but probably not what production wants.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.storage.backend == "sqlite" {
+            let st = &self.storage;
+            for (key, set) in [
+                ("storage.pool_size", st.pool_size != default_pool_size()),
+                ("storage.ca_file", st.ca_file.is_some()),
+                ("storage.password_file", st.password_file.is_some()),
+                ("storage.password_env", st.password_env.is_some()),
+            ] {
+                if set {
+                    out.push(format!(
+                        "{key} is for backend = \"postgres\": with \"sqlite\" it is not used"
+                    ));
+                }
+            }
+        }
         let privileged =
             |a: Option<SocketAddr>| a.is_some_and(|a| a.port() != 0 && a.port() < 1024);
         for (key, addr) in [
@@ -915,7 +933,7 @@ impl Config {
         if let Some(key) = self.server.tls.as_ref().and_then(|t| t.key_file.as_ref()) {
             if let Some(mode) = loose_mode(key) {
                 out.push(format!(
-                    "server.tls.key_file {} is readable by others (mode {mode:o}); make it \
+                    "server.tls.key_file {} is open to others (mode {mode:o}); make it \
                      0600 scaivault or 0640 root:scaivault",
                     key.display()
                 ));
@@ -933,7 +951,7 @@ impl Config {
         if let Some(pin) = &self.hsm.pin_file {
             if let Some(mode) = loose_mode(pin) {
                 out.push(format!(
-                    "hsm.pin_file {} is readable by others (mode {mode:o}); make it 0600",
+                    "hsm.pin_file {} is open to others (mode {mode:o}); make it 0600",
                     pin.display()
                 ));
             }
@@ -1207,6 +1225,33 @@ pin_env = "PIN"
         assert!(
             m.contains("(key hsm.sign_threads)") && !m.contains("S3cret"),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn a_refused_duration_says_why() {
+        let refused = |from: &str, to: &str| {
+            assert!(GOOD.contains(from), "{from}");
+            let c: Config = toml::from_str(&GOOD.replace(from, to)).unwrap();
+            c.validate().unwrap_err().to_string()
+        };
+        let e = refused(
+            "token_label = \"t\"",
+            "token_label = \"t\"\ncall_timeout = \"500ms\"",
+        );
+        assert!(
+            e.contains("hsm.call_timeout") && e.contains("whole number of seconds"),
+            "{e}"
+        );
+        let e = refused(
+            "token_label = \"t\"",
+            "token_label = \"t\"\ncall_timeout = \"2h\"",
+        );
+        assert!(e.contains("from 0s (no limit) to 1h"), "{e}");
+        let e = refused("[hsm]", "[acme]\nrenew_before = \"0s\"\n[hsm]");
+        assert!(
+            e.contains("acme.renew_before \"0s\" must be at least 1s"),
+            "{e}"
         );
     }
 

@@ -69,7 +69,7 @@ pub fn init_logging(level: &str) {
 
 /// Exports `hsm.softhsm2_conf` as `SOFTHSM2_CONF` for the module. Called before any other thread
 /// runs, so nothing reads the environment concurrently.
-fn export_softhsm_conf(cfg: &Config) {
+pub fn export_softhsm_conf(cfg: &Config) {
     if let Some(conf) = &cfg.hsm.softhsm2_conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
@@ -85,12 +85,19 @@ pub fn check_softhsm_conf(cfg: &Config) -> Result<(), StartError> {
         return Ok(());
     };
     std::fs::File::open(conf).map(drop).map_err(|e| {
-        StartError(format!(
-            "hsm.softhsm2_conf {} cannot be read: {e} (Debian's /etc/softhsm/softhsm2.conf is \
-             root:softhsm 0640: the daemon's user must be in group softhsm — `adduser scaivault \
-             softhsm`, or `dpkg-reconfigure scaivault` after installing softhsm2)",
-            conf.display()
-        ))
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            StartError(format!(
+                "hsm.softhsm2_conf {} cannot be read: {e} (Debian's /etc/softhsm/softhsm2.conf is \
+                 root:softhsm 0640: the daemon's user must be in group softhsm — `adduser \
+                 scaivault softhsm`, or `dpkg-reconfigure scaivault` after installing softhsm2)",
+                conf.display()
+            ))
+        } else {
+            StartError(format!(
+                "hsm.softhsm2_conf {} cannot be read: {e}",
+                conf.display()
+            ))
+        }
     })
 }
 

@@ -197,6 +197,16 @@ pub(crate) fn slot_by_label(ctx: &Pkcs11, token_label: &str) -> Result<Slot> {
     Err(Error::TokenNotFound(token_label.to_owned()))
 }
 
+/// Loads and initialises the PKCS#11 module `module` (a path, or a bare library name the dynamic
+/// loader finds) as opening a token would, without opening one: what `check-config` asks.
+///
+/// # Errors
+/// `Unavailable` naming the module: it cannot be loaded, is not a PKCS#11 library, or its
+/// `C_Initialize` fails.
+pub fn load_module(module: &Path) -> Result<()> {
+    context(module).map(drop)
+}
+
 pub(crate) fn context(module: &Path) -> Result<Pkcs11> {
     static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
     let key = std::fs::canonicalize(module).unwrap_or_else(|_| module.to_path_buf());
@@ -215,11 +225,19 @@ pub(crate) fn context(module: &Path) -> Result<Pkcs11> {
         // Another library of this process initialised the module already: share it.
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => {
+            // SoftHSM2 answers a configuration or token directory it cannot read with this
+            // code alone.
+            let hint = if matches!(e, CkError::Pkcs11(RvError::GeneralError, _)) {
+                " (for SoftHSM2: SOFTHSM2_CONF, or hsm.softhsm2_conf, must name a readable file \
+                 whose directories.tokendir exists and is readable and writable by this user)"
+            } else {
+                ""
+            };
             return Err(Error::Unavailable(format!(
-                "C_Initialize of {}: {}",
+                "C_Initialize of {}: {}{hint}",
                 module.display(),
                 describe(&e)
-            )))
+            )));
         }
     }
     contexts.insert(key, ctx.clone());

@@ -278,6 +278,11 @@ fn tenants_are_isolated_and_policies_deny_by_default() {
     let secret = scaivault_tests::token_secret(&b_admin);
     assert!(!err.contains(secret), "{err}");
     cli_ok(&d, &["token", "revoke", &b_id]);
+    // Twice: the token is there, revoked; said so (it is not "not found").
+    let out = d.cli(&["token", "revoke", &b_id]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("revoked already, at "), "{err}");
     // A new token whose one showing cannot happen is not left behind: refused before it is made
     // when stdout is /dev/null (or closed: Rust's runtime points it there), revoked again when
     // the write fails.

@@ -245,6 +245,17 @@ min_ec_bits = 256"#,
         "signature",
     );
     assert!(!tmp.join("w.pem").exists() && !tmp.join("b.pem").exists());
+    // An --out whose directory does not exist is refused before the root signs anything.
+    off.fails(
+        &[
+            "sign-intermediate",
+            "--csr",
+            &csr,
+            "--out",
+            &s(&tmp.join("nodir/issuing.pem")),
+        ],
+        "the directory of the intermediate certificate",
+    );
 
     // The ceremony signs the real CSR.
     let signed = s(&tmp.join("issuing.pem"));
@@ -612,6 +623,12 @@ fn offline_root_signs_crls_with_increasing_numbers() {
         .replace("0A1B2C3D4E5F6071", "0A1B2C3D4E5F6072");
     std::fs::write(off.path("transcript.jsonl"), edited).unwrap();
     off.fails(&["sign-crl", "--out", &crl(4)], "does not verify");
+    // An --out whose directory does not exist is refused before the root signs anything (the
+    // transcript is still the edited one: the refusal comes before it is read).
+    off.fails(
+        &["sign-crl", "--out", &s(&off.path("nodir/crl4.pem"))],
+        "the directory of the CRL",
+    );
     assert!(!off.path("crl4.pem").exists());
     std::fs::write(off.path("transcript.jsonl"), &original).unwrap();
     let out = off.ok(&["verify-transcript"]);
@@ -659,6 +676,10 @@ fn backup_3_of_5_restores_into_a_third_token() {
         "--revoke",
         "0a1b2c3d4e5f6071:key_compromise",
     ]);
+    // A backup directory that does not exist is refused, not made (removable media not mounted
+    // would put the wrapped key and every share on this disk).
+    a.fails(&["backup"], "does not exist (is the medium mounted?)");
+    assert!(!a.path("backup").exists());
     // A backup directory holding a file of the backup it would write is refused whole.
     std::fs::create_dir_all(a.path("backup")).unwrap();
     std::fs::write(a.path("backup/share-3-of-5.json"), "old").unwrap();
@@ -797,6 +818,7 @@ fn a_key_made_without_backup_cannot_be_wrapped() {
     off.ok(&["generate-root"]);
     // Refused before the SO PIN is read (its file is gone: reading it would fail otherwise).
     std::fs::remove_file(off.path("so.pin")).unwrap();
+    std::fs::create_dir_all(off.path("backup")).unwrap();
     off.fails(&["backup"], "generated with backup = false");
     assert!(!off.path("backup/root-backup.json").exists());
     assert!(!off.path("backup/share-1-of-5.json").exists());

@@ -778,3 +778,99 @@ fn dev_mode_says_when_its_admin_token_was_revoked() {
     let out = std::fs::read_to_string(fresh.dir.path().join("daemon.out")).unwrap();
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// `check-config` checks what `serve` would load: the PKCS#11 module through the dynamic loader
+/// (a bare library name included), and for PostgreSQL the password source and the CA file.
+#[test]
+fn check_config_loads_the_module_and_reads_what_postgres_needs() {
+    let d = Daemon::start();
+    let cfg_text = std::fs::read_to_string(d.config()).unwrap();
+    let data = d.data();
+    let dir = d.into_dir();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(check_config(&write("as-is.toml", cfg_text.clone()))
+        .status
+        .success());
+
+    // A bare library name is the loader's to find.
+    let line = cfg_text
+        .lines()
+        .find(|l| l.starts_with("module = "))
+        .unwrap()
+        .to_owned();
+    let module = std::path::PathBuf::from(line.split('"').nth(1).unwrap());
+    let (libdir, file) = (
+        module.parent().unwrap(),
+        module.file_name().unwrap().to_str().unwrap(),
+    );
+    let bare = write(
+        "bare.toml",
+        cfg_text.replace(&line, &format!("module = \"{file}\"")),
+    );
+    let out = Command::new(bin())
+        .env("LD_LIBRARY_PATH", libdir)
+        .arg("--config")
+        .arg(&bare)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // One it does not find, or a library that is not PKCS#11, is named.
+    for name in ["libscaivault-no-such-module.so", "libc.so.6"] {
+        let out = check_config(&write(
+            "bare-bad.toml",
+            cfg_text.replace(&line, &format!("module = \"{name}\"")),
+        ));
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("cannot load pkcs#11 module {name}")),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+
+    // PostgreSQL: a password file or variable that is not there, and a CA file that is not one.
+    let pg = |extra: &str| {
+        cfg_text.replace(
+            &format!("path = \"{}\"", data.join("scaivault.db").display()),
+            &format!("backend = \"postgres\"\nurl = \"postgres://sv@127.0.0.1:1/sv\"\n{extra}"),
+        )
+    };
+    assert!(pg("").contains("backend = \"postgres\""));
+    let missing = dir.path().join("no-such.pw");
+    let not_pem = write("not-pem.crt", "hello\n".into());
+    for (extra, says) in [
+        (
+            format!("password_file = \"{}\"", missing.display()),
+            "cannot read storage.password_file".to_owned(),
+        ),
+        (
+            "password_env = \"SCAIVAULT_TEST_NO_SUCH_VAR\"".to_owned(),
+            "SCAIVAULT_TEST_NO_SUCH_VAR (storage.password_env) is not set".to_owned(),
+        ),
+        (
+            format!("ca_file = \"{}\"", not_pem.display()),
+            "holds no PEM certificate".to_owned(),
+        ),
+    ] {
+        let out = check_config(&write("pg.toml", pg(&extra)));
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&says), "{extra}: {}", stderr(&out));
+    }
+    // PostgreSQL settings beside SQLite are not used: said so.
+    let out = check_config(&write(
+        "sqlite-pg-keys.toml",
+        cfg_text.replace("[storage]\n", "[storage]\npool_size = 4\n"),
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("storage.pool_size is for backend = \"postgres\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -470,6 +470,9 @@ fn sign_intermediate(c: &Ceremony, csr_path: &Path, out: &Path) -> Result<ExitCo
     if out.exists() {
         return Err(StartError(format!("{} exists already", out.display())));
     }
+    // Before the root signs: a signature whose certificate cannot be written is a root signature
+    // spent for nothing (and not in the transcript).
+    directory_exists(out, "intermediate certificate")?;
     let csr_bytes = std::fs::read(csr_path)
         .map_err(|e| StartError(format!("cannot read {}: {e}", csr_path.display())))?;
     let csr_text = std::str::from_utf8(&csr_bytes)
@@ -697,6 +700,7 @@ fn sign_crl(c: &Ceremony, out: &Path, revoke: &[String]) -> Result<ExitCode, Sta
     if out.exists() {
         return Err(StartError(format!("{} exists already", out.display())));
     }
+    directory_exists(out, "CRL")?;
     let (root, root_bytes) = read_root(c)?;
     let root_spki = root
         .tbs_certificate
@@ -805,6 +809,14 @@ fn backup_root(c: &Ceremony) -> Result<ExitCode, StartError> {
         .to_der()
         .map_err(|e| StartError(format!("root certificate: {e}")))?;
     let spec = c.root_spec()?;
+    // The directory must exist already: made here, a backup meant for removable media that is
+    // not mounted would land on this host's disk (the wrapped key and every share together).
+    if !b.directory.is_dir() {
+        return Err(StartError(format!(
+            "the backup directory {} does not exist (is the medium mounted?); nothing was written",
+            b.directory.display()
+        )));
+    }
     // Every file this backup writes must be new: checked before any is written, so that a
     // directory holding an earlier backup's files is refused with nothing mixed into it.
     let mut names = vec!["root-backup.json".to_owned()];
@@ -862,8 +874,6 @@ fn backup_root(c: &Ceremony) -> Result<ExitCode, StartError> {
     };
     let shares = backup::split(&kek, &backup_id, b.threshold, b.shares);
     drop(kek);
-    std::fs::create_dir_all(&b.directory)
-        .map_err(|e| StartError(format!("cannot create {}: {e}", b.directory.display())))?;
     let mut outputs = Map::new();
     let backup_bytes = to_json(&file)?;
     let backup_path = b.directory.join("root-backup.json");
