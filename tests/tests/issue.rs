@@ -834,7 +834,11 @@ fn sign_a_csr_under_a_role() {
     let p = d
         .post("/v1/pki/sign/dev", &json!({"csr_pem": b64}))
         .problem(400, "invalid_csr");
-    assert!(p["detail"].as_str().unwrap().contains("signature"), "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("signature") && detail.matches("does not verify").count() == 1,
+        "{p}"
+    );
     d.post("/v1/pki/sign/dev", &json!({"csr_pem": "garbage"}))
         .problem(400, "invalid_csr");
     d.post(

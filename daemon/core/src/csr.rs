@@ -111,6 +111,11 @@ fn parse(req: CertReq, der: Vec<u8>) -> Result<ParsedCsr> {
         .ok_or_else(|| bad("signature has unused bits"))?;
     verify::verify_signature(&spki_der, &req.algorithm, &info_der, sig).map_err(|e| match e {
         Error::Invalid { detail, .. } => bad(detail),
+        // The plain refusal is said once, not repeated through each layer that passed it on.
+        Error::BadSignature(d) if d == "signature does not verify" => {
+            bad("the request's signature does not verify")
+        }
+        Error::BadSignature(d) => bad(format!("the request's signature does not verify: {d}")),
         other => bad(format!("the request's signature does not verify: {other}")),
     })?;
     let mut out = ParsedCsr {
