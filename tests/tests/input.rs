@@ -19,8 +19,37 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
     post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"bogus":true}"#)
         .problem(400, "unknown_field");
     post(br#"{"name":"a","ca_type":"root","validity_days":1}"#).problem(400, "missing_field");
-    post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":"ten"}"#)
+    let p = post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":"ten"}"#)
         .problem(400, "invalid_field");
+    // The detail names the field the wrong value is in (the value is not echoed).
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("validity_days: invalid type: string"),
+        "{detail}"
+    );
+    let p = post(br#"{"name":null,"common_name":"A","ca_type":"root","validity_days":1}"#)
+        .problem(400, "invalid_field");
+    assert!(p["detail"].as_str().unwrap().starts_with("name: "), "{p}");
+    let p = post(br#"{"name":"a","common_name":"A","ca_type":"root","validity_days":1,"permitted_dns_domains":["a.example",7]}"#)
+        .problem(400, "invalid_field");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("permitted_dns_domains[1]: "),
+        "{p}"
+    );
+    // Not JSON at all is invalid_json, whatever a field-by-field decode would have met first:
+    // cut off after a field name, trailing characters, a NaN.
+    for body in [
+        &br#"{"a":"#[..],
+        b"{} x",
+        br#"{"x":NaN}"#,
+        br#"{"name":"a""#,
+    ] {
+        let p = post(body).problem(400, "invalid_json");
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{p}");
+    }
     // A large wrong-typed value is neither echoed back nor logged.
     let canary = format!("wrongtyped{}", "x".repeat(200_000));
     let p = post(

@@ -264,7 +264,20 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body must be a JSON object",
         ));
     }
-    serde_json::from_str::<T>(text).map_err(|e| {
+    // Syntax first: a body that is not JSON at all is `invalid_json`, whatever a typed decode
+    // would have met first (`{"a":` is cut off, not an unknown field; `{} x` has trailing
+    // characters, it does not lack a field).
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            describe_json_error(&e.to_string()),
+        ));
+    }
+    // Then the types, naming the field a wrong value is in (`alt_names[2]: invalid type: …`).
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
         let msg = describe_json_error(&e.to_string());
         let code = match e.classify() {
             serde_json::error::Category::Data if msg.starts_with("unknown field") => {
@@ -276,7 +289,12 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             serde_json::error::Category::Data => "invalid_field",
             _ => "invalid_json",
         };
-        ApiError::bad_request(code, msg)
+        if path == "." || path.is_empty() {
+            return ApiError::bad_request(code, msg);
+        }
+        let mut field = path;
+        truncate_at_char(&mut field, 100);
+        ApiError::bad_request(code, format!("{field}: {msg}"))
     })
 }
 
