@@ -17,6 +17,9 @@ fn yes() -> bool {
     true
 }
 
+/// The most entries in each of a role's pattern lists.
+pub const MAX_PATTERNS: usize = 1000;
+
 /// A role's settings: the body of `POST /v1/pki/roles` (and `PUT`), and what is stored.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +194,20 @@ impl RoleSpec {
             // would have to be cut on every such request, and nothing is cut silently.
             if secs > max {
                 return Err(ttl_over_max(secs, &self.max_ttl));
+            }
+        }
+        // Each list is read on every issuance under the role and written into every page of the
+        // role list: bounded, as a CA's name constraints are (at 100).
+        for (key, n) in [
+            ("allowed_domains", self.allowed_domains.len()),
+            ("allowed_ip_ranges", self.allowed_ip_ranges.len()),
+            ("allowed_uri_sans", self.allowed_uri_sans.len()),
+        ] {
+            if n > MAX_PATTERNS {
+                return Err(ApiError::bad_request(
+                    "invalid_role",
+                    format!("{key} has {n} entries, more than {MAX_PATTERNS}"),
+                ));
             }
         }
         for raw in &self.allowed_ip_ranges {

@@ -1622,6 +1622,31 @@ fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
         )
         .problem(400, "missing_field");
     assert!(p["detail"].as_str().unwrap().contains("name"), "{p}");
+    // As any body that does not decode: refused before the policy check (a token without the
+    // role-writing policy hears the same) and not audited.
+    let auditor = d
+        .post("/v1/auth/tokens", &json!({"policies": ["auditor"]}))
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"ca_id": int["id"], "allowed_domains": ["x.example"]}).to_string();
+    d.call(
+        "POST",
+        "/v1/pki/roles",
+        Some(&auditor),
+        Some(body.as_bytes()),
+    )
+    .problem(400, "missing_field");
+    let audit = d.get("/v1/audit?limit=1000").json();
+    assert!(
+        !audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "role.create" && r["outcome"] == "error:missing_field"),
+        "{audit}"
+    );
     // PUT may leave it out (the path names the role).
     assert_eq!(create(json!({"name": "rvput"})).status, 201);
     let r = d.call(
@@ -1659,6 +1684,16 @@ fn role_settings_that_cannot_work_and_invalid_a_labels_are_refused() {
             .as_str()
             .unwrap()
             .contains("::ffff:10.0.0.0/104"),
+        "{p}"
+    );
+    // Each pattern list is bounded (read on every issuance, written into every role page).
+    let many: Vec<String> = (0..1001).map(|i| format!("h{i}.example")).collect();
+    let p = create(json!({"allowed_domains": many})).problem(400, "invalid_role");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_domains has 1001 entries"),
         "{p}"
     );
     // A range written with bits past its prefix names a wider range than it shows: refused,

@@ -183,15 +183,16 @@ fn success_media(path: &str) -> Option<&'static [&'static str]> {
 fn problem_schema() -> Value {
     json!({
         "type": "object",
-        "required": ["type", "title", "status", "code"],
+        // Every problem document the daemon writes has every field (`api/problem.rs`).
+        "required": ["type", "title", "status", "detail", "code", "request_id", "instance"],
         "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
+            "type": {"type": "string", "description": "urn:scaivault:problem:<code>"},
+            "title": {"type": "string", "description": "the HTTP status's reason phrase"},
             "status": {"type": "integer"},
-            "detail": {"type": "string"},
+            "detail": {"type": "string", "description": "what was wrong, naming the offending value or rule"},
             "code": {"type": "string", "description": "stable, machine-readable (docs/API.md lists them per route)"},
-            "request_id": {"type": "string"},
-            "instance": {"type": "string"},
+            "request_id": {"type": "string", "description": "also the X-Request-Id header, and the key to the daemon's log lines for the request"},
+            "instance": {"type": "string", "description": "the request's path"},
         },
     })
 }
@@ -452,11 +453,23 @@ mod tests {
                 "{name} is not referred to"
             );
         }
-        // Read one way, written another: two schemas.
+        // Read one way, written another: two schemas; a creation needs the name a `PUT` may
+        // leave out.
         assert_eq!(
             doc["paths"]["/v1/pki/roles"]["post"]["requestBody"]["content"]["application/json"]
                 ["schema"],
+            json!({"allOf": [{"$ref": "#/components/schemas/RoleSpecRequest"}, {"required": ["name"]}]})
+        );
+        assert_eq!(
+            doc["paths"]["/v1/pki/roles/{name}"]["put"]["requestBody"]["content"]
+                ["application/json"]["schema"],
             json!({"$ref": "#/components/schemas/RoleSpecRequest"})
+        );
+        assert_eq!(
+            schemas["RejectCsrRequest"]["required"],
+            json!(["reason"]),
+            "a rejection needs its reason: {}",
+            schemas["RejectCsrRequest"]
         );
         assert_eq!(schemas["RoleSpecRequest"]["required"], json!(["ca_id"]));
         assert_eq!(

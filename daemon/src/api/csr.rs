@@ -200,9 +200,13 @@ async fn approve(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(rename = "RejectCsrRequest")]
+// Decoded as optional so that its absence is `400 reason_required`, as a blank one is.
+#[schemars(extend("required" = ["reason"]))]
 #[serde(deny_unknown_fields)]
 struct RejectRequest {
+    /// Why (required: `400 reason_required` without one; shown to the requester and audited).
     #[serde(default)]
+    #[schemars(required, length(min = 1))]
     reason: Option<String>,
 }
 

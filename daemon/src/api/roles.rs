@@ -14,7 +14,7 @@ use serde::Serialize;
 
 /// The body schemas of these routes (`GET /v1/openapi.json`).
 pub(super) fn bodies(b: &mut super::schemas::Bodies) {
-    b.request::<RoleSpec>("POST", "/v1/pki/roles");
+    b.request_requiring::<RoleSpec>("POST", "/v1/pki/roles", &["name"]);
     b.answer::<RoleSpec>("POST", "/v1/pki/roles");
     b.answer::<RoleList>("GET", "/v1/pki/roles");
     b.answer::<RoleSpec>("GET", "/v1/pki/roles/{name}");
@@ -32,16 +32,17 @@ async fn create(
     caller: Caller,
     body: Body<RoleSpec>,
 ) -> Result<(Status, Json<RoleSpec>), ApiError> {
-    app.require(&caller, Perm::RoleWrite, "role.create", None)
-        .await?;
-    let res = if body.0.name == roles::UNNAMED {
-        Err(ApiError::bad_request(
+    // A body without a name does not decode as a creation: refused as any such body is, before
+    // the policy check and unaudited.
+    if body.0.name == roles::UNNAMED {
+        return Err(ApiError::bad_request(
             "missing_field",
             "missing field `name`",
-        ))
-    } else {
-        roles::save(app, &caller, body.0, false).await
-    };
+        ));
+    }
+    app.require(&caller, Perm::RoleWrite, "role.create", None)
+        .await?;
+    let res = roles::save(app, &caller, body.0, false).await;
     let out = app.finish(&caller, "role.create", None, res).await?;
     Ok((Status::Created, Json(out)))
 }

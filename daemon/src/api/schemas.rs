@@ -45,6 +45,19 @@ impl Bodies {
         self.routes.entry((method, path)).or_default().0 = Some(schema);
     }
 
+    /// `method path` reads a `Req` body in which `fields` are required although `Req` lets them
+    /// be left out (a role's `name`: required by `POST`, optional in `PUT`).
+    pub fn request_requiring<Req: JsonSchema>(
+        &mut self,
+        method: &'static str,
+        path: &'static str,
+        fields: &[&str],
+    ) {
+        let schema = self.requests.subschema_for::<Req>().to_value();
+        let schema = serde_json::json!({"allOf": [schema, {"required": fields}]});
+        self.routes.entry((method, path)).or_default().0 = Some(schema);
+    }
+
     /// `method path` answers a `Resp` body on success.
     pub fn answer<Resp: JsonSchema>(&mut self, method: &'static str, path: &'static str) {
         let schema = self.answers.subschema_for::<Resp>().to_value();
