@@ -485,7 +485,13 @@ impl App {
         self.db(move |s| {
             s.write(|tx| tx.append_audit(&rec)).map_err(|e| {
                 tracing::error!(error = %e, action = %action, "audit write failed");
-                ApiError::audit_unavailable().with_cause(&e)
+                // Another writer held the database past the wait: the database is unavailable
+                // (API.md, `database_unavailable`), not the audit trail alone.
+                if e.is_lock_wait() {
+                    ApiError::from(e)
+                } else {
+                    ApiError::audit_unavailable().with_cause(&e)
+                }
             })
         })
         .await

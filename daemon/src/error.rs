@@ -96,7 +96,9 @@ impl ApiError {
     pub fn from_audited_write(e: scaivault_store::Error) -> Self {
         use scaivault_store::Error as S;
         match e {
+            // Another writer held the database: it is unavailable, not the audit trail.
             S::NotFound | S::Conflict(_) | S::Changed(_) => e.into(),
+            _ if e.is_lock_wait() => e.into(),
             S::Unavailable(cause) | S::Unconfirmed(cause) | S::Corrupt(cause) | S::Sql(cause) => {
                 tracing::error!(%cause, "a change and its audit record could not be written");
                 Self::audit_unavailable().with_cause(cause)

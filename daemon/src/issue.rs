@@ -691,6 +691,9 @@ fn reservation_refused(e: scaivault_store::Error) -> ApiError {
                 format!("the {what} changed during the request"),
             )
         }
+        // Another writer held the database past the wait: the database is unavailable, as for
+        // any other write (API.md, `database_unavailable`).
+        e if e.is_lock_wait() => e.into(),
         e => {
             tracing::error!(error = %e, "reserving a serial with its audit record failed");
             ApiError::audit_unavailable()
@@ -1237,7 +1240,15 @@ pub async fn sign_order(
                     j.release(t, &ca2, &sn2);
                 }
             }
-            written.map_err(|_| ApiError::audit_unavailable())?;
+            written.map_err(|w| {
+                // The database held by another writer past the wait: it is unavailable, the
+                // failure record with it (API.md, `database_unavailable`).
+                if w.is_lock_wait() {
+                    ApiError::from(w)
+                } else {
+                    ApiError::audit_unavailable()
+                }
+            })?;
             Err::<Issued, ApiError>(ApiError { audited: true, ..e })
         }
     };

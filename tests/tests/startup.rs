@@ -666,6 +666,12 @@ fn health_reports_a_database_whose_write_lock_another_process_holds() {
         return; // a SQLite file's lock; PostgreSQL has no such file
     }
     let d = Daemon::start();
+    let root = d.create_root("locked-root", "ec", Some(256));
+    let role = d.post(
+        "/v1/pki/roles",
+        &serde_json::json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
+    );
+    assert_eq!(role.status, 201, "{}", role.text());
     let h = d.call("GET", "/v1/sys/health", None, None);
     assert_eq!(h.status, 200, "{}", h.text());
     let db = d.data().join("scaivault.db");
@@ -690,10 +696,19 @@ fn health_reports_a_database_whose_write_lock_another_process_holds() {
     .unwrap();
     assert_eq!(line.trim(), "locked");
     let h = d.call("GET", "/v1/sys/health", None, None);
+    // An issuance while the lock is held: the database is unavailable (not the audit trail),
+    // and nothing is issued.
+    let issued = d.post(
+        "/v1/pki/issue/svc",
+        &serde_json::json!({"common_name": "a.internal"}),
+    );
     let _ = holder.kill();
     let _ = holder.wait();
     assert_eq!(h.status, 503, "{}", h.text());
     assert_eq!(h.json()["database"], "unavailable", "{}", h.text());
+    issued.problem(503, "database_unavailable");
+    let inv = d.get("/v1/pki/certificates?role=svc").json();
+    assert_eq!(inv["items"].as_array().unwrap().len(), 0, "{inv}");
     let h = d.call("GET", "/v1/sys/health", None, None);
     assert_eq!(h.status, 200, "{}", h.text());
 }

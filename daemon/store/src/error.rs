@@ -32,6 +32,23 @@ pub enum Error {
     Changed(String),
 }
 
+impl Error {
+    /// Whether the database answered but another writer held it past the wait (SQLite's busy
+    /// timeout: `database is locked`; PostgreSQL's `lock_timeout`: SQLSTATE `55P03`). The
+    /// database itself is fine: the caller says `database_unavailable`, whatever the write was.
+    pub fn is_lock_wait(&self) -> bool {
+        match self {
+            Error::Unavailable(why) => {
+                why.starts_with(LOCKED) || why.starts_with("55P03") || why.contains(": 55P03")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How a SQLite lock held past the busy timeout starts its [`Error::Unavailable`] text.
+const LOCKED: &str = "locked by another connection: ";
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
@@ -41,9 +58,10 @@ impl From<rusqlite::Error> for Error {
                 ErrorCode::ConstraintViolation => {
                     Error::Conflict(msg.clone().unwrap_or_else(|| "constraint".into()))
                 }
-                ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::ReadOnly
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    Error::Unavailable(format!("{LOCKED}{e}"))
+                }
+                ErrorCode::ReadOnly
                 | ErrorCode::SystemIoFailure
                 | ErrorCode::DiskFull
                 | ErrorCode::CannotOpen
@@ -55,5 +73,32 @@ impl From<rusqlite::Error> for Error {
             },
             _ => Error::Sql(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::Error;
+    use rusqlite::ffi;
+
+    #[test]
+    fn a_lock_held_past_the_wait_is_told_from_other_outages() {
+        let sqlite =
+            |code| Error::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        assert!(sqlite(ffi::SQLITE_BUSY).is_lock_wait());
+        assert!(sqlite(ffi::SQLITE_LOCKED).is_lock_wait());
+        for other in [ffi::SQLITE_FULL, ffi::SQLITE_READONLY, ffi::SQLITE_IOERR] {
+            let e = sqlite(other);
+            assert!(
+                matches!(e, Error::Unavailable(_)) && !e.is_lock_wait(),
+                "{e:?}"
+            );
+        }
+        assert!(
+            Error::Unavailable("55P03: canceling statement due to lock timeout".into())
+                .is_lock_wait()
+        );
+        assert!(!Error::Unavailable("08006: connection failure".into()).is_lock_wait());
+        assert!(!Error::Unconfirmed("locked by another connection: x".into()).is_lock_wait());
     }
 }
