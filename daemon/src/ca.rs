@@ -111,16 +111,27 @@ fn issuer_of(token: &dyn Token, row: &CaRow) -> Result<(IssuerInfo, Arc<dyn Sign
     Ok((info, key))
 }
 
-fn check_new(req: &NewCa) -> Result<(), ApiError> {
-    if req.name.trim().is_empty()
-        || req.name.len() > 128
-        || req.name.chars().any(scaivault_core::name::is_hidden)
+/// A CA's name: not blank, at most 128 bytes of UTF-8 (a 50-character CJK name is 150), no
+/// control or invisible characters.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty()
+        || name.len() > 128
+        || name.chars().any(scaivault_core::name::is_hidden)
     {
         return Err(ApiError::bad_request(
             "invalid_name",
-            "name must be 1 to 128 printable characters (no control or invisible ones)",
+            format!(
+                "name must be 1 to 128 bytes of UTF-8 (this one is {}), not blank, without \
+                 control or invisible characters",
+                name.len()
+            ),
         ));
     }
+    Ok(())
+}
+
+fn check_new(req: &NewCa) -> Result<(), ApiError> {
+    check_name(&req.name)?;
     if !(1..=MAX_VALIDITY_DAYS).contains(&req.validity_days) {
         return Err(ApiError::bad_request(
             "invalid_validity",
@@ -816,15 +827,7 @@ pub struct ImportCa {
 /// `400 key_not_found`, `certificate_key_mismatch`, `not_a_ca_certificate`, `chain_invalid`;
 /// `409` for a taken name or a key label already in use.
 pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, ApiError> {
-    if req.name.trim().is_empty()
-        || req.name.len() > 128
-        || req.name.chars().any(scaivault_core::name::is_hidden)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "name must be 1 to 128 printable characters (no control or invisible ones)",
-        ));
-    }
+    check_name(&req.name)?;
     let cert = pem::parse_certificate(&req.certificate_pem)?;
     let id = scaivault_core::ids::new_id("ca");
     let (key_label, key_type, key_size) = match &req.key_label {
@@ -976,7 +979,27 @@ pub async fn import(app: &App, caller: &Caller, req: ImportCa) -> Result<CaRow, 
                     r2.name
                 )));
             }
-            tx.insert_ca(&r2)?;
+            // One certificate, one CA: two CA objects for it would make a CRL import and the
+            // retirement of its children ambiguous.
+            if let Some((other, name)) = r2
+                .cert_der
+                .as_deref()
+                .map(|der| tx.ca_with_certificate(&r2.tenant_id, der))
+                .transpose()?
+                .flatten()
+            {
+                return Err(scaivault_store::Error::Conflict(format!(
+                    "CA {name:?} ({other}) holds this certificate already"
+                )));
+            }
+            tx.insert_ca(&r2).map_err(|e| match e {
+                // The name is free (above): the key is the one taken.
+                scaivault_store::Error::Conflict(_) => scaivault_store::Error::Conflict(format!(
+                    "the key {:?} is another CA's already",
+                    r2.key_label
+                )),
+                other => other,
+            })?;
             tx.append_audit(&rec)
         })
         .map_err(|e| match e {

@@ -610,7 +610,10 @@ fn import_a_ca_whose_key_is_already_on_the_token() {
     let p = d.post("/v1/pki/ca/import", &json!({"name": "imp2", "key_label": "ceremony-key", "certificate_pem": cert_pem, "chain_pem": root_pem}))
         .problem(409, "ca_conflict");
     assert!(
-        p["detail"].as_str().unwrap().contains("another CA's"),
+        p["detail"].as_str().unwrap().contains(&format!(
+            "CA \"imp\" ({}) holds this certificate already",
+            ca["id"].as_str().unwrap()
+        )),
         "{p}"
     );
     // Keys the daemon made for itself (a CA's, an OCSP delegate's) are never another CA's.

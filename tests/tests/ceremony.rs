@@ -393,6 +393,15 @@ min_ec_bits = 256"#,
     assert_eq!(rca["key_type"], "ec");
     assert_eq!(rca["key_size"], 384);
     let rid = rca["id"].as_str().unwrap().to_owned();
+    // Imported again under another name: refused, one certificate is one CA (two would make a
+    // CRL import, and the retirement of the root's children, ambiguous).
+    let again = d
+        .post(
+            "/v1/pki/ca/import",
+            &json!({"name": "offline-root-2", "certificate_pem": root_pem}),
+        )
+        .problem(409, "ca_conflict");
+    assert!(again["detail"].as_str().unwrap().contains(&rid), "{again}");
     assert_eq!(d.get(&format!("/v1/pki/ca/{id}")).json()["offline"], false);
     // It signs nothing here.
     let r = d.post(

@@ -144,6 +144,22 @@ fn bad_requests_get_problem_documents_and_the_daemon_keeps_serving() {
     post(br#"{"name":"a","common_name":"A","ca_type":"root","key_type":"ec","key_size":521,"validity_days":1}"#).problem(400, "invalid_key_type");
     post(br#"{"name":"a","common_name":"","ca_type":"root","validity_days":1}"#)
         .problem(400, "invalid_subject");
+    // The name's limit is in bytes (API.md), and the refusal says so: 50 CJK characters are 150.
+    let p = post(
+        format!(
+            r#"{{"name":"{}","common_name":"A","ca_type":"root","validity_days":1}}"#,
+            "名".repeat(50)
+        )
+        .as_bytes(),
+    )
+    .problem(400, "invalid_name");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("128 bytes of UTF-8 (this one is 150)"),
+        "{p}"
+    );
     post(
         format!(
             r#"{{"name":"a","common_name":"{}","ca_type":"root","validity_days":1}}"#,

@@ -473,6 +473,22 @@ impl<'a> Tx<'a> {
             .is_some())
     }
 
+    /// The id and name of the tenant's CA whose certificate is `cert_der`, if any.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn ca_with_certificate(
+        &self,
+        tenant_id: &str,
+        cert_der: &[u8],
+    ) -> Result<Option<(String, String)>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT id, name FROM cas WHERE tenant_id = ?1 AND cert_der = ?2")?
+            .query_row(params![tenant_id, cert_der], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
     /// The CA `id` of `tenant_id`.
     ///
     /// # Errors
