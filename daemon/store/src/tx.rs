@@ -482,11 +482,10 @@ impl<'a> Tx<'a> {
         tenant_id: &str,
         cert_der: &[u8],
     ) -> Result<Option<(String, String)>> {
-        Ok(self
-            .tx
+        self.tx
             .prepare_cached("SELECT id, name FROM cas WHERE tenant_id = ?1 AND cert_der = ?2")?
             .query_row(params![tenant_id, cert_der], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+            .optional()
     }
 
     /// The CA `id` of `tenant_id`.
