@@ -939,6 +939,31 @@ impl Config {
                 ));
             }
         }
+        let l = &self.limits;
+        for (burst, n, rate, r) in [
+            ("token_burst", l.token_burst, "token_rate", l.token_rate),
+            ("tenant_burst", l.tenant_burst, "tenant_rate", l.tenant_rate),
+            (
+                "public_ip_burst",
+                l.public_ip_burst,
+                "public_ip_rate",
+                l.public_ip_rate,
+            ),
+        ] {
+            if n > 0 && r == 0 {
+                out.push(format!(
+                    "limits.{burst} = {n} does nothing without limits.{rate} (the limit is off)"
+                ));
+            }
+        }
+        match std::fs::read_to_string(&self.webhooks.ca_file) {
+            Ok(text) if !text.contains("-----BEGIN CERTIFICATE-----") => out.push(format!(
+                "webhooks.ca_file {} holds no PEM certificate: deliveries to https:// webhooks \
+                 would fail",
+                self.webhooks.ca_file.display()
+            )),
+            _ => {}
+        }
         if let Err(e) = std::fs::File::open(&self.webhooks.ca_file) {
             out.push(format!(
                 "webhooks.ca_file {} cannot be read ({e}): deliveries to https:// webhooks \
@@ -1376,6 +1401,19 @@ pin_env = "PIN"
             w.contains("webhooks.ca_file /nonexistent/ca-bundle.crt cannot be read"),
             "{w}"
         );
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("bundle.crt");
+        std::fs::write(&not_pem, "not a bundle\n").unwrap();
+        c.webhooks.ca_file = not_pem;
+        c.limits.token_burst = 5;
+        let w = c.warnings().join("\n");
+        assert!(w.contains("bundle.crt holds no PEM certificate"), "{w}");
+        assert!(
+            w.contains("limits.token_burst = 5 does nothing without limits.token_rate"),
+            "{w}"
+        );
+        c.limits.token_rate = 1;
+        assert!(!c.warnings().join("\n").contains("token_burst"));
     }
 
     #[test]

@@ -682,12 +682,18 @@ pub fn lock_file(
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| {
-            StartError(format!(
-                "cannot open {what}: its lock file {}: {e}",
-                path.display()
-            ))
-        })?;
+        .map_err(
+            |e| match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(dir) if !dir.is_dir() => StartError(format!(
+                    "cannot open {what}: its directory {} does not exist",
+                    dir.display()
+                )),
+                _ => StartError(format!(
+                    "cannot open {what}: its lock file {}: {e}",
+                    path.display()
+                )),
+            },
+        )?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == nix::errno::Errno::EWOULDBLOCK {
             StartError(busy())

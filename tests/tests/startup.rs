@@ -140,7 +140,9 @@ fn dev_mode_reuses_its_state_and_serve_refuses_bad_setups() {
     .unwrap();
     let err = serve_fails(&cfg);
     assert!(
-        err.contains("cannot open database /nonexistent/dir/x.db"),
+        err.contains(
+            "cannot open database /nonexistent/dir/x.db: its directory /nonexistent/dir does not exist"
+        ),
         "{err}"
     );
     // check-config says so before a start fails (it answered `ok`).

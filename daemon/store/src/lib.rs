@@ -772,7 +772,12 @@ pub fn read_file<T>(path: &Path, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result
             flags | OpenFlags::SQLITE_OPEN_URI,
         )
     }
-    .map_err(|e| Error::Unavailable(format!("{shown}: {e}")))?;
+    .map_err(|e| {
+        Error::Unavailable(format!(
+            "{shown}: {e} (check that this user may read the file and its directory: run as the \
+             daemon's user, scaivault under systemd)"
+        ))
+    })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
