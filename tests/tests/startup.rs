@@ -674,8 +674,15 @@ fn health_reports_a_database_whose_write_lock_another_process_holds() {
         &serde_json::json!({"name": "svc", "ca_id": root["id"], "allowed_domains": ["*.internal"]}),
     );
     assert_eq!(role.status, 201, "{}", role.text());
+    let crl = d.post(
+        &format!("/v1/pki/ca/{}/crl", root["id"].as_str().unwrap()),
+        &serde_json::json!({}),
+    );
+    assert_eq!(crl.status, 200, "{}", crl.text());
     let h = d.call("GET", "/v1/sys/health", None, None);
     assert_eq!(h.status, 200, "{}", h.text());
+    let published = h.json()["crl"]["published"].clone();
+    assert!(published.as_i64().unwrap() >= 1, "{}", h.text());
     let db = d.data().join("scaivault.db");
     let mut holder = std::process::Command::new("python3")
         .args([
@@ -708,6 +715,8 @@ fn health_reports_a_database_whose_write_lock_another_process_holds() {
     let _ = holder.wait();
     assert_eq!(h.status, 503, "{}", h.text());
     assert_eq!(h.json()["database"], "unavailable", "{}", h.text());
+    // The CRLs are still published (the database answers reads): the summary says so.
+    assert_eq!(h.json()["crl"]["published"], published, "{}", h.text());
     issued.problem(503, "database_unavailable");
     let inv = d.get("/v1/pki/certificates?role=svc").json();
     assert_eq!(inv["items"].as_array().unwrap().len(), 0, "{inv}");

@@ -51,7 +51,7 @@ struct ClusterHealth {
 
 /// The CRL scheduler's state across all CAs (aggregated: health is unauthenticated, so it names
 /// no CA and no tenant).
-#[derive(Debug, Serialize, Default, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Default, JsonSchema)]
 struct CrlHealth {
     /// CAs with a published CRL.
     published: i64,
@@ -69,20 +69,38 @@ const DB_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// reports the database unavailable at once.
 const DB_CHECKS_AT_ONCE: usize = 4;
 
+/// The CRL summary last read: what health shows while the database cannot be read (zeros only
+/// before the first read).
+static LAST_CRL: std::sync::Mutex<Option<CrlHealth>> = std::sync::Mutex::new(None);
+
+/// The CRL summary last read, or zeros.
+fn last_crl() -> CrlHealth {
+    LAST_CRL
+        .lock()
+        .ok()
+        .and_then(|l| l.clone())
+        .unwrap_or_default()
+}
+
 /// The database's part of health: a read and the start of a write, and the CRL summary.
 fn db_check(store: &scaivault_store::Store) -> (bool, CrlHealth) {
     // A write must be possible too: a database that answers reads while another process holds
-    // its write lock fails every change.
-    match (store.ping_write(), store.read(|tx| tx.crl_summary())) {
-        (Ok(()), Ok((published, pending_rebuild, earliest_next_update))) => (
-            true,
-            CrlHealth {
+    // its write lock fails every change. The summary is read on its own: a database held by
+    // another writer still answers reads, and its CRLs are still published.
+    let writable = store.ping_write().is_ok();
+    match store.read(|tx| tx.crl_summary()) {
+        Ok((published, pending_rebuild, earliest_next_update)) => {
+            let crl = CrlHealth {
                 published,
                 pending_rebuild,
                 earliest_next_update,
-            },
-        ),
-        _ => (false, CrlHealth::default()),
+            };
+            if let Ok(mut last) = LAST_CRL.lock() {
+                *last = Some(crl.clone());
+            }
+            (writable, crl)
+        }
+        Err(_) => (false, last_crl()),
     }
 }
 
@@ -113,7 +131,7 @@ async fn health(app: &State<App>) -> (Status, Json<Health>) {
             .ok()
             .and_then(Result::ok)
     };
-    let (db_ok, crl) = db.unwrap_or((false, CrlHealth::default()));
+    let (db_ok, crl) = db.unwrap_or_else(|| (false, last_crl()));
 
     let beat = app.scheduler_beat.load(Ordering::Relaxed);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
